@@ -1,0 +1,1 @@
+"""Batch side-mode (SPEC §9): short-lived jobs that write through the streaming sink."""

@@ -1,0 +1,85 @@
+"""The one exception tree of feedvault.
+
+Every error feedvault raises on purpose derives from :class:`FeedvaultError`. Errors of the
+libraries underneath (botocore, websockets, OSError, orjson) are mapped at the boundary where
+they happen, with ``raise X from exc``, so callers never need to know which library failed.
+
+Exit statuses (SPEC §4): :class:`ConfigError` is exit 2; every other error that ends a run is
+exit 1.
+"""
+
+from __future__ import annotations
+
+
+class FeedvaultError(Exception):
+    """Base of every error feedvault raises on purpose."""
+
+
+class ConfigError(FeedvaultError):
+    """A missing or invalid setting. ``variable`` names the environment variable (or flag).
+
+    ``str(err)`` is one line: ``"S3_BUCKET: is required"``.
+    """
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class ProtocolError(FeedvaultError):
+    """An exchange frame that cannot be understood."""
+
+
+class MalformedFrame(ProtocolError):
+    """A frame that is not valid for the protocol. It is counted and skipped, never fatal.
+
+    ``kind`` is a short stable label (``"json"``, ``"missing-field"``, ``"type"``, ...) used to
+    log each kind of bad input once.
+    """
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+class SubscriptionRejected(FeedvaultError):
+    """The exchange refused a subscription (for example an unknown symbol).
+
+    A configuration error discovered at run time: the run flushes what it received, writes its
+    manifest and exits 1 with the exchange's message.
+    """
+
+    def __init__(self, exchange: str, message: str) -> None:
+        super().__init__(f"{exchange} rejected the subscription: {message}")
+        self.exchange = exchange
+        self.message = message
+
+
+class ConnectError(FeedvaultError):
+    """A WebSocket connection could not be opened or was lost; the session reconnects."""
+
+
+class StorageError(FeedvaultError):
+    """An object store operation failed (after the store's own retries)."""
+
+
+class ObjectNotFound(StorageError):
+    """The object (or bucket) does not exist."""
+
+
+class IntegrityError(StorageError):
+    """Stored bytes do not match their recorded checksum or size."""
+
+
+class VerifyError(FeedvaultError):
+    """A run failed verification; ``problems`` lists each finding as one line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems) if problems else "verification failed")
+        self.problems = problems
+
+
+class RecordingError(FeedvaultError):
+    """A recording file is unreadable or not in the recording format (SPEC §8)."""

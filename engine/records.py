@@ -1,0 +1,63 @@
+"""The normalized trade record (SPEC §3), the same for every exchange.
+
+A :class:`Trade` is created once by a protocol module and never changed afterwards: treat it as
+immutable. It is a slotted dataclass (not frozen, because a frozen ``__init__`` costs about three
+times as much on the hot path); ``orjson`` serializes it natively with exactly the field names of
+SPEC §3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+TRADE_FIELDS: Final = (
+    "exchange",
+    "symbol",
+    "raw_symbol",
+    "trade_id",
+    "price",
+    "size",
+    "side",
+    "ts_event",
+    "ts_recv",
+)
+
+BUY: Final = "buy"
+SELL: Final = "sell"
+
+
+@dataclass(slots=True, eq=True)
+class Trade:
+    """One trade.
+
+    ``price`` and ``size`` are the exact decimal text the exchange sent (never through float).
+    ``side`` is the TAKER's side, ``"buy"`` or ``"sell"``. ``ts_event`` is the exchange's trade
+    time in integer microseconds since the epoch; ``ts_recv`` the local receive time in integer
+    nanoseconds since the epoch.
+    """
+
+    exchange: str
+    symbol: str
+    raw_symbol: str
+    trade_id: str
+    price: str
+    size: str
+    side: str
+    ts_event: int
+    ts_recv: int
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, object]) -> Trade:
+        """Build a trade from a decoded NDJSON line; raise ``ValueError`` on a bad record."""
+        try:
+            values = [obj[name] for name in TRADE_FIELDS]
+        except KeyError as exc:
+            raise ValueError(f"record has no field {exc.args[0]!r}") from exc
+        for name, value in zip(TRADE_FIELDS[:7], values[:7], strict=True):
+            if not isinstance(value, str):
+                raise ValueError(f"field {name!r} is not a string")
+        for name, value in zip(TRADE_FIELDS[7:], values[7:], strict=True):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"field {name!r} is not an integer")
+        return cls(*values)  # type: ignore[arg-type]
