@@ -1,0 +1,1 @@
+"""The benchmark harness of SPEC §11 (`make bench`)."""

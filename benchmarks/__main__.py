@@ -1,0 +1,256 @@
+"""`make bench`: SPEC §11 figures from one run, with ratios.
+
+WebSocket path: the fake exchange blasts Binance trade frames as fast as a client takes them;
+measured in the same run, one after the other against the same server:
+
+* `bare`   - a bare `websockets` receive loop, no parsing (the ceiling);
+* `zst`    - `feedvault stream` end to end into S3 (moto's server on loopback), FORMAT=ndjson.zst;
+* `gz`     - the same with the default FORMAT=ndjson.gz;
+* `naive`  - json + list + gzip level 9 + boto3 per window (the baseline of SPEC §12);
+* `zst-long` - a 3x longer zst run, to show peak RSS does not grow with run length.
+
+Results are printed as a table and written to bench-output/bench.json. Usage:
+``python -m benchmarks [--seconds 30] [--long-seconds 90] [--skip-long]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+SYMBOLS = "BTCUSDT,ETHUSDT,BNBUSDT"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_child(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, Any]:
+    """Run a child to completion; return (status, stdout, rusage of that child alone)."""
+    with open(os.devnull, "w") as devnull:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=devnull, env=env, text=True)
+        assert proc.stdout is not None
+        out_lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        for line in proc.stdout:
+            out_lines.append(line)
+            if time.monotonic() > deadline:
+                proc.kill()
+                break
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, "".join(out_lines), usage
+
+
+class Bench:
+    def __init__(self, seconds: float, long_seconds: float) -> None:
+        self.seconds = seconds
+        self.long_seconds = long_seconds
+        port = free_port()
+        self.s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.s3.start()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.aws_env = {
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+        self.client.create_bucket(Bucket="bench")
+        self.fake = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "engine",
+                "fake-exchange",
+                "--protocol",
+                "binance",
+                "--port",
+                "0",
+                "--rate",
+                "max",
+                "--symbols",
+                SYMBOLS,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=self.env(),
+        )
+        assert self.fake.stdout is not None
+        self.url = json.loads(self.fake.stdout.readline())["url"]
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(REPO),
+            "HOME": os.environ.get("HOME", "/tmp"),
+        }
+        env.update(self.aws_env)
+        env.update(extra)
+        return env
+
+    def close(self) -> None:
+        self.fake.terminate()
+        self.fake.wait(timeout=20)
+        self.s3.stop()
+
+    def bare(self) -> None:
+        stream_url = f"{self.url}/stream?streams=" + "/".join(
+            f"{s.lower()}@trade" for s in SYMBOLS.split(",")
+        )
+        _, out, usage = run_child(
+            [PY, "-m", "benchmarks.bare_recv", stream_url, str(self.seconds)],
+            self.env(),
+            self.seconds + 60,
+        )
+        doc = json.loads(out.strip().splitlines()[-1])
+        self.results["bare"] = {
+            "trades_per_s": doc["msgs_per_s"],
+            "cpu_us_per_trade": doc["cpu_us_per_msg"],
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        }
+
+    def engine(self, name: str, fmt: str, seconds: float) -> None:
+        prefix = f"bench/{name}/"
+        env = self.env(
+            S3_BUCKET="bench",
+            S3_PREFIX=prefix,
+            MAX_RUNTIME_SECONDS=str(seconds),
+            STREAMS=",".join(f"binance:{s}" for s in SYMBOLS.split(",")),
+            BINANCE_WS_URL=self.url,
+            FORMAT=fmt,
+            STATS_INTERVAL_SECONDS="5",
+            LOG_FORMAT="json",
+            SPILL_DIR=str(REPO / "bench-output" / "spill"),
+        )
+        started = time.monotonic()
+        status, out, usage = run_child([PY, "-m", "engine", "stream"], env, seconds + 120)
+        wall = time.monotonic() - started
+        manifest = self.manifest(prefix)
+        trades = sum(o["records"] for o in manifest["objects"])
+        cpu = usage.ru_utime + usage.ru_stime
+        queue_hw = 0
+        for line in out.splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if doc.get("event") == "stats":
+                queue_hw = max(queue_hw, int(doc.get("queue_high_water", 0)))
+        self.results[name] = {
+            "exit": status,
+            "status": manifest["status"],
+            "trades": trades,
+            "trades_per_s": round(trades / seconds, 1),
+            "cpu_us_per_trade": round(cpu / max(trades, 1) * 1e6, 3),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "queue_high_water": queue_hw,
+            "stop_seconds": round(wall - seconds, 2),
+            "objects": len(manifest["objects"]),
+            "bytes": sum(o["bytes"] for o in manifest["objects"]),
+        }
+
+    def naive(self) -> None:
+        window = str(max(self.seconds / 3, 1))
+        _, out, usage = run_child(
+            [
+                PY,
+                "-m",
+                "benchmarks.naive",
+                f"{self.url}/stream?streams=btcusdt@trade/ethusdt@trade/bnbusdt@trade",
+                str(self.seconds),
+                "bench",
+                window,
+            ],
+            self.env(),
+            self.seconds + 120,
+        )
+        doc = json.loads(out.strip().splitlines()[-1])
+        self.results["naive"] = {
+            "trades_per_s": doc["trades_per_s"],
+            "cpu_us_per_trade": doc["cpu_us_per_trade"],
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        }
+
+    def manifest(self, prefix: str) -> dict[str, Any]:
+        listing = self.client.list_objects_v2(Bucket="bench", Prefix=prefix + "_manifests/")
+        key = listing["Contents"][0]["Key"]
+        doc: dict[str, Any] = json.loads(
+            self.client.get_object(Bucket="bench", Key=key)["Body"].read()
+        )
+        return doc
+
+
+def report(results: dict[str, dict[str, Any]]) -> str:
+    bare = results["bare"]["trades_per_s"]
+    naive = results.get("naive", {}).get("trades_per_s")
+    lines = [
+        f"{'path':<10} {'trades/s':>12} {'cpu us/trade':>13} {'peak RSS MB':>12} "
+        f"{'vs bare':>8} {'vs naive':>9}"
+    ]
+    for name, r in results.items():
+        ratio_bare = r["trades_per_s"] / bare if bare else 0
+        ratio_naive = r["trades_per_s"] / naive if naive else 0
+        lines.append(
+            f"{name:<10} {r['trades_per_s']:>12,.0f} {r['cpu_us_per_trade']:>13.2f} "
+            f"{r['peak_rss_mb']:>12.1f} {ratio_bare:>7.0%} {ratio_naive:>8.2f}x"
+        )
+    if "zst" in results and "zst-long" in results:
+        growth = results["zst-long"]["peak_rss_mb"] / results["zst"]["peak_rss_mb"]
+        lines.append(f"peak RSS, long run vs short run: {growth:.2f}x")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--long-seconds", type=float, default=90.0)
+    parser.add_argument("--skip-long", action="store_true")
+    args = parser.parse_args()
+    out_dir = REPO / "bench-output"
+    out_dir.mkdir(exist_ok=True)
+    bench = Bench(args.seconds, args.long_seconds)
+    try:
+        print(
+            f"bench: fake exchange blasting at {bench.url}; {args.seconds:.0f} s per path",
+            flush=True,
+        )
+        bench.bare()
+        bench.engine("zst", "ndjson.zst", args.seconds)
+        bench.engine("gz", "ndjson.gz", args.seconds)
+        bench.naive()
+        if not args.skip_long:
+            bench.engine("zst-long", "ndjson.zst", args.long_seconds)
+    finally:
+        bench.close()
+    (out_dir / "bench.json").write_text(json.dumps(bench.results, indent=2))
+    print(json.dumps(bench.results, indent=2))
+    print(report(bench.results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""What every exchange protocol module provides (SPEC §7), with no network code.
+
+A protocol module turns text frames into trades and control events, and (for the fake exchange)
+trades back into frames. It never opens a socket, never sleeps and never reads a clock: the caller
+passes the receive time in.
+
+``parse()`` returns either a sequence of :class:`~engine.records.Trade` (possibly empty, for a
+frame that is valid but carries no trade, such as a depth update) or one control event. The only
+exception it may raise is :class:`~engine.errors.MalformedFrame`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.records import Trade
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The exchange confirmed a request (a subscription, a ping)."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A keepalive from the exchange; it proves the connection is alive."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeError:
+    """The exchange reported an error. ``fatal`` is true for a rejected subscription."""
+
+    message: str
+    fatal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectNotice:
+    """The exchange asks the client to reconnect now (``serverShutdown`` and the like)."""
+
+    reason: str
+
+
+ControlEvent = Ack | Heartbeat | ExchangeError | ReconnectNotice
+ParseResult = Sequence[Trade] | ControlEvent
+
+
+class ExchangeProtocol(Protocol):
+    """The client side of one exchange's trade protocol."""
+
+    name: str
+    """The exchange's name in ``STREAMS`` and in records (``"binance"``)."""
+
+    default_url: str
+    """The public WebSocket base URL (overridden by ``<EXCHANGE>_WS_URL``)."""
+
+    def connection_url(self, base_url: str, symbols: Sequence[str]) -> str:
+        """The URL to connect to for these raw symbols."""
+        ...
+
+    def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+        """Text frames to send after connecting (may be empty when the URL subscribes)."""
+        ...
+
+    def parse(self, frame: str | bytes, ts_recv: int) -> ParseResult:
+        """Decode one received frame. Raises only :class:`~engine.errors.MalformedFrame`."""
+        ...
+
+    def sequence_of(self, trade: Trade) -> int | None:
+        """The contiguous per-symbol sequence number of a trade, or None when the exchange
+        has none (then no gaps can be detected)."""
+        ...

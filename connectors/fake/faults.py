@@ -1,0 +1,115 @@
+"""Faults the fake exchange injects on demand (SPEC §7), parsed from a CLI string.
+
+``disconnect-every=5,stall=3@10,malformed=0.01,shutdown-notice-every=30,reject-unknown``:
+
+- ``disconnect-every=N``: close each connection N s after it opened (close code 1001);
+- ``stall=S@E``: every E s of a connection's age, send nothing for S s while keeping the socket
+  open (trades generated meanwhile are never delivered to that connection); with S >= E the
+  connection goes silent for good once it is E s old;
+- ``malformed=P``: replace a fraction P of trade frames by malformed text (deterministic from the
+  seed; the replaced trades are not in the ledger);
+- ``shutdown-notice-every=N``: send ``serverShutdown`` every N s of a connection's age;
+- ``reject-unknown``: answer a subscription to a symbol the server does not trade with an error
+  and close (instead of Binance's behaviour: accept it and send nothing).
+
+All times are seconds on the server's (injectable) monotonic clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """No data for ``seconds`` every ``every`` seconds of connection age."""
+
+    seconds: float
+    every: float
+
+    def active(self, age: float) -> bool:
+        """True while a connection of this age is stalled (windows ``[kE, kE+S)``, k >= 1)."""
+        if age < self.every:
+            return False
+        return age - math.floor(age / self.every) * self.every < self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """The faults of one fake exchange; the default injects none."""
+
+    disconnect_every: float | None = None
+    stall: Stall | None = None
+    malformed: float = 0.0
+    shutdown_notice_every: float | None = None
+    reject_unknown: bool = False
+
+    @classmethod
+    def parse(cls, text: str | None) -> Faults:
+        """Parse ``name=value,...``; raise ValueError naming the bad item."""
+        if text is None or not text.strip():
+            return cls()
+        values: dict[str, object] = {}
+        for item in text.split(","):
+            name, _, value = item.strip().partition("=")
+            if not name:
+                continue
+            parsed = _parse_item(name, value.strip())
+            field = name.replace("-", "_")
+            if field in values:
+                raise ValueError(f"fault {name!r} given twice")
+            values[field] = parsed
+        return cls(**values)  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        parts = []
+        if self.disconnect_every is not None:
+            parts.append(f"disconnect-every={self.disconnect_every:g}")
+        if self.stall is not None:
+            parts.append(f"stall={self.stall.seconds:g}@{self.stall.every:g}")
+        if self.malformed:
+            parts.append(f"malformed={self.malformed:g}")
+        if self.shutdown_notice_every is not None:
+            parts.append(f"shutdown-notice-every={self.shutdown_notice_every:g}")
+        if self.reject_unknown:
+            parts.append("reject-unknown")
+        return ",".join(parts)
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"fault {name}: {value!r} is not a number of seconds") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"fault {name}: must be a positive number of seconds")
+    return seconds
+
+
+def _parse_item(name: str, value: str) -> object:
+    if name == "disconnect-every":
+        return _seconds(name, value)
+    if name == "shutdown-notice-every":
+        return _seconds(name, value)
+    if name == "stall":
+        seconds, at, every = value.partition("@")
+        if not at:
+            raise ValueError("fault stall: expected S@E, e.g. stall=3@10")
+        return Stall(_seconds(name, seconds), _seconds(name, every))
+    if name == "malformed":
+        try:
+            fraction = float(value)
+        except ValueError:
+            raise ValueError(f"fault malformed: {value!r} is not a fraction") from None
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError("fault malformed: must be between 0 and 1")
+        return fraction
+    if name == "reject-unknown":
+        if value not in ("", "1", "true", "yes"):
+            raise ValueError("fault reject-unknown takes no value")
+        return True
+    raise ValueError(
+        f"unknown fault {name!r} (known: disconnect-every, stall, malformed, "
+        "shutdown-notice-every, reject-unknown)"
+    )

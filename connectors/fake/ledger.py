@@ -1,0 +1,177 @@
+"""What the fake exchange actually sent, so a test can prove what arrived (SPEC §7).
+
+A trade is recorded only after the socket accepted its frame (``send`` returned without raising);
+a malformed replacement frame, a trade skipped by a stall or dropped for a slow reader is never
+recorded.
+
+Memory: trade ids are kept per (connection, symbol) as runs of consecutive ids, so
+:meth:`Ledger.sent_ids` stays exact however long the run; whole trades are kept in memory up to
+``memory_limit`` (for :meth:`Ledger.trades` and :meth:`Ledger.write`). With ``path`` the ledger also
+streams every sent trade to that JSONL file as it goes (buffered, flushed every ~1 MiB and on
+:meth:`Ledger.close`), so a long run's file is complete even when memory is not.
+
+JSONL line: the fields of :class:`~engine.records.Trade` except ``ts_recv``, plus ``conn`` (the
+connection number, from 1 in accept order)::
+
+    {"exchange":"binance","symbol":"BTC-USDT","raw_symbol":"BTCUSDT","trade_id":"1",
+     "price":"27123.45000000","size":"0.01234000","side":"buy","ts_event":1700000000000000,"conn":1}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import IO, Any, Final
+
+import orjson
+
+from engine.records import Trade
+
+_FLUSH_BYTES: Final = 1 << 20
+
+
+def ledger_line(connection: int, trade: Trade) -> bytes:
+    """One JSONL line (with its newline) for a sent trade."""
+    return orjson.dumps(
+        {
+            "exchange": trade.exchange,
+            "symbol": trade.symbol,
+            "raw_symbol": trade.raw_symbol,
+            "trade_id": trade.trade_id,
+            "price": trade.price,
+            "size": trade.size,
+            "side": trade.side,
+            "ts_event": trade.ts_event,
+            "conn": connection,
+        },
+        option=orjson.OPT_APPEND_NEWLINE,
+    )
+
+
+class Ledger:
+    """The record of sent trades; not thread-safe (one event loop)."""
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, memory_limit: int = 1_000_000
+    ) -> None:
+        self._runs: dict[tuple[int, str], list[list[int]]] = {}
+        self._kept: list[tuple[int, Trade]] = []
+        self._memory_limit = memory_limit
+        self.total = 0
+        """Trades recorded."""
+        self.malformed_sent = 0
+        """Malformed frames sent in place of trades (not trades, not in the ledger)."""
+        self.undelivered = 0
+        """Trades generated for a connection but not sent (stall, slow reader, closing)."""
+        self._counts: dict[str, int] = {}
+        self._canonical: dict[str, str] = {}
+        self._file: IO[bytes] | None = open(path, "wb") if path is not None else None  # noqa: SIM115
+        self._buffer = bytearray()
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def record(self, trades: Iterable[Trade], connection: int = 0) -> None:
+        """Record trades whose frames were handed to the socket of ``connection``."""
+        for trade in trades:
+            self.add(connection, trade)
+
+    def add(self, connection: int, trade: Trade) -> None:
+        """Record one sent trade (the hot path of the fake server)."""
+        symbol = trade.raw_symbol
+        tid = int(trade.trade_id)
+        runs = self._runs.get((connection, symbol))
+        if runs is None:
+            self._runs[(connection, symbol)] = [[tid, tid]]
+            self._canonical[symbol] = trade.symbol
+        else:
+            last = runs[-1]
+            if last[1] + 1 == tid:
+                last[1] = tid
+            else:
+                runs.append([tid, tid])
+        self._counts[symbol] = self._counts.get(symbol, 0) + 1
+        self.total += 1
+        if len(self._kept) < self._memory_limit:
+            self._kept.append((connection, trade))
+        if self._file is not None:
+            self._buffer += ledger_line(connection, trade)
+            if len(self._buffer) >= _FLUSH_BYTES:
+                self.flush()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    @property
+    def complete_in_memory(self) -> bool:
+        """True when every recorded trade is still held for :meth:`trades`."""
+        return len(self._kept) == self.total
+
+    def connections(self) -> list[int]:
+        """Connection numbers that were sent at least one trade, ascending."""
+        return sorted({conn for conn, _ in self._runs})
+
+    def sent_ids(self, symbol: str, connection: int | None = None) -> list[int]:
+        """Ids of ``symbol`` (raw ``BTCUSDT`` or canonical ``BTC-USDT``) in send order, per
+        connection in connection order (two connections of one symbol may repeat ids)."""
+        out: list[int] = []
+        for (conn, sym), runs in sorted(self._runs.items()):
+            if symbol not in (sym, self._canonical[sym]):
+                continue
+            if connection is None or conn == connection:
+                for first, last in runs:
+                    out.extend(range(first, last + 1))
+        return out
+
+    def trades(self, connection: int | None = None) -> Iterator[Trade]:
+        """The recorded trades held in memory, in send order (see ``complete_in_memory``)."""
+        for conn, trade in self._kept:
+            if connection is None or conn == connection:
+                yield trade
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for a log line: total, per symbol, per connection, malformed, undelivered."""
+        per_conn: dict[int, int] = {}
+        for (conn, _sym), runs in self._runs.items():
+            per_conn[conn] = per_conn.get(conn, 0) + sum(b - a + 1 for a, b in runs)
+        return {
+            "trades": self.total,
+            "per_symbol": dict(sorted(self._counts.items())),
+            "per_connection": {str(c): n for c, n in sorted(per_conn.items())},
+            "malformed_sent": self.malformed_sent,
+            "undelivered": self.undelivered,
+        }
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def write(self, path: str | os.PathLike[str]) -> int:
+        """Write the trades held in memory as JSONL; return the line count.
+
+        Raises ValueError when some trades were not kept (beyond ``memory_limit``): use the
+        streaming ``path`` of the constructor for such runs.
+        """
+        if not self.complete_in_memory:
+            raise ValueError(
+                f"ledger holds {len(self._kept)} of {self.total} trades; "
+                "construct it with a path to stream long runs"
+            )
+        with open(path, "wb") as out:
+            chunk = bytearray()
+            for conn, trade in self._kept:
+                chunk += ledger_line(conn, trade)
+                if len(chunk) >= _FLUSH_BYTES:
+                    out.write(chunk)
+                    chunk.clear()
+            out.write(chunk)
+        return len(self._kept)
+
+    def flush(self) -> None:
+        """Write the buffered lines to the streaming file (no-op without one)."""
+        if self._file is not None and self._buffer:
+            self._file.write(self._buffer)
+            self._buffer.clear()
+
+    def close(self) -> None:
+        """Flush and close the streaming file (idempotent)."""
+        if self._file is not None:
+            self.flush()
+            self._file.close()
+            self._file = None

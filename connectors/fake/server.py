@@ -1,0 +1,428 @@
+"""The fake exchange: a real WebSocket server on loopback speaking an exchange's protocol (SPEC §7).
+
+::
+
+    async with FakeExchange("binance", rate=1000, symbols=["BTCUSDT"]) as fx:
+        ...connect to fx.url...
+        fx.ledger.sent_ids("BTCUSDT")
+
+Two modes:
+
+- timed (``rate`` trades/s): a ticker every ``tick`` seconds takes the trades that became due from
+  the :class:`~connectors.fake.market.Market` (by the injected clock) and hands each connection the
+  ones it subscribed to, through a bounded per-connection queue (a reader that falls more than
+  ``queue_batches`` ticks behind loses batches; they are counted as undelivered). The market runs
+  whether or not anyone is connected, so a disconnect shows up as a gap in trade ids.
+- max (``rate=None``): each connection pulls trades from the market on demand and sends them in a
+  tight loop; websockets' write flow control (and an explicit yield per batch) keeps the loop fair.
+
+Time-based faults (disconnect, stall, shutdown notices) use the injected clock's monotonic time
+measured from the connection's opening; a test drives them with ``engine.clock.FakeClock`` and
+never sleeps. Every connection's tasks are owned by a TaskGroup inside its handler; the ticker is
+owned by the server's TaskGroup; leaving the context closes every connection (1001) and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from http import HTTPStatus
+from types import TracebackType
+from typing import Final
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from connectors.fake.adapters import Reply, ServerSession, get_adapter
+from connectors.fake.faults import Faults, Stall
+from connectors.fake.ledger import Ledger
+from connectors.fake.market import Market
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.records import Trade
+
+__all__ = ["FakeExchange", "Faults", "Ledger", "Stall", "send_many"]
+
+
+PING_INTERVAL: Final = 20.0
+PING_TIMEOUT: Final = 60.0
+WAIT_LIMIT: Final = 10.0
+"""Bound of :meth:`FakeExchange.wait_ready` and :meth:`FakeExchange.wait_tick`."""
+BLAST_BATCH: Final = 256
+"""Trades taken from the market per round in max mode (one event-loop yield per round)."""
+
+# A queued item: (trade or None, frame, is_malformed)
+_Item = tuple[Trade | None, str, bool]
+
+
+async def send_many(ws: ServerConnection, frames: Sequence[str]) -> None:
+    """Send each text as its own WebSocket message, written to the socket in one piece.
+
+    Equivalent to ``for f in frames: await ws.send(f)`` (same framing, same write flow
+    control: it waits while the write buffer is above its high-water mark), without a system
+    call per message. Uses websockets' Sans-I/O layer (``protocol.send_text``) inside the
+    connection's ``send_context()``. Raises ``ConnectionClosed`` like ``send``.
+    """
+    while ws.send_in_progress is not None:
+        await asyncio.shield(ws.send_in_progress)
+    async with ws.send_context():
+        protocol = ws.protocol
+        for frame in frames:
+            protocol.send_text(frame.encode())
+        chunks = protocol.data_to_send()
+        if all(chunks):
+            ws.transport.write(b"".join(chunks))
+        else:  # pragma: no cover - an end-of-stream marker; let websockets handle it
+            for chunk in chunks:
+                if chunk:
+                    ws.transport.write(chunk)
+                elif ws.transport.can_write_eof():
+                    ws.transport.write_eof()
+
+
+class _Done(Exception):
+    """Internal: ends a connection's task group when one side has finished."""
+
+
+class _Close:
+    """Queue marker: close the connection (disconnect fault)."""
+
+
+_CLOSE: Final = _Close()
+
+
+class _Conn:
+    """Server-side state of one client connection."""
+
+    def __init__(
+        self,
+        number: int,
+        ws: ServerConnection,
+        session: ServerSession,
+        opened: float,
+        seed: int,
+        queue_batches: int,
+    ) -> None:
+        self.number = number
+        self.ws = ws
+        self.session = session
+        self.opened = opened
+        self.queue: asyncio.Queue[list[_Item] | _Close] = asyncio.Queue(queue_batches)
+        self.closing = False
+        self.notices_sent = 0
+        self.rng = random.Random(f"{seed}:conn:{number}")
+        self.changed = asyncio.Event()
+
+
+class FakeExchange:
+    """A fake exchange server; use as ``async with``.
+
+    ``protocol`` names a server adapter (``"binance"``); ``symbols`` are the raw symbols it trades;
+    ``rate`` is trades/s in total, or None for max. ``port=0`` picks a free port (see
+    :attr:`port`, :attr:`url`). ``ledger`` defaults to an in-memory :class:`Ledger`. ``clock``
+    drives trade times, the pace of the timed market and the time-based faults. ``max_trades``
+    caps the total the market produces. ``queue_batches`` bounds each connection's backlog.
+    """
+
+    def __init__(
+        self,
+        protocol: str = "binance",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate: float | None,
+        symbols: Sequence[str],
+        faults: Faults | None = None,
+        seed: int = 1,
+        first_id: int = 1,
+        clock: Clock = SYSTEM_CLOCK,
+        ledger: Ledger | None = None,
+        max_trades: int | None = None,
+        tick: float = 0.01,
+        queue_batches: int = 1000,
+    ) -> None:
+        self.adapter = get_adapter(protocol)
+        self.protocol = protocol
+        self.host = host
+        self._port = port
+        self.faults = faults if faults is not None else Faults()
+        self.seed = seed
+        self.clock = clock
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.market = Market(
+            [s.upper() for s in symbols],
+            rate=rate,
+            seed=seed,
+            first_id=first_id,
+            exchange=protocol,
+            clock=clock,
+            max_trades=max_trades,
+        )
+        self.symbols = frozenset(self.market.symbols)
+        self.tick = tick
+        self.queue_batches = queue_batches
+        self.connections_opened = 0
+        self._numbers = itertools.count(1)
+        self._conns: dict[int, _Conn] = {}
+        self._stack: AsyncExitStack | None = None
+        self._server: Server | None = None
+        self._stopping = asyncio.Event()
+        self.connections_ready = 0
+        self.ticks = 0
+        self._ready = asyncio.Condition()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (after entering)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` (after entering)."""
+        return f"ws://{self.host}:{self._port}"
+
+    async def wait_ready(self, connections: int) -> None:
+        """Wait until ``connections`` connections (counted since start) have their URL
+        subscriptions in place; TimeoutError after ``WAIT_LIMIT`` seconds."""
+        async with asyncio.timeout(WAIT_LIMIT), self._ready:
+            await self._ready.wait_for(lambda: self.connections_ready >= connections)
+
+    async def wait_tick(self) -> None:
+        """Wait until the timed-mode ticker has run once more, so it has seen the clock as it
+        is now (a test calls this after ``FakeClock.advance``); TimeoutError after
+        ``WAIT_LIMIT`` seconds."""
+        target = self.ticks + 1
+        async with asyncio.timeout(WAIT_LIMIT), self._ready:
+            await self._ready.wait_for(lambda: self.ticks >= target)
+
+    @property
+    def live_connections(self) -> int:
+        """Connections currently open."""
+        return len(self._conns)
+
+    async def __aenter__(self) -> FakeExchange:
+        stack = AsyncExitStack()
+        try:
+            self._server = await stack.enter_async_context(
+                serve(
+                    self._handle,
+                    self.host,
+                    self._port,
+                    process_request=self._check_path,
+                    ping_interval=PING_INTERVAL,
+                    ping_timeout=PING_TIMEOUT,
+                    compression=None,
+                    max_size=1 << 16,
+                    close_timeout=2,
+                )
+            )
+            self._port = self._server.sockets[0].getsockname()[1]
+            group = await stack.enter_async_context(asyncio.TaskGroup())
+            stack.callback(self._stopping.set)  # runs first on exit: ends the ticker
+            if self.market.rate is not None:
+                group.create_task(self._ticker(), name="fake-exchange-ticker")
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.adapter.session(request.path, self.symbols, self.faults) is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request is not None else ""
+        session = self.adapter.session(path, self.symbols, self.faults)
+        if session is None:  # pragma: no cover - _check_path answered 404 already
+            return
+        number = next(self._numbers)
+        opened = self.clock.monotonic()
+        conn = _Conn(number, ws, session, opened, self.seed, self.queue_batches)
+        self.connections_opened += 1
+        self._conns[number] = conn
+        try:
+            if await self._reply(conn, session.opening()):
+                return
+            async with self._ready:
+                self.connections_ready += 1
+                self._ready.notify_all()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._read_loop(conn))
+                if self.market.rate is None:
+                    group.create_task(self._blast_loop(conn))
+                else:
+                    group.create_task(self._timed_send_loop(conn))
+        except* (ConnectionClosed, _Done):
+            pass
+        finally:
+            del self._conns[number]
+            self._undeliver_queue(conn)
+
+    async def _reply(self, conn: _Conn, reply: Reply) -> bool:
+        """Send a reply's frames, then apply it; True when the connection was closed."""
+        for frame in reply.frames:
+            await conn.ws.send(frame)
+        conn.session.apply(reply)
+        conn.changed.set()
+        if reply.close is not None:
+            conn.closing = True
+            await conn.ws.close(*reply.close)
+            return True
+        return False
+
+    async def _read_loop(self, conn: _Conn) -> None:
+        async for frame in conn.ws:
+            if await self._reply(conn, conn.session.on_message(frame)):
+                break
+        raise _Done
+
+    # -- faults ----------------------------------------------------------------------------------
+
+    def _faults_due(self, conn: _Conn, now: float) -> tuple[bool, str | None, bool]:
+        """(close now, notice frame to send, stalled) for ``conn`` at monotonic time ``now``."""
+        faults, age = self.faults, now - conn.opened
+        if faults.disconnect_every is not None and age >= faults.disconnect_every:
+            return True, None, False
+        notice = None
+        every = faults.shutdown_notice_every
+        if every is not None and age >= every * (conn.notices_sent + 1):
+            conn.notices_sent = int(age // every)
+            notice = conn.session.shutdown_notice(self.clock.time_ns() // 1_000_000)
+        stalled = faults.stall is not None and faults.stall.active(age)
+        return False, notice, stalled
+
+    def _frame(self, conn: _Conn, trade: Trade, stream: str) -> _Item:
+        if self.faults.malformed and conn.rng.random() < self.faults.malformed:
+            return None, conn.session.malformed(trade, stream, conn.rng), True
+        return trade, conn.session.encode(trade, stream), False
+
+    # -- timed mode ------------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.tick):
+                    await self._stopping.wait()
+            now = self.clock.monotonic()
+            trades = self.market.advance()
+            for conn in list(self._conns.values()):
+                self._service(conn, now, trades)
+            async with self._ready:
+                self.ticks += 1
+                self._ready.notify_all()
+
+    def _service(self, conn: _Conn, now: float, trades: list[Trade]) -> None:
+        """Hand ``conn`` its share of this tick's trades and due faults (never blocks)."""
+        if conn.closing:
+            self._count_undelivered(conn, trades)
+            return
+        close, notice, stalled = self._faults_due(conn, now)
+        if close:
+            conn.closing = True
+            self._count_undelivered(conn, trades)
+            self._put(conn, _CLOSE, force=True)
+            return
+        batch: list[_Item] = []
+        if notice is not None:
+            batch.append((None, notice, False))
+        routes = conn.session.routes()
+        if trades and routes:
+            if stalled:
+                self._count_undelivered(conn, trades)
+            else:
+                frame = self._frame
+                for trade in trades:
+                    streams = routes.get(trade.raw_symbol)
+                    if streams:
+                        batch.extend(frame(conn, trade, stream) for stream in streams)
+        if batch:
+            self._put(conn, batch, force=notice is not None)
+
+    def _put(self, conn: _Conn, item: list[_Item] | _Close, *, force: bool) -> None:
+        """Queue without blocking; the backlog is bounded by ``queue_batches``: a full queue
+        drops the new batch, or (``force``) the oldest one to make room."""
+        queue = conn.queue
+        if queue.qsize() >= self.queue_batches:
+            if not force:
+                assert not isinstance(item, _Close)
+                self.ledger.undelivered += sum(1 for t, _, _ in item if t is not None)
+                return
+            dropped = queue.get_nowait()
+            if not isinstance(dropped, _Close):
+                self.ledger.undelivered += sum(1 for t, _, _ in dropped if t is not None)
+        queue.put_nowait(item)
+
+    def _count_undelivered(self, conn: _Conn, trades: list[Trade]) -> None:
+        routes = conn.session.routes()
+        if routes:
+            self.ledger.undelivered += sum(len(routes.get(t.raw_symbol, ())) for t in trades)
+
+    def _undeliver_queue(self, conn: _Conn) -> None:
+        while not conn.queue.empty():
+            item = conn.queue.get_nowait()
+            if not isinstance(item, _Close):
+                self.ledger.undelivered += sum(1 for t, _, _ in item if t is not None)
+
+    async def _timed_send_loop(self, conn: _Conn) -> None:
+        ws, add, queue = conn.ws, self.ledger.add, conn.queue
+        while True:
+            item = await queue.get()  # ends when the connection ends (the group cancels it)
+            if isinstance(item, _Close):
+                await ws.close(1001, "fake exchange: disconnect fault")
+                raise _Done
+            await send_many(ws, [frame for _, frame, _ in item])
+            for trade, _, bad in item:
+                if trade is not None:
+                    add(conn.number, trade)
+                elif bad:
+                    self.ledger.malformed_sent += 1
+
+    # -- max mode --------------------------------------------------------------------------------
+
+    async def _blast_loop(self, conn: _Conn) -> None:
+        ws, add, ledger, market = conn.ws, self.ledger.add, self.ledger, self.market
+        frame = self._frame
+        while True:
+            close, notice, stalled = self._faults_due(conn, self.clock.monotonic())
+            if close:
+                conn.closing = True
+                await ws.close(1001, "fake exchange: disconnect fault")
+                raise _Done
+            if notice is not None:
+                await ws.send(notice)
+            routes = conn.session.routes()
+            trades = [] if stalled else market.take(list(routes), BLAST_BATCH)
+            if not trades:
+                conn.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.tick):
+                        await conn.changed.wait()
+                continue
+            items = [frame(conn, t, stream) for t in trades for stream in routes[t.raw_symbol]]
+            await send_many(ws, [text for _, text, _ in items])
+            for sent, _, bad in items:
+                if sent is not None:
+                    add(conn.number, sent)
+                elif bad:
+                    ledger.malformed_sent += 1
+            await asyncio.sleep(0)  # one yield per batch even when the socket never pushes back

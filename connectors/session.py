@@ -1,0 +1,320 @@
+"""The WebSocket session loop: connect, subscribe, read, keep alive, reconnect (SPEC §7).
+
+One :class:`WebSocketSession` owns one logical connection to one exchange for a fixed set of
+symbols. It reconnects until told to stop, and puts batches of trades on the run's
+:class:`~engine.batchqueue.BatchQueue`. All exchange-specific knowledge lives in the pure
+protocol module; this module only moves frames.
+
+Lifecycle of one connection:
+
+1. connect with an open timeout, a frame-size limit (``max_size``) and no compression;
+2. send the protocol's subscribe messages, paced to the exchange's control-message limit;
+3. read frames; each is stamped with its receive time and parsed; trades go into a pending
+   batch, which is put on the queue when it is full or every ``flush_interval`` seconds;
+4. a supervisor closes the connection when the run stops, when no frame arrived for
+   ``stale_seconds``, when the connection is older than ``max_age_seconds`` (Binance drops
+   connections at 24 h) or on the exchange's reconnect notice. Pings from the server are answered
+   by the websockets library (Binance requires a pong within a minute).
+5. after a close the reader still drains every frame already received, so a clean stop loses
+   nothing the socket delivered.
+
+Failed connection attempts back off exponentially with full jitter (injectable ``Backoff``);
+the backoff is reset once a connection has delivered data.
+
+Cancel-safety: cancelling :meth:`WebSocketSession.run` closes the socket; trades already parsed
+but not yet queued are force-queued (the run's abort path then spills them), so cancellation
+never silently loses a parsed trade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from connectors.backoff import Backoff
+from connectors.base import Ack, ExchangeError, ExchangeProtocol, Heartbeat, ReconnectNotice
+from connectors.gaps import GapTracker
+from engine.batchqueue import BatchQueue
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.errors import MalformedFrame, SubscriptionRejected
+from engine.logs import get_logger, log_event
+from engine.records import Trade
+from engine.stats import Counters
+
+DEFAULT_OPEN_TIMEOUT: Final = 10.0
+DEFAULT_CLOSE_TIMEOUT: Final = 5.0
+DEFAULT_MAX_SIZE: Final = 1 << 20
+DEFAULT_MAX_AGE_SECONDS: Final = 23.5 * 3600
+DEFAULT_BATCH_SIZE: Final = 512
+DEFAULT_FLUSH_INTERVAL: Final = 0.05
+DEFAULT_CONTROL_RATE: Final = 4.0
+
+log = get_logger("session")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """Tuning of one session; module-level defaults, overridable per run."""
+
+    open_timeout: float = DEFAULT_OPEN_TIMEOUT
+    close_timeout: float = DEFAULT_CLOSE_TIMEOUT
+    max_size: int = DEFAULT_MAX_SIZE
+    stale_seconds: float = 60.0
+    max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    control_rate: float = DEFAULT_CONTROL_RATE
+    """Control messages per second we send at most (Binance allows 5 incoming per second)."""
+
+
+class InvalidFrameLog:
+    """Counts bad frames and logs the first of each kind only."""
+
+    def __init__(self, counters: Counters) -> None:
+        self._counters = counters
+        self._seen: set[tuple[str, str]] = set()
+
+    def record(self, exchange: str, exc: MalformedFrame) -> None:
+        self._counters.invalid += 1
+        if (exchange, exc.kind) not in self._seen:
+            self._seen.add((exchange, exc.kind))
+            log_event(
+                log,
+                logging.WARNING,
+                "invalid_frame",
+                exchange=exchange,
+                kind=exc.kind,
+                detail=exc.detail[:200],
+                note="further frames of this kind are counted, not logged",
+            )
+
+
+class WebSocketSession:
+    """One reconnecting connection for ``symbols`` of one exchange."""
+
+    def __init__(
+        self,
+        protocol: ExchangeProtocol,
+        base_url: str,
+        symbols: Sequence[str],
+        queue: BatchQueue[Trade],
+        *,
+        counters: Counters,
+        gaps: GapTracker,
+        invalid_log: InvalidFrameLog,
+        settings: SessionSettings | None = None,
+        backoff: Backoff | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.protocol = protocol
+        self.symbols = list(symbols)
+        self.url = protocol.connection_url(base_url, self.symbols)
+        self.queue = queue
+        self.counters = counters
+        self.gaps = gaps
+        self.invalid_log = invalid_log
+        self.settings = settings or SessionSettings()
+        self.backoff = backoff or Backoff()
+        self.clock = clock
+        self._pending: list[Trade] = []
+        self._close_reason: str | None = None
+        self.connections = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read until ``stop`` is set, reconnecting as needed.
+
+        Returns once the last connection is closed and every received trade is queued.
+        Raises :class:`SubscriptionRejected` when the exchange refuses the subscription.
+        """
+        try:
+            while not stop.is_set():
+                delivered = await self._one_connection(stop)
+                await self._flush()
+                if stop.is_set():
+                    break
+                self.counters.reconnects += 1
+                if delivered:
+                    self.backoff.reset()
+                # A reconnect notice means "come back now"; anything else backs off.
+                delay = 0.0 if self._close_reason == "notice" else self.backoff.next_delay()
+                log_event(
+                    log,
+                    logging.INFO,
+                    "reconnecting",
+                    exchange=self.protocol.name,
+                    reason=self._close_reason,
+                    delay_s=round(delay, 3),
+                )
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await stop.wait()
+        finally:
+            if self._pending:
+                # Cancelled (or failed) with parsed trades in hand: hand them over regardless
+                # of the bound, so the stop path can write or spill them.
+                self.counters.parsed += len(self._pending)
+                self.queue.force_put(self._pending)
+                self._pending = []
+
+    async def _one_connection(self, stop: asyncio.Event) -> bool:
+        """One connection from open to close. True when it delivered at least one frame."""
+        self._close_reason = None
+        settings = self.settings
+        try:
+            ws = await connect(
+                self.url,
+                open_timeout=settings.open_timeout,
+                close_timeout=settings.close_timeout,
+                max_size=settings.max_size,
+                max_queue=1024,
+                compression=None,
+                ping_interval=20,
+                ping_timeout=20,
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            self._close_reason = f"connect failed: {type(exc).__name__}: {exc}"
+            log_event(
+                log,
+                logging.WARNING,
+                "connect_failed",
+                exchange=self.protocol.name,
+                url=self.url,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return False
+        self.connections += 1
+        log_event(
+            log,
+            logging.INFO,
+            "connected",
+            exchange=self.protocol.name,
+            url=self.url,
+            symbols=len(self.symbols),
+        )
+        frames_before = self.counters.received
+        try:
+            async with asyncio.TaskGroup() as tg:
+                reader = tg.create_task(self._read(ws))
+                supervisor = tg.create_task(self._supervise(ws, stop))
+                await self._subscribe(ws)
+                await reader
+                supervisor.cancel()
+        except* SubscriptionRejected as group:
+            raise group.exceptions[0] from None
+        finally:
+            # Normally closed already; on cancellation or error make sure the socket goes.
+            await ws.close()
+        return self.counters.received > frames_before
+
+    async def _subscribe(self, ws: ClientConnection) -> None:
+        interval = 1.0 / self.settings.control_rate
+        for i, message in enumerate(self.protocol.subscribe_messages(self.symbols)):
+            if i:
+                await asyncio.sleep(interval)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(message)
+
+    async def _supervise(self, ws: ClientConnection, stop: asyncio.Event) -> None:
+        """Flush the pending batch every ``flush_interval``; close the socket on stop,
+        staleness or age. Ends when it has closed the socket (or is cancelled)."""
+        settings = self.settings
+        opened = self.clock.monotonic()
+        last_count = self.counters.received
+        last_change = opened
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.flush_interval):
+                    await stop.wait()
+            if self._pending:
+                await self._flush()
+            now = self.clock.monotonic()
+            if self.counters.received != last_count:
+                last_count = self.counters.received
+                last_change = now
+            reason = None
+            if self._close_reason == "notice":
+                reason = "notice"
+            elif stop.is_set():
+                reason = "stop"
+            elif now - last_change >= settings.stale_seconds:
+                reason = "stale"
+            elif now - opened >= settings.max_age_seconds:
+                reason = "max-age"
+            if reason is not None:
+                self._close_reason = self._close_reason or reason
+                log_event(
+                    log,
+                    logging.INFO if reason == "stop" else logging.WARNING,
+                    "closing",
+                    exchange=self.protocol.name,
+                    reason=reason,
+                )
+                await ws.close()
+                return
+
+    async def _read(self, ws: ClientConnection) -> None:
+        """The hot loop. Ends when the connection is closed and its buffer is drained."""
+        parse = self.protocol.parse
+        sequence_of = self.protocol.sequence_of
+        accept = self.gaps.accept
+        counters = self.counters
+        time_ns = time.time_ns if self.clock is SYSTEM_CLOCK else self.clock.time_ns
+        batch_size = self.settings.batch_size
+        name = self.protocol.name
+        try:
+            async for frame in ws:
+                ts = time_ns()
+                counters.received += 1
+                try:
+                    result = parse(frame, ts)
+                except MalformedFrame as exc:
+                    self.invalid_log.record(name, exc)
+                    continue
+                if isinstance(result, (tuple, list)):
+                    pending = self._pending
+                    for trade in result:
+                        seq = sequence_of(trade)
+                        if seq is None or accept(f"{name}:{trade.symbol}", seq):
+                            pending.append(trade)
+                        else:
+                            counters.duplicates += 1
+                    if len(pending) >= batch_size:
+                        await self._flush()
+                else:
+                    await self._control(ws, result)
+        except ConnectionClosed as exc:
+            if self._close_reason is None:
+                self._close_reason = f"closed by peer: code {exc.rcvd.code if exc.rcvd else None}"
+
+    async def _control(self, ws: ClientConnection, event: object) -> None:
+        name = self.protocol.name
+        if isinstance(event, (Ack, Heartbeat)):
+            return
+        if isinstance(event, ReconnectNotice):
+            log_event(log, logging.INFO, "reconnect_notice", exchange=name, reason=event.reason)
+            # The supervisor closes the socket at its next tick; this coroutine keeps
+            # draining frames meanwhile.
+            self._close_reason = "notice"
+            return
+        if isinstance(event, ExchangeError):
+            if event.fatal:
+                await self._flush()
+                raise SubscriptionRejected(name, event.message)
+            log_event(log, logging.WARNING, "exchange_error", exchange=name, message=event.message)
+
+    async def _flush(self) -> None:
+        """Put the pending batch on the queue (waits for room under ``block``)."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        self.counters.parsed += len(batch)
+        await self.queue.put(batch)

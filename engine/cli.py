@@ -1,0 +1,152 @@
+"""The ``feedvault`` command line (SPEC §4): environment first, flags override.
+
+Exit statuses: 0 success, 1 runtime failure or data left undurable, 2 configuration or usage
+error (one line on stderr naming the variable; nothing connected, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from engine import __version__, aio
+from engine.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line, like configuration errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="feedvault",
+        description="Stream exchange trades into S3; batch jobs on the same sink.",
+    )
+    parser.add_argument("--version", action="version", version=f"feedvault {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    stream = sub.add_parser(
+        "stream",
+        help="stream trades into S3 until MAX_RUNTIME_SECONDS or SIGTERM",
+        description="Configured by environment variables (S3_BUCKET, S3_PREFIX, "
+        "MAX_RUNTIME_SECONDS, STREAMS, ...); flags override them.",
+    )
+    stream.add_argument("--out", help="s3://bucket/prefix/ or file:///dir/ (instead of S3_*)")
+    stream.add_argument("--streams", help="overrides STREAMS, e.g. binance:BTCUSDT,binance:ETHUSDT")
+    stream.add_argument("--max-runtime", type=str, help="overrides MAX_RUNTIME_SECONDS")
+    stream.add_argument("--run-id", help="overrides RUN_ID")
+
+    verify = sub.add_parser("verify", help="check a run against its manifest")
+    verify.add_argument("location", help="s3://bucket/prefix/ or file:///dir/")
+    verify.add_argument("--run", dest="run_id", help="run id (default: the newest manifest)")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    from connectors.fake import cli as fake_cli
+
+    fake = sub.add_parser(
+        "fake-exchange", help="serve an exchange's WebSocket protocol on 127.0.0.1"
+    )
+    fake_cli.add_arguments(fake)
+
+    demo = sub.add_parser("demo", help="fake exchange + embedded S3 + engine + verify, locally")
+    demo.add_argument("--seconds", type=float, default=20.0, help="how long to stream")
+    demo.add_argument("--rate", type=float, default=300.0, help="trades/s from the fake exchange")
+    demo.add_argument("--output", default="demo-output", help="where to copy the objects")
+    return parser
+
+
+def _stream_environ(args: argparse.Namespace) -> dict[str, str]:
+    environ = dict(os.environ)
+    if args.streams:
+        environ["STREAMS"] = args.streams
+    if args.max_runtime:
+        environ["MAX_RUNTIME_SECONDS"] = args.max_runtime
+    if args.run_id:
+        environ["RUN_ID"] = args.run_id
+    return environ
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from engine.config import load_stream_config
+    from engine.logs import configure_logging
+    from engine.runner import StreamRun
+
+    config = load_stream_config(_stream_environ(args), out=args.out, is_tty=sys.stdout.isatty())
+    configure_logging(config.runtime.log_level, config.runtime.log_format)
+    command = (
+        ["feedvault", *sys.argv[1:]] if sys.argv[1:2] == ["stream"] else ["feedvault", "stream"]
+    )
+    return aio.run(StreamRun(config, command=command).run())
+
+
+async def _verify(location: str, run_id: str | None, as_json: bool) -> int:
+    import orjson
+
+    from engine.errors import StorageError
+    from sinks.verify import verify_run
+    from sinks.writer import open_writer, parse_destination
+
+    destination = parse_destination(location, "location")
+    try:
+        async with open_writer(destination) as writer:
+            report = await verify_run(writer, destination.prefix, run_id)
+    except StorageError as exc:
+        print(f"feedvault verify: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if as_json:
+        doc = {
+            "run_id": report.run_id,
+            "ok": report.ok,
+            "objects": report.objects,
+            "records": report.records,
+            "problems": report.problems,
+            "gaps": report.gaps,
+        }
+        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(report.summary())
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    return aio.run(_verify(args.location, args.run_id, args.json))
+
+
+def cmd_fake_exchange(args: argparse.Namespace) -> int:
+    from connectors.fake import cli as fake_cli
+
+    return fake_cli.main(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    return run_demo(seconds=args.seconds, rate=args.rate, output=args.output)
+
+
+COMMANDS = {
+    "stream": cmd_stream,
+    "verify": cmd_verify,
+    "fake-exchange": cmd_fake_exchange,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"feedvault {args.command}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE

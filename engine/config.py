@@ -1,0 +1,288 @@
+"""Configuration from the environment (SPEC §4), checked fully before anything connects.
+
+Every setting is an environment variable; a CLI flag, where one exists, wins over it. Settings are
+parsed into frozen dataclasses. Any missing or invalid setting raises :class:`ConfigError` naming
+the variable; the CLI turns that into one line on stderr and exit status 2, before any socket is
+opened or any object written. There is no silent default for a location (bucket, prefix).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from engine.errors import ConfigError
+from sinks.keys import KeyTemplate, validate_prefix
+from sinks.writer import Destination, parse_destination
+
+DEFAULT_WINDOW_SECONDS: Final = 60
+DEFAULT_WINDOW_MAX_BYTES: Final = 64 * 1024 * 1024
+DEFAULT_WINDOW_MAX_RECORDS: Final = 1_000_000
+DEFAULT_FORMAT: Final = "ndjson.gz"
+STREAM_FORMATS: Final = ("ndjson.gz", "ndjson.zst")
+DEFAULT_QUEUE_MAXSIZE: Final = 200_000
+OVERFLOW_POLICIES: Final = ("block", "drop-oldest")
+DEFAULT_STOP_GRACE_SECONDS: Final = 20.0
+DEFAULT_STATS_INTERVAL_SECONDS: Final = 10.0
+DEFAULT_STALE_SECONDS: Final = 60.0
+DEFAULT_UPLOAD_CONCURRENCY: Final = 4
+DEFAULT_SPILL_DIR: Final = "/tmp/feedvault-spill"
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS: Final = ("json", "text")
+METRICS_MODES: Final = ("none", "emf")
+KNOWN_EXCHANGES: Final = ("binance",)
+
+_RUN_ID_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SYMBOL_RE: Final = re.compile(r"^[A-Za-z0-9._/-]{1,40}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """One ``exchange:SYMBOL`` entry of ``STREAMS``; ``symbol`` is the exchange's own spelling."""
+
+    exchange: str
+    symbol: str
+
+    def __str__(self) -> str:
+        return f"{self.exchange}:{self.symbol}"
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSettings:
+    """Windowing, encoding and upload tuning shared by streams and batch jobs."""
+
+    window_seconds: int = DEFAULT_WINDOW_SECONDS
+    window_max_bytes: int = DEFAULT_WINDOW_MAX_BYTES
+    window_max_records: int = DEFAULT_WINDOW_MAX_RECORDS
+    format: str = DEFAULT_FORMAT
+    key_template: str | None = None
+    upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """Logging, stats and stop behaviour."""
+
+    stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS
+    log_level: str = "INFO"
+    log_format: str = "json"
+    stats_interval_seconds: float = DEFAULT_STATS_INTERVAL_SECONDS
+    metrics: str = "none"
+    spill_dir: str = DEFAULT_SPILL_DIR
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """Everything ``feedvault stream`` needs, validated."""
+
+    destination: Destination
+    max_runtime_seconds: float
+    streams: tuple[StreamSpec, ...]
+    run_id: str
+    sink: SinkSettings
+    runtime: RuntimeSettings
+    queue_maxsize: int = DEFAULT_QUEUE_MAXSIZE
+    overflow: str = "block"
+    stale_seconds: float = DEFAULT_STALE_SECONDS
+    ws_urls: Mapping[str, str] = field(default_factory=dict)
+
+    def public_dict(self) -> dict[str, object]:
+        """The effective configuration for the manifest and logs; holds no secrets."""
+        return {
+            "destination": self.destination.url,
+            "max_runtime_seconds": self.max_runtime_seconds,
+            "streams": [str(s) for s in self.streams],
+            "run_id": self.run_id,
+            "window_seconds": self.sink.window_seconds,
+            "window_max_bytes": self.sink.window_max_bytes,
+            "window_max_records": self.sink.window_max_records,
+            "format": self.sink.format,
+            "key_template": self.sink.key_template,
+            "upload_concurrency": self.sink.upload_concurrency,
+            "queue_maxsize": self.queue_maxsize,
+            "overflow": self.overflow,
+            "stale_seconds": self.stale_seconds,
+            "stop_grace_seconds": self.runtime.stop_grace_seconds,
+            "stats_interval_seconds": self.runtime.stats_interval_seconds,
+            "metrics": self.runtime.metrics,
+            "spill_dir": self.runtime.spill_dir,
+            "ws_urls": dict(self.ws_urls),
+        }
+
+
+class Env:
+    """Typed reads of a mapping of settings; every failure names the variable."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+
+    def raw(self, name: str) -> str | None:
+        value = self._values.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def required(self, name: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            raise ConfigError(name, "is required but not set")
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int = 1) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(name, f"must be an integer, got {value!r}") from None
+        if number < minimum:
+            raise ConfigError(name, f"must be at least {minimum}, got {number}")
+        return number
+
+    def number(
+        self, name: str, default: float | None, *, minimum: float = 0.0, strict: bool = True
+    ) -> float:
+        value = self.raw(name)
+        if value is None:
+            if default is None:
+                raise ConfigError(name, "is required but not set")
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(name, f"must be a number of seconds, got {value!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ConfigError(name, f"must be a finite number, got {value!r}")
+        if (strict and number <= minimum) or number < minimum:
+            bound = "greater than" if strict else "at least"
+            raise ConfigError(name, f"must be {bound} {minimum:g}, got {value!r}")
+        return number
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+
+def new_run_id() -> str:
+    """A sortable run id: UTC time to the second, then a random suffix."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def parse_streams(text: str, variable: str = "STREAMS") -> tuple[StreamSpec, ...]:
+    """Parse ``binance:BTCUSDT,binance:ETHUSDT``; duplicates are an error."""
+    specs: list[StreamSpec] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        exchange, sep, symbol = item.partition(":")
+        exchange = exchange.strip().lower()
+        symbol = symbol.strip()
+        if not sep or not exchange or not symbol:
+            raise ConfigError(variable, f"entry {item!r} is not of the form exchange:SYMBOL")
+        if exchange not in KNOWN_EXCHANGES:
+            raise ConfigError(
+                variable,
+                f"unknown exchange {exchange!r} in {item!r}; supported: "
+                + ", ".join(KNOWN_EXCHANGES),
+            )
+        if not _SYMBOL_RE.match(symbol):
+            raise ConfigError(variable, f"symbol {symbol!r} has characters no exchange uses")
+        spec = StreamSpec(exchange, symbol)
+        if spec in specs:
+            raise ConfigError(variable, f"{item!r} is listed twice")
+        specs.append(spec)
+    if not specs:
+        raise ConfigError(variable, "lists no streams")
+    return tuple(specs)
+
+
+def s3_destination(env: Env, bucket_var: str, prefix_var: str) -> Destination:
+    """Destination from a bucket variable and a prefix variable, both required: there is no
+    silent default for a location."""
+    bucket = env.required(bucket_var)
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise ConfigError(bucket_var, f"{bucket!r} is not a valid S3 bucket name")
+    prefix = validate_prefix(env.required(prefix_var), prefix_var)
+    return Destination("s3", prefix, bucket=bucket)
+
+
+def sink_settings(env: Env) -> SinkSettings:
+    template = env.raw("KEY_TEMPLATE")
+    if template is not None:
+        KeyTemplate(template)  # raises ConfigError("KEY_TEMPLATE", ...)
+    fmt = env.raw("FORMAT") or DEFAULT_FORMAT
+    if fmt not in STREAM_FORMATS:
+        raise ConfigError(
+            "FORMAT", f"must be one of {', '.join(STREAM_FORMATS)} for streams; got {fmt!r}"
+        )
+    return SinkSettings(
+        window_seconds=env.integer("WINDOW_SECONDS", DEFAULT_WINDOW_SECONDS),
+        window_max_bytes=env.integer("WINDOW_MAX_BYTES", DEFAULT_WINDOW_MAX_BYTES, minimum=1024),
+        window_max_records=env.integer("WINDOW_MAX_RECORDS", DEFAULT_WINDOW_MAX_RECORDS),
+        format=fmt,
+        key_template=template,
+        upload_concurrency=env.integer("UPLOAD_CONCURRENCY", DEFAULT_UPLOAD_CONCURRENCY),
+    )
+
+
+def runtime_settings(env: Env, *, is_tty: bool) -> RuntimeSettings:
+    level = (env.raw("LOG_LEVEL") or "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}; got {level!r}")
+    return RuntimeSettings(
+        stop_grace_seconds=env.number("STOP_GRACE_SECONDS", DEFAULT_STOP_GRACE_SECONDS),
+        log_level=level,
+        log_format=env.choice("LOG_FORMAT", "text" if is_tty else "json", LOG_FORMATS),
+        stats_interval_seconds=env.number("STATS_INTERVAL_SECONDS", DEFAULT_STATS_INTERVAL_SECONDS),
+        metrics=env.choice("METRICS", "none", METRICS_MODES),
+        spill_dir=env.raw("SPILL_DIR") or DEFAULT_SPILL_DIR,
+    )
+
+
+def load_stream_config(
+    environ: Mapping[str, str], *, out: str | None = None, is_tty: bool = False
+) -> StreamConfig:
+    """Build and validate the streaming configuration; raise :class:`ConfigError` on the
+    first problem. ``out`` is the ``--out`` flag, which replaces ``S3_BUCKET``/``S3_PREFIX``."""
+    env = Env(environ)
+    if out is not None:
+        destination = parse_destination(out)
+    else:
+        destination = s3_destination(env, "S3_BUCKET", "S3_PREFIX")
+    max_runtime = env.number("MAX_RUNTIME_SECONDS", None)
+    streams = parse_streams(env.required("STREAMS"))
+    run_id = env.raw("RUN_ID") or new_run_id()
+    if not _RUN_ID_RE.match(run_id):
+        raise ConfigError("RUN_ID", "may only hold letters, digits, '.', '_' and '-'")
+    ws_urls: dict[str, str] = {}
+    for exchange in sorted({s.exchange for s in streams}):
+        variable = f"{exchange.upper()}_WS_URL"
+        url = env.raw(variable)
+        if url is not None:
+            if not url.startswith(("ws://", "wss://")):
+                raise ConfigError(variable, f"must be a ws:// or wss:// URL, got {url!r}")
+            ws_urls[exchange] = url.rstrip("/")
+    return StreamConfig(
+        destination=destination,
+        max_runtime_seconds=max_runtime,
+        streams=streams,
+        run_id=run_id,
+        sink=sink_settings(env),
+        runtime=runtime_settings(env, is_tty=is_tty),
+        queue_maxsize=env.integer("QUEUE_MAXSIZE", DEFAULT_QUEUE_MAXSIZE),
+        overflow=env.choice("OVERFLOW", "block", OVERFLOW_POLICIES),
+        stale_seconds=env.number("STALE_SECONDS", DEFAULT_STALE_SECONDS),
+        ws_urls=ws_urls,
+    )

@@ -1,0 +1,74 @@
+"""Structured logging: one JSON object per line on stdout (or readable text on a TTY).
+
+Use :func:`log_event` with an event name and fields::
+
+    log_event(log, logging.INFO, "connected", exchange="binance", url=url)
+
+prints ``{"ts":"2026-11-22T12:00:00.123Z","level":"info","event":"connected","exchange":...}``.
+Values are serialized with orjson; anything it cannot serialize is rendered with ``str``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+import orjson
+
+LOGGER_NAME = "feedvault"
+
+
+def get_logger(name: str = "") -> logging.Logger:
+    return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
+
+
+def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
+    """Log ``event`` with structured ``fields`` (kept apart from the message)."""
+    if logger.isEnabledFor(level):
+        logger.log(level, event, extra={"fields": fields})
+
+
+def _iso(created: float) -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        + f".{int(created % 1 * 1000):03d}Z"
+    )
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": _iso(record.created),
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            doc.update(fields)
+        if record.exc_info and record.exc_info[1] is not None:
+            doc["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        return orjson.dumps(doc, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None) or {}
+        tail = " ".join(f"{k}={v}" for k, v in fields.items())
+        line = f"{_iso(record.created)} {record.levelname:<7} {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            tail += f" error={type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+        return f"{line} {tail}".rstrip()
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Send feedvault's logs to ``stream`` (stdout by default) in ``fmt`` (json or text)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger(LOGGER_NAME)
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False

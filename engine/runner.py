@@ -1,0 +1,382 @@
+"""``feedvault stream``: sources -> bounded queue -> windowed sink -> manifest (SPEC §5).
+
+The run, from start to exit:
+
+* every source (one :class:`~connectors.session.WebSocketSession` per exchange connection) puts
+  batches of trades on one :class:`~engine.batchqueue.BatchQueue`;
+* one consumer moves batches into the :class:`~sinks.sink.WindowedSink`, which closes windows on
+  time, size or record count and uploads them with bounded concurrency;
+* housekeeping closes windows whose time is up and logs a stats line every
+  ``STATS_INTERVAL_SECONDS``;
+* a guard watches the deadline (``MAX_RUNTIME_SECONDS``), signals and the stop grace.
+
+Stop sequence, on the deadline or the first SIGTERM/SIGINT: the sessions close their sockets and
+queue what they received; the queue is closed and drained; every window is closed and uploaded;
+the manifest is written last; exit 0. If that does not finish within ``STOP_GRACE_SECONDS``, or a
+second signal arrives, the pipeline is cancelled, everything not yet durable is spilled to
+``SPILL_DIR``, the manifest is written as ``incomplete`` naming the spilled objects, and the exit
+status is 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from connectors.gaps import GapTracker
+from connectors.registry import get_protocol
+from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
+from engine import __version__
+from engine.batchqueue import BatchQueue
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.config import StreamConfig
+from engine.errors import FeedvaultError, StorageError, SubscriptionRejected
+from engine.logs import get_logger, log_event
+from engine.records import Trade
+from engine.stats import Counters, StatsReporter
+from sinks.keys import DEFAULT_KEY_TEMPLATE, KeyTemplate
+from sinks.manifest import Gap, Manifest, StopReason, iso_utc, write_manifest
+from sinks.sink import WindowedSink
+from sinks.spill import spill_windows
+from sinks.windowing import Windower, WindowPolicy
+from sinks.writer import ObjectWriter, open_writer
+
+log = get_logger("run")
+
+GUARD_TICK_SECONDS: Final = 0.1
+HOUSEKEEPING_TICK_SECONDS: Final = 0.25
+CONSUMER_BATCHES_PER_YIELD: Final = 8
+MANIFEST_RESERVE_FRACTION: Final = 0.2
+"""Share of the stop grace kept back for spilling and writing the manifest after an abort."""
+
+
+@dataclass
+class StopController:
+    """Turns the deadline, signals and errors into the stop (first) and abort (second) events."""
+
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    abort: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: StopReason | None = None
+    requested_at: float | None = None
+    clock: Clock = SYSTEM_CLOCK
+
+    def request_stop(self, reason: StopReason) -> None:
+        """Begin the graceful stop; later requests keep the first reason."""
+        if not self.stop.is_set():
+            self.reason = reason
+            self.requested_at = self.clock.monotonic()
+            self.stop.set()
+
+    def on_signal(self, signame: str) -> None:
+        """First signal: graceful stop. Second: abort (spill and exit 1)."""
+        if self.stop.is_set():
+            log_event(log, logging.WARNING, "second_signal", signal=signame, action="abort")
+            self.abort.set()
+        else:
+            log_event(log, logging.INFO, "signal", signal=signame, action="stop")
+            self.request_stop("signal")
+
+
+def build_sessions(
+    config: StreamConfig,
+    queue: BatchQueue[Trade],
+    counters: Counters,
+    gaps: GapTracker,
+    clock: Clock,
+) -> list[WebSocketSession]:
+    """One session per exchange connection; an exchange's symbols are split into groups no
+    larger than its per-connection stream limit."""
+    invalid_log = InvalidFrameLog(counters)
+    settings = SessionSettings(stale_seconds=config.stale_seconds)
+    by_exchange: dict[str, list[str]] = {}
+    for spec in config.streams:
+        by_exchange.setdefault(spec.exchange, []).append(spec.symbol)
+    sessions: list[WebSocketSession] = []
+    for exchange, symbols in by_exchange.items():
+        protocol = get_protocol(exchange)
+        base_url = config.ws_urls.get(exchange, protocol.default_url)
+        limit = int(getattr(protocol, "max_streams_per_connection", 1024))
+        for start in range(0, len(symbols), limit):
+            sessions.append(
+                WebSocketSession(
+                    protocol,
+                    base_url,
+                    symbols[start : start + limit],
+                    queue,
+                    counters=counters,
+                    gaps=gaps,
+                    invalid_log=invalid_log,
+                    settings=settings,
+                    clock=clock,
+                )
+            )
+    return sessions
+
+
+class StreamRun:
+    """One execution of ``feedvault stream``. Create, then ``await run()`` for the exit status."""
+
+    def __init__(
+        self,
+        config: StreamConfig,
+        *,
+        command: Sequence[str] = ("feedvault", "stream"),
+        clock: Clock = SYSTEM_CLOCK,
+        controller: StopController | None = None,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        self.config = config
+        self.command = list(command)
+        self.clock = clock
+        self.controller = controller or StopController(clock=clock)
+        self.install_signal_handlers = install_signal_handlers
+        self.counters = Counters()
+        self.gaps = GapTracker()
+        self.queue: BatchQueue[Trade] = BatchQueue(config.queue_maxsize, config.overflow)
+        self.error: FeedvaultError | None = None
+        self.aborted = False
+        self.manifest: Manifest | None = None
+
+    async def run(self) -> int:
+        """Run until the deadline or a signal; return the exit status (0 or 1)."""
+        config = self.config
+        started_ns = self.clock.time_ns()
+        self._deadline = self.clock.monotonic() + config.max_runtime_seconds
+        log_event(
+            log,
+            logging.INFO,
+            "run_start",
+            run_id=config.run_id,
+            version=__version__,
+            config=config.public_dict(),
+        )
+        loop = asyncio.get_running_loop()
+        if self.install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.controller.on_signal, sig.name)
+        try:
+            async with open_writer(config.destination) as writer:
+                return await self._run_with_writer(writer, started_ns)
+        except StorageError as exc:
+            log_event(log, logging.ERROR, "run_failed", error=str(exc))
+            return 1
+        finally:
+            if self.install_signal_handlers:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+    async def _run_with_writer(self, writer: ObjectWriter, started_ns: int) -> int:
+        config = self.config
+        template = KeyTemplate(config.sink.key_template or DEFAULT_KEY_TEMPLATE)
+        self.windower = Windower(
+            WindowPolicy(
+                config.sink.window_seconds,
+                config.sink.window_max_bytes,
+                config.sink.window_max_records,
+            ),
+            template,
+            prefix=config.destination.prefix,
+            run_id=config.run_id,
+            format=config.sink.format,
+            clock=self.clock,
+        )
+        self.sink = WindowedSink(
+            self.windower,
+            writer,
+            max_concurrent_uploads=config.sink.upload_concurrency,
+            clock=self.clock,
+        )
+        self.sessions = build_sessions(config, self.queue, self.counters, self.gaps, self.clock)
+        spilled: list[str] = []
+        async with self.sink:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    pipeline = tg.create_task(self._pipeline())
+                    guard = tg.create_task(self._guard(pipeline))
+                    pipeline.add_done_callback(lambda _: guard.cancel())
+            except* FeedvaultError as group:
+                self.error = group.exceptions[0]  # type: ignore[assignment]
+                log_event(log, logging.ERROR, "pipeline_failed", error=str(self.error))
+            failed = self.aborted or (
+                self.error is not None and not isinstance(self.error, SubscriptionRejected)
+            )
+            if failed:
+                # Stop uploading: what is not durable now goes to the spill directory.
+                self.sink.cancel_uploads()
+        if failed or self.sink.failed:
+            spilled = self._spill()
+        return await self._finish(writer, started_ns, spilled)
+
+    async def _guard(self, pipeline: asyncio.Task[None]) -> None:
+        """Request the stop at the deadline; cancel the pipeline on a second signal or when the
+        stop grace (less a reserve for spilling and the manifest) runs out."""
+        controller = self.controller
+        grace = self.config.runtime.stop_grace_seconds
+        budget = grace * (1 - MANIFEST_RESERVE_FRACTION)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GUARD_TICK_SECONDS):
+                    await controller.abort.wait()
+            now = self.clock.monotonic()
+            if not controller.stop.is_set() and now >= self._deadline:
+                log_event(
+                    log, logging.INFO, "deadline", max_runtime_s=self.config.max_runtime_seconds
+                )
+                controller.request_stop("deadline")
+            expired = (
+                controller.requested_at is not None and now - controller.requested_at >= budget
+            )
+            if controller.abort.is_set() or expired:
+                log_event(
+                    log,
+                    logging.ERROR,
+                    "abort",
+                    reason="second signal" if controller.abort.is_set() else "stop grace expired",
+                )
+                self.aborted = True
+                pipeline.cancel()
+                return
+
+    async def _pipeline(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            consumer = tg.create_task(self._consume())
+            housekeeping = tg.create_task(self._housekeeping())
+            await self._ingest()
+            self.queue.close()
+            await consumer
+            housekeeping.cancel()
+
+    async def _ingest(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for session in self.sessions:
+                    tg.create_task(session.run(self.controller.stop))
+        except* SubscriptionRejected as group:
+            self.error = group.exceptions[0]  # type: ignore[assignment]
+            log_event(log, logging.ERROR, "subscription_rejected", error=str(self.error))
+            self.controller.request_stop("error")
+
+    async def _consume(self) -> None:
+        """Move batches from the queue into the sink; then close every window and upload."""
+        queue, sink = self.queue, self.sink
+        handled = 0
+        while (batch := await queue.get()) is not None:
+            await sink.write(batch)
+            handled += 1
+            if handled % CONSUMER_BATCHES_PER_YIELD == 0:
+                # Let uploads, pings and the other sources run between bursts of batches.
+                await asyncio.sleep(0)
+        await sink.close()
+
+    async def _housekeeping(self) -> None:
+        interval = self.config.runtime.stats_interval_seconds
+        reporter = StatsReporter(self.clock.monotonic())
+        next_stats = self.clock.monotonic() + interval
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_TICK_SECONDS)
+            await self.sink.tick()
+            now = self.clock.monotonic()
+            if now >= next_stats:
+                next_stats = now + interval
+                self._log_stats(reporter, now)
+
+    def _log_stats(self, reporter: StatsReporter, now: float) -> None:
+        self.counters.dropped = self.queue.dropped
+        rates = reporter.sample(now, self.counters.parsed, self.sink.bytes_uploaded)
+        log_event(
+            log,
+            logging.INFO,
+            "stats",
+            **rates,
+            queue_depth=self.queue.size,
+            queue_high_water=self.queue.high_water,
+            open_windows=self.sink.open_windows,
+            uploads_in_flight=self.sink.uploads_in_flight,
+            bytes_uploaded=self.sink.bytes_uploaded,
+            objects=len(self.sink.objects),
+            reconnects=self.counters.reconnects,
+            gaps=self.gaps.gap_count,
+            invalid=self.counters.invalid,
+            dropped=self.counters.dropped,
+        )
+
+    def _spill(self) -> list[str]:
+        """After an abort or failure: everything not durable (queued batches, open, queued,
+        in-flight and failed windows) goes to ``SPILL_DIR``. Returns the keys spilled."""
+        leftover = []
+        while (batch := self.queue.get_nowait()) is not None:
+            leftover += self.windower.add(batch)
+        windows = self.sink.unfinished() + leftover
+        if not windows:
+            return []
+        spill_dir = Path(self.config.runtime.spill_dir)
+        try:
+            entries = spill_windows(windows, spill_dir, self.config.run_id)
+        except StorageError as exc:
+            log_event(log, logging.ERROR, "spill_failed", error=str(exc))
+            return [window.key for window in windows]
+        log_event(
+            log,
+            logging.ERROR,
+            "spilled",
+            spill_dir=str(spill_dir),
+            objects=len(entries),
+            records=sum(entry.records for entry in entries),
+        )
+        return [entry.key for entry in entries]
+
+    async def _finish(self, writer: ObjectWriter, started_ns: int, spilled: list[str]) -> int:
+        """Write the manifest (last) and decide the exit status."""
+        self.counters.dropped = self.queue.dropped
+        self.counters.duplicates = max(self.counters.duplicates, self.gaps.duplicates)
+        complete = not self.aborted and not spilled and self.error is None
+        reason: StopReason = self.controller.reason or "error"
+        if self.error is not None:
+            reason = "error"
+        gaps = {
+            key: [Gap(from_id=g.from_id, to_id=g.to_id, missing=g.missing) for g in found]
+            for key, found in sorted(self.gaps.gaps.items())
+        }
+        manifest = Manifest(
+            run_id=self.config.run_id,
+            version=__version__,
+            command=" ".join(self.command),
+            started_at=iso_utc(started_ns),
+            stopped_at=iso_utc(self.clock.time_ns()),
+            stop_reason=reason,
+            status="complete" if complete else "incomplete",
+            config=self.config.public_dict(),
+            objects=list(self.sink.objects),
+            counters=self.counters.as_dict(),
+            gaps=gaps,
+            spilled=spilled,
+            error=str(self.error) if self.error is not None else None,
+        )
+        self.manifest = manifest
+        try:
+            async with asyncio.timeout(max(self.config.runtime.stop_grace_seconds * 0.15, 2.0)):
+                await write_manifest(writer, self.config.destination.prefix, manifest)
+        except (StorageError, TimeoutError) as exc:
+            log_event(log, logging.ERROR, "manifest_failed", error=f"{type(exc).__name__}: {exc}")
+            return 1
+        log_event(
+            log,
+            logging.INFO,
+            "run_end",
+            run_id=self.config.run_id,
+            status=manifest.status,
+            stop_reason=reason,
+            objects=len(manifest.objects),
+            records=sum(o.records for o in self.sink.objects),
+            counters=manifest.counters,
+            gaps=self.gaps.gap_count,
+            spilled=len(spilled),
+            error=manifest.error,
+        )
+        return 0 if complete else 1

@@ -1,0 +1,47 @@
+"""Run counters and the periodic stats line.
+
+:class:`Counters` is plain mutable state shared by the sources of one run (single event loop, so
+no locking). :class:`StatsReporter` turns two snapshots into rates for the stats line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(slots=True)
+class Counters:
+    """What the sources saw. ``received`` counts frames; ``parsed`` counts trades accepted."""
+
+    received: int = 0
+    parsed: int = 0
+    invalid: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    duplicates: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class StatsSample:
+    at: float
+    parsed: int
+    bytes_uploaded: int
+
+
+class StatsReporter:
+    """Rates between successive calls of :meth:`sample`."""
+
+    def __init__(self, now: float) -> None:
+        self._last = StatsSample(now, 0, 0)
+
+    def sample(self, now: float, parsed: int, bytes_uploaded: int) -> dict[str, float]:
+        last = self._last
+        elapsed = max(now - last.at, 1e-9)
+        self._last = StatsSample(now, parsed, bytes_uploaded)
+        return {
+            "trades_per_s": round((parsed - last.parsed) / elapsed, 1),
+            "upload_bytes_per_s": round((bytes_uploaded - last.bytes_uploaded) / elapsed, 1),
+        }

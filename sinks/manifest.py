@@ -1,0 +1,233 @@
+"""The run manifest (SPEC §6): ``{prefix}_manifests/{run_id}.json``, written last.
+
+The manifest is the run's proof of success: it lists every object the run made durable, the
+counters, the trade-id gaps, what was left in the spill directory, and whether the run is
+``complete``. It is serialized with sorted keys and 2-space indentation (stable diffs);
+:meth:`Manifest.from_json` validates every field and raises
+:class:`~engine.errors.IntegrityError` on anything malformed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, TypedDict, TypeVar, cast
+
+import orjson
+
+from engine.errors import IntegrityError
+from sinks.windowing import ClosedWindow
+from sinks.writer import ObjectWriter, StoredObject
+
+MANIFEST_DIR: Final = "_manifests/"
+STOP_REASONS: Final = ("deadline", "signal", "error")
+STATUSES: Final = ("complete", "incomplete")
+COUNTERS: Final = ("received", "parsed", "invalid", "dropped", "reconnects", "duplicates")
+
+_T = TypeVar("_T")
+
+StopReason = Literal["deadline", "signal", "error"]
+Status = Literal["complete", "incomplete"]
+
+
+class Gap(TypedDict):
+    """Trade ids ``from_id`` .. ``to_id`` (inclusive) of one symbol that never arrived."""
+
+    from_id: int
+    to_id: int
+    missing: int
+
+
+def manifest_key(prefix: str, run_id: str) -> str:
+    """The key of a run's manifest."""
+    return f"{prefix}{MANIFEST_DIR}{run_id}.json"
+
+
+def iso_utc(ns: int) -> str:
+    """``ns`` since the epoch as ISO-8601 UTC with microseconds: ``2024-05-01T12:00:00.000000Z``."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObjectEntry:
+    """One durable object of a run. ``symbols`` maps ``"exchange:symbol"`` to its (first, last)
+    trade id in the object, in arrival order; ``sha256`` is hex of the whole body."""
+
+    key: str
+    records: int
+    bytes: int
+    sha256: str
+    first_ts_event: int
+    last_ts_event: int
+    symbols: dict[str, tuple[str, str]]
+
+    @classmethod
+    def of(cls, window: ClosedWindow, stored: StoredObject) -> StoredObjectEntry:
+        """The entry of ``window`` once stored."""
+        return cls(
+            key=stored.key,
+            records=window.records,
+            bytes=stored.bytes,
+            sha256=stored.sha256,
+            first_ts_event=window.first_ts_event,
+            last_ts_event=window.last_ts_event,
+            symbols=dict(window.symbols),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "records": self.records,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "first_ts_event": self.first_ts_event,
+            "last_ts_event": self.last_ts_event,
+            "symbols": {
+                name: {"first_trade_id": first, "last_trade_id": last}
+                for name, (first, last) in self.symbols.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, obj: object) -> StoredObjectEntry:
+        """Parse an entry; :class:`IntegrityError` if malformed."""
+        data = _mapping(obj, "object entry")
+        symbols: dict[str, tuple[str, str]] = {}
+        for name, ids in _mapping(data.get("symbols"), "symbols").items():
+            ids = _mapping(ids, f"symbols[{name!r}]")
+            symbols[name] = (
+                _typed(ids, "first_trade_id", str),
+                _typed(ids, "last_trade_id", str),
+            )
+        return cls(
+            key=_typed(data, "key", str),
+            records=_typed(data, "records", int),
+            bytes=_typed(data, "bytes", int),
+            sha256=_typed(data, "sha256", str),
+            first_ts_event=_typed(data, "first_ts_event", int),
+            last_ts_event=_typed(data, "last_ts_event", int),
+            symbols=symbols,
+        )
+
+
+@dataclass(slots=True)
+class Manifest:
+    """A run's manifest. ``config`` must already exclude secrets (the caller's duty)."""
+
+    run_id: str
+    version: str
+    command: str
+    started_at: str
+    stopped_at: str
+    stop_reason: StopReason
+    status: Status
+    config: dict[str, Any] = field(default_factory=dict)
+    objects: list[StoredObjectEntry] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    gaps: dict[str, list[Gap]] = field(default_factory=dict)
+    spilled: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> bytes:
+        """The manifest as indented JSON with sorted keys."""
+        document = {
+            "run_id": self.run_id,
+            "version": self.version,
+            "command": self.command,
+            "started_at": self.started_at,
+            "stopped_at": self.stopped_at,
+            "stop_reason": self.stop_reason,
+            "status": self.status,
+            "config": self.config,
+            "objects": [entry.to_dict() for entry in self.objects],
+            "counters": self.counters,
+            "gaps": self.gaps,
+            "spilled": self.spilled,
+            "error": self.error,
+        }
+        try:
+            return orjson.dumps(
+                document,
+                option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE,
+            )
+        except TypeError as exc:
+            raise ValueError(f"manifest is not serializable: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        """Parse and validate a manifest; :class:`IntegrityError` if it is not one."""
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise IntegrityError(f"manifest is not valid JSON: {exc}") from exc
+        doc = _mapping(document, "manifest")
+        stop_reason = _typed(doc, "stop_reason", str)
+        if stop_reason not in STOP_REASONS:
+            raise IntegrityError(
+                f"manifest stop_reason {stop_reason!r} is not one of {STOP_REASONS}"
+            )
+        status = _typed(doc, "status", str)
+        if status not in STATUSES:
+            raise IntegrityError(f"manifest status {status!r} is not one of {STATUSES}")
+        objects = doc.get("objects")
+        if not isinstance(objects, list):
+            raise IntegrityError("manifest field 'objects' is not a list")
+        counters = _mapping(doc.get("counters"), "counters")
+        for name, value in counters.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise IntegrityError(f"manifest counter {name!r} is not an integer")
+        gaps: dict[str, list[Gap]] = {}
+        for name, items in _mapping(doc.get("gaps"), "gaps").items():
+            if not isinstance(items, list):
+                raise IntegrityError(f"manifest gaps[{name!r}] is not a list")
+            gaps[name] = [_gap(item, name) for item in items]
+        spilled = doc.get("spilled")
+        if not isinstance(spilled, list) or not all(isinstance(k, str) for k in spilled):
+            raise IntegrityError("manifest field 'spilled' is not a list of keys")
+        error = doc.get("error")
+        if error is not None and not isinstance(error, str):
+            raise IntegrityError("manifest field 'error' is not a string or null")
+        return cls(
+            run_id=_typed(doc, "run_id", str),
+            version=_typed(doc, "version", str),
+            command=_typed(doc, "command", str),
+            started_at=_typed(doc, "started_at", str),
+            stopped_at=_typed(doc, "stopped_at", str),
+            stop_reason=cast(StopReason, stop_reason),
+            status=cast(Status, status),
+            config=dict(_mapping(doc.get("config"), "config")),
+            objects=[StoredObjectEntry.from_dict(obj) for obj in objects],
+            counters=cast(dict[str, int], dict(counters)),
+            gaps=gaps,
+            spilled=list(spilled),
+            error=error,
+        )
+
+
+async def write_manifest(writer: ObjectWriter, prefix: str, manifest: Manifest) -> StoredObject:
+    """Store ``manifest`` at :func:`manifest_key`; durable when this returns."""
+    return await writer.put(manifest_key(prefix, manifest.run_id), manifest.to_json())
+
+
+def _mapping(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise IntegrityError(f"manifest {what} is not a JSON object")
+    return cast(dict[str, Any], value)
+
+
+def _typed(data: dict[str, Any], name: str, kind: type[_T]) -> _T:
+    value = data.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise IntegrityError(f"manifest field {name!r} is missing or not a {kind.__name__}")
+    return value
+
+
+def _gap(item: object, name: str) -> Gap:
+    data = _mapping(item, f"gap of {name!r}")
+    return Gap(
+        from_id=_typed(data, "from_id", int),
+        to_id=_typed(data, "to_id", int),
+        missing=_typed(data, "missing", int),
+    )

@@ -1,0 +1,310 @@
+"""The S3 :class:`~sinks.writer.ObjectWriter` on aioboto3.
+
+Open ONE :class:`S3Writer` per process with :meth:`S3Writer.open` and share it: it holds one
+aioboto3 session and one client (one connection pool of ``max_pool_connections``).
+
+- Endpoint: ``endpoint_url`` if given, else botocore's own resolution, which honours
+  ``AWS_ENDPOINT_URL_S3`` (and ``AWS_ENDPOINT_URL``) natively in the pinned aiobotocore.
+- Retries: botocore ``standard`` mode, ``max_attempts`` 5 (throttling and 5xx included),
+  connect timeout 5 s, read timeout 30 s.
+- Payload signing is off by default (``sign_payload``): botocore would otherwise hash every
+  body again on the event loop for SigV4; the SHA-256 checksum header (over TLS) already
+  protects the body end to end.
+- Integrity: every PUT and every part carries ``ChecksumSHA256`` (with ``ChecksumAlgorithm``
+  ``SHA256``, which S3 and moto need to store it); S3 rejects a body that does not match. A
+  multipart object's S3 checksum is the composite ``<sha256 of part sums>-<parts>``; the
+  :class:`~sinks.writer.StoredObject` always carries the hex SHA-256 of the whole body.
+- Bodies above ``multipart_threshold`` go up as a multipart upload of ``part_size`` parts (S3
+  requires >= 5 MiB for all parts but the last); on any failure or cancellation the upload is
+  aborted (best effort: a lifecycle rule should also expire incomplete uploads).
+- Errors: ``NoSuchKey``/404 -> :class:`~engine.errors.ObjectNotFound`; everything else,
+  including a missing bucket, connection failures and timeouts ->
+  :class:`~engine.errors.StorageError` with the operation, key and S3 error code.
+
+``put`` is durable when it returns and idempotent (same key and body -> one object). A cancelled
+``put`` may or may not have stored the object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final, TypedDict, TypeVar
+
+import aioboto3
+import aiohttp
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from engine.errors import ObjectNotFound, StorageError
+from sinks.writer import ListedObject, StoredObject
+
+log = logging.getLogger(__name__)
+
+MiB: Final = 1024 * 1024
+MIN_PART_SIZE: Final = 5 * MiB
+#: Bodies at least this large are hashed in a worker thread (hashlib releases the GIL).
+_THREAD_HASH_BYTES: Final = 1 * MiB
+_NOT_FOUND: Final = frozenset({"NoSuchKey", "404", "NotFound"})
+_T = TypeVar("_T")
+_TRANSPORT_ERRORS: Final = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+class S3Options(TypedDict, total=False):
+    """Keyword options of :meth:`S3Writer.open` (also accepted by ``open_writer``)."""
+
+    endpoint_url: str | None
+    region: str | None
+    multipart_threshold: int
+    part_size: int
+    max_pool_connections: int
+    max_attempts: int
+    connect_timeout: float
+    read_timeout: float
+    sign_payload: bool
+
+
+class S3Writer:
+    """Objects in one S3 bucket. Create with :meth:`S3Writer.open`."""
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        *,
+        multipart_threshold: int = 16 * MiB,
+        part_size: int = 8 * MiB,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        if multipart_threshold < part_size:
+            raise ValueError("multipart_threshold must be at least part_size")
+        self._client = client
+        self.bucket = bucket
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+
+    def __repr__(self) -> str:
+        return f"S3Writer(bucket={self.bucket!r})"
+
+    @classmethod
+    def open(
+        cls,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        multipart_threshold: int = 16 * MiB,
+        part_size: int = 8 * MiB,
+        max_pool_connections: int = 16,
+        max_attempts: int = 5,
+        connect_timeout: float = 5,
+        read_timeout: float = 30,
+        sign_payload: bool = False,
+    ) -> AbstractAsyncContextManager[S3Writer]:
+        """An async context manager yielding a writer on its own session and client."""
+        config = Config(
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
+            s3={"payload_signing_enabled": sign_payload},
+        )
+
+        @asynccontextmanager
+        async def opened() -> AsyncIterator[S3Writer]:
+            session = aioboto3.Session()
+            kwargs: dict[str, Any] = {"config": config}
+            if endpoint_url:
+                kwargs["endpoint_url"] = endpoint_url
+            if region:
+                kwargs["region_name"] = region
+            try:
+                client_cm = session.client("s3", **kwargs)
+                client = await client_cm.__aenter__()
+            except (BotoCoreError, ClientError, ValueError) as exc:
+                raise StorageError(f"cannot create an S3 client: {exc}") from exc
+            try:
+                yield cls(
+                    client,
+                    bucket,
+                    multipart_threshold=multipart_threshold,
+                    part_size=part_size,
+                )
+            finally:
+                await client_cm.__aexit__(None, None, None)
+
+        return opened()
+
+    @property
+    def endpoint_url(self) -> str:
+        """The endpoint the client talks to (after env/config resolution)."""
+        url: str = self._client.meta.endpoint_url
+        return url
+
+    async def _call(self, operation: str, key: str, call: Awaitable[_T]) -> _T:
+        try:
+            return await call
+        except ClientError as exc:
+            raise self._map_error(operation, key, exc) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise StorageError(
+                f"S3 {operation} s3://{self.bucket}/{key} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _map_error(self, operation: str, key: str, exc: ClientError) -> StorageError:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        message = str(error.get("Message", "")) or str(exc)
+        where = f"s3://{self.bucket}/{key}"
+        if code == "NoSuchBucket":
+            return StorageError(f"S3 {operation} {where}: bucket {self.bucket!r} does not exist")
+        if code in _NOT_FOUND:
+            return ObjectNotFound(f"S3 {operation} {where}: no such object")
+        return StorageError(f"S3 {operation} {where} failed: {code}: {message}")
+
+    async def check(self) -> None:
+        """Fail early (:class:`StorageError`) if the bucket is missing or not accessible.
+
+        Needs ``s3:ListBucket``; a write-only role should skip it.
+        """
+        await self._call("HeadBucket", "", self._client.head_bucket(Bucket=self.bucket))
+
+    async def put(self, key: str, body: bytes) -> StoredObject:
+        if len(body) >= _THREAD_HASH_BYTES:
+            digest = await asyncio.to_thread(_sha256, body)
+        else:
+            digest = _sha256(body)
+        if len(body) > self.multipart_threshold:
+            await self._put_multipart(key, body)
+        else:
+            await self._call(
+                "PutObject",
+                key,
+                self._client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=body,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
+                ),
+            )
+        return StoredObject(key=key, bytes=len(body), sha256=digest.hex())
+
+    async def _put_multipart(self, key: str, body: bytes) -> None:
+        created = await self._call(
+            "CreateMultipartUpload",
+            key,
+            self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256"
+            ),
+        )
+        upload_id: str = created["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            view = memoryview(body)
+            for number, offset in enumerate(range(0, len(body), self.part_size), start=1):
+                chunk = bytes(view[offset : offset + self.part_size])
+                checksum = base64.b64encode(await asyncio.to_thread(_sha256, chunk)).decode()
+                response = await self._call(
+                    "UploadPart",
+                    key,
+                    self._client.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=checksum,
+                    ),
+                )
+                parts.append(
+                    {"ETag": response["ETag"], "PartNumber": number, "ChecksumSHA256": checksum}
+                )
+            await self._call(
+                "CompleteMultipartUpload",
+                key,
+                self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                ),
+            )
+        except BaseException:
+            await self._abort_multipart(key, upload_id)
+            raise
+
+    async def _abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            await self._call(
+                "AbortMultipartUpload",
+                key,
+                self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id
+                ),
+            )
+        except StorageError as exc:
+            log.warning("could not abort multipart upload %s of %s: %s", upload_id, key, exc)
+
+    async def get(self, key: str) -> bytes:
+        response = await self._call(
+            "GetObject", key, self._client.get_object(Bucket=self.bucket, Key=key)
+        )
+        async with response["Body"] as stream:
+            data: bytes = await self._call("GetObject", key, stream.read())
+        return data
+
+    async def head(self, key: str) -> ListedObject:
+        """Size of ``key``; :class:`ObjectNotFound` if missing."""
+        response = await self._call(
+            "HeadObject", key, self._client.head_object(Bucket=self.bucket, Key=key)
+        )
+        return ListedObject(key, int(response["ContentLength"]))
+
+    async def checksum(self, key: str) -> str | None:
+        """The base64 ``ChecksumSHA256`` S3 stored for ``key`` (composite ``...-N`` for a
+        multipart object), or ``None`` if it has none."""
+        response = await self._call(
+            "HeadObject",
+            key,
+            self._client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"),
+        )
+        value: str | None = response.get("ChecksumSHA256")
+        return value
+
+    async def list(self, prefix: str) -> list[ListedObject]:
+        found: list[ListedObject] = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+        try:
+            async for page in pages:
+                found.extend(
+                    ListedObject(obj["Key"], int(obj["Size"])) for obj in page.get("Contents", [])
+                )
+        except ClientError as exc:
+            raise self._map_error("ListObjectsV2", prefix, exc) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise StorageError(
+                f"S3 ListObjectsV2 s3://{self.bucket}/{prefix} failed: {exc}"
+            ) from exc
+        found.sort(key=lambda obj: obj.key)
+        return found
+
+    async def delete(self, key: str) -> None:
+        await self._call(
+            "DeleteObject", key, self._client.delete_object(Bucket=self.bucket, Key=key)
+        )
+
+    async def aclose(self) -> None:
+        """No-op: the client is closed when the :meth:`open` context exits."""
+        return None
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

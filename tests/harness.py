@@ -1,0 +1,158 @@
+"""Helpers for end-to-end tests: the real CLI as subprocesses, talking over loopback."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+REPO = Path(__file__).resolve().parent.parent
+FEEDVAULT = [sys.executable, "-m", "engine"]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """A minimal environment, as an ECS task would have: no inherited AWS settings."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(REPO),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LOG_FORMAT": "json",
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass
+class FakeExchangeProcess:
+    proc: subprocess.Popen[str]
+    url: str
+    port: int
+    ledger_path: Path
+
+    def stop(self, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """Stop the server and return its ledger (every trade it sent)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=timeout)
+        return read_ledger(self.ledger_path)
+
+
+def read_ledger(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+@contextmanager
+def fake_exchange(
+    tmp_path: Path,
+    *,
+    symbols: str = "BTCUSDT,ETHUSDT,BNBUSDT",
+    rate: str = "2000",
+    faults: str | None = None,
+    protocol: str = "binance",
+    name: str = "fake",
+) -> Iterator[FakeExchangeProcess]:
+    ledger = tmp_path / f"{name}-ledger.jsonl"
+    cmd = [
+        *FEEDVAULT,
+        "fake-exchange",
+        "--protocol",
+        protocol,
+        "--port",
+        "0",
+        "--rate",
+        rate,
+        "--symbols",
+        symbols,
+        "--ledger",
+        str(ledger),
+    ]
+    if faults:
+        cmd += ["--faults", faults]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base_env()
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"fake exchange did not start: {proc.stderr.read() if proc.stderr else ''}"
+            )
+        info = json.loads(line)
+        yield FakeExchangeProcess(proc, info["url"], int(info["port"]), ledger)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def start_stream(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*FEEDVAULT, "stream", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def wait_for_log(proc: subprocess.Popen[str], event: str, timeout: float) -> list[dict[str, Any]]:
+    """Read JSON log lines from ``proc`` until one has ``event``; return the lines read."""
+    assert proc.stdout is not None
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        seen.append(doc)
+        if doc.get("event") == event:
+            return seen
+    raise AssertionError(f"no {event!r} log line within {timeout}s; saw {seen[-5:]}")
+
+
+def decode_object(body: bytes, key: str) -> list[dict[str, Any]]:
+    if key.endswith(".gz"):
+        body = gzip.decompress(body)
+    elif key.endswith(".zst"):
+        body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+    return [json.loads(line) for line in body.splitlines() if line]
+
+
+def stored_trades(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every trade record in every trade object under ``prefix``."""
+    out: list[dict[str, Any]] = []
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "trades/"):
+        for obj in page.get("Contents", []):
+            body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            out.extend(decode_object(body, obj["Key"]))
+    return out
+
+
+def read_manifest(client: Any, bucket: str, prefix: str) -> dict[str, Any]:
+    listing = client.list_objects_v2(Bucket=bucket, Prefix=prefix + "_manifests/")
+    keys = [obj["Key"] for obj in listing.get("Contents", [])]
+    assert len(keys) == 1, keys
+    doc: dict[str, Any] = json.loads(client.get_object(Bucket=bucket, Key=keys[0])["Body"].read())
+    return doc
+
+
+def trade_identity(t: dict[str, Any]) -> tuple[str, str, str, str, str, str]:
+    return (t["exchange"], t["symbol"], t["trade_id"], t["price"], t["size"], t["side"])

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine.batchqueue import BatchQueue, QueueClosed
+
+
+async def test_block_policy_waits_for_room_and_keeps_order() -> None:
+    q: BatchQueue[int] = BatchQueue(4, "block")
+    await q.put([1, 2, 3])
+    put = asyncio.create_task(q.put([4, 5]))
+    await asyncio.sleep(0)
+    assert not put.done() and q.size == 3
+    assert await q.get() == [1, 2, 3]
+    await put
+    assert await q.get() == [4, 5]
+    assert q.dropped == 0 and q.high_water == 3
+
+
+async def test_drop_oldest_counts_what_it_drops() -> None:
+    q: BatchQueue[int] = BatchQueue(4, "drop-oldest")
+    await q.put([1, 2])
+    await q.put([3, 4])
+    await q.put([5])
+    assert q.dropped == 2
+    assert q.get_nowait() == [3, 4]
+    assert q.get_nowait() == [5]
+
+
+async def test_an_oversized_batch_is_accepted_when_empty() -> None:
+    q: BatchQueue[int] = BatchQueue(2, "block")
+    async with asyncio.timeout(1):
+        await q.put([1, 2, 3])
+    assert q.size == 3
+
+
+async def test_close_drains_then_returns_none_and_wakes_putters() -> None:
+    q: BatchQueue[int] = BatchQueue(1, "block")
+    await q.put([1])
+    blocked = asyncio.create_task(q.put([2]))
+    await asyncio.sleep(0)
+    q.close()
+    with pytest.raises(QueueClosed):
+        await blocked
+    assert await q.get() == [1]
+    assert await q.get() is None
+
+
+async def test_cancelled_put_queues_nothing() -> None:
+    q: BatchQueue[int] = BatchQueue(1, "block")
+    await q.put([1])
+    put = asyncio.create_task(q.put([2]))
+    await asyncio.sleep(0)
+    put.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await put
+    assert q.get_nowait() == [1]
+    assert q.get_nowait() is None
+
+
+async def test_force_put_ignores_the_bound() -> None:
+    q: BatchQueue[int] = BatchQueue(1, "block")
+    await q.put([1])
+    q.close()
+    q.force_put([2, 3])
+    assert q.size == 3

@@ -1,0 +1,417 @@
+"""BinanceProtocol: URLs, subscribe frames, parsing (fixture, controls, malformed), encoders."""
+
+from __future__ import annotations
+
+import json
+import os
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.base import Ack, ExchangeError, ReconnectNotice
+from connectors.binance import (
+    MAX_STREAMS_PER_CONNECTION,
+    BinanceProtocol,
+    ClientRequest,
+    RequestError,
+    encode_ack,
+    encode_error,
+    encode_server_shutdown,
+    encode_trade,
+    parse_client_request,
+    parse_stream_name,
+)
+from connectors.registry import PROTOCOLS, get_protocol
+from engine.errors import MalformedFrame
+from engine.records import Trade
+
+FIXTURE = os.path.join(
+    os.path.dirname(__file__),
+    "..",
+    "..",
+    "shared",
+    "fixtures",
+    "cryptofeed-recordings",
+    "BINANCE.ws.1.0",
+)
+RAW_TRADE = (
+    '{"e":"trade","E":1672515782136,"s":"BNBBTC","t":12345,"p":"0.00100000",'
+    '"q":"100.00000000","T":1672515782136,"m":true,"M":true}'
+)
+
+
+def _trade(**changes: Any) -> Trade:
+    fields: dict[str, Any] = {
+        "exchange": "binance",
+        "symbol": "BTC-USDT",
+        "raw_symbol": "BTCUSDT",
+        "trade_id": "42",
+        "price": "27123.45000000",
+        "size": "0.01230000",
+        "side": "buy",
+        "ts_event": 1_700_000_000_123_000,
+        "ts_recv": 7,
+    }
+    fields.update(changes)
+    return Trade(**fields)
+
+
+# -- client requests ------------------------------------------------------------------------------
+
+
+def test_connection_url_combined_lower_case() -> None:
+    proto = BinanceProtocol()
+    url = proto.connection_url("wss://stream.binance.com:9443/", ["BTCUSDT", "ethusdt"])
+    assert url == "wss://stream.binance.com:9443/stream?streams=btcusdt@trade/ethusdt@trade"
+    agg = BinanceProtocol("aggTrade").connection_url("ws://127.0.0.1:1", ["BNBBTC"])
+    assert agg == "ws://127.0.0.1:1/stream?streams=bnbbtc@aggTrade"
+    assert proto.connection_url("ws://h:1", []) == "ws://h:1/ws"
+
+
+def test_stream_limits_and_bad_symbols() -> None:
+    proto = BinanceProtocol()
+    proto.connection_url("ws://h", [f"S{i}USDT" for i in range(MAX_STREAMS_PER_CONNECTION)])
+    with pytest.raises(ValueError):
+        proto.connection_url("ws://h", [f"S{i}USDT" for i in range(MAX_STREAMS_PER_CONNECTION + 1)])
+    for bad in ["btc/usdt", "btcusdt&x=1", "", "B"]:
+        with pytest.raises(ValueError):
+            proto.connection_url("ws://h", [bad])
+    with pytest.raises(ValueError):
+        BinanceProtocol("depth")  # type: ignore[arg-type]
+
+
+def test_subscribe_messages_count_ids() -> None:
+    proto = BinanceProtocol()
+    assert proto.subscribe_messages([]) == []
+    first = orjson.loads(proto.subscribe_messages(["BTCUSDT", "ETHUSDT"])[0])
+    second = orjson.loads(proto.subscribe_messages(["BNBBTC"])[0])
+    assert first == {"method": "SUBSCRIBE", "params": ["btcusdt@trade", "ethusdt@trade"], "id": 1}
+    assert second["id"] == 2
+
+
+def test_identity_and_registry() -> None:
+    proto = BinanceProtocol()
+    assert (proto.name, proto.default_url) == ("binance", "wss://stream.binance.com:9443")
+    us = get_protocol("binanceus")
+    assert (us.name, us.default_url) == ("binanceus", "wss://stream.binance.us:9443")
+    assert "binance" in PROTOCOLS and get_protocol("binance") is not get_protocol("binance")
+    with pytest.raises(ValueError, match="unknown exchange"):
+        get_protocol("nope")
+
+
+# -- parsing trades -------------------------------------------------------------------------------
+
+
+def test_parse_raw_trade_exact() -> None:
+    (trade,) = BinanceProtocol().parse(RAW_TRADE, 99)  # type: ignore[misc]
+    assert trade == Trade(
+        "binance",
+        "BNB-BTC",
+        "BNBBTC",
+        "12345",
+        "0.00100000",
+        "100.00000000",
+        "sell",
+        1672515782136000,
+        99,
+    )
+
+
+def test_parse_bytes_and_exchange_name() -> None:
+    proto = BinanceProtocol(exchange="binanceus")
+    (trade,) = proto.parse(RAW_TRADE.encode(), 1)  # type: ignore[misc]
+    assert trade.exchange == "binanceus" and trade.side == "sell"
+    assert proto.sequence_of(trade) == 12345
+
+
+@pytest.mark.parametrize("stream_type", ["trade", "aggTrade"])
+@pytest.mark.parametrize("combined", [False, True])
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_round_trip(stream_type: Any, combined: bool, side: str) -> None:
+    original = _trade(side=side)
+    frame = encode_trade(original, combined=combined, stream_type=stream_type)
+    msg = orjson.loads(frame)
+    data = msg["data"] if combined else msg
+    assert data["e"] == stream_type
+    assert data["m"] is (side == "sell")
+    if combined:
+        assert msg["stream"] == f"btcusdt@{stream_type}"
+    assert BinanceProtocol(stream_type).parse(frame, 7) == (original,)
+    assert BinanceProtocol().parse(frame, 7) == (original,)  # parse accepts both kinds
+
+
+def test_encode_escapes_unsafe_text() -> None:
+    odd = _trade(price='1"2', raw_symbol="BTC\\USDT")
+    msg = orjson.loads(encode_trade(odd, combined=False))
+    assert msg["p"] == '1"2' and msg["s"] == "BTC\\USDT"
+
+
+# -- the recorded fixture -------------------------------------------------------------------------
+
+
+def _read_cryptofeed(path: str) -> tuple[list[str], list[str], list[tuple[int, str]]]:
+    """(connect urls, client frames, [(ts_recv ns, received frame)]) of a cryptofeed capture."""
+    connects: list[str] = []
+    sent: list[str] = []
+    received: list[tuple[int, str]] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            if " <-> " in line:
+                connects.append(line.split(" <-> ")[0])
+            elif " <- " in line:
+                sent.append(line.split(": ", 1)[1])
+            else:
+                epoch, text = line.split(": ", 1)
+                received.append((int(Decimal(epoch) * 1_000_000_000), text))
+    return connects, sent, received
+
+
+def test_fixture_parses_exact_aggtrades() -> None:
+    connects, sent, received = _read_cryptofeed(FIXTURE)
+    assert len(connects) == 1 and "@aggTrade" in connects[0]
+    assert sent == []  # combined streams: subscribed by the URL
+    assert len(received) == 265
+    proto = BinanceProtocol("aggTrade")
+    trades: list[Trade] = []
+    for ts_recv, frame in received:
+        result = proto.parse(frame, ts_recv)
+        assert isinstance(result, tuple), frame  # no controls in this capture
+        trades.extend(result)
+    # The fixture README says 3 aggTrade messages; the file holds 2 (lines 110 and 209).
+    assert trades == [
+        Trade(
+            "binance",
+            "NKN-USDT",
+            "NKNUSDT",
+            "15683430",
+            "0.35280000",
+            "58.00000000",
+            "buy",
+            1633998523963000,
+            1633998523957215000,
+        ),
+        Trade(
+            "binance",
+            "LRC-BTC",
+            "LRCBTC",
+            "9213679",
+            "0.00000638",
+            "177.00000000",
+            "buy",
+            1633998534486000,
+            1633998534481201000,
+        ),
+    ]
+
+
+# -- controls ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ('{"result":null,"id":1}', Ack("id=1")),
+        ('{"result":["btcusdt@trade"],"id":3}', Ack("id=3")),
+        (
+            '{"code":2,"msg":"Invalid symbol","id":1}',
+            ExchangeError("binance error 2: Invalid symbol", fatal=True),
+        ),
+        ('{"e":"serverShutdown","E":1770123456789}', ReconnectNotice("serverShutdown")),
+        (
+            '{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1770123456789}}',
+            ReconnectNotice("serverShutdown"),
+        ),
+        (encode_server_shutdown(5, False), ReconnectNotice("serverShutdown")),
+        (encode_server_shutdown(5, True), ReconnectNotice("serverShutdown")),
+        (encode_ack(9), Ack("id=9")),
+        (
+            encode_error(2, "Invalid symbol", None),
+            ExchangeError("binance error 2: Invalid symbol", True),
+        ),
+        ('{"u":400900217,"s":"BNBUSDT","b":"25.3","B":"31.2","a":"25.4","A":"40.6"}', ()),
+        ('{"e":"depthUpdate","E":1,"s":"BNBBTC","U":1,"u":2,"b":[],"a":[]}', ()),
+        ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1,"s":"BTCUSDT","k":{}}}', ()),
+        ("{}", ()),
+    ],
+)
+def test_controls_and_other_events(frame: str, expected: object) -> None:
+    assert BinanceProtocol().parse(frame, 0) == expected
+
+
+# -- malformed ------------------------------------------------------------------------------------
+
+
+def _with(**changes: Any) -> str:
+    msg = orjson.loads(RAW_TRADE)
+    for key, value in changes.items():
+        if value is _DROP:
+            del msg[key]
+        else:
+            msg[key] = value
+    return orjson.dumps(msg).decode()
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(
+    ("frame", "kind"),
+    [
+        ("", "json"),
+        ("{", "json"),
+        ("not json", "json"),
+        (b"\xff\xfe{}", "json"),
+        ('{"e":"trade","s":"\ud800"}', "json"),
+        ("[" * 2000 + "]" * 2000, "json"),
+        ("[]", "not-object"),
+        ("1", "not-object"),
+        ('"text"', "not-object"),
+        ("null", "not-object"),
+        ('{"stream":"x","data":[1]}', "not-object"),
+        ('{"stream":"x","data":null}', "not-object"),
+        ('{"e":["trade"]}', "type"),
+        ('{"e":5}', "type"),
+        ('{"code":"2","msg":"x"}', "type"),
+        (_with(p=_DROP), "missing-field"),
+        (_with(q=_DROP), "missing-field"),
+        (_with(T=_DROP), "missing-field"),
+        (_with(t=_DROP), "missing-field"),
+        (_with(s=_DROP), "missing-field"),
+        (_with(m=_DROP), "missing-field"),
+        (_with(p=0.001), "type"),
+        (_with(q=100), "type"),
+        (_with(p=""), "type"),
+        (_with(p=None), "type"),
+        (_with(T="1672515782136"), "type"),
+        (_with(T=1.5), "type"),
+        (_with(T=-1), "type"),
+        (_with(T=10**18), "type"),
+        (_with(t="12345"), "type"),
+        (_with(t=True), "type"),
+        (_with(t=-5), "type"),
+        (_with(m="true"), "type"),
+        (_with(m=1), "type"),
+        (_with(s=["BNBBTC"]), "type"),
+        (_with(s=5), "symbol"),
+        (_with(s="FOO"), "symbol"),
+        (RAW_TRADE.replace("12345", "123456789012345678901234567890"), "type"),
+        (RAW_TRADE.replace("1672515782136", "1e400"), "json"),
+    ],
+)
+def test_malformed(frame: str | bytes, kind: str) -> None:
+    with pytest.raises(MalformedFrame) as info:
+        BinanceProtocol().parse(frame, 0)
+    assert info.value.kind == kind
+
+
+def _check(frame: str | bytes) -> None:
+    try:
+        result = BinanceProtocol().parse(frame, 0)
+    except MalformedFrame as exc:
+        assert exc.kind and isinstance(exc.detail, str)
+        return
+    if isinstance(result, tuple):
+        assert all(isinstance(t, Trade) for t in result)
+    else:
+        assert isinstance(result, Ack | ExchangeError | ReconnectNotice)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.text())
+def test_fuzz_text(frame: str) -> None:
+    _check(frame)
+
+
+@given(st.binary())
+def test_fuzz_bytes(frame: bytes) -> None:
+    _check(frame)
+
+
+@given(st.integers(min_value=0, max_value=len(RAW_TRADE)), st.booleans())
+def test_fuzz_truncated(cut: int, combined: bool) -> None:
+    frame = encode_trade(_trade(), combined=combined)[:cut] if combined else RAW_TRADE[:cut]
+    _check(frame)
+    _check(frame.encode())
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(["e", "E", "s", "t", "a", "p", "q", "T", "m", "stream", "data", "result"]),
+    json_values,
+    st.booleans(),
+)
+def test_fuzz_field_values(field: str, value: Any, combined: bool) -> None:
+    msg = orjson.loads(RAW_TRADE)
+    msg[field] = value
+    frame = json.dumps({"stream": "bnbbtc@trade", "data": msg} if combined else msg)
+    _check(frame)
+
+
+@given(json_values)
+def test_fuzz_any_json(value: Any) -> None:
+    _check(json.dumps(value))
+    _check(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+@given(st.integers(min_value=1, max_value=5000))
+def test_fuzz_deep_nesting(depth: int) -> None:
+    _check('{"e":"trade","data":' * depth + "1" + "}" * depth)
+    _check("[" * depth + "]" * depth)
+
+
+@given(st.integers(min_value=-(10**40), max_value=10**40), st.sampled_from(["t", "T", "E"]))
+def test_fuzz_huge_numbers(number: int, field: str) -> None:
+    _check(RAW_TRADE.replace(f'"{field}":', f'"{field}":{number},"_":', 1))
+
+
+# -- server side helpers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            '{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}',
+            ClientRequest("SUBSCRIBE", ("btcusdt@trade",), 1),
+        ),
+        ('{"method":"UNSUBSCRIBE","params":[],"id":"a"}', ClientRequest("UNSUBSCRIBE", (), "a")),
+        ('{"method":"LIST_SUBSCRIPTIONS","id":3}', ClientRequest("LIST_SUBSCRIPTIONS", (), 3)),
+        ("nope", RequestError(3, "Invalid JSON: frame is not JSON")),
+        ("[1]", RequestError(2, "Invalid request: not a JSON object")),
+        (
+            '{"method":"SUBSCRIBE","params":"x","id":1}',
+            RequestError(2, "Invalid request: params must be a list of strings", 1),
+        ),
+        (
+            '{"method":"SUBSCRIBE","params":[1],"id":1}',
+            RequestError(2, "Invalid request: params must be a list of strings", 1),
+        ),
+        (
+            '{"method":"SUBSCRIBE","params":[],"id":1.5}',
+            RequestError(2, "Invalid request: invalid id"),
+        ),
+        ('{"method":"PING","id":4}', RequestError(2, "Invalid request: unknown method 'PING'", 4)),
+    ],
+)
+def test_parse_client_request(frame: str, expected: object) -> None:
+    assert parse_client_request(frame) == expected
+
+
+def test_parse_stream_name() -> None:
+    assert parse_stream_name("btcusdt@trade") == ("BTCUSDT", "trade")
+    assert parse_stream_name("btcusdt@depth@100ms") == ("BTCUSDT", "depth@100ms")
+    assert parse_stream_name("!serverShutdown") is None
+    assert parse_stream_name("btcusdt") is None

@@ -1,0 +1,314 @@
+"""The fake exchange over real WebSockets on 127.0.0.1, driven by an injected clock.
+
+No test sleeps to synchronise: each waits for what it expects (frames, readiness) under
+``asyncio.timeout``. Trades appear only when a test advances the FakeClock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from connectors.base import Ack, ControlEvent, ExchangeError, ReconnectNotice
+from connectors.binance import BinanceProtocol
+from connectors.fake.cli import add_arguments, run
+from connectors.fake.faults import Faults, Stall
+from connectors.fake.server import FakeExchange
+from engine.clock import FakeClock
+from engine.errors import MalformedFrame
+from engine.records import Trade
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIT = 10.0
+
+
+@dataclass
+class Received:
+    trades: list[Trade] = field(default_factory=list)
+    malformed: list[MalformedFrame] = field(default_factory=list)
+    controls: list[ControlEvent] = field(default_factory=list)
+    frames: int = 0
+
+    def ids(self, raw_symbol: str) -> list[int]:
+        return [int(t.trade_id) for t in self.trades if t.raw_symbol == raw_symbol]
+
+
+async def read_until(ws: ClientConnection, got: Received, done: Callable[[], bool]) -> None:
+    """Read and parse frames until ``done()`` (at most WAIT s); ConnectionClosed propagates."""
+    proto = BinanceProtocol()
+    async with asyncio.timeout(WAIT):
+        while not done():
+            frame = await ws.recv()
+            got.frames += 1
+            try:
+                result = proto.parse(frame, 0)
+            except MalformedFrame as exc:
+                got.malformed.append(exc)
+                continue
+            if isinstance(result, tuple):
+                got.trades.extend(result)
+            else:
+                got.controls.append(result)  # type: ignore[arg-type]
+
+
+async def read_trades(ws: ClientConnection, got: Received, count: int) -> None:
+    """Read until ``got`` holds at least ``count`` trades."""
+    await read_until(ws, got, lambda: len(got.trades) >= count)
+
+
+async def read_until_closed(ws: ClientConnection, got: Received) -> None:
+    with pytest.raises(ConnectionClosed):
+        await read_until(ws, got, lambda: False)
+
+
+def client(url: str) -> connect:
+    """A test client. Its receive queue is unbounded: websockets stops reading the socket when
+    the queue is full, and a close handshake then waits out close_timeout behind unread frames."""
+    return connect(url, max_queue=None)
+
+
+def ledger_view(fx: FakeExchange) -> list[Trade]:
+    return list(fx.ledger.trades())
+
+
+def combined(fx: FakeExchange, *symbols: str, kind: str = "trade") -> str:
+    return f"{fx.url}/stream?streams=" + "/".join(f"{s.lower()}@{kind}" for s in symbols)
+
+
+async def test_timed_sequential_ids_and_ledger_equals_received() -> None:
+    clock = FakeClock()
+    async with (
+        FakeExchange(rate=200, symbols=["BTCUSDT", "ETHUSDT"], clock=clock, seed=4) as fx,
+        client(combined(fx, "BTCUSDT", "ETHUSDT")) as ws,
+    ):
+        await fx.wait_ready(1)
+        got = Received()
+        for second in range(1, 4):
+            clock.advance(1.0)
+            await read_trades(ws, got, 200 * second)
+        assert len(got.trades) == 600 and got.malformed == [] and got.controls == []
+        for raw in ("BTCUSDT", "ETHUSDT"):
+            ids = got.ids(raw)
+            assert ids == list(range(1, len(ids) + 1))
+            assert fx.ledger.sent_ids(raw) == ids
+        # the parsed trades are exactly what the ledger says was sent (ts_recv aside)
+        assert [
+            (t.symbol, t.trade_id, t.price, t.size, t.side, t.ts_event) for t in got.trades
+        ] == [(t.symbol, t.trade_id, t.price, t.size, t.side, t.ts_event) for t in ledger_view(fx)]
+
+
+async def test_aggtrade_raw_stream_path() -> None:
+    clock = FakeClock()
+    async with (
+        FakeExchange(rate=100, symbols=["BNBBTC"], clock=clock) as fx,
+        client(f"{fx.url}/ws/bnbbtc@aggTrade") as ws,
+    ):
+        await fx.wait_ready(1)
+        clock.advance(1.0)
+        first = orjson.loads(await asyncio.wait_for(ws.recv(), WAIT))
+        assert first["e"] == "aggTrade" and first["a"] == 1 and first["s"] == "BNBBTC"
+        assert "stream" not in first
+
+
+async def test_disconnect_fault_gap_matches_ledger() -> None:
+    clock = FakeClock()
+    faults = Faults(disconnect_every=5)
+    async with FakeExchange(rate=100, symbols=["BTCUSDT"], clock=clock, faults=faults) as fx:
+        got = Received()
+        async with client(combined(fx, "BTCUSDT")) as ws:
+            await fx.wait_ready(1)
+            clock.advance(1.0)
+            await read_until(ws, got, lambda: len(got.trades) >= 100)
+            clock.advance(4.0)  # age 5: the server closes; this tick's 400 trades are lost
+            await read_until_closed(ws, got)
+            assert ws.close_code == 1001
+        clock.advance(2.0)  # 200 more trades while nobody listens
+        await fx.wait_tick()
+        async with client(combined(fx, "BTCUSDT")) as ws:
+            await fx.wait_ready(2)
+            clock.advance(1.0)
+            await read_until(ws, got, lambda: len(got.trades) >= 200)
+        ids = got.ids("BTCUSDT")
+        assert ids == fx.ledger.sent_ids("BTCUSDT")
+        assert ids == list(range(1, 101)) + list(range(701, 801))
+        missing = sorted(set(range(1, fx.market.next_id("BTCUSDT"))) - set(ids))
+        assert missing == list(range(101, 701))
+        assert fx.ledger.connections() == [1, 2] and fx.connections_opened == 2
+
+
+async def test_stall_keeps_socket_open_and_drops_trades() -> None:
+    clock = FakeClock()
+    faults = Faults(stall=Stall(seconds=2, every=5))
+    async with (
+        FakeExchange(rate=100, symbols=["BTCUSDT"], clock=clock, faults=faults) as fx,
+        client(combined(fx, "BTCUSDT")) as ws,
+    ):
+        await fx.wait_ready(1)
+        got = Received()
+        clock.advance(1.0)
+        await read_until(ws, got, lambda: len(got.trades) >= 100)
+        clock.advance(4.0)  # age 5: stalled, 400 trades not delivered
+        await fx.wait_tick()
+        clock.advance(2.0)  # age 7: flowing again
+        await read_until(ws, got, lambda: got.ids("BTCUSDT")[-1] >= 700)
+        ids = got.ids("BTCUSDT")
+        assert ids == fx.ledger.sent_ids("BTCUSDT")
+        assert ids[:100] == list(range(1, 101)) and ids[-1] == 700
+        assert fx.live_connections == 1 and fx.ledger.undelivered >= 400
+
+
+async def test_malformed_frames_are_malformed_and_not_in_ledger() -> None:
+    async def once() -> tuple[Received, int]:
+        clock = FakeClock()
+        faults = Faults(malformed=0.3)
+        async with (
+            FakeExchange(rate=1000, symbols=["ETHUSDT"], clock=clock, faults=faults, seed=9) as fx,
+            client(combined(fx, "ETHUSDT")) as ws,
+        ):
+            await fx.wait_ready(1)
+            clock.advance(1.0)
+            got = Received()
+            await read_until(ws, got, lambda: got.frames >= 1000)
+            assert got.ids("ETHUSDT") == fx.ledger.sent_ids("ETHUSDT")
+            assert len(got.malformed) == fx.ledger.malformed_sent
+            return got, fx.ledger.total
+
+    got, total = await once()
+    assert len(got.trades) == total and 200 < len(got.malformed) < 400
+    assert {exc.kind for exc in got.malformed} <= {"json", "missing-field", "type", "not-object"}
+    again, _ = await once()
+    assert again.ids("ETHUSDT") == got.ids("ETHUSDT")  # deterministic from the seed
+
+
+async def test_live_subscribe_ack_list_and_unsubscribe() -> None:
+    clock = FakeClock()
+    proto = BinanceProtocol()
+    async with (
+        FakeExchange(rate=100, symbols=["BTCUSDT"], clock=clock) as fx,
+        client(f"{fx.url}/ws") as ws,
+    ):
+        (request,) = proto.subscribe_messages(["BTCUSDT", "NOPEUSDT"])
+        await ws.send(request)
+        assert proto.parse(await asyncio.wait_for(ws.recv(), WAIT), 0) == Ack("id=1")
+        await ws.send('{"method":"LIST_SUBSCRIPTIONS","id":2}')
+        listed = orjson.loads(await asyncio.wait_for(ws.recv(), WAIT))
+        assert listed == {"result": ["btcusdt@trade", "nopeusdt@trade"], "id": 2}
+        clock.advance(1.0)
+        got = Received()
+        await read_until(ws, got, lambda: len(got.trades) >= 100)
+        assert {t.raw_symbol for t in got.trades} == {"BTCUSDT"}  # unknown symbol: silent
+        await ws.send('{"method":"UNSUBSCRIBE","params":["btcusdt@trade"],"id":3}')
+        await read_until(ws, got, lambda: Ack("id=3") in got.controls)
+        clock.advance(1.0)
+        await ws.send("garbage")
+        error = proto.parse(await asyncio.wait_for(ws.recv(), WAIT), 0)
+        assert isinstance(error, ExchangeError)  # answered, connection still open
+        assert fx.ledger.sent_ids("BTCUSDT") == got.ids("BTCUSDT")
+
+
+@pytest.mark.parametrize("live", [True, False])
+async def test_reject_unknown_fault(live: bool) -> None:
+    proto = BinanceProtocol()
+    async with FakeExchange(
+        rate=10, symbols=["BTCUSDT"], clock=FakeClock(), faults=Faults(reject_unknown=True)
+    ) as fx:
+        url = f"{fx.url}/ws" if live else combined(fx, "NOPEUSDT")
+        async with client(url) as ws:
+            if live:
+                await ws.send(proto.subscribe_messages(["NOPEUSDT"])[0])
+            event = proto.parse(await asyncio.wait_for(ws.recv(), WAIT), 0)
+            assert event == ExchangeError("binance error 2: Invalid symbol", fatal=True)
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), WAIT)
+            assert ws.close_code == 1008
+
+
+async def test_shutdown_notice_fault() -> None:
+    clock = FakeClock()
+    faults = Faults(shutdown_notice_every=3)
+    async with (
+        FakeExchange(rate=10, symbols=["BTCUSDT"], clock=clock, faults=faults) as fx,
+        client(combined(fx, "BTCUSDT")) as ws,
+    ):
+        await fx.wait_ready(1)
+        clock.advance(3.0)
+        got = Received()
+        await read_until(ws, got, lambda: ReconnectNotice("serverShutdown") in got.controls)
+
+
+async def test_unknown_path_is_404() -> None:
+    async with FakeExchange(rate=10, symbols=["BTCUSDT"], clock=FakeClock()) as fx:
+        with pytest.raises(InvalidStatus) as info:
+            async with client(f"{fx.url}/nope"):
+                pass
+        assert info.value.response.status_code == 404
+
+
+async def test_blast_mode_delivers_n_trades() -> None:
+    n = 20_000
+    async with (
+        FakeExchange(rate=None, symbols=["BTCUSDT", "ETHUSDT"], max_trades=n) as fx,
+        connect(combined(fx, "BTCUSDT", "ETHUSDT"), max_queue=64) as ws,
+    ):
+        got = Received()
+        await read_until(ws, got, lambda: len(got.trades) >= n)
+        assert got.ids("BTCUSDT") == list(range(1, n // 2 + 1))
+        assert got.ids("ETHUSDT") == list(range(1, n // 2 + 1))
+        assert fx.ledger.total == n and fx.market.exhausted
+
+
+async def test_cli_bad_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert await run(parser.parse_args(["--rate", "fast"])) == 2
+    assert capsys.readouterr().err.startswith("--rate: ")
+    assert await run(parser.parse_args(["--faults", "explode=1"])) == 2
+
+
+async def test_cli_process_listening_line_sigterm_and_ledger(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "connectors.fake.cli", "--rate", "2000", "--symbols",
+        "BTCUSDT,ETHUSDT", "--seed", "5", "--ledger", str(ledger),
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(WAIT):
+            listening = orjson.loads(await proc.stdout.readline())
+        assert listening == {
+            "event": "listening",
+            "protocol": "binance",
+            "url": f"ws://127.0.0.1:{listening['port']}",
+            "port": listening["port"],
+        }
+        got = Received()
+        url = BinanceProtocol().connection_url(listening["url"], ["BTCUSDT"])
+        async with client(url) as ws:
+            await read_until(ws, got, lambda: len(got.trades) >= 100)
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT):
+            rest = await proc.stdout.read()
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    stopped = orjson.loads(rest.splitlines()[-1])
+    lines = [orjson.loads(line) for line in ledger.read_bytes().splitlines()]
+    assert stopped["event"] == "stopped" and stopped["trades"] == len(lines) >= 100
+    assert [x["trade_id"] for x in lines[:100]] == [t.trade_id for t in got.trades[:100]]
+    assert [x["price"] for x in lines[:100]] == [t.price for t in got.trades[:100]]
