@@ -10,6 +10,7 @@ network beyond loopback.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import sys
@@ -53,6 +54,8 @@ def run_demo(*, seconds: float = 20.0, rate: float = 300.0, output: str = "demo-
             file=sys.stderr,
         )
         return 2
+    # moto's server logs every request through werkzeug; the demo prints its own summary.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
