@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -60,6 +61,7 @@ class Bench:
     def __init__(self, seconds: float, long_seconds: float) -> None:
         self.seconds = seconds
         self.long_seconds = long_seconds
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto logs every request
         port = free_port()
         self.s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.s3.start()

@@ -289,6 +289,10 @@ class WebSocketSession:
                             counters.duplicates += 1
                     if len(pending) >= batch_size:
                         await self._flush()
+                        # websockets hands over buffered frames without suspending; yield once
+                        # per batch so the sink (and every other task) keeps pace with the
+                        # socket instead of the queue filling to its bound.
+                        await asyncio.sleep(0)
                 else:
                     await self._control(ws, result)
         except ConnectionClosed as exc:

@@ -82,6 +82,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     config = load_stream_config(_stream_environ(args), out=args.out, is_tty=sys.stdout.isatty())
     configure_logging(config.runtime.log_level, config.runtime.log_format)
+    aio.tune_gc_for_throughput()
     command = (
         ["feedvault", *sys.argv[1:]] if sys.argv[1:2] == ["stream"] else ["feedvault", "stream"]
     )

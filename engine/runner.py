@@ -120,7 +120,11 @@ def build_sessions(
 
 
 class StreamRun:
-    """One execution of ``feedvault stream``. Create, then ``await run()`` for the exit status."""
+    """One execution of ``feedvault stream``. Create, then ``await run()`` for the exit status.
+
+    ``writer`` replaces the writer opened from ``config.destination`` (the caller then owns and
+    closes it); ``clock`` drives the deadline, the stop grace, windows and staleness.
+    """
 
     def __init__(
         self,
@@ -130,8 +134,10 @@ class StreamRun:
         clock: Clock = SYSTEM_CLOCK,
         controller: StopController | None = None,
         install_signal_handlers: bool = True,
+        writer: ObjectWriter | None = None,
     ) -> None:
         self.config = config
+        self._writer = writer
         self.command = list(command)
         self.clock = clock
         self.controller = controller or StopController(clock=clock)
@@ -142,6 +148,8 @@ class StreamRun:
         self.error: FeedvaultError | None = None
         self.aborted = False
         self.manifest: Manifest | None = None
+        #: Set once every source has stopped and the queue is closed (the stop is draining).
+        self.ingest_done = asyncio.Event()
 
     async def run(self) -> int:
         """Run until the deadline or a signal; return the exit status (0 or 1)."""
@@ -161,6 +169,8 @@ class StreamRun:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.controller.on_signal, sig.name)
         try:
+            if self._writer is not None:
+                return await self._run_with_writer(self._writer, started_ns)
             async with open_writer(config.destination) as writer:
                 return await self._run_with_writer(writer, started_ns)
         except StorageError as exc:
@@ -249,6 +259,7 @@ class StreamRun:
             housekeeping = tg.create_task(self._housekeeping())
             await self._ingest()
             self.queue.close()
+            self.ingest_done.set()
             await consumer
             housekeeping.cancel()
 

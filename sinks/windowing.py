@@ -5,6 +5,9 @@ Pure: no asyncio, no I/O; time comes from the injected :class:`~engine.clock.Clo
 A record's window is chosen by its *partition* (the key template's partition fields, e.g.
 exchange and symbol) and its *slot*, ``ts_recv // (seconds * 1e9)``: slots are aligned to
 wall-clock multiples of ``seconds``, so with 60 s a window opened at 12:00:37 closes at 12:01:00.
+A record that arrives after its slot has ended by the clock (it waited in the queue across a
+window boundary) goes into the current slot instead: a late record never re-opens a window that
+was already closed, so a backlog at a boundary cannot turn into a burst of tiny objects.
 A window closes, whichever comes first, when
 
 - its slot has ended by ``clock.time_ns()`` (checked by :meth:`Windower.add` and
@@ -175,8 +178,9 @@ class Windower:
         """Add a batch; return the windows it closed (full ones and those whose slot ended)."""
         closed: list[ClosedWindow] = []
         if records:
+            now_slot = self.clock.time_ns() // self._slot_ns
             for partition, group in self._split_partitions(records):
-                self._add_partition(partition, group, closed)
+                self._add_partition(partition, group, now_slot, closed)
         self._close_due(closed)
         return closed
 
@@ -219,17 +223,21 @@ class Windower:
         return list(groups.items())
 
     def _add_partition(
-        self, partition: _Partition, records: Sequence[Trade], closed: list[ClosedWindow]
+        self,
+        partition: _Partition,
+        records: Sequence[Trade],
+        now_slot: int,
+        closed: list[ClosedWindow],
     ) -> None:
         slot_ns = self._slot_ns
-        first_slot = records[0].ts_recv // slot_ns
-        if records[-1].ts_recv // slot_ns == first_slot:
+        first_slot = max(records[0].ts_recv // slot_ns, now_slot)
+        if max(records[-1].ts_recv // slot_ns, now_slot) == first_slot:
             self._add_slot(partition, first_slot, records, closed)
             return
         start = 0
         current = first_slot
         for index, record in enumerate(records):
-            slot = record.ts_recv // slot_ns
+            slot = max(record.ts_recv // slot_ns, now_slot)
             if slot != current:
                 self._add_slot(partition, current, records[start:index], closed)
                 start, current = index, slot

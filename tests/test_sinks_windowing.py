@@ -305,7 +305,8 @@ def test_every_record_lands_in_exactly_one_window_in_order(
         keys.add(window.key)
         assert len({r.symbol for r in records}) == 1
         start = window.window_start_ns
-        assert all(start <= r.ts_recv < start + 60 * NS for r in records)
+        # On time: in its own slot; late (its slot had ended when it arrived): a later one.
+        assert all(r.ts_recv < start + 60 * NS for r in records)
         indices = [position[(r.symbol, r.trade_id)] for r in records]
         assert indices == sorted(indices)
         assert [sent[i] for i in indices] == records
@@ -313,3 +314,22 @@ def test_every_record_lands_in_exactly_one_window_in_order(
         first, last = records[0], records[-1]
         assert window.symbols == {f"ex:{first.symbol}": (first.trade_id, last.trade_id)}
     assert sorted(seen) == list(range(len(sent)))
+
+
+def trade(symbol: str, n: int, *, ts_recv: int) -> Trade:
+    return Trade("binance", symbol, symbol.replace("-", ""), str(n), "1.5", "1", "buy", n, ts_recv)
+
+
+def test_a_late_record_goes_to_the_current_window_instead_of_reopening_a_closed_one() -> None:
+    clock = FakeClock(start_ns=(T0 + 50) * NS)
+    windower = make(clock)
+    assert windower.add([trade("BTC-USDT", 1, ts_recv=(T0 + 50) * NS)]) == []
+    clock.advance(15)  # 12:01:05: the first window's slot has ended
+    [first] = windower.due()
+    # A backlog from before the boundary arrives now: it joins the 12:01 window.
+    late = [trade("BTC-USDT", n, ts_recv=(T0 + 55) * NS) for n in (2, 3)]
+    assert windower.add(late) == []
+    assert windower.add([trade("BTC-USDT", 4, ts_recv=(T0 + 65) * NS)]) == []
+    [second] = windower.close_all()
+    assert first.records == 1 and second.records == 3
+    assert second.window_start_ns == (T0 + 60) * NS

@@ -1,0 +1,141 @@
+"""The stop sequence in-process, with an injected clock: no sleeping, no real deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from connectors.fake.server import FakeExchange
+from engine.clock import FakeClock
+from engine.config import StreamConfig, load_stream_config
+from engine.runner import StopController, StreamRun
+from sinks.encoders import decode_body, format_from_key
+from sinks.manifest import Manifest, manifest_key
+from sinks.memory import MemoryWriter
+from sinks.spill import load_spilled
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+
+
+def config(url: str, spill_dir: Path, **extra: str) -> StreamConfig:
+    env = {
+        "S3_BUCKET": "unused-bucket",
+        "S3_PREFIX": "streaming/test/",
+        "MAX_RUNTIME_SECONDS": "60",
+        "STREAMS": ",".join(f"binance:{s}" for s in SYMBOLS),
+        "BINANCE_WS_URL": url,
+        "STALE_SECONDS": "100000",
+        "STOP_GRACE_SECONDS": "10",
+        "SPILL_DIR": str(spill_dir),
+        "RUN_ID": "test-run",
+    }
+    env.update(extra)
+    return load_stream_config(env)
+
+
+def stored_ids(writer: MemoryWriter) -> list[tuple[str, str]]:
+    out = []
+    for key, body in writer.objects.items():
+        if "/trades/" in key:
+            out += [(r["symbol"], r["trade_id"]) for r in decode_body(body, format_from_key(key))]
+    return sorted(out)  # type: ignore[arg-type]
+
+
+def ledger_ids(exchange: FakeExchange) -> list[tuple[str, str]]:
+    return sorted((t.symbol, t.trade_id) for t in exchange.ledger.trades())
+
+
+async def test_the_deadline_on_an_injected_clock_stops_the_run(tmp_path: Path) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    async with FakeExchange("binance", rate=1000, symbols=SYMBOLS, clock=clock) as exchange:
+        run = StreamRun(
+            config(exchange.url, tmp_path),
+            clock=clock,
+            writer=writer,
+            install_signal_handlers=False,
+        )
+        task = asyncio.create_task(run.run())
+        await exchange.wait_ready(1)
+        for _ in range(5):  # 0.5 s of market time: about 500 trades
+            clock.advance(0.1)
+            await exchange.wait_tick()
+        assert not task.done()
+        clock.advance(60)  # past MAX_RUNTIME_SECONDS
+        async with asyncio.timeout(30):
+            status = await task
+    assert status == 0
+    manifest = Manifest.from_json(writer.objects[manifest_key("streaming/test/", "test-run")])
+    assert manifest.stop_reason == "deadline"
+    assert manifest.status == "complete"
+    assert stored_ids(writer) == ledger_ids(exchange)
+    assert len(stored_ids(writer)) >= 400
+
+
+async def test_a_second_signal_spills_what_is_not_durable_and_exits_1(tmp_path: Path) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    writer.hold_puts()  # S3 accepts connections but never answers
+    controller = StopController(clock=clock)
+    async with FakeExchange("binance", rate=1000, symbols=SYMBOLS, clock=clock) as exchange:
+        run = StreamRun(
+            config(exchange.url, tmp_path, STOP_GRACE_SECONDS="2.5"),
+            clock=clock,
+            writer=writer,
+            controller=controller,
+            install_signal_handlers=False,
+        )
+        task = asyncio.create_task(run.run())
+        await exchange.wait_ready(1)
+        for _ in range(3):
+            clock.advance(0.1)
+            await exchange.wait_tick()
+        controller.on_signal("SIGTERM")
+        async with asyncio.timeout(30):
+            await run.ingest_done.wait()  # every source closed and drained
+        controller.on_signal("SIGTERM")
+        async with asyncio.timeout(30):
+            status = await task
+    assert status == 1
+    assert run.aborted
+    spilled = load_spilled(tmp_path, "test-run")
+    records = []
+    for item in spilled:
+        records += [
+            (r["symbol"], r["trade_id"]) for r in decode_body(item.window.body, item.window.format)
+        ]
+    assert sorted(records) == ledger_ids(exchange)
+    assert len(records) >= 200
+    assert writer.objects == {}  # nothing, not even a manifest, could be written
+
+
+async def test_server_shutdown_notice_reconnects_at_once_without_loss(tmp_path: Path) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    from connectors.fake.faults import Faults
+
+    faults = Faults.parse("shutdown-notice-every=5")
+    async with FakeExchange(
+        "binance", rate=1000, symbols=SYMBOLS, clock=clock, faults=faults
+    ) as exchange:
+        run = StreamRun(
+            config(exchange.url, tmp_path),
+            clock=clock,
+            writer=writer,
+            install_signal_handlers=False,
+        )
+        task = asyncio.create_task(run.run())
+        await exchange.wait_ready(1)
+        clock.advance(0.2)
+        await exchange.wait_tick()
+        clock.advance(5)  # the notice is due
+        await exchange.wait_tick()
+        await exchange.wait_ready(2)  # the engine came back on a new connection
+        clock.advance(0.2)
+        await exchange.wait_tick()
+        clock.advance(60)
+        async with asyncio.timeout(30):
+            status = await task
+    assert status == 0
+    assert run.counters.reconnects >= 1
+    assert stored_ids(writer) == ledger_ids(exchange)
