@@ -70,7 +70,9 @@ class ExchangeProtocol(Protocol):
         """Decode one received frame. Raises only :class:`~engine.errors.MalformedFrame`."""
         ...
 
-    def sequence_of(self, trade: Trade) -> int | None:
-        """The contiguous per-symbol sequence number of a trade, or None when the exchange
-        has none (then no gaps can be detected)."""
-        ...
+    max_streams_per_connection: int
+    """How many symbols one connection may carry; more symbols open more connections."""
+
+    sequenced: bool
+    """True when ``trade_id`` is the decimal text of a sequence that rises by exactly one per
+    symbol (then gaps and duplicates are detected); False when the exchange offers none."""

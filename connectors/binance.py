@@ -75,6 +75,11 @@ class BinanceProtocol:
     names the records (``"binanceus"`` reuses this class with :data:`BINANCE_US_URL`).
     """
 
+    sequenced = True
+    """Trade ids (``t``, or ``a`` for aggTrade) rise by exactly one per symbol."""
+
+    max_streams_per_connection = MAX_STREAMS_PER_CONNECTION
+
     def __init__(
         self,
         stream_type: StreamType = "trade",
@@ -201,10 +206,6 @@ class BinanceProtocol:
                     raise MalformedFrame("type", "error code must be an integer, msg a string")
                 return ExchangeError(f"binance error {code}: {text}", fatal=True)
         return _NOTHING  # bookTicker and other events without "e"
-
-    def sequence_of(self, trade: Trade) -> int | None:
-        """Binance ids (``t``, or ``a`` for aggTrade) rise by exactly one per symbol."""
-        return int(trade.trade_id)
 
 
 # -- server side (the fake exchange) ----------------------------------------------------------

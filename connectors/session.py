@@ -127,6 +127,8 @@ class WebSocketSession:
         self._pending: list[Trade] = []
         self._close_reason: str | None = None
         self.connections = 0
+        #: Frames received by this session (all connections), valid or not.
+        self.frames = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read until ``stop`` is set, reconnecting as needed.
@@ -161,9 +163,7 @@ class WebSocketSession:
             if self._pending:
                 # Cancelled (or failed) with parsed trades in hand: hand them over regardless
                 # of the bound, so the stop path can write or spill them.
-                self.counters.parsed += len(self._pending)
-                self.queue.force_put(self._pending)
-                self._pending = []
+                self.queue.force_put(self._take_pending())
 
     async def _one_connection(self, stop: asyncio.Event) -> bool:
         """One connection from open to close. True when it delivered at least one frame."""
@@ -200,7 +200,7 @@ class WebSocketSession:
             url=self.url,
             symbols=len(self.symbols),
         )
-        frames_before = self.counters.received
+        frames_before = self.frames
         try:
             async with asyncio.TaskGroup() as tg:
                 reader = tg.create_task(self._read(ws))
@@ -213,7 +213,7 @@ class WebSocketSession:
         finally:
             # Normally closed already; on cancellation or error make sure the socket goes.
             await ws.close()
-        return self.counters.received > frames_before
+        return self.frames > frames_before
 
     async def _subscribe(self, ws: ClientConnection) -> None:
         interval = 1.0 / self.settings.control_rate
@@ -228,7 +228,7 @@ class WebSocketSession:
         staleness or age. Ends when it has closed the socket (or is cancelled)."""
         settings = self.settings
         opened = self.clock.monotonic()
-        last_count = self.counters.received
+        last_count = self.frames
         last_change = opened
         while True:
             with contextlib.suppress(TimeoutError):
@@ -237,8 +237,8 @@ class WebSocketSession:
             if self._pending:
                 await self._flush()
             now = self.clock.monotonic()
-            if self.counters.received != last_count:
-                last_count = self.counters.received
+            if self.frames != last_count:
+                last_count = self.frames
                 last_change = now
             reason = None
             if self._close_reason == "notice":
@@ -262,18 +262,21 @@ class WebSocketSession:
                 return
 
     async def _read(self, ws: ClientConnection) -> None:
-        """The hot loop. Ends when the connection is closed and its buffer is drained."""
+        """The hot loop. Ends when the connection is closed and its buffer is drained.
+
+        Frames are taken undecoded (``decode=False``): the protocol parses bytes directly and
+        rejects invalid UTF-8 itself, so text is never decoded twice.
+        """
         parse = self.protocol.parse
-        sequence_of = self.protocol.sequence_of
-        accept = self.gaps.accept
-        counters = self.counters
+        recv = ws.recv
         time_ns = time.time_ns if self.clock is SYSTEM_CLOCK else self.clock.time_ns
         batch_size = self.settings.batch_size
         name = self.protocol.name
         try:
-            async for frame in ws:
+            while True:
+                frame = await recv(decode=False)
                 ts = time_ns()
-                counters.received += 1
+                self.frames += 1
                 try:
                     result = parse(frame, ts)
                 except MalformedFrame as exc:
@@ -281,12 +284,7 @@ class WebSocketSession:
                     continue
                 if isinstance(result, (tuple, list)):
                     pending = self._pending
-                    for trade in result:
-                        seq = sequence_of(trade)
-                        if seq is None or accept(f"{name}:{trade.symbol}", seq):
-                            pending.append(trade)
-                        else:
-                            counters.duplicates += 1
+                    pending += result
                     if len(pending) >= batch_size:
                         await self._flush()
                         # websockets hands over buffered frames without suspending; yield once
@@ -315,10 +313,16 @@ class WebSocketSession:
                 raise SubscriptionRejected(name, event.message)
             log_event(log, logging.WARNING, "exchange_error", exchange=name, message=event.message)
 
+    def _take_pending(self) -> list[Trade]:
+        """The pending batch, checked for gaps and without duplicates (a trade seen before a
+        reconnect is dropped here, so nothing is written twice)."""
+        batch, self._pending = self._pending, []
+        if self.protocol.sequenced and batch:
+            batch = self.gaps.filter(self.protocol.name, batch)
+        self.counters.parsed += len(batch)
+        return batch
+
     async def _flush(self) -> None:
         """Put the pending batch on the queue (waits for room under ``block``)."""
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        self.counters.parsed += len(batch)
-        await self.queue.put(batch)
+        if self._pending:
+            await self.queue.put(self._take_pending())

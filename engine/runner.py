@@ -101,7 +101,7 @@ def build_sessions(
     for exchange, symbols in by_exchange.items():
         protocol = get_protocol(exchange)
         base_url = config.ws_urls.get(exchange, protocol.default_url)
-        limit = int(getattr(protocol, "max_streams_per_connection", 1024))
+        limit = protocol.max_streams_per_connection
         for start in range(0, len(symbols), limit):
             sessions.append(
                 WebSocketSession(
@@ -297,8 +297,14 @@ class StreamRun:
                 next_stats = now + interval
                 self._log_stats(reporter, now)
 
-    def _log_stats(self, reporter: StatsReporter, now: float) -> None:
+    def _sync_counters(self) -> None:
+        """Fold what the sessions, the queue and the gap tracker counted into the counters."""
+        self.counters.received = sum(session.frames for session in self.sessions)
         self.counters.dropped = self.queue.dropped
+        self.counters.duplicates = self.gaps.duplicates
+
+    def _log_stats(self, reporter: StatsReporter, now: float) -> None:
+        self._sync_counters()
         rates = reporter.sample(now, self.counters.parsed, self.sink.bytes_uploaded)
         log_event(
             log,
@@ -344,8 +350,7 @@ class StreamRun:
 
     async def _finish(self, writer: ObjectWriter, started_ns: int, spilled: list[str]) -> int:
         """Write the manifest (last) and decide the exit status."""
-        self.counters.dropped = self.queue.dropped
-        self.counters.duplicates = max(self.counters.duplicates, self.gaps.duplicates)
+        self._sync_counters()
         complete = not self.aborted and not spilled and self.error is None
         reason: StopReason = self.controller.reason or "error"
         if self.error is not None:

@@ -125,7 +125,7 @@ def test_parse_bytes_and_exchange_name() -> None:
     proto = BinanceProtocol(exchange="binanceus")
     (trade,) = proto.parse(RAW_TRADE.encode(), 1)  # type: ignore[misc]
     assert trade.exchange == "binanceus" and trade.side == "sell"
-    assert proto.sequence_of(trade) == 12345
+    assert proto.sequenced and int(trade.trade_id) == 12345
 
 
 @pytest.mark.parametrize("stream_type", ["trade", "aggTrade"])
