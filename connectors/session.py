@@ -204,7 +204,7 @@ class WebSocketSession:
         try:
             async with asyncio.TaskGroup() as tg:
                 reader = tg.create_task(self._read(ws))
-                supervisor = tg.create_task(self._supervise(ws, stop))
+                supervisor = tg.create_task(self._supervise(ws, stop, self.clock.monotonic()))
                 await self._subscribe(ws)
                 await reader
                 supervisor.cancel()
@@ -223,11 +223,10 @@ class WebSocketSession:
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(message)
 
-    async def _supervise(self, ws: ClientConnection, stop: asyncio.Event) -> None:
+    async def _supervise(self, ws: ClientConnection, stop: asyncio.Event, opened: float) -> None:
         """Flush the pending batch every ``flush_interval``; close the socket on stop,
         staleness or age. Ends when it has closed the socket (or is cancelled)."""
         settings = self.settings
-        opened = self.clock.monotonic()
         last_count = self.frames
         last_change = opened
         while True:
