@@ -152,7 +152,11 @@ class Bench:
         started = time.monotonic()
         status, out, usage = run_child([PY, "-m", "engine", "stream"], env, seconds + 120)
         wall = time.monotonic() - started
+        (REPO / "bench-output" / f"{name}.log").write_text(out)
         manifest = self.manifest(prefix)
+        if manifest is None:
+            tail = "\n".join(out.splitlines()[-5:])
+            raise SystemExit(f"bench: the {name} run (exit {status}) wrote no manifest:\n{tail}")
         trades = sum(o["records"] for o in manifest["objects"])
         cpu = usage.ru_utime + usage.ru_stime
         queue_hw = 0
@@ -198,8 +202,10 @@ class Bench:
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         }
 
-    def manifest(self, prefix: str) -> dict[str, Any]:
+    def manifest(self, prefix: str) -> dict[str, Any] | None:
         listing = self.client.list_objects_v2(Bucket="bench", Prefix=prefix + "_manifests/")
+        if not listing.get("Contents"):
+            return None
         key = listing["Contents"][0]["Key"]
         doc: dict[str, Any] = json.loads(
             self.client.get_object(Bucket="bench", Key=key)["Body"].read()

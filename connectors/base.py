@@ -62,6 +62,15 @@ class ExchangeProtocol(Protocol):
         """The URL to connect to for these raw symbols."""
         ...
 
+    keepalive_interval: float | None
+    """Seconds between the client's keepalive messages (OKX ``ping``, Bybit ``op: ping``,
+    Bitstamp ``bts:heartbeat``), or None when the server keeps the connection alive itself
+    (WebSocket pings, heartbeat messages)."""
+
+    def keepalive_message(self) -> str | None:
+        """The client keepalive frame to send every ``keepalive_interval`` seconds."""
+        ...
+
     def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
         """Text frames to send after connecting (may be empty when the URL subscribes)."""
         ...

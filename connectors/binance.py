@@ -80,6 +80,9 @@ class BinanceProtocol:
 
     max_streams_per_connection = MAX_STREAMS_PER_CONNECTION
 
+    keepalive_interval: float | None = None
+    """Binance pings the client every 20 s; websockets answers with a pong automatically."""
+
     def __init__(
         self,
         stream_type: StreamType = "trade",
@@ -96,6 +99,9 @@ class BinanceProtocol:
         self._symbols: dict[str, str] = {}
 
     # -- client requests ------------------------------------------------------------------------
+
+    def keepalive_message(self) -> str | None:
+        return None
 
     def streams(self, symbols: Sequence[str]) -> list[str]:
         """Stream names for these raw symbols; raises ValueError beyond 1024 or on a bad name."""

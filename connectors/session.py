@@ -11,7 +11,8 @@ Lifecycle of one connection:
 2. send the protocol's subscribe messages, paced to the exchange's control-message limit;
 3. read frames; each is stamped with its receive time and parsed; trades go into a pending
    batch, which is put on the queue when it is full or every ``flush_interval`` seconds;
-4. a supervisor closes the connection when the run stops, when no frame arrived for
+4. a supervisor sends the protocol's keepalive message when it has one (OKX, Bybit,
+   Bitstamp), and closes the connection when the run stops, when no frame arrived for
    ``stale_seconds``, when the connection is older than ``max_age_seconds`` (Binance drops
    connections at 24 h) or on the exchange's reconnect notice. Pings from the server are answered
    by the websockets library (Binance requires a pong within a minute).
@@ -229,6 +230,8 @@ class WebSocketSession:
         settings = self.settings
         last_count = self.frames
         last_change = opened
+        keepalive_every = self.protocol.keepalive_interval
+        last_keepalive = opened
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(settings.flush_interval):
@@ -236,6 +239,12 @@ class WebSocketSession:
             if self._pending:
                 await self._flush()
             now = self.clock.monotonic()
+            if keepalive_every is not None and now - last_keepalive >= keepalive_every:
+                last_keepalive = now
+                message = self.protocol.keepalive_message()
+                if message is not None:
+                    with contextlib.suppress(ConnectionClosed):
+                        await ws.send(message)
             if self.frames != last_count:
                 last_count = self.frames
                 last_change = now

@@ -59,6 +59,12 @@ class ServerSession(Protocol):
         """The frame carrying ``trade`` on ``stream``."""
         ...
 
+    def heartbeats(self, ts_ms: int) -> Sequence[str]:
+        """Frames the server sends on its own at wall time ``ts_ms`` (called every tick in
+        timed mode): Kraken's and Coinbase's heartbeats. Empty for exchanges that use
+        WebSocket pings (Binance) or client-initiated keepalives (OKX, Bybit, Bitstamp)."""
+        ...
+
     def shutdown_notice(self, ts_ms: int) -> str | None:
         """The exchange's reconnect notice, or None when it has none."""
         ...

@@ -113,6 +113,9 @@ class BinanceSession:
         kind = self._kinds.get(stream, "trade")
         return encode_trade(trade, combined=self.combined, stream_type=kind)
 
+    def heartbeats(self, ts_ms: int) -> Sequence[str]:
+        return ()  # Binance keeps connections alive with WebSocket pings, not messages
+
     def shutdown_notice(self, ts_ms: int) -> str | None:
         return encode_server_shutdown(ts_ms, self.combined)
 

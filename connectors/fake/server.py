@@ -345,6 +345,9 @@ class FakeExchange:
         batch: list[_Item] = []
         if notice is not None:
             batch.append((None, notice, False))
+        if not stalled:
+            now_ms = self.clock.time_ns() // 1_000_000
+            batch.extend((None, beat, False) for beat in conn.session.heartbeats(now_ms))
         routes = conn.session.routes()
         if trades and routes:
             if stalled:
