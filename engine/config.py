@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from connectors.registry import PROTOCOLS
 from engine.errors import ConfigError
 from sinks.keys import KeyTemplate, validate_prefix
 from sinks.writer import Destination, parse_destination
@@ -34,7 +35,6 @@ DEFAULT_SPILL_DIR: Final = "/tmp/feedvault-spill"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: Final = ("json", "text")
 METRICS_MODES: Final = ("none", "emf")
-KNOWN_EXCHANGES: Final = ("binance",)
 
 _RUN_ID_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -179,6 +179,21 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
+def _check_symbol(exchange: str, symbol: str, item: str, variable: str) -> None:
+    """Ask the exchange's protocol whether it can subscribe to ``symbol`` and name it
+    canonically, so a symbol it would refuse is a configuration error (exit 2), not a crash."""
+    from connectors.registry import get_protocol
+    from connectors.symbols import canonical_symbol
+
+    protocol = get_protocol(exchange)
+    try:
+        protocol.connection_url(protocol.default_url, [symbol])
+        protocol.subscribe_messages([symbol])
+        canonical_symbol(symbol, exchange)
+    except ValueError as exc:
+        raise ConfigError(variable, f"{item!r}: {exc}") from None
+
+
 def parse_streams(text: str, variable: str = "STREAMS") -> tuple[StreamSpec, ...]:
     """Parse ``binance:BTCUSDT,binance:ETHUSDT``; duplicates are an error."""
     specs: list[StreamSpec] = []
@@ -191,14 +206,14 @@ def parse_streams(text: str, variable: str = "STREAMS") -> tuple[StreamSpec, ...
         symbol = symbol.strip()
         if not sep or not exchange or not symbol:
             raise ConfigError(variable, f"entry {item!r} is not of the form exchange:SYMBOL")
-        if exchange not in KNOWN_EXCHANGES:
+        if exchange not in PROTOCOLS:
             raise ConfigError(
                 variable,
-                f"unknown exchange {exchange!r} in {item!r}; supported: "
-                + ", ".join(KNOWN_EXCHANGES),
+                f"unknown exchange {exchange!r} in {item!r}; supported: " + ", ".join(PROTOCOLS),
             )
         if not _SYMBOL_RE.match(symbol):
             raise ConfigError(variable, f"symbol {symbol!r} has characters no exchange uses")
+        _check_symbol(exchange, symbol, item, variable)
         spec = StreamSpec(exchange, symbol)
         if spec in specs:
             raise ConfigError(variable, f"{item!r} is listed twice")

@@ -39,7 +39,7 @@ from engine.config import StreamConfig
 from engine.errors import FeedvaultError, StorageError, SubscriptionRejected
 from engine.logs import get_logger, log_event
 from engine.records import Trade
-from engine.stats import Counters, StatsReporter
+from engine.stats import Counters, StatsReporter, peak_rss_bytes, rss_bytes
 from sinks.keys import DEFAULT_KEY_TEMPLATE, KeyTemplate
 from sinks.manifest import Gap, Manifest, StopReason, iso_utc, write_manifest
 from sinks.sink import WindowedSink
@@ -321,6 +321,8 @@ class StreamRun:
             gaps=self.gaps.gap_count,
             invalid=self.counters.invalid,
             dropped=self.counters.dropped,
+            rss_mb=round(rss_bytes() / 2**20, 1),
+            peak_rss_mb=round(peak_rss_bytes() / 2**20, 1),
         )
 
     def _spill(self) -> list[str]:
@@ -394,5 +396,6 @@ class StreamRun:
             gaps=self.gaps.gap_count,
             spilled=len(spilled),
             error=manifest.error,
+            peak_rss_mb=round(peak_rss_bytes() / 2**20, 1),
         )
         return 0 if complete else 1

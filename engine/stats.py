@@ -6,7 +6,20 @@ no locking). :class:`StatsReporter` turns two snapshots into rates for the stats
 
 from __future__ import annotations
 
+import os
+import resource
 from dataclasses import asdict, dataclass
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now (Linux ``/proc``), else its peak."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @dataclass(slots=True)
@@ -45,3 +58,8 @@ class StatsReporter:
             "trades_per_s": round((parsed - last.parsed) / elapsed, 1),
             "upload_bytes_per_s": round((bytes_uploaded - last.bytes_uploaded) / elapsed, 1),
         }
+
+
+def peak_rss_bytes() -> int:
+    """The largest resident set size this process has had (``ru_maxrss``, KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

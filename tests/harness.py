@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import gzip
 import json
 import os
@@ -156,3 +157,78 @@ def read_manifest(client: Any, bucket: str, prefix: str) -> dict[str, Any]:
 
 def trade_identity(t: dict[str, Any]) -> tuple[str, str, str, str, str, str]:
     return (t["exchange"], t["symbol"], t["trade_id"], t["price"], t["size"], t["side"])
+
+
+def exchange_stream_env(
+    s3_env: dict[str, str],
+    *,
+    bucket: str,
+    prefix: str,
+    streams: str,
+    url_variable: str,
+    url: str,
+    runtime: str,
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of a ``feedvault stream`` task for any exchange: ``STREAMS``, its
+    ``<EXCHANGE>_WS_URL`` override and the S3 settings ``s3_env`` (``S3Server.env()``)."""
+    return base_env(
+        S3_BUCKET=bucket,
+        S3_PREFIX=prefix,
+        MAX_RUNTIME_SECONDS=runtime,
+        STREAMS=streams,
+        STATS_INTERVAL_SECONDS="1",
+        WINDOW_SECONDS="2",
+        SPILL_DIR=str(Path("/tmp") / f"fv-spill-{bucket}"),
+        **{url_variable: url},
+        **s3_env,
+        **extra,
+    )
+
+
+def assert_stored_exactly_once(ledger: list[dict[str, Any]], stored: list[dict[str, Any]]) -> None:
+    """Every ledger trade is stored exactly once (same exchange, symbol, id, exact price and
+    size text, taker side), and nothing else is stored."""
+    sent = [trade_identity(t) for t in ledger]
+    got = [trade_identity(t) for t in stored]
+    assert sent, "the fake exchange sent nothing"
+    seen: dict[tuple[str, ...], int] = {}
+    for key in got:
+        seen[key] = seen.get(key, 0) + 1
+    dupes = [k for k, n in seen.items() if n > 1]
+    assert not dupes, f"{len(dupes)} trades stored more than once, e.g. {dupes[:3]}"
+    missing, extra = set(sent) - set(got), set(got) - set(sent)
+    assert not missing, f"{len(missing)} ledger trades not stored, e.g. {sorted(missing)[:3]}"
+    assert not extra, f"{len(extra)} stored trades not in the ledger, e.g. {sorted(extra)[:3]}"
+
+
+def run_verify(
+    s3_env: dict[str, str], bucket: str, prefix: str
+) -> subprocess.CompletedProcess[str]:
+    """``feedvault verify s3://bucket/prefix``."""
+    return subprocess.run(
+        [*FEEDVAULT, "verify", f"s3://{bucket}/{prefix}"],
+        env=base_env(**s3_env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def ledger_missing_ids(ledger: list[dict[str, Any]]) -> dict[str, set[int]]:
+    """Per ``exchange:symbol``, the ids between the first and last delivered that were never
+    delivered (empty sets left out)."""
+    ids: dict[str, set[int]] = collections.defaultdict(set)
+    for t in ledger:
+        ids[f"{t['exchange']}:{t['symbol']}"].add(int(t["trade_id"]))
+    out = {key: set(range(min(got), max(got) + 1)) - got for key, got in ids.items()}
+    return {key: missing for key, missing in out.items() if missing}
+
+
+def manifest_gap_ids(manifest: dict[str, Any]) -> dict[str, set[int]]:
+    """Per ``exchange:symbol``, the ids the manifest's gaps name (empty sets left out)."""
+    out: dict[str, set[int]] = collections.defaultdict(set)
+    for key, gaps in manifest["gaps"].items():
+        for gap in gaps:
+            out[key].update(range(gap["from_id"], gap["to_id"] + 1))
+    return {key: ids for key, ids in out.items() if ids}

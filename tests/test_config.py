@@ -72,3 +72,11 @@ def test_secrets_never_reach_the_public_config() -> None:
     env = dict(BASE, AWS_SECRET_ACCESS_KEY="s3cr3t", AWS_SESSION_TOKEN="t0ken")
     text = repr(load_stream_config(env).public_dict())
     assert "s3cr3t" not in text and "t0ken" not in text
+
+
+@pytest.mark.parametrize("streams", ["binance:BTC/USDT", "binance:ZZZQQQ"])
+def test_a_symbol_the_exchange_cannot_take_is_a_configuration_error(streams: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_stream_config(dict(BASE, STREAMS=streams))
+    assert info.value.variable == "STREAMS"
+    assert streams in str(info.value)

@@ -139,3 +139,17 @@ async def test_server_shutdown_notice_reconnects_at_once_without_loss(tmp_path: 
     assert status == 0
     assert run.counters.reconnects >= 1
     assert stored_ids(writer) == ledger_ids(exchange)
+
+
+def test_more_symbols_than_one_connection_carries_open_more_connections(tmp_path: Path) -> None:
+    from connectors.gaps import GapTracker
+    from engine.batchqueue import BatchQueue
+    from engine.runner import build_sessions
+    from engine.stats import Counters
+
+    symbols = [f"S{n:04d}USDT" for n in range(2050)]
+    cfg = config("ws://127.0.0.1:9", tmp_path, STREAMS=",".join(f"binance:{s}" for s in symbols))
+    sessions = build_sessions(cfg, BatchQueue(10), Counters(), GapTracker(), FakeClock())
+    assert [len(s.symbols) for s in sessions] == [1024, 1024, 2]
+    assert [s for session in sessions for s in session.symbols] == symbols
+    assert all(s.url.startswith("ws://127.0.0.1:9/stream?streams=") for s in sessions)

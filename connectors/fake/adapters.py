@@ -13,10 +13,11 @@ of a new subscription.
 
 from __future__ import annotations
 
+import importlib
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from connectors.fake.faults import Faults
 from engine.records import Trade
@@ -88,13 +89,25 @@ class ServerAdapter(Protocol):
         ...
 
 
-def _binance() -> ServerAdapter:
-    from connectors.fake.binance_server import BinanceServer
+def _lazy(module: str, cls_name: str, **kwargs: str) -> Callable[[], ServerAdapter]:
+    """A factory that imports the adapter's module on first use."""
 
-    return BinanceServer()
+    def factory() -> ServerAdapter:
+        cls = getattr(importlib.import_module(module), cls_name)
+        return cast(ServerAdapter, cls(**kwargs))
+
+    return factory
 
 
-ADAPTERS: dict[str, Callable[[], ServerAdapter]] = {"binance": _binance}
+ADAPTERS: dict[str, Callable[[], ServerAdapter]] = {
+    "binance": _lazy("connectors.fake.binance_server", "BinanceServer"),
+    "binanceus": _lazy("connectors.fake.binance_server", "BinanceServer", name="binanceus"),
+    "coinbase": _lazy("connectors.fake.coinbase_server", "CoinbaseServer"),
+    "kraken": _lazy("connectors.fake.kraken_server", "KrakenServer"),
+    "bitstamp": _lazy("connectors.fake.bitstamp_server", "BitstampServer"),
+    "okx": _lazy("connectors.fake.okx_server", "OkxServer"),
+    "bybit": _lazy("connectors.fake.bybit_server", "BybitServer"),
+}
 """Protocol name -> factory of its server adapter."""
 
 

@@ -141,9 +141,11 @@ class BinanceSession:
 
 
 class BinanceServer:
-    """Binance's paths and subscription protocol (implements ``ServerAdapter``)."""
+    """Binance's paths and subscription protocol (implements ``ServerAdapter``). Binance.US
+    speaks the same protocol: ``BinanceServer(name="binanceus")``."""
 
-    name = "binance"
+    def __init__(self, name: str = "binance") -> None:
+        self.name = name
 
     def session(self, path: str, symbols: frozenset[str], faults: Faults) -> BinanceSession | None:
         parts = urlsplit(path)

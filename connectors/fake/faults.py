@@ -10,7 +10,11 @@
   seed; the replaced trades are not in the ledger);
 - ``shutdown-notice-every=N``: send ``serverShutdown`` every N s of a connection's age;
 - ``reject-unknown``: answer a subscription to a symbol the server does not trade with an error
-  and close (instead of Binance's behaviour: accept it and send nothing).
+  and close (instead of Binance's behaviour: accept it and send nothing);
+- ``oversized=P``: replace a fraction P of trade frames by a frame larger than a client's 1 MiB
+  frame limit (the replaced trades are not in the ledger);
+- ``drop-pongs``: never answer the client's application-level pings (OKX ``ping``, Bybit
+  ``op: ping``, Bitstamp ``bts:heartbeat``, Kraken ``method: ping``).
 
 All times are seconds on the server's (injectable) monotonic clock.
 """
@@ -44,6 +48,8 @@ class Faults:
     malformed: float = 0.0
     shutdown_notice_every: float | None = None
     reject_unknown: bool = False
+    oversized: float = 0.0
+    drop_pongs: bool = False
 
     @classmethod
     def parse(cls, text: str | None) -> Faults:
@@ -74,6 +80,10 @@ class Faults:
             parts.append(f"shutdown-notice-every={self.shutdown_notice_every:g}")
         if self.reject_unknown:
             parts.append("reject-unknown")
+        if self.oversized:
+            parts.append(f"oversized={self.oversized:g}")
+        if self.drop_pongs:
+            parts.append("drop-pongs")
         return ",".join(parts)
 
 
@@ -97,19 +107,19 @@ def _parse_item(name: str, value: str) -> object:
         if not at:
             raise ValueError("fault stall: expected S@E, e.g. stall=3@10")
         return Stall(_seconds(name, seconds), _seconds(name, every))
-    if name == "malformed":
+    if name in ("malformed", "oversized"):
         try:
             fraction = float(value)
         except ValueError:
-            raise ValueError(f"fault malformed: {value!r} is not a fraction") from None
+            raise ValueError(f"fault {name}: {value!r} is not a fraction") from None
         if not 0.0 <= fraction <= 1.0:
-            raise ValueError("fault malformed: must be between 0 and 1")
+            raise ValueError(f"fault {name}: must be between 0 and 1")
         return fraction
-    if name == "reject-unknown":
+    if name in ("reject-unknown", "drop-pongs"):
         if value not in ("", "1", "true", "yes"):
-            raise ValueError("fault reject-unknown takes no value")
+            raise ValueError(f"fault {name} takes no value")
         return True
     raise ValueError(
-        f"unknown fault {name!r} (known: disconnect-every, stall, malformed, "
-        "shutdown-notice-every, reject-unknown)"
+        f"unknown fault {name!r} (known: disconnect-every, stall, malformed, oversized, "
+        "shutdown-notice-every, reject-unknown, drop-pongs)"
     )

@@ -1,8 +1,8 @@
 """What the fake exchange actually sent, so a test can prove what arrived (SPEC §7).
 
 A trade is recorded only after the socket accepted its frame (``send`` returned without raising);
-a malformed replacement frame, a trade skipped by a stall or dropped for a slow reader is never
-recorded.
+a malformed or oversized replacement frame, a trade skipped by a stall or dropped for a slow reader
+is never recorded.
 
 Memory: trade ids are kept per (connection, symbol) as runs of consecutive ids, so
 :meth:`Ledger.sent_ids` stays exact however long the run; whole trades are kept in memory up to
@@ -61,6 +61,9 @@ class Ledger:
         """Trades recorded."""
         self.malformed_sent = 0
         """Malformed frames sent in place of trades (not trades, not in the ledger)."""
+        self.oversized_sent = 0
+        """Oversized frames sent in place of trades (the ``oversized`` fault; not in the
+        ledger: the client drops the connection on reading one)."""
         self.undelivered = 0
         """Trades generated for a connection but not sent (stall, slow reader, closing)."""
         self._counts: dict[str, int] = {}
@@ -128,7 +131,8 @@ class Ledger:
                 yield trade
 
     def summary(self) -> dict[str, Any]:
-        """Counts for a log line: total, per symbol, per connection, malformed, undelivered."""
+        """Counts for a log line: total, per symbol, per connection, malformed, oversized,
+        undelivered."""
         per_conn: dict[int, int] = {}
         for (conn, _sym), runs in self._runs.items():
             per_conn[conn] = per_conn.get(conn, 0) + sum(b - a + 1 for a, b in runs)
@@ -137,6 +141,7 @@ class Ledger:
             "per_symbol": dict(sorted(self._counts.items())),
             "per_connection": {str(c): n for c, n in sorted(per_conn.items())},
             "malformed_sent": self.malformed_sent,
+            "oversized_sent": self.oversized_sent,
             "undelivered": self.undelivered,
         }
 

@@ -19,6 +19,7 @@ Two ways to produce:
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -51,12 +52,18 @@ KNOWN_SPECS: Final[dict[str, SymbolSpec]] = {
     "DOGEUSDT": SymbolSpec(6_123, 5, 0, 200_000),
     "ETHBTC": SymbolSpec(6_123, 5, 4, 50_000),
     "BNBBTC": SymbolSpec(7_812, 6, 3, 50_000),
+    "BTCUSD": SymbolSpec(2_712_345, 2, 8, 5_000_000),
+    "ETHUSD": SymbolSpec(165_012, 2, 8, 50_000_000),
 }
+_SEPARATORS: Final = re.compile(r"[-/]")
 
 
 def spec_for(raw_symbol: str) -> SymbolSpec:
-    """The known spec of a symbol, or a plausible one derived from its name (stable per name)."""
-    known = KNOWN_SPECS.get(raw_symbol)
+    """The known spec of a symbol, or a plausible one derived from its name (stable per name).
+
+    Symbols with a separator (Coinbase ``BTC-USD``, Kraken ``BTC/USD``) share the spec of their
+    run-together spelling (``BTCUSD``)."""
+    known = KNOWN_SPECS.get(raw_symbol) or KNOWN_SPECS.get(_SEPARATORS.sub("", raw_symbol))
     if known is not None:
         return known
     rng = random.Random(f"spec:{raw_symbol}")

@@ -16,6 +16,13 @@ Two modes:
 - max (``rate=None``): each connection pulls trades from the market on demand and sends them in a
   tight loop; websockets' write flow control (and an explicit yield per batch) keeps the loop fair.
 
+Frame faults replace a trade's frame: ``malformed`` by text the client must reject (the trade is
+not sent), ``oversized`` by a text frame larger than a client's 1 MiB ``max_size``. A client's
+websockets fails the connection with code 1009 when it reads that frame's header, so nothing
+after it on that connection can arrive: the server sends the frames before it and the oversized
+frame itself, counts the rest as undelivered and closes the connection (1001). Only trades whose
+frames went out ahead of the oversized one are in the ledger.
+
 Time-based faults (disconnect, stall, shutdown notices) use the injected clock's monotonic time
 measured from the connection's opening; a test drives them with ``engine.clock.FakeClock`` and
 never sleeps. Every connection's tasks are owned by a TaskGroup inside its handler; the ticker is
@@ -30,6 +37,7 @@ import itertools
 import random
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from functools import cache
 from http import HTTPStatus
 from types import TracebackType
 from typing import Final
@@ -55,8 +63,25 @@ WAIT_LIMIT: Final = 10.0
 BLAST_BATCH: Final = 256
 """Trades taken from the market per round in max mode (one event-loop yield per round)."""
 
-# A queued item: (trade or None, frame, is_malformed)
-_Item = tuple[Trade | None, str, bool]
+OVERSIZED_BYTES: Final = (1 << 20) + 4096
+"""Length of an ``oversized`` fault frame: over a client's 1 MiB frame limit (``max_size``)."""
+
+# What a queued frame carries
+_TRADE: Final = 0  # a trade's frame
+_MALFORMED: Final = 1  # malformed text in place of a trade (no trade)
+_OVERSIZED: Final = 2  # an oversized frame in place of the trade (which is not delivered)
+_CONTROL: Final = 3  # a heartbeat or notice (no trade)
+
+# A queued item: (trade or None, frame, kind)
+_Item = tuple[Trade | None, str, int]
+
+
+@cache
+def oversized_frame() -> str:
+    """The ``oversized`` fault's frame: :data:`OVERSIZED_BYTES` of text that is not JSON (a
+    client that accepts frames this large still rejects it as malformed)."""
+    head = "fake exchange: oversized frame fault "
+    return head + "." * (OVERSIZED_BYTES - len(head))
 
 
 async def send_many(ws: ServerConnection, frames: Sequence[str]) -> None:
@@ -312,9 +337,35 @@ class FakeExchange:
         return False, notice, stalled
 
     def _frame(self, conn: _Conn, trade: Trade, stream: str) -> _Item:
-        if self.faults.malformed and conn.rng.random() < self.faults.malformed:
-            return None, conn.session.malformed(trade, stream, conn.rng), True
-        return trade, conn.session.encode(trade, stream), False
+        faults = self.faults
+        if faults.malformed and conn.rng.random() < faults.malformed:
+            return None, conn.session.malformed(trade, stream, conn.rng), _MALFORMED
+        if faults.oversized and conn.rng.random() < faults.oversized:
+            return trade, oversized_frame(), _OVERSIZED
+        return trade, conn.session.encode(trade, stream), _TRADE
+
+    async def _send_items(self, conn: _Conn, items: list[_Item]) -> bool:
+        """Send ``items`` and record what went out in the ledger. With an oversized frame among
+        them, send up to and including the first one only, count the trades after it as
+        undelivered, mark the connection closing and return True (the caller closes it)."""
+        cut = None
+        if self.faults.oversized:  # scan only when the fault is on (max mode's hot path)
+            cut = next((i for i, item in enumerate(items) if item[2] == _OVERSIZED), None)
+        sent = items if cut is None else items[: cut + 1]
+        await send_many(conn.ws, [frame for _, frame, _ in sent])
+        add, ledger, number = self.ledger.add, self.ledger, conn.number
+        for trade, _, kind in items if cut is None else items[:cut]:
+            if kind == _TRADE:
+                assert trade is not None
+                add(number, trade)
+            elif kind == _MALFORMED:
+                ledger.malformed_sent += 1
+        if cut is None:
+            return False
+        conn.closing = True
+        ledger.oversized_sent += 1
+        ledger.undelivered += sum(1 for t, _, _ in items[cut + 1 :] if t is not None)
+        return True
 
     # -- timed mode ------------------------------------------------------------------------------
 
@@ -344,10 +395,10 @@ class FakeExchange:
             return
         batch: list[_Item] = []
         if notice is not None:
-            batch.append((None, notice, False))
+            batch.append((None, notice, _CONTROL))
         if not stalled:
             now_ms = self.clock.time_ns() // 1_000_000
-            batch.extend((None, beat, False) for beat in conn.session.heartbeats(now_ms))
+            batch.extend((None, beat, _CONTROL) for beat in conn.session.heartbeats(now_ms))
         routes = conn.session.routes()
         if trades and routes:
             if stalled:
@@ -387,23 +438,20 @@ class FakeExchange:
                 self.ledger.undelivered += sum(1 for t, _, _ in item if t is not None)
 
     async def _timed_send_loop(self, conn: _Conn) -> None:
-        ws, add, queue = conn.ws, self.ledger.add, conn.queue
+        ws, queue = conn.ws, conn.queue
         while True:
             item = await queue.get()  # ends when the connection ends (the group cancels it)
             if isinstance(item, _Close):
                 await ws.close(1001, "fake exchange: disconnect fault")
                 raise _Done
-            await send_many(ws, [frame for _, frame, _ in item])
-            for trade, _, bad in item:
-                if trade is not None:
-                    add(conn.number, trade)
-                elif bad:
-                    self.ledger.malformed_sent += 1
+            if await self._send_items(conn, item):
+                await ws.close(1001, "fake exchange: oversized fault")
+                raise _Done
 
     # -- max mode --------------------------------------------------------------------------------
 
     async def _blast_loop(self, conn: _Conn) -> None:
-        ws, add, ledger, market = conn.ws, self.ledger.add, self.ledger, self.market
+        ws, market = conn.ws, self.market
         frame = self._frame
         while True:
             close, notice, stalled = self._faults_due(conn, self.clock.monotonic())
@@ -422,10 +470,7 @@ class FakeExchange:
                         await conn.changed.wait()
                 continue
             items = [frame(conn, t, stream) for t in trades for stream in routes[t.raw_symbol]]
-            await send_many(ws, [text for _, text, _ in items])
-            for sent, _, bad in items:
-                if sent is not None:
-                    add(conn.number, sent)
-                elif bad:
-                    ledger.malformed_sent += 1
+            if await self._send_items(conn, items):
+                await ws.close(1001, "fake exchange: oversized fault")
+                raise _Done
             await asyncio.sleep(0)  # one yield per batch even when the socket never pushes back

@@ -1,0 +1,136 @@
+"""OKX's server side for the fake exchange: the public endpoint, subscriptions, frames.
+
+Path: ``/ws/v5/public`` only; anything else is 404. ``{"op":"subscribe","args":[..]}`` is
+answered per argument, in order: ``{"event":"subscribe","arg":..,"connId":..}`` for a ``trades``
+channel of an instrument the server trades, else ``{"event":"error","code":"60018",...}`` (OKX
+validates instruments, so always, not only with the ``reject-unknown`` fault; the connection
+stays open and the valid arguments are subscribed). A request that is not valid JSON of that
+shape gets error 60012. The text ``ping`` is answered with the text ``pong`` (unless the
+``drop-pongs`` fault is on).
+
+One trade per push: the server's ledger counts one trade per frame it sends, so the fake does
+not batch (OKX itself may; :func:`connectors.okx.encode_trades` builds such pushes for tests).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+import orjson
+
+from connectors.fake.adapters import Reply
+from connectors.fake.faults import Faults
+from connectors.okx import (
+    CHANNEL,
+    PONG,
+    PUBLIC_PATH,
+    RequestError,
+    encode_error,
+    encode_event,
+    encode_notice,
+    encode_trade,
+    parse_client_request,
+    unknown_channel_msg,
+)
+from engine.records import Trade
+
+_STREAM_PREFIX: Final = CHANNEL + ":"
+
+
+class OkxSession:
+    """One connection to the fake OKX (implements ``ServerSession``)."""
+
+    def __init__(self, conn_id: str, symbols: frozenset[str], faults: Faults) -> None:
+        self.conn_id = conn_id
+        self._symbols = symbols
+        self._drop_pongs = faults.drop_pongs
+        self.streams: dict[str, None] = {}  # ordered set of "trades:<instId>"
+        self._routes: dict[str, list[str]] = {}
+
+    def opening(self) -> Reply:
+        return Reply()  # OKX subscribes by message only
+
+    def on_message(self, frame: str | bytes) -> Reply:
+        request = parse_client_request(frame)
+        if isinstance(request, RequestError):
+            return Reply(frames=(encode_error(request.code, request.msg, self.conn_id),))
+        if request.op == "ping":
+            return Reply() if self._drop_pongs else Reply(frames=(PONG,))
+        frames: list[str] = []
+        streams: list[str] = []
+        for channel, instrument in request.args:
+            if request.op == "subscribe" and (
+                channel != CHANNEL or instrument not in self._symbols
+            ):
+                msg = unknown_channel_msg(channel, instrument)
+                frames.append(encode_error("60018", msg, self.conn_id))
+                continue
+            frames.append(encode_event(request.op, channel, instrument, self.conn_id))
+            streams.append(_STREAM_PREFIX + instrument)
+        if request.op == "unsubscribe":
+            return Reply(frames=tuple(frames), unsubscribe=tuple(streams))
+        return Reply(frames=tuple(frames), subscribe=tuple(streams))
+
+    def apply(self, reply: Reply) -> None:
+        for name in reply.unsubscribe:
+            self.streams.pop(name, None)
+        for name in reply.subscribe:
+            self.streams[name] = None
+        if reply.subscribe or reply.unsubscribe:
+            self._routes = {name[len(_STREAM_PREFIX) :]: [name] for name in self.streams}
+
+    def routes(self) -> Mapping[str, Sequence[str]]:
+        return self._routes
+
+    def encode(self, trade: Trade, stream: str) -> str:
+        return encode_trade(trade)
+
+    def heartbeats(self, ts_ms: int) -> Sequence[str]:
+        return ()  # the client sends "ping"; the server only answers
+
+    def shutdown_notice(self, ts_ms: int) -> str | None:
+        return encode_notice(self.conn_id)
+
+    def malformed(self, trade: Trade, stream: str, rng: random.Random) -> str:
+        """One of: a truncated frame, non-JSON text, a missing field, a wrong-typed field,
+        a JSON array. Every one makes ``OkxProtocol.parse`` raise ``MalformedFrame``."""
+        good = self.encode(trade, stream)
+        choice = rng.randrange(5)
+        if choice == 0:
+            return good[: rng.randrange(1, len(good) - 1)]
+        if choice == 1:
+            return "\x00not json " + good[:20]
+        msg = orjson.loads(good)
+        item = msg["data"][0]
+        if choice == 2:
+            field = rng.choice(("tradeId", "px", "sz", "side", "ts", "-"))
+            if field == "-":
+                del msg["arg"]["instId"]
+            else:
+                del item[field]
+        elif choice == 3:
+            field = rng.choice(("tradeId", "px", "sz", "side", "ts"))
+            item[field] = {"tradeId": 7, "px": 1.5, "sz": 2, "side": "up", "ts": "soon"}[field]
+        else:
+            msg = [msg]
+        return orjson.dumps(msg).decode()
+
+
+class OkxServer:
+    """OKX's public endpoint and subscription protocol (implements ``ServerAdapter``).
+
+    Connection ids (``connId``) are eight hex digits counting up per server.
+    """
+
+    name = "okx"
+
+    def __init__(self) -> None:
+        self._conn_ids = itertools.count(0xA4D3AE55)
+
+    def session(self, path: str, symbols: frozenset[str], faults: Faults) -> OkxSession | None:
+        if path.partition("?")[0].rstrip("/") != PUBLIC_PATH:
+            return None
+        return OkxSession(f"{next(self._conn_ids) & 0xFFFFFFFF:08x}", symbols, faults)

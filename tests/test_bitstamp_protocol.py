@@ -1,0 +1,362 @@
+"""BitstampProtocol: subscribe frames, parsing (documented example, controls, malformed,
+property tests) and the server-side encoders, both directions."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.base import Ack, ExchangeError, Heartbeat, ReconnectNotice
+from connectors.bitstamp import (
+    HEARTBEAT_REPLY,
+    HEARTBEAT_REQUEST,
+    MAX_STREAMS_PER_CONNECTION,
+    RECONNECT_NOTICE,
+    BitstampProtocol,
+    ClientRequest,
+    RequestError,
+    encode_error,
+    encode_subscribed,
+    encode_trade,
+    parse_client_request,
+)
+from connectors.fake.adapters import get_adapter
+from connectors.fake.bitstamp_server import BitstampSession
+from connectors.fake.faults import Faults
+from connectors.registry import get_protocol
+from engine.errors import MalformedFrame
+from engine.records import Trade
+
+# PROTOCOLS.md's example, with the order ids filled in.
+DOC_TRADE = (
+    '{"data":{"id":216000477,"timestamp":"1641343699","amount":0.0792,"amount_str":"0.07920000",'
+    '"price":3805.44,"price_str":"3805.44","type":0,"microtimestamp":"1641343699596000",'
+    '"buy_order_id":1448061493522432,"sell_order_id":1448061484036097},'
+    '"channel":"live_trades_ethusd","event":"trade"}'
+)
+
+
+def _trade(**changes: Any) -> Trade:
+    fields: dict[str, Any] = {
+        "exchange": "bitstamp",
+        "symbol": "BTC-USD",
+        "raw_symbol": "btcusd",
+        "trade_id": "216000478",
+        "price": "41234.56",
+        "size": "0.00012000",
+        "side": "buy",
+        "ts_event": 1_700_000_000_123_456,
+        "ts_recv": 7,
+    }
+    fields.update(changes)
+    return Trade(**fields)
+
+
+# -- identity and client requests -----------------------------------------------------------------
+
+
+def test_identity_registry_and_limits() -> None:
+    proto = get_protocol("bitstamp")
+    assert isinstance(proto, BitstampProtocol)
+    assert (proto.name, proto.default_url) == ("bitstamp", "wss://ws.bitstamp.net")
+    assert proto.sequenced is False  # ids are global across pairs
+    assert proto.keepalive_interval == 20.0 and proto.keepalive_message() == HEARTBEAT_REQUEST
+    assert proto.max_streams_per_connection == MAX_STREAMS_PER_CONNECTION == 100
+    assert get_adapter("bitstamp").name == "bitstamp"
+
+
+def test_connection_url_and_subscribe_one_message_per_channel() -> None:
+    proto = BitstampProtocol()
+    assert proto.connection_url("wss://ws.bitstamp.net/", ["BTCUSD"]) == "wss://ws.bitstamp.net"
+    assert proto.connection_url("ws://127.0.0.1:9", []) == "ws://127.0.0.1:9"
+    frames = [orjson.loads(f) for f in proto.subscribe_messages(["BTCUSD", "ethusd"])]
+    assert frames == [
+        {"event": "bts:subscribe", "data": {"channel": "live_trades_btcusd"}},
+        {"event": "bts:subscribe", "data": {"channel": "live_trades_ethusd"}},
+    ]
+    assert proto.subscribe_messages([]) == []
+
+
+def test_bad_symbols_and_too_many() -> None:
+    proto = BitstampProtocol()
+    for bad in ["btc/usd", "btc-usd", "", "b", 'btc"usd']:
+        with pytest.raises(ValueError):
+            proto.subscribe_messages([bad])
+    with pytest.raises(ValueError):
+        proto.connection_url("ws://h", [f"x{i}usd" for i in range(MAX_STREAMS_PER_CONNECTION + 1)])
+
+
+# -- parsing trades -------------------------------------------------------------------------------
+
+
+def test_documented_trade_exact() -> None:
+    (trade,) = BitstampProtocol().parse(DOC_TRADE, 99)  # type: ignore[misc]
+    assert trade == Trade(
+        "bitstamp",
+        "ETH-USD",
+        "ethusd",
+        "216000477",
+        "3805.44",
+        "0.07920000",
+        "buy",  # type 0: the taker bought
+        1641343699596000,
+        99,
+    )
+
+
+def test_float_fields_are_never_used() -> None:
+    msg = orjson.loads(DOC_TRADE)
+    msg["data"].update(price=1.0, amount=2.0, type=1)
+    (trade,) = BitstampProtocol().parse(orjson.dumps(msg), 0)  # type: ignore[misc]
+    assert (trade.price, trade.size, trade.side) == ("3805.44", "0.07920000", "sell")
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_round_trip(side: str, as_bytes: bool) -> None:
+    original = _trade(side=side)
+    frame = encode_trade(original)
+    msg = orjson.loads(frame)
+    assert msg["event"] == "trade" and msg["channel"] == "live_trades_btcusd"
+    data = msg["data"]
+    assert data["type"] == (1 if side == "sell" else 0)
+    assert (data["price"], data["amount"]) == (41234.56, 0.00012)  # the float fields, too
+    assert data["microtimestamp"] == "1700000000123456" and data["timestamp"] == "1700000000"
+    assert BitstampProtocol().parse(frame.encode() if as_bytes else frame, 7) == (original,)
+
+
+def test_round_trip_upper_case_market_symbol_and_escapes() -> None:
+    # The fake market spells symbols upper case; the channel (and the parsed raw_symbol) does not.
+    sent = _trade(raw_symbol="BTCUSD")
+    (got,) = BitstampProtocol().parse(encode_trade(sent), 7)  # type: ignore[misc]
+    assert got.raw_symbol == "btcusd" and got.symbol == "BTC-USD" and got.price == sent.price
+    odd = _trade(price='1"2', size="3\\4")
+    msg = orjson.loads(encode_trade(odd))
+    assert msg["data"]["price_str"] == '1"2' and msg["data"]["price"] is None
+
+
+# -- controls -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            '{"event":"bts:subscription_succeeded","channel":"live_trades_btcusd","data":{}}',
+            Ack("subscription_succeeded live_trades_btcusd"),
+        ),
+        (encode_subscribed("live_trades_x"), Ack("subscription_succeeded live_trades_x")),
+        (
+            encode_subscribed("live_trades_x", unsubscribed=True),
+            Ack("unsubscription_succeeded live_trades_x"),
+        ),
+        (HEARTBEAT_REPLY, Heartbeat()),
+        (RECONNECT_NOTICE, ReconnectNotice("bts:request_reconnect")),
+        (
+            '{"event":"bts:request_reconnect","channel":"","data":null}',
+            ReconnectNotice("bts:request_reconnect"),
+        ),
+        (
+            '{"event":"bts:error","channel":"",'
+            '"data":{"code":null,"message":"Invalid channel provided."}}',
+            ExchangeError("bitstamp error: Invalid channel provided.", fatal=True),
+        ),
+        (
+            encode_error("Bad subscription string."),
+            ExchangeError("bitstamp error: Bad subscription string.", True),
+        ),
+        ('{"event":"bts:error"}', ExchangeError("bitstamp error: no message", fatal=True)),
+        ('{"event":"data","channel":"order_book_btcusd","data":{"bids":[],"asks":[]}}', ()),
+        ('{"event":"order_created","channel":"live_orders_btcusd","data":{}}', ()),
+        ("{}", ()),
+    ],
+)
+def test_controls_and_other_events(frame: str, expected: object) -> None:
+    assert BitstampProtocol().parse(frame, 0) == expected
+
+
+# -- malformed ------------------------------------------------------------------------------------
+
+_DROP = object()
+
+
+def _with(**changes: Any) -> str:
+    msg = orjson.loads(DOC_TRADE)
+    for key, value in changes.items():
+        target = msg if key in ("channel", "event", "data") else msg["data"]
+        if value is _DROP:
+            del target[key]
+        else:
+            target[key] = value
+    return json.dumps(msg)  # not orjson: values beyond 64 bits must survive
+
+
+@pytest.mark.parametrize(
+    ("frame", "kind"),
+    [
+        ("", "json"),
+        ("{", "json"),
+        (b"\xff\xfe{}", "json"),
+        ('{"event":"trade","channel":"\ud800"}', "json"),
+        ("[" * 2000 + "]" * 2000, "json"),
+        ("[]", "not-object"),
+        ("null", "not-object"),
+        ('"trade"', "not-object"),
+        ('{"event":"trade","channel":"live_trades_btcusd","data":[1]}', "type"),
+        ('{"event":"trade","channel":"live_trades_btcusd","data":null}', "type"),
+        ('{"event":["trade"]}', "type"),
+        ('{"event":5}', "type"),
+        ('{"event":"bts:error","data":{"message":5}}', "type"),
+        (_with(price_str=_DROP), "missing-field"),
+        (_with(amount_str=_DROP), "missing-field"),
+        (_with(microtimestamp=_DROP), "missing-field"),
+        (_with(type=_DROP), "missing-field"),
+        (_with(id=_DROP), "missing-field"),
+        (_with(channel=_DROP), "missing-field"),
+        (_with(data=_DROP), "missing-field"),
+        (_with(price_str=3805.44), "type"),
+        (_with(amount_str=None), "type"),
+        (_with(price_str=""), "type"),
+        (_with(microtimestamp=1641343699596000), "type"),
+        (_with(microtimestamp="soon"), "type"),
+        (_with(microtimestamp=" 1641343699596000"), "type"),
+        (_with(microtimestamp="1_641_343_699_596_000"), "type"),
+        (_with(microtimestamp="\uff11\uff16\uff14"), "type"),
+        (_with(microtimestamp="9" * 18), "type"),
+        (_with(microtimestamp="9" * 40), "type"),
+        (_with(type=2), "type"),
+        (_with(type=True), "type"),
+        (_with(type="0"), "type"),
+        (_with(type=0.0), "type"),
+        (_with(id="216000477"), "type"),
+        (_with(id=-1), "type"),
+        (_with(id=1.5), "type"),
+        (_with(channel=["live_trades_btcusd"]), "type"),
+        (_with(channel=5), "type"),
+        (_with(channel="order_book_btcusd"), "symbol"),
+        (_with(channel="live_trades_"), "symbol"),
+        (_with(channel="live_trades_foo"), "symbol"),
+        (DOC_TRADE.replace("216000477", "1" * 30), "type"),  # orjson: a float
+        (DOC_TRADE.replace("216000477", "1e400"), "json"),
+    ],
+)
+def test_malformed(frame: str | bytes, kind: str) -> None:
+    with pytest.raises(MalformedFrame) as info:
+        BitstampProtocol().parse(frame, 0)
+    assert info.value.kind == kind
+
+
+def _check(frame: str | bytes) -> None:
+    """Only MalformedFrame may escape; anything returned is well-formed."""
+    try:
+        result = BitstampProtocol().parse(frame, 0)
+    except MalformedFrame as exc:
+        assert exc.kind and isinstance(exc.detail, str)
+        return
+    if isinstance(result, (tuple, list)):
+        assert all(isinstance(t, Trade) and t.side in ("buy", "sell") for t in result)
+    else:
+        assert isinstance(result, Ack | Heartbeat | ExchangeError | ReconnectNotice)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.text())
+def test_fuzz_text(frame: str) -> None:
+    _check(frame)
+
+
+@given(st.binary())
+def test_fuzz_bytes(frame: bytes) -> None:
+    _check(frame)
+
+
+@given(st.integers(min_value=0, max_value=len(DOC_TRADE)))
+def test_fuzz_truncated(cut: int) -> None:
+    _check(DOC_TRADE[:cut])
+    _check(DOC_TRADE.encode()[:cut])
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(
+        ["id", "price_str", "amount_str", "type", "microtimestamp", "channel", "event", "data"]
+    ),
+    json_values,
+)
+def test_fuzz_field_values(field: str, value: Any) -> None:
+    _check(_with(**{field: value}))
+
+
+@given(json_values)
+def test_fuzz_any_json(value: Any) -> None:
+    _check(json.dumps(value))
+    _check(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+@given(st.integers(min_value=1, max_value=5000))
+def test_fuzz_deep_nesting(depth: int) -> None:
+    _check('{"event":"trade","data":' * depth + "1" + "}" * depth)
+    _check('{"event":"bts:error","data":' * depth + "{}" + "}" * depth)
+
+
+@given(st.integers(min_value=-(10**40), max_value=10**40), st.sampled_from(["id", "type"]))
+def test_fuzz_huge_numbers(number: int, field: str) -> None:
+    _check(DOC_TRADE.replace(f'"{field}":', f'"{field}":{number},"_":', 1))
+
+
+@given(st.text(min_size=1), st.text(min_size=1), st.sampled_from(["live_trades_btcusd", "ü"]))
+def test_fuzz_unicode_text_fields(price: str, size: str, channel: str) -> None:
+    _check(_with(price_str=price, amount_str=size, channel=channel))
+
+
+# -- server side ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            '{"event":"bts:subscribe","data":{"channel":"live_trades_btcusd"}}',
+            ClientRequest("bts:subscribe", "live_trades_btcusd"),
+        ),
+        (
+            '{"event":"bts:unsubscribe","data":{"channel":"live_trades_btcusd"}}',
+            ClientRequest("bts:unsubscribe", "live_trades_btcusd"),
+        ),
+        (HEARTBEAT_REQUEST, ClientRequest("bts:heartbeat")),
+        ("nope", RequestError("Incorrect JSON format.")),
+        ("[1]", RequestError("Incorrect JSON format.")),
+        ('{"event":"bts:subscribe"}', RequestError("Bad subscription string.")),
+        (
+            '{"event":"bts:subscribe","data":{"channel":5}}',
+            RequestError("Bad subscription string."),
+        ),
+        ('{"event":"bts:explode"}', RequestError("Bad subscription string.")),
+    ],
+)
+def test_parse_client_request(frame: str, expected: object) -> None:
+    assert parse_client_request(frame) == expected
+
+
+def test_server_malformed_frames_are_all_rejected() -> None:
+    session = BitstampSession(frozenset({"BTCUSD"}), Faults())
+    rng = random.Random(3)
+    kinds = set()
+    for _ in range(300):
+        frame = session.malformed(_trade(raw_symbol="BTCUSD"), "live_trades_btcusd", rng)
+        with pytest.raises(MalformedFrame) as info:
+            BitstampProtocol().parse(frame, 0)
+        kinds.add(info.value.kind)
+    assert kinds == {"json", "missing-field", "type", "not-object"}

@@ -1,0 +1,187 @@
+"""The fake Bybit over real WebSockets on 127.0.0.1, driven by an injected clock.
+
+No test sleeps to synchronise: each waits for the frames it expects (bounded), and trades
+appear only when a test advances the FakeClock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from connectors.base import Ack, ExchangeError, Heartbeat
+from connectors.bybit import BybitProtocol
+from connectors.fake.faults import Faults
+from connectors.fake.server import FakeExchange
+from engine.clock import FakeClock
+from tests.wsclient import (
+    ProtocolProbe,
+    Received,
+    client,
+    make_session,
+    next_event,
+    read_until,
+    subscribe,
+    trade_view,
+)
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+
+
+async def test_subscribe_ack_then_trades_equal_the_ledger() -> None:
+    clock, proto = FakeClock(), BybitProtocol()
+    async with FakeExchange("bybit", rate=200, symbols=SYMBOLS, clock=clock, seed=4) as fx:
+        async with client(proto.connection_url(fx.url, SYMBOLS)) as ws:
+            assert await subscribe(ws, proto, SYMBOLS, 1) == [Ack("subscribe req_id=1")]
+            got = Received()
+            for second in range(1, 4):
+                clock.advance(1.0)
+                await read_until(ws, proto, got, lambda n=second: len(got.trades) >= 200 * n)
+        assert len(got.trades) == 600 and got.malformed == [] and got.controls == []
+        for symbol in SYMBOLS:
+            ids = got.ids(symbol)
+            assert ids == list(range(1, len(ids) + 1)) == fx.ledger.sent_ids(symbol)
+        assert trade_view(got.trades) == trade_view(list(fx.ledger.trades()))
+        assert [t.raw_symbol for t in got.trades] == [t.raw_symbol for t in fx.ledger.trades()]
+
+
+async def test_subscriptions_beyond_ten_topics_take_several_requests() -> None:
+    clock, proto = FakeClock(), BybitProtocol()
+    symbols = [f"C{i}USDT" for i in range(12)]
+    async with (
+        FakeExchange("bybit", rate=10, symbols=symbols, clock=clock) as fx,
+        client(proto.connection_url(fx.url, symbols)) as ws,
+    ):
+        assert await subscribe(ws, proto, symbols, 2) == [
+            Ack("subscribe req_id=1"),
+            Ack("subscribe req_id=2"),
+        ]
+        await ws.send(
+            orjson.dumps({"op": "subscribe", "args": [f"publicTrade.{s}" for s in symbols]})
+        )
+        refusal = await next_event(ws, proto)
+        assert refusal == ExchangeError("bybit subscribe failed: args size 12 exceeds 10", True)
+
+
+@pytest.mark.parametrize("drop_pongs", [False, True])
+async def test_ping_is_answered_unless_pongs_are_dropped(drop_pongs: bool) -> None:
+    proto = BybitProtocol()
+    faults = Faults(drop_pongs=drop_pongs)
+    async with (
+        FakeExchange("bybit", rate=10, symbols=SYMBOLS, clock=FakeClock(), faults=faults) as fx,
+        client(proto.connection_url(fx.url, SYMBOLS)) as ws,
+    ):
+        await ws.send(proto.keepalive_message() or "")
+        if not drop_pongs:
+            pong = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert pong == {
+                "success": True,
+                "ret_msg": "pong",
+                "conn_id": pong["conn_id"],
+                "req_id": "1",
+                "op": "ping",
+            }
+            await ws.send(proto.keepalive_message() or "")
+            assert await next_event(ws, proto) == Heartbeat()
+        # Requests are answered in order: with the pong dropped the ack comes first.
+        (ack,) = await subscribe(ws, proto, ["BTCUSDT"], 1)
+        assert isinstance(ack, Ack)
+
+
+async def test_no_reconnect_notice_even_with_the_fault() -> None:
+    clock, proto = FakeClock(), BybitProtocol()
+    faults = Faults(shutdown_notice_every=1)
+    async with (
+        FakeExchange("bybit", rate=100, symbols=SYMBOLS, clock=clock, faults=faults) as fx,
+        client(proto.connection_url(fx.url, SYMBOLS)) as ws,
+    ):
+        await subscribe(ws, proto, SYMBOLS, 1)
+        got = Received()
+        for second in range(1, 4):
+            clock.advance(1.0)
+            await read_until(ws, proto, got, lambda n=second: len(got.trades) >= 100 * n)
+        assert got.controls == [] and fx.live_connections == 1
+
+
+async def test_unknown_symbol_is_refused_and_the_connection_stays_open() -> None:
+    clock, proto = FakeClock(), BybitProtocol()
+    async with (
+        FakeExchange("bybit", rate=100, symbols=SYMBOLS, clock=clock) as fx,
+        client(proto.connection_url(fx.url, SYMBOLS)) as ws,
+    ):
+        assert await subscribe(ws, proto, ["NOPEUSDT", "BTCUSDT"], 1) == [
+            ExchangeError(
+                "bybit subscribe failed: Invalid symbol :[publicTrade.NOPEUSDT]", fatal=True
+            )
+        ]  # nothing of the request is subscribed
+        assert await subscribe(ws, proto, ["BTCUSDT"], 1) == [Ack("subscribe req_id=2")]
+        clock.advance(1.0)
+        got = Received()
+        await read_until(ws, proto, got, lambda: len(got.trades) >= 20)
+        assert {t.symbol for t in got.trades} == {"BTC-USDT"}
+        await ws.send('{"req_id":"u","op":"unsubscribe","args":["publicTrade.BTCUSDT"]}')
+        await read_until(ws, proto, got, lambda: bool(got.controls))
+        assert got.controls == [Ack("unsubscribe req_id=u")]
+        await ws.send("garbage")
+        assert await next_event(ws, proto) == ExchangeError(
+            "bybit  failed: Invalid request: not JSON", fatal=False
+        )
+
+
+async def test_only_the_spot_path_exists() -> None:
+    async with FakeExchange("bybit", rate=10, symbols=SYMBOLS, clock=FakeClock()) as fx:
+        for path in ("", "/v5/public/linear"):
+            with pytest.raises(InvalidStatus) as info:
+                async with client(f"{fx.url}{path}"):
+                    pass
+            assert info.value.response.status_code == 404
+
+
+async def test_malformed_frames_are_malformed_and_not_in_the_ledger() -> None:
+    clock, proto = FakeClock(), BybitProtocol()
+    faults = Faults(malformed=0.3)
+    async with (
+        FakeExchange("bybit", rate=1000, symbols=SYMBOLS, clock=clock, faults=faults) as fx,
+        client(proto.connection_url(fx.url, SYMBOLS)) as ws,
+    ):
+        await subscribe(ws, proto, SYMBOLS, 1)
+        clock.advance(1.0)
+        got = Received()
+        await read_until(ws, proto, got, lambda: got.frames >= 1000)
+        assert len(got.malformed) == fx.ledger.malformed_sent and 200 < len(got.malformed) < 400
+        assert trade_view(got.trades) == trade_view(list(fx.ledger.trades()))
+
+
+@pytest.mark.parametrize("drop_pongs", [False, True])
+async def test_session_pings_keep_a_quiet_connection_alive(drop_pongs: bool) -> None:
+    """The session's keepalive: answered pings count as traffic; unanswered ones let the
+    connection go stale and be replaced."""
+    clock, proto = FakeClock(), BybitProtocol()
+    probe = ProtocolProbe(proto)
+    faults = Faults(drop_pongs=drop_pongs)
+    async with FakeExchange(
+        "bybit", rate=10, symbols=SYMBOLS, clock=clock, faults=faults, max_trades=0
+    ) as fx:
+        session, _ = make_session(proto, fx.url, SYMBOLS, clock, stale_seconds=30)
+        stop = asyncio.Event()
+        task = asyncio.create_task(session.run(stop))
+        try:
+            await probe.wait_for(lambda: probe.count(Ack) == 1)  # the ack
+            for n in range(1, 4):  # 63 s in all, no trades
+                clock.advance(21)
+                await probe.wait_for(lambda n=n: probe.keepalives >= n)  # a tick saw the time
+                if not drop_pongs:
+                    await probe.wait_for(lambda n=n: probe.count(Heartbeat) == n)  # the answer
+            if drop_pongs:
+                await fx.wait_ready(2)  # went stale and came back
+                assert probe.count(Heartbeat) == 0
+            else:
+                assert fx.connections_opened == 1 and session.connections == 1
+        finally:
+            stop.set()
+            async with asyncio.timeout(10):
+                await task
+    assert (session.counters.reconnects >= 1) is drop_pongs

@@ -1,0 +1,371 @@
+"""BybitProtocol: URL, subscribe frames (10 args each), parsing (documented example, pushes of
+1024 trades, controls, malformed, property tests) and the server-side encoders, both
+directions."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.base import Ack, ExchangeError, Heartbeat, ReconnectNotice
+from connectors.bybit import (
+    MAX_ARGS_CHARS,
+    MAX_ARGS_PER_REQUEST,
+    MAX_STREAMS_PER_CONNECTION,
+    BybitProtocol,
+    ClientRequest,
+    RequestError,
+    encode_response,
+    encode_trade,
+    encode_trades,
+    parse_client_request,
+)
+from connectors.fake.adapters import get_adapter
+from connectors.fake.bybit_server import BybitSession
+from connectors.fake.faults import Faults
+from connectors.registry import get_protocol
+from engine.errors import MalformedFrame
+from engine.records import Trade
+
+# PROTOCOLS.md's example.
+DOC_TRADE = (
+    '{"topic":"publicTrade.BTCUSDT","ts":1761583474344,"type":"snapshot","data":[{'
+    '"i":"2290000000923750370","T":1761583474343,"p":"115440.7","v":"0.00903","S":"Buy",'
+    '"seq":89200463112,"s":"BTCUSDT","BT":false}]}'
+)
+
+
+def _trade(**changes: Any) -> Trade:
+    fields: dict[str, Any] = {
+        "exchange": "bybit",
+        "symbol": "BTC-USDT",
+        "raw_symbol": "BTCUSDT",
+        "trade_id": "2290000000923750371",
+        "price": "115440.70",
+        "size": "0.00100",
+        "side": "sell",
+        "ts_event": 1_761_583_474_345_000,
+        "ts_recv": 7,
+    }
+    fields.update(changes)
+    return Trade(**fields)
+
+
+# -- identity and client requests -----------------------------------------------------------------
+
+
+def test_identity_registry_and_limits() -> None:
+    proto = get_protocol("bybit")
+    assert isinstance(proto, BybitProtocol)
+    assert (proto.name, proto.default_url) == ("bybit", "wss://stream.bybit.com/v5/public/spot")
+    assert proto.sequenced is False  # "i" is not contiguous
+    assert proto.keepalive_interval == 20.0
+    assert orjson.loads(proto.keepalive_message() or "") == {"req_id": "1", "op": "ping"}
+    assert orjson.loads(proto.keepalive_message() or "")["req_id"] == "2"
+    assert proto.max_streams_per_connection == MAX_STREAMS_PER_CONNECTION == 300
+    assert get_adapter("bybit").name == "bybit"
+
+
+def test_connection_url_appends_the_spot_path_only_when_missing() -> None:
+    proto = BybitProtocol()
+    assert (
+        proto.connection_url("ws://127.0.0.1:9", ["BTCUSDT"]) == "ws://127.0.0.1:9/v5/public/spot"
+    )
+    assert proto.connection_url(proto.default_url, []) == proto.default_url
+    linear = "wss://stream.bybit.com/v5/public/linear"
+    assert proto.connection_url(linear, []) == linear
+
+
+def test_subscribe_frames_hold_at_most_ten_topics() -> None:
+    proto = BybitProtocol()
+    assert proto.subscribe_messages([]) == []
+    symbols = [f"S{i}USDT" for i in range(23)]
+    frames = [orjson.loads(f) for f in proto.subscribe_messages(symbols)]
+    assert [len(f["args"]) for f in frames] == [10, 10, 3]
+    assert [f["req_id"] for f in frames] == ["1", "2", "3"]
+    assert all(f["op"] == "subscribe" for f in frames)
+    assert [a for f in frames for a in f["args"]] == [f"publicTrade.{s}" for s in symbols]
+    assert orjson.loads(proto.subscribe_messages(["btcusdt"])[0])["args"] == ["publicTrade.BTCUSDT"]
+
+
+def test_connection_limit_respects_the_args_length_limit() -> None:
+    longest = ["A" * 36 + f"{i:04d}" for i in range(MAX_STREAMS_PER_CONNECTION)]
+    args = [a for f in BybitProtocol().subscribe_messages(longest) for a in orjson.loads(f)["args"]]
+    assert len(json.dumps(args)) < MAX_ARGS_CHARS
+    assert MAX_ARGS_PER_REQUEST == 10
+
+
+def test_bad_symbols_and_too_many() -> None:
+    proto = BybitProtocol()
+    for bad in ["BTC-USDT", "BTC/USDT", "", "B", 'BTC"USDT']:
+        with pytest.raises(ValueError):
+            proto.subscribe_messages([bad])
+    with pytest.raises(ValueError):
+        proto.connection_url("ws://h", [f"X{i}USDT" for i in range(MAX_STREAMS_PER_CONNECTION + 1)])
+
+
+# -- parsing trades -------------------------------------------------------------------------------
+
+
+def test_documented_trade_exact() -> None:
+    assert BybitProtocol().parse(DOC_TRADE, 99) == [
+        Trade(
+            "bybit",
+            "BTC-USDT",
+            "BTCUSDT",
+            "2290000000923750370",
+            "115440.7",
+            "0.00903",
+            "buy",
+            1761583474343000,
+            99,
+        )
+    ]
+
+
+def test_uuid_trade_ids_of_linear_feeds() -> None:
+    msg = orjson.loads(DOC_TRADE)
+    msg["data"][0].update(i="20f43950-d8dd-5b31-9112-a178eb6023af", L="PlusTick")
+    (trade,) = BybitProtocol().parse(orjson.dumps(msg), 0)  # type: ignore[misc]
+    assert trade.trade_id == "20f43950-d8dd-5b31-9112-a178eb6023af"
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_round_trip(side: str, as_bytes: bool) -> None:
+    original = _trade(side=side)
+    frame = encode_trade(original)
+    msg = orjson.loads(frame)
+    assert msg["topic"] == "publicTrade.BTCUSDT" and msg["type"] == "snapshot"
+    (item,) = msg["data"]
+    assert (
+        item["S"] == side.capitalize() and item["T"] == 1761583474345 and item["p"] == "115440.70"
+    )
+    assert BybitProtocol().parse(frame.encode() if as_bytes else frame, 7) == [original]
+
+
+def test_1024_trades_in_one_push_all_in_order() -> None:
+    trades = [
+        _trade(trade_id=str(10**18 + 7 * n), side="buy" if n % 3 else "sell", size=f"0.{n:05d}")
+        for n in range(1024)
+    ]
+    frame = encode_trades(trades, ts_ms=1761583474400)
+    assert orjson.loads(frame)["ts"] == 1761583474400
+    assert BybitProtocol().parse(frame, 7) == trades
+    with pytest.raises(ValueError):
+        encode_trades([])
+
+
+# -- controls -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            '{"success":true,"ret_msg":"subscribe","conn_id":"c","req_id":"1","op":"subscribe"}',
+            Ack("subscribe req_id=1"),
+        ),
+        (
+            '{"success":true,"ret_msg":"","op":"subscribe","conn_id":"c"}',
+            Ack("subscribe req_id=None"),
+        ),
+        (
+            '{"success":false,"ret_msg":"Invalid symbol :[publicTrade.NOPEUSDT]",'
+            '"conn_id":"c","req_id":"1","op":"subscribe"}',
+            ExchangeError(
+                "bybit subscribe failed: Invalid symbol :[publicTrade.NOPEUSDT]", fatal=True
+            ),
+        ),
+        ('{"success":true,"ret_msg":"pong","conn_id":"c","op":"ping"}', Heartbeat()),
+        (encode_response("ping", "9", "c", ret_msg="pong"), Heartbeat()),
+        ('{"req_id":"test","op":"pong","args":["1675418560633"],"conn_id":"c"}', Heartbeat()),
+        (
+            '{"success":false,"ret_msg":"boom","op":"ping"}',
+            ExchangeError("bybit ping failed: boom"),
+        ),
+        (encode_response("unsubscribe", "3", "c"), Ack("unsubscribe req_id=3")),
+        ('{"topic":"orderbook.1.BTCUSDT","type":"snapshot","data":{"b":[],"a":[]}}', ()),
+        ('{"topic":"tickers.BTCUSDT","data":{}}', ()),
+        ("{}", ()),
+    ],
+)
+def test_controls_and_other_events(frame: str, expected: object) -> None:
+    assert BybitProtocol().parse(frame, 0) == expected
+
+
+# -- malformed ------------------------------------------------------------------------------------
+
+_DROP = object()
+
+
+def _with(**changes: Any) -> str:
+    msg = orjson.loads(DOC_TRADE)
+    for key, value in changes.items():
+        target = msg if key in ("topic", "data", "op") else msg["data"][0]
+        if value is _DROP:
+            del target[key]
+        else:
+            target[key] = value
+    return json.dumps(msg)  # not orjson: values beyond 64 bits must survive
+
+
+@pytest.mark.parametrize(
+    ("frame", "kind"),
+    [
+        ("", "json"),
+        ("pong", "json"),
+        (b"\xff\xfe{}", "json"),
+        ("[" * 2000 + "]" * 2000, "json"),
+        ("[]", "not-object"),
+        ("null", "not-object"),
+        ('{"topic":5}', "type"),
+        ('{"topic":["publicTrade.BTCUSDT"]}', "type"),
+        ('{"op":5}', "type"),
+        ('{"op":"subscribe","success":"true","ret_msg":""}', "type"),
+        ('{"op":"subscribe","success":false,"ret_msg":5}', "type"),
+        ('{"op":"subscribe"}', "type"),
+        ('{"topic":"publicTrade.BTCUSDT","data":{"p":"1"}}', "type"),
+        ('{"topic":"publicTrade.BTCUSDT","data":null}', "type"),
+        ('{"topic":"publicTrade.BTCUSDT","data":[1]}', "type"),
+        (_with(data=_DROP), "missing-field"),
+        (_with(i=_DROP), "missing-field"),
+        (_with(p=_DROP), "missing-field"),
+        (_with(v=_DROP), "missing-field"),
+        (_with(S=_DROP), "missing-field"),
+        (_with(T=_DROP), "missing-field"),
+        (_with(s=_DROP), "missing-field"),
+        (_with(p=115440.7), "type"),
+        (_with(v=None), "type"),
+        (_with(p=""), "type"),
+        (_with(i=2290000000923750370), "type"),
+        (_with(i=""), "type"),
+        (_with(S="buy"), "type"),
+        (_with(S=["Buy"]), "type"),
+        (_with(T="1761583474343"), "type"),
+        (_with(T=1.5), "type"),
+        (_with(T=True), "type"),
+        (_with(T=-1), "type"),
+        (_with(T=10**16), "type"),
+        (_with(T=10**30), "type"),
+        (_with(s=["BTCUSDT"]), "type"),
+        (_with(s=5), "type"),
+        (_with(s="FOO"), "symbol"),
+    ],
+)
+def test_malformed(frame: str | bytes, kind: str) -> None:
+    with pytest.raises(MalformedFrame) as info:
+        BybitProtocol().parse(frame, 0)
+    assert info.value.kind == kind
+
+
+def _check(frame: str | bytes) -> None:
+    """Only MalformedFrame may escape; anything returned is well-formed."""
+    try:
+        result = BybitProtocol().parse(frame, 0)
+    except MalformedFrame as exc:
+        assert exc.kind and isinstance(exc.detail, str)
+        return
+    if isinstance(result, (tuple, list)):
+        assert all(isinstance(t, Trade) and t.side in ("buy", "sell") for t in result)
+    else:
+        assert isinstance(result, Ack | Heartbeat | ExchangeError | ReconnectNotice)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.text())
+def test_fuzz_text(frame: str) -> None:
+    _check(frame)
+
+
+@given(st.binary())
+def test_fuzz_bytes(frame: bytes) -> None:
+    _check(frame)
+
+
+@given(st.integers(min_value=0, max_value=len(DOC_TRADE)))
+def test_fuzz_truncated(cut: int) -> None:
+    _check(DOC_TRADE[:cut])
+    _check(DOC_TRADE.encode()[:cut])
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(["topic", "data", "op", "i", "T", "p", "v", "S", "s", "seq"]), json_values)
+def test_fuzz_field_values(field: str, value: Any) -> None:
+    _check(_with(**{field: value}))
+
+
+@given(json_values)
+def test_fuzz_any_json(value: Any) -> None:
+    _check(json.dumps(value))
+    _check(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+@given(st.integers(min_value=1, max_value=5000))
+def test_fuzz_deep_nesting(depth: int) -> None:
+    _check('{"topic":"publicTrade.BTCUSDT","data":' * depth + "[]" + "}" * depth)
+    _check('{"op":"subscribe","success":' * depth + "true" + "}" * depth)
+
+
+@given(st.integers(min_value=-(10**40), max_value=10**40), st.sampled_from(["T", "seq", "ts"]))
+def test_fuzz_huge_numbers(number: int, field: str) -> None:
+    _check(DOC_TRADE.replace(f'"{field}":', f'"{field}":{number},"_":', 1))
+
+
+@given(st.text(min_size=1), st.text(min_size=1), st.text())
+def test_fuzz_unicode_text_fields(price: str, size: str, symbol: str) -> None:
+    _check(_with(p=price, v=size, s=symbol))
+
+
+# -- server side ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ('{"req_id":"1","op":"ping"}', ClientRequest("ping", (), "1")),
+        ('{"op":"ping"}', ClientRequest("ping")),
+        (
+            '{"req_id":"2","op":"subscribe","args":["publicTrade.BTCUSDT"]}',
+            ClientRequest("subscribe", ("publicTrade.BTCUSDT",), "2"),
+        ),
+        ('{"req_id":3,"op":"unsubscribe","args":["a"]}', ClientRequest("unsubscribe", ("a",), "3")),
+        ("nope", RequestError("", "Invalid request: not JSON")),
+        ("[1]", RequestError("", "Invalid request: not a JSON object")),
+        ('{"op":"auth"}', RequestError("auth", "Invalid op: 'auth'")),
+        (
+            '{"op":"subscribe","args":[1]}',
+            RequestError("subscribe", "Invalid request: args must be a list of topics"),
+        ),
+        (
+            '{"op":"subscribe","args":[]}',
+            RequestError("subscribe", "Invalid request: args must be a list of topics"),
+        ),
+    ],
+)
+def test_parse_client_request(frame: str, expected: object) -> None:
+    assert parse_client_request(frame) == expected
+
+
+def test_server_malformed_frames_are_all_rejected() -> None:
+    session = BybitSession("c", frozenset({"BTCUSDT"}), Faults())
+    rng = random.Random(3)
+    kinds = set()
+    for _ in range(300):
+        frame = session.malformed(_trade(), "publicTrade.BTCUSDT", rng)
+        with pytest.raises(MalformedFrame) as info:
+            BybitProtocol().parse(frame, 0)
+        kinds.add(info.value.kind)
+    assert kinds == {"json", "missing-field", "type", "not-object"}

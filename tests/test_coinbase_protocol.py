@@ -1,0 +1,464 @@
+"""CoinbaseProtocol: subscribe frames, parsing (real recording, controls, malformed), encoders."""
+
+from __future__ import annotations
+
+import collections
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.base import Ack, ExchangeError, Heartbeat
+from connectors.coinbase import (
+    MAX_PRODUCTS_PER_CONNECTION,
+    ClientRequest,
+    CoinbaseProtocol,
+    RequestError,
+    encode_error,
+    encode_heartbeat,
+    encode_match,
+    encode_subscriptions,
+    parse_client_request,
+)
+from connectors.gaps import GapTracker
+from connectors.registry import get_protocol
+from engine.errors import MalformedFrame
+from engine.records import Trade
+
+RECORDING = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "fixtures"
+    / "cryptofeed-recordings"
+    / "COINBASE.ws.28.0"
+)
+# PROTOCOLS.md's example, verbatim.
+MATCH = (
+    '{"type":"match","trade_id":1568268,"maker_order_id":"cac01d6d-8009-4c33-8e0d-f7f853d7c1bc",'
+    '"taker_order_id":"3dec64e4-f6ad-4ca8-ad3f-e5b1a0eb0d06","side":"sell","size":"450",'
+    '"price":"0.791","product_id":"SKL-USD","sequence":201390075,'
+    '"time":"2021-04-17T16:43:37.121358Z"}'
+)
+
+
+def _trade(**changes: Any) -> Trade:
+    fields: dict[str, Any] = {
+        "exchange": "coinbase",
+        "symbol": "BTC-USD",
+        "raw_symbol": "BTC-USD",
+        "trade_id": "42",
+        "price": "27123.45000000",
+        "size": "0.01230000",
+        "side": "buy",
+        "ts_event": 1_700_000_000_123_456,
+        "ts_recv": 7,
+    }
+    fields.update(changes)
+    return Trade(**fields)
+
+
+# -- client requests ------------------------------------------------------------------------------
+
+
+def test_identity_registry_and_url() -> None:
+    proto = get_protocol("coinbase")
+    assert isinstance(proto, CoinbaseProtocol) and proto is not get_protocol("coinbase")
+    assert (proto.name, proto.default_url) == ("coinbase", "wss://ws-feed.exchange.coinbase.com")
+    assert proto.sequenced and proto.keepalive_interval is None
+    assert proto.keepalive_message() is None
+    assert proto.max_streams_per_connection == MAX_PRODUCTS_PER_CONNECTION == 50
+    url = "wss://ws-feed.exchange.coinbase.com"
+    assert proto.connection_url(url, ["BTC-USD"]) == url
+
+
+def test_subscribe_message() -> None:
+    proto = CoinbaseProtocol()
+    assert proto.subscribe_messages([]) == []
+    (frame,) = proto.subscribe_messages(["BTC-USD", "eth-usd"])
+    assert orjson.loads(frame) == {
+        "type": "subscribe",
+        "product_ids": ["BTC-USD", "ETH-USD"],
+        "channels": ["matches", "heartbeat"],
+    }
+
+
+def test_bad_and_too_many_products() -> None:
+    proto = CoinbaseProtocol()
+    for bad in ["BTCUSD", "BTC/USD", "BTC-USD-X", "", "BTC-US D", "BTC-€"]:
+        with pytest.raises(ValueError):
+            proto.subscribe_messages([bad])
+        with pytest.raises(ValueError):
+            proto.connection_url("ws://h", [bad])
+    many = [f"C{i}-USD" for i in range(MAX_PRODUCTS_PER_CONNECTION + 1)]
+    proto.subscribe_messages(many[:-1])
+    with pytest.raises(ValueError):
+        proto.subscribe_messages(many)
+
+
+# -- trades -----------------------------------------------------------------------------------
+
+
+def test_protocols_md_example_by_hand() -> None:
+    # side "sell" is the maker's: the taker bought. 2021-04-17T16:43:37Z is 1618677817 s.
+    assert CoinbaseProtocol().parse(MATCH, 5) == (
+        Trade("coinbase", "SKL-USD", "SKL-USD", "1568268", "0.791", "450", "buy",
+              1_618_677_817_121_358, 5),
+    )  # fmt: skip
+    last = MATCH.replace('"match"', '"last_match"').replace('"sell"', '"buy"')
+    (trade,) = CoinbaseProtocol().parse(last.encode(), 5)  # type: ignore[misc]
+    assert trade.side == "sell" and trade.trade_id == "1568268"
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+@pytest.mark.parametrize("last", [False, True])
+def test_round_trip_exact_text_and_taker_side(side: str, last: bool) -> None:
+    original = _trade(side=side, price="0.00001305", size="985.10000000")
+    frame = encode_match(original, last=last)
+    msg = orjson.loads(frame)
+    assert msg["type"] == ("last_match" if last else "match")
+    assert msg["side"] == ("sell" if side == "buy" else "buy")  # written as the maker's side
+    assert msg["price"] == "0.00001305" and msg["size"] == "985.10000000"
+    assert msg["time"] == "2023-11-14T22:13:20.123456Z"
+    assert CoinbaseProtocol().parse(frame, 7) == (original,)
+
+
+def test_encode_escapes_unsafe_text() -> None:
+    odd = _trade(raw_symbol='BTC"USD', price="1\\2")
+    msg = orjson.loads(encode_match(odd))
+    assert msg["product_id"] == 'BTC"USD' and msg["price"] == "1\\2"
+
+
+def test_last_match_repeated_after_reconnect_is_a_duplicate() -> None:
+    """A reconnect's last_match repeats a trade the client has: the session's trade-id check
+    (this GapTracker) drops it; the following matches continue without a gap."""
+    proto, gaps = CoinbaseProtocol(), GapTracker()
+    first = [proto.parse(encode_match(_trade(trade_id=str(i)), last=i == 1), 0) for i in (1, 2, 3)]
+    again = [proto.parse(encode_match(_trade(trade_id=str(i)), last=i == 3), 0) for i in (3, 4)]
+    batch = [t for result in first + again for t in result]  # type: ignore[union-attr]
+    kept = gaps.filter("coinbase", batch)
+    assert [t.trade_id for t in kept] == ["1", "2", "3", "4"]
+    assert gaps.duplicates == 1 and gaps.gaps == {}
+
+
+# -- the real recording -------------------------------------------------------------------------
+
+
+def _read_cryptofeed(path: Path) -> tuple[list[str], list[str], list[tuple[int, str]]]:
+    """(connect urls, client frames, [(ts_recv ns, received frame)]) of a cryptofeed capture."""
+    connects: list[str] = []
+    sent: list[str] = []
+    received: list[tuple[int, str]] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            if " <-> " in line:
+                connects.append(line.split(" <-> ")[0])
+            elif " <- " in line:
+                sent.append(line.split(": ", 1)[1])
+            else:
+                epoch, text = line.split(": ", 1)
+                received.append((int(Decimal(epoch) * 1_000_000_000), text))
+    return connects, sent, received
+
+
+def test_recording_every_frame_parses_and_exactly_the_matches_become_trades() -> None:
+    connects, sent, received = _read_cryptofeed(RECORDING)
+    assert connects == ["wss://ws-feed.pro.coinbase.com"] and len(sent) == 3
+    assert len(received) == 9946
+    raw = [json.loads(text) for _, text in received]
+    kinds = collections.Counter(m["type"] for m in raw)
+    expected = [m for m in raw if m["type"] in ("match", "last_match")]
+    assert (kinds["match"], kinds["last_match"], len(expected)) == (97, 10, 107)
+
+    proto = CoinbaseProtocol()
+    trades: list[Trade] = []
+    controls = []
+    for (ts_recv, text), msg in zip(received, raw, strict=True):
+        result = proto.parse(text, ts_recv)  # never raises on real traffic
+        if isinstance(result, tuple):
+            assert result == () or msg["type"] in ("match", "last_match"), text[:100]
+            trades.extend(result)
+        else:
+            controls.append(result)
+    assert controls == [Ack("subscriptions")] * kinds["subscriptions"]
+    # exactly the match/last_match messages, in order, with their exact text
+    assert [(t.raw_symbol, t.trade_id, t.price, t.size) for t in trades] == [
+        (m["product_id"], str(m["trade_id"]), m["price"], m["size"]) for m in expected
+    ]
+    assert all(t.side != m["side"] for t, m in zip(trades, expected, strict=True))  # maker's side
+    # the ticker channel states the TAKER's side of the same trades: it must agree
+    ticker_side = {
+        (m["product_id"], str(m["trade_id"])): m["side"] for m in raw if m["type"] == "ticker"
+    }
+    checked = [t for t in trades if (t.raw_symbol, t.trade_id) in ticker_side]
+    assert len(checked) == 107
+    assert all(t.side == ticker_side[(t.raw_symbol, t.trade_id)] for t in checked)
+    # real trade ids are contiguous per product after the last_match
+    gaps = GapTracker()
+    assert len(gaps.filter("coinbase", trades)) == 107 and gaps.gaps == {}
+    # a few checked by hand against the file
+    by_id = {(t.raw_symbol, t.trade_id): t for t in trades}
+    assert by_id[("SKL-USD", "1568268")] == Trade(
+        "coinbase", "SKL-USD", "SKL-USD", "1568268", "0.791", "450", "buy",
+        1_618_677_817_121_358, 1_618_677_817_129_917_900,
+    )  # fmt: skip
+    assert by_id[("BAND-GBP", "881613")] == Trade(  # the first last_match of the file
+        "coinbase", "BAND-GBP", "BAND-GBP", "881613", "14.7775", "0.04", "buy",
+        1_618_677_810_244_075, 1_618_677_817_079_762_000,
+    )  # fmt: skip
+    skl_btc = by_id[("SKL-BTC", "280232")]
+    assert (skl_btc.symbol, skl_btc.price, skl_btc.size, skl_btc.side) == (
+        "SKL-BTC",
+        "0.00001305",
+        "985",
+        "buy",
+    )
+
+
+# -- controls -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            '{"type":"subscriptions","channels":[{"name":"matches","product_ids":["BTC-USD"]}]}',
+            Ack("subscriptions"),
+        ),
+        (
+            '{"type":"heartbeat","sequence":90,"last_trade_id":20,"product_id":"BTC-USD",'
+            '"time":"2014-11-07T08:19:28.464459Z"}',
+            Heartbeat(),
+        ),
+        (
+            '{"type":"error","message":"Failed to subscribe",'
+            '"reason":"BTC-XYZ is not a valid product"}',
+            ExchangeError(
+                "coinbase error: Failed to subscribe: BTC-XYZ is not a valid product", fatal=True
+            ),
+        ),
+        (
+            '{"type":"error","message":"ErrSlowConsume"}',
+            ExchangeError("coinbase error: ErrSlowConsume", fatal=False),
+        ),
+        (
+            encode_error("Failed to subscribe", "NOPE-USD is not a valid product"),
+            ExchangeError(
+                "coinbase error: Failed to subscribe: NOPE-USD is not a valid product", True
+            ),
+        ),
+        (encode_heartbeat("ETH-USD", 7, 1_700_000_000_000_000), Heartbeat()),
+        (encode_subscriptions({"matches": ["BTC-USD"], "heartbeat": []}), Ack("subscriptions")),
+        ('{"type":"l2update","product_id":"BTC-USD","changes":[["sell","1","2"]]}', ()),
+        ('{"type":"ticker","product_id":"BTC-USD","price":"1","side":"buy","trade_id":1}', ()),
+        ('{"type":"snapshot","product_id":"BTC-USD","asks":[],"bids":[]}', ()),
+        ('{"type":"received","order_id":"x","side":"buy"}', ()),
+        ('{"type":"open"}', ()),
+        ('{"type":"done","reason":"filled"}', ()),
+        ('{"type":"status","products":[]}', ()),
+    ],
+)
+def test_controls_and_other_messages(frame: str, expected: object) -> None:
+    assert CoinbaseProtocol().parse(frame, 0) == expected
+
+
+def test_heartbeat_encoding() -> None:
+    assert orjson.loads(encode_heartbeat("BTC-USD", 20, 1_415_348_368_464_459)) == {
+        "type": "heartbeat",
+        "last_trade_id": 20,
+        "product_id": "BTC-USD",
+        "sequence": 1060,
+        "time": "2014-11-07T08:19:28.464459Z",
+    }
+
+
+# -- malformed ------------------------------------------------------------------------------------
+
+_DROP = object()
+
+
+def _with(**changes: Any) -> str:
+    msg = orjson.loads(MATCH)
+    for key, value in changes.items():
+        if value is _DROP:
+            del msg[key]
+        else:
+            msg[key] = value
+    return orjson.dumps(msg).decode()
+
+
+@pytest.mark.parametrize(
+    ("frame", "kind"),
+    [
+        ("", "json"),
+        ("{", "json"),
+        (b"\xff\xfe{}", "json"),
+        ('{"type":"match","product_id":"\ud800"}', "json"),
+        ("[" * 2000 + "]" * 2000, "json"),
+        ("[]", "not-object"),
+        ("null", "not-object"),
+        ('"match"', "not-object"),
+        ("{}", "missing-field"),
+        ('{"type":5}', "type"),
+        ('{"type":["match"]}', "type"),
+        ('{"type":"error","message":5}', "type"),
+        ('{"type":"error","message":"x","reason":[1]}', "type"),
+        (_with(trade_id=_DROP), "missing-field"),
+        (_with(price=_DROP), "missing-field"),
+        (_with(size=_DROP), "missing-field"),
+        (_with(side=_DROP), "missing-field"),
+        (_with(time=_DROP), "missing-field"),
+        (_with(product_id=_DROP), "missing-field"),
+        (_with(price=0.791), "type"),
+        (_with(size=450), "type"),
+        (_with(price=None), "type"),
+        (_with(price=""), "decimal"),
+        (_with(price="1e5"), "decimal"),
+        (_with(size="-1"), "decimal"),
+        (_with(price="NaN"), "decimal"),
+        (_with(price="٣"), "decimal"),
+        (_with(trade_id="1568268"), "type"),
+        (_with(trade_id=-1), "type"),
+        (_with(trade_id=1.5), "type"),
+        (_with(trade_id=True), "type"),
+        (_with(trade_id=2**63), "type"),
+        (_with(side="up"), "type"),
+        (_with(side=None), "type"),
+        (_with(time=1618677817), "type"),
+        (_with(time="2021-04-17 16:43:37"), "time"),
+        (_with(time="2021-02-30T16:43:37Z"), "time"),
+        (_with(time="1969-12-31T23:59:59Z"), "time"),
+        (_with(product_id=["SKL-USD"]), "type"),
+        (_with(product_id=5), "type"),
+        (_with(product_id="SKL-USD-EUR"), "symbol"),
+        (_with(product_id="SKL_USD"), "symbol"),
+        (MATCH.replace("1568268", "1" * 30), "type"),
+    ],
+)
+def test_malformed(frame: str | bytes, kind: str) -> None:
+    with pytest.raises(MalformedFrame) as info:
+        CoinbaseProtocol().parse(frame, 0)
+    assert info.value.kind == kind
+
+
+def _check(frame: str | bytes) -> None:
+    try:
+        result = CoinbaseProtocol().parse(frame, 0)
+    except MalformedFrame as exc:
+        assert exc.kind and isinstance(exc.detail, str)
+        return
+    if isinstance(result, tuple):
+        for trade in result:
+            assert isinstance(trade, Trade) and trade.side in ("buy", "sell")
+            orjson.dumps(trade)  # everything in a trade can be written by the sink
+    else:
+        assert isinstance(result, Ack | Heartbeat | ExchangeError)
+        if isinstance(result, ExchangeError):
+            result.message.encode("utf-8")  # printable: no lone surrogates from the frame
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.text())
+def test_fuzz_text(frame: str) -> None:
+    _check(frame)
+
+
+@given(st.binary())
+def test_fuzz_bytes(frame: bytes) -> None:
+    _check(frame)
+
+
+@given(st.integers(min_value=0, max_value=len(MATCH)))
+def test_fuzz_truncated(cut: int) -> None:
+    _check(MATCH[:cut])
+    _check(MATCH[:cut].encode())
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(
+        ["type", "trade_id", "price", "size", "side", "time", "product_id", "message", "reason"]
+    ),
+    json_values,
+)
+def test_fuzz_field_values(field: str, value: Any) -> None:
+    msg = orjson.loads(MATCH)
+    msg[field] = value
+    _check(json.dumps(msg))
+    msg["type"] = "error"
+    _check(json.dumps(msg))
+
+
+@given(json_values)
+def test_fuzz_any_json(value: Any) -> None:
+    _check(json.dumps(value))
+    _check(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+@given(st.integers(min_value=1, max_value=5000))
+def test_fuzz_deep_nesting(depth: int) -> None:
+    _check('{"type":"match","price":' * depth + "1" + "}" * depth)
+    _check("[" * depth + "]" * depth)
+
+
+@given(st.integers(min_value=-(10**40), max_value=10**40), st.sampled_from(["trade_id", "size"]))
+def test_fuzz_huge_numbers(number: int, field: str) -> None:
+    _check(MATCH.replace(f'"{field}":', f'"{field}":{number},"_":', 1))
+
+
+@given(st.text(min_size=1, max_size=30), st.sampled_from(["price", "size", "time", "product_id"]))
+def test_fuzz_unicode_fields(text: str, field: str) -> None:
+    _check(_with(**{field: text}))
+
+
+# -- server side helpers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            '{"type":"subscribe","product_ids":["BTC-USD"],"channels":["matches","heartbeat"]}',
+            ClientRequest("subscribe", {"matches": ("BTC-USD",), "heartbeat": ("BTC-USD",)}),
+        ),
+        (
+            '{"type":"subscribe","channels":[{"name":"heartbeat","product_ids":["ETH-EUR"]}]}',
+            ClientRequest("subscribe", {"heartbeat": ("ETH-EUR",)}),
+        ),
+        (
+            '{"type":"unsubscribe","product_ids":["A-B"],"channels":["matches",'
+            '{"name":"matches","product_ids":["A-B","C-D"]}]}',
+            ClientRequest("unsubscribe", {"matches": ("A-B", "C-D")}),
+        ),
+        ("nope", RequestError("Malformed JSON", "the message is not JSON")),
+        ("[1]", RequestError("Malformed JSON", "the message is not a JSON object")),
+        ('{"type":"hello"}', RequestError("Unknown message type hello")),
+        (
+            '{"type":"subscribe","product_ids":"BTC-USD","channels":["matches"]}',
+            RequestError("Failed to subscribe", "product_ids must be a list of strings"),
+        ),
+        (
+            '{"type":"subscribe","product_ids":["BTC-USD"],"channels":[]}',
+            RequestError("Failed to subscribe", "channels must be a non-empty list"),
+        ),
+        (
+            '{"type":"subscribe","channels":[{"product_ids":["BTC-USD"]}]}',
+            RequestError("Failed to subscribe", "a channel must be a name or {name, product_ids}"),
+        ),
+    ],
+)
+def test_parse_client_request(frame: str, expected: object) -> None:
+    assert parse_client_request(frame) == expected

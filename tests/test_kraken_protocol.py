@@ -1,0 +1,475 @@
+"""KrakenProtocol: subscribe/ping frames, exact JSON-number parsing, controls, malformed input,
+encoders."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.base import Ack, ExchangeError, Heartbeat
+from connectors.gaps import GapTracker
+from connectors.kraken import (
+    HEARTBEAT,
+    MAX_SYMBOLS_PER_CONNECTION,
+    ClientRequest,
+    JsonFloat,
+    JsonInt,
+    KrakenProtocol,
+    RequestError,
+    encode_pong,
+    encode_response,
+    encode_status,
+    encode_trades,
+    loads_exact,
+    parse_client_request,
+)
+from connectors.registry import get_protocol
+from engine.errors import MalformedFrame
+from engine.records import Trade
+
+# PROTOCOLS.md's examples, verbatim.
+TRADE = (
+    '{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy",'
+    '"price":105944.2,"qty":0.00027625,"ord_type":"limit","trade_id":10218208,'
+    '"timestamp":"2023-10-06T17:35:55.440295Z"}]}'
+)
+STATUS = (
+    '{"channel":"status","type":"update","data":[{"api_version":"v2",'
+    '"connection_id":13834774380200032777,"system":"online","version":"2.0.0"}]}'
+)
+SUBSCRIBED = (
+    '{"method":"subscribe","result":{"channel":"trade","snapshot":false,"symbol":"BTC/USD"},'
+    '"success":true,"time_in":"2023-09-25T09:04:31.742599Z",'
+    '"time_out":"2023-09-25T09:04:31.742648Z","req_id":1}'
+)
+REFUSED = (
+    '{"error":"Currency pair not supported XBT/USD","method":"subscribe","success":false,'
+    '"symbol":"XBT/USD","time_in":"2023-09-25T09:04:31.742599Z",'
+    '"time_out":"2023-09-25T09:04:31.742648Z","req_id":1}'
+)
+
+
+def _trade(**changes: Any) -> Trade:
+    fields: dict[str, Any] = {
+        "exchange": "kraken",
+        "symbol": "BTC-USD",
+        "raw_symbol": "BTC/USD",
+        "trade_id": "42",
+        "price": "27123.45000000",
+        "size": "0.01230000",
+        "side": "buy",
+        "ts_event": 1_700_000_000_123_456,
+        "ts_recv": 7,
+    }
+    fields.update(changes)
+    return Trade(**fields)
+
+
+# -- client requests ------------------------------------------------------------------------------
+
+
+def test_identity_registry_and_url() -> None:
+    proto = get_protocol("kraken")
+    assert isinstance(proto, KrakenProtocol) and proto is not get_protocol("kraken")
+    assert (proto.name, proto.default_url) == ("kraken", "wss://ws.kraken.com/v2")
+    assert proto.sequenced and proto.keepalive_interval == 30
+    assert proto.max_streams_per_connection == MAX_SYMBOLS_PER_CONNECTION == 50
+    assert proto.connection_url("wss://ws.kraken.com/v2", ["BTC/USD"]) == "wss://ws.kraken.com/v2"
+
+
+def test_subscribe_and_ping_share_request_ids() -> None:
+    proto = KrakenProtocol()
+    assert proto.subscribe_messages([]) == []
+    (frame,) = proto.subscribe_messages(["BTC/USD", "eth/usd"])
+    assert orjson.loads(frame) == {
+        "method": "subscribe",
+        "params": {"channel": "trade", "symbol": ["BTC/USD", "ETH/USD"], "snapshot": False},
+        "req_id": 1,
+    }
+    assert orjson.loads(proto.keepalive_message() or "") == {"method": "ping", "req_id": 2}
+    assert orjson.loads(proto.keepalive_message() or "") == {"method": "ping", "req_id": 3}
+
+
+def test_bad_and_too_many_pairs() -> None:
+    proto = KrakenProtocol()
+    for bad in ["BTCUSD", "BTC-USD", "BTC/USD/EUR", "", "BTC/U SD"]:
+        with pytest.raises(ValueError):
+            proto.subscribe_messages([bad])
+        with pytest.raises(ValueError):
+            proto.connection_url("ws://h/v2", [bad])
+    many = [f"C{i}/USD" for i in range(MAX_SYMBOLS_PER_CONNECTION + 1)]
+    proto.subscribe_messages(many[:-1])
+    with pytest.raises(ValueError):
+        proto.subscribe_messages(many)
+    # legacy names pass: Kraken v2 refuses them itself, with a message worth reporting
+    assert "XBT/USD" in proto.subscribe_messages(["XBT/USD"])[0]
+
+
+# -- exact numbers ------------------------------------------------------------------------------
+
+
+def test_loads_exact_keeps_number_text() -> None:
+    msg = loads_exact(b'{"a":0.10000000,"b":105944,"c":1e-8,"d":"0.1","e":[-0.0,true,null]}')
+    assert msg == {
+        "a": "0.10000000",
+        "b": "105944",
+        "c": "1e-8",
+        "d": "0.1",
+        "e": ["-0.0", True, None],
+    }
+    assert type(msg["a"]) is JsonFloat and type(msg["b"]) is JsonInt and type(msg["d"]) is str
+    for bad in ("NaN", '{"a":Infinity}', "-Infinity", "[" * 100_000):
+        with pytest.raises(ValueError):
+            loads_exact(bad)
+
+
+# -- trades -------------------------------------------------------------------------------------
+
+
+def test_protocols_md_example_by_hand() -> None:
+    # 2023-10-06T17:35:55Z is 1696613755 s; the price keeps its text, never a float repr.
+    assert KrakenProtocol().parse(TRADE, 9) == (
+        Trade("kraken", "BTC-USD", "BTC/USD", "10218208", "105944.2", "0.00027625", "buy",
+              1_696_613_755_440_295, 9),
+    )  # fmt: skip
+
+
+def test_text_survives_where_a_float_would_not() -> None:
+    frame = TRADE.replace("105944.2", "105944.20000000").replace("0.00027625", "12345678.123456789")
+    (trade,) = KrakenProtocol().parse(frame.encode(), 0)  # type: ignore[misc]
+    assert (trade.price, trade.size) == ("105944.20000000", "12345678.123456789")
+    assert repr(float(trade.size)) != trade.size  # what a float round trip would have stored
+    (whole,) = KrakenProtocol().parse(TRADE.replace("105944.2", "105944"), 0)  # type: ignore[misc]
+    assert whole.price == "105944"
+
+
+def test_batched_update_snapshot_and_legacy_symbol() -> None:
+    entry = orjson.loads(TRADE)["data"][0]
+    second = {**entry, "trade_id": 10218209, "side": "sell", "symbol": "XBT/USD"}
+    frame = orjson.dumps({"channel": "trade", "type": "snapshot", "data": [entry, second]})
+    first, other = KrakenProtocol().parse(frame, 0)  # type: ignore[misc]
+    assert (first.trade_id, other.trade_id, other.side) == ("10218208", "10218209", "sell")
+    assert (other.symbol, other.raw_symbol) == ("BTC-USD", "XBT/USD")
+    assert KrakenProtocol().parse('{"channel":"trade","type":"update","data":[]}', 0) == ()
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_round_trip_exact_text_and_taker_side(side: str, snapshot: bool) -> None:
+    trades = [
+        _trade(side=side),
+        _trade(
+            trade_id="43", price="0.00001000", size="12", raw_symbol="ETH/USD", symbol="ETH-USD"
+        ),
+    ]
+    frame = encode_trades(trades, snapshot=snapshot)
+    assert '"price":27123.45000000,"qty":0.01230000' in frame  # JSON numbers, exact text
+    assert f'"side":"{side}"' in frame  # Kraken's side is the taker's already
+    msg = json.loads(frame)
+    assert msg["type"] == ("snapshot" if snapshot else "update")
+    assert msg["data"][0]["timestamp"] == "2023-11-14T22:13:20.123456Z"
+    assert KrakenProtocol().parse(frame, 7) == tuple(trades)
+
+
+def test_encode_refuses_text_that_is_no_json_number() -> None:
+    for bad in ({"price": "1e5"}, {"size": "-1"}, {"price": "NaN"}, {"trade_id": "x"}):
+        with pytest.raises(ValueError):
+            encode_trades([_trade(**bad)])
+
+
+def test_reconnect_without_snapshot_records_a_gap_and_no_duplicate() -> None:
+    proto, gaps = KrakenProtocol(), GapTracker()
+    frames = [encode_trades([_trade(trade_id=str(i))]) for i in (1, 2, 3, 7, 8)]
+    batch = [t for frame in frames for t in proto.parse(frame, 0)]  # type: ignore[union-attr]
+    assert len(gaps.filter("kraken", batch)) == 5
+    assert [(g.from_id, g.to_id) for g in gaps.gaps["kraken:BTC-USD"]] == [(4, 6)]
+
+
+# -- controls -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (STATUS, Ack("status online")),
+        (encode_status("online", 7), Ack("status online")),
+        (
+            encode_status("maintenance"),
+            ExchangeError("kraken system status maintenance: no trading", fatal=False),
+        ),
+        (
+            encode_status("cancel_only"),
+            ExchangeError("kraken system status cancel_only: no trading", fatal=False),
+        ),
+        (SUBSCRIBED, Ack("subscribe BTC/USD req_id=1")),
+        (
+            REFUSED,
+            ExchangeError(
+                "kraken subscribe failed XBT/USD: Currency pair not supported XBT/USD", fatal=True
+            ),
+        ),
+        (
+            encode_response("subscribe", 3, 0, 0, error="Already subscribed", symbol="BTC/USD"),
+            ExchangeError("kraken subscribe failed BTC/USD: Already subscribed", fatal=False),
+        ),
+        (
+            encode_response("unsubscribe", 3, 0, 0, error="Subscription Not Found"),
+            ExchangeError("kraken unsubscribe failed: Subscription Not Found", fatal=False),
+        ),
+        (HEARTBEAT, Heartbeat()),
+        ('{"method":"pong","req_id":101,"time_in":"x","time_out":"y"}', Heartbeat()),
+        (encode_pong(5, 0, 0), Heartbeat()),
+        ('{"error":"EGeneral:Invalid arguments","success":false}', ExchangeError(
+            "kraken error: EGeneral:Invalid arguments", fatal=False)),
+        ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[]}]}', ()),
+        ('{"channel":"ticker","type":"snapshot","data":[]}', ()),
+        ('{"channel":"instrument","type":"snapshot","data":{}}', ()),
+        ("{}", ()),
+    ],
+)  # fmt: skip
+def test_controls_and_other_channels(frame: str, expected: object) -> None:
+    assert KrakenProtocol().parse(frame, 0) == expected
+
+
+# -- malformed ------------------------------------------------------------------------------------
+
+_DROP = object()
+
+
+def _with(**changes: Any) -> str:
+    """The PROTOCOLS.md trade with its entry's fields changed (values as JSON text)."""
+    msg = orjson.loads(TRADE)
+    entry = msg["data"][0]
+    entry["price"], entry["qty"] = "@P", "@Q"
+    for key, value in changes.items():
+        if value is _DROP:
+            del entry[key]
+        else:
+            entry[key] = f"@{key}"
+    text = orjson.dumps(msg).decode()
+    text = text.replace('"@P"', "105944.2", 1).replace('"@Q"', "0.00027625", 1)
+    for key, value in changes.items():
+        if value is not _DROP:
+            text = text.replace(f'"@{key}"', value, 1)
+    return text
+
+
+@pytest.mark.parametrize(
+    ("frame", "kind"),
+    [
+        ("", "json"),
+        ("{", "json"),
+        (b"\xff\xfe{}", "json"),
+        ("[" * 5000 + "]" * 5000, "json"),
+        (TRADE.replace("105944.2", "NaN"), "json"),
+        (TRADE.replace("105944.2", "Infinity"), "json"),
+        (TRADE + "x", "json"),
+        ("[]", "not-object"),
+        ("null", "not-object"),
+        ("1.5", "not-object"),
+        ('{"channel":5}', "type"),
+        ('{"method":["pong"]}', "type"),
+        ('{"method":"subscribe","success":"yes"}', "type"),
+        ('{"channel":"status","data":[]}', "type"),
+        ('{"channel":"status","data":[{"system":1}]}', "type"),
+        ('{"channel":"trade","type":"update","data":{}}', "type"),
+        ('{"channel":"trade","type":"delete","data":[]}', "type"),
+        ('{"channel":"trade","data":[]}', "type"),
+        ('{"channel":"trade","type":"update","data":[1]}', "not-object"),
+        ('{"channel":"trade","type":"update","data":["x"]}', "not-object"),
+        ('{"channel":"trade","type":"update","data":[[]]}', "not-object"),
+        (_with(symbol=_DROP), "missing-field"),
+        (_with(side=_DROP), "missing-field"),
+        (_with(price=_DROP), "missing-field"),
+        (_with(qty=_DROP), "missing-field"),
+        (_with(trade_id=_DROP), "missing-field"),
+        (_with(timestamp=_DROP), "missing-field"),
+        (_with(price='"105944.2"'), "type"),  # a string, not a number
+        (_with(qty="null"), "type"),
+        (_with(qty="true"), "type"),
+        (_with(price="-105944.2"), "decimal"),
+        (_with(price="1" * 41), "decimal"),
+        (_with(qty="1e1000"), "decimal"),
+        (_with(trade_id="1.5"), "type"),
+        (_with(trade_id='"10218208"'), "type"),
+        (_with(trade_id="-1"), "type"),
+        (_with(trade_id="1" * 19), "type"),
+        (_with(side='"up"'), "type"),
+        (_with(side="1"), "type"),
+        (_with(timestamp="1696613755"), "type"),
+        (_with(timestamp='"2023-10-06"'), "time"),
+        (_with(timestamp='"2023-10-06T25:35:55Z"'), "time"),
+        (_with(symbol="5"), "type"),
+        (_with(symbol='["BTC/USD"]'), "type"),
+        (_with(symbol='"BTCUSD_"'), "symbol"),
+        (_with(symbol='"BTC/USD/EUR"'), "symbol"),
+    ],
+)
+def test_malformed(frame: str | bytes, kind: str) -> None:
+    with pytest.raises(MalformedFrame) as info:
+        KrakenProtocol().parse(frame, 0)
+    assert info.value.kind == kind
+
+
+def _check(frame: str | bytes) -> None:
+    try:
+        result = KrakenProtocol().parse(frame, 0)
+    except MalformedFrame as exc:
+        assert exc.kind and isinstance(exc.detail, str)
+        return
+    if isinstance(result, tuple):
+        for trade in result:
+            assert isinstance(trade, Trade) and trade.side in ("buy", "sell")
+            assert type(trade.price) is str and type(trade.trade_id) is str
+            orjson.dumps(trade)  # everything in a trade can be written by the sink
+    else:
+        assert isinstance(result, Ack | Heartbeat | ExchangeError)
+        if isinstance(result, ExchangeError):
+            result.message.encode("utf-8")  # printable: no lone surrogates from the frame
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.text())
+def test_fuzz_text(frame: str) -> None:
+    _check(frame)
+
+
+@given(st.binary())
+def test_fuzz_bytes(frame: bytes) -> None:
+    _check(frame)
+
+
+@given(st.integers(min_value=0, max_value=len(TRADE)))
+def test_fuzz_truncated(cut: int) -> None:
+    _check(TRADE[:cut])
+    _check(TRADE[:cut].encode())
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(["symbol", "side", "price", "qty", "trade_id", "timestamp", "ord_type"]),
+    json_values,
+)
+def test_fuzz_entry_values(field: str, value: Any) -> None:
+    msg = orjson.loads(TRADE)
+    msg["data"][0][field] = value
+    _check(json.dumps(msg))
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(["channel", "type", "data", "method", "success", "error", "symbol", "result"]),
+    json_values,
+)
+def test_fuzz_top_level_values(field: str, value: Any) -> None:
+    for base in (TRADE, STATUS, SUBSCRIBED, REFUSED):
+        msg = orjson.loads(base)
+        msg[field] = value
+        _check(json.dumps(msg))
+
+
+@given(json_values)
+def test_fuzz_any_json(value: Any) -> None:
+    _check(json.dumps(value))
+    _check(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+@given(st.integers(min_value=1, max_value=5000))
+def test_fuzz_deep_nesting(depth: int) -> None:
+    _check('{"channel":"trade","data":' * depth + "1" + "}" * depth)
+    _check("[" * depth + "]" * depth)
+
+
+@given(
+    st.integers(min_value=-(10**60), max_value=10**60),
+    st.sampled_from(["price", "qty", "trade_id"]),
+)
+def test_fuzz_huge_numbers(number: int, field: str) -> None:
+    _check(TRADE.replace(f'"{field}":', f'"{field}":{number},"_":', 1))
+
+
+@given(st.text(min_size=1, max_size=30), st.sampled_from(["symbol", "side", "timestamp"]))
+def test_fuzz_unicode_fields(text: str, field: str) -> None:
+    msg = orjson.loads(TRADE)
+    msg["data"][0][field] = text
+    _check(json.dumps(msg, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+# -- server side helpers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            '{"method":"subscribe","params":{"channel":"trade","symbol":["BTC/USD"],'
+            '"snapshot":false},"req_id":1}',
+            ClientRequest("subscribe", 1, "trade", ("BTC/USD",), False),
+        ),
+        (
+            '{"method":"unsubscribe","params":{"channel":"trade","symbol":["A/B"]}}',
+            ClientRequest("unsubscribe", None, "trade", ("A/B",)),
+        ),
+        ('{"method":"ping","req_id":101}', ClientRequest("ping", 101)),
+        ('{"method":"ping"}', ClientRequest("ping", None)),
+        ("nope", RequestError("", "EGeneral:Invalid arguments: the request is not JSON")),
+        ("[]", RequestError("", "EGeneral:Invalid arguments: the request is not an object")),
+        (
+            '{"method":"ping","req_id":"x"}',
+            RequestError("ping", "EGeneral:Invalid arguments: req_id must be an integer"),
+        ),
+        (
+            '{"method":"add_order","req_id":4}',
+            RequestError("add_order", "Method not found: add_order", 4),
+        ),
+        (
+            '{"method":"subscribe","params":{"symbol":["BTC/USD"]},"req_id":2}',
+            RequestError("subscribe", "EGeneral:Invalid arguments: params.channel missing", 2),
+        ),
+        (
+            '{"method":"subscribe","params":{"channel":"trade","symbol":"BTC/USD"},"req_id":2}',
+            RequestError("subscribe", "EGeneral:Invalid arguments: symbol must be a list", 2),
+        ),
+    ],
+)  # fmt: skip
+def test_parse_client_request(frame: str, expected: object) -> None:
+    assert parse_client_request(frame) == expected
+
+
+def test_responses_encode_as_kraken_does() -> None:
+    ok = orjson.loads(
+        encode_response(
+            "subscribe",
+            1,
+            1_695_632_671_742_599,
+            1_695_632_671_742_648,
+            result={"channel": "trade", "snapshot": False, "symbol": "BTC/USD"},
+        )
+    )
+    assert ok == orjson.loads(SUBSCRIBED)
+    refused = encode_response(
+        "subscribe",
+        1,
+        1_695_632_671_742_599,
+        1_695_632_671_742_648,
+        error="Currency pair not supported XBT/USD",
+        symbol="XBT/USD",
+    )
+    assert orjson.loads(refused) == orjson.loads(REFUSED)
+    assert orjson.loads(encode_pong(101, 0, 0)) == {
+        "method": "pong",
+        "req_id": 101,
+        "time_in": "1970-01-01T00:00:00.000000Z",
+        "time_out": "1970-01-01T00:00:00.000000Z",
+    }

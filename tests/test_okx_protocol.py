@@ -1,0 +1,403 @@
+"""OkxProtocol: URL, subscribe frame, parsing (documented example, multi-trade pushes, text
+pong, controls, malformed, property tests) and the server-side encoders, both directions."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.base import Ack, ExchangeError, Heartbeat, ReconnectNotice
+from connectors.fake.adapters import get_adapter
+from connectors.fake.faults import Faults
+from connectors.fake.okx_server import OkxSession
+from connectors.okx import (
+    MAX_STREAMS_PER_CONNECTION,
+    ClientRequest,
+    OkxProtocol,
+    RequestError,
+    encode_error,
+    encode_event,
+    encode_notice,
+    encode_trade,
+    encode_trades,
+    parse_client_request,
+)
+from connectors.registry import get_protocol
+from engine.errors import MalformedFrame
+from engine.records import Trade
+
+# PROTOCOLS.md's example.
+DOC_TRADE = (
+    '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT",'
+    '"tradeId":"1051102132","px":"78808.8","sz":"0.00504905","side":"sell","ts":"1788118931677",'
+    '"count":"1","source":"0","seqId":80559459948}]}'
+)
+
+
+def _trade(**changes: Any) -> Trade:
+    fields: dict[str, Any] = {
+        "exchange": "okx",
+        "symbol": "BTC-USDT",
+        "raw_symbol": "BTC-USDT",
+        "trade_id": "1051102133",
+        "price": "78808.90",
+        "size": "0.00100000",
+        "side": "buy",
+        "ts_event": 1_788_118_931_678_000,
+        "ts_recv": 7,
+    }
+    fields.update(changes)
+    return Trade(**fields)
+
+
+# -- identity and client requests -----------------------------------------------------------------
+
+
+def test_identity_registry_and_limits() -> None:
+    proto = get_protocol("okx")
+    assert isinstance(proto, OkxProtocol)
+    assert (proto.name, proto.default_url) == ("okx", "wss://ws.okx.com:8443/ws/v5/public")
+    assert proto.sequenced is False  # tradeId skips on aggregated fills
+    assert proto.keepalive_interval is not None and proto.keepalive_interval < 30
+    assert proto.keepalive_message() == "ping"
+    assert proto.max_streams_per_connection == MAX_STREAMS_PER_CONNECTION == 500
+    assert get_adapter("okx").name == "okx"
+
+
+def test_connection_url_appends_the_public_path_only_when_missing() -> None:
+    proto = OkxProtocol()
+    assert proto.connection_url("ws://127.0.0.1:9", ["BTC-USDT"]) == "ws://127.0.0.1:9/ws/v5/public"
+    assert proto.connection_url("ws://127.0.0.1:9/", []) == "ws://127.0.0.1:9/ws/v5/public"
+    assert proto.connection_url("wss://ws.okx.com:8443/ws/v5/public", []) == proto.default_url
+    assert proto.connection_url("ws://h:1/custom/", []) == "ws://h:1/custom"
+
+
+def test_subscribe_one_frame_for_all_instruments() -> None:
+    proto = OkxProtocol()
+    assert proto.subscribe_messages([]) == []
+    (frame,) = proto.subscribe_messages(["BTC-USDT", "eth-usdt"])
+    assert orjson.loads(frame) == {
+        "op": "subscribe",
+        "args": [
+            {"channel": "trades", "instId": "BTC-USDT"},
+            {"channel": "trades", "instId": "ETH-USDT"},
+        ],
+    }
+    longest = ["A" * 20 + f"-{i:020d}" for i in range(MAX_STREAMS_PER_CONNECTION)]
+    (big,) = proto.subscribe_messages(longest)
+    assert len(big.encode()) < 64 * 1024  # OKX's request limit (and the fake's frame limit)
+
+
+def test_bad_symbols_and_too_many() -> None:
+    proto = OkxProtocol()
+    for bad in ["BTCUSDT", "BTC/USDT", "BTC-", "-USDT", "", 'BTC-"USDT', "BTC-USDT-SWAP"]:
+        with pytest.raises(ValueError):
+            proto.subscribe_messages([bad])
+    with pytest.raises(ValueError):
+        proto.connection_url(
+            "ws://h", [f"X{i}-USDT" for i in range(MAX_STREAMS_PER_CONNECTION + 1)]
+        )
+
+
+# -- parsing trades -------------------------------------------------------------------------------
+
+
+def test_documented_trade_exact() -> None:
+    assert OkxProtocol().parse(DOC_TRADE, 99) == [
+        Trade(
+            "okx",
+            "BTC-USDT",
+            "BTC-USDT",
+            "1051102132",
+            "78808.8",
+            "0.00504905",
+            "sell",
+            1788118931677000,
+            99,
+        )
+    ]
+
+
+def test_older_traffic_without_count_source_seq() -> None:
+    msg = orjson.loads(DOC_TRADE)
+    for key in ("count", "source", "seqId", "instId"):
+        del msg["data"][0][key]
+    (trade,) = OkxProtocol().parse(orjson.dumps(msg), 1)  # type: ignore[misc]
+    assert trade.trade_id == "1051102132" and trade.symbol == "BTC-USDT"
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_round_trip(side: str, as_bytes: bool) -> None:
+    original = _trade(side=side)
+    frame = encode_trade(original)
+    msg = orjson.loads(frame)
+    assert msg["arg"] == {"channel": "trades", "instId": "BTC-USDT"}
+    (item,) = msg["data"]
+    assert item["side"] == side and item["ts"] == "1788118931678" and item["px"] == "78808.90"
+    assert OkxProtocol().parse(frame.encode() if as_bytes else frame, 7) == [original]
+
+
+def test_many_trades_in_one_push_all_in_order() -> None:
+    trades = [
+        _trade(trade_id=str(100 + 3 * n), side="sell" if n % 2 else "buy", price=f"{n}.50")
+        for n in range(50)
+    ]
+    assert OkxProtocol().parse(encode_trades(trades), 7) == trades
+    assert (
+        OkxProtocol().parse('{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[]}', 0) == []
+    )
+    with pytest.raises(ValueError):
+        encode_trades([])
+
+
+# -- controls -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ("pong", Heartbeat()),
+        (b"pong", Heartbeat()),
+        (
+            '{"event":"subscribe","arg":{"channel":"trades","instId":"BTC-USDT"},"connId":"a4d3ae55"}',
+            Ack("subscribe trades:BTC-USDT"),
+        ),
+        (
+            encode_event("unsubscribe", "trades", "ETH-USDT", "x"),
+            Ack("unsubscribe trades:ETH-USDT"),
+        ),
+        (
+            '{"event":"error","code":"60012","msg":"Invalid request: {\\"op\\": \\"subscribe\\"}"}',
+            ExchangeError('okx error 60012: Invalid request: {"op": "subscribe"}', fatal=True),
+        ),
+        (
+            encode_error(
+                "60018", "Wrong URL or channel:trades,instId:NOPE-USDT doesn't exist.", "x"
+            ),
+            ExchangeError(
+                "okx error 60018: Wrong URL or channel:trades,instId:NOPE-USDT doesn't exist.", True
+            ),
+        ),
+        (encode_notice("a4d3ae55"), ReconnectNotice("okx notice 64008")),
+        ('{"event":"notice","code":"64008","msg":""}', ReconnectNotice("okx notice 64008")),
+        (
+            '{"event":"notice","code":"64009","msg":"other"}',
+            ExchangeError("okx notice 64009: other"),
+        ),
+        ('{"event":"channel-conn-count","channel":"trades","connCount":"2","connId":"x"}', ()),
+        (
+            '{"event":"channel-conn-count-error","channel":"orders"}',
+            ExchangeError("okx channel-conn-count-error: 'orders'"),
+        ),
+        ('{"event":"login","code":"0","msg":""}', ()),
+        ('{"arg":{"channel":"tickers","instId":"BTC-USDT"},"data":[{"last":"1"}]}', ()),
+        ("{}", ()),
+    ],
+)
+def test_controls_and_other_events(frame: str | bytes, expected: object) -> None:
+    assert OkxProtocol().parse(frame, 0) == expected
+
+
+# -- malformed ------------------------------------------------------------------------------------
+
+_DROP = object()
+
+
+def _with(**changes: Any) -> str:
+    msg = orjson.loads(DOC_TRADE)
+    for key, value in changes.items():
+        if key in ("arg", "data"):
+            target = msg
+        elif key in ("channel", "instId"):
+            target = msg["arg"]
+        else:
+            target = msg["data"][0]
+        if value is _DROP:
+            del target[key]
+        else:
+            target[key] = value
+    return json.dumps(msg)  # not orjson: values beyond 64 bits must survive
+
+
+@pytest.mark.parametrize(
+    ("frame", "kind"),
+    [
+        ("", "json"),
+        ("ping", "json"),
+        ("pongs", "json"),
+        (b"\xff\xfe{}", "json"),
+        ("[" * 2000 + "]" * 2000, "json"),
+        ("[]", "not-object"),
+        ('"pong"', "not-object"),
+        ("null", "not-object"),
+        ('{"arg":[1],"data":[]}', "type"),
+        ('{"arg":"trades","data":[]}', "type"),
+        ('{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":{"px":"1"}}', "type"),
+        ('{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":""}', "type"),
+        ('{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[1]}', "type"),
+        ('{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[null]}', "type"),
+        ('{"event":5}', "type"),
+        ('{"event":"error","code":60012,"msg":"x"}', "type"),
+        ('{"event":"notice","code":"64008","msg":null}', "type"),
+        (_with(arg=_DROP), "missing-field"),
+        (_with(channel=_DROP), "missing-field"),
+        (_with(instId=_DROP), "missing-field"),
+        (_with(tradeId=_DROP), "missing-field"),
+        (_with(px=_DROP), "missing-field"),
+        (_with(sz=_DROP), "missing-field"),
+        (_with(side=_DROP), "missing-field"),
+        (_with(ts=_DROP), "missing-field"),
+        (_with(px=78808.8), "type"),
+        (_with(sz=None), "type"),
+        (_with(px=""), "type"),
+        (_with(tradeId=1051102132), "type"),
+        (_with(tradeId=""), "type"),
+        (_with(side="Buy"), "type"),
+        (_with(side=["buy"]), "type"),
+        (_with(side=None), "type"),
+        (_with(ts=1788118931677), "type"),
+        (_with(ts="soon"), "type"),
+        (_with(ts="-1"), "type"),
+        (_with(ts="1.5"), "type"),
+        (_with(ts="\uff11\uff17\uff18"), "type"),
+        (_with(ts="9" * 15), "type"),
+        (_with(instId=["BTC-USDT"]), "type"),
+        (_with(instId=5), "type"),
+        (_with(instId="BTCXYZ"), "symbol"),
+        (_with(instId="A-B-C"), "symbol"),
+    ],
+)
+def test_malformed(frame: str | bytes, kind: str) -> None:
+    with pytest.raises(MalformedFrame) as info:
+        OkxProtocol().parse(frame, 0)
+    assert info.value.kind == kind
+
+
+def test_one_bad_trade_rejects_the_whole_push() -> None:
+    msg = orjson.loads(encode_trades([_trade(), _trade(trade_id="2")]))
+    msg["data"][1]["px"] = 1.5
+    with pytest.raises(MalformedFrame):
+        OkxProtocol().parse(orjson.dumps(msg), 0)
+
+
+def _check(frame: str | bytes) -> None:
+    """Only MalformedFrame may escape; anything returned is well-formed."""
+    try:
+        result = OkxProtocol().parse(frame, 0)
+    except MalformedFrame as exc:
+        assert exc.kind and isinstance(exc.detail, str)
+        return
+    if isinstance(result, (tuple, list)):
+        assert all(isinstance(t, Trade) and t.side in ("buy", "sell") for t in result)
+    else:
+        assert isinstance(result, Ack | Heartbeat | ExchangeError | ReconnectNotice)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.text())
+def test_fuzz_text(frame: str) -> None:
+    _check(frame)
+
+
+@given(st.binary())
+def test_fuzz_bytes(frame: bytes) -> None:
+    _check(frame)
+
+
+@given(st.integers(min_value=0, max_value=len(DOC_TRADE)))
+def test_fuzz_truncated(cut: int) -> None:
+    _check(DOC_TRADE[:cut])
+    _check(DOC_TRADE.encode()[:cut])
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(
+        ["arg", "data", "channel", "instId", "tradeId", "px", "sz", "side", "ts", "event", "code"]
+    ),
+    json_values,
+)
+def test_fuzz_field_values(field: str, value: Any) -> None:
+    _check(_with(**{field: value}))
+
+
+@given(json_values)
+def test_fuzz_any_json(value: Any) -> None:
+    _check(json.dumps(value))
+    _check(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+@given(st.integers(min_value=1, max_value=5000))
+def test_fuzz_deep_nesting(depth: int) -> None:
+    _check('{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":' * depth + "[]" + "}" * depth)
+    _check("[" * depth + "]" * depth)
+
+
+@given(st.integers(min_value=-(10**40), max_value=10**40), st.sampled_from(["ts", "seqId"]))
+def test_fuzz_huge_numbers(number: int, field: str) -> None:
+    _check(_with(**{field: number}))
+
+
+@given(st.text(min_size=1), st.text(min_size=1), st.text())
+def test_fuzz_unicode_text_fields(price: str, size: str, trade_id: str) -> None:
+    _check(_with(px=price, sz=size, tradeId=trade_id))
+
+
+# -- server side ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ("ping", ClientRequest("ping")),
+        (b"ping", ClientRequest("ping")),
+        (
+            '{"op":"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"}]}',
+            ClientRequest("subscribe", (("trades", "BTC-USDT"),)),
+        ),
+        (
+            '{"op":"unsubscribe","args":[{"channel":"trades","instId":"A-B"},{"channel":"x","instId":"C-D"}]}',
+            ClientRequest("unsubscribe", (("trades", "A-B"), ("x", "C-D"))),
+        ),
+        ("nope", RequestError("60012", "Invalid request: nope")),
+        (
+            '{"op":"login","args":[]}',
+            RequestError("60012", 'Invalid request: {"op":"login","args":[]}'),
+        ),
+        (
+            '{"op":"subscribe","args":[]}',
+            RequestError("60012", 'Invalid request: {"op":"subscribe","args":[]}'),
+        ),
+        (
+            '{"op":"subscribe","args":["x"]}',
+            RequestError("60012", 'Invalid request: {"op":"subscribe","args":["x"]}'),
+        ),
+    ],
+)
+def test_parse_client_request(frame: str | bytes, expected: object) -> None:
+    assert parse_client_request(frame) == expected
+
+
+def test_server_malformed_frames_are_all_rejected() -> None:
+    session = OkxSession("x", frozenset({"BTC-USDT"}), Faults())
+    rng = random.Random(3)
+    kinds = set()
+    for _ in range(300):
+        frame = session.malformed(_trade(), "trades:BTC-USDT", rng)
+        with pytest.raises(MalformedFrame) as info:
+            OkxProtocol().parse(frame, 0)
+        kinds.add(info.value.kind)
+    assert kinds == {"json", "missing-field", "type", "not-object"}

@@ -1,0 +1,143 @@
+"""Test helpers: a WebSocket client that parses what a fake exchange sends with a protocol.
+
+Every wait is bounded (``WAIT`` seconds) and ends on a real event (a frame arriving), never on a
+fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from connectors.backoff import Backoff
+from connectors.base import ControlEvent, ExchangeProtocol, ParseResult
+from connectors.gaps import GapTracker
+from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
+from engine.batchqueue import BatchQueue
+from engine.clock import Clock
+from engine.errors import MalformedFrame
+from engine.records import Trade
+from engine.stats import Counters
+
+WAIT = 10.0
+
+
+@dataclass
+class Received:
+    """What a client parsed, in arrival order."""
+
+    trades: list[Trade] = field(default_factory=list)
+    malformed: list[MalformedFrame] = field(default_factory=list)
+    controls: list[ControlEvent] = field(default_factory=list)
+    frames: int = 0
+
+    def ids(self, symbol: str) -> list[int]:
+        """Trade ids of ``symbol`` (raw or canonical spelling) in arrival order."""
+        return [int(t.trade_id) for t in self.trades if symbol in (t.raw_symbol, t.symbol)]
+
+
+def client(url: str) -> connect:
+    """A test client with an unbounded receive queue (see tests/test_fake_server.py)."""
+    return connect(url, max_queue=None)
+
+
+async def read_until(
+    ws: ClientConnection, proto: ExchangeProtocol, got: Received, done: Callable[[], bool]
+) -> None:
+    """Read and parse frames until ``done()`` (at most ``WAIT`` s); ConnectionClosed
+    propagates."""
+    async with asyncio.timeout(WAIT):
+        while not done():
+            frame = await ws.recv()
+            got.frames += 1
+            try:
+                result = proto.parse(frame, 0)
+            except MalformedFrame as exc:
+                got.malformed.append(exc)
+                continue
+            if isinstance(result, (tuple, list)):
+                got.trades.extend(result)
+            else:
+                got.controls.append(result)  # type: ignore[arg-type]
+
+
+async def next_event(ws: ClientConnection, proto: ExchangeProtocol) -> Any:
+    """Parse the next frame (at most ``WAIT`` s away)."""
+    return proto.parse(await asyncio.wait_for(ws.recv(), WAIT), 0)
+
+
+def trade_view(trades: list[Trade]) -> list[tuple[str, str, str, str, str, int]]:
+    """What must survive the wire exactly (everything but ``raw_symbol`` and ``ts_recv``)."""
+    return [(t.symbol, t.trade_id, t.price, t.size, t.side, t.ts_event) for t in trades]
+
+
+async def subscribe(
+    ws: ClientConnection, proto: ExchangeProtocol, symbols: list[str], acks: int
+) -> list[Any]:
+    """Send the protocol's subscribe frames and return the next ``acks`` parsed events."""
+    for message in proto.subscribe_messages(symbols):
+        await ws.send(message)
+    return [await next_event(ws, proto) for _ in range(acks)]
+
+
+def make_session(
+    proto: ExchangeProtocol, url: str, symbols: list[str], clock: Clock, **settings: float
+) -> tuple[WebSocketSession, BatchQueue[Trade]]:
+    """A WebSocketSession for ``symbols`` with a fast backoff and these settings."""
+    counters = Counters()
+    queue: BatchQueue[Trade] = BatchQueue(100_000)
+    session = WebSocketSession(
+        proto,
+        url,
+        symbols,
+        queue,
+        counters=counters,
+        gaps=GapTracker(),
+        invalid_log=InvalidFrameLog(counters),
+        settings=SessionSettings(**settings),  # type: ignore[arg-type]
+        backoff=Backoff(base=0.01, cap=0.02),
+        clock=clock,
+    )
+    return session, queue
+
+
+class ProtocolProbe:
+    """Watches a protocol object that a session uses: the control events it parsed and how often
+    the session's supervisor asked it for a keepalive frame (once per due tick, after reading
+    the clock). Tests wait on these with :meth:`wait_for`, woken by each call: no polling."""
+
+    def __init__(self, proto: ExchangeProtocol) -> None:
+        self.controls: list[object] = []
+        self.keepalives = 0
+        self._changed = asyncio.Event()
+        parse, keepalive = proto.parse, proto.keepalive_message
+
+        def parse_and_record(frame: str | bytes, ts_recv: int) -> ParseResult:
+            result = parse(frame, ts_recv)
+            if not isinstance(result, (tuple, list)):
+                self.controls.append(result)
+                self._changed.set()
+            return result
+
+        def count_keepalive() -> str | None:
+            self.keepalives += 1
+            self._changed.set()
+            return keepalive()
+
+        setattr(proto, "parse", parse_and_record)  # noqa: B010 - instance overrides
+        setattr(proto, "keepalive_message", count_keepalive)  # noqa: B010
+
+    def count(self, kind: type) -> int:
+        """How many control events of ``kind`` were parsed."""
+        return sum(isinstance(event, kind) for event in self.controls)
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds (at most ``WAIT`` s)."""
+        async with asyncio.timeout(WAIT):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
