@@ -29,7 +29,11 @@ from engine.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the fake-exchange flags to ``parser``."""
-    parser.add_argument("--protocol", default="binance", help="exchange protocol to speak")
+    parser.add_argument(
+        "--protocol",
+        default="binance",
+        help="exchange protocol to speak: " + ", ".join(ADAPTERS),
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="port (0: pick a free one)")
     parser.add_argument(
@@ -39,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--faults",
         default="",
-        help="e.g. disconnect-every=5,stall=3@10,malformed=0.01,shutdown-notice-every=30,"
-        "reject-unknown",
+        help="comma list of disconnect-every=N, stall=S@E, malformed=P, oversized=P, "
+        "shutdown-notice-every=N, reject-unknown, drop-pongs "
+        "(e.g. disconnect-every=5,stall=3@10,malformed=0.01)",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic market")
     parser.add_argument("--first-id", type=int, default=1, help="first trade id per symbol")
