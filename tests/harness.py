@@ -41,11 +41,17 @@ class FakeExchangeProcess:
     port: int
     ledger_path: Path
 
+    summary: dict[str, Any] | None = None
+
     def stop(self, timeout: float = 15.0) -> list[dict[str, Any]]:
-        """Stop the server and return its ledger (every trade it sent)."""
+        """Stop the server and return its ledger (every trade it sent); its closing summary
+        line (``{"event":"stopped",...}``) is kept in :attr:`summary`."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=timeout)
+        out, _ = self.proc.communicate(timeout=timeout)
+        for line in out.splitlines():
+            if '"stopped"' in line:
+                self.summary = json.loads(line)
         return read_ledger(self.ledger_path)
 
 

@@ -6,24 +6,26 @@ as another subprocess and keeps a ledger of every trade it sent; S3 is moto's se
 
 from __future__ import annotations
 
-import collections
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import S3Server
 from tests.harness import (
     FEEDVAULT,
+    assert_stored_exactly_once,
     base_env,
+    exchange_stream_env,
     fake_exchange,
+    ledger_missing_ids,
+    manifest_gap_ids,
     read_manifest,
+    run_verify,
     start_stream,
     stored_trades,
-    trade_identity,
     wait_for_log,
 )
 
@@ -32,39 +34,15 @@ STREAMS = "binance:BTCUSDT,binance:ETHUSDT,binance:BNBUSDT"
 
 
 def stream_env(s3: S3Server, bucket: str, url: str, runtime: str, **extra: str) -> dict[str, str]:
-    return base_env(
-        S3_BUCKET=bucket,
-        S3_PREFIX=PREFIX,
-        MAX_RUNTIME_SECONDS=runtime,
-        STREAMS=STREAMS,
-        BINANCE_WS_URL=url,
-        STATS_INTERVAL_SECONDS="1",
-        WINDOW_SECONDS="2",
-        SPILL_DIR=str(Path("/tmp") / f"fv-spill-{bucket}"),
-        **s3.env(),
+    return exchange_stream_env(
+        s3.env(),
+        bucket=bucket,
+        prefix=PREFIX,
+        streams=STREAMS,
+        url_variable="BINANCE_WS_URL",
+        url=url,
+        runtime=runtime,
         **extra,
-    )
-
-
-def assert_exactly_once(ledger: list[dict[str, Any]], stored: list[dict[str, Any]]) -> None:
-    sent = [trade_identity(t) for t in ledger]
-    got = [trade_identity(t) for t in stored]
-    assert len(sent) > 0
-    dupes = [k for k, n in collections.Counter(got).items() if n > 1]
-    assert not dupes, f"{len(dupes)} trades stored more than once, e.g. {dupes[:3]}"
-    missing = set(sent) - set(got)
-    extra = set(got) - set(sent)
-    assert not missing, f"{len(missing)} ledger trades not in S3, e.g. {sorted(missing)[:3]}"
-    assert not extra, f"{len(extra)} stored trades not in the ledger, e.g. {sorted(extra)[:3]}"
-
-
-def verify(s3: S3Server, bucket: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*FEEDVAULT, "verify", f"s3://{bucket}/{PREFIX}"],
-        env=base_env(**s3.env()),
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
 
 
@@ -80,12 +58,12 @@ def test_deadline_run_stores_every_ledger_trade_once(
     assert manifest["status"] == "complete"
     assert manifest["stop_reason"] == "deadline"
     stored = stored_trades(s3_server.client(), bucket, PREFIX)
-    assert_exactly_once(ledger, stored)
+    assert_stored_exactly_once(ledger, stored)
     assert manifest["counters"]["parsed"] == len(stored)
     assert sum(o["records"] for o in manifest["objects"]) == len(stored)
     assert {t["symbol"] for t in stored} == {"BTC-USDT", "ETH-USDT", "BNB-USDT"}
     assert '"event": "stats"' in out or '"event":"stats"' in out
-    result = verify(s3_server, bucket)
+    result = run_verify(s3_server.env(), bucket, PREFIX)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -105,15 +83,7 @@ def test_sigterm_mid_run_stops_cleanly_with_nothing_lost(
     manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "complete"
     assert manifest["stop_reason"] == "signal"
-    assert_exactly_once(ledger, stored_trades(s3_server.client(), bucket, PREFIX))
-
-
-def missing_ids(ledger: list[dict[str, Any]]) -> dict[str, set[int]]:
-    """Per symbol, the ids between the first and last delivered that were never delivered."""
-    ids: dict[str, set[int]] = collections.defaultdict(set)
-    for t in ledger:
-        ids[f"{t['exchange']}:{t['symbol']}"].add(int(t["trade_id"]))
-    return {key: set(range(min(got), max(got) + 1)) - got for key, got in ids.items()}
+    assert_stored_exactly_once(ledger, stored_trades(s3_server.client(), bucket, PREFIX))
 
 
 @pytest.mark.parametrize(
@@ -136,14 +106,10 @@ def test_faults_reconnect_and_gaps_match_the_ledger(
     assert manifest["status"] == "complete"
     assert manifest["counters"]["reconnects"] >= 2
     stored = stored_trades(s3_server.client(), bucket, PREFIX)
-    assert_exactly_once(ledger, stored)
-    expected = missing_ids(ledger)
-    reported: dict[str, set[int]] = collections.defaultdict(set)
-    for key, gaps in manifest["gaps"].items():
-        for gap in gaps:
-            reported[key].update(range(gap["from_id"], gap["to_id"] + 1))
-    assert sum(len(v) for v in expected.values()) > 0, "the fault produced no gap"
-    assert {k: v for k, v in reported.items() if v} == {k: v for k, v in expected.items() if v}
+    assert_stored_exactly_once(ledger, stored)
+    expected = ledger_missing_ids(ledger)
+    assert expected, "the fault produced no gap"
+    assert manifest_gap_ids(manifest) == expected
 
 
 VALID = {
@@ -185,3 +151,45 @@ def test_bad_configuration_exits_2_naming_the_variable(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and variable in lines[0], result.stderr
     assert s3_server.keys("cfg-bucket") == []
+
+
+def test_malformed_frames_are_counted_and_the_session_goes_on(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    with fake_exchange(tmp_path, rate="600", faults="malformed=0.05") as fx:
+        proc = start_stream(stream_env(s3_server, bucket, fx.url, "5"))
+        out, err = proc.communicate(timeout=60)
+        ledger = fx.stop()
+        summary = fx.summary
+    assert proc.returncode == 0, err[-2000:] + out[-2000:]
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
+    assert manifest["status"] == "complete"
+    assert manifest["counters"]["invalid"] == summary["malformed_sent"] > 0
+    assert manifest["counters"]["reconnects"] == 0
+    assert_stored_exactly_once(ledger, stored_trades(s3_server.client(), bucket, PREFIX))
+    # logged once per kind of bad frame, not once per frame
+    kinds = [line for line in out.splitlines() if '"invalid_frame"' in line]
+    assert 0 < len(kinds) <= 5 < summary["malformed_sent"]
+
+
+def test_binance_us_streams_through_the_same_protocol(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    with fake_exchange(tmp_path, protocol="binanceus", symbols="BTCUSD,ETHUSD", rate="500") as fx:
+        env = exchange_stream_env(
+            s3_server.env(),
+            bucket=bucket,
+            prefix=PREFIX,
+            streams="binanceus:BTCUSD,binanceus:ETHUSD",
+            url_variable="BINANCEUS_WS_URL",
+            url=fx.url,
+            runtime="4",
+        )
+        proc = start_stream(env)
+        out, err = proc.communicate(timeout=60)
+        ledger = fx.stop()
+    assert proc.returncode == 0, err[-2000:] + out[-2000:]
+    stored = stored_trades(s3_server.client(), bucket, PREFIX)
+    assert {t["exchange"] for t in stored} == {"binanceus"}
+    assert {t["symbol"] for t in stored} == {"BTC-USD", "ETH-USD"}
+    assert_stored_exactly_once(ledger, stored)
