@@ -30,7 +30,7 @@ from typing import Final, Literal
 import orjson
 
 from connectors.base import Ack, ExchangeError, ParseResult, ReconnectNotice
-from connectors.symbols import canonical_symbol
+from connectors.symbols import SymbolCache
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
 
@@ -43,7 +43,6 @@ MAX_STREAMS_PER_CONNECTION: Final = 1024
 
 STREAM_TYPES: Final[tuple[StreamType, ...]] = ("trade", "aggTrade")
 _MAX_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
-_SYMBOL_CACHE_MAX: Final = 4096
 _NOTHING: Final[tuple[Trade, ...]] = ()
 _DECIMAL: Final = re.compile(r"[0-9]{1,40}(?:\.[0-9]{1,40})?", re.ASCII).fullmatch
 _JSON_SAFE: Final = re.compile(r"[0-9A-Za-z.]*", re.ASCII).fullmatch
@@ -96,7 +95,9 @@ class BinanceProtocol:
         self.default_url = default_url
         self.stream_type: StreamType = stream_type
         self._request_ids = itertools.count(1)
-        self._symbols: dict[str, str] = {}
+        cache = SymbolCache(self.name)
+        self._symbols = cache.known
+        self._canonical = cache.resolve
 
     # -- client requests ------------------------------------------------------------------------
 
@@ -184,15 +185,6 @@ class BinanceProtocol:
         if symbol is None:
             symbol = self._canonical(raw)  # not cached yet (or not text: MalformedFrame)
         return (Trade(self.name, symbol, raw, str(tid), price, size, side, ts * 1000, ts_recv),)
-
-    def _canonical(self, raw: str) -> str:
-        try:
-            symbol = canonical_symbol(raw, self.name)
-        except ValueError as exc:
-            raise MalformedFrame("symbol", str(exc)[:120]) from None
-        if len(self._symbols) < _SYMBOL_CACHE_MAX:
-            self._symbols[raw] = symbol
-        return symbol
 
     def _parse_other(self, msg: dict[str, object], data: dict[str, object]) -> ParseResult:
         """Everything that is not a trade event (slow path)."""

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult
-from connectors.symbols import canonical_symbol
+from connectors.symbols import SymbolCache
 from connectors.wire import MAX_MS, json_text
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
@@ -56,7 +56,6 @@ KEEPALIVE_SECONDS: Final = 20.0
 
 _SYMBOL_TEXT: Final = re.compile(r"[0-9A-Za-z]{2,40}", re.ASCII).fullmatch
 _PREFIX_LEN: Final = len(TOPIC_PREFIX)
-_CACHE_MAX: Final = 4096
 _SIDES: Final = {"Buy": BUY, "Sell": SELL}
 _SEQ_TEXT: Final = re.compile(r"[0-9]{1,18}", re.ASCII).fullmatch
 _NOTHING: Final[tuple[Trade, ...]] = ()
@@ -96,7 +95,9 @@ class BybitProtocol:
 
     def __init__(self) -> None:
         self._request_ids = itertools.count(1)
-        self._symbols: dict[str, str] = {}
+        cache = SymbolCache(self.name)
+        self._symbols = cache.known
+        self._canonical = cache.resolve
 
     # -- client requests ------------------------------------------------------------------------
 
@@ -182,17 +183,6 @@ class BybitProtocol:
         except TypeError:
             raise MalformedFrame("type", "data or a trade has the wrong type") from None
         return out
-
-    def _canonical(self, raw: object) -> str:
-        if type(raw) is not str:
-            raise MalformedFrame("type", "s must be a string")
-        try:
-            symbol = canonical_symbol(raw, self.name)
-        except ValueError as exc:
-            raise MalformedFrame("symbol", str(exc)[:120]) from None
-        if len(self._symbols) < _CACHE_MAX:
-            self._symbols[raw] = symbol
-        return symbol
 
     def _parse_other(self, msg: dict[str, object], topic: object) -> ParseResult:
         """Everything that is not a trade push (slow path)."""

@@ -37,7 +37,7 @@ from typing import Final, Literal
 import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult
-from connectors.symbols import canonical_symbol
+from connectors.symbols import SymbolCache
 from connectors.timefmt import format_us, parse_us
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
@@ -55,7 +55,6 @@ CHANNELS: Final = ("matches", "heartbeat")
 
 _NOTHING: Final[tuple[Trade, ...]] = ()
 _MAX_TRADE_ID: Final = (1 << 63) - 1
-_SYMBOL_CACHE_MAX: Final = 4096
 _DECIMAL: Final = re.compile(r"[0-9]{1,40}(?:\.[0-9]{1,40})?", re.ASCII).fullmatch
 _PRODUCT: Final = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}", re.ASCII).fullmatch
 _JSON_SAFE: Final = re.compile(r"[0-9A-Za-z.:-]*", re.ASCII).fullmatch
@@ -103,7 +102,9 @@ class CoinbaseProtocol:
     """The ``heartbeat`` channel proves liveness once a second; silence means stale."""
 
     def __init__(self) -> None:
-        self._symbols: dict[str, str] = {}
+        cache = SymbolCache(self.name)
+        self._symbols = cache.known
+        self._canonical = cache.resolve
 
     # -- client requests ------------------------------------------------------------------------
 
@@ -177,17 +178,6 @@ class CoinbaseProtocol:
         if symbol is None:
             symbol = self._canonical(raw)
         return (Trade(self.name, symbol, raw, str(tid), price, size, side, ts_event, ts_recv),)
-
-    def _canonical(self, raw: object) -> str:
-        if type(raw) is not str:
-            raise MalformedFrame("type", "product_id must be a string")
-        try:
-            symbol = canonical_symbol(raw, self.name)
-        except ValueError as exc:
-            raise MalformedFrame("symbol", str(exc)[:120]) from None
-        if len(self._symbols) < _SYMBOL_CACHE_MAX:
-            self._symbols[raw] = symbol
-        return symbol
 
     def _parse_other(self, msg: dict[str, object], kind: object) -> ParseResult:
         """Everything that is not a trade (slow path)."""

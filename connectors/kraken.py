@@ -43,7 +43,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult
-from connectors.symbols import canonical_symbol
+from connectors.symbols import SymbolCache
 from connectors.timefmt import format_us, parse_us
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
@@ -58,7 +58,6 @@ KEEPALIVE_SECONDS: Final = 30.0
 """Seconds between application pings (Kraken's own heartbeats come about once a second)."""
 
 _NOTHING: Final[tuple[Trade, ...]] = ()
-_SYMBOL_CACHE_MAX: Final = 4096
 _PAIR: Final = re.compile(r"[A-Z0-9]{1,20}/[A-Z0-9]{1,20}", re.ASCII).fullmatch
 _NUMBER: Final = re.compile(r"[0-9]{1,40}(?:\.[0-9]{1,40})?(?:[eE][+-]?[0-9]{1,3})?", re.ASCII)
 _TRADE_ID: Final = re.compile(r"[0-9]{1,18}", re.ASCII).fullmatch
@@ -141,7 +140,9 @@ class KrakenProtocol:
 
     def __init__(self) -> None:
         self._request_ids = itertools.count(1)
-        self._symbols: dict[str, str] = {}
+        cache = SymbolCache(self.name)
+        self._symbols = cache.known
+        self._canonical = cache.resolve
 
     # -- client requests ------------------------------------------------------------------------
 
@@ -236,15 +237,6 @@ class KrakenProtocol:
             self.name, symbol, raw, str.__str__(tid), str.__str__(price), str.__str__(qty),
             side, ts_event, ts_recv,
         )  # fmt: skip
-
-    def _canonical(self, raw: str) -> str:
-        try:
-            symbol = canonical_symbol(raw, self.name)
-        except ValueError as exc:
-            raise MalformedFrame("symbol", str(exc)[:120]) from None
-        if len(self._symbols) < _SYMBOL_CACHE_MAX:
-            self._symbols[raw] = symbol
-        return symbol
 
     def _parse_other(self, msg: dict[str, object], channel: object) -> ParseResult:
         """Everything that is not a trade (slow path)."""

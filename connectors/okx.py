@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult, ReconnectNotice
-from connectors.symbols import canonical_symbol
+from connectors.symbols import SymbolCache
 from connectors.wire import DIGITS_MS, MAX_MS, json_text, short
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
@@ -58,7 +58,6 @@ NOTICE_RECONNECT: Final = "64008"
 NOTICE_MSG: Final = "The connection will soon be closed for a service upgrade. Please reconnect."
 
 _INST_ID: Final = re.compile(r"[0-9A-Za-z]{1,20}-[0-9A-Za-z]{1,20}", re.ASCII).fullmatch
-_CACHE_MAX: Final = 4096
 _SIDES: Final = {"buy": BUY, "sell": SELL}
 _SEQ_TEXT: Final = re.compile(r"[0-9]{1,18}", re.ASCII).fullmatch
 _NOTHING: Final[tuple[Trade, ...]] = ()
@@ -87,7 +86,9 @@ class OkxProtocol:
     keepalive_interval: float | None = KEEPALIVE_SECONDS
 
     def __init__(self) -> None:
-        self._symbols: dict[str, str] = {}
+        cache = SymbolCache(self.name)
+        self._symbols = cache.known
+        self._canonical = cache.resolve
 
     # -- client requests ------------------------------------------------------------------------
 
@@ -172,17 +173,6 @@ class OkxProtocol:
         except TypeError:
             raise MalformedFrame("type", "arg, data or a trade has the wrong type") from None
         return out
-
-    def _canonical(self, raw: object) -> str:
-        if type(raw) is not str:
-            raise MalformedFrame("type", "instId must be a string")
-        try:
-            symbol = canonical_symbol(raw, self.name)
-        except ValueError as exc:
-            raise MalformedFrame("symbol", str(exc)[:120]) from None
-        if len(self._symbols) < _CACHE_MAX:
-            self._symbols[raw] = symbol
-        return symbol
 
     def _parse_other(self, msg: dict[str, object]) -> ParseResult:
         """Events (no ``data``): acknowledgements, errors, notices (slow path)."""

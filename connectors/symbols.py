@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from engine.errors import MalformedFrame
+
 ALIASES: Final[dict[str, str]] = {"XBT": "BTC", "XDG": "DOGE"}
 """Legacy asset names and their canonical spelling."""
 
@@ -116,3 +118,31 @@ def canonical_symbol(raw: str, exchange: str = "") -> str:
     # BNBUSD is BNB-USD, not BN-BUSD; BTCTUSD stays BTC-TUSD.
     base, quote = next((s for s in splits if s[0] in _KNOWN_ASSETS), splits[0])
     return f"{_asset(base, raw)}-{ALIASES.get(quote, quote)}"
+
+
+SYMBOL_CACHE_MAX: Final = 4096
+"""Raw symbols a :class:`SymbolCache` remembers at most (a hostile feed cannot grow it)."""
+
+
+class SymbolCache:
+    """One exchange's raw symbols mapped to canonical ones, for the parsers' hot path.
+
+    A parser looks a raw symbol up in :attr:`known` (one dict lookup); on a miss it calls
+    :meth:`resolve`, which raises :class:`~engine.errors.MalformedFrame` for a symbol that is
+    not text or cannot be split, and remembers up to :data:`SYMBOL_CACHE_MAX` answers.
+    """
+
+    def __init__(self, exchange: str) -> None:
+        self.exchange = exchange
+        self.known: dict[str, str] = {}
+
+    def resolve(self, raw: object) -> str:
+        if type(raw) is not str:
+            raise MalformedFrame("type", f"{self.exchange} symbol must be a string")
+        try:
+            symbol = canonical_symbol(raw, self.exchange)
+        except ValueError as exc:
+            raise MalformedFrame("symbol", str(exc)[:120]) from None
+        if len(self.known) < SYMBOL_CACHE_MAX:
+            self.known[raw] = symbol
+        return symbol

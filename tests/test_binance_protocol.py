@@ -299,7 +299,7 @@ _DROP = object()
         (_with(m="true"), "type"),
         (_with(m=1), "type"),
         (_with(s=["BNBBTC"]), "type"),
-        (_with(s=5), "symbol"),
+        (_with(s=5), "type"),
         (_with(s="FOO"), "symbol"),
         (RAW_TRADE.replace("12345", "123456789012345678901234567890"), "type"),
         (RAW_TRADE.replace("1672515782136", "1e400"), "json"),
