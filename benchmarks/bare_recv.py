@@ -7,12 +7,13 @@ msgs_per_s, cpu_us_per_msg.
 from __future__ import annotations
 
 import asyncio
-import resource
 import sys
 import time
 
 import orjson
 from websockets.asyncio.client import connect
+
+from engine.stats import peak_rss_bytes
 
 
 async def receive(url: str, seconds: float) -> dict[str, float]:
@@ -32,7 +33,7 @@ async def receive(url: str, seconds: float) -> dict[str, float]:
         "seconds": round(elapsed, 3),
         "msgs_per_s": round(count / elapsed, 1),
         "cpu_us_per_msg": round(cpu / count * 1e6, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
     }
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import resource
 import sys
 import time
 
 import boto3
 from websockets.asyncio.client import connect
+
+from engine.stats import peak_rss_bytes
 
 
 async def run(url: str, seconds: float, bucket: str, window: float) -> dict[str, float]:
@@ -69,7 +70,7 @@ async def run(url: str, seconds: float, bucket: str, window: float) -> dict[str,
         "seconds": round(elapsed, 3),
         "trades_per_s": round(count / elapsed, 1),
         "cpu_us_per_trade": round(cpu / max(count, 1) * 1e6, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
     }
 
 

@@ -61,5 +61,16 @@ class StatsReporter:
 
 
 def peak_rss_bytes() -> int:
-    """The largest resident set size this process has had (``ru_maxrss``, KiB on Linux)."""
+    """The largest resident set size of this process image (``VmHWM`` on Linux).
+
+    Not ``ru_maxrss``: Linux carries the pre-``exec`` image's high-water mark into it, so a
+    process started by a large parent would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
