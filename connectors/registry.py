@@ -13,19 +13,30 @@ from typing import Final, cast
 from connectors.base import ExchangeProtocol
 from connectors.binance import BINANCE_US_URL, BinanceProtocol
 
+Factory = Callable[..., ExchangeProtocol]
+"""Builds a protocol object; keyword options are exchange-specific (Binance: ``stream_type``)."""
 
-def _lazy(module: str, name: str) -> Callable[[], ExchangeProtocol]:
+
+def _lazy(module: str, name: str) -> Factory:
     """A factory that imports ``module`` on first use (start-up pays only for what it uses)."""
 
-    def factory() -> ExchangeProtocol:
-        return cast(ExchangeProtocol, getattr(importlib.import_module(module), name)())
+    def factory(**options: str) -> ExchangeProtocol:
+        cls = getattr(importlib.import_module(module), name)
+        return cast(ExchangeProtocol, cls(**options))
 
     return factory
 
 
-PROTOCOLS: Final[dict[str, Callable[[], ExchangeProtocol]]] = {
+def _binance_us(**options: str) -> ExchangeProtocol:
+    return BinanceProtocol(exchange="binanceus", default_url=BINANCE_US_URL, **options)  # type: ignore[arg-type]
+
+
+BINANCE_FAMILY: Final = frozenset({"binance", "binanceus"})
+"""Exchanges that take the ``stream_type`` option (``BINANCE_STREAM``)."""
+
+PROTOCOLS: Final[dict[str, Factory]] = {
     "binance": BinanceProtocol,
-    "binanceus": lambda: BinanceProtocol(exchange="binanceus", default_url=BINANCE_US_URL),
+    "binanceus": _binance_us,
     "coinbase": _lazy("connectors.coinbase", "CoinbaseProtocol"),
     "kraken": _lazy("connectors.kraken", "KrakenProtocol"),
     "bitstamp": _lazy("connectors.bitstamp", "BitstampProtocol"),
@@ -35,11 +46,12 @@ PROTOCOLS: Final[dict[str, Callable[[], ExchangeProtocol]]] = {
 """Exchange name -> factory of its client protocol."""
 
 
-def get_protocol(name: str) -> ExchangeProtocol:
-    """A new protocol object for exchange ``name``; ValueError naming the known ones otherwise."""
+def get_protocol(name: str, **options: str) -> ExchangeProtocol:
+    """A new protocol object for exchange ``name`` with its ``options``; ValueError naming the
+    known ones otherwise."""
     try:
         factory = PROTOCOLS[name]
     except KeyError:
         known = ", ".join(sorted(PROTOCOLS))
         raise ValueError(f"unknown exchange {name!r} (known: {known})") from None
-    return factory()
+    return factory(**options)

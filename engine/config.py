@@ -89,6 +89,9 @@ class StreamConfig:
     queue_maxsize: int = DEFAULT_QUEUE_MAXSIZE
     overflow: str = "block"
     stale_seconds: float = DEFAULT_STALE_SECONDS
+    binance_stream: str = "trade"
+    """``BINANCE_STREAM``: ``trade`` (every trade) or ``aggTrade`` (Binance's aggregated
+    trades); applies to ``binance`` and ``binanceus``."""
     ws_urls: Mapping[str, str] = field(default_factory=dict)
 
     def public_dict(self) -> dict[str, object]:
@@ -107,6 +110,7 @@ class StreamConfig:
             "queue_maxsize": self.queue_maxsize,
             "overflow": self.overflow,
             "stale_seconds": self.stale_seconds,
+            "binance_stream": self.binance_stream,
             "stop_grace_seconds": self.runtime.stop_grace_seconds,
             "stats_interval_seconds": self.runtime.stats_interval_seconds,
             "metrics": self.runtime.metrics,
@@ -299,5 +303,6 @@ def load_stream_config(
         queue_maxsize=env.integer("QUEUE_MAXSIZE", DEFAULT_QUEUE_MAXSIZE),
         overflow=env.choice("OVERFLOW", "block", OVERFLOW_POLICIES),
         stale_seconds=env.number("STALE_SECONDS", DEFAULT_STALE_SECONDS),
+        binance_stream=env.choice("BINANCE_STREAM", "trade", ("trade", "aggTrade")),
         ws_urls=ws_urls,
     )

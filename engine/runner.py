@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Final
 
 from connectors.gaps import GapTracker
-from connectors.registry import get_protocol
+from connectors.registry import BINANCE_FAMILY, get_protocol
 from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
 from engine import __version__
 from engine.batchqueue import BatchQueue
@@ -99,7 +99,8 @@ def build_sessions(
         by_exchange.setdefault(spec.exchange, []).append(spec.symbol)
     sessions: list[WebSocketSession] = []
     for exchange, symbols in by_exchange.items():
-        protocol = get_protocol(exchange)
+        options = {"stream_type": config.binance_stream} if exchange in BINANCE_FAMILY else {}
+        protocol = get_protocol(exchange, **options)
         base_url = config.ws_urls.get(exchange, protocol.default_url)
         limit = protocol.max_streams_per_connection
         for start in range(0, len(symbols), limit):

@@ -153,3 +153,21 @@ def test_more_symbols_than_one_connection_carries_open_more_connections(tmp_path
     assert [len(s.symbols) for s in sessions] == [1024, 1024, 2]
     assert [s for session in sessions for s in session.symbols] == symbols
     assert all(s.url.startswith("ws://127.0.0.1:9/stream?streams=") for s in sessions)
+
+
+async def test_binance_aggregated_trades_on_request(tmp_path: Path) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    async with FakeExchange("binance", rate=500, symbols=SYMBOLS, clock=clock) as exchange:
+        cfg = config(exchange.url, tmp_path, BINANCE_STREAM="aggTrade")
+        run = StreamRun(cfg, clock=clock, writer=writer, install_signal_handlers=False)
+        task = asyncio.create_task(run.run())
+        await exchange.wait_ready(1)
+        clock.advance(0.4)
+        await exchange.wait_tick()
+        clock.advance(60)
+        async with asyncio.timeout(30):
+            assert await task == 0
+    assert all("@aggTrade" in s.url for s in run.sessions)
+    assert stored_ids(writer) == ledger_ids(exchange)
+    assert len(stored_ids(writer)) >= 100
