@@ -103,14 +103,14 @@ async def _demo(seconds: float, rate: float, output: Path) -> int:
         _say(f"streaming {', '.join(SYMBOLS)} at about {rate:g} trades/s for {seconds:g} s ...")
         _say("  (the same environment variables a Fargate task uses: " + ", ".join(env) + ")")
         status = await StreamRun(config, command=["feedvault", "demo"]).run()
-        sent = exchange.ledger.total if hasattr(exchange.ledger, "total") else None
+        sent = exchange.ledger.total
     if status != 0:
         _say(f"the run ended with exit status {status}")
         return status
     return await _report(config.run_id, seconds, output, sent)
 
 
-async def _report(run_id: str, seconds: float, output: Path, sent: Any) -> int:
+async def _report(run_id: str, seconds: float, output: Path, sent: int) -> int:
     async with open_writer(Destination("s3", PREFIX, bucket=BUCKET)) as writer:
         report = await verify_run(writer, PREFIX, run_id)
         _say()
@@ -120,8 +120,7 @@ async def _report(run_id: str, seconds: float, output: Path, sent: Any) -> int:
         listed = await writer.list(PREFIX)
         _say(
             f"{report.objects} objects, {report.records} trades, "
-            f"{report.records / seconds:,.0f} trades/s"
-            + (f"; the exchange sent {sent}" if sent is not None else "")
+            f"{report.records / seconds:,.0f} trades/s; the exchange sent {sent}"
         )
         sample: list[dict[str, Any]] = []
         for item in listed:
