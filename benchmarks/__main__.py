@@ -9,13 +9,24 @@ measured in the same run, one after the other against the same server:
 * `naive`  - json + list + gzip level 9 + boto3 per window (the baseline of SPEC §12);
 * `zst-long` - a 3x longer zst run, to show peak RSS does not grow with run length.
 
+Replay path (:mod:`benchmarks.replay_path`): a synthetic recording of ``--replay-frames``
+Binance trade frames (``.zst``, generated once per run), read by
+
+* `replay-ceiling` - ``iter_records`` + ``BinanceProtocol.parse``, no sink (the ceiling);
+* `replay` - ``feedvault replay FILE --speed max`` end to end into S3 (trades/s over the
+  process's wall time; "not available" when the command is missing or leaves no manifest);
+* `replay-naive` - the naive baseline reading the same file.
+
+Each half's ratios are against its own ceiling and naive baseline.
+
 The engine runs use ``WINDOW_SECONDS=10`` (``--window-seconds``) so that both the short and the
 long run close windows mid-run and reach their steady state: memory is bounded by configuration
 (queue size, window bytes, uploads in flight), and the long run shows it does not grow with run
 length. Peak RSS is each process's own high-water mark (``VmHWM``), which, unlike
 ``ru_maxrss``, does not inherit the size of the process that started it. Results are printed
 as a table and written to bench-output/bench.json. Usage:
-``python -m benchmarks [--seconds 30] [--long-seconds 90] [--window-seconds 10] [--skip-long]``.
+``python -m benchmarks [--seconds 30] [--long-seconds 90] [--window-seconds 10] [--skip-long]
+[--skip-ws] [--skip-replay] [--replay-frames 2000000]``.
 """
 
 from __future__ import annotations
@@ -33,6 +44,8 @@ from typing import Any
 
 import boto3
 from moto.server import ThreadedMotoServer
+
+from benchmarks import replay_path
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -87,6 +100,12 @@ class Bench:
             aws_secret_access_key="bench",
         )
         self.client.create_bucket(Bucket="bench")
+        self.results: dict[str, dict[str, Any]] = {}
+        self.fake: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start_fake(self) -> None:
+        """Start the blasting fake exchange (the WebSocket half only)."""
         self.fake = subprocess.Popen(
             [
                 PY,
@@ -109,7 +128,6 @@ class Bench:
         )
         assert self.fake.stdout is not None
         self.url = json.loads(self.fake.stdout.readline())["url"]
-        self.results: dict[str, dict[str, Any]] = {}
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {
@@ -122,8 +140,9 @@ class Bench:
         return env
 
     def close(self) -> None:
-        self.fake.terminate()
-        self.fake.wait(timeout=20)
+        if self.fake is not None:
+            self.fake.terminate()
+            self.fake.wait(timeout=20)
         self.s3.stop()
 
     def bare(self) -> None:
@@ -222,23 +241,45 @@ class Bench:
         return doc
 
 
+HALVES = (
+    ("WebSocket path", "bare", "naive", ("bare", "zst", "gz", "naive", "zst-long")),
+    ("replay path", "replay-ceiling", "replay-naive", ("replay-ceiling", "replay", "replay-naive")),
+)
+
+
 def report(results: dict[str, dict[str, Any]]) -> str:
-    bare = results["bare"]["trades_per_s"]
-    naive = results.get("naive", {}).get("trades_per_s")
-    lines = [
-        f"{'path':<10} {'trades/s':>12} {'cpu us/trade':>13} {'peak RSS MB':>12} "
-        f"{'vs bare':>8} {'vs naive':>9}"
-    ]
-    for name, r in results.items():
-        ratio_bare = r["trades_per_s"] / bare if bare else 0
-        ratio_naive = r["trades_per_s"] / naive if naive else 0
+    """The table: per half, each row's figures and its ratios to that half's ceiling and naive
+    baseline; a row that could not run says why."""
+    lines = []
+    for title, ceiling_name, naive_name, names in HALVES:
+        rows = [name for name in names if name in results]
+        if not rows:
+            continue
+        ceiling = results.get(ceiling_name, {}).get("trades_per_s")
+        naive = results.get(naive_name, {}).get("trades_per_s")
         lines.append(
-            f"{name:<10} {r['trades_per_s']:>12,.0f} {r['cpu_us_per_trade']:>13.2f} "
-            f"{r['peak_rss_mb']:>12.1f} {ratio_bare:>7.0%} {ratio_naive:>8.2f}x"
+            f"{title:<16} {'trades/s':>12} {'cpu us/trade':>13} {'peak RSS MB':>12} "
+            f"{'vs ceiling':>11} {'vs naive':>9}"
         )
+        for name in rows:
+            r = results[name]
+            if "trades_per_s" not in r:
+                lines.append(f"  {name:<14} not available: {r.get('note', '')}")
+                continue
+            ratio_ceiling = f"{r['trades_per_s'] / ceiling:.0%}" if ceiling else "-"
+            ratio_naive = f"{r['trades_per_s'] / naive:.2f}x" if naive else "-"
+            lines.append(
+                f"  {name:<14} {r['trades_per_s']:>12,.0f} {r['cpu_us_per_trade']:>13.2f} "
+                f"{r['peak_rss_mb']:>12.1f} {ratio_ceiling:>11} {ratio_naive:>9}"
+            )
     if "zst" in results and "zst-long" in results:
         growth = results["zst-long"]["peak_rss_mb"] / results["zst"]["peak_rss_mb"]
         lines.append(f"peak RSS, long run vs short run: {growth:.2f}x")
+    replay = results.get("replay", {})
+    if "trades_per_s" in replay and results.get("replay-naive", {}).get("trades_per_s"):
+        ratio = replay["trades_per_s"] / results["replay-naive"]["trades_per_s"]
+        verdict = "met" if ratio >= 4 else "NOT met"
+        lines.append(f"replay vs naive: {ratio:.2f}x (target >= 4x: {verdict})")
     return "\n".join(lines)
 
 
@@ -248,21 +289,30 @@ def main() -> None:
     parser.add_argument("--long-seconds", type=float, default=90.0)
     parser.add_argument("--window-seconds", type=int, default=10)
     parser.add_argument("--skip-long", action="store_true")
+    parser.add_argument("--skip-ws", action="store_true", help="skip the WebSocket half")
+    parser.add_argument("--skip-replay", action="store_true", help="skip the replay half")
+    parser.add_argument(
+        "--replay-frames", type=int, default=2_000_000, help="frames in the replay recording"
+    )
     args = parser.parse_args()
     out_dir = REPO / "bench-output"
     out_dir.mkdir(exist_ok=True)
     bench = Bench(args.seconds, args.long_seconds, args.window_seconds)
     try:
-        print(
-            f"bench: fake exchange blasting at {bench.url}; {args.seconds:.0f} s per path",
-            flush=True,
-        )
-        bench.bare()
-        bench.engine("zst", "ndjson.zst", args.seconds)
-        bench.engine("gz", "ndjson.gz", args.seconds)
-        bench.naive()
-        if not args.skip_long:
-            bench.engine("zst-long", "ndjson.zst", args.long_seconds)
+        if not args.skip_ws:
+            bench.start_fake()
+            print(
+                f"bench: fake exchange blasting at {bench.url}; {args.seconds:.0f} s per path",
+                flush=True,
+            )
+            bench.bare()
+            bench.engine("zst", "ndjson.zst", args.seconds)
+            bench.engine("gz", "ndjson.gz", args.seconds)
+            bench.naive()
+            if not args.skip_long:
+                bench.engine("zst-long", "ndjson.zst", args.long_seconds)
+        if not args.skip_replay:
+            replay_path.run_all(bench, run_child, out_dir, args.replay_frames)
     finally:
         bench.close()
     (out_dir / "bench.json").write_text(json.dumps(bench.results, indent=2))

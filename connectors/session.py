@@ -22,9 +22,16 @@ Lifecycle of one connection:
 Failed connection attempts back off exponentially with full jitter (injectable ``Backoff``);
 the backoff is reset once a connection has delivered data.
 
-Cancel-safety: cancelling :meth:`WebSocketSession.run` closes the socket; trades already parsed
-but not yet queued are force-queued (the run's abort path then spills them), so cancellation
-never silently loses a parsed trade.
+Raw capture (``capture``, SPEC §8): when the session is given a capture queue, every frame it
+receives is also kept as a :class:`~connectors.capture.RawFrame` stamped with the same ``ts``
+as its trades' ``ts_recv``, every frame it sends (subscribe, keepalive) as ``dir="out"``, and
+every connection it opens as a :class:`~connectors.capture.RawConnect` with the URL. Raw records
+are batched and queued like trades (same batch size, same flush interval, same backpressure).
+With capture off the hot loop pays one ``is not None`` test per frame.
+
+Cancel-safety: cancelling :meth:`WebSocketSession.run` closes the socket; trades (and raw
+records) already received but not yet queued are force-queued (the run's abort path then spills
+them), so cancellation never silently loses a parsed trade.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Final
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from connectors import capture as raw
 from connectors.backoff import Backoff
 from connectors.base import Ack, ExchangeError, ExchangeProtocol, Heartbeat, ReconnectNotice
 from connectors.gaps import GapTracker
@@ -114,6 +122,7 @@ class WebSocketSession:
         settings: SessionSettings | None = None,
         backoff: Backoff | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        capture: BatchQueue[raw.RawFrame] | None = None,
     ) -> None:
         self.protocol = protocol
         self.symbols = list(symbols)
@@ -126,6 +135,9 @@ class WebSocketSession:
         self.backoff = backoff or Backoff()
         self.clock = clock
         self._pending: list[Trade] = []
+        self.capture = capture
+        #: Raw records not yet queued; None when capture is off (the hot loop tests this).
+        self._raw: list[raw.RawFrame] | None = [] if capture is not None else None
         self._close_reason: str | None = None
         self.connections = 0
         #: Frames received by this session (all connections), valid or not.
@@ -165,6 +177,8 @@ class WebSocketSession:
                 # Cancelled (or failed) with parsed trades in hand: hand them over regardless
                 # of the bound, so the stop path can write or spill them.
                 self.queue.force_put(self._take_pending())
+            if self._raw and self.capture is not None:
+                self.capture.force_put(self._take_raw())
 
     async def _one_connection(self, stop: asyncio.Event) -> bool:
         """One connection from open to close. True when it delivered at least one frame."""
@@ -193,6 +207,8 @@ class WebSocketSession:
             )
             return False
         self.connections += 1
+        if self._raw is not None:
+            self._raw.append(raw.connected(self.clock.time_ns(), self.protocol.name, self.url))
         log_event(
             log,
             logging.INFO,
@@ -221,6 +237,7 @@ class WebSocketSession:
         for i, message in enumerate(self.protocol.subscribe_messages(self.symbols)):
             if i:
                 await asyncio.sleep(interval)
+            self._capture_sent(message)
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(message)
 
@@ -236,13 +253,14 @@ class WebSocketSession:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(settings.flush_interval):
                     await stop.wait()
-            if self._pending:
+            if self._pending or self._raw:
                 await self._flush()
             now = self.clock.monotonic()
             if keepalive_every is not None and now - last_keepalive >= keepalive_every:
                 last_keepalive = now
                 message = self.protocol.keepalive_message()
                 if message is not None:
+                    self._capture_sent(message)
                     with contextlib.suppress(ConnectionClosed):
                         await ws.send(message)
             if self.frames != last_count:
@@ -280,11 +298,16 @@ class WebSocketSession:
         time_ns = time.time_ns if self.clock is SYSTEM_CLOCK else self.clock.time_ns
         batch_size = self.settings.batch_size
         name = self.protocol.name
+        captured = self._raw
         try:
             while True:
                 frame = await recv(decode=False)
                 ts = time_ns()
                 self.frames += 1
+                if captured is not None:
+                    captured.append(raw.received(ts, name, frame))
+                    if len(captured) >= batch_size:
+                        await self._flush()
                 try:
                     result = parse(frame, ts)
                 except MalformedFrame as exc:
@@ -330,7 +353,24 @@ class WebSocketSession:
         self.counters.parsed += len(batch)
         return batch
 
+    def _capture_sent(self, message: str) -> None:
+        """Keep a frame about to be sent, when capturing."""
+        if self._raw is not None:
+            self._raw.append(raw.sent(self.clock.time_ns(), self.protocol.name, message))
+
+    def _take_raw(self) -> list[raw.RawFrame]:
+        """The raw records not yet queued; the list itself is kept (the hot loop holds it)."""
+        captured = self._raw
+        if not captured:
+            return []
+        batch = captured.copy()
+        captured.clear()
+        return batch
+
     async def _flush(self) -> None:
-        """Put the pending batch on the queue (waits for room under ``block``)."""
+        """Put the pending batch on the queue (waits for room under ``block``), and the raw
+        records on the capture queue."""
         if self._pending:
             await self.queue.put(self._take_pending())
+        if self._raw and self.capture is not None:
+            await self.capture.put(self._take_raw())

@@ -44,6 +44,8 @@ class BatchQueue(Generic[T]):
         self._not_empty = asyncio.Event()
         self._not_full = asyncio.Event()
         self._not_full.set()
+        self._empty = asyncio.Event()
+        self._empty.set()
         self.dropped = 0
         self.high_water = 0
 
@@ -80,6 +82,7 @@ class BatchQueue(Generic[T]):
             raise QueueClosed
         self._batches.append(batch)
         self._size += n
+        self._empty.clear()
         if self._size > self.high_water:
             self.high_water = self._size
         self._not_empty.set()
@@ -90,6 +93,7 @@ class BatchQueue(Generic[T]):
         if batch:
             self._batches.append(batch)
             self._size += len(batch)
+            self._empty.clear()
             self._not_empty.set()
 
     def get_nowait(self) -> Sequence[T] | None:
@@ -100,8 +104,15 @@ class BatchQueue(Generic[T]):
         self._size -= len(batch)
         if not self._batches:
             self._not_empty.clear()
+            self._empty.set()
         self._not_full.set()
         return batch
+
+    async def wait_empty(self) -> None:
+        """Wait until every queued batch has been taken by a getter. A single consumer that
+        hands each batch on without awaiting in between (the run's consumer does) has then
+        handed on everything put before. Cancel-safe."""
+        await self._empty.wait()
 
     async def get(self) -> Sequence[T] | None:
         """The oldest batch; waits for one. Returns None once closed and empty. Cancel-safe."""

@@ -44,6 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--streams", help="overrides STREAMS, e.g. binance:BTCUSDT,binance:ETHUSDT")
     stream.add_argument("--max-runtime", type=str, help="overrides MAX_RUNTIME_SECONDS")
     stream.add_argument("--run-id", help="overrides RUN_ID")
+    stream.add_argument(
+        "--capture",
+        action="store_true",
+        help="also write every raw frame (recording format) under {prefix}raw/ (env CAPTURE=1)",
+    )
+
+    replay = sub.add_parser(
+        "replay",
+        help="run the pipeline with a recording as the source",
+        description="Replay recorded frames (files, file:// or s3:// objects or prefixes; "
+        "plain, .gz or .zst) through the same protocols, queue, sink and manifest as stream. "
+        "Destination from S3_BUCKET/S3_PREFIX or --out.",
+    )
+    replay.add_argument("inputs", nargs="+", metavar="FILE", help="recording file, dir or URL")
+    replay.add_argument("--speed", help="1 (recorded pace), N (N times faster) or max (default)")
+    replay.add_argument("--out", help="s3://bucket/prefix/ or file:///dir/ (instead of S3_*)")
+    replay.add_argument("--max-runtime", type=str, help="overrides MAX_RUNTIME_SECONDS (optional)")
+    replay.add_argument("--run-id", help="overrides RUN_ID")
 
     verify = sub.add_parser("verify", help="check a run against its manifest")
     verify.add_argument("location", help="s3://bucket/prefix/ or file:///dir/")
@@ -57,10 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fake_cli.add_arguments(fake)
 
+    from connectors import recording_cli
+
+    recording = sub.add_parser("recording", help="work with recordings (convert other formats)")
+    recording_cli.add_arguments(recording)
+
     demo = sub.add_parser("demo", help="fake exchange + embedded S3 + engine + verify, locally")
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to stream")
     demo.add_argument("--rate", type=float, default=300.0, help="trades/s from the fake exchange")
     demo.add_argument("--output", default="demo-output", help="where to copy the objects")
+
+    from engine import loadtest_cli
+
+    loadtest = sub.add_parser(
+        "loadtest",
+        help="run the engine against the fake exchange; check and measure it (SPEC §8)",
+        description=loadtest_cli.DESCRIPTION,
+    )
+    loadtest_cli.add_arguments(loadtest)
     return parser
 
 
@@ -72,6 +104,8 @@ def _stream_environ(args: argparse.Namespace) -> dict[str, str]:
         environ["MAX_RUNTIME_SECONDS"] = args.max_runtime
     if args.run_id:
         environ["RUN_ID"] = args.run_id
+    if getattr(args, "capture", False):
+        environ["CAPTURE"] = "1"
     return environ
 
 
@@ -118,6 +152,30 @@ async def _verify(location: str, run_id: str | None, as_json: bool) -> int:
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from engine.errors import FeedvaultError
+    from engine.logs import configure_logging
+    from engine.replay import load_replay_config, run_replay
+
+    environ = dict(os.environ)
+    if args.max_runtime:
+        environ["MAX_RUNTIME_SECONDS"] = args.max_runtime
+    if args.run_id:
+        environ["RUN_ID"] = args.run_id
+    config = load_replay_config(
+        environ, args.inputs, out=args.out, speed=args.speed, is_tty=sys.stdout.isatty()
+    )
+    configure_logging(config.stream.runtime.log_level, config.stream.runtime.log_format)
+    aio.tune_gc_for_throughput()
+    try:
+        return aio.run(run_replay(config, command=["feedvault", *sys.argv[1:]]))
+    except ConfigError:
+        raise
+    except FeedvaultError as exc:  # the first chunk of the input is unreadable
+        print(f"feedvault replay: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     return aio.run(_verify(args.location, args.run_id, args.json))
 
@@ -134,11 +192,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(seconds=args.seconds, rate=args.rate, output=args.output)
 
 
+def cmd_recording(args: argparse.Namespace) -> int:
+    from connectors import recording_cli
+
+    return recording_cli.main(args)
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from engine import loadtest_cli
+
+    return loadtest_cli.main(args)
+
+
 COMMANDS = {
     "stream": cmd_stream,
+    "replay": cmd_replay,
     "verify": cmd_verify,
     "fake-exchange": cmd_fake_exchange,
     "demo": cmd_demo,
+    "recording": cmd_recording,
+    "loadtest": cmd_loadtest,
 }
 
 

@@ -63,3 +63,28 @@ class FakeClock:
     def set_wall(self, ns: int) -> None:
         """Jump wall time to ``ns`` (monotonic time is unchanged)."""
         self._wall_ns = ns
+
+
+class ReplayClock:
+    """The clock of a replay (``feedvault replay``): wall time follows the recording.
+
+    ``time_ns()`` is the receive time of the last replayed frame (set by the replay source with
+    :meth:`advance_to`; it never goes backwards), so windows, their keys and ``ts_recv`` come out
+    as in the live run. ``monotonic()`` is the ``base`` clock's: deadlines, the stop grace,
+    upload latencies and pacing are measured in real time.
+    """
+
+    def __init__(self, start_ns: int = 0, base: Clock = SYSTEM_CLOCK) -> None:
+        self._wall_ns = start_ns
+        self.base = base
+
+    def time_ns(self) -> int:
+        return self._wall_ns
+
+    def monotonic(self) -> float:
+        return self.base.monotonic()
+
+    def advance_to(self, ns: int) -> None:
+        """Move wall time forward to ``ns``; an earlier ``ns`` leaves it unchanged."""
+        if ns > self._wall_ns:
+            self._wall_ns = ns

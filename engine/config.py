@@ -93,6 +93,8 @@ class StreamConfig:
     """``BINANCE_STREAM``: ``trade`` (every trade) or ``aggTrade`` (Binance's aggregated
     trades); applies to ``binance`` and ``binanceus``."""
     ws_urls: Mapping[str, str] = field(default_factory=dict)
+    capture: bool = False
+    """``CAPTURE``/``--capture``: also write every raw frame under ``{prefix}raw/`` (SPEC §8)."""
 
     def public_dict(self) -> dict[str, object]:
         """The effective configuration for the manifest and logs; holds no secrets."""
@@ -116,6 +118,7 @@ class StreamConfig:
             "metrics": self.runtime.metrics,
             "spill_dir": self.runtime.spill_dir,
             "ws_urls": dict(self.ws_urls),
+            "capture": self.capture,
         }
 
 
@@ -168,6 +171,18 @@ class Env:
             bound = "greater than" if strict else "at least"
             raise ConfigError(name, f"must be {bound} {minimum:g}, got {value!r}")
         return number
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        """A boolean: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``."""
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"must be 1/true/yes/on or 0/false/no/off, got {value!r}")
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.raw(name)
@@ -305,4 +320,5 @@ def load_stream_config(
         stale_seconds=env.number("STALE_SECONDS", DEFAULT_STALE_SECONDS),
         binance_stream=env.choice("BINANCE_STREAM", "trade", ("trade", "aggTrade")),
         ws_urls=ws_urls,
+        capture=env.flag("CAPTURE"),
     )

@@ -10,6 +10,15 @@ The run, from start to exit:
   ``STATS_INTERVAL_SECONDS``;
 * a guard watches the deadline (``MAX_RUNTIME_SECONDS``), signals and the stop grace.
 
+With ``CAPTURE``/``--capture`` the sessions also put their raw frames (in and out, SPEC §8) on a
+second bounded queue, and a second consumer feeds them into a second sink whose windows (same
+policy, same format) go under ``{prefix}raw/`` (:data:`~sinks.keys.RAW_KEY_TEMPLATE`); its
+objects are listed in the same manifest, and the stop sequence drains and flushes both before
+the manifest is written.
+
+Sources are pluggable (:class:`Source`, :meth:`StreamRun.build_sources`): ``feedvault replay``
+(:mod:`engine.replay`) runs this same pipeline with a recording as its one source.
+
 Stop sequence, on the deadline or the first SIGTERM/SIGINT: the sessions close their sockets and
 queue what they received; the queue is closed and drained; every window is closed and uploaded;
 the manifest is written last; exit 0. If that does not finish within ``STOP_GRACE_SECONDS``, or a
@@ -27,8 +36,9 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Protocol
 
+from connectors.capture import RawFrame
 from connectors.gaps import GapTracker
 from connectors.registry import BINANCE_FAMILY, get_protocol
 from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
@@ -40,7 +50,7 @@ from engine.errors import FeedvaultError, StorageError, SubscriptionRejected
 from engine.logs import get_logger, log_event
 from engine.records import Trade
 from engine.stats import Counters, StatsReporter, peak_rss_bytes, rss_bytes
-from sinks.keys import DEFAULT_KEY_TEMPLATE, KeyTemplate
+from sinks.keys import DEFAULT_KEY_TEMPLATE, RAW_DATASET, RAW_KEY_TEMPLATE, KeyTemplate
 from sinks.manifest import Gap, Manifest, StopReason, iso_utc, write_manifest
 from sinks.sink import WindowedSink
 from sinks.spill import spill_windows
@@ -54,6 +64,18 @@ HOUSEKEEPING_TICK_SECONDS: Final = 0.25
 CONSUMER_BATCHES_PER_YIELD: Final = 8
 MANIFEST_RESERVE_FRACTION: Final = 0.2
 """Share of the stop grace kept back for spilling and writing the manifest after an abort."""
+
+
+class Source(Protocol):
+    """What the run needs of a source (a WebSocket session, the replay source)."""
+
+    frames: int
+    """Frames received so far (the manifest's ``received`` counter)."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Put batches on the run's queue until ``stop`` is set (or the source ends); return
+        once everything received is queued."""
+        ...
 
 
 @dataclass
@@ -89,9 +111,10 @@ def build_sessions(
     counters: Counters,
     gaps: GapTracker,
     clock: Clock,
+    capture: BatchQueue[RawFrame] | None = None,
 ) -> list[WebSocketSession]:
     """One session per exchange connection; an exchange's symbols are split into groups no
-    larger than its per-connection stream limit."""
+    larger than its per-connection stream limit. ``capture``: the raw frames' queue."""
     invalid_log = InvalidFrameLog(counters)
     settings = SessionSettings(stale_seconds=config.stale_seconds)
     by_exchange: dict[str, list[str]] = {}
@@ -115,6 +138,7 @@ def build_sessions(
                     invalid_log=invalid_log,
                     settings=settings,
                     clock=clock,
+                    capture=capture,
                 )
             )
     return sessions
@@ -146,6 +170,11 @@ class StreamRun:
         self.counters = Counters()
         self.gaps = GapTracker()
         self.queue: BatchQueue[Trade] = BatchQueue(config.queue_maxsize, config.overflow)
+        #: The raw frames' queue and sink (``--capture``), else None.
+        self.raw_queue: BatchQueue[RawFrame] | None = (
+            BatchQueue(config.queue_maxsize, config.overflow) if config.capture else None
+        )
+        self.raw_sink: WindowedSink | None = None
         self.error: FeedvaultError | None = None
         self.aborted = False
         self.manifest: Manifest | None = None
@@ -163,7 +192,7 @@ class StreamRun:
             "run_start",
             run_id=config.run_id,
             version=__version__,
-            config=config.public_dict(),
+            config=self.public_config(),
         )
         loop = asyncio.get_running_loop()
         if self.install_signal_handlers:
@@ -182,10 +211,21 @@ class StreamRun:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
 
-    async def _run_with_writer(self, writer: ObjectWriter, started_ns: int) -> int:
+    def public_config(self) -> dict[str, Any]:
+        """The effective configuration for the manifest and the start log line."""
+        return self.config.public_dict()
+
+    def build_sources(self) -> Sequence[Source]:
+        """The run's sources: one WebSocket session per exchange connection."""
+        return build_sessions(
+            self.config, self.queue, self.counters, self.gaps, self.clock, self.raw_queue
+        )
+
+    def _make_sink(
+        self, writer: ObjectWriter, template: KeyTemplate, dataset: str, trade_ids: bool
+    ) -> WindowedSink:
         config = self.config
-        template = KeyTemplate(config.sink.key_template or DEFAULT_KEY_TEMPLATE)
-        self.windower = Windower(
+        windower = Windower(
             WindowPolicy(
                 config.sink.window_seconds,
                 config.sink.window_max_bytes,
@@ -195,17 +235,34 @@ class StreamRun:
             prefix=config.destination.prefix,
             run_id=config.run_id,
             format=config.sink.format,
+            dataset=dataset,
             clock=self.clock,
+            trade_ids=trade_ids,
         )
-        self.sink = WindowedSink(
-            self.windower,
+        return WindowedSink(
+            windower,
             writer,
             max_concurrent_uploads=config.sink.upload_concurrency,
             clock=self.clock,
         )
-        self.sessions = build_sessions(config, self.queue, self.counters, self.gaps, self.clock)
+
+    def _sinks(self) -> list[WindowedSink]:
+        return [self.sink] if self.raw_sink is None else [self.sink, self.raw_sink]
+
+    async def _run_with_writer(self, writer: ObjectWriter, started_ns: int) -> int:
+        config = self.config
+        template = KeyTemplate(config.sink.key_template or DEFAULT_KEY_TEMPLATE)
+        self.sink = self._make_sink(writer, template, "trades", trade_ids=True)
+        self.windower = self.sink.windower
+        if self.raw_queue is not None:
+            self.raw_sink = self._make_sink(
+                writer, KeyTemplate(RAW_KEY_TEMPLATE), RAW_DATASET, trade_ids=False
+            )
+        self.sessions = self.build_sources()
         spilled: list[str] = []
-        async with self.sink:
+        async with contextlib.AsyncExitStack() as sinks:
+            for sink in self._sinks():
+                await sinks.enter_async_context(sink)
             try:
                 async with asyncio.TaskGroup() as tg:
                     pipeline = tg.create_task(self._pipeline())
@@ -219,8 +276,9 @@ class StreamRun:
             )
             if failed:
                 # Stop uploading: what is not durable now goes to the spill directory.
-                self.sink.cancel_uploads()
-        if failed or self.sink.failed:
+                for sink in self._sinks():
+                    sink.cancel_uploads()
+        if failed or any(sink.failed for sink in self._sinks()):
             spilled = self._spill()
         return await self._finish(writer, started_ns, spilled)
 
@@ -256,12 +314,17 @@ class StreamRun:
 
     async def _pipeline(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            consumer = tg.create_task(self._consume())
+            consumers = [tg.create_task(self._consume(self.queue, self.sink))]
+            if self.raw_queue is not None and self.raw_sink is not None:
+                consumers.append(tg.create_task(self._consume(self.raw_queue, self.raw_sink)))
             housekeeping = tg.create_task(self._housekeeping())
             await self._ingest()
             self.queue.close()
+            if self.raw_queue is not None:
+                self.raw_queue.close()
             self.ingest_done.set()
-            await consumer
+            for consumer in consumers:
+                await consumer
             housekeeping.cancel()
 
     async def _ingest(self) -> None:
@@ -274,9 +337,13 @@ class StreamRun:
             log_event(log, logging.ERROR, "subscription_rejected", error=str(self.error))
             self.controller.request_stop("error")
 
-    async def _consume(self) -> None:
-        """Move batches from the queue into the sink; then close every window and upload."""
-        queue, sink = self.queue, self.sink
+    async def _consume(
+        self, queue: BatchQueue[Trade] | BatchQueue[RawFrame], sink: WindowedSink
+    ) -> None:
+        """Move batches from ``queue`` into ``sink``; then close every window and upload.
+
+        Nothing is awaited between taking a batch and adding it to the sink's windower, so once
+        the queue is empty every batch put before is in the windower (replay relies on it)."""
         handled = 0
         while (batch := await queue.get()) is not None:
             await sink.write(batch)
@@ -292,7 +359,8 @@ class StreamRun:
         next_stats = self.clock.monotonic() + interval
         while True:
             await asyncio.sleep(HOUSEKEEPING_TICK_SECONDS)
-            await self.sink.tick()
+            for sink in self._sinks():
+                await sink.tick()
             now = self.clock.monotonic()
             if now >= next_stats:
                 next_stats = now + interval
@@ -333,6 +401,10 @@ class StreamRun:
         while (batch := self.queue.get_nowait()) is not None:
             leftover += self.windower.add(batch)
         windows = self.sink.unfinished() + leftover
+        if self.raw_queue is not None and self.raw_sink is not None:
+            while (raw_batch := self.raw_queue.get_nowait()) is not None:
+                windows += self.raw_sink.windower.add(raw_batch)
+            windows += self.raw_sink.unfinished()
         if not windows:
             return []
         spill_dir = Path(self.config.runtime.spill_dir)
@@ -370,8 +442,8 @@ class StreamRun:
             stopped_at=iso_utc(self.clock.time_ns()),
             stop_reason=reason,
             status="complete" if complete else "incomplete",
-            config=self.config.public_dict(),
-            objects=list(self.sink.objects),
+            config=self.public_config(),
+            objects=[entry for sink in self._sinks() for entry in sink.objects],
             counters=self.counters.as_dict(),
             gaps=gaps,
             spilled=spilled,

@@ -24,6 +24,14 @@ DEFAULT_KEY_TEMPLATE: Final = (
     "{window_start}-{run_id}-{seq:06d}.{ext}"
 )
 
+#: The dataset of raw captured frames (SPEC §8 ``--capture``) and its fixed key template: raw
+#: frames are partitioned by exchange only (a frame may carry many symbols, or none).
+RAW_DATASET: Final = "raw"
+RAW_KEY_TEMPLATE: Final = (
+    "{prefix}{dataset}/exchange={exchange}/date={date}/hour={hour}/"
+    "{window_start}-{run_id}-{seq:06d}.{ext}"
+)
+
 #: Fields a template may use. ``date`` is ``YYYY-MM-DD``, ``hour``/``minute`` two digits,
 #: ``year``/``month``/``day`` zero-padded, ``window_start`` ``%Y%m%dT%H%M%SZ`` (UTC).
 TEMPLATE_FIELDS: Final = frozenset(
@@ -53,6 +61,11 @@ _SEQ_SPEC = re.compile(r"(0[1-9][0-9]?)?d")
 _LITERAL_OK = re.compile(r"[A-Za-z0-9._=/-]*")
 _SEGMENT_OK = re.compile(r"[A-Za-z0-9._=-]+")
 _VARIABLE = "KEY_TEMPLATE"
+
+
+def is_raw_key(prefix: str, key: str) -> bool:
+    """True for an object of the raw capture dataset (``{prefix}raw/...``)."""
+    return key.startswith(f"{prefix}{RAW_DATASET}/")
 
 
 @lru_cache(maxsize=4096)

@@ -20,13 +20,14 @@ from sinks.windowing import ClosedWindow
 from sinks.writer import ObjectWriter, StoredObject
 
 MANIFEST_DIR: Final = "_manifests/"
-STOP_REASONS: Final = ("deadline", "signal", "error")
+STOP_REASONS: Final = ("deadline", "signal", "error", "end")
 STATUSES: Final = ("complete", "incomplete")
 COUNTERS: Final = ("received", "parsed", "invalid", "dropped", "reconnects", "duplicates")
 
 _T = TypeVar("_T")
 
-StopReason = Literal["deadline", "signal", "error"]
+StopReason = Literal["deadline", "signal", "error", "end"]
+"""``end``: a replay reached the end of its input."""
 Status = Literal["complete", "incomplete"]
 
 
@@ -53,7 +54,12 @@ def iso_utc(ns: int) -> str:
 @dataclass(frozen=True, slots=True)
 class StoredObjectEntry:
     """One durable object of a run. ``symbols`` maps ``"exchange:symbol"`` to its (first, last)
-    trade id in the object, in arrival order; ``sha256`` is hex of the whole body."""
+    trade id in the object, in arrival order; ``sha256`` is hex of the whole body.
+
+    ``stored_at`` is the wall time (int ns since the epoch, from the sink's clock) at which the
+    upload became durable; ``None`` when unknown (manifests written before it existed, spilled
+    objects). It is omitted from the JSON when ``None``, and optional when reading.
+    """
 
     key: str
     records: int
@@ -62,10 +68,13 @@ class StoredObjectEntry:
     first_ts_event: int
     last_ts_event: int
     symbols: dict[str, tuple[str, str]]
+    stored_at: int | None = None
 
     @classmethod
-    def of(cls, window: ClosedWindow, stored: StoredObject) -> StoredObjectEntry:
-        """The entry of ``window`` once stored."""
+    def of(
+        cls, window: ClosedWindow, stored: StoredObject, stored_at: int | None = None
+    ) -> StoredObjectEntry:
+        """The entry of ``window`` once stored (durable at wall time ``stored_at``, ns)."""
         return cls(
             key=stored.key,
             records=window.records,
@@ -74,10 +83,11 @@ class StoredObjectEntry:
             first_ts_event=window.first_ts_event,
             last_ts_event=window.last_ts_event,
             symbols=dict(window.symbols),
+            stored_at=stored_at,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "key": self.key,
             "records": self.records,
             "bytes": self.bytes,
@@ -89,6 +99,9 @@ class StoredObjectEntry:
                 for name, (first, last) in self.symbols.items()
             },
         }
+        if self.stored_at is not None:
+            document["stored_at"] = self.stored_at
+        return document
 
     @classmethod
     def from_dict(cls, obj: object) -> StoredObjectEntry:
@@ -101,6 +114,9 @@ class StoredObjectEntry:
                 _typed(ids, "first_trade_id", str),
                 _typed(ids, "last_trade_id", str),
             )
+        stored_at = data.get("stored_at")
+        if stored_at is not None:
+            stored_at = _typed(data, "stored_at", int)
         return cls(
             key=_typed(data, "key", str),
             records=_typed(data, "records", int),
@@ -109,6 +125,7 @@ class StoredObjectEntry:
             first_ts_event=_typed(data, "first_ts_event", int),
             last_ts_event=_typed(data, "last_ts_event", int),
             symbols=symbols,
+            stored_at=stored_at,
         )
 
 

@@ -14,8 +14,9 @@ closed window through an :class:`~sinks.writer.ObjectWriter`, at most
             spill_windows(sink.unfinished(), spill_dir, run_id)
 
 Durability: a window is durable once its entry is in :attr:`WindowedSink.objects` (appended in
-upload-completion order). Every window that is not is in :meth:`WindowedSink.unfinished`, so
-nothing accepted by :meth:`write` is lost silently.
+upload-completion order; the entry's ``stored_at`` is the clock's wall time at that moment).
+Every window that is not is in :meth:`WindowedSink.unfinished`, so nothing accepted by
+:meth:`write` is lost silently.
 
 Retries: the writer retries each request itself (botocore standard mode). When a put still
 fails with :class:`~engine.errors.StorageError`, the sink retries it with capped exponential
@@ -53,9 +54,8 @@ from types import TracebackType
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import StorageError
-from engine.records import Trade
 from sinks.manifest import StoredObjectEntry
-from sinks.windowing import ClosedWindow, Windower
+from sinks.windowing import ClosedWindow, Windower, WindowRecord
 from sinks.writer import ObjectWriter, StoredObject
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class WindowedSink:
 
     # -- input -----------------------------------------------------------------------------
 
-    async def write(self, batch: Sequence[Trade]) -> None:
+    async def write(self, batch: Sequence[WindowRecord]) -> None:
         """Add a batch; upload the windows it closed. Waits while every upload slot is busy."""
         closed = self.windower.add(batch)
         if closed:
@@ -281,7 +281,7 @@ class WindowedSink:
         self._changed.set()
 
     def _record(self, window: ClosedWindow, stored: StoredObject, closed_at: float) -> None:
-        self.objects.append(StoredObjectEntry.of(window, stored))
+        self.objects.append(StoredObjectEntry.of(window, stored, self.clock.time_ns()))
         self.bytes_uploaded += stored.bytes
         self.records_uploaded += window.records
         self.upload_latencies.append(self.clock.monotonic() - closed_at)

@@ -7,6 +7,9 @@ id is given: run ids sort by time) and checks, reporting one line per finding:
 - every object is present with the recorded size and sha256, decodes, holds the recorded number
   of records, each a valid trade, and its first/last trade ids per symbol match the manifest;
 - no (exchange, symbol, trade_id) appears twice across the run's objects;
+- raw capture objects (``{prefix}raw/...``, SPEC §8) are checked for presence, size, sha256 and
+  record count, and each line must be a recording line (``ts``, ``exchange``, ``dir``,
+  ``frame``); they hold no trades, so the trade checks do not apply to them;
 - no object under the prefix carries the run id without being in the manifest (stray).
 
 Gaps recorded in the manifest are reported but are not problems. The report is ``ok`` only when
@@ -22,7 +25,7 @@ from typing import Final
 from engine.errors import IntegrityError, ObjectNotFound, StorageError
 from engine.records import Trade
 from sinks.encoders import decode_body, format_from_key
-from sinks.keys import sanitize
+from sinks.keys import is_raw_key, sanitize
 from sinks.manifest import MANIFEST_DIR, Gap, Manifest, StoredObjectEntry, manifest_key
 from sinks.writer import ObjectWriter, sha256_hex
 
@@ -104,7 +107,8 @@ async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = Non
             continue
         keys.add(entry.key)
         report.objects += 1
-        report.records += await _check_object(writer, entry, checker, problems)
+        raw = is_raw_key(prefix, entry.key)
+        report.records += await _check_object(writer, entry, checker, problems, raw=raw)
     checker.finish()
     await _check_strays(writer, prefix, run_id, keys, problems)
     report.ok = not problems
@@ -129,8 +133,11 @@ async def _check_object(
     entry: StoredObjectEntry,
     checker: _DuplicateChecker,
     problems: list[str],
+    *,
+    raw: bool = False,
 ) -> int:
-    """Check one object; return how many records it decoded to."""
+    """Check one object; return how many records it decoded to. ``raw``: a raw capture object,
+    whose lines are recording lines, not trades."""
     key = entry.key
     try:
         body = await writer.get(key)
@@ -149,6 +156,13 @@ async def _check_object(
         return 0
     if len(records) != entry.records:
         problems.append(f"{key}: holds {len(records)} records, manifest says {entry.records}")
+    if raw:
+        bad = sum(1 for obj in records if not _is_recording_line(obj))
+        if bad:
+            problems.append(f"{key}: {bad} lines are not recording lines")
+        if entry.symbols:
+            problems.append(f"{key}: a raw object lists trade ids in the manifest")
+        return len(records)
     symbols: dict[str, list[str]] = {}
     invalid = 0
     for obj in records:
@@ -170,6 +184,20 @@ async def _check_object(
     if not invalid and found != entry.symbols:
         problems.append(f"{key}: first/last trade ids per symbol {found} differ from the manifest")
     return len(records)
+
+
+def _is_recording_line(obj: dict[str, object]) -> bool:
+    """A line of the recording format: int ``ts``, str ``exchange``, ``dir`` in/out, str
+    ``frame`` (``url``, when present, a string)."""
+    ts, url = obj.get("ts"), obj.get("url")
+    return (
+        isinstance(ts, int)
+        and not isinstance(ts, bool)
+        and isinstance(obj.get("exchange"), str)
+        and obj.get("dir") in ("in", "out")
+        and isinstance(obj.get("frame"), str)
+        and (url is None or isinstance(url, str))
+    )
 
 
 class _DuplicateChecker:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Final
+from typing import Final, Protocol, cast
 
 from engine.clock import Clock
 from engine.errors import ConfigError
@@ -41,6 +41,18 @@ NS: Final = 1_000_000_000
 #: Largest number of records encoded and compressed in one call (bounds a window's overshoot
 #: of ``max_bytes`` and the time spent in one compressor call).
 CHUNK_RECORDS: Final = 4096
+
+
+class WindowRecord(Protocol):
+    """What the windower needs of a record: a receive time (the slot) and an event time (the
+    manifest's first/last ``ts_event``). :class:`~engine.records.Trade` is one; raw captured
+    frames (:mod:`connectors.capture`) are another. The record is encoded with ``orjson``."""
+
+    @property
+    def ts_recv(self) -> int: ...
+
+    @property
+    def ts_event(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,19 +98,23 @@ class _OpenWindow:
     window_start_ns: int
     end_ns: int
     encoder: Encoder
+    trade_ids: bool = True
     records: int = 0
     first_ts_event: int = 0
     last_ts_event: int = 0
     symbols: dict[str, list[str]] = field(default_factory=dict)
 
-    def append(self, chunk: Sequence[Trade], homogeneous: bool) -> None:
-        """Encode ``chunk``; ``homogeneous`` means all its records share exchange and symbol."""
-        self.encoder.write(chunk)
-        first, last = chunk[0], chunk[-1]
+    def append(self, records: Sequence[WindowRecord], homogeneous: bool) -> None:
+        """Encode ``records``; ``homogeneous`` means they all share exchange and symbol."""
+        self.encoder.write(records)
         if not self.records:
-            self.first_ts_event = first.ts_event
-        self.last_ts_event = last.ts_event
-        self.records += len(chunk)
+            self.first_ts_event = records[0].ts_event
+        self.last_ts_event = records[-1].ts_event
+        self.records += len(records)
+        if not self.trade_ids:
+            return
+        chunk = cast(Sequence[Trade], records)
+        first, last = chunk[0], chunk[-1]
         symbols = self.symbols
         if homogeneous:
             name = f"{first.exchange}:{first.symbol}"
@@ -137,6 +153,10 @@ class Windower:
 
     Every method returns the windows it closed, in closing order; a returned window is no
     longer the windower's business (the caller must make it durable or spill it).
+
+    ``trade_ids=False`` is for datasets whose records are not trades (raw capture): their
+    windows record no per-symbol trade ids (``symbols`` is empty) and the records' own
+    ``ts_event`` for first/last.
     """
 
     def __init__(
@@ -150,8 +170,10 @@ class Windower:
         dataset: str = "trades",
         clock: Clock,
         level: int | None = None,
+        trade_ids: bool = True,
     ) -> None:
         self.policy = policy
+        self.trade_ids = trade_ids
         self.template = template
         self.prefix = prefix
         self.run_id = run_id
@@ -174,7 +196,7 @@ class Windower:
         """How many windows are open."""
         return len(self._open)
 
-    def add(self, records: Sequence[Trade]) -> list[ClosedWindow]:
+    def add(self, records: Sequence[WindowRecord]) -> list[ClosedWindow]:
         """Add a batch; return the windows it closed (full ones and those whose slot ended)."""
         closed: list[ClosedWindow] = []
         if records:
@@ -200,8 +222,8 @@ class Windower:
     # -- internals -------------------------------------------------------------------------
 
     def _split_partitions(
-        self, records: Sequence[Trade]
-    ) -> list[tuple[_Partition, Sequence[Trade]]]:
+        self, records: Sequence[WindowRecord]
+    ) -> list[tuple[_Partition, Sequence[WindowRecord]]]:
         partition_of = self._partition_of
         if partition_of is None:
             return [((), records)]
@@ -212,7 +234,7 @@ class Windower:
         keys = list(map(key, records))
         if keys.count(first) == len(keys):
             return [(((first,) if single else first), records)]
-        groups: dict[_Partition, list[Trade]] = {}
+        groups: dict[_Partition, list[WindowRecord]] = {}
         for k, record in zip(keys, records, strict=True):
             part = (k,) if single else k
             group = groups.get(part)
@@ -225,7 +247,7 @@ class Windower:
     def _add_partition(
         self,
         partition: _Partition,
-        records: Sequence[Trade],
+        records: Sequence[WindowRecord],
         now_slot: int,
         closed: list[ClosedWindow],
     ) -> None:
@@ -247,7 +269,7 @@ class Windower:
         self,
         partition: _Partition,
         slot: int,
-        records: Sequence[Trade],
+        records: Sequence[WindowRecord],
         closed: list[ClosedWindow],
     ) -> None:
         policy = self.policy
@@ -270,7 +292,7 @@ class Windower:
                 closed.append(window.close(self.format))
                 self._next_due_ns = None  # recomputed lazily
 
-    def _open_window(self, partition: _Partition, slot: int, first: Trade) -> _OpenWindow:
+    def _open_window(self, partition: _Partition, slot: int, first: WindowRecord) -> _OpenWindow:
         seq = self._seq.get(partition, -1) + 1
         self._seq[partition] = seq
         start_ns = slot * self._slot_ns
@@ -290,6 +312,7 @@ class Windower:
             window_start_ns=start_ns,
             end_ns=start_ns + self._slot_ns,
             encoder=make_encoder(self.format, self.level),
+            trade_ids=self.trade_ids,
         )
         self._open[(partition, slot)] = window
         if self._next_due_ns is not None and window.end_ns < self._next_due_ns:

@@ -36,6 +36,7 @@ def sample() -> Manifest:
                 first_ts_event=1,
                 last_ts_event=3,
                 symbols={"binance:BNB-USDT": ("10", "12")},
+                stored_at=1_700_000_100 * 10**9,
             )
         ],
         counters={"received": 3, "parsed": 3, "invalid": 0, "dropped": 0, "reconnects": 1},
@@ -57,6 +58,16 @@ def test_json_round_trip() -> None:
     assert document["started_at"] == "2023-11-14T22:14:00.000000Z"
     assert document["stopped_at"] == "2023-11-14T22:15:00.123456Z"
     assert b'\n  "command"' in data  # indented
+
+
+def test_stored_at_is_written_and_optional_when_reading() -> None:
+    document = orjson.loads(sample().to_json())
+    assert document["objects"][0]["stored_at"] == 1_700_000_100 * 10**9
+    del document["objects"][0]["stored_at"]  # a manifest written before the field existed
+    older = Manifest.from_json(orjson.dumps(document))
+    assert older.objects[0].stored_at is None
+    assert "stored_at" not in older.objects[0].to_dict()
+    assert Manifest.from_json(older.to_json()) == older
 
 
 def test_default_counters() -> None:
@@ -85,6 +96,8 @@ def test_manifest_key() -> None:
         (lambda d: d.update(objects={}), "objects"),
         (lambda d: d["objects"][0].update(records="3"), "records"),
         (lambda d: d["objects"][0].update(records=True), "records"),
+        (lambda d: d["objects"][0].update(stored_at="1"), "stored_at"),
+        (lambda d: d["objects"][0].update(stored_at=1.5), "stored_at"),
         (lambda d: d["objects"][0]["symbols"].update(x=["1", "2"]), "symbols"),
         (lambda d: d["counters"].update(received=1.5), "received"),
         (lambda d: d["gaps"]["binance:BNB-USDT"][0].pop("missing"), "missing"),

@@ -122,6 +122,22 @@ async def test_windows_are_uploaded_and_recorded(clock: FakeClock) -> None:
     assert btc.records == 20
     assert sorted(stored_trades(writer), key=lambda t: int(t.trade_id)) == sent
     assert len(sink.upload_latencies) == 3
+    # Durable at the clock's wall time of the upload (the fake writer stores instantly).
+    assert {entry.stored_at for entry in sink.objects} == {(T0 + 70) * NS}
+
+
+async def test_stored_at_is_the_wall_time_the_upload_became_durable(clock: FakeClock) -> None:
+    feed = Feed(clock)
+    async with make_sink(clock, MemoryWriter(), max_records=5) as sink:
+        await sink.write(feed.trades(5))  # closes a window by record count
+        await until(lambda: len(sink.objects) == 1)
+        clock.advance(2.5)
+        await sink.write(feed.trades(5))
+        await sink.close()
+    assert [entry.stored_at for entry in sink.objects] == [
+        (T0 + 10) * NS,
+        (T0 + 10) * NS + 2_500_000_000,
+    ]
 
 
 async def test_backpressure_waits_for_a_free_upload_slot(clock: FakeClock) -> None:

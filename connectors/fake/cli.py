@@ -7,6 +7,15 @@ On start it prints one JSON line to stdout, so a parent process can find the por
 It runs until SIGTERM/SIGINT or ``--duration`` seconds, then closes every connection, completes
 the ``--ledger`` JSONL file (streamed while running) and prints a summary line
 ``{"event":"stopped",...}``. Exit 0; 2 for a bad flag (one line on stderr naming it).
+
+With ``--recording FILE`` (repeatable: files play in order) it serves a recorded feed instead of
+synthetic trades: every connection that subscribes gets the recording's received frames of
+``--protocol``'s exchange, at the recorded pace times ``--speed`` (``max``: as fast as the socket
+takes them), once or with ``--loop`` over and over. The files are read through once before
+listening, so a bad one is refused (exit 2, ``--recording: FILE:LINE: problem``), and the
+symbols traded in it are added to ``--symbols`` (exchanges such as Coinbase refuse subscriptions
+to products the server does not list); the ``listening`` line then carries
+``"recorded_frames"`` and ``"recorded_trades"`` (per pass).
 """
 
 from __future__ import annotations
@@ -23,8 +32,9 @@ import orjson
 from connectors.fake.adapters import ADAPTERS
 from connectors.fake.faults import Faults
 from connectors.fake.ledger import Ledger
+from connectors.fake.recorded import RecordedFeed, Scan
 from connectors.fake.server import FakeExchange
-from engine.errors import ConfigError
+from engine.errors import ConfigError, RecordingError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +62,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-trades", type=int, default=None, help="stop producing after N")
     parser.add_argument("--ledger", default=None, help="write sent trades to this JSONL file")
     parser.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    parser.add_argument(
+        "--recording",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="serve this recording's received frames instead of synthetic trades "
+        "(repeat for several files, played in order; .gz/.zst/plain); --rate is then unused",
+    )
+    parser.add_argument(
+        "--speed",
+        default="1",
+        help="with --recording: 1 = recorded pace, N = N times faster, 'max' = no pacing",
+    )
+    parser.add_argument(
+        "--loop", action="store_true", help="with --recording: start again after the last frame"
+    )
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
@@ -81,7 +107,37 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--duration", "must be positive")
     if args.max_trades is not None and args.max_trades < 0:
         raise ConfigError("--max-trades", "must not be negative")
-    return {"rate": rate, "symbols": symbols, "faults": faults}
+    feed, scan = _recording(args)
+    if scan is not None:
+        symbols += sorted(scan.symbols - set(symbols))
+    return {
+        "rate": rate,
+        "symbols": symbols,
+        "faults": faults,
+        "recording": feed,
+        "scan": scan,
+    }
+
+
+def _recording(args: argparse.Namespace) -> tuple[RecordedFeed | None, Scan | None]:
+    """The recorded feed of ``--recording``/``--speed``/``--loop`` and what a pass sends, read
+    through once to refuse a bad file early; ``(None, None)`` without ``--recording``. Raises
+    ConfigError naming the flag."""
+    paths = getattr(args, "recording", None)
+    if not paths:
+        return None, None
+    speed: float | None
+    text = str(args.speed).lower()
+    try:
+        speed = None if text == "max" else float(text)
+        feed = RecordedFeed.of(paths, args.protocol, speed=speed, loop=args.loop)
+    except ValueError:
+        raise ConfigError("--speed", f"{args.speed!r} is not a positive number or 'max'") from None
+    try:
+        scan = feed.scan()
+    except RecordingError as exc:
+        raise ConfigError("--recording", str(exc)) from None
+    return feed, scan
 
 
 def _print(event: dict[str, Any]) -> None:
@@ -100,6 +156,7 @@ async def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"--ledger: cannot write: {exc.strerror}", file=sys.stderr)
         return 2
+    scan: Scan | None = config["scan"]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -116,6 +173,7 @@ async def run(args: argparse.Namespace) -> int:
             first_id=args.first_id,
             ledger=ledger,
             max_trades=args.max_trades,
+            recording=config["recording"],
         )
         async with fake:
             _print(
@@ -124,6 +182,11 @@ async def run(args: argparse.Namespace) -> int:
                     "protocol": args.protocol,
                     "url": fake.url,
                     "port": fake.port,
+                    **(
+                        {"recorded_frames": scan.frames, "recorded_trades": scan.trades}
+                        if scan is not None
+                        else {}
+                    ),
                 }
             )
             with contextlib.suppress(TimeoutError):
@@ -136,7 +199,11 @@ async def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         ledger.close()
-    _print({"event": "stopped", "ledger": args.ledger, **ledger.summary()})
+    summary: dict[str, Any] = {"event": "stopped", "ledger": args.ledger, **ledger.summary()}
+    if config["recording"] is not None:
+        summary["recorded_frames_sent"] = fake.recorded_frames_sent
+        summary["recorded_passes"] = fake.recorded_passes
+    _print(summary)
     return 0
 
 

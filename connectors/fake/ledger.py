@@ -68,6 +68,7 @@ class Ledger:
         """Trades generated for a connection but not sent (stall, slow reader, closing)."""
         self._counts: dict[str, int] = {}
         self._canonical: dict[str, str] = {}
+        self._unnumbered: dict[int, int] = {}
         self._file: IO[bytes] | None = open(path, "wb") if path is not None else None  # noqa: SIM115
         self._buffer = bytearray()
 
@@ -81,7 +82,11 @@ class Ledger:
     def add(self, connection: int, trade: Trade) -> None:
         """Record one sent trade (the hot path of the fake server)."""
         symbol = trade.raw_symbol
-        tid = int(trade.trade_id)
+        try:
+            tid = int(trade.trade_id)
+        except ValueError:  # not a number (Bybit's UUIDs in a recording): no id runs
+            self._add_unnumbered(connection, trade)
+            return
         runs = self._runs.get((connection, symbol))
         if runs is None:
             self._runs[(connection, symbol)] = [[tid, tid]]
@@ -92,6 +97,16 @@ class Ledger:
                 last[1] = tid
             else:
                 runs.append([tid, tid])
+        self._count_and_keep(connection, trade)
+
+    def _add_unnumbered(self, connection: int, trade: Trade) -> None:
+        """Record a trade whose id is not a number: counted and kept, not in :meth:`sent_ids`."""
+        self._canonical.setdefault(trade.raw_symbol, trade.symbol)
+        self._unnumbered[connection] = self._unnumbered.get(connection, 0) + 1
+        self._count_and_keep(connection, trade)
+
+    def _count_and_keep(self, connection: int, trade: Trade) -> None:
+        symbol = trade.raw_symbol
         self._counts[symbol] = self._counts.get(symbol, 0) + 1
         self.total += 1
         if len(self._kept) < self._memory_limit:
@@ -110,7 +125,7 @@ class Ledger:
 
     def connections(self) -> list[int]:
         """Connection numbers that were sent at least one trade, ascending."""
-        return sorted({conn for conn, _ in self._runs})
+        return sorted({conn for conn, _ in self._runs} | set(self._unnumbered))
 
     def sent_ids(self, symbol: str, connection: int | None = None) -> list[int]:
         """Ids of ``symbol`` (raw ``BTCUSDT`` or canonical ``BTC-USDT``) in send order, per
@@ -136,6 +151,8 @@ class Ledger:
         per_conn: dict[int, int] = {}
         for (conn, _sym), runs in self._runs.items():
             per_conn[conn] = per_conn.get(conn, 0) + sum(b - a + 1 for a, b in runs)
+        for conn, count in self._unnumbered.items():
+            per_conn[conn] = per_conn.get(conn, 0) + count
         return {
             "trades": self.total,
             "per_symbol": dict(sorted(self._counts.items())),

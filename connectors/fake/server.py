@@ -23,6 +23,13 @@ after it on that connection can arrive: the server sends the frames before it an
 frame itself, counts the rest as undelivered and closes the connection (1001). Only trades whose
 frames went out ahead of the oversized one are in the ledger.
 
+A third mode plays a recording (``recording=RecordedFeed(...)``, see
+:mod:`connectors.fake.recorded`): no market; each connection, once it has subscribed to anything
+(the URL's streams or a subscribe message the adapter accepts), gets the recording's received
+frames of the exchange, unchanged and in order, at the recorded pace, faster, or as fast as the
+socket takes them, once or in a loop. The ledger holds the trades those frames carry, parsed
+with the exchange's client protocol. Faults other than ``reject-unknown`` do not apply to it.
+
 Time-based faults (disconnect, stall, shutdown notices) use the injected clock's monotonic time
 measured from the connection's opening; a test drives them with ``engine.clock.FakeClock`` and
 never sleeps. Every connection's tasks are owned by a TaskGroup inside its handler; the ticker is
@@ -46,14 +53,17 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from connectors.base import ExchangeProtocol
 from connectors.fake.adapters import Reply, ServerSession, get_adapter
 from connectors.fake.faults import Faults, Stall
 from connectors.fake.ledger import Ledger
 from connectors.fake.market import Market
+from connectors.fake.recorded import Pace, RecordedFeed
 from engine.clock import SYSTEM_CLOCK, Clock
+from engine.errors import RecordingError
 from engine.records import Trade
 
-__all__ = ["FakeExchange", "Faults", "Ledger", "Stall", "send_many"]
+__all__ = ["FakeExchange", "Faults", "Ledger", "RecordedFeed", "Stall", "send_many"]
 
 
 PING_INTERVAL: Final = 20.0
@@ -141,6 +151,7 @@ class _Conn:
         self.notices_sent = 0
         self.rng = random.Random(f"{seed}:conn:{number}")
         self.changed = asyncio.Event()
+        self.subscribed = False
 
 
 class FakeExchange:
@@ -151,6 +162,8 @@ class FakeExchange:
     :attr:`port`, :attr:`url`). ``ledger`` defaults to an in-memory :class:`Ledger`. ``clock``
     drives trade times, the pace of the timed market and the time-based faults. ``max_trades``
     caps the total the market produces. ``queue_batches`` bounds each connection's backlog.
+    ``recording`` plays a recorded feed instead of the market (``rate``, ``seed``, ``first_id``
+    and ``max_trades`` are then unused, ``symbols`` may be empty and :attr:`market` is None).
     """
 
     def __init__(
@@ -169,6 +182,7 @@ class FakeExchange:
         max_trades: int | None = None,
         tick: float = 0.01,
         queue_batches: int = 1000,
+        recording: RecordedFeed | None = None,
     ) -> None:
         self.adapter = get_adapter(protocol)
         self.protocol = protocol
@@ -178,16 +192,21 @@ class FakeExchange:
         self.seed = seed
         self.clock = clock
         self.ledger = ledger if ledger is not None else Ledger()
-        self.market = Market(
-            [s.upper() for s in symbols],
-            rate=rate,
-            seed=seed,
-            first_id=first_id,
-            exchange=protocol,
-            clock=clock,
-            max_trades=max_trades,
-        )
-        self.symbols = frozenset(self.market.symbols)
+        self.recording = recording
+        self.market: Market | None = None
+        if recording is None:
+            self.market = Market(
+                [s.upper() for s in symbols],
+                rate=rate,
+                seed=seed,
+                first_id=first_id,
+                exchange=protocol,
+                clock=clock,
+                max_trades=max_trades,
+            )
+            self.symbols = frozenset(self.market.symbols)
+        else:
+            self.symbols = frozenset(s.upper() for s in symbols)
         self.tick = tick
         self.queue_batches = queue_batches
         self.connections_opened = 0
@@ -198,6 +217,12 @@ class FakeExchange:
         self._stopping = asyncio.Event()
         self.connections_ready = 0
         self.ticks = 0
+        self.recorded_frames_sent = 0
+        """Recorded frames sent (recording mode), all connections and passes together."""
+        self.recorded_passes = 0
+        """Passes through the recording completed (recording mode), all connections together."""
+        self.recording_error: RecordingError | None = None
+        """The recording's first read error, if a pass met one (that connection closed 1011)."""
         self._ready = asyncio.Condition()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -250,7 +275,7 @@ class FakeExchange:
             self._port = self._server.sockets[0].getsockname()[1]
             group = await stack.enter_async_context(asyncio.TaskGroup())
             stack.callback(self._stopping.set)  # runs first on exit: ends the ticker
-            if self.market.rate is not None:
+            if self.market is not None and self.market.rate is not None:
                 group.create_task(self._ticker(), name="fake-exchange-ticker")
         except BaseException:
             await stack.aclose()
@@ -293,7 +318,9 @@ class FakeExchange:
                 self._ready.notify_all()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._read_loop(conn))
-                if self.market.rate is None:
+                if self.market is None:
+                    group.create_task(self._recorded_loop(conn))
+                elif self.market.rate is None:
                     group.create_task(self._blast_loop(conn))
                 else:
                     group.create_task(self._timed_send_loop(conn))
@@ -308,6 +335,8 @@ class FakeExchange:
         for frame in reply.frames:
             await conn.ws.send(frame)
         conn.session.apply(reply)
+        if reply.subscribe:
+            conn.subscribed = True
         conn.changed.set()
         if reply.close is not None:
             conn.closing = True
@@ -370,6 +399,7 @@ class FakeExchange:
     # -- timed mode ------------------------------------------------------------------------------
 
     async def _ticker(self) -> None:
+        assert self.market is not None
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.tick):
@@ -452,6 +482,7 @@ class FakeExchange:
 
     async def _blast_loop(self, conn: _Conn) -> None:
         ws, market = conn.ws, self.market
+        assert market is not None
         frame = self._frame
         while True:
             close, notice, stalled = self._faults_due(conn, self.clock.monotonic())
@@ -474,3 +505,76 @@ class FakeExchange:
                 await ws.close(1001, "fake exchange: oversized fault")
                 raise _Done
             await asyncio.sleep(0)  # one yield per batch even when the socket never pushes back
+
+    # -- recording mode --------------------------------------------------------------------------
+
+    async def wait_passes(self, passes: int) -> None:
+        """Wait until ``passes`` passes through the recording have completed (all connections
+        together); TimeoutError after ``WAIT_LIMIT`` seconds."""
+        async with asyncio.timeout(WAIT_LIMIT), self._ready:
+            await self._ready.wait_for(lambda: self.recorded_passes >= passes)
+
+    async def _recorded_loop(self, conn: _Conn) -> None:
+        """Wait for the connection's first subscription, then play the recording to it (once,
+        or until the connection ends with ``loop``)."""
+        feed = self.recording
+        assert feed is not None
+        while not conn.subscribed:
+            conn.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WAIT_LIMIT):
+                    await conn.changed.wait()
+        protocol = feed.protocol()
+        while True:
+            try:
+                await self._play_once(conn, feed, protocol)
+            except RecordingError as exc:
+                if self.recording_error is None:
+                    self.recording_error = exc
+                await conn.ws.close(1011, "fake exchange: recording unreadable")
+                raise _Done from None
+            async with self._ready:
+                self.recorded_passes += 1
+                self._ready.notify_all()
+            if not feed.loop:
+                return  # the connection stays open, idle, until the client or server closes it
+
+    async def _play_once(self, conn: _Conn, feed: RecordedFeed, protocol: ExchangeProtocol) -> None:
+        """One pass: send every due frame in batches of up to ``BLAST_BATCH`` (one event-loop
+        yield per batch); between frames not yet due, wait in steps of at most ``tick``."""
+        clock = self.clock
+        pace = Pace(clock.monotonic(), feed.speed)
+        stamps: list[int] = []
+        texts: list[str] = []
+        with contextlib.closing(feed.frames()) as frames:
+            for ts, text in frames:
+                due = pace.due(ts)
+                if due > clock.monotonic():
+                    await self._send_recorded(conn, protocol, stamps, texts)
+                    while (wait := due - clock.monotonic()) > 0:
+                        if self._stopping.is_set():
+                            raise _Done
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(min(wait, self.tick)):
+                                await self._stopping.wait()
+                stamps.append(ts)
+                texts.append(text)
+                if len(texts) >= BLAST_BATCH:
+                    await self._send_recorded(conn, protocol, stamps, texts)
+                    await asyncio.sleep(0)
+        await self._send_recorded(conn, protocol, stamps, texts)
+
+    async def _send_recorded(
+        self, conn: _Conn, protocol: ExchangeProtocol, stamps: list[int], texts: list[str]
+    ) -> None:
+        """Send ``texts`` (then clear both lists) and record the trades they carry."""
+        if not texts:
+            return
+        await send_many(conn.ws, texts)
+        add, number, trades_in = self.ledger.add, conn.number, RecordedFeed.trades_in
+        for ts, text in zip(stamps, texts, strict=True):
+            for trade in trades_in(protocol, text, ts):
+                add(number, trade)
+        self.recorded_frames_sent += len(texts)
+        stamps.clear()
+        texts.clear()

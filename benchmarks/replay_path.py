@@ -1,0 +1,147 @@
+"""The replay half of `make bench` (SPEC §11): one synthetic recording, three readers of it.
+
+* ``replay-ceiling`` - ``iter_records`` + ``BinanceProtocol.parse`` and nothing else;
+* ``replay``         - ``feedvault replay FILE --speed max --out s3://bench/replay/`` end to end
+  into the bench's moto server: trades (from its manifest) per second of the process's wall
+  time, CPU µs per trade (the child's rusage), peak RSS (its ``run_end`` line);
+* ``replay-naive``   - json + list + gzip level 9 + boto3 per window, over the same file.
+
+The recording (``bench-output/replay-bench.jsonl.zst``) is generated once per bench run. When
+``engine/replay.py`` is not there (or the run leaves no manifest), the ``replay`` row says so
+instead of stopping the bench.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+PY = sys.executable
+
+
+class _Host(Protocol):
+    """What this module needs from the bench: S3 env, manifests, child runs, results."""
+
+    window_seconds: int
+    results: dict[str, dict[str, Any]]
+
+    def env(self, **extra: str) -> dict[str, str]: ...
+
+    def manifest(self, prefix: str) -> dict[str, Any] | None: ...
+
+
+RunChild = Callable[[list[str], dict[str, str], float], tuple[int, str, Any]]
+
+
+def replay_available() -> bool:
+    """True when the ``feedvault replay`` command exists (engine/replay.py)."""
+    return importlib.util.find_spec("engine.replay") is not None
+
+
+def generate(bench: _Host, run_child: RunChild, path: Path, frames: int) -> dict[str, Any]:
+    """Write the bench's recording; return the generator's line (frames, bytes, seconds)."""
+    cmd = [PY, "-m", "benchmarks.recording_gen", str(path), str(frames)]
+    status, out, _ = run_child(cmd, bench.env(), 600)
+    if status != 0:
+        raise SystemExit(f"bench: generating the recording failed (exit {status})")
+    doc: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return doc
+
+
+def ceiling(bench: _Host, run_child: RunChild, path: Path) -> None:
+    cmd = [PY, "-m", "benchmarks.replay_ceiling", str(path)]
+    _, out, _ = run_child(cmd, bench.env(), 600)
+    doc = json.loads(out.strip().splitlines()[-1])
+    bench.results["replay-ceiling"] = {
+        "trades": doc["trades"],
+        "trades_per_s": doc["trades_per_s"],
+        "cpu_us_per_trade": doc["cpu_us_per_trade"],
+        "peak_rss_mb": doc["peak_rss_mb"],
+    }
+
+
+def replay(bench: _Host, run_child: RunChild, path: Path, frames: int, out_dir: Path) -> None:
+    """Run ``feedvault replay`` on ``path``; record its row (or why there is none)."""
+    if not replay_available():
+        bench.results["replay"] = {"available": False, "note": "engine/replay.py not present"}
+        return
+    env = bench.env(
+        WINDOW_SECONDS=str(bench.window_seconds),
+        FORMAT="ndjson.zst",
+        STATS_INTERVAL_SECONDS="5",
+        LOG_FORMAT="json",
+        MAX_RUNTIME_SECONDS="900",
+        SPILL_DIR=str(out_dir / "spill"),
+    )
+    cmd = [PY, "-m", "engine", "replay", str(path), "--speed", "max", "--out", "s3://bench/replay/"]
+    started = time.monotonic()
+    status, out, usage = run_child(cmd, env, 120 + frames / 10_000)
+    wall = time.monotonic() - started
+    (out_dir / "replay.log").write_text(out)
+    manifest = bench.manifest("replay/")
+    if manifest is None:
+        tail = " | ".join(out.splitlines()[-3:])[-300:]
+        bench.results["replay"] = {
+            "available": False,
+            "note": f"exit {status}, no manifest under replay/_manifests/: {tail}",
+        }
+        return
+    trades = sum(o["records"] for o in manifest["objects"])
+    cpu = usage.ru_utime + usage.ru_stime
+    peak_rss_mb, queue_hw = 0.0, 0
+    for line in out.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict):
+            continue
+        if doc.get("event") == "stats":
+            queue_hw = max(queue_hw, int(doc.get("queue_high_water", 0)))
+        if doc.get("event") == "run_end":
+            peak_rss_mb = float(doc.get("peak_rss_mb", 0.0))
+    bench.results["replay"] = {
+        "exit": status,
+        "status": manifest["status"],
+        "trades": trades,
+        "complete": trades == frames,
+        "seconds": round(wall, 2),
+        "trades_per_s": round(trades / wall, 1),
+        "cpu_us_per_trade": round(cpu / max(trades, 1) * 1e6, 3),
+        "peak_rss_mb": peak_rss_mb,
+        "queue_high_water": queue_hw,
+        "objects": len(manifest["objects"]),
+        "bytes": sum(o["bytes"] for o in manifest["objects"]),
+    }
+
+
+def naive(bench: _Host, run_child: RunChild, path: Path) -> None:
+    window = str(bench.window_seconds)
+    cmd = [PY, "-m", "benchmarks.naive", "--file", str(path), "bench", window]
+    _, out, _ = run_child(cmd, bench.env(), 900)
+    doc = json.loads(out.strip().splitlines()[-1])
+    bench.results["replay-naive"] = {
+        "trades": doc["trades"],
+        "trades_per_s": doc["trades_per_s"],
+        "cpu_us_per_trade": doc["cpu_us_per_trade"],
+        "peak_rss_mb": doc["peak_rss_mb"],
+    }
+
+
+def run_all(bench: _Host, run_child: RunChild, out_dir: Path, frames: int) -> None:
+    """Generate the recording, then the ceiling, the replay and the naive baseline on it."""
+    path = out_dir / "replay-bench.jsonl.zst"
+    made = generate(bench, run_child, path, frames)
+    print(
+        f"bench: replay path on {frames:,} Binance trade frames "
+        f"({made['bytes'] / 2**20:.1f} MiB zstd, generated in {made['seconds']:.1f} s)",
+        flush=True,
+    )
+    ceiling(bench, run_child, path)
+    replay(bench, run_child, path, frames, out_dir)
+    naive(bench, run_child, path)

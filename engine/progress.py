@@ -1,0 +1,87 @@
+"""Progress for long-running commands: a redrawn bar on a TTY, plain lines otherwise.
+
+::
+
+    progress = Progress(total=30.0, label="loadtest")
+    progress.update(elapsed, "137,233 trades/s")   # as often as you like
+    progress.finish()
+
+On a TTY the bar is redrawn in place (``\\r``) at most every ``redraw_seconds``; otherwise one
+line is printed every ``line_seconds`` of elapsed time, so logs stay short. Output goes to
+``stream`` (stderr by default), leaving stdout for results.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+
+def render_bar(elapsed: float, total: float, width: int = 30) -> str:
+    """``[#########.....]`` filled in proportion to ``elapsed / total`` (clamped to 0..1)."""
+    fraction = 0.0 if total <= 0 else min(max(elapsed / total, 0.0), 1.0)
+    filled = round(fraction * width)
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def progress_text(label: str, elapsed: float, total: float, detail: str) -> str:
+    """``label  12.0/30 s  detail`` (the part shared by the bar and the plain lines)."""
+    return f"{label}  {elapsed:5.1f}/{total:g} s  {detail}".rstrip()
+
+
+class Progress:
+    """See the module docstring. Not thread-safe."""
+
+    def __init__(
+        self,
+        total: float,
+        *,
+        label: str,
+        stream: TextIO | None = None,
+        is_tty: bool | None = None,
+        line_seconds: float = 5.0,
+        redraw_seconds: float = 0.2,
+    ) -> None:
+        self.total = total
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.is_tty = self.stream.isatty() if is_tty is None else is_tty
+        self.line_seconds = line_seconds
+        self.redraw_seconds = redraw_seconds
+        self._next_line = line_seconds
+        self._last_draw = float("-inf")
+        self._width = 0
+
+    def update(self, elapsed: float, detail: str = "") -> None:
+        """Report ``elapsed`` seconds of ``total``, with a short ``detail``."""
+        text = progress_text(self.label, elapsed, self.total, detail)
+        if self.is_tty:
+            if elapsed - self._last_draw < self.redraw_seconds:
+                return
+            self._last_draw = elapsed
+            line = f"{render_bar(elapsed, self.total)} {text}"
+            self.stream.write("\r" + line.ljust(self._width))
+            self._width = len(line)
+        elif elapsed >= self._next_line:
+            while self._next_line <= elapsed:
+                self._next_line += self.line_seconds
+            self.stream.write(text + "\n")
+        else:
+            return
+        self.stream.flush()
+
+    def note(self, text: str) -> None:
+        """A message of its own line (clears the bar first on a TTY)."""
+        if self.is_tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self._width = 0
+            self._last_draw = float("-inf")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """End the bar's line on a TTY (nothing otherwise)."""
+        if self.is_tty and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._width = 0
