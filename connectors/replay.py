@@ -38,7 +38,12 @@ import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Final
 
-from connectors.base import ExchangeError, ExchangeProtocol, ReconnectNotice
+from connectors.base import (
+    ExchangeError,
+    ExchangeProtocol,
+    ParseResult,
+    ReconnectNotice,
+)
 from connectors.gaps import GapTracker
 from connectors.recording import DIR_IN, RecordedFrame
 from connectors.registry import get_protocol
@@ -151,10 +156,15 @@ class ReplaySource:
                     self.queue.force_put(self._take(exchange))
 
     async def _replay(self, stop: asyncio.Event) -> None:
+        """The hot loop: one pass over the recording. Per frame it does only what a live
+        session does (stamp, parse, batch); everything else is per batch or per window."""
         clock = self.clock
+        advance_to = clock.advance_to
         window_ns = self.window_ns
         speed = self.speed
         frames_per_yield = self.frames_per_yield
+        batch_size = self.batch_size
+        parsers: dict[str, Callable[[str | bytes, int], ParseResult]] = {}
         since_yield = 0
         async for chunk in self.chunks:
             for recorded in chunk:
@@ -176,9 +186,24 @@ class ReplaySource:
                     await self._flush_all()
                     await self.queue.wait_empty()
                     self._slot = slot
-                clock.advance_to(ts)
+                advance_to(ts)
                 self.frames += 1
-                await self._frame(exchange, recorded.frame, ts)
+                parse = parsers.get(exchange)
+                if parse is None:
+                    parse = parsers[exchange] = self._protocol(exchange).parse
+                try:
+                    result = parse(recorded.frame, ts)
+                except MalformedFrame as exc:
+                    self.invalid_log.record(exchange, exc)
+                    continue
+                if isinstance(result, (tuple, list)):
+                    if result:
+                        pending = self._pending[exchange]
+                        pending += result
+                        if len(pending) >= batch_size:
+                            await self.queue.put(self._take(exchange))
+                else:
+                    await self._control(exchange, result)
                 since_yield += 1
                 if since_yield >= frames_per_yield:
                     since_yield = 0
@@ -202,20 +227,8 @@ class ReplaySource:
         else:
             self._protocol(exchange)
 
-    async def _frame(self, exchange: str, frame: str, ts: int) -> None:
-        protocol = self._protocol(exchange)
-        try:
-            result = protocol.parse(frame, ts)
-        except MalformedFrame as exc:
-            self.invalid_log.record(exchange, exc)
-            return
-        if isinstance(result, (tuple, list)):
-            if result:
-                pending = self._pending[exchange]
-                pending += result
-                if len(pending) >= self.batch_size:
-                    await self.queue.put(self._take(exchange))
-            return
+    async def _control(self, exchange: str, result: object) -> None:
+        """A control event met in the recording (acks and heartbeats need nothing)."""
         if isinstance(result, ExchangeError):
             if result.fatal:
                 await self._flush_all()

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,8 @@ class StreamRun:
         """Run until the deadline or a signal; return the exit status (0 or 1)."""
         config = self.config
         started_ns = self.clock.time_ns()
+        # Real (not injected) time and CPU, for the run_end figures only.
+        self._real_started = (time.monotonic(), time.process_time())
         self._deadline = self.clock.monotonic() + config.max_runtime_seconds
         log_event(
             log,
@@ -470,5 +473,7 @@ class StreamRun:
             spilled=len(spilled),
             error=manifest.error,
             peak_rss_mb=round(peak_rss_bytes() / 2**20, 1),
+            elapsed_s=round(time.monotonic() - self._real_started[0], 3),
+            cpu_s=round(time.process_time() - self._real_started[1], 3),
         )
         return 0 if complete else 1
