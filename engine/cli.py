@@ -93,6 +93,30 @@ def build_parser() -> argparse.ArgumentParser:
         description=loadtest_cli.DESCRIPTION,
     )
     loadtest_cli.add_arguments(loadtest)
+
+    batch = sub.add_parser(
+        "batch",
+        help="run a batch job (SPEC §9): computation",
+        description="Configured by environment variables (OUTPUT_BUCKET, OUTPUT_PREFIX; "
+        "INPUT_BUCKET with INPUT_PREFIX or INPUT_KEY for jobs that read input; "
+        "MAX_RUNTIME_SECONDS optional; the job's own parameters); flags override them. "
+        "Exit 0 only when the job completed and its manifest is written.",
+    )
+    batch.add_argument("job", metavar="JOB", help="the job: computation")
+    batch.add_argument(
+        "--in", dest="in_url", help="s3://bucket/prefix/ | s3://bucket/key | file:///dir/"
+    )
+    batch.add_argument("--out", help="s3://bucket/prefix/ or file:///dir/ (instead of OUTPUT_*)")
+    batch.add_argument("--max-runtime", type=str, help="overrides MAX_RUNTIME_SECONDS")
+    batch.add_argument("--run-id", help="overrides RUN_ID")
+
+    sample = sub.add_parser(
+        "sample",
+        help="write seeded, realistic input for a batch job that reads input",
+    )
+    sample.add_argument("job", metavar="JOB", help="a job that reads input")
+    sample.add_argument("--out", required=True, help="s3://bucket/prefix/ or file:///dir/")
+    sample.add_argument("--seed", help="the generator's seed (default SAMPLE_SEED, else 0)")
     return parser
 
 
@@ -204,6 +228,23 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     return loadtest_cli.main(args)
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from batch.runner import run_batch
+
+    environ = dict(os.environ)
+    if args.max_runtime:
+        environ["MAX_RUNTIME_SECONDS"] = args.max_runtime
+    if args.run_id:
+        environ["RUN_ID"] = args.run_id
+    return run_batch(args.job, environ, args.in_url, args.out, command=["feedvault", *sys.argv[1:]])
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from batch.sample_cli import run_sample
+
+    return run_sample(args.job, os.environ, args.out, args.seed)
+
+
 COMMANDS = {
     "stream": cmd_stream,
     "replay": cmd_replay,
@@ -212,6 +253,8 @@ COMMANDS = {
     "demo": cmd_demo,
     "recording": cmd_recording,
     "loadtest": cmd_loadtest,
+    "batch": cmd_batch,
+    "sample": cmd_sample,
 }
 
 

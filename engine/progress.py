@@ -14,6 +14,7 @@ line is printed every ``line_seconds`` of elapsed time, so logs stay short. Outp
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 
@@ -24,9 +25,13 @@ def render_bar(elapsed: float, total: float, width: int = 30) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
-def progress_text(label: str, elapsed: float, total: float, detail: str) -> str:
-    """``label  12.0/30 s  detail`` (the part shared by the bar and the plain lines)."""
-    return f"{label}  {elapsed:5.1f}/{total:g} s  {detail}".rstrip()
+def progress_text(
+    label: str, elapsed: float, total: float, detail: str, position: str | None = None
+) -> str:
+    """``label  12.0/30 s  detail`` (the part shared by the bar and the plain lines);
+    ``position`` replaces the ``12.0/30 s`` part (e.g. ``12,000/50,000 rows``)."""
+    where = position if position is not None else f"{elapsed:5.1f}/{total:g} s"
+    return f"{label}  {where}  {detail}".rstrip()
 
 
 class Progress:
@@ -41,6 +46,7 @@ class Progress:
         is_tty: bool | None = None,
         line_seconds: float = 5.0,
         redraw_seconds: float = 0.2,
+        position: Callable[[float, float], str] | None = None,
     ) -> None:
         self.total = total
         self.label = label
@@ -48,13 +54,17 @@ class Progress:
         self.is_tty = self.stream.isatty() if is_tty is None else is_tty
         self.line_seconds = line_seconds
         self.redraw_seconds = redraw_seconds
+        #: Renders ``(done, total)`` in place of ``12.0/30 s`` when the bar counts something
+        #: other than seconds (rows, files); None keeps the seconds form.
+        self.position = position
         self._next_line = line_seconds
         self._last_draw = float("-inf")
         self._width = 0
 
     def update(self, elapsed: float, detail: str = "") -> None:
         """Report ``elapsed`` seconds of ``total``, with a short ``detail``."""
-        text = progress_text(self.label, elapsed, self.total, detail)
+        where = self.position(elapsed, self.total) if self.position is not None else None
+        text = progress_text(self.label, elapsed, self.total, detail, where)
         if self.is_tty:
             if elapsed - self._last_draw < self.redraw_seconds:
                 return

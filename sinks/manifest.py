@@ -23,11 +23,13 @@ MANIFEST_DIR: Final = "_manifests/"
 STOP_REASONS: Final = ("deadline", "signal", "error", "end")
 STATUSES: Final = ("complete", "incomplete")
 COUNTERS: Final = ("received", "parsed", "invalid", "dropped", "reconnects", "duplicates")
+OUTPUT_KIND: Final = "output"
+"""``StoredObjectEntry.kind`` of a batch job's output (checked by size and checksum only)."""
 
 _T = TypeVar("_T")
 
 StopReason = Literal["deadline", "signal", "error", "end"]
-"""``end``: a replay reached the end of its input."""
+"""``end``: a replay reached the end of its input, or a batch job finished."""
 Status = Literal["complete", "incomplete"]
 
 
@@ -59,6 +61,11 @@ class StoredObjectEntry:
     ``stored_at`` is the wall time (int ns since the epoch, from the sink's clock) at which the
     upload became durable; ``None`` when unknown (manifests written before it existed, spilled
     objects). It is omitted from the JSON when ``None``, and optional when reading.
+
+    ``kind`` is ``None`` for the sink's windows (trades, raw capture: the key tells which) and
+    :data:`OUTPUT_KIND` for a batch job's output (any bytes: JSON, CSV, Parquet...; ``records``
+    is the job's own count, the ``ts_event`` fields are 0 and ``symbols`` is empty). It is
+    omitted from the JSON when ``None``, and optional when reading.
     """
 
     key: str
@@ -69,6 +76,7 @@ class StoredObjectEntry:
     last_ts_event: int
     symbols: dict[str, tuple[str, str]]
     stored_at: int | None = None
+    kind: str | None = None
 
     @classmethod
     def of(
@@ -101,6 +109,8 @@ class StoredObjectEntry:
         }
         if self.stored_at is not None:
             document["stored_at"] = self.stored_at
+        if self.kind is not None:
+            document["kind"] = self.kind
         return document
 
     @classmethod
@@ -117,6 +127,9 @@ class StoredObjectEntry:
         stored_at = data.get("stored_at")
         if stored_at is not None:
             stored_at = _typed(data, "stored_at", int)
+        kind = data.get("kind")
+        if kind is not None:
+            kind = _typed(data, "kind", str)
         return cls(
             key=_typed(data, "key", str),
             records=_typed(data, "records", int),
@@ -126,6 +139,7 @@ class StoredObjectEntry:
             last_ts_event=_typed(data, "last_ts_event", int),
             symbols=symbols,
             stored_at=stored_at,
+            kind=kind,
         )
 
 

@@ -10,6 +10,8 @@ id is given: run ids sort by time) and checks, reporting one line per finding:
 - raw capture objects (``{prefix}raw/...``, SPEC §8) are checked for presence, size, sha256 and
   record count, and each line must be a recording line (``ts``, ``exchange``, ``dir``,
   ``frame``); they hold no trades, so the trade checks do not apply to them;
+- batch job outputs (entries of kind ``output``, SPEC §9: JSON, CSV, ...) are checked for
+  presence, size and sha256 only; their bodies are not decoded and their records not counted;
 - no object under the prefix carries the run id without being in the manifest (stray).
 
 Gaps recorded in the manifest are reported but are not problems. The report is ``ok`` only when
@@ -26,7 +28,14 @@ from engine.errors import IntegrityError, ObjectNotFound, StorageError
 from engine.records import Trade
 from sinks.encoders import decode_body, format_from_key
 from sinks.keys import is_raw_key, sanitize
-from sinks.manifest import MANIFEST_DIR, Gap, Manifest, StoredObjectEntry, manifest_key
+from sinks.manifest import (
+    MANIFEST_DIR,
+    OUTPUT_KIND,
+    Gap,
+    Manifest,
+    StoredObjectEntry,
+    manifest_key,
+)
 from sinks.writer import ObjectWriter, sha256_hex
 
 #: At most this many duplicate trade ids are listed one by one.
@@ -149,6 +158,8 @@ async def _check_object(
     digest = sha256_hex(body)
     if digest != entry.sha256:
         problems.append(f"{key}: sha256 is {digest}, manifest says {entry.sha256}")
+    if entry.kind == OUTPUT_KIND:
+        return entry.records  # a batch output: any bytes, checked by size and checksum only
     try:
         records = decode_body(body, format_from_key(key))
     except IntegrityError as exc:

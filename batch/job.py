@@ -1,0 +1,225 @@
+"""The batch job contract (SPEC §9): what a job is, and what the runner gives it.
+
+A job is an object satisfying :class:`Job`, built by its factory in :mod:`batch.registry` from
+the environment (its parameters are validated there, before any storage is touched: a bad one
+raises :class:`~engine.errors.ConfigError` naming the variable). The runner
+(:mod:`batch.runner`) then awaits ``job.run(ctx)`` once, with a :class:`JobContext`:
+
+* ``ctx.input`` (:class:`InputReader`, jobs with ``needs_input``): the input objects' keys
+  (every object under ``INPUT_PREFIX``, or the one ``INPUT_KEY``) and their bytes;
+* ``await ctx.write_output(relative_key, body)``: store one output at the deterministic key
+  ``{OUTPUT_PREFIX}{job}/{relative_key}``. The same input and parameters give the same keys,
+  so a rerun replaces its outputs instead of adding copies. Every output is recorded (size and
+  SHA-256 from the writer) for the manifest;
+* ``await ctx.run_cpu(fn, *args)``: run CPU-bound work off the event loop (see
+  :meth:`JobContext.run_cpu`); the loop stays free for signals, the deadline and uploads;
+* ``ctx.progress`` (:class:`~batch.progress.JobProgress`): rows read, files done;
+* ``ctx.env`` (:class:`~engine.config.Env`), ``ctx.run_id``, ``ctx.clock`` (injected time).
+
+A job must not catch :class:`asyncio.CancelledError`: the runner cancels it on the deadline or
+a signal, and the run is then incomplete. A job that finds bad input raises :class:`JobError`
+(or any :class:`~engine.errors.FeedvaultError`) with a message naming the object and the
+problem; the run is then incomplete with that error in the manifest, exit 1. A job should
+compute everything before writing its outputs, so an interrupted run leaves the previous
+outputs (of a completed run) in place rather than a mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+
+from batch.config import InputLocation
+from batch.progress import JobProgress
+from engine.clock import Clock
+from engine.config import Env
+from engine.errors import FeedvaultError
+from sinks.manifest import OUTPUT_KIND, StoredObjectEntry
+from sinks.writer import ObjectWriter, StoredObject
+
+T = TypeVar("T")
+
+_SEGMENT: Final = re.compile(r"[A-Za-z0-9._=-]+")
+
+
+class JobError(FeedvaultError):
+    """A job cannot finish: bad or missing input, inconsistent data. The message names the
+    object and the problem; the run ends incomplete with it in the manifest (exit 1)."""
+
+
+class Job(Protocol):
+    """A batch job. ``name`` is its registry name (and its output directory);
+    ``needs_input``: it reads ``INPUT_BUCKET``/``INPUT_PREFIX``|``INPUT_KEY``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs_input(self) -> bool: ...
+
+    def parameters(self) -> dict[str, Any]:
+        """The job's effective parameters (JSON-serializable, no secrets), for the manifest."""
+        ...
+
+    async def run(self, ctx: JobContext) -> None:
+        """Do the work: read through ``ctx.input``, compute through ``ctx.run_cpu``, write
+        through ``ctx.write_output``. Return normally only when every output is written."""
+        ...
+
+
+@runtime_checkable
+class SampleSource(Protocol):
+    """A job that reads input can also make a realistic sample of it
+    (``feedvault sample JOB --out URL [--seed N]``)."""
+
+    def sample(self, seed: int) -> Iterator[tuple[str, bytes]]:
+        """``(relative_key, body)`` pairs of sample input; the same ``seed`` gives the same
+        bytes. The CLI writes each under the ``--out`` prefix, ready to be ``INPUT_PREFIX``."""
+        ...
+
+
+def check_relative_key(relative_key: str) -> str:
+    """``relative_key`` if it is a safe relative key (``/``-separated segments of
+    ``[A-Za-z0-9._=-]``, none ``.`` or ``..``); else :class:`ValueError` (a job's bug)."""
+    segments = relative_key.split("/")
+    if not relative_key or any(
+        not _SEGMENT.fullmatch(seg) or seg in (".", "..") for seg in segments
+    ):
+        raise ValueError(f"output key {relative_key!r} is not a safe relative key")
+    return relative_key
+
+
+class InputReader:
+    """A job's input: every object under a prefix, or one object. Keys are full keys in the
+    input store; :meth:`relative` strips the prefix for naming outputs."""
+
+    def __init__(self, store: ObjectWriter, location: InputLocation) -> None:
+        self.store = store
+        self.location = location
+
+    @property
+    def url(self) -> str:
+        return self.location.url
+
+    @property
+    def prefix(self) -> str:
+        return self.location.store.prefix
+
+    async def keys(self) -> list[str]:
+        """The input objects' keys, sorted: the one ``INPUT_KEY``, or every object under the
+        prefix (``.../`` folder markers excluded). Raises :class:`JobError` if there are none."""
+        if self.location.key is not None:
+            return [self.location.key]
+        listed = await self.store.list(self.prefix)
+        keys = [obj.key for obj in listed if not obj.key.endswith("/")]
+        if not keys:
+            raise JobError(f"no input objects under {self.url}")
+        return keys
+
+    async def read(self, key: str) -> bytes:
+        """The bytes of ``key``; :class:`JobError` if it does not exist."""
+        from engine.errors import ObjectNotFound
+
+        try:
+            return await self.store.get(key)
+        except ObjectNotFound as exc:
+            raise JobError(f"input object {key!r} not found in {self.url}") from exc
+
+    def relative(self, key: str) -> str:
+        """``key`` without the input prefix (the file name for a single ``INPUT_KEY``)."""
+        if self.location.key is not None:
+            return key.rsplit("/", 1)[-1]
+        return key[len(self.prefix) :] if key.startswith(self.prefix) else key
+
+
+class JobContext:
+    """What the runner gives a job; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        job: str,
+        run_id: str,
+        env: Env,
+        output: ObjectWriter,
+        output_prefix: str,
+        executor: Executor,
+        cpu_workers: int,
+        clock: Clock,
+        input: InputReader | None = None,
+        progress: JobProgress | None = None,
+    ) -> None:
+        self.job = job
+        self.run_id = run_id
+        self.env = env
+        self.clock = clock
+        self.input = input
+        self.cpu_workers = cpu_workers
+        """How many ``run_cpu`` calls can run at once (``BATCH_CPU_WORKERS``)."""
+        self.progress = progress if progress is not None else JobProgress()
+        self._output = output
+        self._output_prefix = output_prefix
+        self._executor = executor
+        self._outputs: dict[str, StoredObjectEntry] = {}
+
+    @property
+    def output_root(self) -> str:
+        """``{OUTPUT_PREFIX}{job}/``: every output key starts with it."""
+        return f"{self._output_prefix}{self.job}/"
+
+    def output_key(self, relative_key: str) -> str:
+        """The full, deterministic key of an output."""
+        return self.output_root + check_relative_key(relative_key)
+
+    @property
+    def outputs(self) -> list[StoredObjectEntry]:
+        """Every output written so far, in key order (one entry per key)."""
+        return [self._outputs[key] for key in sorted(self._outputs)]
+
+    def require_input(self) -> InputReader:
+        """``self.input``; a job declaring ``needs_input`` always has one."""
+        if self.input is None:
+            raise RuntimeError(f"job {self.job!r} has no input (needs_input is False)")
+        return self.input
+
+    async def write_output(
+        self, relative_key: str, body: bytes, *, records: int = 0
+    ) -> StoredObject:
+        """Store ``body`` at :meth:`output_key` (durable on return) and record it for the
+        manifest with ``records`` (the job's row count). Writing a key again replaces it."""
+        key = self.output_key(relative_key)
+        stored = await self._output.put(key, body)
+        self._outputs[key] = StoredObjectEntry(
+            key=stored.key,
+            records=records,
+            bytes=stored.bytes,
+            sha256=stored.sha256,
+            first_ts_event=0,
+            last_ts_event=0,
+            symbols={},
+            stored_at=self.clock.time_ns(),
+            kind=OUTPUT_KIND,
+        )
+        return stored
+
+    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread of the run's pool (``BATCH_CPU_WORKERS`` threads).
+
+        Threads, not processes: the heavy work is numpy (and compression, hashing), which
+        releases the GIL, so threads use every core without pickling inputs and results or
+        paying a process start (~0.3 s to import numpy), and they share the job's arrays.
+        Pure-Python work still holds the GIL in turns (every 5 ms), so the loop stays
+        responsive either way.
+
+        Cancellable at the await: on the deadline or a signal the awaiting coroutine gets
+        :class:`asyncio.CancelledError` at once; the thread cannot be interrupted and finishes
+        the call in the background, its result discarded. So split work into calls of well
+        under a second each (chunks): that bounds how long a stopped job keeps a core busy
+        and delays the exit.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))

@@ -1,0 +1,149 @@
+"""Progress of a batch job: counters the job moves, and the reporter that shows them.
+
+A job counts on :class:`JobProgress` (rows read, files done, optional totals); the runner's
+:class:`ProgressReporter` shows them as a redrawn bar on a TTY (stderr, through
+:class:`engine.progress.Progress`) or, otherwise, as a ``progress`` log line every
+``STATS_INTERVAL_SECONDS``, and one last line when the job ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final, TextIO
+
+from engine.clock import Clock
+from engine.logs import get_logger, log_event
+from engine.progress import Progress
+
+log = get_logger("batch")
+
+TTY_REDRAW_SECONDS: Final = 0.2
+
+
+class JobProgress:
+    """Counters a job updates as it goes. Call from the event loop only (not thread-safe):
+    a job updates them after ``await ctx.run_cpu(...)`` returns, not inside the worker.
+
+    ``unit`` names what ``rows`` counts (``rows``, ``paths``); totals are optional and make
+    the TTY bar fill (files when ``total_files`` is known, else rows)."""
+
+    def __init__(self, unit: str = "rows") -> None:
+        self.unit = unit
+        self.rows = 0
+        self.files = 0
+        self.total_rows: int | None = None
+        self.total_files: int | None = None
+
+    def add_rows(self, count: int) -> None:
+        """``count`` more rows (or paths, ...) read or processed."""
+        self.rows += count
+
+    def file_done(self, count: int = 1) -> None:
+        """``count`` more input files finished."""
+        self.files += count
+
+    def set_totals(self, *, rows: int | None = None, files: int | None = None) -> None:
+        """What the job expects in all (either may stay unknown)."""
+        if rows is not None:
+            self.total_rows = rows
+        if files is not None:
+            self.total_files = files
+
+    def fraction(self) -> tuple[float, float]:
+        """``(done, total)`` for the bar: files if their total is known, else rows; total 0
+        when unknown (an empty bar)."""
+        if self.total_files:
+            return float(self.files), float(self.total_files)
+        if self.total_rows:
+            return float(self.rows), float(self.total_rows)
+        return 0.0, 0.0
+
+    def as_dict(self) -> dict[str, int | None]:
+        """The counters for log lines and the manifest."""
+        return {
+            "rows": self.rows,
+            "total_rows": self.total_rows,
+            "files": self.files,
+            "total_files": self.total_files,
+        }
+
+
+class ProgressReporter:
+    """Shows a job's :class:`JobProgress` until cancelled (see the module docstring)."""
+
+    def __init__(
+        self,
+        progress: JobProgress,
+        *,
+        label: str,
+        clock: Clock,
+        interval: float,
+        is_tty: bool,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.progress = progress
+        self.label = label
+        self.clock = clock
+        self.interval = interval
+        self.is_tty = is_tty
+        self._started = clock.monotonic()
+        self._bar = (
+            Progress(
+                0.0,
+                label=label,
+                stream=stream,
+                is_tty=True,
+                redraw_seconds=0.0,
+                position=self._position,
+            )
+            if is_tty
+            else None
+        )
+
+    def _position(self, done: float, total: float) -> str:
+        unit = "files" if self.progress.total_files else self.progress.unit
+        if total > 0:
+            return f"{done:,.0f}/{total:,.0f} {unit}"
+        return f"{self.progress.rows:,} {self.progress.unit}"
+
+    def _detail(self) -> str:
+        p = self.progress
+        elapsed = max(self.clock.monotonic() - self._started, 1e-9)
+        parts = [f"{p.rows / elapsed:,.0f} {p.unit}/s"]
+        if p.total_files:
+            parts.insert(0, f"{p.rows:,} {p.unit}")
+        elif p.files:
+            parts.append(f"{p.files} files done")
+        return "  ".join(parts)
+
+    def show(self) -> None:
+        """Draw the bar once (TTY) or log one ``progress`` line (otherwise)."""
+        if self._bar is not None:
+            done, total = self.progress.fraction()
+            self._bar.total = total
+            self._bar.update(done, self._detail())
+            return
+        elapsed = self.clock.monotonic() - self._started
+        log_event(
+            log,
+            logging.INFO,
+            "progress",
+            job=self.label,
+            unit=self.progress.unit,
+            elapsed_s=round(elapsed, 3),
+            **self.progress.as_dict(),
+        )
+
+    async def run(self) -> None:
+        """Show progress every tick until cancelled; always show a last state and end the bar's
+        line on the way out."""
+        tick = TTY_REDRAW_SECONDS if self.is_tty else self.interval
+        try:
+            while True:
+                await asyncio.sleep(tick)
+                self.show()
+        finally:
+            self.show()
+            if self._bar is not None:
+                self._bar.finish()

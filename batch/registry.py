@@ -1,0 +1,66 @@
+"""Job names -> lazy factories (``feedvault batch JOB``, ``feedvault sample JOB``).
+
+A :class:`JobSpec` says whether the job reads input without importing it; its ``factory``
+imports the job's module only when called (numpy and friends load only for the job that runs)
+and builds the job from the environment, raising :class:`~engine.errors.ConfigError` naming
+the variable for a bad parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from batch.job import Job
+from engine.config import Env
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A registered job: ``needs_input`` (reads ``INPUT_*``), a one-line ``summary``, and the
+    lazy ``factory``."""
+
+    name: str
+    needs_input: bool
+    summary: str
+    factory: Callable[[Env], Job]
+
+
+def _computation(env: Env) -> Job:
+    from batch.computation import ComputationJob
+
+    return ComputationJob.from_env(env)
+
+
+JOBS: dict[str, JobSpec] = {
+    spec.name: spec
+    for spec in (
+        JobSpec(
+            "computation",
+            needs_input=False,
+            summary="Monte Carlo VaR / expected shortfall of GBM price paths (seeded)",
+            factory=_computation,
+        ),
+    )
+}
+
+
+def job_names() -> list[str]:
+    return sorted(JOBS)
+
+
+def get_spec(name: str) -> JobSpec:
+    """The spec of ``name``; :class:`ConfigError` (variable ``JOB``) if unknown."""
+    spec = JOBS.get(name)
+    if spec is None:
+        raise ConfigError("JOB", f"unknown job {name!r}; available: {', '.join(job_names())}")
+    return spec
+
+
+def create_job(spec: JobSpec, env: Env) -> Job:
+    """Build the job of ``spec`` from ``env`` (validating its parameters)."""
+    job = spec.factory(env)
+    if job.name != spec.name or job.needs_input != spec.needs_input:
+        raise RuntimeError(f"job {spec.name!r} does not match its registry entry")
+    return job
