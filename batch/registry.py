@@ -33,6 +33,24 @@ def _computation(env: Env) -> Job:
     return ComputationJob.from_env(env)
 
 
+def _ecommerce(env: Env) -> Job:
+    from batch.ecommerce_job import EcommerceJob
+
+    return EcommerceJob.from_env(env)
+
+
+def _reconcile(env: Env) -> Job:
+    from batch.reconcile_job import ReconcileJob
+
+    return ReconcileJob.from_env(env)
+
+
+def _weather(env: Env) -> Job:
+    from batch.weather_job import WeatherJob
+
+    return WeatherJob.from_env(env)
+
+
 JOBS: dict[str, JobSpec] = {
     spec.name: spec
     for spec in (
@@ -41,6 +59,24 @@ JOBS: dict[str, JobSpec] = {
             needs_input=False,
             summary="Monte Carlo VaR / expected shortfall of GBM price paths (seeded)",
             factory=_computation,
+        ),
+        JobSpec(
+            "ecommerce",
+            needs_input=True,
+            summary="order CSVs -> daily order KPIs, category KPIs and rejected rows",
+            factory=_ecommerce,
+        ),
+        JobSpec(
+            "reconcile",
+            needs_input=True,
+            summary="ledger*.csv vs processor*.csv -> per-transaction details and a summary",
+            factory=_reconcile,
+        ),
+        JobSpec(
+            "weather",
+            needs_input=True,
+            summary="station observations -> SI daily summaries, anomalies, quality report",
+            factory=_weather,
         ),
     )
 }

@@ -1,0 +1,73 @@
+"""``feedvault batch ecommerce``: order CSVs -> daily and category KPIs (SPEC §9).
+
+Reads every input object (keys sorted; each must be an order CSV, see :mod:`batch.ecommerce`),
+validates them in one ``run_cpu`` call, then writes, under ``{OUTPUT_PREFIX}ecommerce/``:
+
+* ``orders_kpis.jsonl`` / ``orders_kpis.parquet``: one row per ``order_date``;
+* ``category_kpis.jsonl`` / ``category_kpis.parquet``: one row per (category, order_date);
+* ``rejected/rejected.csv``: every rejected row with its kind and reason.
+
+A malformed file (empty, not UTF-8, wrong header, broken quoting) or a missing input fails the
+run (:class:`~batch.job.JobError`: incomplete manifest, exit 1). Everything is computed before the
+first write. Inputs are not moved under ``processed/`` (not implemented).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Final
+
+from batch.csvutil import rejected_csv, to_jsonl, to_parquet
+from batch.ecommerce import (
+    CATEGORY_KPI_SCHEMA,
+    ORDER_KPI_SCHEMA,
+    ParsedOrders,
+    category_kpis,
+    order_kpis,
+    parse_orders,
+)
+from batch.job import JobContext
+from batch.jobinput import input_errors, read_inputs
+from batch.samples import SAMPLERS
+from engine.config import Env
+
+NAME: Final = "ecommerce"
+
+
+def render(parsed: ParsedOrders) -> list[tuple[str, bytes, int]]:
+    """Every output as ``(relative key, body, records)`` (pure)."""
+    orders = order_kpis(parsed.orders)
+    categories = category_kpis(parsed.orders)
+    return [
+        ("orders_kpis.jsonl", to_jsonl(orders), len(orders)),
+        ("orders_kpis.parquet", to_parquet(orders, ORDER_KPI_SCHEMA), len(orders)),
+        ("category_kpis.jsonl", to_jsonl(categories), len(categories)),
+        ("category_kpis.parquet", to_parquet(categories, CATEGORY_KPI_SCHEMA), len(categories)),
+        ("rejected/rejected.csv", rejected_csv(parsed.rejected), len(parsed.rejected)),
+    ]
+
+
+class EcommerceJob:
+    """The job object (:class:`batch.job.Job`, :class:`batch.job.SampleSource`)."""
+
+    name: Final = NAME
+    needs_input: Final = True
+
+    @classmethod
+    def from_env(cls, env: Env) -> EcommerceJob:
+        return cls()
+
+    def parameters(self) -> dict[str, Any]:
+        return {}
+
+    def sample(self, seed: int) -> Iterator[tuple[str, bytes]]:
+        yield from sorted(SAMPLERS[NAME](seed).items())
+
+    async def run(self, ctx: JobContext) -> None:
+        reader = ctx.require_input()
+        files = await read_inputs(ctx)
+        with input_errors(reader):
+            parsed = await ctx.run_cpu(parse_orders, files)
+        outputs = await ctx.run_cpu(render, parsed)
+        for key, body, records in outputs:
+            await ctx.write_output(key, body, records=records)
