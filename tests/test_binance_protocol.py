@@ -28,6 +28,7 @@ from connectors.binance import (
 from connectors.registry import PROTOCOLS, get_protocol
 from engine.errors import MalformedFrame
 from engine.records import Trade
+from tests.strategies import json_values
 
 FIXTURE = os.path.join(
     os.path.dirname(__file__),
@@ -321,13 +322,6 @@ def _check(frame: str | bytes) -> None:
         assert all(isinstance(t, Trade) for t in result)
     else:
         assert isinstance(result, Ack | ExchangeError | ReconnectNotice)
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
-)
 
 
 @given(st.text())

@@ -32,6 +32,7 @@ from connectors.fake.faults import Faults
 from connectors.registry import get_protocol
 from engine.errors import MalformedFrame
 from engine.records import Trade
+from tests.strategies import json_values
 
 # PROTOCOLS.md's example, with the order ids filled in.
 DOC_TRADE = (
@@ -263,13 +264,6 @@ def _check(frame: str | bytes) -> None:
         assert all(isinstance(t, Trade) and t.side in ("buy", "sell") for t in result)
     else:
         assert isinstance(result, Ack | Heartbeat | ExchangeError | ReconnectNotice)
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
-)
 
 
 @given(st.text())

@@ -31,6 +31,7 @@ from connectors.kraken import (
 from connectors.registry import get_protocol
 from engine.errors import MalformedFrame
 from engine.records import Trade
+from tests.strategies import json_values
 
 # PROTOCOLS.md's examples, verbatim.
 TRADE = (
@@ -331,13 +332,6 @@ def _check(frame: str | bytes) -> None:
         assert isinstance(result, Ack | Heartbeat | ExchangeError)
         if isinstance(result, ExchangeError):
             result.message.encode("utf-8")  # printable: no lone surrogates from the frame
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
-)
 
 
 @given(st.text())
