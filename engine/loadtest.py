@@ -31,10 +31,12 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -56,7 +58,7 @@ from engine.pngchart import render_chart
 from engine.progress import Progress
 from engine.subproc import Child, ChildError
 from sinks.encoders import FORMATS, decompress, format_from_key
-from sinks.manifest import Manifest, manifest_key
+from sinks.manifest import Manifest, StoredObjectEntry, manifest_key
 from sinks.writer import Destination, open_writer
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
@@ -375,25 +377,29 @@ async def read_stored(target: S3Target, run_id: str, readback: Readback) -> None
             readback.problems.append(
                 f"{len(listed - named)} objects of the run not in its manifest"
             )
-        gate = asyncio.Semaphore(GET_CONCURRENCY)
-
-        async def fetch(key: str) -> bytes:
-            async with gate:
-                return await writer.get(key)
-
-        tasks = {entry.key: asyncio.ensure_future(fetch(entry.key)) for entry in manifest.objects}
+        # Fetch ahead at most GET_CONCURRENCY objects, in manifest order: bodies are held only
+        # until they are checked, so memory does not grow with the size of the run.
+        entries = iter(manifest.objects)
         try:
-            for entry in manifest.objects:
-                body = await tasks[entry.key]
-                if hashlib.sha256(body).hexdigest() != entry.sha256:
-                    readback.problems.append(f"{entry.key}: checksum differs from the manifest")
-                text = decompress(body, format_from_key(entry.key))
-                del body
-                for records in iter_ndjson(text):
-                    readback.check.add_stored(records, entry.stored_at)
-        finally:
-            for task in tasks.values():
-                task.cancel()
+            async with asyncio.TaskGroup() as group:
+                ahead: deque[tuple[StoredObjectEntry, asyncio.Task[bytes]]] = deque(
+                    (entry, group.create_task(writer.get(entry.key)))
+                    for entry in islice(entries, GET_CONCURRENCY)
+                )
+                while ahead:
+                    entry, fetch = ahead.popleft()
+                    body = await fetch
+                    following = next(entries, None)
+                    if following is not None:
+                        ahead.append((following, group.create_task(writer.get(following.key))))
+                    if hashlib.sha256(body).hexdigest() != entry.sha256:
+                        readback.problems.append(f"{entry.key}: checksum differs from the manifest")
+                    text = decompress(body, format_from_key(entry.key))
+                    del body
+                    for records in iter_ndjson(text):
+                        readback.check.add_stored(records, entry.stored_at)
+        except* FeedvaultError as group_error:
+            raise group_error.exceptions[0] from None
 
 
 def read_back(target: S3Target, run_id: str, ledger: Path) -> Readback:
