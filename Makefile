@@ -6,7 +6,7 @@ DEV    := $(VENV)/.installed-dev
 DEMO   := $(VENV)/.installed-demo
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: test demo bench lint typecheck unit clean
+.PHONY: test demo bench lint typecheck unit clean image image-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,18 @@ demo: $(DEMO)
 ## bench: SPEC §11 figures from one run (takes a few minutes)
 bench: $(DEV)
 	$(BIN)/python -m benchmarks
+
+## image: the container image (Dockerfile) with docker, or podman where no Docker daemon runs
+IMAGE      ?= feedvault:latest
+BASE_IMAGE ?= python:3.11-slim
+CONTAINER_ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || command -v podman 2>/dev/null)
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image: needs docker (with its daemon) or podman" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build --build-arg BASE_IMAGE=$(BASE_IMAGE) $(IMAGE_BUILD_FLAGS) -t $(IMAGE) .
+
+## image-test: build the image with podman (on a local stand-in base) and run stream + batch in it
+image-test: $(DEV)
+	$(BIN)/python deploy/image/image_test.py
 
 clean:
 	rm -rf $(VENV) demo-output bench-output .pytest_cache .mypy_cache .ruff_cache

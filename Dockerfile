@@ -1,0 +1,58 @@
+# feedvault: one image for every workload (SPEC §10).
+#
+# No ENTRYPOINT and no CMD: the ECS task definition's command picks the workload
+# (["feedvault", "stream"], ["feedvault", "batch", "ecommerce"], ...), configured by environment
+# variables only. Python runs as PID 1 and stops cleanly on SIGTERM: the engine installs its own
+# SIGTERM/SIGINT handlers (a PID 1 with a handler gets the signal), so no init process is needed.
+#
+# BASE_IMAGE: a slim Python 3.11 (python:3.11-slim by default; deploy/image/make-standin-base.sh
+# builds a local stand-in where no registry is reachable). Build behind a TLS-intercepting proxy
+# with --build-arg PIP_CERT=/path/in/build (and PIP_INDEX_URL): they reach the build stage only.
+ARG BASE_IMAGE=python:3.11-slim
+
+# ---- build: a virtualenv with the package and its runtime dependencies (no extras) ----
+FROM ${BASE_IMAGE} AS build
+
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_CERT
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DEFAULT_TIMEOUT=120
+
+WORKDIR /src
+RUN python -m venv /opt/feedvault
+
+# Dependencies first, from pyproject.toml alone, so a source change does not reinstall them.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > requirements.txt \
+    && /opt/feedvault/bin/pip install --no-cache-dir --requirement requirements.txt
+
+COPY README.md ./
+COPY engine ./engine
+COPY connectors ./connectors
+COPY sinks ./sinks
+COPY batch ./batch
+RUN /opt/feedvault/bin/pip install --no-cache-dir --no-deps . \
+    && /opt/feedvault/bin/feedvault --help > /dev/null \
+    && /opt/feedvault/bin/pip uninstall --yes pip setuptools
+
+# ---- final: the virtualenv on the same slim base, run as a non-root user ----
+FROM ${BASE_IMAGE}
+
+LABEL org.opencontainers.image.title="feedvault" \
+      org.opencontainers.image.description="Stream exchange trades into S3 and run batch jobs (ECS Fargate tasks)"
+
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/feedvault \
+        --shell /usr/sbin/nologin feedvault
+
+COPY --from=build /opt/feedvault /opt/feedvault
+
+ENV PATH=/opt/feedvault/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /home/feedvault
+USER 10001:10001
+STOPSIGNAL SIGTERM
