@@ -25,12 +25,27 @@ class JobSpec:
     needs_input: bool
     summary: str
     factory: Callable[[Env], Job]
+    sampler: Callable[[], object] | None = None
+    """Builds the job's sample source when making a sample needs none of its parameters
+    (default: the job itself, built by ``factory``)."""
 
 
 def _computation(env: Env) -> Job:
     from batch.computation import ComputationJob
 
     return ComputationJob.from_env(env)
+
+
+def _compact(env: Env) -> Job:
+    from batch.compact_job import CompactJob
+
+    return CompactJob.from_env(env)
+
+
+def _compact_sampler() -> object:
+    from batch.compact_job import CompactSample
+
+    return CompactSample()
 
 
 def _ecommerce(env: Env) -> Job:
@@ -59,6 +74,13 @@ JOBS: dict[str, JobSpec] = {
             needs_input=False,
             summary="Monte Carlo VaR / expected shortfall of GBM price paths (seeded)",
             factory=_computation,
+        ),
+        JobSpec(
+            "compact",
+            needs_input=True,
+            summary="streamed trades of a date range -> deduplicated Parquet, 1-minute bars, gaps",
+            factory=_compact,
+            sampler=_compact_sampler,
         ),
         JobSpec(
             "ecommerce",

@@ -10,7 +10,8 @@ exit 2. Storage failures exit 1.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Protocol, runtime_checkable
 
 from batch.job import SampleSource
 from batch.registry import create_job, get_spec
@@ -33,18 +34,32 @@ def prepare_sample(
         number = Env({"--seed": seed}).integer("--seed", 0, minimum=0)
     else:
         number = env.integer("SAMPLE_SEED", 0, minimum=0)
-    job = create_job(spec, env)
+    job = spec.sampler() if spec.sampler is not None else create_job(spec, env)
     if not isinstance(job, SampleSource):
         raise ConfigError("JOB", f"job {job_name!r} has no sample generator")
     return job, destination, number
 
 
+@runtime_checkable
+class PrefixedSampleSource(Protocol):
+    """A sample whose objects name each other by full key (``compact``'s manifests list
+    their objects), so it is generated for its destination prefix."""
+
+    def sample_under(self, prefix: str, seed: int) -> Iterator[tuple[str, bytes]]:
+        """``(full key, body)`` pairs under ``prefix``."""
+        ...
+
+
 async def write_sample(source: SampleSource, destination: Destination, seed: int) -> list[str]:
     """Write the sample under ``destination``; return the keys written."""
+    if isinstance(source, PrefixedSampleSource):
+        pairs = source.sample_under(destination.prefix, seed)
+    else:
+        pairs = ((destination.prefix + key, body) for key, body in source.sample(seed))
     keys: list[str] = []
     async with open_writer(destination) as writer:
-        for relative_key, body in source.sample(seed):
-            stored = await writer.put(destination.prefix + relative_key, body)
+        for key, body in pairs:
+            stored = await writer.put(key, body)
             keys.append(stored.key)
     return keys
 

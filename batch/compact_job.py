@@ -1,0 +1,402 @@
+"""``feedvault batch compact``: streamed trade objects of a date range -> Parquet, bars, gaps.
+
+Input: a streaming prefix (``INPUT_BUCKET`` + ``INPUT_PREFIX``, or ``--in s3://bucket/prefix/``),
+where ``feedvault stream`` runs wrote their trade windows and manifests. Parameters:
+
+* ``COMPACT_FROM`` (required): the first UTC day, ``YYYY-MM-DD``, ``today`` or ``yesterday``;
+* ``COMPACT_TO`` (default ``COMPACT_FROM``): the last UTC day, inclusive; at most
+  :data:`MAX_DAYS` days in all.
+
+The objects read are chosen by :mod:`batch.compact_plan` (every manifest's trade objects, and
+objects under ``{prefix}trades/`` that no manifest lists). An object listed in a manifest must
+match its size and SHA-256 there, and must exist: otherwise the run fails naming it (a
+compaction over altered or lost data is not presented as complete). A record that is not a
+valid trade is rejected with its reason (``rejected.csv``); trades outside the range are
+ignored. Days are processed in order, one at a time: memory holds one day's trades (about half
+a kilobyte per trade), plus the compressed outputs.
+
+Outputs under ``{OUTPUT_PREFIX}compact/``, all computed before the first is written:
+
+* ``trades/exchange=E/symbol=S/date=D/trades.parquet``: the day's trades of one symbol,
+  deduplicated by ``(exchange, symbol, trade_id)`` and ordered (see :mod:`batch.compact`);
+* ``bars_1m/exchange=E/symbol=S/date=D/bars.parquet``: 1-minute OHLCV bars of the same trades;
+* ``reports/FROM_TO/gaps.json`` and ``gaps.md``: the gap report (:mod:`batch.compact_report`);
+* ``reports/FROM_TO/rejected.csv``: the rejected records (header only when none).
+
+Keys are deterministic: rerunning the same range replaces them. A range with no trades at all
+fails the run (``no trades``) rather than writing empty results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from batch.compact import (
+    CompactTrade,
+    DayTrades,
+    bars,
+    bars_parquet,
+    parse_records,
+    trades_parquet,
+)
+from batch.compact_plan import (
+    TRADES_DIR,
+    DayRange,
+    SourceObject,
+    by_read_day,
+    day_date,
+    is_manifest_key,
+    is_stream_manifest,
+    plan_objects,
+)
+from batch.compact_report import (
+    Continuity,
+    ReadCounters,
+    RunSeen,
+    build_report,
+    report_markdown,
+)
+from batch.csvutil import Rejected, count_kinds, rejected_csv, to_json
+from batch.job import InputReader, JobContext, JobError
+from engine.config import Env
+from engine.errors import ConfigError, IntegrityError, ObjectNotFound
+from sinks.encoders import decode_body, format_from_key
+from sinks.keys import sanitize
+from sinks.manifest import MANIFEST_DIR, Manifest
+from sinks.writer import sha256_hex
+
+NAME: Final = "compact"
+MAX_DAYS: Final = 366
+FETCH_AHEAD: Final = 8
+"""Objects fetched concurrently (bodies held at once)."""
+
+
+def _day(env: Env, name: str, today: dt.date) -> dt.date | None:
+    text = env.raw(name)
+    if text is None:
+        return None
+    if text == "today":
+        return today
+    if text == "yesterday":
+        return today - dt.timedelta(days=1)
+    try:
+        if len(text) != 10:
+            raise ValueError(text)
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(name, f"must be YYYY-MM-DD, today or yesterday, got {text!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CompactParameters:
+    """The validated range (see the module docstring)."""
+
+    first: dt.date
+    last: dt.date
+
+    @classmethod
+    def from_env(cls, env: Env, *, today: dt.date | None = None) -> CompactParameters:
+        """``COMPACT_FROM``/``COMPACT_TO``; ``today`` (UTC) resolves ``today``/``yesterday``.
+        :class:`ConfigError` names the variable at fault. ``INPUT_KEY`` is refused: compact
+        reads a whole streaming prefix."""
+        if env.raw("INPUT_KEY") is not None:
+            raise ConfigError("INPUT_KEY", "compact reads a streaming prefix: set INPUT_PREFIX")
+        if today is None:
+            today = dt.datetime.now(dt.UTC).date()
+        first = _day(env, "COMPACT_FROM", today)
+        if first is None:
+            raise ConfigError("COMPACT_FROM", "is required but not set (the first UTC day)")
+        last = _day(env, "COMPACT_TO", today) or first
+        if last < first:
+            raise ConfigError("COMPACT_TO", f"{last} is before COMPACT_FROM {first}")
+        if (last - first).days + 1 > MAX_DAYS:
+            raise ConfigError(
+                "COMPACT_TO", f"a range of at most {MAX_DAYS} days, got {first}..{last}"
+            )
+        return cls(first, last)
+
+    @property
+    def days(self) -> DayRange:
+        return DayRange.of(self.first, self.last)
+
+    def public_dict(self) -> dict[str, Any]:
+        return {"from": self.first.isoformat(), "to": self.last.isoformat()}
+
+
+@dataclass(slots=True)
+class _Decoded:
+    source: SourceObject
+    trades: list[CompactTrade]
+    rejected: list[Rejected]
+    records: int
+
+
+def decode_object(source: SourceObject, body: bytes) -> _Decoded:
+    """Check ``body`` against its manifest entry, decode and check its records (pure)."""
+    entry = source.entry
+    if entry is not None and (len(body) != entry.bytes or sha256_hex(body) != entry.sha256):
+        raise JobError(
+            f"object {source.key!r} does not match run {source.run_id}'s manifest "
+            f"({len(body)} bytes, expected {entry.bytes}, or a different SHA-256): "
+            "altered or replaced"
+        )
+    try:
+        records = decode_body(body, format_from_key(source.key))
+    except IntegrityError as exc:
+        raise JobError(f"cannot read trade object {source.key!r}: {exc}") from exc
+    trades, rejected = parse_records(source.key, records)
+    return _Decoded(source, trades, rejected, len(records))
+
+
+def render_day(
+    day_trades: DayTrades,
+) -> tuple[list[tuple[str, bytes, int]], dict[tuple[str, str], list[CompactTrade]]]:
+    """One day's outputs ``(relative key, body, records)`` and its ordered trades per symbol."""
+    date = day_date(day_trades.day).isoformat()
+    outputs: list[tuple[str, bytes, int]] = []
+    groups = day_trades.by_symbol()
+    for (exchange, symbol), trades in groups.items():
+        partition = f"exchange={sanitize(exchange)}/symbol={sanitize(symbol)}/date={date}"
+        minute_bars = bars(trades)
+        outputs.append((f"trades/{partition}/trades.parquet", trades_parquet(trades), len(trades)))
+        outputs.append(
+            (f"bars_1m/{partition}/bars.parquet", bars_parquet(minute_bars), len(minute_bars))
+        )
+    return outputs, groups
+
+
+def _sequenced() -> dict[str, bool]:
+    from connectors.registry import PROTOCOLS, get_protocol
+
+    return {name: get_protocol(name).sequenced for name in PROTOCOLS}
+
+
+@dataclass(slots=True)
+class _State:
+    """What the day loop accumulates."""
+
+    days: DayRange
+    continuity: Continuity
+    runs: dict[str, RunSeen]
+    counters: ReadCounters = field(default_factory=ReadCounters)
+    rejected: list[Rejected] = field(default_factory=list)
+    carry: dict[int, list[CompactTrade]] = field(default_factory=dict)
+    outputs: list[tuple[str, bytes, int]] = field(default_factory=list)
+
+    def take(self, decoded: _Decoded, day: DayTrades) -> None:
+        """Sort one object's trades into today, later days of the range, or outside it."""
+        source = decoded.source
+        run_id = source.run_id or "(unknown)"
+        run = self.runs.setdefault(run_id, RunSeen(run_id, None))
+        run.add_object(decoded.trades)
+        self.counters.objects += 1
+        self.counters.records += decoded.records
+        self.rejected.extend(decoded.rejected)
+        today: list[CompactTrade] = []
+        for number, trade in enumerate(decoded.trades, start=1):
+            trade_day = trade.day
+            if trade_day == day.day:
+                today.append(trade)
+            elif day.day < trade_day <= self.days.last:
+                self.carry.setdefault(trade_day, []).append(trade)
+            elif self.days.first <= trade_day < day.day:
+                self.rejected.append(_late(source, number, trade))
+            else:
+                self.counters.outside_range += 1
+        day.add(today)
+
+
+def _late(source: SourceObject, number: int, trade: CompactTrade) -> Rejected:
+    return Rejected(
+        source.key,
+        number,
+        f"{trade.exchange}:{trade.symbol}:{trade.trade_id}",
+        "late-record",
+        f"late-record: trade of {day_date(trade.day)} more than an hour outside its object's "
+        "time span, found after that day was compacted",
+    )
+
+
+class CompactSample:
+    """``feedvault sample compact``: a streaming prefix (:mod:`batch.compact_sample`); it
+    needs no ``COMPACT_*`` parameter."""
+
+    def sample(self, seed: int) -> Iterator[tuple[str, bytes]]:
+        return self.sample_under("", seed)
+
+    def sample_under(self, prefix: str, seed: int) -> Iterator[tuple[str, bytes]]:
+        """The runs' objects and manifests, keyed under ``prefix`` (manifests name full keys,
+        so the sample must know where it goes)."""
+        from batch.compact_sample import sample_compact
+
+        yield from sorted(sample_compact(seed, prefix).items())
+
+
+class CompactJob:
+    """The job object (:class:`batch.job.Job`, :class:`batch.job.SampleSource`)."""
+
+    name: Final = NAME
+    needs_input: Final = True
+
+    def __init__(self, params: CompactParameters) -> None:
+        self.params = params
+
+    @classmethod
+    def from_env(cls, env: Env) -> CompactJob:
+        return cls(CompactParameters.from_env(env))
+
+    def parameters(self) -> dict[str, Any]:
+        return self.params.public_dict()
+
+    def sample(self, seed: int) -> Iterator[tuple[str, bytes]]:
+        return CompactSample().sample(seed)
+
+    async def run(self, ctx: JobContext) -> None:
+        reader = ctx.require_input()
+        if reader.location.key is not None:
+            raise JobError(f"compact reads a streaming prefix, not one object: {reader.url}")
+        days = self.params.days
+        manifests = await _read_manifests(reader)
+        listed = await reader.store.list(reader.prefix + TRADES_DIR)
+        sources = plan_objects(reader.prefix, manifests, listed, days)
+        if not sources:
+            raise JobError(f"no trade objects for {days.label()} under {reader.url}")
+        ctx.progress.unit = "trades"
+        ctx.progress.set_totals(files=len(sources))
+        state = _State(
+            days=days,
+            continuity=Continuity(await ctx.run_cpu(_sequenced)),
+            runs={m.run_id: RunSeen(m.run_id, m) for m in manifests if is_stream_manifest(m)},
+        )
+        for day, day_sources in by_read_day(sources, days).items():
+            await self._compact_day(ctx, reader, state, day, day_sources)
+        if not state.continuity.symbols:
+            raise JobError(f"no trades for {days.label()} under {reader.url}")
+        await self._write(ctx, reader, state)
+
+    async def _compact_day(
+        self,
+        ctx: JobContext,
+        reader: InputReader,
+        state: _State,
+        day: int,
+        sources: Sequence[SourceObject],
+    ) -> None:
+        day_trades = DayTrades(day)
+        day_trades.add(state.carry.pop(day, []))
+        for start in range(0, len(sources), FETCH_AHEAD):
+            batch = sources[start : start + FETCH_AHEAD]
+            bodies = await fetch_all(reader, [source.key for source in batch], _missing(batch))
+            for source, body in zip(batch, bodies, strict=True):
+                decoded = await ctx.run_cpu(decode_object, source, body)
+                state.take(decoded, day_trades)
+                ctx.progress.add_rows(decoded.records)
+                ctx.progress.file_done()
+        outputs, groups = await ctx.run_cpu(render_day, day_trades)
+        state.outputs.extend(outputs)
+        date = day_date(day).isoformat()
+        for key, trades in groups.items():
+            state.continuity.add_day(key, date, trades, day_trades.stats.get(key))
+        for kept, other in day_trades.conflict_examples:
+            if len(state.counters.conflict_examples) < 10:
+                state.counters.conflict_examples.append(
+                    {
+                        "trade": f"{kept.exchange}:{kept.symbol}:{kept.trade_id}",
+                        "kept": _describe(kept),
+                        "dropped": _describe(other),
+                    }
+                )
+
+    async def _write(self, ctx: JobContext, reader: InputReader, state: _State) -> None:
+        days = state.days
+        report = build_report(
+            days_label=days.label(),
+            input_url=reader.url,
+            start_us=days.start_us,
+            end_us=days.end_us,
+            continuity=state.continuity,
+            runs=[run for run in state.runs.values() if _in_scope(run, days)],
+            counters=state.counters,
+            rejected=count_kinds(state.rejected),
+        )
+        folder = f"reports/{self.params.first.isoformat()}_{self.params.last.isoformat()}"
+        outputs = [
+            *state.outputs,
+            (f"{folder}/gaps.json", to_json(report), len(report["symbols"])),
+            (f"{folder}/gaps.md", report_markdown(report).encode("utf-8"), len(report["symbols"])),
+            (f"{folder}/rejected.csv", rejected_csv(state.rejected), len(state.rejected)),
+        ]
+        for key, body, records in outputs:
+            await ctx.write_output(key, body, records=records)
+
+
+def _in_scope(run: RunSeen, days: DayRange) -> bool:
+    if run.objects:
+        return True
+    span = run.span()
+    return span is not None and span[1] >= days.start_us and span[0] < days.end_us
+
+
+def _describe(trade: CompactTrade) -> dict[str, Any]:
+    return {
+        "price": str(trade.price),
+        "size": str(trade.size),
+        "side": trade.side,
+        "ts_event": trade.ts_event,
+        "ts_recv": trade.ts_recv,
+    }
+
+
+async def _read_manifests(reader: InputReader) -> list[Manifest]:
+    """Every run manifest directly under ``{prefix}_manifests/``; a malformed one fails the
+    run naming it."""
+    listed = await reader.store.list(reader.prefix + MANIFEST_DIR)
+    keys = [obj.key for obj in listed if is_manifest_key(reader.prefix, obj.key)]
+    manifests: list[Manifest] = []
+    for start in range(0, len(keys), FETCH_AHEAD):
+        batch = keys[start : start + FETCH_AHEAD]
+        for key, body in zip(batch, await fetch_all(reader, batch), strict=True):
+            try:
+                manifests.append(Manifest.from_json(body))
+            except IntegrityError as exc:
+                raise JobError(f"run manifest {key!r} is malformed: {exc}") from exc
+    return manifests
+
+
+def _missing(sources: Sequence[SourceObject]) -> dict[str, str]:
+    """What to say of a manifest-listed object that is gone."""
+    return {
+        source.key: f"object {source.key!r} is listed in run {source.run_id}'s manifest "
+        "but missing: lost or deleted"
+        for source in sources
+        if source.entry is not None
+    }
+
+
+async def fetch_all(
+    reader: InputReader, keys: Sequence[str], missing: Mapping[str, str] | None = None
+) -> list[bytes]:
+    """The bodies of ``keys`` (at most :data:`FETCH_AHEAD`), fetched concurrently in an owned
+    TaskGroup. A missing key raises :class:`JobError` (with ``missing[key]`` as its message
+    when given); the first failure is raised as itself, not as an exception group."""
+
+    async def one(key: str) -> bytes:
+        try:
+            return await reader.store.get(key)
+        except ObjectNotFound as exc:
+            message = (missing or {}).get(key, f"input object {key!r} not found in {reader.url}")
+            raise JobError(message) from exc
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(one(key)) for key in keys]
+    except BaseExceptionGroup as group:
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [task.result() for task in tasks]
