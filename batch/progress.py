@@ -3,20 +3,27 @@
 A job counts on :class:`JobProgress` (rows read, files done, optional totals); the runner's
 :class:`ProgressReporter` shows them as a redrawn bar on a TTY (stderr, through
 :class:`engine.progress.Progress`) or, otherwise, as a ``progress`` log line every
-``STATS_INTERVAL_SECONDS``, and one last line when the job ends.
+``STATS_INTERVAL_SECONDS``, and one last line when the job ends. With ``emf`` dimensions
+(``METRICS=emf``) each of those lines is also a CloudWatch EMF document (:mod:`engine.emf`) with
+the interval's ``RowsPerSecond`` (Count/Second), ``Rows`` and ``FilesDone`` (Count, increments
+since the previous line), logged through the metrics logger (whatever ``LOG_LEVEL`` says); a bar
+on a TTY carries none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final, TextIO
+from collections.abc import Mapping
+from typing import Any, Final, TextIO
 
 from engine.clock import Clock
-from engine.logs import get_logger, log_event
+from engine.emf import Metric, emf_document
+from engine.logs import METRICS_LOGGER, get_logger, log_event
 from engine.progress import Progress
 
 log = get_logger("batch")
+metrics_log = logging.getLogger(METRICS_LOGGER)
 
 TTY_REDRAW_SECONDS: Final = 0.2
 
@@ -81,13 +88,18 @@ class ProgressReporter:
         interval: float,
         is_tty: bool,
         stream: TextIO | None = None,
+        emf: Mapping[str, str] | None = None,
+        emf_properties: Mapping[str, Any] | None = None,
     ) -> None:
         self.progress = progress
         self.label = label
         self.clock = clock
         self.interval = interval
         self.is_tty = is_tty
+        self.emf = dict(emf) if emf is not None else None
+        self.emf_properties = dict(emf_properties or {})
         self._started = clock.monotonic()
+        self._last = (self._started, 0, 0)  # (monotonic, rows, files) of the last line
         self._bar = (
             Progress(
                 0.0,
@@ -124,15 +136,36 @@ class ProgressReporter:
             self._bar.total = total
             self._bar.update(done, self._detail())
             return
-        elapsed = self.clock.monotonic() - self._started
+        now = self.clock.monotonic()
         log_event(
-            log,
+            log if self.emf is None else metrics_log,
             logging.INFO,
             "progress",
             job=self.label,
             unit=self.progress.unit,
-            elapsed_s=round(elapsed, 3),
+            elapsed_s=round(now - self._started, 3),
             **self.progress.as_dict(),
+            **self._emf(now),
+        )
+
+    def _emf(self, now: float) -> dict[str, Any]:
+        """The EMF members of the interval since the last line (none without ``emf``)."""
+        at, rows, files = self._last
+        p = self.progress
+        self._last = (now, p.rows, p.files)
+        if self.emf is None:
+            return {}
+        return emf_document(
+            timestamp_ms=self.clock.time_ns() // 1_000_000,
+            dimensions=self.emf,
+            metrics=[
+                Metric(
+                    "RowsPerSecond", "Count/Second", round((p.rows - rows) / max(now - at, 1e-9), 3)
+                ),
+                Metric("Rows", "Count", p.rows - rows),
+                Metric("FilesDone", "Count", p.files - files),
+            ],
+            properties=self.emf_properties,
         )
 
     async def run(self) -> None:

@@ -172,6 +172,12 @@ class BatchRun:
             interval=self.config.runtime.stats_interval_seconds,
             is_tty=self._tty(),
             stream=self._progress_stream,
+            emf=(
+                {"Command": "batch", "Job": self.job.name}
+                if self.config.runtime.metrics == "emf"
+                else None
+            ),
+            emf_properties={"run_id": self.config.run_id},
         )
         try:
             async with asyncio.TaskGroup() as tg:

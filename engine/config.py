@@ -275,12 +275,20 @@ def runtime_settings(env: Env, *, is_tty: bool) -> RuntimeSettings:
     level = (env.raw("LOG_LEVEL") or "INFO").upper()
     if level not in LOG_LEVELS:
         raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}; got {level!r}")
+    metrics = env.choice("METRICS", "none", METRICS_MODES)
+    # EMF documents are JSON log lines: METRICS=emf makes JSON the default even on a TTY, and
+    # refuses an explicit LOG_FORMAT=text (its stats lines would carry no metrics).
+    log_format = env.choice(
+        "LOG_FORMAT", "text" if is_tty and metrics != "emf" else "json", LOG_FORMATS
+    )
+    if metrics == "emf" and log_format != "json":
+        raise ConfigError("METRICS", "emf needs LOG_FORMAT=json (EMF documents are JSON lines)")
     return RuntimeSettings(
         stop_grace_seconds=env.number("STOP_GRACE_SECONDS", DEFAULT_STOP_GRACE_SECONDS),
         log_level=level,
-        log_format=env.choice("LOG_FORMAT", "text" if is_tty else "json", LOG_FORMATS),
+        log_format=log_format,
         stats_interval_seconds=env.number("STATS_INTERVAL_SECONDS", DEFAULT_STATS_INTERVAL_SECONDS),
-        metrics=env.choice("METRICS", "none", METRICS_MODES),
+        metrics=metrics,
         spill_dir=env.raw("SPILL_DIR") or DEFAULT_SPILL_DIR,
     )
 

@@ -18,6 +18,9 @@ from typing import Any, TextIO
 import orjson
 
 LOGGER_NAME = "feedvault"
+METRICS_LOGGER = "feedvault.metrics"
+"""The logger of metric lines (``METRICS=emf``): kept at INFO whatever ``LOG_LEVEL`` says, so
+raising the log level never silences the metrics."""
 
 
 def get_logger(name: str = "") -> logging.Logger:
@@ -72,3 +75,4 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
+    logging.getLogger(METRICS_LOGGER).setLevel(logging.INFO)

@@ -123,6 +123,8 @@ class ReplayRun(StreamRun):
     frame's ``ts``. ``pause`` replaces the real-time wait of paced replays (tests).
     """
 
+    metrics_command = "replay"
+
     def __init__(
         self,
         config: ReplayConfig,
@@ -158,6 +160,11 @@ class ReplayRun(StreamRun):
         config["inputs"] = list(self.replay.inputs)
         config["speed"] = "max" if self.replay.speed is None else self.replay.speed
         return config
+
+    def metrics_wall_ns(self) -> int:
+        """The EMF ``Timestamp`` is real time (the replay clock's base): metrics describe the
+        replay as it runs, and CloudWatch refuses timestamps more than two weeks old."""
+        return self.replay_clock.base.time_ns()
 
     def build_sources(self) -> Sequence[Source]:
         self.source = ReplaySource(

@@ -7,7 +7,8 @@ The run, from start to exit:
 * one consumer moves batches into the :class:`~sinks.sink.WindowedSink`, which closes windows on
   time, size or record count and uploads them with bounded concurrency;
 * housekeeping closes windows whose time is up and logs a stats line every
-  ``STATS_INTERVAL_SECONDS``;
+  ``STATS_INTERVAL_SECONDS``; with ``METRICS=emf`` that line is also a CloudWatch Embedded
+  Metric Format document (:class:`~engine.stats.StreamMetrics`), logged whatever ``LOG_LEVEL``;
 * a guard watches the deadline (``MAX_RUNTIME_SECONDS``), signals and the stop grace.
 
 With ``CAPTURE``/``--capture`` the sessions also put their raw frames (in and out, SPEC §8) on a
@@ -48,9 +49,16 @@ from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import StreamConfig
 from engine.errors import FeedvaultError, StorageError, SubscriptionRejected
-from engine.logs import get_logger, log_event
+from engine.logs import METRICS_LOGGER, get_logger, log_event
 from engine.records import Trade
-from engine.stats import Counters, StatsReporter, peak_rss_bytes, rss_bytes
+from engine.stats import (
+    Counters,
+    RunTotals,
+    StatsReporter,
+    StreamMetrics,
+    peak_rss_bytes,
+    rss_bytes,
+)
 from sinks.keys import DEFAULT_KEY_TEMPLATE, RAW_DATASET, RAW_KEY_TEMPLATE, KeyTemplate
 from sinks.manifest import Gap, Manifest, StopReason, iso_utc, write_manifest
 from sinks.sink import WindowedSink
@@ -59,6 +67,7 @@ from sinks.windowing import Windower, WindowPolicy
 from sinks.writer import ObjectWriter, open_writer
 
 log = get_logger("run")
+metrics_log = logging.getLogger(METRICS_LOGGER)
 
 GUARD_TICK_SECONDS: Final = 0.1
 HOUSEKEEPING_TICK_SECONDS: Final = 0.25
@@ -152,6 +161,9 @@ class StreamRun:
     closes it); ``clock`` drives the deadline, the stop grace, windows and staleness.
     """
 
+    metrics_command = "stream"
+    """The ``Command`` dimension of the run's EMF metrics."""
+
     def __init__(
         self,
         config: StreamConfig,
@@ -181,6 +193,7 @@ class StreamRun:
         self.manifest: Manifest | None = None
         #: Set once every source has stopped and the queue is closed (the stop is draining).
         self.ingest_done = asyncio.Event()
+        self._upload_marks: list[int] = []  # per sink: uploads already in an EMF document
 
     async def run(self) -> int:
         """Run until the deadline or a signal; return the exit status (0 or 1)."""
@@ -217,6 +230,19 @@ class StreamRun:
     def public_config(self) -> dict[str, Any]:
         """The effective configuration for the manifest and the start log line."""
         return self.config.public_dict()
+
+    def metric_dimensions(self) -> dict[str, str]:
+        """The dimensions of the run's EMF metrics: the command and the exchanges streamed
+        (``binance``, or ``binance+coinbase`` for several), low-cardinality by design."""
+        exchanges = sorted({spec.exchange for spec in self.config.streams})
+        dimensions = {"Command": self.metrics_command}
+        if exchanges:
+            dimensions["Exchange"] = "+".join(exchanges)
+        return dimensions
+
+    def metrics_wall_ns(self) -> int:
+        """Wall time for the EMF ``Timestamp`` (the run's clock; a replay uses real time)."""
+        return self.clock.time_ns()
 
     def build_sources(self) -> Sequence[Source]:
         """The run's sources: one WebSocket session per exchange connection."""
@@ -359,6 +385,13 @@ class StreamRun:
     async def _housekeeping(self) -> None:
         interval = self.config.runtime.stats_interval_seconds
         reporter = StatsReporter(self.clock.monotonic())
+        metrics = None
+        if self.config.runtime.metrics == "emf":
+            metrics = StreamMetrics(
+                dimensions=self.metric_dimensions(),
+                properties={"run_id": self.config.run_id},
+                now=self.clock.monotonic(),
+            )
         next_stats = self.clock.monotonic() + interval
         while True:
             await asyncio.sleep(HOUSEKEEPING_TICK_SECONDS)
@@ -367,7 +400,7 @@ class StreamRun:
             now = self.clock.monotonic()
             if now >= next_stats:
                 next_stats = now + interval
-                self._log_stats(reporter, now)
+                self._log_stats(reporter, now, metrics)
 
     def _sync_counters(self) -> None:
         """Fold what the sessions, the queue and the gap tracker counted into the counters."""
@@ -375,11 +408,43 @@ class StreamRun:
         self.counters.dropped = self.queue.dropped
         self.counters.duplicates = self.gaps.duplicates
 
-    def _log_stats(self, reporter: StatsReporter, now: float) -> None:
+    def _upload_seconds(self) -> list[float]:
+        """Durations of the uploads (every sink) completed since the last call."""
+        sinks = self._sinks()
+        marks = self._upload_marks
+        marks += [0] * (len(sinks) - len(marks))
+        durations: list[float] = []
+        for index, sink in enumerate(sinks):
+            fresh, marks[index] = sink.upload_durations_since(marks[index])
+            durations += fresh
+        return durations
+
+    def _log_stats(
+        self, reporter: StatsReporter, now: float, metrics: StreamMetrics | None = None
+    ) -> None:
+        """Log the stats line; with ``metrics`` (``METRICS=emf``) it is also the interval's EMF
+        document, logged through the metrics logger (never filtered by ``LOG_LEVEL``)."""
         self._sync_counters()
         rates = reporter.sample(now, self.counters.parsed, self.sink.bytes_uploaded)
+        emf: dict[str, Any] = {}
+        if metrics is not None:
+            totals = RunTotals(
+                parsed=self.counters.parsed,
+                bytes_uploaded=sum(sink.bytes_uploaded for sink in self._sinks()),
+                reconnects=self.counters.reconnects,
+                gaps=self.gaps.gap_count,
+                dropped=self.counters.dropped,
+                invalid=self.counters.invalid,
+            )
+            emf = metrics.document(
+                now=now,
+                wall_ns=self.metrics_wall_ns(),
+                totals=totals,
+                queue_depth=self.queue.size,
+                upload_seconds=self._upload_seconds(),
+            )
         log_event(
-            log,
+            metrics_log if metrics is not None else log,
             logging.INFO,
             "stats",
             **rates,
@@ -395,6 +460,7 @@ class StreamRun:
             dropped=self.counters.dropped,
             rss_mb=round(rss_bytes() / 2**20, 1),
             peak_rss_mb=round(peak_rss_bytes() / 2**20, 1),
+            **emf,
         )
 
     def _spill(self) -> list[str]:

@@ -115,6 +115,9 @@ class WindowedSink:
         self.last_error: str | None = None
         #: Monotonic seconds from window close to durable, for the last ``latency_samples``.
         self.upload_latencies: deque[float] = deque(maxlen=latency_samples)
+        #: Monotonic seconds each upload took, from its first put to durable (retries
+        #: included), for the last ``latency_samples``; see :meth:`upload_durations_since`.
+        self.upload_durations: deque[float] = deque(maxlen=latency_samples)
         self._queue: deque[tuple[ClosedWindow, float]] = deque()
         self._in_flight: dict[_Upload, None] = {}  # insertion-ordered set
         self._failed: dict[str, ClosedWindow] = {}
@@ -168,6 +171,15 @@ class WindowedSink:
     def failed(self) -> list[ClosedWindow]:
         """Windows whose upload failed past the retry budget (kept, not lost)."""
         return list(self._failed.values())
+
+    def upload_durations_since(self, mark: int) -> tuple[list[float], int]:
+        """The durations (seconds, on the injected clock) of the uploads that completed after
+        the first ``mark`` ones, oldest first (at most the last ``latency_samples``), and the
+        mark to pass next time (the number of uploads completed so far)."""
+        done = len(self.objects)
+        fresh = min(max(done - mark, 0), len(self.upload_durations))
+        durations = list(self.upload_durations)[len(self.upload_durations) - fresh :]
+        return durations, done
 
     def unfinished(self) -> list[ClosedWindow]:
         """Every window that is not durable, closing the open ones now (they join the queue):
@@ -258,6 +270,7 @@ class WindowedSink:
 
     async def _upload(self, upload: _Upload) -> None:
         window = upload.window
+        started = self.clock.monotonic()
         try:
             stored = await self._put_with_retry(window)
         except StorageError as exc:
@@ -269,7 +282,7 @@ class WindowedSink:
             self._failed[window.key] = window
             log.exception("upload of %s failed unexpectedly", window.key)
         else:
-            self._record(window, stored, upload.closed_at)
+            self._record(window, stored, upload.closed_at, started)
         # Not in a finally: a cancelled upload stays in flight until _upload_done requeues it.
         del self._in_flight[upload]
 
@@ -280,11 +293,15 @@ class WindowedSink:
             self._queue.appendleft((upload.window, upload.closed_at))
         self._changed.set()
 
-    def _record(self, window: ClosedWindow, stored: StoredObject, closed_at: float) -> None:
+    def _record(
+        self, window: ClosedWindow, stored: StoredObject, closed_at: float, started: float
+    ) -> None:
         self.objects.append(StoredObjectEntry.of(window, stored, self.clock.time_ns()))
         self.bytes_uploaded += stored.bytes
         self.records_uploaded += window.records
-        self.upload_latencies.append(self.clock.monotonic() - closed_at)
+        now = self.clock.monotonic()
+        self.upload_latencies.append(now - closed_at)
+        self.upload_durations.append(now - started)
 
     async def _put_with_retry(self, window: ClosedWindow) -> StoredObject:
         started: float | None = None
