@@ -1,15 +1,26 @@
 """``feedvault batch ecommerce``: order CSVs -> daily and category KPIs (SPEC §9).
 
-Reads every input object (keys sorted; each must be an order CSV, see :mod:`batch.ecommerce`),
-validates them in one ``run_cpu`` call, then writes, under ``{OUTPUT_PREFIX}ecommerce/``:
+Reads every *new* input object (keys sorted; each must be an order CSV, see
+:mod:`batch.ecommerce`): everything under ``INPUT_PREFIX`` except ``{INPUT_PREFIX}processed/``,
+or the one ``INPUT_KEY``. Validates them in one ``run_cpu`` call, then writes, under
+``{OUTPUT_PREFIX}ecommerce/``:
 
 * ``orders_kpis.jsonl`` / ``orders_kpis.parquet``: one row per ``order_date``;
 * ``category_kpis.jsonl`` / ``category_kpis.parquet``: one row per (category, order_date);
 * ``rejected/rejected.csv``: every rejected row with its kind and reason.
 
-A malformed file (empty, not UTF-8, wrong header, broken quoting) or a missing input fails the
-run (:class:`~batch.job.JobError`: incomplete manifest, exit 1). Everything is computed before the
-first write. Inputs are not moved under ``processed/`` (not implemented).
+Once every output is durable, the inputs move under ``processed/`` (:mod:`batch.processed`:
+``{INPUT_PREFIX}processed/{rel}``, or ``processed/`` beside a single ``INPUT_KEY``), copy first
+and delete after; the manifest counter ``inputs_moved`` and one ``input_moved`` log line per
+object record it. The runner writes the manifest after that. So the outputs of each run cover
+the inputs that were new to it, and replace those of the previous run (same keys).
+
+The run fails (:class:`~batch.job.JobError`: incomplete manifest, exit 1) with nothing written
+and nothing moved when: there is no new input (the outputs of the last run are left as they
+are; the error says how many objects are already under ``processed/``), a file is malformed
+(empty, not UTF-8, wrong header, broken quoting), or an input's ``processed/`` key already holds
+a different object. Everything is computed before the first write. It fails after its outputs
+are written, with the moves undone, when moving an input fails (the error names it).
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from batch.ecommerce import (
 )
 from batch.job import JobContext
 from batch.jobinput import input_errors, read_inputs
+from batch.processed import MOVED_COUNTER, check_targets, move_to_processed, new_inputs
 from batch.samples import SAMPLERS
 from engine.config import Env
 
@@ -65,9 +77,14 @@ class EcommerceJob:
 
     async def run(self, ctx: JobContext) -> None:
         reader = ctx.require_input()
-        files = await read_inputs(ctx)
+        ctx.count(MOVED_COUNTER, 0)
+        found = await new_inputs(reader)
+        files = await read_inputs(ctx, found.keys)  # in key order, as found.keys
+        inputs = [(key, body) for key, (_, body) in zip(found.keys, files, strict=True)]
+        await check_targets(reader, inputs, found.archived)
         with input_errors(reader):
             parsed = await ctx.run_cpu(parse_orders, files)
         outputs = await ctx.run_cpu(render, parsed)
         for key, body, records in outputs:
             await ctx.write_output(key, body, records=records)
+        await move_to_processed(ctx, inputs)

@@ -14,6 +14,9 @@ raises :class:`~engine.errors.ConfigError` naming the variable). The runner
 * ``await ctx.run_cpu(fn, *args)``: run CPU-bound work off the event loop (see
   :meth:`JobContext.run_cpu`); the loop stays free for signals, the deadline and uploads;
 * ``ctx.progress`` (:class:`~batch.progress.JobProgress`): rows read, files done;
+* ``ctx.count(name, n)``: a job's own counter (``inputs_moved``, ...), written to the manifest's
+  ``counters`` beside the runner's ``rows``, ``files`` and ``outputs``, whether the run completes
+  or not;
 * ``ctx.env`` (:class:`~engine.config.Env`), ``ctx.run_id``, ``ctx.clock`` (injected time).
 
 A job must not catch :class:`asyncio.CancelledError`: the runner cancels it on the deadline or
@@ -42,6 +45,9 @@ from sinks.manifest import OUTPUT_KIND, StoredObjectEntry
 from sinks.writer import ObjectWriter, StoredObject
 
 T = TypeVar("T")
+
+RUNNER_COUNTERS: Final = ("rows", "files", "outputs")
+"""The manifest counters the runner fills itself; a job's own counters take other names."""
 
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9._=-]+")
 
@@ -165,6 +171,19 @@ class JobContext:
         self._output_prefix = output_prefix
         self._executor = executor
         self._outputs: dict[str, StoredObjectEntry] = {}
+        self._counters: dict[str, int] = {}
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """The job's own counters so far (a copy), in the order first counted."""
+        return dict(self._counters)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the job's counter ``name`` (``n=0`` makes it appear in the manifest
+        at 0). :class:`ValueError` for a name of :data:`RUNNER_COUNTERS` (a job's bug)."""
+        if name in RUNNER_COUNTERS:
+            raise ValueError(f"counter {name!r} is the runner's own")
+        self._counters[name] = self._counters.get(name, 0) + n
 
     @property
     def output_root(self) -> str:

@@ -16,10 +16,11 @@ TaskGroup beside a guard and a progress reporter:
   with reason ``error`` naming the error, exit 1.
 
 An incomplete manifest lists the outputs that were written before the stop (durable, but not a
-complete result); it never claims ``complete``. There is no retry of a whole job: outputs have
-deterministic keys, so rerunning the same job on the same input replaces them. The manifest
-write is bounded by ``STOP_GRACE_SECONDS``; a second signal while it is written is logged and
-otherwise ignored (the write is already bounded).
+complete result); it never claims ``complete``. The manifest's ``counters`` are ``rows``,
+``files``, ``outputs`` and the job's own (``ctx.count``), as they stood when the job ended.
+There is no retry of a whole job: outputs have deterministic keys, so rerunning the same job on
+the same input replaces them. The manifest write is bounded by ``STOP_GRACE_SECONDS``; a second
+signal while it is written is logged and otherwise ignored (the write is already bounded).
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ class BatchRun:
             "rows": self.progress.rows,
             "files": self.progress.files,
             "outputs": len(ctx.outputs),
+            **ctx.counters,
         }
         if not complete and self.error is None:
             detail = {"deadline": "MAX_RUNTIME_SECONDS passed", "signal": "stopped by a signal"}

@@ -94,6 +94,8 @@ class FileWriter:
         path = self.path_of(key)
         try:
             await asyncio.to_thread(path.unlink, missing_ok=True)
+        except NotADirectoryError:  # a parent is a file: there is no such key
+            return
         except OSError as exc:
             raise StorageError(f"cannot delete {key!r} at {path}: {exc}") from exc
 
