@@ -74,6 +74,8 @@ class BatchConfig:
     run_id: str
     cpu_workers: int
     runtime: RuntimeSettings
+    run_id_generated: bool = False
+    """True when ``RUN_ID`` was not given: a run on ECS puts its task id into ``run_id``."""
 
     def public_dict(self) -> dict[str, Any]:
         """The effective configuration for the manifest and the start log line (no secrets)."""
@@ -181,4 +183,5 @@ def load_batch_config(
         run_id=run_id,
         cpu_workers=workers,
         runtime=runtime_settings(env, is_tty=is_tty),
+        run_id_generated=env.raw("RUN_ID") is None,
     )

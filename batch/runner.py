@@ -15,6 +15,10 @@ TaskGroup beside a guard and a progress reporter:
 * the job raises (bad input, a storage failure, a bug): the manifest is written ``incomplete``
   with reason ``error`` naming the error, exit 1.
 
+On ECS (``ECS_CONTAINER_METADATA_URI_V4``) the task's metadata is read first (bounded, never
+fatal: :mod:`engine.ecs`): the manifest's ``ecs`` section names the task, and a generated run id
+holds the task id.
+
 An incomplete manifest lists the outputs that were written before the stop (durable, but not a
 complete result); it never claims ``complete``. The manifest's ``counters`` are ``rows``,
 ``files``, ``outputs`` and the job's own (``ctx.count``), as they stood when the job ended.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -43,10 +48,11 @@ from batch.registry import create_job, get_spec
 from engine import __version__, aio
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import Env
+from engine.ecs import DEFAULT_LOOKUP, EcsLookup, resolve_ecs_task, run_id_with_task
 from engine.errors import ConfigError, FeedvaultError, StorageError
 from engine.logs import configure_logging, get_logger, log_event
 from engine.runner import StopController
-from sinks.manifest import Manifest, StopReason, iso_utc, write_manifest
+from sinks.manifest import EcsTask, Manifest, StopReason, iso_utc, write_manifest
 from sinks.writer import ObjectWriter, open_writer
 
 log = get_logger("batch")
@@ -90,6 +96,7 @@ class BatchRun:
         input_store: ObjectWriter | None = None,
         progress_stream: TextIO | None = None,
         is_tty: bool | None = None,
+        ecs_lookup: EcsLookup = DEFAULT_LOOKUP,
     ) -> None:
         self.config = config
         self.job = job
@@ -106,24 +113,33 @@ class BatchRun:
         self.completed = False
         self.error: BaseException | None = None
         self.manifest: Manifest | None = None
+        self.ecs_lookup = ecs_lookup
+        #: The ECS task the job runs in (read at the start of :meth:`run`, never fatal: see
+        #: :mod:`engine.ecs`), else None; a generated run id then holds the task id.
+        self.ecs: EcsTask | None = None
 
     async def run(self) -> int:
         """Run the job; return 0 when it completed and its manifest is written, else 1."""
         started_ns = self.clock.time_ns()
         self._real_started = (time.monotonic(), time.process_time())
-        log_event(
-            log,
-            logging.INFO,
-            "run_start",
-            run_id=self.config.run_id,
-            version=__version__,
-            config=self.public_config(),
-        )
         loop = asyncio.get_running_loop()
         if self.install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.controller.on_signal, sig.name)
         try:
+            self.ecs = await resolve_ecs_task(self.config.runtime.ecs_metadata_uri, self.ecs_lookup)
+            if self.ecs is not None and self.config.run_id_generated:
+                run_id = run_id_with_task(self.config.run_id, self.ecs.task_id)
+                self.config = dataclasses.replace(self.config, run_id=run_id)
+            log_event(
+                log,
+                logging.INFO,
+                "run_start",
+                run_id=self.config.run_id,
+                version=__version__,
+                config=self.public_config(),
+                ecs=self.ecs.to_dict() if self.ecs is not None else None,
+            )
             async with contextlib.AsyncExitStack() as stack:
                 output = self._output
                 if output is None:
@@ -258,6 +274,7 @@ class BatchRun:
             objects=ctx.outputs,
             counters=counters,
             error=error,
+            ecs=self.ecs,
         )
         self.manifest = manifest
         try:

@@ -74,6 +74,10 @@ class RuntimeSettings:
     stats_interval_seconds: float = DEFAULT_STATS_INTERVAL_SECONDS
     metrics: str = "none"
     spill_dir: str = DEFAULT_SPILL_DIR
+    ecs_metadata_uri: str | None = None
+    """``ECS_CONTAINER_METADATA_URI_V4`` (set by ECS in every container), read at the start of a
+    run by :mod:`engine.ecs`; None outside ECS. Not validated here: a bad value is logged and
+    the run goes on, as for any metadata failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,9 @@ class StreamConfig:
     ws_urls: Mapping[str, str] = field(default_factory=dict)
     capture: bool = False
     """``CAPTURE``/``--capture``: also write every raw frame under ``{prefix}raw/`` (SPEC §8)."""
+    run_id_generated: bool = False
+    """True when ``RUN_ID`` was not given and ``run_id`` is :func:`new_run_id`'s: a run on ECS
+    then puts its task id into it (:func:`engine.ecs.run_id_with_task`)."""
 
     def public_dict(self) -> dict[str, object]:
         """The effective configuration for the manifest and logs; holds no secrets."""
@@ -290,6 +297,7 @@ def runtime_settings(env: Env, *, is_tty: bool) -> RuntimeSettings:
         stats_interval_seconds=env.number("STATS_INTERVAL_SECONDS", DEFAULT_STATS_INTERVAL_SECONDS),
         metrics=metrics,
         spill_dir=env.raw("SPILL_DIR") or DEFAULT_SPILL_DIR,
+        ecs_metadata_uri=env.raw("ECS_CONTAINER_METADATA_URI_V4"),
     )
 
 
@@ -329,4 +337,5 @@ def load_stream_config(
         binance_stream=env.choice("BINANCE_STREAM", "trade", ("trade", "aggTrade")),
         ws_urls=ws_urls,
         capture=env.flag("CAPTURE"),
+        run_id_generated=env.raw("RUN_ID") is None,
     )

@@ -83,3 +83,8 @@ class VerifyError(FeedvaultError):
 
 class RecordingError(FeedvaultError):
     """A recording file is unreadable or not in the recording format (SPEC §8)."""
+
+
+class MetadataError(FeedvaultError):
+    """The ECS task metadata endpoint did not answer, or not with task metadata. Never fatal:
+    the run goes on without the metadata (:mod:`engine.ecs`)."""

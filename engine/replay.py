@@ -44,6 +44,7 @@ from engine.config import (
     s3_destination,
     sink_settings,
 )
+from engine.ecs import DEFAULT_LOOKUP, EcsLookup
 from engine.errors import ConfigError, FeedvaultError
 from engine.logs import get_logger, log_event
 from engine.runner import Source, StopController, StreamRun
@@ -112,6 +113,7 @@ def load_replay_config(
         runtime=runtime_settings(env, is_tty=is_tty),
         queue_maxsize=env.integer("QUEUE_MAXSIZE", DEFAULT_QUEUE_MAXSIZE),
         overflow="block",
+        run_id_generated=env.raw("RUN_ID") is None,
     )
     return ReplayConfig(stream=stream, inputs=tuple(inputs), speed=replay_speed)
 
@@ -136,6 +138,7 @@ class ReplayRun(StreamRun):
         install_signal_handlers: bool = True,
         writer: ObjectWriter | None = None,
         pause: Pause = pause_until_stop,
+        ecs_lookup: EcsLookup = DEFAULT_LOOKUP,
     ) -> None:
         super().__init__(
             config.stream,
@@ -144,6 +147,7 @@ class ReplayRun(StreamRun):
             controller=controller,
             install_signal_handlers=install_signal_handlers,
             writer=writer,
+            ecs_lookup=ecs_lookup,
         )
         self.replay = config
         self.replay_clock = clock

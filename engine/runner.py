@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -48,6 +49,7 @@ from engine import __version__
 from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import StreamConfig
+from engine.ecs import DEFAULT_LOOKUP, EcsLookup, resolve_ecs_task, run_id_with_task
 from engine.errors import FeedvaultError, StorageError, SubscriptionRejected
 from engine.logs import METRICS_LOGGER, get_logger, log_event
 from engine.records import Trade
@@ -60,7 +62,7 @@ from engine.stats import (
     rss_bytes,
 )
 from sinks.keys import DEFAULT_KEY_TEMPLATE, RAW_DATASET, RAW_KEY_TEMPLATE, KeyTemplate
-from sinks.manifest import Gap, Manifest, StopReason, iso_utc, write_manifest
+from sinks.manifest import EcsTask, Gap, Manifest, StopReason, iso_utc, write_manifest
 from sinks.sink import WindowedSink
 from sinks.spill import spill_windows
 from sinks.windowing import Windower, WindowPolicy
@@ -159,6 +161,11 @@ class StreamRun:
 
     ``writer`` replaces the writer opened from ``config.destination`` (the caller then owns and
     closes it); ``clock`` drives the deadline, the stop grace, windows and staleness.
+
+    On ECS (``ECS_CONTAINER_METADATA_URI_V4``) the run first reads its task's metadata
+    (:mod:`engine.ecs`, bounded by ``ecs_lookup``, never fatal) into :attr:`ecs` and the
+    manifest's ``ecs`` section, and a generated run id gets the task id; the deadline counts
+    from before that lookup.
     """
 
     metrics_command = "stream"
@@ -173,8 +180,12 @@ class StreamRun:
         controller: StopController | None = None,
         install_signal_handlers: bool = True,
         writer: ObjectWriter | None = None,
+        ecs_lookup: EcsLookup = DEFAULT_LOOKUP,
     ) -> None:
         self.config = config
+        self.ecs_lookup = ecs_lookup
+        #: The ECS task the run runs in (read at the start of :meth:`run`), else None.
+        self.ecs: EcsTask | None = None
         self._writer = writer
         self.command = list(command)
         self.clock = clock
@@ -197,27 +208,28 @@ class StreamRun:
 
     async def run(self) -> int:
         """Run until the deadline or a signal; return the exit status (0 or 1)."""
-        config = self.config
         started_ns = self.clock.time_ns()
         # Real (not injected) time and CPU, for the run_end figures only.
         self._real_started = (time.monotonic(), time.process_time())
-        self._deadline = self.clock.monotonic() + config.max_runtime_seconds
-        log_event(
-            log,
-            logging.INFO,
-            "run_start",
-            run_id=config.run_id,
-            version=__version__,
-            config=self.public_config(),
-        )
+        self._deadline = self.clock.monotonic() + self.config.max_runtime_seconds
         loop = asyncio.get_running_loop()
         if self.install_signal_handlers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.controller.on_signal, sig.name)
         try:
+            await self._resolve_ecs()
+            log_event(
+                log,
+                logging.INFO,
+                "run_start",
+                run_id=self.config.run_id,
+                version=__version__,
+                config=self.public_config(),
+                ecs=self.ecs.to_dict() if self.ecs is not None else None,
+            )
             if self._writer is not None:
                 return await self._run_with_writer(self._writer, started_ns)
-            async with open_writer(config.destination) as writer:
+            async with open_writer(self.config.destination) as writer:
                 return await self._run_with_writer(writer, started_ns)
         except StorageError as exc:
             log_event(log, logging.ERROR, "run_failed", error=str(exc))
@@ -230,6 +242,14 @@ class StreamRun:
     def public_config(self) -> dict[str, Any]:
         """The effective configuration for the manifest and the start log line."""
         return self.config.public_dict()
+
+    async def _resolve_ecs(self) -> None:
+        """Read the ECS task's metadata (see the class docstring); a generated run id becomes
+        ``{time}-{task id}-{random}`` so runs of different tasks never share one."""
+        self.ecs = await resolve_ecs_task(self.config.runtime.ecs_metadata_uri, self.ecs_lookup)
+        if self.ecs is not None and self.config.run_id_generated:
+            run_id = run_id_with_task(self.config.run_id, self.ecs.task_id)
+            self.config = dataclasses.replace(self.config, run_id=run_id)
 
     def metric_dimensions(self) -> dict[str, str]:
         """The dimensions of the run's EMF metrics: the command and the exchanges streamed
@@ -517,6 +537,7 @@ class StreamRun:
             gaps=gaps,
             spilled=spilled,
             error=str(self.error) if self.error is not None else None,
+            ecs=self.ecs,
         )
         self.manifest = manifest
         try:

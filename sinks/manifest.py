@@ -2,9 +2,9 @@
 
 The manifest is the run's proof of success: it lists every object the run made durable, the
 counters, the trade-id gaps, what was left in the spill directory, and whether the run is
-``complete``. It is serialized with sorted keys and 2-space indentation (stable diffs);
-:meth:`Manifest.from_json` validates every field and raises
-:class:`~engine.errors.IntegrityError` on anything malformed.
+``complete``; a run on ECS also names its task (``ecs``, :class:`EcsTask`). It is serialized
+with sorted keys and 2-space indentation (stable diffs); :meth:`Manifest.from_json` validates
+every field and raises :class:`~engine.errors.IntegrityError` on anything malformed.
 """
 
 from __future__ import annotations
@@ -143,9 +143,60 @@ class StoredObjectEntry:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class EcsTask:
+    """The ECS task a run ran in (from the task metadata endpoint, :mod:`engine.ecs`): the
+    manifest's ``ecs`` section. ``task_definition`` is ``family:revision``; ``image_digest`` is
+    the container image's ``sha256:...`` id. The optional fields are ``null`` when unknown."""
+
+    task_arn: str
+    cluster: str
+    task_definition: str
+    container: str | None = None
+    image: str | None = None
+    image_digest: str | None = None
+    availability_zone: str | None = None
+
+    @property
+    def task_id(self) -> str:
+        """The task's id: the last segment of its ARN."""
+        return self.task_arn.rsplit("/", 1)[-1]
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {
+            "task_arn": self.task_arn,
+            "cluster": self.cluster,
+            "task_definition": self.task_definition,
+            "container": self.container,
+            "image": self.image,
+            "image_digest": self.image_digest,
+            "availability_zone": self.availability_zone,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: object) -> EcsTask:
+        """Parse the section; :class:`IntegrityError` if malformed (unknown members ignored)."""
+        data = _mapping(obj, "ecs")
+        optional: dict[str, str | None] = {}
+        for name in ("container", "image", "image_digest", "availability_zone"):
+            value = data.get(name)
+            if value is not None and not isinstance(value, str):
+                raise IntegrityError(f"manifest field 'ecs.{name}' is not a string or null")
+            optional[name] = value
+        return cls(
+            task_arn=_typed(data, "task_arn", str),
+            cluster=_typed(data, "cluster", str),
+            task_definition=_typed(data, "task_definition", str),
+            **optional,
+        )
+
+
 @dataclass(slots=True)
 class Manifest:
-    """A run's manifest. ``config`` must already exclude secrets (the caller's duty)."""
+    """A run's manifest. ``config`` must already exclude secrets (the caller's duty).
+
+    ``ecs`` (the task the run ran in) is omitted from the JSON when ``None`` and optional when
+    reading, so manifests of runs outside ECS, and older ones, stay valid."""
 
     run_id: str
     version: str
@@ -160,6 +211,7 @@ class Manifest:
     gaps: dict[str, list[Gap]] = field(default_factory=dict)
     spilled: list[str] = field(default_factory=list)
     error: str | None = None
+    ecs: EcsTask | None = None
 
     def to_json(self) -> bytes:
         """The manifest as indented JSON with sorted keys."""
@@ -178,6 +230,8 @@ class Manifest:
             "spilled": self.spilled,
             "error": self.error,
         }
+        if self.ecs is not None:
+            document["ecs"] = self.ecs.to_dict()
         try:
             return orjson.dumps(
                 document,
@@ -220,6 +274,7 @@ class Manifest:
         error = doc.get("error")
         if error is not None and not isinstance(error, str):
             raise IntegrityError("manifest field 'error' is not a string or null")
+        ecs = doc.get("ecs")
         return cls(
             run_id=_typed(doc, "run_id", str),
             version=_typed(doc, "version", str),
@@ -234,6 +289,7 @@ class Manifest:
             gaps=gaps,
             spilled=list(spilled),
             error=error,
+            ecs=EcsTask.from_dict(ecs) if ecs is not None else None,
         )
 
 

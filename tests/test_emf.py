@@ -4,10 +4,9 @@ specification (tests/emf_spec.py) on the formatter and on the lines of real in-p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
-import io
 import json
-import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,13 @@ from engine.clock import FakeClock, ReplayClock
 from engine.config import Env, load_stream_config
 from engine.emf import MAX_METRICS, Metric, emf_document, summary_values
 from engine.errors import ConfigError
-from engine.logs import LOGGER_NAME, configure_logging
 from engine.replay import ReplayRun, load_replay_config
 from engine.runner import StreamRun
 from engine.stats import RunTotals, StreamMetrics
 from sinks.memory import MemoryWriter
 from sinks.writer import StoredObject
 from tests.emf_spec import assert_valid_emf, emf_problems
+from tests.logcapture import Lines, captured_logs
 from tests.test_runner import SYMBOLS, config
 
 SPEC_EXAMPLE: dict[str, Any] = {
@@ -207,54 +206,11 @@ def test_stream_metrics_are_the_increments_of_each_interval() -> None:
 # -- lines of real runs ----------------------------------------------------------------------
 
 
-class Lines(io.TextIOBase):
-    """Where the log handler writes: keeps each line and wakes whoever waits for one."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._pending = ""
-        self._changed = asyncio.Event()
-
-    def write(self, text: str) -> int:
-        self._pending += text
-        *done, self._pending = self._pending.split("\n")
-        self.lines += [line for line in done if line]
-        self._changed.set()
-        return len(text)
-
-    def docs(self, event: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.lines:
-            doc = json.loads(line)
-            if doc.get("event") == event:
-                out.append(doc)
-        return out
-
-    def raw(self, event: str) -> list[str]:
-        return [line for line in self.lines if json.loads(line).get("event") == event]
-
-    async def wait_for(self, ready: Callable[[], bool]) -> None:
-        async with asyncio.timeout(30):
-            while not ready():
-                self._changed.clear()
-                await self._changed.wait()
-
-
 @pytest.fixture
 def capture_logs() -> Iterator[Callable[[str], Lines]]:
-    """Send feedvault's JSON logs (at a given level) into a :class:`Lines`; restore after."""
-    root = logging.getLogger(LOGGER_NAME)
-    saved = (list(root.handlers), root.level, root.propagate)
-
-    def start(level: str) -> Lines:
-        lines = Lines()
-        configure_logging(level, "json", stream=lines)  # type: ignore[arg-type]
-        return lines
-
-    yield start
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    root.propagate = saved[2]
+    """Start capturing feedvault's JSON logs at a level; restored after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda level: stack.enter_context(captured_logs(level))
 
 
 class TimedWriter(MemoryWriter):
