@@ -1,0 +1,260 @@
+"""A fault-injecting HTTP proxy in front of moto's S3 server, on loopback, for tests.
+
+``FaultProxy(upstream).start()`` serves on ``127.0.0.1:<free port>`` from its own thread and
+event loop (so it works beside subprocesses and in-process event loops alike) and forwards every
+request to ``upstream`` unchanged, unless a fault applies:
+
+* scheduled faults: ``proxy.schedule(matcher, fault, ...)`` gives the next matching requests one
+  fault each, in order (``PUT`` of a key, one multipart part, ``CompleteMultipartUpload``...);
+* an outage: ``proxy.set_outage(fault)`` applies ``fault`` to every request until
+  ``proxy.set_outage(None)``.
+
+Faults: ``slowdown`` (503 ``SlowDown``, as S3 throttles), ``error500`` (500 ``InternalError``),
+``reset`` (the connection is dropped without a response), ``timeout`` (the request is held
+without a response for ``seconds``, then dropped: the client's read timeout fires first),
+``slow`` (forwarded after ``seconds``). Every wait is bounded; ``stop()`` drops held requests.
+``proxy.log`` records ``(method, path, query, outcome)`` of the last requests (bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+
+_HOP_BY_HOP: Final = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
+)
+_S3_ERROR: Final = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+    "<Message>{message}</Message><RequestId>fault-proxy</RequestId></Error>"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    kind: str
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("slowdown", "error500", "reset", "timeout", "slow"):
+            raise ValueError(f"unknown fault {self.kind!r}")
+
+
+SLOWDOWN: Final = Fault("slowdown")
+ERROR500: Final = Fault("error500")
+RESET: Final = Fault("reset")
+
+
+def timeout(seconds: float = 20.0) -> Fault:
+    return Fault("timeout", seconds)
+
+
+def slow(seconds: float) -> Fault:
+    return Fault("slow", seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    method: str
+    path: str
+    query: dict[str, str]
+
+
+Matcher = Callable[[RequestInfo], bool]
+
+
+def any_request(_: RequestInfo) -> bool:
+    return True
+
+
+def put_object(key_part: str = "") -> Matcher:
+    """A single-request PUT (not a part) of a key containing ``key_part``."""
+    return lambda r: r.method == "PUT" and "partNumber" not in r.query and key_part in r.path
+
+
+def upload_part(number: int | None = None) -> Matcher:
+    return lambda r: (
+        r.method == "PUT"
+        and "partNumber" in r.query
+        and number in (None, int(r.query["partNumber"]))
+    )
+
+
+def complete_multipart(r: RequestInfo) -> bool:
+    return r.method == "POST" and "uploadId" in r.query
+
+
+def manifest_put(r: RequestInfo) -> bool:
+    return r.method == "PUT" and "/_manifests/" in r.path
+
+
+class FaultProxy:
+    """See the module docstring."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.port = 0
+        self.log: collections.deque[tuple[str, str, dict[str, str], str]] = collections.deque(
+            maxlen=10_000
+        )
+        self._scheduled: list[tuple[Matcher, collections.deque[Fault]]] = []
+        self._outage: Fault | None = None
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._stopping: asyncio.Event | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """``AWS_*`` variables pointing an SDK at the proxy (moto's fake credentials)."""
+        return {
+            "AWS_ENDPOINT_URL_S3": self.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    # --- control (any thread) ---------------------------------------------------------------
+
+    def schedule(self, matcher: Matcher, *faults: Fault) -> None:
+        with self._lock:
+            self._scheduled.append((matcher, collections.deque(faults)))
+
+    def set_outage(self, fault: Fault | None) -> None:
+        with self._lock:
+            self._outage = fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._scheduled.clear()
+            self._outage = None
+
+    def pending(self) -> int:
+        """Scheduled faults not yet used."""
+        with self._lock:
+            return sum(len(faults) for _, faults in self._scheduled)
+
+    def outcomes(self, outcome: str) -> int:
+        return sum(1 for *_, seen in list(self.log) if seen == outcome)
+
+    def _fault_for(self, info: RequestInfo) -> Fault | None:
+        with self._lock:
+            for matcher, faults in self._scheduled:
+                if faults and matcher(info):
+                    return faults.popleft()
+            return self._outage
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> FaultProxy:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, name="fault-proxy", daemon=True)
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("fault proxy did not start within 10 s")
+        return self
+
+    def stop(self) -> None:
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None:
+            loop.call_soon_threadsafe(stopping.set)
+        if self._thread is not None:
+            self._thread.join(15)
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        timeout_config = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout_config, auto_decompress=False) as client:
+            self._client = client
+            app = web.Application(client_max_size=1 << 30)
+            app.router.add_route("*", "/{tail:.*}", self._handle)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", self.port)
+            await site.start()
+            self._started.set()
+            try:
+                await self._stopping.wait()
+            finally:
+                await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        info = RequestInfo(request.method, request.path, dict(request.query))
+        body = await request.read()
+        fault = self._fault_for(info)
+        outcome = "forwarded" if fault is None else fault.kind
+        self.log.append((info.method, info.path, info.query, outcome))
+        if fault is not None:
+            if fault.kind in ("slowdown", "error500"):
+                status, code = (
+                    (503, "SlowDown") if fault.kind == "slowdown" else (500, "InternalError")
+                )
+                text = _S3_ERROR.format(code=code, message=f"injected {fault.kind}")
+                return web.Response(status=status, text=text, content_type="application/xml")
+            if fault.kind == "reset":
+                _drop(request)
+                raise asyncio.CancelledError
+            if fault.kind == "timeout":
+                assert self._stopping is not None
+                try:
+                    async with asyncio.timeout(fault.seconds):
+                        await self._stopping.wait()
+                except TimeoutError:
+                    pass
+                _drop(request)
+                raise asyncio.CancelledError
+            await asyncio.sleep(fault.seconds)  # "slow": the response is late, not lost
+        return await self._forward(request, body)
+
+    async def _forward(self, request: web.Request, body: bytes) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        async with self._client.request(
+            request.method,
+            self.upstream + request.rel_url.raw_path_qs,
+            headers=headers,
+            data=body if body else None,
+            allow_redirects=False,
+        ) as upstream:
+            payload = await upstream.read()
+            out_headers = {
+                k: v
+                for k, v in upstream.headers.items()
+                if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
+            }
+            return web.Response(status=upstream.status, body=payload, headers=out_headers)
+
+
+def _drop(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # RST rather than FIN: a reset, as a dying load balancer sends
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+        transport.close()
