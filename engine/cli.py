@@ -65,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="check a run against its manifest")
     verify.add_argument("location", help="s3://bucket/prefix/ or file:///dir/")
-    verify.add_argument("--run", dest="run_id", help="run id (default: the newest manifest)")
+    verify.add_argument(
+        "--run",
+        dest="run_id",
+        help="run id (default: the newest run, with or without a manifest)",
+    )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
 
     from connectors.fake import cli as fake_cli
@@ -162,15 +166,7 @@ async def _verify(location: str, run_id: str | None, as_json: bool) -> int:
         print(f"feedvault verify: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     if as_json:
-        doc = {
-            "run_id": report.run_id,
-            "ok": report.ok,
-            "objects": report.objects,
-            "records": report.records,
-            "problems": report.problems,
-            "gaps": report.gaps,
-        }
-        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
         print(report.summary())
     return EXIT_OK if report.ok else EXIT_FAILURE

@@ -14,13 +14,25 @@ id is given: run ids sort by time) and checks, reporting one line per finding:
   presence, size and sha256 only; their bodies are not decoded and their records not counted;
 - no object under the prefix carries the run id without being in the manifest (stray).
 
+Runs without a manifest (a task killed by SIGKILL or out of memory never writes one): every
+object under the prefix whose file name has the default layout
+``{window_start}-{run_id}-{seq}.{ext}`` (:func:`run_id_of_key`) belongs to that run; a run id
+with objects but no ``{prefix}_manifests/{run_id}.json`` is reported in
+:attr:`VerifyReport.runs_without_manifest` with its object count and bytes, whichever run is
+checked. Without a run id, the checked run is the newest (greatest id: run ids sort by time)
+among the runs with a manifest AND the runs without one, so a killed last run is what is
+checked, and it fails: a run without a manifest is incomplete by definition. Objects written
+under a custom ``KEY_TEMPLATE`` whose file names do not have that shape are not attributed to
+any run.
+
 Gaps recorded in the manifest are reported but are not problems. The report is ``ok`` only when
 there are no problems. Objects are checked one at a time; memory holds one object plus the set
-of trade ids seen.
+of trade ids seen, and the listing of the prefix (key and size per object).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -36,10 +48,76 @@ from sinks.manifest import (
     StoredObjectEntry,
     manifest_key,
 )
-from sinks.writer import ObjectWriter, sha256_hex
+from sinks.writer import ListedObject, ObjectWriter, sha256_hex
 
 #: At most this many duplicate trade ids are listed one by one.
 MAX_DUPLICATES_LISTED: Final = 10
+#: At most this many objects of the checked run without a manifest are listed one by one.
+MAX_ORPHAN_OBJECTS_LISTED: Final = 20
+
+#: The file name of an object in the default key layout (SPEC §6):
+#: ``{window_start:%Y%m%dT%H%M%SZ}-{run_id}-{seq:06d}.{ext}``. The run id is the longest text
+#: before the last ``-<6+ digits>.`` (run ids may themselves hold ``-``).
+_RUN_FILE: Final = re.compile(
+    r"[0-9]{8}T[0-9]{6}Z-(?P<run>[A-Za-z0-9._-]+)-[0-9]{6,}\.[A-Za-z0-9_-][A-Za-z0-9._-]*"
+)
+
+
+def run_id_of_key(key: str) -> str | None:
+    """The run id in an object key of the default layout, or None when the file name does not
+    have the shape ``{window_start}-{run_id}-{seq}.{ext}``."""
+    match = _RUN_FILE.fullmatch(key.rpartition("/")[2])
+    return match["run"] if match else None
+
+
+@dataclass(slots=True)
+class RunObjects:
+    """The objects one run left under the prefix (found by listing, not from a manifest)."""
+
+    run_id: str
+    objects: list[ListedObject] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(obj.size for obj in self.objects)
+
+    def line(self) -> str:
+        return f"{self.run_id}: {len(self.objects)} objects, {self.bytes} bytes"
+
+
+@dataclass(slots=True)
+class PrefixSurvey:
+    """What a listing of the prefix shows: run ids with a manifest, objects per run id."""
+
+    manifests: set[str] = field(default_factory=set)
+    runs: dict[str, RunObjects] = field(default_factory=dict)
+    listed: list[ListedObject] = field(default_factory=list)
+
+    def without_manifest(self) -> list[RunObjects]:
+        """Runs with objects and no manifest, oldest first."""
+        return [self.runs[r] for r in sorted(self.runs) if r not in self.manifests]
+
+    def newest_run(self) -> str | None:
+        """The greatest run id among runs with a manifest and runs with objects."""
+        candidates = self.manifests | self.runs.keys()
+        return max(candidates) if candidates else None
+
+
+async def survey_prefix(writer: ObjectWriter, prefix: str) -> PrefixSurvey:
+    """List ``prefix`` once: manifests under ``{prefix}_manifests/`` and the objects of each run
+    id (by file name, :func:`run_id_of_key`). Raises :class:`StorageError` if listing fails."""
+    survey = PrefixSurvey(listed=await writer.list(prefix))
+    manifest_dir = f"{prefix}{MANIFEST_DIR}"
+    for obj in survey.listed:
+        if obj.key.startswith(manifest_dir):
+            name = obj.key[len(manifest_dir) :]
+            if name.endswith(".json") and "/" not in name:
+                survey.manifests.add(name[: -len(".json")])
+            continue
+        run = run_id_of_key(obj.key)
+        if run is not None:
+            survey.runs.setdefault(run, RunObjects(run)).objects.append(obj)
+    return survey
 
 
 @dataclass(slots=True)
@@ -52,6 +130,9 @@ class VerifyReport:
     objects: int = 0
     records: int = 0
     gaps: dict[str, list[Gap]] = field(default_factory=dict)
+    runs_without_manifest: list[RunObjects] = field(default_factory=list)
+    """Every run under the prefix with objects and no manifest (incomplete), the checked run
+    included when it is one of them."""
 
     def summary(self) -> str:
         """Human-readable text: a verdict line, counts, problems and gaps."""
@@ -68,33 +149,79 @@ class VerifyReport:
                 f"    ids {gap['from_id']}..{gap['to_id']}: {gap['missing']} missing"
                 for gap in gaps
             ]
+        if self.runs_without_manifest:
+            lines.append(
+                f"  runs without a manifest (incomplete): {len(self.runs_without_manifest)}"
+            )
+            for run in self.runs_without_manifest:
+                lines.append(f"    {run.line()}")
+                if run.run_id != self.run_id:
+                    continue
+                shown = run.objects[:MAX_ORPHAN_OBJECTS_LISTED]
+                lines += [f"      {obj.key} ({obj.size} bytes)" for obj in shown]
+                if len(run.objects) > len(shown):
+                    lines.append(f"      ... and {len(run.objects) - len(shown)} more objects")
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, object]:
+        """The report as a JSON-ready document (``feedvault verify --json``)."""
+        return {
+            "run_id": self.run_id,
+            "ok": self.ok,
+            "objects": self.objects,
+            "records": self.records,
+            "problems": self.problems,
+            "gaps": self.gaps,
+            "runs_without_manifest": [
+                {"run_id": run.run_id, "objects": len(run.objects), "bytes": run.bytes}
+                for run in self.runs_without_manifest
+            ],
+        }
 
 
 async def find_latest_run(writer: ObjectWriter, prefix: str) -> str | None:
-    """The newest run id with a manifest under ``prefix`` (greatest in sort order), or None."""
-    listed = await writer.list(f"{prefix}{MANIFEST_DIR}")
-    run_ids = [
-        obj.key[len(prefix) + len(MANIFEST_DIR) : -len(".json")]
-        for obj in listed
-        if obj.key.endswith(".json") and "/" not in obj.key[len(prefix) + len(MANIFEST_DIR) :]
-    ]
-    return max(run_ids) if run_ids else None
+    """The newest run id under ``prefix`` (greatest in sort order) among runs with a manifest
+    and runs that left objects without one, or None when there is neither."""
+    return (await survey_prefix(writer, prefix)).newest_run()
 
 
 async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = None) -> VerifyReport:
-    """Check a run (the newest when ``run_id`` is None). Never raises for a finding; a storage
-    failure other than a missing object propagates as :class:`StorageError`."""
+    """Check a run (the newest, with or without a manifest, when ``run_id`` is None).
+
+    Never raises for a finding. A storage failure other than a missing object propagates as
+    :class:`StorageError`, except a failed listing when ``run_id`` is given, which is reported
+    as a problem (the manifest's objects are still checked)."""
+    survey: PrefixSurvey | None
+    list_problem: str | None = None
     if run_id is None:
-        run_id = await find_latest_run(writer, prefix)
+        survey = await survey_prefix(writer, prefix)
+        run_id = survey.newest_run()
         if run_id is None:
             where = f"{prefix}{MANIFEST_DIR}"
             return VerifyReport(None, False, [f"no run manifest found under {where!r}"])
+    else:
+        try:
+            survey = await survey_prefix(writer, prefix)
+        except StorageError as exc:
+            survey = None
+            list_problem = f"cannot list {prefix!r} to look for stray objects: {exc}"
     report = VerifyReport(run_id, False)
-    manifest = await _read_manifest(writer, prefix, run_id, report.problems)
-    if manifest is None:
-        return report
     problems = report.problems
+    if survey is not None:
+        report.runs_without_manifest = survey.without_manifest()
+    manifest = await _read_manifest(writer, prefix, run_id, problems)
+    if manifest is None:
+        orphan = survey.runs.get(run_id) if survey is not None else None
+        if orphan is not None:
+            problems.append(
+                f"run {run_id} has no manifest: it left {len(orphan.objects)} objects "
+                f"({orphan.bytes} bytes) under {prefix!r} with no proof that they are all it "
+                "received; the task was stopped before writing its manifest (SIGKILL, out of "
+                "memory): the run is incomplete"
+            )
+        if list_problem is not None:
+            problems.append(list_problem)
+        return report
     report.gaps = manifest.gaps
     if manifest.run_id != run_id:
         problems.append(f"manifest names run {manifest.run_id!r}, expected {run_id!r}")
@@ -119,7 +246,10 @@ async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = Non
         raw = is_raw_key(prefix, entry.key)
         report.records += await _check_object(writer, entry, checker, problems, raw=raw)
     checker.finish()
-    await _check_strays(writer, prefix, run_id, keys, problems)
+    if survey is None:
+        problems.append(list_problem or f"cannot list {prefix!r}")
+    else:
+        _check_strays(survey.listed, prefix, run_id, keys, problems)
     report.ok = not problems
     return report
 
@@ -236,16 +366,11 @@ class _DuplicateChecker:
             self._problems.append(f"... and {extra} more duplicate trade ids")
 
 
-async def _check_strays(
-    writer: ObjectWriter, prefix: str, run_id: str, keys: set[str], problems: list[str]
+def _check_strays(
+    listed: list[ListedObject], prefix: str, run_id: str, keys: set[str], problems: list[str]
 ) -> None:
     manifest = manifest_key(prefix, run_id)
     marker = sanitize(run_id)
-    try:
-        listed = await writer.list(prefix)
-    except StorageError as exc:
-        problems.append(f"cannot list {prefix!r} to look for stray objects: {exc}")
-        return
     for obj in listed:
         if marker in obj.key and obj.key not in keys and obj.key != manifest:
             problems.append(f"{obj.key}: stray object of this run, not in the manifest")
