@@ -229,7 +229,11 @@ class StreamRun:
             )
             if self._writer is not None:
                 return await self._run_with_writer(self._writer, started_ns)
-            async with open_writer(self.config.destination) as writer:
+            async with open_writer(
+                self.config.destination,
+                multipart_threshold=self.config.sink.multipart_threshold,
+                part_size=self.config.sink.part_size,
+            ) as writer:
                 return await self._run_with_writer(writer, started_ns)
         except StorageError as exc:
             log_event(log, logging.ERROR, "run_failed", error=str(exc))
