@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import signal
 import sys
 import time
 import traceback
@@ -45,7 +44,7 @@ from batch.config import BatchConfig, load_batch_config
 from batch.job import InputReader, Job, JobContext
 from batch.progress import JobProgress, ProgressReporter
 from batch.registry import create_job, get_spec
-from engine import __version__, aio
+from engine import __version__, aio, signals
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import Env
 from engine.ecs import DEFAULT_LOOKUP, EcsLookup, resolve_ecs_task, run_id_with_task
@@ -124,8 +123,7 @@ class BatchRun:
         self._real_started = (time.monotonic(), time.process_time())
         loop = asyncio.get_running_loop()
         if self.install_signal_handlers:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.controller.on_signal, sig.name)
+            signals.install_on_loop(loop, self.controller.on_signal)
         try:
             self.ecs = await resolve_ecs_task(self.config.runtime.ecs_metadata_uri, self.ecs_lookup)
             if self.ecs is not None and self.config.run_id_generated:
@@ -165,8 +163,7 @@ class BatchRun:
             return EXIT_FAILURE
         finally:
             if self.install_signal_handlers:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+                signals.remove_from_loop(loop)
 
     def public_config(self) -> dict[str, Any]:
         """The runner's settings and the job's parameters (no secrets)."""

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from engine import __version__, aio
+from engine import __version__, aio, signals
 from engine.errors import ConfigError
 
 EXIT_OK = 0
@@ -241,6 +241,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return run_sample(args.job, os.environ, args.out, args.seed)
 
 
+SIGNAL_HANDLING_COMMANDS = frozenset({"stream", "replay", "batch"})
+"""Commands whose runs handle SIGTERM/SIGINT themselves (:mod:`engine.signals`)."""
+
 COMMANDS = {
     "stream": cmd_stream,
     "replay": cmd_replay,
@@ -256,6 +259,9 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    held = args.command in SIGNAL_HANDLING_COMMANDS
+    if held:
+        signals.hold_early()  # a container's PID 1 would lose a SIGTERM during start-up
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
@@ -263,3 +269,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAILURE
+    finally:
+        if held:
+            signals.release_early()

@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from connectors.capture import RawFrame
 from connectors.gaps import GapTracker
 from connectors.registry import BINANCE_FAMILY, get_protocol
 from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
-from engine import __version__
+from engine import __version__, signals
 from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import StreamConfig
@@ -214,8 +213,7 @@ class StreamRun:
         self._deadline = self.clock.monotonic() + self.config.max_runtime_seconds
         loop = asyncio.get_running_loop()
         if self.install_signal_handlers:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.controller.on_signal, sig.name)
+            signals.install_on_loop(loop, self.controller.on_signal)
         try:
             await self._resolve_ecs()
             log_event(
@@ -240,8 +238,7 @@ class StreamRun:
             return 1
         finally:
             if self.install_signal_handlers:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+                signals.remove_from_loop(loop)
 
     def public_config(self) -> dict[str, Any]:
         """The effective configuration for the manifest and the start log line."""
