@@ -13,7 +13,9 @@ The environment contract:
 ``BATCH_CPU_WORKERS``       optional: threads for CPU-bound work (default: CPUs available)
 ==========================  =================================================================
 
-plus the shared ``LOG_LEVEL``, ``LOG_FORMAT``, ``STATS_INTERVAL_SECONDS`` (the interval of the
+plus the S3 security settings ``S3_SSE``, ``S3_SSE_KMS_KEY_ID`` and ``S3_EXPECTED_BUCKET_OWNER``
+(:mod:`sinks.s3security`: they apply to the output and the input bucket alike), the shared
+``LOG_LEVEL``, ``LOG_FORMAT``, ``STATS_INTERVAL_SECONDS`` (the interval of the
 progress log lines), ``STOP_GRACE_SECONDS`` (bounds the manifest write) and the AWS variables.
 
 ``--out s3://bucket/prefix/`` or ``--out file:///dir/`` replaces ``OUTPUT_BUCKET`` and
@@ -30,7 +32,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
@@ -38,6 +40,7 @@ from urllib.parse import unquote, urlsplit
 from engine.config import Env, RuntimeSettings, new_run_id, runtime_settings, s3_destination
 from engine.errors import ConfigError
 from sinks.keys import validate_prefix
+from sinks.s3security import S3Security, s3_security
 from sinks.writer import Destination, parse_destination
 
 MAX_CPU_WORKERS: Final = 64
@@ -76,6 +79,8 @@ class BatchConfig:
     runtime: RuntimeSettings
     run_id_generated: bool = False
     """True when ``RUN_ID`` was not given: a run on ECS puts its task id into ``run_id``."""
+    s3: S3Security = field(default_factory=S3Security)
+    """The S3 security settings, checked here; every S3 writer applies them."""
 
     def public_dict(self) -> dict[str, Any]:
         """The effective configuration for the manifest and the start log line (no secrets)."""
@@ -88,6 +93,7 @@ class BatchConfig:
             "cpu_workers": self.cpu_workers,
             "stop_grace_seconds": self.runtime.stop_grace_seconds,
             "stats_interval_seconds": self.runtime.stats_interval_seconds,
+            **self.s3.public_dict(),
         }
 
 
@@ -184,4 +190,5 @@ def load_batch_config(
         cpu_workers=workers,
         runtime=runtime_settings(env, is_tty=is_tty),
         run_id_generated=env.raw("RUN_ID") is None,
+        s3=s3_security(environ),
     )

@@ -18,6 +18,7 @@ from typing import Final
 from connectors.registry import PROTOCOLS
 from engine.errors import ConfigError
 from sinks.keys import KeyTemplate, validate_prefix
+from sinks.s3security import S3Security, s3_security
 from sinks.writer import Destination, parse_destination
 
 DEFAULT_WINDOW_SECONDS: Final = 60
@@ -31,9 +32,6 @@ DEFAULT_STOP_GRACE_SECONDS: Final = 20.0
 DEFAULT_STATS_INTERVAL_SECONDS: Final = 10.0
 DEFAULT_STALE_SECONDS: Final = 60.0
 DEFAULT_UPLOAD_CONCURRENCY: Final = 4
-MIN_MULTIPART_THRESHOLD: Final = 5 * 1024 * 1024
-DEFAULT_MULTIPART_THRESHOLD: Final = 16 * 1024 * 1024
-DEFAULT_PART_SIZE: Final = 8 * 1024 * 1024
 DEFAULT_SPILL_DIR: Final = "/tmp/feedvault-spill"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: Final = ("json", "text")
@@ -65,14 +63,6 @@ class SinkSettings:
     format: str = DEFAULT_FORMAT
     key_template: str | None = None
     upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY
-    multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
-    """``S3_MULTIPART_THRESHOLD``: an object larger than this many bytes goes up as a multipart
-    upload (at least 5 MiB, S3's smallest part)."""
-
-    @property
-    def part_size(self) -> int:
-        """The multipart part size: 8 MiB, or the threshold when that is smaller."""
-        return min(DEFAULT_PART_SIZE, self.multipart_threshold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +103,9 @@ class StreamConfig:
     run_id_generated: bool = False
     """True when ``RUN_ID`` was not given and ``run_id`` is :func:`new_run_id`'s: a run on ECS
     then puts its task id into it (:func:`engine.ecs.run_id_with_task`)."""
+    s3: S3Security = field(default_factory=S3Security)
+    """``S3_SSE``, ``S3_SSE_KMS_KEY_ID``, ``S3_EXPECTED_BUCKET_OWNER`` (checked here; the S3
+    writer applies them to every request, :mod:`sinks.s3security`)."""
 
     def public_dict(self) -> dict[str, object]:
         """The effective configuration for the manifest and logs; holds no secrets."""
@@ -127,7 +120,6 @@ class StreamConfig:
             "format": self.sink.format,
             "key_template": self.sink.key_template,
             "upload_concurrency": self.sink.upload_concurrency,
-            "multipart_threshold": self.sink.multipart_threshold,
             "queue_maxsize": self.queue_maxsize,
             "overflow": self.overflow,
             "stale_seconds": self.stale_seconds,
@@ -138,6 +130,7 @@ class StreamConfig:
             "spill_dir": self.runtime.spill_dir,
             "ws_urls": dict(self.ws_urls),
             "capture": self.capture,
+            **self.s3.public_dict(),
         }
 
 
@@ -287,9 +280,6 @@ def sink_settings(env: Env) -> SinkSettings:
         format=fmt,
         key_template=template,
         upload_concurrency=env.integer("UPLOAD_CONCURRENCY", DEFAULT_UPLOAD_CONCURRENCY),
-        multipart_threshold=env.integer(
-            "S3_MULTIPART_THRESHOLD", DEFAULT_MULTIPART_THRESHOLD, minimum=MIN_MULTIPART_THRESHOLD
-        ),
     )
 
 
@@ -353,4 +343,5 @@ def load_stream_config(
         ws_urls=ws_urls,
         capture=env.flag("CAPTURE"),
         run_id_generated=env.raw("RUN_ID") is None,
+        s3=s3_security(environ),
     )

@@ -17,6 +17,10 @@ aioboto3 session and one client (one connection pool of ``max_pool_connections``
 - Bodies above ``multipart_threshold`` go up as a multipart upload of ``part_size`` parts (S3
   requires >= 5 MiB for all parts but the last); on any failure or cancellation the upload is
   aborted (best effort: a lifecycle rule should also expire incomplete uploads).
+- Security (:mod:`sinks.s3security`): ``S3_SSE``/``S3_SSE_KMS_KEY_ID`` go on ``PutObject``
+  and ``CreateMultipartUpload`` (not on the parts or the completion, which S3 refuses), and
+  ``S3_EXPECTED_BUCKET_OWNER`` on every request; read from the process environment when
+  ``security`` is not given, so every writer of the process applies them.
 - Errors: ``NoSuchKey``/404 -> :class:`~engine.errors.ObjectNotFound`; everything else,
   including a missing bucket, connection failures and timeouts ->
   :class:`~engine.errors.StorageError` with the operation, key and S3 error code.
@@ -31,6 +35,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final, TypedDict, TypeVar
@@ -41,6 +46,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from engine.errors import ObjectNotFound, StorageError
+from sinks.s3security import S3Security, s3_security
 from sinks.writer import ListedObject, StoredObject
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,7 @@ class S3Options(TypedDict, total=False):
     connect_timeout: float
     read_timeout: float
     sign_payload: bool
+    security: S3Security | None
 
 
 class S3Writer:
@@ -78,6 +85,7 @@ class S3Writer:
         *,
         multipart_threshold: int = 16 * MiB,
         part_size: int = 8 * MiB,
+        security: S3Security | None = None,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
@@ -87,6 +95,9 @@ class S3Writer:
         self.bucket = bucket
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
+        self.security = security or S3Security()
+        self._owner = self.security.owner_args()
+        self._encryption = self.security.encryption_args()
 
     def __repr__(self) -> str:
         return f"S3Writer(bucket={self.bucket!r})"
@@ -105,8 +116,15 @@ class S3Writer:
         connect_timeout: float = 5,
         read_timeout: float = 30,
         sign_payload: bool = False,
+        security: S3Security | None = None,
     ) -> AbstractAsyncContextManager[S3Writer]:
-        """An async context manager yielding a writer on its own session and client."""
+        """An async context manager yielding a writer on its own session and client.
+
+        ``security`` None: read ``S3_SSE``, ``S3_SSE_KMS_KEY_ID`` and
+        ``S3_EXPECTED_BUCKET_OWNER`` from the environment (a bad value raises
+        :class:`~engine.errors.ConfigError`, before any client is created)."""
+        if security is None:
+            security = s3_security(os.environ)
         config = Config(
             retries={"max_attempts": max_attempts, "mode": "standard"},
             connect_timeout=connect_timeout,
@@ -134,6 +152,7 @@ class S3Writer:
                     bucket,
                     multipart_threshold=multipart_threshold,
                     part_size=part_size,
+                    security=security,
                 )
             finally:
                 await client_cm.__aexit__(None, None, None)
@@ -172,7 +191,9 @@ class S3Writer:
 
         Needs ``s3:ListBucket``; a write-only role should skip it.
         """
-        await self._call("HeadBucket", "", self._client.head_bucket(Bucket=self.bucket))
+        await self._call(
+            "HeadBucket", "", self._client.head_bucket(Bucket=self.bucket, **self._owner)
+        )
 
     async def put(self, key: str, body: bytes) -> StoredObject:
         if len(body) >= _THREAD_HASH_BYTES:
@@ -191,6 +212,8 @@ class S3Writer:
                     Body=body,
                     ChecksumAlgorithm="SHA256",
                     ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
+                    **self._encryption,
+                    **self._owner,
                 ),
             )
         return StoredObject(key=key, bytes=len(body), sha256=digest.hex())
@@ -200,7 +223,11 @@ class S3Writer:
             "CreateMultipartUpload",
             key,
             self._client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256"
+                Bucket=self.bucket,
+                Key=key,
+                ChecksumAlgorithm="SHA256",
+                **self._encryption,
+                **self._owner,
             ),
         )
         upload_id: str = created["UploadId"]
@@ -221,6 +248,7 @@ class S3Writer:
                         Body=chunk,
                         ChecksumAlgorithm="SHA256",
                         ChecksumSHA256=checksum,
+                        **self._owner,
                     ),
                 )
                 parts.append(
@@ -234,6 +262,7 @@ class S3Writer:
                     Key=key,
                     UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
+                    **self._owner,
                 ),
             )
         except BaseException:
@@ -246,7 +275,7 @@ class S3Writer:
                 "AbortMultipartUpload",
                 key,
                 self._client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, **self._owner
                 ),
             )
         except StorageError as exc:
@@ -254,7 +283,7 @@ class S3Writer:
 
     async def get(self, key: str) -> bytes:
         response = await self._call(
-            "GetObject", key, self._client.get_object(Bucket=self.bucket, Key=key)
+            "GetObject", key, self._client.get_object(Bucket=self.bucket, Key=key, **self._owner)
         )
         async with response["Body"] as stream:
             data: bytes = await self._call("GetObject", key, stream.read())
@@ -263,7 +292,7 @@ class S3Writer:
     async def head(self, key: str) -> ListedObject:
         """Size of ``key``; :class:`ObjectNotFound` if missing."""
         response = await self._call(
-            "HeadObject", key, self._client.head_object(Bucket=self.bucket, Key=key)
+            "HeadObject", key, self._client.head_object(Bucket=self.bucket, Key=key, **self._owner)
         )
         return ListedObject(key, int(response["ContentLength"]))
 
@@ -273,7 +302,9 @@ class S3Writer:
         response = await self._call(
             "HeadObject",
             key,
-            self._client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"),
+            self._client.head_object(
+                Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **self._owner
+            ),
         )
         value: str | None = response.get("ChecksumSHA256")
         return value
@@ -281,7 +312,7 @@ class S3Writer:
     async def list(self, prefix: str) -> list[ListedObject]:
         found: list[ListedObject] = []
         paginator = self._client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, **self._owner)
         try:
             async for page in pages:
                 found.extend(
@@ -298,7 +329,9 @@ class S3Writer:
 
     async def delete(self, key: str) -> None:
         await self._call(
-            "DeleteObject", key, self._client.delete_object(Bucket=self.bucket, Key=key)
+            "DeleteObject",
+            key,
+            self._client.delete_object(Bucket=self.bucket, Key=key, **self._owner),
         )
 
     async def aclose(self) -> None:

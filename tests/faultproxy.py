@@ -13,7 +13,9 @@ Faults: ``slowdown`` (503 ``SlowDown``, as S3 throttles), ``error500`` (500 ``In
 ``reset`` (the connection is dropped without a response), ``timeout`` (the request is held
 without a response for ``seconds``, then dropped: the client's read timeout fires first),
 ``slow`` (forwarded after ``seconds``). Every wait is bounded; ``stop()`` drops held requests.
-``proxy.log`` records ``(method, path, query, outcome)`` of the last requests (bounded).
+``proxy.log`` records ``(method, path, query, outcome)`` of the last requests (bounded);
+``proxy.requests`` the same requests with their headers (:class:`RecordedRequest`, names in
+lower case), so a test can check what a client sent on every request of a run.
 """
 
 from __future__ import annotations
@@ -68,6 +70,17 @@ class RequestInfo:
     query: dict[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request as the proxy received it: header names in lower case."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    outcome: str
+
+
 Matcher = Callable[[RequestInfo], bool]
 
 
@@ -105,6 +118,7 @@ class FaultProxy:
         self.log: collections.deque[tuple[str, str, dict[str, str], str]] = collections.deque(
             maxlen=10_000
         )
+        self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=10_000)
         self._scheduled: list[tuple[Matcher, collections.deque[Fault]]] = []
         self._outage: Fault | None = None
         self._lock = threading.Lock()
@@ -209,6 +223,8 @@ class FaultProxy:
         fault = self._fault_for(info)
         outcome = "forwarded" if fault is None else fault.kind
         self.log.append((info.method, info.path, info.query, outcome))
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self.requests.append(RecordedRequest(info.method, info.path, info.query, headers, outcome))
         if fault is not None:
             if fault.kind in ("slowdown", "error500"):
                 status, code = (
@@ -231,7 +247,7 @@ class FaultProxy:
             await asyncio.sleep(fault.seconds)  # "slow": the response is late, not lost
         return await self._forward(request, body)
 
-    async def _forward(self, request: web.Request, body: bytes) -> web.Response:
+    async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with self._client.request(
             request.method,
@@ -246,6 +262,13 @@ class FaultProxy:
                 for k, v in upstream.headers.items()
                 if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
             }
+            if request.method == "HEAD" and "Content-Length" in upstream.headers:
+                # A HEAD answer has no body: pass the object's length on as it was.
+                head = web.StreamResponse(status=upstream.status, headers=out_headers)
+                head.content_length = int(upstream.headers["Content-Length"])
+                await head.prepare(request)
+                await head.write_eof()
+                return head
             return web.Response(status=upstream.status, body=payload, headers=out_headers)
 
 
