@@ -32,6 +32,9 @@ DEFAULT_STOP_GRACE_SECONDS: Final = 20.0
 DEFAULT_STATS_INTERVAL_SECONDS: Final = 10.0
 DEFAULT_STALE_SECONDS: Final = 60.0
 DEFAULT_UPLOAD_CONCURRENCY: Final = 4
+MIN_MULTIPART_THRESHOLD: Final = 5 * 1024 * 1024
+DEFAULT_MULTIPART_THRESHOLD: Final = 16 * 1024 * 1024
+DEFAULT_PART_SIZE: Final = 8 * 1024 * 1024
 DEFAULT_SPILL_DIR: Final = "/tmp/feedvault-spill"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: Final = ("json", "text")
@@ -63,6 +66,14 @@ class SinkSettings:
     format: str = DEFAULT_FORMAT
     key_template: str | None = None
     upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY
+    multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
+    """``S3_MULTIPART_THRESHOLD``: an object larger than this many bytes goes up as a multipart
+    upload (at least 5 MiB, S3's smallest part)."""
+
+    @property
+    def part_size(self) -> int:
+        """The multipart part size: 8 MiB, or the threshold when that is smaller."""
+        return min(DEFAULT_PART_SIZE, self.multipart_threshold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +131,7 @@ class StreamConfig:
             "format": self.sink.format,
             "key_template": self.sink.key_template,
             "upload_concurrency": self.sink.upload_concurrency,
+            "multipart_threshold": self.sink.multipart_threshold,
             "queue_maxsize": self.queue_maxsize,
             "overflow": self.overflow,
             "stale_seconds": self.stale_seconds,
@@ -280,6 +292,9 @@ def sink_settings(env: Env) -> SinkSettings:
         format=fmt,
         key_template=template,
         upload_concurrency=env.integer("UPLOAD_CONCURRENCY", DEFAULT_UPLOAD_CONCURRENCY),
+        multipart_threshold=env.integer(
+            "S3_MULTIPART_THRESHOLD", DEFAULT_MULTIPART_THRESHOLD, minimum=MIN_MULTIPART_THRESHOLD
+        ),
     )
 
 
