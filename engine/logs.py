@@ -6,16 +6,24 @@ Use :func:`log_event` with an event name and fields::
 
 prints ``{"ts":"2026-11-22T12:00:00.123Z","level":"info","event":"connected","exchange":...}``.
 Values are serialized with orjson; anything it cannot serialize is rendered with ``str``.
+
+Every line is passed through :func:`engine.redact.redact` as the last step, so credentials
+(AWS key ids, secret keys, session tokens, SigV4 signatures, ``Authorization`` headers, and the
+exact values of this process's AWS credential variables) never reach the output, whichever
+field or exception message carried them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any, TextIO
 
 import orjson
+
+from engine.redact import redact, secrets_of, set_known_secrets
 
 LOGGER_NAME = "feedvault"
 METRICS_LOGGER = "feedvault.metrics"
@@ -52,7 +60,7 @@ class JsonFormatter(logging.Formatter):
             doc.update(fields)
         if record.exc_info and record.exc_info[1] is not None:
             doc["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        return orjson.dumps(doc, default=str).decode()
+        return redact(orjson.dumps(doc, default=str).decode())
 
 
 class TextFormatter(logging.Formatter):
@@ -62,11 +70,14 @@ class TextFormatter(logging.Formatter):
         line = f"{_iso(record.created)} {record.levelname:<7} {record.getMessage()}"
         if record.exc_info and record.exc_info[1] is not None:
             tail += f" error={type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        return f"{line} {tail}".rstrip()
+        return redact(f"{line} {tail}".rstrip())
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
-    """Send feedvault's logs to ``stream`` (stdout by default) in ``fmt`` (json or text)."""
+    """Send feedvault's logs to ``stream`` (stdout by default) in ``fmt`` (json or text).
+
+    The credential values of the environment are read here for redaction."""
+    set_known_secrets(secrets_of(os.environ))
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger(LOGGER_NAME)

@@ -46,6 +46,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from engine.errors import ObjectNotFound, StorageError
+from engine.redact import redact
 from sinks.s3security import S3Security, s3_security
 from sinks.writer import ListedObject, StoredObject
 
@@ -145,7 +146,7 @@ class S3Writer:
                 client_cm = session.client("s3", **kwargs)
                 client = await client_cm.__aenter__()
             except (BotoCoreError, ClientError, ValueError) as exc:
-                raise StorageError(f"cannot create an S3 client: {exc}") from exc
+                raise StorageError(redact(f"cannot create an S3 client: {exc}")) from exc
             try:
                 yield cls(
                     client,
@@ -172,7 +173,9 @@ class S3Writer:
             raise self._map_error(operation, key, exc) from exc
         except _TRANSPORT_ERRORS as exc:
             raise StorageError(
-                f"S3 {operation} s3://{self.bucket}/{key} failed: {type(exc).__name__}: {exc}"
+                redact(
+                    f"S3 {operation} s3://{self.bucket}/{key} failed: {type(exc).__name__}: {exc}"
+                )
             ) from exc
 
     def _map_error(self, operation: str, key: str, exc: ClientError) -> StorageError:
@@ -184,7 +187,7 @@ class S3Writer:
             return StorageError(f"S3 {operation} {where}: bucket {self.bucket!r} does not exist")
         if code in _NOT_FOUND:
             return ObjectNotFound(f"S3 {operation} {where}: no such object")
-        return StorageError(f"S3 {operation} {where} failed: {code}: {message}")
+        return StorageError(redact(f"S3 {operation} {where} failed: {code}: {message}"))
 
     async def check(self) -> None:
         """Fail early (:class:`StorageError`) if the bucket is missing or not accessible.
@@ -322,7 +325,7 @@ class S3Writer:
             raise self._map_error("ListObjectsV2", prefix, exc) from exc
         except _TRANSPORT_ERRORS as exc:
             raise StorageError(
-                f"S3 ListObjectsV2 s3://{self.bucket}/{prefix} failed: {exc}"
+                redact(f"S3 ListObjectsV2 s3://{self.bucket}/{prefix} failed: {exc}")
             ) from exc
         found.sort(key=lambda obj: obj.key)
         return found
