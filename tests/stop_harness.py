@@ -1,0 +1,216 @@
+"""Helpers for the stop-sequence tests (``tests/test_stop_*.py``, ``tests/test_backpressure*.py``):
+a fault proxy that reports when a fault is applied, and one ``feedvault stream`` run against the
+fake exchange through that proxy, stopped by signals at chosen moments.
+
+Everything is real and on loopback: the engine and the fake exchange are subprocesses, S3 is
+moto's server behind :class:`tests.faultproxy.FaultProxy`. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from tests.conftest import S3Server
+from tests.faultproxy import Fault, FaultProxy, RequestInfo
+from tests.harness import (
+    exchange_stream_env,
+    fake_exchange,
+    start_stream,
+    wait_for_log,
+)
+
+PREFIX = "streaming/stop/"
+STREAMS = "binance:BTCUSDT,binance:ETHUSDT,binance:BNBUSDT"
+GRACE = 20.0
+"""STOP_GRACE_SECONDS of the runs (the product's default)."""
+EXIT_TIMEOUT = GRACE + 40
+"""Bound on waiting for a run to exit once its trigger has returned."""
+
+_WINDOW_START = re.compile(r"/(\d{8}T\d{6}Z)-")
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A fault the proxy applied: when (this process's monotonic clock), to what, which."""
+
+    at: float
+    request: RequestInfo
+    fault: Fault
+
+
+class WatchedProxy(FaultProxy):
+    """A :class:`FaultProxy` that records every fault it applies, so a test can wait for the
+    moment a chosen request is being held (instead of guessing when it happens)."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self._applied: list[Applied] = []
+        self._changed = threading.Condition()
+
+    def _fault_for(self, info: RequestInfo) -> Fault | None:
+        fault = super()._fault_for(info)
+        if fault is not None:
+            with self._changed:
+                self._applied.append(Applied(time.monotonic(), info, fault))
+                self._changed.notify_all()
+        return fault
+
+    def __enter__(self) -> WatchedProxy:
+        self.start()
+        return self
+
+    def applied(self) -> list[Applied]:
+        with self._changed:
+            return list(self._applied)
+
+    def reset(self) -> None:
+        """Clear faults, outage, the request log and the record of applied faults."""
+        self.clear()
+        self.log.clear()
+        with self._changed:
+            self._applied.clear()
+
+    def wait_applied(self, count: int = 1, timeout: float = 30.0) -> list[Applied]:
+        """Wait (at most ``timeout`` s) until ``count`` faults have been applied."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self._applied) >= count, timeout):
+                raise AssertionError(
+                    f"{len(self._applied)} of {count} scheduled faults applied within {timeout}s"
+                )
+            return list(self._applied)
+
+
+@dataclass
+class StopRun:
+    """What one stopped run left: exit status, time from the (first) signal to the exit, its
+    log lines, the fake exchange's ledger and summary."""
+
+    returncode: int
+    took: float
+    logs: list[dict[str, Any]]
+    stderr: str
+    ledger: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    signalled_at: list[float] = field(default_factory=list)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [doc for doc in self.logs if doc.get("event") == name]
+
+    def describe(self) -> str:
+        tail = [json.dumps(doc)[:300] for doc in self.logs[-8:]]
+        return f"exit {self.returncode}; stderr: {self.stderr[-1500:]}\nlog tail:\n" + "\n".join(
+            tail
+        )
+
+
+def s3_client(server: S3Server) -> Any:
+    """A boto3 client straight to the S3 server (not through the proxy)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def parse_logs(text: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out
+
+
+def window_start_of(key: str) -> str | None:
+    """The ``%Y%m%dT%H%M%SZ`` window start in an object key of the default template."""
+    found = _WINDOW_START.search(key)
+    return found.group(1) if found else None
+
+
+def stream_env(
+    proxy: FaultProxy, bucket: str, url: str, tmp_path: Path, runtime: str, **extra: str
+) -> dict[str, str]:
+    """The run's environment: S3 through ``proxy``; ``extra`` overrides any variable."""
+    env = exchange_stream_env(
+        proxy.env(),
+        bucket=bucket,
+        prefix=PREFIX,
+        streams=STREAMS,
+        url_variable="BINANCE_WS_URL",
+        url=url,
+        runtime=runtime,
+        STOP_GRACE_SECONDS=str(GRACE),
+    )
+    env["SPILL_DIR"] = str(tmp_path / "spill")
+    env.update(extra)
+    return env
+
+
+Trigger = Callable[[subprocess.Popen[str], list[dict[str, Any]]], list[float]]
+"""Given the started engine (its ``run_start`` line read) and the list of its log lines read so
+far (to extend with any it reads), send the signals and return the ``time.monotonic()`` of each
+one."""
+
+
+def run_with_signals(
+    proxy: FaultProxy,
+    bucket: str,
+    tmp_path: Path,
+    trigger: Trigger,
+    *,
+    rate: str = "3000",
+    symbols: str = "BTCUSDT,ETHUSDT,BNBUSDT",
+    runtime: str = "60",
+    **extra: str,
+) -> StopRun:
+    """Run the engine against a fresh fake exchange through ``proxy``; ``trigger`` signals it;
+    wait (bounded) for the exit; return what it left."""
+    streams = ",".join(f"binance:{symbol}" for symbol in symbols.split(","))
+    with fake_exchange(tmp_path, rate=rate, symbols=symbols) as fx:
+        env = stream_env(proxy, bucket, fx.url, tmp_path, runtime, STREAMS=streams, **extra)
+        proc = start_stream(env)
+        try:
+            early = wait_for_log(proc, "run_start", timeout=30)
+            signalled = trigger(proc, early)
+            out, err = proc.communicate(timeout=EXIT_TIMEOUT)
+            ended = time.monotonic()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        ledger = fx.stop()
+    return StopRun(
+        returncode=proc.returncode,
+        took=ended - signalled[0] if signalled else 0.0,
+        logs=early + parse_logs(out),
+        stderr=err,
+        ledger=ledger,
+        summary=fx.summary,
+        signalled_at=signalled,
+    )
+
+
+def send(proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM) -> float:
+    proc.send_signal(sig)
+    return time.monotonic()
+
+
+def sleep_until(at: float) -> None:
+    """The scenario's (seeded) delay before a signal, never a synchronisation."""
+    time.sleep(max(0.0, at - time.monotonic()))

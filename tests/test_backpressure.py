@@ -1,0 +1,137 @@
+"""Slow S3 (issue 7): with ``OVERFLOW=block`` memory stays bounded and the socket is
+backpressured; with ``drop-oldest`` the reads go on and the manifest's ``dropped`` counter is
+exactly what the fake exchange sent minus what was stored.
+
+The fault proxy slows every S3 request (``slow``: answered late, never lost) from the start of
+the run until its deadline, one upload at a time (``UPLOAD_CONCURRENCY=1``): the sink can take
+far fewer trades than the fake exchange offers. Observable signals:
+
+* backpressure: the fake exchange's ``stopped`` summary counts ``undelivered`` trades (its
+  per-connection send backlog overflowed because the engine stopped reading the socket), the
+  engine's queue high-water mark reaches ``QUEUE_MAXSIZE`` and nothing is dropped;
+* bounded memory: the engine's own peak RSS (``VmHWM``, the ``run_end`` line) stays small.
+
+At the deadline S3 is healthy again, so the stop uploads everything: a complete manifest.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import S3Server
+from tests.faultproxy import slow
+from tests.harness import (
+    assert_stored_exactly_once,
+    read_manifest,
+    run_verify,
+    stored_trades,
+    trade_identity,
+    wait_for_log,
+)
+from tests.stop_harness import PREFIX, StopRun, WatchedProxy, run_with_signals, s3_client
+
+RATE = 20_000
+QUEUE_MAXSIZE = 2_000
+RUNTIME_SECONDS = 6
+S3_DELAY_SECONDS = 2.0
+PEAK_RSS_BOUND_MB = 200
+"""Generous: an idle engine is ~80 MB; unbounded buffering of 20k trades/s would pass it."""
+
+
+@pytest.fixture(scope="module")
+def proxy(s3_server: S3Server) -> Iterator[WatchedProxy]:
+    with WatchedProxy(s3_server.endpoint) as started:
+        yield started
+
+
+@pytest.fixture
+def watched(proxy: WatchedProxy) -> Iterator[WatchedProxy]:
+    proxy.reset()
+    yield proxy
+    proxy.reset()
+
+
+def _slow_until_deadline(
+    proxy: WatchedProxy, bucket: str, tmp_path: Path, overflow: str
+) -> StopRun:
+    proxy.set_outage(slow(S3_DELAY_SECONDS))
+
+    def trigger(proc: subprocess.Popen[str], logs: list[dict[str, Any]]) -> list[float]:
+        logs += wait_for_log(proc, "deadline", timeout=RUNTIME_SECONDS + 30)
+        proxy.set_outage(None)  # S3 recovers: the stop uploads the rest
+        return []
+
+    return run_with_signals(
+        proxy,
+        bucket,
+        tmp_path,
+        trigger,
+        rate=str(RATE),
+        runtime=str(RUNTIME_SECONDS),
+        OVERFLOW=overflow,
+        QUEUE_MAXSIZE=str(QUEUE_MAXSIZE),
+        UPLOAD_CONCURRENCY="1",
+        WINDOW_SECONDS="1",
+    )
+
+
+def test_slow_s3_with_block_backpressures_the_socket_in_bounded_memory(
+    s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy
+) -> None:
+    run = _slow_until_deadline(watched, bucket, tmp_path, "block")
+
+    assert run.returncode == 0, run.describe()
+    assert watched.outcomes("slow") >= 2, "S3 was never slow"
+    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    assert manifest["status"] == "complete"
+    assert manifest["counters"]["dropped"] == 0
+    stored = stored_trades(s3_client(s3_server), bucket, PREFIX)
+    assert_stored_exactly_once(run.ledger, stored)
+
+    # the socket was backpressured: the fake exchange could not send at its rate
+    assert run.summary is not None
+    assert run.summary["undelivered"] > 0, run.summary
+    assert len(run.ledger) < 0.8 * RATE * RUNTIME_SECONDS
+    # the queue filled up to its bound, never past it
+    high_water = max(doc["queue_high_water"] for doc in run.events("stats"))
+    assert 0.75 * QUEUE_MAXSIZE <= high_water <= QUEUE_MAXSIZE, high_water
+    # memory stayed bounded
+    (end,) = run.events("run_end")
+    print(
+        f"block: sent {len(run.ledger)}, undelivered {run.summary['undelivered']}, "
+        f"queue high water {high_water}, peak RSS {end['peak_rss_mb']} MB"
+    )
+    assert end["peak_rss_mb"] < PEAK_RSS_BOUND_MB, end
+    assert max(doc["rss_mb"] for doc in run.events("stats")) < PEAK_RSS_BOUND_MB
+
+    verified = run_verify(s3_server.env(), bucket, PREFIX)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_slow_s3_with_drop_oldest_counts_every_dropped_trade(
+    s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy
+) -> None:
+    run = _slow_until_deadline(watched, bucket, tmp_path, "drop-oldest")
+
+    assert run.returncode == 0, run.describe()
+    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    assert manifest["status"] == "complete"
+    stored = stored_trades(s3_client(s3_server), bucket, PREFIX)
+    sent = {trade_identity(t) for t in run.ledger}
+    got = [trade_identity(t) for t in stored]
+    assert len(set(got)) == len(got), "a trade was stored twice"
+    assert set(got) <= sent, "a stored trade is not in the ledger"
+    dropped = manifest["counters"]["dropped"]
+    assert dropped > 0, "slow S3 dropped nothing: the test did not overflow the queue"
+    assert dropped == len(run.ledger) - len(stored)
+    (end,) = run.events("run_end")
+    print(f"drop-oldest: sent {len(run.ledger)}, stored {len(stored)}, dropped {dropped}")
+    assert end["peak_rss_mb"] < PEAK_RSS_BOUND_MB, end
+
+    verified = run_verify(s3_server.env(), bucket, PREFIX)
+    assert verified.returncode == 0, verified.stdout + verified.stderr

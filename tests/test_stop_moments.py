@@ -1,0 +1,366 @@
+"""SIGTERM at 20 moments of a run (issue 7): during reads, at a window close, during an upload,
+during a multipart upload (a part or CompleteMultipartUpload) and during the manifest write.
+
+Each moment is made real rather than left to a random wall time: the fault proxy in front of
+moto's S3 server holds the chosen request (``slow``: forwarded late, never lost) and reports when
+it arrived, and a seeded random delay from there places the SIGTERM while it is held; a window
+close is aimed at a wall-clock window boundary (``WINDOW_SECONDS=1``); reads are signalled
+before any window could close. Each run must exit 0 within ``STOP_GRACE_SECONDS`` with a
+complete manifest, ``feedvault verify`` must pass, every trade of the fake exchange's ledger
+must be stored exactly once, and the run's logs and the proxy's record must show the moment was
+hit.
+
+Seeds 0 and 1 of each kind run in ``make test``; ``make bench`` runs all 20
+(``FEEDVAULT_STOP_MOMENTS=all``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import S3Server
+from tests.faultproxy import complete_multipart, manifest_put, put_object, slow, upload_part
+from tests.harness import (
+    assert_stored_exactly_once,
+    read_manifest,
+    run_verify,
+    stored_trades,
+    wait_for_log,
+)
+from tests.stop_harness import (
+    GRACE,
+    PREFIX,
+    StopRun,
+    WatchedProxy,
+    run_with_signals,
+    s3_client,
+    send,
+    sleep_until,
+    window_start_of,
+)
+
+MiB = 1024 * 1024
+HOLD_SECONDS = 3.0
+"""How long the proxy holds the chosen upload request (the SIGTERM lands inside it)."""
+MANIFEST_HOLD_SECONDS = 2.0
+"""How long the manifest PUT is held (inside the engine's manifest-write bound)."""
+
+KINDS = {
+    "reads": 4,
+    "window-close": 4,
+    "upload": 4,
+    "multipart": 4,
+    "manifest": 4,
+}
+MOMENTS = [(kind, seed) for kind, count in KINDS.items() for seed in range(count)]
+MULTIPART_TARGETS = ["part-1", "complete", "part-2", "part-1"]
+"""Which multipart request is held, by seed."""
+ALL_MOMENTS = os.environ.get("FEEDVAULT_STOP_MOMENTS") == "all"
+"""``make test`` runs seeds 0 and 1 of each kind (10 runs, about a minute: a multipart moment
+streams some 400k trades); ``make bench`` sets ``FEEDVAULT_STOP_MOMENTS=all`` for all 20."""
+
+
+def _moment_param(kind: str, seed: int) -> Any:
+    skip = pytest.mark.skipif(
+        not ALL_MOMENTS and seed >= 2,
+        reason="one of the 20 moments run by make bench (FEEDVAULT_STOP_MOMENTS=all)",
+    )
+    return pytest.param(kind, seed, id=f"{kind}-{seed}", marks=skip)
+
+
+@pytest.fixture(scope="module")
+def proxy(s3_server: S3Server) -> Iterator[WatchedProxy]:
+    with WatchedProxy(s3_server.endpoint) as started:
+        yield started
+
+
+@pytest.fixture
+def watched(proxy: WatchedProxy) -> Iterator[WatchedProxy]:
+    proxy.reset()
+    yield proxy
+    proxy.reset()
+
+
+def test_there_are_twenty_moments() -> None:
+    assert len(MOMENTS) == 20
+
+
+@pytest.mark.parametrize(("kind", "seed"), [_moment_param(kind, seed) for kind, seed in MOMENTS])
+def test_sigterm_at_a_moment_stores_every_trade_once(
+    s3_server: S3Server,
+    bucket: str,
+    tmp_path: Path,
+    watched: WatchedProxy,
+    kind: str,
+    seed: int,
+) -> None:
+    rng = random.Random(f"issue7-{kind}-{seed}")
+    evidence: dict[str, Any] = {}
+    run = MOMENT_RUNS[kind](watched, bucket, tmp_path, rng, seed, evidence)
+
+    assert run.returncode == 0, run.describe()
+    assert run.took < GRACE, f"exit {run.took:.1f}s after SIGTERM, over STOP_GRACE_SECONDS"
+    client = s3_client(s3_server)
+    manifest = read_manifest(client, bucket, PREFIX)
+    assert manifest["status"] == "complete", manifest
+    assert manifest["stop_reason"] == ("deadline" if kind == "manifest" else "signal")
+    assert manifest["spilled"] == []
+    stored = stored_trades(client, bucket, PREFIX)
+    assert_stored_exactly_once(run.ledger, stored)
+    assert manifest["counters"]["parsed"] == len(stored) == len(run.ledger)
+    verified = run_verify(s3_server.env(), bucket, PREFIX)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    CHECKS[kind](run, manifest, watched, evidence)
+
+
+# -- the moments ---------------------------------------------------------------------------------
+
+
+def _reads(
+    proxy: WatchedProxy,
+    bucket: str,
+    tmp_path: Path,
+    rng: random.Random,
+    seed: int,
+    evidence: dict[str, Any],
+) -> StopRun:
+    """Windows of an hour: nothing is uploaded before the stop, so the signal lands while the
+    only work is reading the socket; a seeded delay after the first stats line."""
+
+    def trigger(proc: subprocess.Popen[str], logs: list[dict[str, Any]]) -> list[float]:
+        logs += wait_for_log(proc, "stats", timeout=30)
+        sleep_until(time.monotonic() + rng.uniform(0.0, 1.5))
+        at = send(proc)
+        evidence["requests_before"] = list(proxy.log)
+        return [at]
+
+    return run_with_signals(proxy, bucket, tmp_path, trigger, WINDOW_SECONDS="3600")
+
+
+def _check_reads(
+    run: StopRun, manifest: dict[str, Any], proxy: WatchedProxy, evidence: dict[str, Any]
+) -> None:
+    before = evidence["requests_before"]
+    assert not [r for r in before if "/trades/" in r[1]], "an upload began before the signal"
+    stats = run.events("stats")
+    assert stats and stats[0]["trades_per_s"] > 0, "no trades were being read"
+    assert stats[0]["objects"] == 0 and stats[0]["uploads_in_flight"] == 0
+
+
+def _window_close(
+    proxy: WatchedProxy,
+    bucket: str,
+    tmp_path: Path,
+    rng: random.Random,
+    seed: int,
+    evidence: dict[str, Any],
+) -> StopRun:
+    """``WINDOW_SECONDS=1`` windows are aligned to wall-clock seconds: the signal goes out a
+    seeded 0-300 ms after a boundary, as that second's windows are being closed and uploaded
+    (housekeeping closes them within 250 ms)."""
+
+    def trigger(proc: subprocess.Popen[str], logs: list[dict[str, Any]]) -> list[float]:
+        logs += wait_for_log(proc, "stats", timeout=30)
+        boundary = math.floor(time.time()) + 2
+        offset = rng.uniform(0.0, 0.3)
+        sleep_until(time.monotonic() + (boundary + offset - time.time()))
+        at = send(proc)
+        evidence["boundary"] = boundary
+        evidence["late_by"] = time.time() - boundary
+        return [at]
+
+    return run_with_signals(proxy, bucket, tmp_path, trigger, WINDOW_SECONDS="1")
+
+
+def _check_window_close(
+    run: StopRun, manifest: dict[str, Any], proxy: WatchedProxy, evidence: dict[str, Any]
+) -> None:
+    boundary = evidence["boundary"]
+    assert 0.0 <= evidence["late_by"] < 0.5, evidence
+    starts = {window_start_of(o["key"]) for o in manifest["objects"]}
+    closing = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(boundary - 1))
+    after = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(boundary + 1))
+    assert closing in starts, f"no window of the second that closed at the signal: {starts}"
+    assert all(s is not None and s < after for s in starts), (
+        f"a window after the signal's second was opened: {sorted(s or '' for s in starts)}"
+    )
+
+
+def _held_upload(
+    proxy: WatchedProxy,
+    bucket: str,
+    tmp_path: Path,
+    rng: random.Random,
+    hold: float,
+    *,
+    rate: str = "3000",
+    symbols: str = "BTCUSDT,ETHUSDT,BNBUSDT",
+    runtime: str = "60",
+    **extra: str,
+) -> StopRun:
+    """Signal a seeded delay after the first held request arrived, while it is held."""
+
+    def trigger(proc: subprocess.Popen[str], logs: list[dict[str, Any]]) -> list[float]:
+        arrived = proxy.wait_applied(1, timeout=40)[0].at
+        sleep_until(arrived + rng.uniform(0.05, hold - 0.5))
+        return [send(proc)]
+
+    return run_with_signals(
+        proxy, bucket, tmp_path, trigger, rate=rate, symbols=symbols, runtime=runtime, **extra
+    )
+
+
+def _upload(
+    proxy: WatchedProxy,
+    bucket: str,
+    tmp_path: Path,
+    rng: random.Random,
+    seed: int,
+    evidence: dict[str, Any],
+) -> StopRun:
+    proxy.schedule(put_object("/trades/"), slow(HOLD_SECONDS))
+    return _held_upload(proxy, bucket, tmp_path, rng, HOLD_SECONDS, WINDOW_SECONDS="1")
+
+
+def _multipart(
+    proxy: WatchedProxy,
+    bucket: str,
+    tmp_path: Path,
+    rng: random.Random,
+    seed: int,
+    evidence: dict[str, Any],
+) -> StopRun:
+    """One symbol as fast as the engine reads; windows close at 5.5 MiB (compressed) and go up
+    as multipart uploads of a 5 MiB part and a smaller one (``S3_MULTIPART_THRESHOLD``)."""
+    target = MULTIPART_TARGETS[seed % len(MULTIPART_TARGETS)]
+    evidence["target"] = target
+    matcher = {
+        "part-1": upload_part(1),
+        "part-2": upload_part(2),
+        "complete": complete_multipart,
+    }[target]
+    proxy.schedule(matcher, slow(HOLD_SECONDS))
+    return _held_upload(
+        proxy,
+        bucket,
+        tmp_path,
+        rng,
+        HOLD_SECONDS,
+        rate="max",
+        symbols="BTCUSDT",
+        WINDOW_SECONDS="3600",
+        WINDOW_MAX_BYTES=str(5 * MiB + MiB // 2),
+        S3_MULTIPART_THRESHOLD=str(5 * MiB),
+    )
+
+
+def _manifest(
+    proxy: WatchedProxy,
+    bucket: str,
+    tmp_path: Path,
+    rng: random.Random,
+    seed: int,
+    evidence: dict[str, Any],
+) -> StopRun:
+    """The manifest is written by the stop sequence, so the run stops at its deadline and the
+    SIGTERM lands while the manifest PUT is held: the run must still end complete, exit 0."""
+    proxy.schedule(manifest_put, slow(MANIFEST_HOLD_SECONDS))
+    return _held_upload(
+        proxy,
+        bucket,
+        tmp_path,
+        rng,
+        MANIFEST_HOLD_SECONDS,
+        runtime="2",
+        WINDOW_SECONDS="1",
+    )
+
+
+def _check_held(
+    run: StopRun, manifest: dict[str, Any], proxy: WatchedProxy, evidence: dict[str, Any]
+) -> None:
+    """The signal went out while the held request was still held (it is forwarded only after
+    its hold, so it cannot have been answered before)."""
+    applied = proxy.applied()
+    assert len(applied) == 1, applied
+    held = applied[0]
+    signal_at = run.signalled_at[0]
+    assert held.at < signal_at < held.at + held.fault.seconds, (held, signal_at)
+    evidence["held"] = held
+
+
+def _check_upload(
+    run: StopRun, manifest: dict[str, Any], proxy: WatchedProxy, evidence: dict[str, Any]
+) -> None:
+    _check_held(run, manifest, proxy, evidence)
+    request = evidence["held"].request
+    assert request.method == "PUT" and "/trades/" in request.path
+    keys = {o["key"] for o in manifest["objects"]}
+    assert request.path.split("/", 2)[2] in keys
+
+
+def _check_multipart(
+    run: StopRun, manifest: dict[str, Any], proxy: WatchedProxy, evidence: dict[str, Any]
+) -> None:
+    _check_held(run, manifest, proxy, evidence)
+    request = evidence["held"].request
+    target = evidence["target"]
+    if target == "complete":
+        assert request.method == "POST" and "uploadId" in request.query
+    else:
+        assert request.query.get("partNumber") == target.removeprefix("part-")
+    key = request.path.split("/", 2)[2]
+    sizes = {o["key"]: o["bytes"] for o in manifest["objects"]}
+    assert sizes.get(key, 0) > 5 * MiB, f"the held multipart object is not in the manifest: {key}"
+
+
+def _check_manifest(
+    run: StopRun, manifest: dict[str, Any], proxy: WatchedProxy, evidence: dict[str, Any]
+) -> None:
+    _check_held(run, manifest, proxy, evidence)
+    assert "/_manifests/" in evidence["held"].request.path
+    assert run.events("deadline"), "the run did not stop at its deadline"
+    assert run.events("second_signal"), "the SIGTERM during the manifest write was not seen"
+
+
+MOMENT_RUNS = {
+    "reads": _reads,
+    "window-close": _window_close,
+    "upload": _upload,
+    "multipart": _multipart,
+    "manifest": _manifest,
+}
+CHECKS = {
+    "reads": _check_reads,
+    "window-close": _check_window_close,
+    "upload": _check_upload,
+    "multipart": _check_multipart,
+    "manifest": _check_manifest,
+}
+
+
+def test_multipart_threshold_is_configurable_and_at_least_five_mib() -> None:
+    from engine.config import load_stream_config
+    from engine.errors import ConfigError
+
+    env = {
+        "S3_BUCKET": "b-bucket",
+        "S3_PREFIX": "p/",
+        "MAX_RUNTIME_SECONDS": "5",
+        "STREAMS": "binance:BTCUSDT",
+    }
+    assert load_stream_config(env).sink.multipart_threshold == 16 * MiB
+    config = load_stream_config({**env, "S3_MULTIPART_THRESHOLD": str(5 * MiB)})
+    assert (config.sink.multipart_threshold, config.sink.part_size) == (5 * MiB, 5 * MiB)
+    assert config.public_dict()["multipart_threshold"] == 5 * MiB
+    with pytest.raises(ConfigError, match="S3_MULTIPART_THRESHOLD"):
+        load_stream_config({**env, "S3_MULTIPART_THRESHOLD": str(5 * MiB - 1)})
