@@ -6,7 +6,7 @@ DEV    := $(VENV)/.installed-dev
 DEMO   := $(VENV)/.installed-demo
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: test demo bench lint typecheck unit clean image image-test
+.PHONY: test demo bench soak lint typecheck unit clean image image-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,15 @@ unit: $(DEV)
 demo: $(DEMO)
 	$(BIN)/feedvault demo
 
-## bench: SPEC §11 figures from one run (takes a few minutes)
+## bench: SPEC §11 figures from one run, then all 20 stop moments and the 10-minute soak (~20 min)
 bench: $(DEV)
 	$(BIN)/python -m benchmarks
+	FEEDVAULT_STOP_MOMENTS=all $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_stop_moments.py
+	$(BIN)/python -m benchmarks.soak
+
+## soak: a 10-minute feedvault loadtest at 20,000 trades/s; RSS must stay flat (bench-output/soak/)
+soak: $(DEV)
+	$(BIN)/python -m benchmarks.soak
 
 ## image: the container image (Dockerfile) with docker, or podman where no Docker daemon runs
 IMAGE      ?= feedvault:latest
