@@ -75,6 +75,11 @@ HOUSEKEEPING_TICK_SECONDS: Final = 0.25
 CONSUMER_BATCHES_PER_YIELD: Final = 8
 MANIFEST_RESERVE_FRACTION: Final = 0.2
 """Share of the stop grace kept back for spilling and writing the manifest after an abort."""
+MANIFEST_MIN_FRACTION: Final = 0.15
+MANIFEST_MIN_SECONDS: Final = 2.0
+"""The manifest write always gets at least this share of the grace, and this many seconds."""
+EXIT_MARGIN_SECONDS: Final = 0.5
+"""Kept from the grace after the manifest write for the process to exit."""
 
 
 class Source(Protocol):
@@ -513,6 +518,21 @@ class StreamRun:
         )
         return [entry.key for entry in entries]
 
+    def _manifest_seconds(self) -> float:
+        """How long the manifest write may take: the rest of the stop grace (less a margin to
+        exit), and never less than its reserve (15% of the grace, at least 2 s), which is all
+        it gets when no stop was requested (an error) or the grace is spent (an abort).
+
+        Not a fixed reserve: a manifest PUT throttled and retried by the SDK, or answered
+        slowly, must not fail a run whose every window is durable while grace is left."""
+        grace = self.config.runtime.stop_grace_seconds
+        reserve = max(grace * MANIFEST_MIN_FRACTION, MANIFEST_MIN_SECONDS)
+        requested = self.controller.requested_at
+        if requested is None:
+            return reserve
+        left = requested + grace - EXIT_MARGIN_SECONDS - self.clock.monotonic()
+        return max(left, reserve)
+
     async def _finish(self, writer: ObjectWriter, started_ns: int, spilled: list[str]) -> int:
         """Write the manifest (last) and decide the exit status."""
         self._sync_counters()
@@ -542,7 +562,7 @@ class StreamRun:
         )
         self.manifest = manifest
         try:
-            async with asyncio.timeout(max(self.config.runtime.stop_grace_seconds * 0.15, 2.0)):
+            async with asyncio.timeout(self._manifest_seconds()):
                 await write_manifest(writer, self.config.destination.prefix, manifest)
         except (StorageError, TimeoutError) as exc:
             log_event(log, logging.ERROR, "manifest_failed", error=f"{type(exc).__name__}: {exc}")

@@ -364,3 +364,24 @@ def test_multipart_threshold_is_configurable_and_at_least_five_mib() -> None:
     assert config.public_dict()["multipart_threshold"] == 5 * MiB
     with pytest.raises(ConfigError, match="S3_MULTIPART_THRESHOLD"):
         load_stream_config({**env, "S3_MULTIPART_THRESHOLD": str(5 * MiB - 1)})
+
+
+def test_a_slow_manifest_write_gets_the_rest_of_the_grace(
+    s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy
+) -> None:
+    """The manifest PUT answered after 5 s (a throttled, retried request takes as long): the
+    stop has most of its grace left, so the run still ends complete, exit 0, within it."""
+    watched.schedule(manifest_put, slow(5.0))
+
+    def trigger(proc: subprocess.Popen[str], logs: list[dict[str, Any]]) -> list[float]:
+        logs += wait_for_log(proc, "stats", timeout=30)
+        return [send(proc)]
+
+    run = run_with_signals(watched, bucket, tmp_path, trigger, WINDOW_SECONDS="1")
+
+    assert run.returncode == 0, run.describe()
+    assert run.took < GRACE
+    assert watched.outcomes("slow") == 1
+    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    assert manifest["status"] == "complete"
+    assert_stored_exactly_once(run.ledger, stored_trades(s3_client(s3_server), bucket, PREFIX))
