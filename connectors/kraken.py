@@ -43,6 +43,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult
+from connectors.limits import MAX_JSON_DEPTH, exceeds_depth
 from connectors.symbols import SymbolCache
 from connectors.timefmt import format_us, parse_us
 from engine.errors import MalformedFrame
@@ -88,9 +89,11 @@ _decoder: Final = json.JSONDecoder(
 def loads_exact(frame: str | bytes) -> Any:
     """Decode JSON keeping every number's text (:class:`JsonFloat`, :class:`JsonInt`).
 
-    Raises ValueError for invalid JSON or UTF-8, NaN/Infinity, or nesting deeper than the
-    interpreter's recursion limit.
+    Raises ValueError for invalid JSON or UTF-8, NaN/Infinity, or nesting deeper than
+    :data:`~connectors.limits.MAX_JSON_DEPTH` (checked before the recursive decoder runs).
     """
+    if exceeds_depth(frame):
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     text = frame if isinstance(frame, str) else frame.decode("utf-8")
     try:
         return _decoder.decode(text)

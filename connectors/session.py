@@ -8,6 +8,8 @@ protocol module; this module only moves frames.
 Lifecycle of one connection:
 
 1. connect with an open timeout, a frame-size limit (``max_size``) and no compression;
+   certificates are always verified for ``wss://`` (websockets' default context; no option
+   turns that off);
 2. send the protocol's subscribe messages, paced to the exchange's control-message limit;
 3. read frames; each is stamped with its receive time and parsed; trades go into a pending
    batch, which is put on the queue when it is full or every ``flush_interval`` seconds;
@@ -18,6 +20,11 @@ Lifecycle of one connection:
    by the websockets library (Binance requires a pong within a minute).
 5. after a close the reader still drains every frame already received, so a clean stop loses
    nothing the socket delivered.
+
+A frame the protocol rejects is counted and logged once per kind (``InvalidFrameLog``), its
+kind refined on that slow path only (:func:`connectors.limits.classify`: ``utf8``,
+``nesting``, ``number``); a frame over ``max_size`` ends the connection (1009) and is counted
+as kind ``oversized``. See :mod:`connectors.limits` for every input limit.
 
 Failed connection attempts back off exponentially with full jitter (injectable ``Backoff``);
 the backoff is reset once a connection has delivered data.
@@ -46,11 +53,13 @@ from typing import Final
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.frames import CloseCode
 
 from connectors import capture as raw
 from connectors.backoff import Backoff
 from connectors.base import Ack, ExchangeError, ExchangeProtocol, Heartbeat, ReconnectNotice
 from connectors.gaps import GapTracker
+from connectors.limits import classify, oversized
 from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import MalformedFrame, SubscriptionRejected
@@ -311,7 +320,7 @@ class WebSocketSession:
                 try:
                     result = parse(frame, ts)
                 except MalformedFrame as exc:
-                    self.invalid_log.record(name, exc)
+                    self.invalid_log.record(name, classify(frame, exc))
                     continue
                 if isinstance(result, (tuple, list)):
                     pending = self._pending
@@ -325,6 +334,10 @@ class WebSocketSession:
                 else:
                     await self._control(ws, result)
         except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                # websockets refused a frame over max_size and failed the connection (1009).
+                self.invalid_log.record(name, oversized(self.settings.max_size))
+                self._close_reason = self._close_reason or "oversized frame"
             if self._close_reason is None:
                 self._close_reason = f"closed by peer: code {exc.rcvd.code if exc.rcvd else None}"
 

@@ -13,6 +13,10 @@
   and close (instead of Binance's behaviour: accept it and send nothing);
 - ``oversized=P``: replace a fraction P of trade frames by a frame larger than a client's 1 MiB
   frame limit (the replaced trades are not in the ledger);
+- ``hostile=P``: replace a fraction P of trade frames by hostile input a client must reject
+  without crashing, in turn (:func:`connectors.fake.hostile.hostile_frame`): invalid UTF-8,
+  JSON nested 100,000 deep, a number far beyond the float range, and trades whose symbol holds
+  ``/``, ``..`` or NUL (the replaced trades are not in the ledger);
 - ``drop-pongs``: never answer the client's application-level pings (OKX ``ping``, Bybit
   ``op: ping``, Bitstamp ``bts:heartbeat``, Kraken ``method: ping``).
 
@@ -50,6 +54,7 @@ class Faults:
     reject_unknown: bool = False
     oversized: float = 0.0
     drop_pongs: bool = False
+    hostile: float = 0.0
 
     @classmethod
     def parse(cls, text: str | None) -> Faults:
@@ -84,6 +89,8 @@ class Faults:
             parts.append(f"oversized={self.oversized:g}")
         if self.drop_pongs:
             parts.append("drop-pongs")
+        if self.hostile:
+            parts.append(f"hostile={self.hostile:g}")
         return ",".join(parts)
 
 
@@ -107,7 +114,7 @@ def _parse_item(name: str, value: str) -> object:
         if not at:
             raise ValueError("fault stall: expected S@E, e.g. stall=3@10")
         return Stall(_seconds(name, seconds), _seconds(name, every))
-    if name in ("malformed", "oversized"):
+    if name in ("malformed", "oversized", "hostile"):
         try:
             fraction = float(value)
         except ValueError:
@@ -121,5 +128,5 @@ def _parse_item(name: str, value: str) -> object:
         return True
     raise ValueError(
         f"unknown fault {name!r} (known: disconnect-every, stall, malformed, oversized, "
-        "shutdown-notice-every, reject-unknown, drop-pongs)"
+        "shutdown-notice-every, reject-unknown, drop-pongs, hostile)"
     )

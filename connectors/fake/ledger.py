@@ -64,6 +64,9 @@ class Ledger:
         self.oversized_sent = 0
         """Oversized frames sent in place of trades (the ``oversized`` fault; not in the
         ledger: the client drops the connection on reading one)."""
+        self.hostile_sent: dict[str, int] = {}
+        """Hostile frames sent in place of trades, per kind (the ``hostile`` fault; not in the
+        ledger)."""
         self.undelivered = 0
         """Trades generated for a connection but not sent (stall, slow reader, closing)."""
         self._counts: dict[str, int] = {}
@@ -159,6 +162,7 @@ class Ledger:
             "per_connection": {str(c): n for c, n in sorted(per_conn.items())},
             "malformed_sent": self.malformed_sent,
             "oversized_sent": self.oversized_sent,
+            "hostile_sent": dict(sorted(self.hostile_sent.items())),
             "undelivered": self.undelivered,
         }
 

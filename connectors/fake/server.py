@@ -21,7 +21,9 @@ not sent), ``oversized`` by a text frame larger than a client's 1 MiB ``max_size
 websockets fails the connection with code 1009 when it reads that frame's header, so nothing
 after it on that connection can arrive: the server sends the frames before it and the oversized
 frame itself, counts the rest as undelivered and closes the connection (1001). Only trades whose
-frames went out ahead of the oversized one are in the ledger.
+frames went out ahead of the oversized one are in the ledger. ``hostile`` replaces a trade's
+frame by hostile input (:mod:`connectors.fake.hostile`; the trade is not sent), the kinds in
+turn across the server, so every kind goes out once that many frames were replaced.
 
 A third mode plays a recording (``recording=RecordedFeed(...)``, see
 :mod:`connectors.fake.recorded`): no market; each connection, once it has subscribed to anything
@@ -56,6 +58,7 @@ from websockets.http11 import Request, Response
 from connectors.base import ExchangeProtocol
 from connectors.fake.adapters import Reply, ServerSession, get_adapter
 from connectors.fake.faults import Faults, Stall
+from connectors.fake.hostile import HOSTILE_KINDS, hostile_frame
 from connectors.fake.ledger import Ledger
 from connectors.fake.market import Market
 from connectors.fake.recorded import Pace, RecordedFeed
@@ -81,6 +84,7 @@ _TRADE: Final = 0  # a trade's frame
 _MALFORMED: Final = 1  # malformed text in place of a trade (no trade)
 _OVERSIZED: Final = 2  # an oversized frame in place of the trade (which is not delivered)
 _CONTROL: Final = 3  # a heartbeat or notice (no trade)
+_HOSTILE: Final = 4  # + i: hostile input of kind HOSTILE_KINDS[i] in place of a trade (no trade)
 
 # A queued item: (trade or None, frame, kind)
 _Item = tuple[Trade | None, str, int]
@@ -107,7 +111,8 @@ async def send_many(ws: ServerConnection, frames: Sequence[str]) -> None:
     async with ws.send_context():
         protocol = ws.protocol
         for frame in frames:
-            protocol.send_text(frame.encode())
+            # surrogateescape: the hostile fault's invalid UTF-8 travels as lone surrogates
+            protocol.send_text(frame.encode("utf-8", "surrogateescape"))
         chunks = protocol.data_to_send()
         if all(chunks):
             ws.transport.write(b"".join(chunks))
@@ -189,6 +194,7 @@ class FakeExchange:
         self.host = host
         self._port = port
         self.faults = faults if faults is not None else Faults()
+        self._hostile_count = 0  # hostile frames made so far (picks the next kind)
         self.seed = seed
         self.clock = clock
         self.ledger = ledger if ledger is not None else Ledger()
@@ -371,6 +377,11 @@ class FakeExchange:
             return None, conn.session.malformed(trade, stream, conn.rng), _MALFORMED
         if faults.oversized and conn.rng.random() < faults.oversized:
             return trade, oversized_frame(), _OVERSIZED
+        if faults.hostile and conn.rng.random() < faults.hostile:
+            number = self._hostile_count
+            self._hostile_count += 1
+            index = number % len(HOSTILE_KINDS)
+            return None, hostile_frame(conn.session, trade, stream, number), _HOSTILE + index
         return trade, conn.session.encode(trade, stream), _TRADE
 
     async def _send_items(self, conn: _Conn, items: list[_Item]) -> bool:
@@ -389,6 +400,9 @@ class FakeExchange:
                 add(number, trade)
             elif kind == _MALFORMED:
                 ledger.malformed_sent += 1
+            elif kind >= _HOSTILE:
+                name = HOSTILE_KINDS[kind - _HOSTILE]
+                ledger.hostile_sent[name] = ledger.hostile_sent.get(name, 0) + 1
         if cut is None:
             return False
         conn.closing = True
