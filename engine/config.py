@@ -17,6 +17,7 @@ from typing import Final
 
 from connectors.registry import PROTOCOLS
 from engine.errors import ConfigError
+from engine.redact import redact
 from sinks.keys import KeyTemplate, validate_prefix
 from sinks.s3security import S3Security, s3_security
 from sinks.writer import Destination, parse_destination
@@ -119,7 +120,8 @@ class StreamConfig:
     writer applies them to every request, :mod:`sinks.s3security`)."""
 
     def public_dict(self) -> dict[str, object]:
-        """The effective configuration for the manifest and logs; holds no secrets."""
+        """The effective configuration for the manifest and logs; holds no secrets (a
+        user and password in a ``<EXCHANGE>_WS_URL`` are redacted)."""
         return {
             "destination": self.destination.url,
             "max_runtime_seconds": self.max_runtime_seconds,
@@ -140,7 +142,7 @@ class StreamConfig:
             "stats_interval_seconds": self.runtime.stats_interval_seconds,
             "metrics": self.runtime.metrics,
             "spill_dir": self.runtime.spill_dir,
-            "ws_urls": dict(self.ws_urls),
+            "ws_urls": {name: redact(url) for name, url in self.ws_urls.items()},
             "capture": self.capture,
             **self.s3.public_dict(),
         }

@@ -9,6 +9,7 @@
   ``X-Amz-Credential`` (a presigned URL in an error message);
 - the value of an ``Authorization`` header, as text (``Authorization: AWS4-HMAC-SHA256 ...``) or
   in a printed mapping (``'Authorization': '...'``);
+- the user and password of a URL (``wss://user:password@host/`` -> ``wss://[REDACTED]@host/``);
 - the exact values of this process's ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
   ``AWS_SECURITY_TOKEN`` and ``AWS_ACCESS_KEY_ID`` (read once, on first use, or set with
   :func:`set_known_secrets`), whatever their shape.
@@ -43,6 +44,7 @@ _PATTERNS: Final = (
     ),
     re.compile(r"(?i)(\bX-Amz-(?:Security-Token|Signature|Credential)=)" + _VALUE),
     re.compile(r"(?i)(\bAuthorization['\"]?\s*[:=]\s*['\"]?)[^\"'\\\r\n]+"),
+    re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/\s:@\"'\\]*:[^/\s@\"'\\]*(?=@)"),
 )
 
 _known: list[str] | None = None

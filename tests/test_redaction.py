@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.config import load_stream_config
 from engine.logs import configure_logging, get_logger, log_event
 from engine.redact import REDACTED, redact, set_known_secrets
 from tests.conftest import S3Server
@@ -52,6 +53,7 @@ def _known_secrets() -> Any:
         f"aws4_request, SignedHeaders=host;x-amz-date, Signature={SIGNATURE}",
         f"headers={{'Authorization': 'AWS4-HMAC-SHA256 Credential=x, Signature={SIGNATURE}'}}",
         f"token {TOKEN} in free text",
+        f"connect failed: wss://feeduser:{SECRET}@stream.example.com:9443/ws",
     ],
 )
 def test_known_shapes_are_redacted(text: str) -> None:
@@ -99,6 +101,20 @@ def test_log_lines_are_redacted(fmt: str) -> None:
     if fmt == "json":
         for line in output.splitlines():
             json.loads(line)
+
+
+def test_a_url_password_is_not_in_the_public_configuration() -> None:
+    url = f"wss://feeduser:{SECRET}@127.0.0.1:9443"
+    env = {
+        "S3_BUCKET": "b-bucket",
+        "S3_PREFIX": "p/",
+        "MAX_RUNTIME_SECONDS": "5",
+        "STREAMS": "binance:BTCUSDT",
+        "BINANCE_WS_URL": url,
+    }
+    config = load_stream_config(env)
+    assert config.ws_urls["binance"] == url  # still what the session connects to
+    assert config.public_dict()["ws_urls"] == {"binance": f"wss://{REDACTED}@127.0.0.1:9443"}
 
 
 # -- real runs ------------------------------------------------------------------------------------
