@@ -33,6 +33,7 @@ DEFAULT_STOP_GRACE_SECONDS: Final = 20.0
 DEFAULT_STATS_INTERVAL_SECONDS: Final = 10.0
 DEFAULT_STALE_SECONDS: Final = 60.0
 DEFAULT_UPLOAD_CONCURRENCY: Final = 4
+DEFAULT_UPLOAD_RETRY_SECONDS: Final = 60.0
 MIN_MULTIPART_THRESHOLD: Final = 5 * 1024 * 1024
 DEFAULT_MULTIPART_THRESHOLD: Final = 16 * 1024 * 1024
 DEFAULT_PART_SIZE: Final = 8 * 1024 * 1024
@@ -67,6 +68,10 @@ class SinkSettings:
     format: str = DEFAULT_FORMAT
     key_template: str | None = None
     upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY
+    upload_retry_seconds: float = DEFAULT_UPLOAD_RETRY_SECONDS
+    """``UPLOAD_RETRY_SECONDS``: how long the sink retries a failing upload (with backoff, after
+    the S3 client's own retries) before the window spills to ``SPILL_DIR`` and is retried in
+    the background from there."""
     multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
     """``S3_MULTIPART_THRESHOLD``: an object larger than this many bytes goes up as a multipart
     upload (at least 5 MiB, S3's smallest part)."""
@@ -133,6 +138,7 @@ class StreamConfig:
             "format": self.sink.format,
             "key_template": self.sink.key_template,
             "upload_concurrency": self.sink.upload_concurrency,
+            "upload_retry_seconds": self.sink.upload_retry_seconds,
             "multipart_threshold": self.sink.multipart_threshold,
             "queue_maxsize": self.queue_maxsize,
             "overflow": self.overflow,
@@ -294,6 +300,7 @@ def sink_settings(env: Env) -> SinkSettings:
         format=fmt,
         key_template=template,
         upload_concurrency=env.integer("UPLOAD_CONCURRENCY", DEFAULT_UPLOAD_CONCURRENCY),
+        upload_retry_seconds=env.number("UPLOAD_RETRY_SECONDS", DEFAULT_UPLOAD_RETRY_SECONDS),
         multipart_threshold=env.integer(
             "S3_MULTIPART_THRESHOLD", DEFAULT_MULTIPART_THRESHOLD, minimum=MIN_MULTIPART_THRESHOLD
         ),

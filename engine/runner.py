@@ -26,6 +26,19 @@ the manifest is written last; exit 0. If that does not finish within ``STOP_GRAC
 second signal arrives, the pipeline is cancelled, everything not yet durable is spilled to
 ``SPILL_DIR``, the manifest is written as ``incomplete`` naming the spilled objects, and the exit
 status is 1.
+
+Spill and recovery (SPEC §5): a window whose upload fails past ``UPLOAD_RETRY_SECONDS`` spills
+to ``SPILL_DIR`` during the run and is retried in the background and once more at the stop
+(:class:`~sinks.sink.WindowedSink`); what is still there at the end is named in the manifest's
+``spilled`` (status ``incomplete``, exit 1). If the manifest itself cannot be written it is
+spilled too (``<SPILL_DIR>/<run_id>/@manifest.spill.json``, :func:`~sinks.spill.spill_manifest`),
+exit 1. At its start a run uploads what earlier runs of the same destination left in
+``SPILL_DIR``, completing their manifests (:mod:`sinks.recovery`): the recovery task starts
+before the sources connect and runs beside them (ingest is never held back: a feed missed is
+lost, a spill on disk is not), is retried with capped backoff while the run lasts, and is
+cancelled when the pipeline has finished (cancel-safe: nothing is removed from the spill
+directory before it, and the manifest naming it, are durable); what is left waits for the next
+run.
 """
 
 from __future__ import annotations
@@ -61,9 +74,18 @@ from engine.stats import (
     rss_bytes,
 )
 from sinks.keys import DEFAULT_KEY_TEMPLATE, RAW_DATASET, RAW_KEY_TEMPLATE, KeyTemplate
-from sinks.manifest import EcsTask, Gap, Manifest, StopReason, iso_utc, write_manifest
+from sinks.manifest import (
+    EcsTask,
+    Gap,
+    Manifest,
+    StopReason,
+    iso_utc,
+    manifest_key,
+    write_manifest,
+)
+from sinks.recovery import recover_spilled
 from sinks.sink import WindowedSink
-from sinks.spill import spill_windows
+from sinks.spill import SpillDir, spill_manifest, spill_windows
 from sinks.windowing import Windower, WindowPolicy
 from sinks.writer import ObjectWriter, open_writer
 
@@ -80,6 +102,9 @@ MANIFEST_MIN_SECONDS: Final = 2.0
 """The manifest write always gets at least this share of the grace, and this many seconds."""
 EXIT_MARGIN_SECONDS: Final = 0.5
 """Kept from the grace after the manifest write for the process to exit."""
+RECOVERY_RETRY_INITIAL_SECONDS: Final = 1.0
+RECOVERY_RETRY_MAX_SECONDS: Final = 30.0
+"""Backoff between recovery attempts of earlier runs' spill while the store is down."""
 
 
 class Source(Protocol):
@@ -299,6 +324,8 @@ class StreamRun:
             writer,
             max_concurrent_uploads=config.sink.upload_concurrency,
             clock=self.clock,
+            retry_budget_seconds=config.sink.upload_retry_seconds,
+            spill=SpillDir(Path(config.runtime.spill_dir), config.run_id, config.destination.url),
         )
 
     def _sinks(self) -> list[WindowedSink]:
@@ -320,9 +347,11 @@ class StreamRun:
                 await sinks.enter_async_context(sink)
             try:
                 async with asyncio.TaskGroup() as tg:
+                    recovery = tg.create_task(self._recover(writer))  # first, then beside ingest
                     pipeline = tg.create_task(self._pipeline())
                     guard = tg.create_task(self._guard(pipeline))
                     pipeline.add_done_callback(lambda _: guard.cancel())
+                    pipeline.add_done_callback(lambda _: recovery.cancel())
             except* FeedvaultError as group:
                 self.error = group.exceptions[0]  # type: ignore[assignment]
                 log_event(log, logging.ERROR, "pipeline_failed", error=str(self.error))
@@ -335,7 +364,56 @@ class StreamRun:
                     sink.cancel_uploads()
         if failed or any(sink.failed for sink in self._sinks()):
             spilled = self._spill()
+        # Windows spilled during the run (or at the stop) and never uploaded since.
+        spilled += [
+            key for sink in self._sinks() for key in sink.spilled_keys if key not in spilled
+        ]
         return await self._finish(writer, started_ns, spilled)
+
+    async def _recover(self, writer: ObjectWriter) -> None:
+        """Upload what earlier runs left in ``SPILL_DIR`` and complete their manifests
+        (:func:`~sinks.recovery.recover_spilled`), attempt after attempt with capped backoff
+        while the store fails. Cancelled when the pipeline has finished (cancel-safe); never
+        fails the run: a problem is logged."""
+        config = self.config
+        delay = RECOVERY_RETRY_INITIAL_SECONDS
+        while True:
+            try:
+                report = await recover_spilled(
+                    writer,
+                    Path(config.runtime.spill_dir),
+                    destination=config.destination.url,
+                    prefix=config.destination.prefix,
+                    current_run=config.run_id,
+                    clock=self.clock,
+                )
+            except Exception as exc:  # a bug in the recovery must not take the run down
+                log_event(log, logging.ERROR, "recovery_failed", error=f"{exc!r}")
+                return
+            if (
+                report.uploaded
+                or report.manifests
+                or report.left
+                or report.problems
+                or report.other_destinations
+            ):
+                log_event(
+                    log,
+                    logging.INFO if report.done else logging.WARNING,
+                    "recovery",
+                    spill_dir=config.runtime.spill_dir,
+                    uploaded=len(report.uploaded),
+                    manifests=report.manifests,
+                    complete_runs=report.complete_runs,
+                    left=report.left,
+                    other_destinations=report.other_destinations,
+                    problems=report.problems[:10],
+                    error=report.storage_error,
+                )
+            if report.done:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECOVERY_RETRY_MAX_SECONDS)
 
     async def _guard(self, pipeline: asyncio.Task[None]) -> None:
         """Request the stop at the deadline; cancel the pipeline on a second signal or when the
@@ -478,6 +556,7 @@ class StreamRun:
             queue_high_water=self.queue.high_water,
             open_windows=self.sink.open_windows,
             uploads_in_flight=self.sink.uploads_in_flight,
+            upload_backlog=sum(sink.backlog for sink in self._sinks()),
             bytes_uploaded=self.sink.bytes_uploaded,
             objects=len(self.sink.objects),
             reconnects=self.counters.reconnects,
@@ -504,7 +583,9 @@ class StreamRun:
             return []
         spill_dir = Path(self.config.runtime.spill_dir)
         try:
-            entries = spill_windows(windows, spill_dir, self.config.run_id)
+            entries = spill_windows(
+                windows, spill_dir, self.config.run_id, destination=self.config.destination.url
+            )
         except StorageError as exc:
             log_event(log, logging.ERROR, "spill_failed", error=str(exc))
             return [window.key for window in windows]
@@ -517,6 +598,32 @@ class StreamRun:
             records=sum(entry.records for entry in entries),
         )
         return [entry.key for entry in entries]
+
+    def _spill_manifest(self, manifest: Manifest) -> None:
+        """The manifest could not be written: keep it next to the run's spilled windows, so a
+        later run with the same ``SPILL_DIR`` writes it (updated) when it recovers them. The
+        run still exits 1: its proof is not in the store."""
+        config = self.config
+        spill_dir = Path(config.runtime.spill_dir)
+        try:
+            spilled = spill_manifest(
+                spill_dir,
+                config.run_id,
+                manifest_key(config.destination.prefix, config.run_id),
+                manifest.to_json(),
+                destination=config.destination.url,
+            )
+        except StorageError as exc:
+            log_event(log, logging.ERROR, "manifest_spill_failed", error=str(exc))
+            return
+        log_event(
+            log,
+            logging.ERROR,
+            "manifest_spilled",
+            path=str(spilled.path),
+            status=manifest.status,
+            spilled=len(manifest.spilled),
+        )
 
     def _manifest_seconds(self) -> float:
         """How long the manifest write may take: the rest of the stop grace (less a margin to
@@ -566,6 +673,7 @@ class StreamRun:
                 await write_manifest(writer, self.config.destination.prefix, manifest)
         except (StorageError, TimeoutError) as exc:
             log_event(log, logging.ERROR, "manifest_failed", error=f"{type(exc).__name__}: {exc}")
+            self._spill_manifest(manifest)
             return 1
         log_event(
             log,
@@ -579,6 +687,8 @@ class StreamRun:
             counters=manifest.counters,
             gaps=self.gaps.gap_count,
             spilled=len(spilled),
+            windows_spilled=sum(sink.windows_spilled for sink in self._sinks()),
+            windows_recovered=sum(sink.windows_recovered for sink in self._sinks()),
             error=manifest.error,
             peak_rss_mb=round(peak_rss_bytes() / 2**20, 1),
             elapsed_s=round(time.monotonic() - self._real_started[0], 3),

@@ -2,7 +2,9 @@
 
 The manifest is the run's proof of success: it lists every object the run made durable, the
 counters, the trade-id gaps, what was left in the spill directory, and whether the run is
-``complete``; a run on ECS also names its task (``ecs``, :class:`EcsTask`). It is serialized
+``complete``; a run on ECS also names its task (``ecs``, :class:`EcsTask`). A manifest rewritten
+by a later run that uploaded this run's spilled windows (:mod:`sinks.recovery`) names them in
+``recovered`` (:class:`Recovered`). It is serialized
 with sorted keys and 2-space indentation (stable diffs); :meth:`Manifest.from_json` validates
 every field and raises :class:`~engine.errors.IntegrityError` on anything malformed.
 """
@@ -31,6 +33,15 @@ _T = TypeVar("_T")
 StopReason = Literal["deadline", "signal", "error", "end"]
 """``end``: a replay reached the end of its input, or a batch job finished."""
 Status = Literal["complete", "incomplete"]
+
+
+class Recovered(TypedDict):
+    """A window this run left in the spill directory, uploaded later by run ``recovered_by``
+    at ``recovered_at`` (ISO-8601 UTC); its object is also in ``objects``."""
+
+    key: str
+    recovered_at: str
+    recovered_by: str
 
 
 class Gap(TypedDict):
@@ -196,7 +207,8 @@ class Manifest:
     """A run's manifest. ``config`` must already exclude secrets (the caller's duty).
 
     ``ecs`` (the task the run ran in) is omitted from the JSON when ``None`` and optional when
-    reading, so manifests of runs outside ECS, and older ones, stay valid."""
+    reading, so manifests of runs outside ECS, and older ones, stay valid. ``recovered`` is
+    likewise omitted when empty and optional when reading."""
 
     run_id: str
     version: str
@@ -212,10 +224,11 @@ class Manifest:
     spilled: list[str] = field(default_factory=list)
     error: str | None = None
     ecs: EcsTask | None = None
+    recovered: list[Recovered] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         """The manifest as indented JSON with sorted keys."""
-        document = {
+        document: dict[str, Any] = {
             "run_id": self.run_id,
             "version": self.version,
             "command": self.command,
@@ -232,6 +245,8 @@ class Manifest:
         }
         if self.ecs is not None:
             document["ecs"] = self.ecs.to_dict()
+        if self.recovered:
+            document["recovered"] = self.recovered
         try:
             return orjson.dumps(
                 document,
@@ -275,6 +290,9 @@ class Manifest:
         if error is not None and not isinstance(error, str):
             raise IntegrityError("manifest field 'error' is not a string or null")
         ecs = doc.get("ecs")
+        recovered = doc.get("recovered", [])
+        if not isinstance(recovered, list):
+            raise IntegrityError("manifest field 'recovered' is not a list")
         return cls(
             run_id=_typed(doc, "run_id", str),
             version=_typed(doc, "version", str),
@@ -290,6 +308,7 @@ class Manifest:
             spilled=list(spilled),
             error=error,
             ecs=EcsTask.from_dict(ecs) if ecs is not None else None,
+            recovered=[_recovered(item) for item in recovered],
         )
 
 
@@ -309,6 +328,15 @@ def _typed(data: dict[str, Any], name: str, kind: type[_T]) -> _T:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise IntegrityError(f"manifest field {name!r} is missing or not a {kind.__name__}")
     return value
+
+
+def _recovered(item: object) -> Recovered:
+    data = _mapping(item, "recovered entry")
+    return Recovered(
+        key=_typed(data, "key", str),
+        recovered_at=_typed(data, "recovered_at", str),
+        recovered_by=_typed(data, "recovered_by", str),
+    )
 
 
 def _gap(item: object, name: str) -> Gap:

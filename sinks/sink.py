@@ -4,37 +4,67 @@
 closed window through an :class:`~sinks.writer.ObjectWriter`, at most
 ``max_concurrent_uploads`` at a time, in tasks of an :class:`asyncio.TaskGroup` it owns::
 
-    async with WindowedSink(windower, writer, clock=clock) as sink:
+    spill = SpillDir(Path(spill_dir), run_id, destination_url)
+    async with WindowedSink(windower, writer, clock=clock, spill=spill) as sink:
         async for batch in source:
             await sink.write(batch)      # waits when all upload slots are busy (backpressure)
         try:
             async with asyncio.timeout(grace):
-                await sink.close()       # close every window, upload, wait
+                await sink.close()       # close every window, upload, retry the backlog once
         except TimeoutError:
             spill_windows(sink.unfinished(), spill_dir, run_id)
+        left_on_disk = sink.spilled_keys  # + the keys just spilled: the manifest's ``spilled``
 
-Durability: a window is durable once its entry is in :attr:`WindowedSink.objects` (appended in
-upload-completion order; the entry's ``stored_at`` is the clock's wall time at that moment).
-Every window that is not is in :meth:`WindowedSink.unfinished`, so nothing accepted by
-:meth:`write` is lost silently.
+Durability: a window is durable in the store once its entry is in
+:attr:`WindowedSink.objects` (appended in upload-completion order; the entry's ``stored_at`` is
+the clock's wall time at that moment). A window that is not is in exactly one place:
 
-Retries: the writer retries each request itself (botocore standard mode). When a put still
-fails with :class:`~engine.errors.StorageError`, the sink retries it with capped exponential
-backoff and jitter until ``retry_budget_seconds`` (measured on the injected clock) would be
-exceeded; then the window is kept as *failed* (:attr:`WindowedSink.failed`), retried once more
-by :meth:`close`, and otherwise left for spilling. Keys are deterministic, so a retried put
-never makes a second object.
+- in memory: open in the windower, queued, in flight, or *failed* (:attr:`WindowedSink.failed`;
+  only without a spill directory, or when spilling it failed): :meth:`WindowedSink.unfinished`
+  returns them all, for the caller to spill;
+- on local disk, durable there (fsynced) but not in the store: *spilled*
+  (:attr:`WindowedSink.spilled_keys`), body not held in memory.
+
+So nothing accepted by :meth:`write` is lost silently, and memory holds at most the open,
+queued and in-flight windows plus the failed ones that could not be spilled.
+
+Retries and spill: the writer retries each request itself (botocore standard mode). When a put
+still fails with :class:`~engine.errors.StorageError`, the sink retries it with capped
+exponential backoff and jitter until ``retry_budget_seconds`` (measured on the injected clock)
+would be exceeded; then the window *spills* to ``spill`` (a :class:`~sinks.spill.SpillDir`, in a
+worker thread) and leaves memory, or stays in memory as failed if there is no spill directory
+or the disk write fails. Spilled and failed windows form the *backlog*, retried by one
+background task (owned by the sink's task group) while the run goes on:
+
+- a pass tries the backlog oldest first (failed in memory before spilled on disk), one window
+  at a time (one spilled body in memory at a time), one put each, and stops at the first
+  failure (the store is still down: no point hammering it);
+- between passes it waits with capped exponential backoff and jitter (``retry_initial_seconds``
+  doubling up to ``retry_max_seconds``), and is woken at once when a regular upload succeeds
+  (the store is back); it ends when the backlog is empty and starts again when it is not;
+- a spilled window that was uploaded is recorded in :attr:`objects` first, then its files are
+  removed (so files are only removed once the upload is durable; an orphan left by a failed
+  removal is harmless: the same key and body, uploaded again by a later recovery).
+
+The background task runs beside at most ``max_concurrent_uploads`` regular uploads (so at most
+one more put in flight). :meth:`close` stops it and makes one last pass (same rules) after the
+last windows are uploaded; what is still in the backlog is then stable for the manifest. Keys are
+deterministic, so a retried put never makes a second object.
 
 Cancel-safety:
 
 - ``write()``/``tick()`` cancelled while waiting for an upload slot: the windows they closed
   stay queued (in :meth:`unfinished`); uploads already running continue.
-- ``close()`` cancelled (e.g. by the caller's timeout): it cancels the in-flight uploads before
-  re-raising; their windows go back to the queue and stay in :meth:`unfinished`.
+- ``close()`` cancelled (e.g. by the caller's timeout): it cancels the in-flight uploads and
+  the backlog's retries before re-raising; their windows go back to the queue (in
+  :meth:`unfinished`) or stay in the backlog.
+- A cancelled spill (the upload task cancelled while its window is written to disk) leaves the
+  window in memory (requeued); the files may still be written by the worker thread: an orphan
+  with the same key and body, harmless.
 - Leaving ``async with`` with an exception (including cancellation) cancels in-flight uploads
   and waits for them to finish cancelling; the exception propagates unchanged (not wrapped in an
   ExceptionGroup). Leaving it normally waits for in-flight uploads but starts no new ones: call
-  :meth:`close` first.
+  :meth:`close` first. Either way the background retries are cancelled.
 - A cancelled put may or may not have stored its object; re-uploading it later is harmless.
 
 Event-loop fairness: encoding and compression happen inline in :meth:`write` (about a
@@ -51,16 +81,22 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from types import TracebackType
+from typing import Final
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import StorageError
 from sinks.manifest import StoredObjectEntry
+from sinks.spill import SpillDir, SpilledEntry
 from sinks.windowing import ClosedWindow, Windower, WindowRecord
 from sinks.writer import ObjectWriter, StoredObject
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+
+RETRIER_STOP_SECONDS: Final = 10.0
+"""Bound on waiting for the background retries to finish cancelling (they stop at once: a
+cancelled put or worker-thread wait returns immediately)."""
 
 
 class _Upload:
@@ -88,6 +124,7 @@ class WindowedSink:
         retry_budget_seconds: float = 60.0,
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 10.0,
+        spill: SpillDir | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         yield_every_records: int = 2048,
@@ -102,6 +139,7 @@ class WindowedSink:
         self.retry_budget_seconds = retry_budget_seconds
         self.retry_initial_seconds = retry_initial_seconds
         self.retry_max_seconds = retry_max_seconds
+        self.spill = spill
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self._yield_every = yield_every_records
@@ -112,6 +150,11 @@ class WindowedSink:
         self.records_uploaded = 0
         self.windows_closed = 0
         self.upload_retries = 0
+        #: Windows written to the spill directory / uploaded from the backlog, so far.
+        self.windows_spilled = 0
+        self.windows_recovered = 0
+        #: Passes over the backlog that stopped at a failure.
+        self.backlog_failures = 0
         self.last_error: str | None = None
         #: Monotonic seconds from window close to durable, for the last ``latency_samples``.
         self.upload_latencies: deque[float] = deque(maxlen=latency_samples)
@@ -120,10 +163,17 @@ class WindowedSink:
         self.upload_durations: deque[float] = deque(maxlen=latency_samples)
         self._queue: deque[tuple[ClosedWindow, float]] = deque()
         self._in_flight: dict[_Upload, None] = {}  # insertion-ordered set
-        self._failed: dict[str, ClosedWindow] = {}
+        # The backlog: failed in memory, spilled on disk (each with its close time), and spilled
+        # windows whose files could not be read back (named, never retried by this sink).
+        self._failed: dict[str, tuple[ClosedWindow, float]] = {}
+        self._spilled: dict[str, tuple[SpilledEntry, float]] = {}
+        self._unreadable: dict[str, SpilledEntry] = {}
         self._changed = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._retrier: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._stopped = False
+        self._closing = False
 
     # -- context ---------------------------------------------------------------------------
 
@@ -133,6 +183,7 @@ class WindowedSink:
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._stopped = False
+        self._closing = False
         return self
 
     async def __aexit__(
@@ -146,6 +197,7 @@ class WindowedSink:
             return
         if exc is not None:
             self.cancel_uploads()
+        self._cancel_retrier()
         try:
             await tg.__aexit__(None, None, None)
         finally:
@@ -169,8 +221,20 @@ class WindowedSink:
 
     @property
     def failed(self) -> list[ClosedWindow]:
-        """Windows whose upload failed past the retry budget (kept, not lost)."""
-        return list(self._failed.values())
+        """Windows whose upload failed past the retry budget and that are held in memory (no
+        spill directory, or spilling them failed): kept, not lost, and retried."""
+        return [window for window, _ in self._failed.values()]
+
+    @property
+    def spilled_keys(self) -> list[str]:
+        """Keys of the windows on local disk (spilled) and not (yet) durable in the store,
+        oldest first; the files of those that could not be read back come last."""
+        return [*self._spilled, *(k for k in self._unreadable if k not in self._spilled)]
+
+    @property
+    def backlog(self) -> int:
+        """Windows waiting for the background retries (failed in memory + spilled)."""
+        return len(self._failed) + len(self._spilled)
 
     def upload_durations_since(self, mark: int) -> tuple[list[float], int]:
         """The durations (seconds, on the injected clock) of the uploads that completed after
@@ -182,8 +246,9 @@ class WindowedSink:
         return durations, done
 
     def unfinished(self) -> list[ClosedWindow]:
-        """Every window that is not durable, closing the open ones now (they join the queue):
-        in-flight, queued, then failed. Call it after uploads stopped (:meth:`close`
+        """Every window held in memory that is not durable, closing the open ones now (they
+        join the queue): in-flight, queued, then failed. Windows already spilled are not
+        included (see :attr:`spilled_keys`). Call it after uploads stopped (:meth:`close`
         cancelled, or :meth:`cancel_uploads`) to spill them; a window still in flight may
         also complete, which is harmless (same key, same body)."""
         for window in self.windower.close_all():
@@ -191,7 +256,7 @@ class WindowedSink:
             self._queue.append((window, self.clock.monotonic()))
         windows = [upload.window for upload in self._in_flight]
         windows += [window for window, _ in self._queue]
-        windows += self._failed.values()
+        windows += self.failed
         return windows
 
     # -- input -----------------------------------------------------------------------------
@@ -217,31 +282,38 @@ class WindowedSink:
             await self._pump()
 
     async def close(self) -> None:
-        """Close every window, upload them (and retry failed ones once more), and wait.
+        """Close every window, upload them, make one last pass over the backlog, and return.
 
-        Returns when nothing is queued or in flight; windows that still failed are in
-        :attr:`failed`. If cancelled, cancels the in-flight uploads and re-raises.
+        Stops the background retries first; then uploads every window (a window failing past
+        the retry budget joins the backlog as during the run); then tries the backlog once more
+        (one put each, stopping at the first failure). Returns when nothing is queued or in
+        flight; what is left is in :attr:`failed` (in memory) and :attr:`spilled_keys` (on
+        disk), stable from then on. Bounded by the caller's timeout (the stop grace): if
+        cancelled, cancels the in-flight uploads and the backlog pass, and re-raises.
         """
-        self._enqueue(self.windower.close_all())
-        for window in self._failed.values():
-            self._queue.append((window, self.clock.monotonic()))
-        self._failed.clear()
+        self._closing = True
         try:
+            await self._stop_retrier()
+            self._enqueue(self.windower.close_all())
             while True:
                 await self._pump()
                 if not self._in_flight and (not self._queue or self._stopped):
-                    return
+                    break
                 self._changed.clear()
                 await self._changed.wait()
+            if self.backlog and not self._stopped:
+                await self._drain_backlog()
         except asyncio.CancelledError:
             self.cancel_uploads()
             raise
 
     def cancel_uploads(self) -> None:
-        """Cancel in-flight uploads and start no new ones; their windows stay unfinished."""
+        """Cancel in-flight uploads and the background retries, and start no new ones; their
+        windows stay unfinished (in memory) or spilled (on disk)."""
         self._stopped = True
         for upload in self._in_flight:
             upload.task.cancel()
+        self._cancel_retrier()
 
     # -- uploads ---------------------------------------------------------------------------
 
@@ -275,14 +347,16 @@ class WindowedSink:
             stored = await self._put_with_retry(window)
         except StorageError as exc:
             self.last_error = str(exc)
-            self._failed[window.key] = window
             log.error("upload of %s failed past the retry budget: %s", window.key, exc)
+            await self._park(window, upload.closed_at)
         except Exception as exc:  # a bug must not take the other uploads down
             self.last_error = f"{type(exc).__name__}: {exc}"
-            self._failed[window.key] = window
             log.exception("upload of %s failed unexpectedly", window.key)
+            await self._park(window, upload.closed_at)
         else:
             self._record(window, stored, upload.closed_at, started)
+            if self.backlog:
+                self._wakeup.set()  # the store answers again: retry the backlog now
         # Not in a finally: a cancelled upload stays in flight until _upload_done requeues it.
         del self._in_flight[upload]
 
@@ -302,6 +376,133 @@ class WindowedSink:
         now = self.clock.monotonic()
         self.upload_latencies.append(now - closed_at)
         self.upload_durations.append(now - started)
+
+    # -- backlog: spill and background retries --------------------------------------------
+
+    async def _park(self, window: ClosedWindow, closed_at: float) -> None:
+        """Move a window that failed past the retry budget into the backlog: spilled to disk
+        (and out of memory) when possible, else held in memory. Cancel-safe: if cancelled, the
+        window is still the caller's (in flight, requeued by :meth:`_upload_done`)."""
+        if self.spill is not None:
+            try:
+                entry = await asyncio.to_thread(self.spill.spill, window)
+            except StorageError as exc:
+                log.error("cannot spill %s, keeping it in memory: %s", window.key, exc)
+            else:
+                self._spilled[window.key] = (entry, closed_at)
+                self.windows_spilled += 1
+                log.warning("spilled %s (%d records) to %s", window.key, entry.records, entry.path)
+                self._ensure_retrier()
+                return
+        self._failed[window.key] = (window, closed_at)
+        self._ensure_retrier()
+
+    def _ensure_retrier(self) -> None:
+        if self._closing or self._stopped or self._tg is None:
+            return
+        if self._retrier is None or self._retrier.done():
+            self._retrier = self._tg.create_task(self._retry_backlog(), name="upload backlog")
+
+    def _cancel_retrier(self) -> None:
+        if self._retrier is not None:
+            self._retrier.cancel()
+
+    async def _stop_retrier(self) -> None:
+        retrier = self._retrier
+        if retrier is not None and not retrier.done():
+            retrier.cancel()
+            await asyncio.wait([retrier], timeout=RETRIER_STOP_SECONDS)
+
+    async def _retry_backlog(self) -> None:
+        """The background retries (see the module docstring): passes over the backlog with
+        capped exponential backoff between failed passes, woken early by a successful upload.
+        Ends when the backlog is empty."""
+        failures = 0
+        while self.backlog:
+            self._wakeup.clear()
+            if await self._drain_backlog():
+                failures = 0
+                continue
+            base = min(self.retry_max_seconds, self.retry_initial_seconds * 2**failures)
+            delay = base * (0.5 + 0.5 * self._rng.random())
+            failures += 1
+            log.warning(
+                "%d windows wait for the object store; next try in %.2fs", self.backlog, delay
+            )
+            if await self._pause(delay):
+                failures = 0
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` (the injected sleep) or until woken; True if woken."""
+        if self._wakeup.is_set():
+            return True
+        async with asyncio.TaskGroup() as tg:
+            sleeper = tg.create_task(self._sleep_for(seconds))
+            waker = tg.create_task(self._wakeup.wait())
+            sleeper.add_done_callback(lambda _: waker.cancel())
+            waker.add_done_callback(lambda _: sleeper.cancel())
+        return self._wakeup.is_set()
+
+    async def _sleep_for(self, seconds: float) -> None:
+        await self._sleep(seconds)
+
+    async def _drain_backlog(self) -> bool:
+        """One pass: upload backlog windows oldest first, failed (memory) before spilled
+        (disk), one at a time; stop at the first failure. True if nothing failed."""
+        for key in list(self._failed):
+            item = self._failed.get(key)
+            if item is None:
+                continue
+            window, closed_at = item
+            started = self.clock.monotonic()
+            stored = await self._put_once(window)
+            if stored is None:
+                return False
+            del self._failed[key]
+            self._record_recovered(window, stored, closed_at, started)
+        spill = self.spill
+        for key in list(self._spilled):
+            spilled = self._spilled.get(key)
+            if spilled is None or spill is None:
+                continue
+            entry, closed_at = spilled
+            started = self.clock.monotonic()
+            try:
+                window = await asyncio.to_thread(spill.read, entry)
+            except StorageError as exc:  # IntegrityError included: named, not retried here
+                log.error("cannot read spilled %s back, leaving it on disk: %s", key, exc)
+                del self._spilled[key]
+                self._unreadable[key] = entry
+                continue
+            stored = await self._put_once(window)
+            if stored is None:
+                return False
+            # Durable: record it (no await in between), then remove its files.
+            del self._spilled[key]
+            self._record_recovered(window, stored, closed_at, started)
+            try:
+                await asyncio.to_thread(spill.remove, entry)
+            except StorageError as exc:
+                log.warning("uploaded %s but could not remove its spill files: %s", key, exc)
+        return True
+
+    async def _put_once(self, window: ClosedWindow) -> StoredObject | None:
+        try:
+            return await self.writer.put(window.key, window.body)
+        except StorageError as exc:
+            self.last_error = str(exc)
+        except Exception as exc:  # a bug must not end the retries
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("retry of %s failed unexpectedly", window.key)
+        self.backlog_failures += 1
+        return None
+
+    def _record_recovered(
+        self, window: ClosedWindow, stored: StoredObject, closed_at: float, started: float
+    ) -> None:
+        self._record(window, stored, closed_at, started)
+        self.windows_recovered += 1
+        log.info("uploaded %s from the backlog", window.key)
 
     async def _put_with_retry(self, window: ClosedWindow) -> StoredObject:
         started: float | None = None

@@ -1,20 +1,33 @@
-"""Disk spill (SPEC §5): windows that could not be made durable in the object store.
+"""Disk spill (SPEC §5): windows, and manifests, that could not be made durable in the store.
 
-:func:`spill_windows` writes each window's body to ``spill_dir/<run_id>/<key path>`` and then a
-sidecar ``<body>.spill.json`` with everything needed to upload it later (key, records, sha256,
-ts_event range, trade ids, format). Both files are written atomically and fsynced, the sidecar
-last: a window is spilled (durable on local disk) once its sidecar exists, and
-:func:`load_spilled` ignores a body without a sidecar. Every path segment is sanitized, so a key
-cannot escape the spill directory.
+Layout under ``SPILL_DIR`` (every path segment sanitized, so a key cannot escape it)::
 
-Blocking file I/O: call from a worker thread (``asyncio.to_thread``) in async code.
+    <spill_dir>/<run_id>/<key path>                  a window's body, as it would be uploaded
+    <spill_dir>/<run_id>/<key path>.spill.json       its sidecar: key, records, sha256, ts_event
+                                                     range, trade ids, format, destination
+    <spill_dir>/<run_id>/@manifest.spill.json        the run's manifest, when it could not be
+                                                     written (key, destination, the manifest)
+
+Durability: every file is written atomically and fsynced (:func:`~sinks.fsutil.atomic_write`),
+the sidecar after the body. A window is *spilled* (durable on local disk) once its sidecar
+exists: :func:`scan_spilled` and :func:`load_spilled` ignore a body without a sidecar. A
+sanitized segment never starts with ``@``, so the manifest file cannot collide with a window.
+
+``destination`` (the run's ``s3://bucket/prefix/`` or ``file:///dir/``) is recorded so that a
+later run only uploads what belongs to its own destination (:mod:`sinks.recovery`); sidecars
+written before it existed have none (``None``).
+
+Removal (:func:`remove_spilled`, :func:`remove_spilled_manifest`) is the caller's decision,
+made only once the window (and the manifest naming it) is durable in the store.
+
+Blocking file I/O throughout: call from a worker thread (``asyncio.to_thread``) in async code.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,12 +40,21 @@ from sinks.windowing import ClosedWindow
 from sinks.writer import sha256_hex
 
 SIDECAR_SUFFIX: Final = ".spill.json"
-SPILL_VERSION: Final = 1
+MANIFEST_FILE: Final = "@manifest.spill.json"
+SPILL_VERSION: Final = 2
+_MALFORMED: Final = (
+    orjson.JSONDecodeError,
+    KeyError,
+    TypeError,
+    ValueError,
+    IndexError,
+    AttributeError,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class SpilledEntry:
-    """One spilled window on disk."""
+    """One spilled window on disk (read from its sidecar; the body is not held)."""
 
     key: str
     run_id: str
@@ -41,6 +63,7 @@ class SpilledEntry:
     records: int
     bytes: int
     sha256: str
+    destination: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +74,57 @@ class SpilledWindow:
     window: ClosedWindow
 
 
+@dataclass(frozen=True, slots=True)
+class SpilledManifest:
+    """A run's manifest that could not be written to the store: ``body`` goes to ``key``."""
+
+    run_id: str
+    key: str
+    body: bytes
+    path: Path
+    destination: str | None = None
+
+
+@dataclass(slots=True)
+class SpillScan:
+    """What :func:`scan_spilled` found: windows by key order, manifests by run id, and one line
+    per file that could not be read (left in place)."""
+
+    entries: list[SpilledEntry] = field(default_factory=list)
+    manifests: dict[str, SpilledManifest] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def run_ids(self) -> list[str]:
+        """Every run with something spilled, sorted."""
+        return sorted({entry.run_id for entry in self.entries} | set(self.manifests))
+
+
+@dataclass(frozen=True, slots=True)
+class SpillDir:
+    """The spill directory of one run: where its sink parks windows it could not upload.
+
+    ``spill``/``read``/``remove`` are blocking (call them through ``asyncio.to_thread``)."""
+
+    root: Path
+    run_id: str
+    destination: str | None = None
+
+    def spill(self, window: ClosedWindow) -> SpilledEntry:
+        """Write one window; durable on local disk when this returns. :class:`StorageError`
+        if it could not be written."""
+        [entry] = spill_windows([window], self.root, self.run_id, destination=self.destination)
+        return entry
+
+    def read(self, entry: SpilledEntry) -> ClosedWindow:
+        """The window of ``entry``, checked against its sidecar (:func:`read_spilled`)."""
+        return read_spilled(entry).window
+
+    def remove(self, entry: SpilledEntry) -> None:
+        """Delete ``entry``'s files (:func:`remove_spilled`)."""
+        remove_spilled(entry)
+
+
 def spill_path(spill_dir: Path, run_id: str, key: str) -> Path:
     """Where the body of ``key`` is spilled (every segment sanitized)."""
     segments = [sanitize(segment) for segment in key.split("/")]
@@ -58,12 +132,17 @@ def spill_path(spill_dir: Path, run_id: str, key: str) -> Path:
 
 
 def spill_windows(
-    windows: Iterable[ClosedWindow], spill_dir: Path, run_id: str
+    windows: Iterable[ClosedWindow],
+    spill_dir: Path,
+    run_id: str,
+    *,
+    destination: str | None = None,
 ) -> list[SpilledEntry]:
     """Write ``windows`` to ``spill_dir``; return their entries, in order.
 
     Tries every window; if any could not be written raises :class:`StorageError` naming them
-    (those that were written are on disk with their sidecars).
+    (those that were written are on disk with their sidecars). Spilling a window again (same
+    key) replaces its files atomically.
     """
     entries: list[SpilledEntry] = []
     failures: list[str] = []
@@ -75,6 +154,7 @@ def spill_windows(
             "spill_version": SPILL_VERSION,
             "run_id": run_id,
             "key": window.key,
+            "destination": destination,
             "records": window.records,
             "bytes": len(window.body),
             "sha256": digest,
@@ -99,6 +179,7 @@ def spill_windows(
                 records=window.records,
                 bytes=len(window.body),
                 sha256=digest,
+                destination=destination,
             )
         )
     if failures:
@@ -106,27 +187,79 @@ def spill_windows(
     return entries
 
 
+def scan_spilled(spill_dir: Path, run_id: str | None = None) -> SpillScan:
+    """Every spilled window (sidecars only: no body is read) and manifest under ``spill_dir``
+    (of ``run_id`` if given). A malformed sidecar or manifest file is reported in
+    :attr:`SpillScan.problems` and skipped, never removed."""
+    scan = SpillScan()
+    root = Path(spill_dir, sanitize(run_id)) if run_id is not None else Path(spill_dir)
+    if not root.is_dir():
+        return scan
+    for directory, _dirs, files in os.walk(root):
+        for name in sorted(files):
+            path = Path(directory, name)
+            try:
+                if name == MANIFEST_FILE:
+                    manifest = _read_manifest_file(path)
+                    scan.manifests[manifest.run_id] = manifest
+                elif name.endswith(SIDECAR_SUFFIX) and not name.startswith("."):
+                    meta = _read_sidecar(path)
+                    scan.entries.append(
+                        _entry(meta, path, path.with_name(name[: -len(SIDECAR_SUFFIX)]))
+                    )
+            except StorageError as exc:
+                scan.problems.append(str(exc))
+    scan.entries.sort(key=lambda entry: (entry.run_id, entry.key))
+    return scan
+
+
+def read_spilled(entry: SpilledEntry) -> SpilledWindow:
+    """Read ``entry``'s body and sidecar back. :class:`IntegrityError` if the sidecar is
+    malformed or the body does not match its recorded size and sha256, :class:`StorageError`
+    if a file cannot be read."""
+    meta = _read_sidecar(entry.sidecar)
+    try:
+        body = entry.path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read spilled window {entry.path}: {exc}") from exc
+    try:
+        window = ClosedWindow(
+            key=str(meta["key"]),
+            body=body,
+            records=int(meta["records"]),
+            window_start_ns=int(meta["window_start_ns"]),
+            first_ts_event=int(meta["first_ts_event"]),
+            last_ts_event=int(meta["last_ts_event"]),
+            symbols={str(n): (str(ids[0]), str(ids[1])) for n, ids in meta["symbols"].items()},
+            format=str(meta["format"]),
+        )
+    except _MALFORMED as exc:
+        raise IntegrityError(f"malformed spill sidecar {entry.sidecar}: {exc!r}") from exc
+    fresh = _entry(meta, entry.sidecar, entry.path)
+    if len(body) != fresh.bytes or sha256_hex(body) != fresh.sha256:
+        raise IntegrityError(
+            f"spilled body {entry.path} does not match its sidecar (size or sha256)"
+        )
+    return SpilledWindow(entry=fresh, window=window)
+
+
 def load_spilled(spill_dir: Path, run_id: str | None = None) -> list[SpilledWindow]:
-    """Every spilled window under ``spill_dir`` (of ``run_id`` if given), sorted by key.
+    """Every spilled window under ``spill_dir`` (of ``run_id`` if given), bodies included,
+    sorted by run id and key. Holds every body in memory: for tests and small spills; the
+    recovery reads one window at a time (:func:`scan_spilled`, :func:`read_spilled`).
 
     Raises :class:`IntegrityError` if a sidecar is malformed or its body does not match the
     recorded size and sha256, :class:`StorageError` if a file cannot be read.
     """
-    root = Path(spill_dir, sanitize(run_id)) if run_id is not None else Path(spill_dir)
-    found: list[SpilledWindow] = []
-    if not root.is_dir():
-        return found
-    for directory, _dirs, files in os.walk(root):
-        for name in files:
-            if name.endswith(SIDECAR_SUFFIX):
-                sidecar = Path(directory, name)
-                found.append(_load_one(sidecar, sidecar.with_name(name[: -len(SIDECAR_SUFFIX)])))
-    found.sort(key=lambda spilled: (spilled.entry.run_id, spilled.entry.key))
-    return found
+    scan = scan_spilled(spill_dir, run_id)
+    if scan.problems:
+        raise IntegrityError("; ".join(scan.problems))
+    return [read_spilled(entry) for entry in scan.entries]
 
 
 def remove_spilled(entry: SpilledEntry) -> None:
-    """Delete a spilled window once it is durable elsewhere (sidecar first)."""
+    """Delete a spilled window once it is durable elsewhere (sidecar first, so a crash in
+    between leaves a body without a sidecar, which is ignored)."""
     try:
         entry.sidecar.unlink(missing_ok=True)
         entry.path.unlink(missing_ok=True)
@@ -134,47 +267,98 @@ def remove_spilled(entry: SpilledEntry) -> None:
         raise StorageError(f"cannot remove spilled {entry.key!r}: {exc}") from exc
 
 
-def _load_one(sidecar: Path, path: Path) -> SpilledWindow:
+def spill_manifest(
+    spill_dir: Path, run_id: str, key: str, body: bytes, *, destination: str | None = None
+) -> SpilledManifest:
+    """Write a manifest that could not be stored (``body`` is its JSON) next to the run's
+    spilled windows; durable on local disk when this returns. :class:`StorageError` if it
+    could not be written."""
+    path = Path(spill_dir, sanitize(run_id), MANIFEST_FILE)
     try:
-        meta_bytes = sidecar.read_bytes()
-        body = path.read_bytes()
+        manifest = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"manifest body is not JSON: {exc}") from exc
+    document = {
+        "spill_version": SPILL_VERSION,
+        "run_id": run_id,
+        "key": key,
+        "destination": destination,
+        "manifest": manifest,
+    }
+    try:
+        atomic_write(path, orjson.dumps(document, option=orjson.OPT_INDENT_2))
     except OSError as exc:
-        raise StorageError(f"cannot read spilled window {sidecar}: {exc}") from exc
+        raise StorageError(f"could not spill the manifest {key!r}: {exc}") from exc
+    return SpilledManifest(run_id, key, body, path, destination)
+
+
+def load_spilled_manifest(spill_dir: Path, run_id: str) -> SpilledManifest | None:
+    """The spilled manifest of ``run_id``, or None. :class:`StorageError` (or its
+    :class:`IntegrityError`) if it exists but cannot be read."""
+    path = Path(spill_dir, sanitize(run_id), MANIFEST_FILE)
+    if not path.exists():
+        return None
+    return _read_manifest_file(path)
+
+
+def remove_spilled_manifest(manifest: SpilledManifest) -> None:
+    """Delete a spilled manifest once the manifest is durable in the store."""
     try:
-        meta: dict[str, Any] = orjson.loads(meta_bytes)
-        key = str(meta["key"])
-        records = int(meta["records"])
-        size = int(meta["bytes"])
-        digest = str(meta["sha256"])
-        window = ClosedWindow(
-            key=key,
-            body=body,
-            records=records,
-            window_start_ns=int(meta["window_start_ns"]),
-            first_ts_event=int(meta["first_ts_event"]),
-            last_ts_event=int(meta["last_ts_event"]),
-            symbols={str(n): (str(ids[0]), str(ids[1])) for n, ids in meta["symbols"].items()},
-            format=str(meta["format"]),
-        )
-        run_id = str(meta["run_id"])
-    except (
-        orjson.JSONDecodeError,
-        KeyError,
-        TypeError,
-        ValueError,
-        IndexError,
-        AttributeError,
-    ) as exc:
+        manifest.path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot remove spilled manifest {manifest.path}: {exc}") from exc
+
+
+def _read_sidecar(sidecar: Path) -> dict[str, Any]:
+    try:
+        data = sidecar.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read spill sidecar {sidecar}: {exc}") from exc
+    try:
+        meta = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise IntegrityError(f"malformed spill sidecar {sidecar}: {exc!r}") from exc
-    if len(body) != size or sha256_hex(body) != digest:
-        raise IntegrityError(f"spilled body {path} does not match its sidecar (size or sha256)")
-    entry = SpilledEntry(
-        key=key,
-        run_id=run_id,
-        path=path,
-        sidecar=sidecar,
-        records=records,
-        bytes=size,
-        sha256=digest,
-    )
-    return SpilledWindow(entry=entry, window=window)
+    if not isinstance(meta, dict):
+        raise IntegrityError(f"malformed spill sidecar {sidecar}: not a JSON object")
+    return meta
+
+
+def _entry(meta: dict[str, Any], sidecar: Path, path: Path) -> SpilledEntry:
+    try:
+        destination = meta.get("destination")
+        return SpilledEntry(
+            key=str(meta["key"]),
+            run_id=str(meta["run_id"]),
+            path=path,
+            sidecar=sidecar,
+            records=int(meta["records"]),
+            bytes=int(meta["bytes"]),
+            sha256=str(meta["sha256"]),
+            destination=None if destination is None else str(destination),
+        )
+    except _MALFORMED as exc:
+        raise IntegrityError(f"malformed spill sidecar {sidecar}: {exc!r}") from exc
+
+
+def _read_manifest_file(path: Path) -> SpilledManifest:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read spilled manifest {path}: {exc}") from exc
+    try:
+        document = orjson.loads(data)
+        body = orjson.dumps(
+            document["manifest"],
+            option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE,
+        )
+        destination = document.get("destination")
+        manifest = SpilledManifest(
+            run_id=str(document["run_id"]),
+            key=str(document["key"]),
+            body=body,
+            path=path,
+            destination=None if destination is None else str(destination),
+        )
+    except _MALFORMED as exc:
+        raise IntegrityError(f"malformed spilled manifest {path}: {exc!r}") from exc
+    return manifest

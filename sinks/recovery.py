@@ -1,0 +1,250 @@
+"""Recovery of what earlier runs left in ``SPILL_DIR`` (SPEC §5): upload it, complete the proof.
+
+:func:`recover_spilled` is what a run does at its start, beside ingest: for every earlier run
+with windows or a manifest in the spill directory (runs of another destination are left alone,
+and so is the current run's own directory):
+
+1. the run's *base manifest* is its spilled manifest if there is one (its manifest write had
+   failed: the spilled one is the newest), else its manifest in the store, else none (the run
+   was killed before writing one);
+2. each spilled window is read back (one body in memory at a time, checked against its sidecar)
+   and put to its original key (deterministic: a put that already happened is replaced by the
+   same bytes, never a second object);
+3. with a base manifest, an updated manifest is written to the run's own manifest key: the
+   uploaded windows join ``objects`` (once each), leave ``spilled``, and are listed in
+   ``recovered`` (key, when, by which run); ``status`` becomes ``complete`` when something was
+   recovered, nothing is left spilled and the run recorded no error, so ``feedvault verify`` on
+   that run passes once everything is durable. A spilled manifest with nothing to recover is
+   uploaded as it is;
+4. only then are files removed: the spilled manifest first, then the windows' files. Until the
+   updated manifest is durable nothing is removed, so an interrupted recovery (the store down
+   again, a cancellation, a crash) loses nothing and is simply done again by the next attempt
+   (idempotent: objects are merged by key, ``recovered`` keeps the first time a key was
+   recovered). Without a base manifest a window's files are removed once its upload is
+   durable; the run stays a run without a manifest (``verify`` reports it).
+
+The first storage failure ends the attempt (:attr:`RecoveryReport.storage_error`): the store is
+down, what is left stays on disk for a later attempt. A file that cannot be read back is
+reported, left in place and stays named in the run's ``spilled``.
+
+Cancel-safe at every await (see 4.). Blocking file I/O runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.clock import Clock
+from engine.errors import IntegrityError, ObjectNotFound, StorageError
+from sinks.manifest import Manifest, Recovered, StoredObjectEntry, iso_utc, manifest_key
+from sinks.spill import (
+    SpilledEntry,
+    SpilledManifest,
+    SpillScan,
+    read_spilled,
+    remove_spilled,
+    remove_spilled_manifest,
+    scan_spilled,
+)
+from sinks.windowing import ClosedWindow
+from sinks.writer import ObjectWriter, StoredObject
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    """What one :func:`recover_spilled` attempt did."""
+
+    uploaded: list[str] = field(default_factory=list)
+    """Keys of windows made durable in the store."""
+    manifests: list[str] = field(default_factory=list)
+    """Runs whose manifest was (re)written."""
+    complete_runs: list[str] = field(default_factory=list)
+    """Runs whose rewritten manifest is ``complete``."""
+    left: int = 0
+    """Windows of this destination still on disk, ``stuck`` ones included."""
+    stuck: int = 0
+    """Windows left that another attempt would not help: unreadable files, or a run whose
+    manifest is malformed (see ``problems``)."""
+    other_destinations: int = 0
+    """Windows and manifests of other destinations, left alone."""
+    problems: list[str] = field(default_factory=list)
+    """Files that could not be read back, malformed manifests (all left in place)."""
+    storage_error: str | None = None
+    """The storage failure that ended the attempt, if one did."""
+
+    @property
+    def done(self) -> bool:
+        """Nothing retryable is left: no storage failure and nothing left on disk that could
+        still be uploaded."""
+        return self.storage_error is None and self.left <= self.stuck
+
+
+def belongs_to(destination: str | None, key: str, *, current: str, prefix: str) -> bool:
+    """Whether a spilled item of ``destination`` (None: recorded before destinations were)
+    belongs to the current destination ``current`` with key prefix ``prefix``."""
+    if destination is None:
+        return key.startswith(prefix)
+    return destination == current
+
+
+async def recover_spilled(
+    writer: ObjectWriter,
+    spill_dir: Path,
+    *,
+    destination: str,
+    prefix: str,
+    current_run: str,
+    clock: Clock,
+) -> RecoveryReport:
+    """One recovery attempt over ``spill_dir`` (see the module docstring). Never raises for a
+    storage failure or an unreadable file: both are in the report."""
+    report = RecoveryReport()
+    scan: SpillScan = await asyncio.to_thread(scan_spilled, spill_dir)
+    report.problems += scan.problems
+    for run_id in scan.run_ids:
+        if run_id == current_run:
+            continue
+        entries = [e for e in scan.entries if e.run_id == run_id]
+        mine = [
+            e
+            for e in entries
+            if belongs_to(e.destination, e.key, current=destination, prefix=prefix)
+        ]
+        spilled_manifest = scan.manifests.get(run_id)
+        if spilled_manifest is not None and not belongs_to(
+            spilled_manifest.destination, spilled_manifest.key, current=destination, prefix=prefix
+        ):
+            spilled_manifest = None
+            report.other_destinations += 1
+        report.other_destinations += len(entries) - len(mine)
+        report.left += len(mine)
+        if not mine and spilled_manifest is None:
+            continue
+        try:
+            await _recover_run(
+                writer, run_id, mine, spilled_manifest, prefix, current_run, clock, report
+            )
+        except IntegrityError as exc:  # a malformed manifest: leave this run as it is
+            report.problems.append(f"run {run_id}: {exc}")
+            report.stuck += len(mine)
+            log.error("cannot recover run %s: %s", run_id, exc)
+        except StorageError as exc:
+            report.storage_error = str(exc)
+            log.warning("recovery of run %s stopped: %s", run_id, exc)
+            break
+    return report
+
+
+async def _recover_run(
+    writer: ObjectWriter,
+    run_id: str,
+    entries: list[SpilledEntry],
+    spilled_manifest: SpilledManifest | None,
+    prefix: str,
+    current_run: str,
+    clock: Clock,
+    report: RecoveryReport,
+) -> None:
+    base = await _base_manifest(writer, prefix, run_id, spilled_manifest)  # before any put
+    uploaded: list[tuple[SpilledEntry, ClosedWindow, StoredObject, int]] = []
+    for entry in entries:
+        try:
+            spilled = await asyncio.to_thread(read_spilled, entry)
+        except StorageError as exc:  # IntegrityError included: the file is left in place
+            report.problems.append(str(exc))
+            report.stuck += 1
+            continue
+        stored = await writer.put(entry.key, spilled.window.body)
+        uploaded.append((entry, spilled.window, stored, clock.time_ns()))
+        if base is None:
+            # No manifest to complete: the upload is what makes it durable.
+            await _remove(entry, report)
+    if base is not None:
+        updated = updated_manifest(
+            base,
+            [StoredObjectEntry.of(window, stored, at) for _, window, stored, at in uploaded],
+            recovered_by=current_run,
+            now_ns=clock.time_ns(),
+        )
+        await writer.put(manifest_key(prefix, run_id), updated.to_json())
+        report.manifests.append(run_id)
+        if updated.status == "complete":
+            report.complete_runs.append(run_id)
+        if spilled_manifest is not None:
+            await asyncio.to_thread(remove_spilled_manifest, spilled_manifest)
+        for entry, *_ in uploaded:
+            await _remove(entry, report)
+    elif uploaded:
+        log.warning(
+            "run %s left %d spilled windows but no manifest: uploaded without one",
+            run_id,
+            len(uploaded),
+        )
+    report.uploaded += [entry.key for entry, *_ in uploaded]
+
+
+async def _base_manifest(
+    writer: ObjectWriter, prefix: str, run_id: str, spilled: SpilledManifest | None
+) -> Manifest | None:
+    if spilled is not None:
+        return Manifest.from_json(spilled.body)
+    try:
+        body = await writer.get(manifest_key(prefix, run_id))
+    except ObjectNotFound:
+        return None
+    return Manifest.from_json(body)
+
+
+async def _remove(entry: SpilledEntry, report: RecoveryReport) -> None:
+    await asyncio.to_thread(remove_spilled, entry)
+    report.left -= 1
+
+
+def updated_manifest(
+    base: Manifest, uploaded: list[StoredObjectEntry], *, recovered_by: str, now_ns: int
+) -> Manifest:
+    """``base`` with ``uploaded`` (windows it had left spilled, now durable) recorded: they
+    join ``objects`` (a key already there is not added twice), leave ``spilled`` and are listed
+    in ``recovered`` (a key already there keeps its first entry). ``status`` becomes
+    ``complete`` when something was uploaded, nothing is left spilled and ``error`` is None;
+    everything else (counters, gaps, stop reason, times) is the run's own and is kept."""
+    keys = {entry.key for entry in base.objects}
+    objects = list(base.objects)
+    for entry in uploaded:
+        if entry.key not in keys:
+            keys.add(entry.key)
+            objects.append(entry)
+    done = {entry.key for entry in uploaded}
+    spilled = [key for key in base.spilled if key not in done]
+    already = {item["key"] for item in base.recovered}
+    at = iso_utc(now_ns)
+    recovered = list(base.recovered) + [
+        Recovered(key=entry.key, recovered_at=at, recovered_by=recovered_by)
+        for entry in uploaded
+        if entry.key not in already
+    ]
+    status = base.status
+    if uploaded and not spilled and base.error is None:
+        status = "complete"
+    return Manifest(
+        run_id=base.run_id,
+        version=base.version,
+        command=base.command,
+        started_at=base.started_at,
+        stopped_at=base.stopped_at,
+        stop_reason=base.stop_reason,
+        status=status,
+        config=base.config,
+        objects=objects,
+        counters=base.counters,
+        gaps=base.gaps,
+        spilled=spilled,
+        error=base.error,
+        ecs=base.ecs,
+        recovered=recovered,
+    )
