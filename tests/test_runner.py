@@ -8,11 +8,21 @@ from pathlib import Path
 from connectors.fake.server import FakeExchange
 from engine.clock import FakeClock
 from engine.config import StreamConfig, load_stream_config
+from engine.records import Trade
 from engine.runner import StopController, StreamRun
 from sinks.encoders import decode_body, format_from_key
-from sinks.manifest import Manifest, manifest_key
+from sinks.keys import KeyTemplate
+from sinks.manifest import Manifest, iso_utc, manifest_key
 from sinks.memory import MemoryWriter
-from sinks.spill import load_spilled
+from sinks.spill import (
+    load_spilled,
+    load_spilled_manifest,
+    scan_spilled,
+    spill_manifest,
+    spill_windows,
+)
+from sinks.verify import verify_run
+from sinks.windowing import Windower, WindowPolicy
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 
@@ -107,6 +117,12 @@ async def test_a_second_signal_spills_what_is_not_durable_and_exits_1(tmp_path: 
     assert sorted(records) == ledger_ids(exchange)
     assert len(records) >= 200
     assert writer.objects == {}  # nothing, not even a manifest, could be written
+    # The manifest waits beside the windows, naming them, for a later run to write it.
+    spilled_manifest = load_spilled_manifest(tmp_path, "test-run")
+    assert spilled_manifest is not None
+    manifest = Manifest.from_json(spilled_manifest.body)
+    assert manifest.status == "incomplete"
+    assert sorted(manifest.spilled) == sorted(item.window.key for item in spilled)
 
 
 async def test_server_shutdown_notice_reconnects_at_once_without_loss(tmp_path: Path) -> None:
@@ -171,3 +187,72 @@ async def test_binance_aggregated_trades_on_request(tmp_path: Path) -> None:
     assert all("@aggTrade" in s.url for s in run.sessions)
     assert stored_ids(writer) == ledger_ids(exchange)
     assert len(stored_ids(writer)) >= 100
+
+
+async def test_a_run_uploads_what_an_earlier_run_left_in_the_spill_dir(tmp_path: Path) -> None:
+    """Run "earlier" had its S3 fail: one window spilled, its manifest spilled too. The next run
+    (same SPILL_DIR and destination) uploads it while streaming and completes that manifest."""
+    clock = FakeClock()
+    writer = MemoryWriter()
+    prefix = "streaming/test/"
+    earlier = Windower(
+        WindowPolicy(60, 1 << 30, 3),
+        KeyTemplate(),
+        prefix=prefix,
+        run_id="earlier",
+        format="ndjson.gz",
+        clock=clock,
+    )
+    [window] = earlier.add(
+        [Trade("binance", "BTC-USDT", "BTCUSDT", str(i), "1", "1", "buy", 5, 6) for i in (1, 2, 3)]
+    )
+    cfg = config("ws://127.0.0.1:9", tmp_path)
+    spill_windows([window], tmp_path, "earlier", destination=cfg.destination.url)
+    incomplete = Manifest(
+        run_id="earlier",
+        version="0",
+        command="feedvault stream",
+        started_at=iso_utc(clock.time_ns()),
+        stopped_at=iso_utc(clock.time_ns()),
+        stop_reason="deadline",
+        status="incomplete",
+        spilled=[window.key],
+    )
+    spill_manifest(
+        tmp_path,
+        "earlier",
+        manifest_key(prefix, "earlier"),
+        incomplete.to_json(),
+        destination=cfg.destination.url,
+    )
+    async with FakeExchange("binance", rate=1000, symbols=SYMBOLS, clock=clock) as exchange:
+        run = StreamRun(
+            config(exchange.url, tmp_path),
+            clock=clock,
+            writer=writer,
+            install_signal_handlers=False,
+        )
+        task = asyncio.create_task(run.run())
+        await exchange.wait_ready(1)
+        async with asyncio.timeout(10):  # the recovery runs beside ingest (worker threads)
+            while manifest_key(prefix, "earlier") not in writer.objects:  # noqa: ASYNC110
+                await asyncio.sleep(0)
+        clock.advance(0.3)
+        await exchange.wait_tick()
+        clock.advance(60)
+        async with asyncio.timeout(30):
+            status = await task
+    assert status == 0
+    recovered = Manifest.from_json(writer.objects[manifest_key(prefix, "earlier")])
+    assert recovered.status == "complete"
+    assert recovered.recovered[0]["recovered_by"] == "test-run"
+    assert writer.objects[window.key] == window.body
+    assert (await verify_run(writer, prefix, "earlier")).ok
+    assert scan_spilled(tmp_path).entries == []
+    assert load_spilled_manifest(tmp_path, "earlier") is None
+    # This run's own data is unaffected: complete, every ledger trade once.
+    own = Manifest.from_json(writer.objects[manifest_key(prefix, "test-run")])
+    assert own.status == "complete"
+    assert stored_ids(writer) == sorted(
+        [("BTC-USDT", "1"), ("BTC-USDT", "2"), ("BTC-USDT", "3"), *ledger_ids(exchange)]
+    )

@@ -6,10 +6,23 @@ import hashlib
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 
 from engine.errors import IntegrityError, StorageError
-from sinks.spill import SIDECAR_SUFFIX, load_spilled, remove_spilled, spill_path, spill_windows
+from sinks.manifest import Manifest
+from sinks.spill import (
+    SIDECAR_SUFFIX,
+    load_spilled,
+    load_spilled_manifest,
+    read_spilled,
+    remove_spilled,
+    remove_spilled_manifest,
+    scan_spilled,
+    spill_manifest,
+    spill_path,
+    spill_windows,
+)
 from sinks.windowing import ClosedWindow
 
 
@@ -84,3 +97,64 @@ def test_no_temp_files_left(tmp_path: Path) -> None:
     assert names == sorted(
         [f"k{n}" for n in range(3)] + [f"k{n}{SIDECAR_SUFFIX}" for n in range(3)]
     )
+
+
+def test_destination_is_recorded_and_older_sidecars_read_without_one(tmp_path: Path) -> None:
+    [entry] = spill_windows([window("p/k.ndjson.gz")], tmp_path, "r", destination="s3://b/p/")
+    assert entry.destination == "s3://b/p/"
+    [scanned] = scan_spilled(tmp_path).entries
+    assert scanned == entry
+    meta = orjson.loads(entry.sidecar.read_bytes())
+    del meta["destination"]  # as written before destinations were recorded
+    entry.sidecar.write_bytes(orjson.dumps(meta))
+    [old] = scan_spilled(tmp_path).entries
+    assert old.destination is None
+    assert read_spilled(old).window == window("p/k.ndjson.gz")
+
+
+def test_scan_reads_sidecars_only_and_reports_bad_ones_without_failing(tmp_path: Path) -> None:
+    good, bad = spill_windows([window("a.ndjson.gz"), window("b.ndjson.gz")], tmp_path, "r")
+    bad.sidecar.write_bytes(b"not json")
+    good.path.write_bytes(b"changed")  # bodies are not read by a scan
+    scan = scan_spilled(tmp_path)
+    assert [e.key for e in scan.entries] == ["a.ndjson.gz"]
+    assert len(scan.problems) == 1 and "malformed" in scan.problems[0]
+    assert scan.run_ids == ["r"]
+    with pytest.raises(IntegrityError, match="does not match"):
+        read_spilled(good)
+
+
+def test_a_spilled_manifest_round_trips_and_is_no_window(tmp_path: Path) -> None:
+    manifest = Manifest(
+        run_id="run-1",
+        version="1",
+        command="feedvault stream",
+        started_at="2026-01-01T00:00:00.000000Z",
+        stopped_at="2026-01-01T00:01:00.000000Z",
+        stop_reason="deadline",
+        status="incomplete",
+        spilled=["p/k.ndjson.gz"],
+    )
+    spill_windows([window("p/k.ndjson.gz")], tmp_path, "run-1")
+    written = spill_manifest(
+        tmp_path, "run-1", "p/_manifests/run-1.json", manifest.to_json(), destination="s3://b/p/"
+    )
+    assert written.path == tmp_path / "run-1" / "@manifest.spill.json"
+    loaded = load_spilled_manifest(tmp_path, "run-1")
+    assert loaded is not None
+    assert loaded.body == manifest.to_json()
+    assert (loaded.key, loaded.destination) == ("p/_manifests/run-1.json", "s3://b/p/")
+    scan = scan_spilled(tmp_path)
+    assert [e.key for e in scan.entries] == ["p/k.ndjson.gz"]  # the manifest is not a window
+    assert list(scan.manifests) == ["run-1"]
+    assert [s.window.key for s in load_spilled(tmp_path)] == ["p/k.ndjson.gz"]
+    remove_spilled_manifest(loaded)
+    assert load_spilled_manifest(tmp_path, "run-1") is None
+    assert load_spilled_manifest(tmp_path, "never") is None
+
+
+def test_a_manifest_that_cannot_be_spilled_is_a_storage_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(StorageError, match="could not spill the manifest"):
+        spill_manifest(blocker, "r", "k.json", b"{}")

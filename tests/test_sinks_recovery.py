@@ -1,0 +1,283 @@
+"""Recovery of an earlier run's spill: uploads, the completed manifest, what is removed when."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.clock import FakeClock
+from engine.errors import StorageError
+from engine.records import Trade
+from sinks.keys import KeyTemplate
+from sinks.manifest import Manifest, StoredObjectEntry, iso_utc, manifest_key
+from sinks.memory import MemoryWriter
+from sinks.recovery import RecoveryReport, recover_spilled, updated_manifest
+from sinks.spill import load_spilled_manifest, scan_spilled, spill_manifest, spill_windows
+from sinks.verify import verify_run
+from sinks.windowing import ClosedWindow, Windower, WindowPolicy
+from sinks.writer import StoredObject
+
+NS = 1_000_000_000
+DEST = "s3://bucket-a/p/"
+PREFIX = "p/"
+
+
+class ManifestsRefused(MemoryWriter):
+    """The store takes windows but refuses manifests while ``refuse`` is set."""
+
+    refuse = True
+
+    async def put(self, key: str, body: bytes) -> StoredObject:
+        if self.refuse and "/_manifests/" in key:
+            raise StorageError(f"injected: manifest {key} refused")
+        return await super().put(key, body)
+
+
+def windows(run_id: str, n: int, clock: FakeClock) -> list[ClosedWindow]:
+    windower = Windower(
+        WindowPolicy(60, 1 << 30, 4),
+        KeyTemplate(),
+        prefix=PREFIX,
+        run_id=run_id,
+        format="ndjson.gz",
+        clock=clock,
+    )
+    trades = [
+        Trade("binance", "BTC-USDT", "BTCUSDT", str(i), "1.5", "2", "buy", 1_000 + i, 7)
+        for i in range(1, 4 * n + 1)
+    ]
+    closed = windower.add(trades)
+    assert len(closed) == n
+    return closed
+
+
+def manifest(
+    run_id: str,
+    objects: list[StoredObjectEntry],
+    spilled: list[str],
+    error: str | None = None,
+) -> Manifest:
+    return Manifest(
+        run_id=run_id,
+        version="test",
+        command="feedvault stream",
+        started_at=iso_utc(1_700_000_000 * NS),
+        stopped_at=iso_utc(1_700_000_060 * NS),
+        stop_reason="signal",
+        status="incomplete",
+        objects=objects,
+        counters={"received": 12, "parsed": 12, "invalid": 0, "dropped": 0, "reconnects": 0},
+        spilled=spilled,
+        error=error,
+    )
+
+
+async def earlier_run(
+    writer: MemoryWriter,
+    spill_dir: Path,
+    clock: FakeClock,
+    *,
+    run_id: str = "run-1",
+    manifest_spilled: bool = True,
+    error: str | None = None,
+) -> tuple[list[ClosedWindow], Manifest]:
+    """What a run whose S3 failed leaves: one window in the store, two spilled, and its
+    incomplete manifest spilled (or in the store)."""
+    first, *rest = windows(run_id, 3, clock)
+    stored = await writer.put(first.key, first.body)
+    spill_windows(rest, spill_dir, run_id, destination=DEST)
+    doc = manifest(run_id, [StoredObjectEntry.of(first, stored)], [w.key for w in rest], error)
+    if manifest_spilled:
+        spill_manifest(
+            spill_dir, run_id, manifest_key(PREFIX, run_id), doc.to_json(), destination=DEST
+        )
+    else:
+        await writer.put(manifest_key(PREFIX, run_id), doc.to_json())
+    return [first, *rest], doc
+
+
+async def recover(writer: MemoryWriter, spill_dir: Path, clock: FakeClock) -> RecoveryReport:
+    return await recover_spilled(
+        writer, spill_dir, destination=DEST, prefix=PREFIX, current_run="run-2", clock=clock
+    )
+
+
+def stored_manifest(writer: MemoryWriter, run_id: str = "run-1") -> Manifest:
+    return Manifest.from_json(writer.objects[manifest_key(PREFIX, run_id)])
+
+
+async def test_a_spilled_manifest_and_its_windows_are_uploaded_and_the_run_verifies(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    made, before = await earlier_run(writer, tmp_path, clock)
+    assert not (await verify_run(writer, PREFIX, "run-1")).ok  # no manifest in the store yet
+    report = await recover_spilled(
+        writer, tmp_path, destination=DEST, prefix=PREFIX, current_run="run-2", clock=clock
+    )
+    assert report.uploaded == [w.key for w in made[1:]]
+    assert report.manifests == ["run-1"]
+    assert report.complete_runs == ["run-1"]
+    assert report.done
+    assert report.left == 0
+    after = stored_manifest(writer)
+    assert after.status == "complete"
+    assert after.spilled == []
+    assert [o.key for o in after.objects] == [w.key for w in made]
+    assert after.recovered == [
+        {"key": w.key, "recovered_at": iso_utc(clock.time_ns()), "recovered_by": "run-2"}
+        for w in made[1:]
+    ]
+    assert (after.counters, after.stop_reason, after.started_at) == (
+        before.counters,
+        before.stop_reason,
+        before.started_at,
+    )
+    report_ok = await verify_run(writer, PREFIX, "run-1")
+    assert report_ok.ok, report_ok.problems
+    assert report_ok.records == 12
+    # Removed only now that the windows and the manifest naming them are durable.
+    assert scan_spilled(tmp_path).entries == []
+    assert load_spilled_manifest(tmp_path, "run-1") is None
+
+
+async def test_an_incomplete_manifest_in_the_store_is_completed(tmp_path: Path) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    made, _ = await earlier_run(writer, tmp_path, clock, manifest_spilled=False)
+    assert stored_manifest(writer).status == "incomplete"
+    report = await recover(writer, tmp_path, clock)
+    assert report.complete_runs == ["run-1"]
+    after = stored_manifest(writer)
+    assert after.status == "complete"
+    assert [o.key for o in after.objects] == [w.key for w in made]
+    assert (await verify_run(writer, PREFIX, "run-1")).ok
+    assert scan_spilled(tmp_path).entries == []
+
+
+async def test_nothing_is_removed_until_the_updated_manifest_is_durable(tmp_path: Path) -> None:
+    clock = FakeClock()
+    writer = ManifestsRefused()
+    made, _ = await earlier_run(writer, tmp_path, clock)
+    report = await recover_spilled(
+        writer, tmp_path, destination=DEST, prefix=PREFIX, current_run="run-2", clock=clock
+    )
+    assert report.storage_error is not None and "refused" in report.storage_error
+    assert not report.done
+    # The windows went up, but without the manifest naming them nothing leaves the disk.
+    assert all(w.key in writer.objects for w in made)
+    assert len(scan_spilled(tmp_path).entries) == 2
+    assert load_spilled_manifest(tmp_path, "run-1") is not None
+    # The next attempt does it again (same keys, same bytes) and completes the run once.
+    writer.refuse = False
+    clock.advance(30)
+    again = await recover_spilled(
+        writer, tmp_path, destination=DEST, prefix=PREFIX, current_run="run-3", clock=clock
+    )
+    assert again.done
+    after = stored_manifest(writer)
+    assert [o.key for o in after.objects] == [w.key for w in made]
+    assert [r["recovered_by"] for r in after.recovered] == ["run-3", "run-3"]
+    assert (await verify_run(writer, PREFIX, "run-1")).ok
+    assert scan_spilled(tmp_path).entries == []
+
+
+async def test_a_store_still_down_ends_the_attempt_and_loses_nothing(tmp_path: Path) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    await earlier_run(writer, tmp_path, clock)
+    before = dict(writer.objects)
+    writer.fail_next(1)
+    report = await recover(writer, tmp_path, clock)
+    assert report.storage_error == "injected failure"
+    assert report.uploaded == []
+    assert not report.done
+    assert writer.objects == before
+    assert len(scan_spilled(tmp_path).entries) == 2
+    assert load_spilled_manifest(tmp_path, "run-1") is not None
+
+
+async def test_other_destinations_and_the_current_run_are_left_alone(tmp_path: Path) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    spill_windows(windows("elsewhere", 1, clock), tmp_path, "elsewhere", destination="s3://b2/p/")
+    spill_windows(windows("run-2", 1, clock), tmp_path, "run-2", destination=DEST)
+    report = await recover(writer, tmp_path, clock)
+    assert report.other_destinations == 1
+    assert report.uploaded == []
+    assert report.done
+    assert writer.objects == {}
+    assert len(scan_spilled(tmp_path).entries) == 2
+
+
+async def test_windows_spilled_before_destinations_were_recorded_go_by_their_prefix(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    [mine] = windows("old", 1, clock)
+    spill_windows([mine], tmp_path, "old")  # no destination: an older sidecar
+    report = await recover(writer, tmp_path, clock)
+    assert report.uploaded == [mine.key]
+    assert writer.objects == {mine.key: mine.body}
+
+
+async def test_a_run_without_a_manifest_gets_its_windows_uploaded_without_one(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    made = windows("killed", 2, clock)
+    spill_windows(made, tmp_path, "killed", destination=DEST)
+    report = await recover(writer, tmp_path, clock)
+    assert report.uploaded == [w.key for w in made]
+    assert report.manifests == []
+    assert writer.objects == {w.key: w.body for w in made}  # no manifest is made up
+    assert scan_spilled(tmp_path).entries == []
+
+
+async def test_a_run_that_failed_stays_incomplete_after_recovery(tmp_path: Path) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    await earlier_run(writer, tmp_path, clock, error="exchange rejected the subscription")
+    report = await recover(writer, tmp_path, clock)
+    assert report.manifests == ["run-1"]
+    assert report.complete_runs == []
+    after = stored_manifest(writer)
+    assert after.status == "incomplete"
+    assert after.spilled == []
+    assert len(after.recovered) == 2
+    assert not (await verify_run(writer, PREFIX, "run-1")).ok
+
+
+async def test_an_unreadable_spill_file_is_left_in_place_and_stays_named(tmp_path: Path) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    made, _ = await earlier_run(writer, tmp_path, clock)
+    damaged = next(e for e in scan_spilled(tmp_path).entries if e.key == made[1].key)
+    damaged.path.write_bytes(b"damaged")
+    report = await recover(writer, tmp_path, clock)
+    assert report.uploaded == [made[2].key]
+    assert report.stuck == 1
+    assert report.done  # another attempt would not help
+    assert "does not match" in report.problems[0]
+    after = stored_manifest(writer)
+    assert after.status == "incomplete"
+    assert after.spilled == [made[1].key]
+    assert [e.key for e in scan_spilled(tmp_path).entries] == [made[1].key]
+
+
+def test_updating_a_manifest_twice_with_the_same_uploads_changes_nothing_more() -> None:
+    clock = FakeClock()
+    made = windows("run-1", 2, clock)
+    entries = [StoredObjectEntry.of(w, StoredObject(w.key, len(w.body), "0" * 64), 5) for w in made]
+    base = manifest("run-1", entries[:1], [made[1].key])
+    once = updated_manifest(base, entries[1:], recovered_by="run-2", now_ns=10 * NS)
+    twice = updated_manifest(once, entries[1:], recovered_by="run-3", now_ns=20 * NS)
+    assert once.status == twice.status == "complete"
+    assert twice.objects == once.objects == entries
+    assert twice.recovered == once.recovered
+    assert once.recovered[0]["recovered_by"] == "run-2"
+    assert Manifest.from_json(twice.to_json()) == twice
+    # Nothing recovered: a run's own incomplete status is not changed.
+    assert updated_manifest(base, [], recovered_by="x", now_ns=0).status == "incomplete"
