@@ -177,12 +177,13 @@ def run_with_signals(
     rate: str = "3000",
     symbols: str = "BTCUSDT,ETHUSDT,BNBUSDT",
     runtime: str = "60",
+    faults: str | None = None,
     **extra: str,
 ) -> StopRun:
     """Run the engine against a fresh fake exchange through ``proxy``; ``trigger`` signals it;
     wait (bounded) for the exit; return what it left."""
     streams = ",".join(f"binance:{symbol}" for symbol in symbols.split(","))
-    with fake_exchange(tmp_path, rate=rate, symbols=symbols) as fx:
+    with fake_exchange(tmp_path, rate=rate, symbols=symbols, faults=faults) as fx:
         env = stream_env(proxy, bucket, fx.url, tmp_path, runtime, STREAMS=streams, **extra)
         proc = start_stream(env)
         try:

@@ -23,17 +23,27 @@ from typing import Any
 
 import pytest
 
+from sinks.spill import load_spilled
 from tests.conftest import S3Server
-from tests.faultproxy import slow
+from tests.faultproxy import put_object, slow
 from tests.harness import (
     assert_stored_exactly_once,
+    decode_object,
     read_manifest,
     run_verify,
     stored_trades,
     trade_identity,
     wait_for_log,
 )
-from tests.stop_harness import PREFIX, StopRun, WatchedProxy, run_with_signals, s3_client
+from tests.stop_harness import (
+    GRACE,
+    PREFIX,
+    StopRun,
+    WatchedProxy,
+    run_with_signals,
+    s3_client,
+    send,
+)
 
 RATE = 20_000
 QUEUE_MAXSIZE = 2_000
@@ -135,3 +145,90 @@ def test_slow_s3_with_drop_oldest_counts_every_dropped_trade(
 
     verified = run_verify(s3_server.env(), bucket, PREFIX)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _signal_when_backpressured(
+    proc: subprocess.Popen[str], logs: list[dict[str, Any]]
+) -> list[float]:
+    for _ in range(30):  # stats lines, one a second
+        logs += wait_for_log(proc, "stats", timeout=10)
+        if logs[-1]["queue_depth"] >= 0.5 * QUEUE_MAXSIZE:
+            return [send(proc)]
+    raise AssertionError("the queue never filled up")
+
+
+def test_sigterm_while_backpressured_stops_within_the_grace_with_nothing_lost(
+    s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy
+) -> None:
+    """S3 stays slow through the stop: the SIGTERM finds the sessions blocked on a full queue;
+    the stop closes the sockets, reads what is still in them, drains the queue and uploads
+    the rest, slowly (0.5 s a request, one at a time, windows of 3,000 records: a third of
+    the rate offered), in the grace. Nothing the fake exchange sent is lost."""
+    watched.set_outage(slow(0.5))
+    run = run_with_signals(
+        watched,
+        bucket,
+        tmp_path,
+        _signal_when_backpressured,
+        rate=str(RATE),
+        OVERFLOW="block",
+        QUEUE_MAXSIZE=str(QUEUE_MAXSIZE),
+        UPLOAD_CONCURRENCY="1",
+        WINDOW_SECONDS="3600",
+        WINDOW_MAX_RECORDS="3000",
+    )
+
+    assert run.returncode == 0, run.describe()
+    assert run.took < GRACE, f"exit {run.took:.1f}s after SIGTERM"
+    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    assert manifest["status"] == "complete" and manifest["counters"]["dropped"] == 0
+    assert_stored_exactly_once(run.ledger, stored_trades(s3_client(s3_server), bucket, PREFIX))
+    assert run.summary is not None and run.summary["undelivered"] > 0
+
+
+def test_s3_too_slow_for_the_grace_aborts_spills_and_exits_1_within_it(
+    s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy
+) -> None:
+    """One-second windows queued behind uploads that take 2 s each, one at a time: more than
+    the stop can upload in its grace (8 s). At 80% of it the stop aborts, spills what is not
+    durable and writes the manifest incomplete (exit 1), within the grace; S3 and the spill
+    directory together hold every ledger trade once."""
+    grace = 8.0
+    watched.schedule(put_object("/trades/"), *[slow(S3_DELAY_SECONDS)] * 500)
+    run = run_with_signals(
+        watched,
+        bucket,
+        tmp_path,
+        _signal_when_backpressured,
+        rate=str(RATE),
+        OVERFLOW="block",
+        QUEUE_MAXSIZE=str(QUEUE_MAXSIZE),
+        UPLOAD_CONCURRENCY="1",
+        WINDOW_SECONDS="1",
+        STOP_GRACE_SECONDS=str(grace),
+    )
+
+    assert run.returncode == 1, run.describe()
+    assert run.took < grace, f"exit {run.took:.1f}s after SIGTERM, over the {grace:g} s grace"
+    (abort,) = run.events("abort")
+    assert abort["reason"] == "stop grace expired"
+    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    assert manifest["status"] == "incomplete" and manifest["spilled"]
+    spilled = load_spilled(tmp_path / "spill", manifest["run_id"])
+    assert sorted(s.entry.key for s in spilled) == sorted(manifest["spilled"])
+    on_disk = [t for s in spilled for t in decode_object(s.window.body, s.window.key)]
+    stored = stored_trades(s3_client(s3_server), bucket, PREFIX)
+    # Every trade the engine parsed is in S3 or on disk, once (a batch a session was waiting
+    # to queue when the abort cancelled it is handed over, not dropped).
+    kept = [trade_identity(t) for t in stored + on_disk]
+    assert len(kept) == len(set(kept)), "a trade is both in S3 and spilled, or twice in one"
+    assert len(kept) == manifest["counters"]["parsed"]
+    sent = {trade_identity(t) for t in run.ledger}
+    assert set(kept) <= sent
+    # What the fake exchange wrote to the socket after the last frame the engine read was in
+    # TCP buffers when the abort came: per symbol, the newest trades only, never a hole.
+    newest_kept: dict[str, int] = {}
+    for _, symbol, trade_id, *_rest in kept:
+        newest_kept[symbol] = max(newest_kept.get(symbol, -1), int(trade_id))
+    unread = sent - set(kept)
+    assert all(int(t[2]) > newest_kept.get(t[1], -1) for t in unread), "a trade was lost"

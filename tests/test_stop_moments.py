@@ -385,3 +385,43 @@ def test_a_slow_manifest_write_gets_the_rest_of_the_grace(
     manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
     assert manifest["status"] == "complete"
     assert_stored_exactly_once(run.ledger, stored_trades(s3_client(s3_server), bucket, PREFIX))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sigterm_during_a_reconnect_backoff(
+    s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy, seed: int
+) -> None:
+    """The fake exchange drops the connection every second; the SIGTERM lands while the
+    session waits out its reconnect backoff (no socket open): it must stop at once, cleanly."""
+    rng = random.Random(f"issue7-backoff-{seed}")
+    evidence: dict[str, Any] = {}
+
+    def trigger(proc: subprocess.Popen[str], logs: list[dict[str, Any]]) -> list[float]:
+        for _ in range(20):  # reconnects, about one a second
+            logs += wait_for_log(proc, "reconnecting", timeout=10)
+            seen_at = time.monotonic()
+            delay = float(logs[-1]["delay_s"])
+            if delay >= 0.15:
+                break
+        else:
+            raise AssertionError("no reconnect backoff of 150 ms or more in 20 reconnects")
+        evidence["backoff"] = (len(logs) - 1, seen_at, delay)
+        sleep_until(seen_at + rng.uniform(0.0, delay - 0.1))
+        return [send(proc)]
+
+    run = run_with_signals(
+        watched, bucket, tmp_path, trigger, faults="disconnect-every=1", WINDOW_SECONDS="1"
+    )
+
+    assert run.returncode == 0, run.describe()
+    assert run.took < GRACE
+    index, seen_at, delay = evidence["backoff"]
+    assert run.signalled_at[0] < seen_at + delay, "the signal came after the backoff"
+    after = [doc.get("event") for doc in run.logs[index + 1 :]]
+    assert "signal" in after
+    assert "connected" not in after[: after.index("signal")], "it reconnected before the signal"
+    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    assert manifest["status"] == "complete" and manifest["counters"]["reconnects"] >= 1
+    assert_stored_exactly_once(run.ledger, stored_trades(s3_client(s3_server), bucket, PREFIX))
+    verified = run_verify(s3_server.env(), bucket, PREFIX)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
