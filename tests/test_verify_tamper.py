@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 from sinks.memory import MemoryWriter
 from sinks.verify import run_id_of_key, verify_run
 from tests.conftest import S3Server
-from tests.harness import FEEDVAULT, base_env, exchange_stream_env, fake_exchange
+from tests.harness import FEEDVAULT, base_env, exchange_stream_env, fake_exchange, start_stream
 
 PREFIX = "streaming/tamper/"
 RUN_ID = "20260101T000000Z-tamper01"
@@ -295,6 +296,52 @@ def test_manifest_deleted_after_a_run(
     s3_server.client().delete_object(Bucket=run_copy, Key=f"{PREFIX}_manifests/{RUN_ID}.json")
     n = len(source_run.manifest["objects"])
     failed_with(verify(s3_server, run_copy), f"run {RUN_ID} has no manifest: it left {n} objects")
+
+
+def test_a_run_killed_by_sigkill_is_reported(
+    s3_server: S3Server, bucket: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A real stream killed (SIGKILL) once it has uploaded objects: no manifest, and verify
+    names the run, its objects and their bytes, and exits 1."""
+    killed = "20260101T001000Z-sigkill1"
+    with fake_exchange(tmp_path_factory.mktemp("kill"), symbols="BTCUSDT", rate="300") as fx:
+        env = exchange_stream_env(
+            s3_server.env(),
+            bucket=bucket,
+            prefix=PREFIX,
+            streams="binance:BTCUSDT",
+            url_variable="BINANCE_WS_URL",
+            url=fx.url,
+            runtime="60",
+            RUN_ID=killed,
+        )
+        env["WINDOW_SECONDS"] = "1"
+        proc = start_stream(env)
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + 30
+            uploaded = 0
+            while uploaded < 2 and time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                if '"event":"stats"' in line:
+                    uploaded = json.loads(line)["objects"]
+            assert uploaded >= 2, "the run uploaded no objects in 30 s"
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == -9
+    keys = s3_server.keys(bucket, PREFIX)
+    assert keys and not any("_manifests/" in key for key in keys)
+    size = sum(len(get(s3_server, bucket, key)) for key in keys)
+    done = verify(s3_server, bucket)
+    failed_with(
+        done,
+        f"run {killed}: FAILED",
+        f"run {killed} has no manifest: it left {len(keys)} objects ({size} bytes)",
+        f"    {killed}: {len(keys)} objects, {size} bytes",
+    )
 
 
 # -- in-process: run ids from key names -----------------------------------------------------------
