@@ -6,7 +6,7 @@ The run, from start to exit:
   batches of trades on one :class:`~engine.batchqueue.BatchQueue`;
 * one consumer moves batches into the :class:`~sinks.sink.WindowedSink`, which closes windows on
   time, size or record count and uploads them with bounded concurrency;
-* housekeeping closes windows whose time is up and logs a stats line every
+* housekeeping closes windows whose time is up; a stats task logs a stats line every
   ``STATS_INTERVAL_SECONDS``; with ``METRICS=emf`` that line is also a CloudWatch Embedded
   Metric Format document (:class:`~engine.stats.StreamMetrics`), logged whatever ``LOG_LEVEL``;
 * a guard watches the deadline (``MAX_RUNTIME_SECONDS``), signals and the stop grace.
@@ -450,7 +450,10 @@ class StreamRun:
             consumers = [tg.create_task(self._consume(self.queue, self.sink))]
             if self.raw_queue is not None and self.raw_sink is not None:
                 consumers.append(tg.create_task(self._consume(self.raw_queue, self.raw_sink)))
-            housekeeping = tg.create_task(self._housekeeping())
+            housekeeping = [
+                tg.create_task(self._housekeeping()),
+                tg.create_task(self._report_stats()),
+            ]
             await self._ingest()
             self.queue.close()
             if self.raw_queue is not None:
@@ -458,7 +461,8 @@ class StreamRun:
             self.ingest_done.set()
             for consumer in consumers:
                 await consumer
-            housekeeping.cancel()
+            for task in housekeeping:
+                task.cancel()
 
     async def _ingest(self) -> None:
         try:
@@ -487,6 +491,16 @@ class StreamRun:
         await sink.close()
 
     async def _housekeeping(self) -> None:
+        """Close windows whose time is up. A tick waits for an upload slot when S3 is slow,
+        so the stats line has its own task (:meth:`_report_stats`): it must go on then."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_TICK_SECONDS)
+            for sink in self._sinks():
+                await sink.tick()
+
+    async def _report_stats(self) -> None:
+        """The stats line every ``STATS_INTERVAL_SECONDS`` (an EMF document with
+        ``METRICS=emf``), whatever the sink is waiting for."""
         interval = self.config.runtime.stats_interval_seconds
         reporter = StatsReporter(self.clock.monotonic())
         metrics = None
@@ -499,8 +513,6 @@ class StreamRun:
         next_stats = self.clock.monotonic() + interval
         while True:
             await asyncio.sleep(HOUSEKEEPING_TICK_SECONDS)
-            for sink in self._sinks():
-                await sink.tick()
             now = self.clock.monotonic()
             if now >= next_stats:
                 next_stats = now + interval

@@ -107,6 +107,10 @@ def test_slow_s3_with_block_backpressures_the_socket_in_bounded_memory(
     assert run.summary is not None
     assert run.summary["undelivered"] > 0, run.summary
     assert len(run.ledger) < 0.8 * RATE * RUNTIME_SECONDS
+    # the stats line went on while the sink waited for upload slots (one a second: at least
+    # half of them before the deadline)
+    before_deadline = run.logs[: run.logs.index(run.events("deadline")[0])]
+    assert sum(doc.get("event") == "stats" for doc in before_deadline) >= RUNTIME_SECONDS // 2
     # the queue filled up to its bound, never past it
     high_water = max(doc["queue_high_water"] for doc in run.events("stats"))
     assert 0.75 * QUEUE_MAXSIZE <= high_water <= QUEUE_MAXSIZE, high_water
