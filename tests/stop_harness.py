@@ -178,16 +178,18 @@ def run_with_signals(
     symbols: str = "BTCUSDT,ETHUSDT,BNBUSDT",
     runtime: str = "60",
     faults: str | None = None,
+    wait_start: bool = True,
     **extra: str,
 ) -> StopRun:
-    """Run the engine against a fresh fake exchange through ``proxy``; ``trigger`` signals it;
+    """Run the engine against a fresh fake exchange through ``proxy``; ``trigger`` signals it
+    (once its ``run_start`` line is read, or right after the spawn without ``wait_start``);
     wait (bounded) for the exit; return what it left."""
     streams = ",".join(f"binance:{symbol}" for symbol in symbols.split(","))
     with fake_exchange(tmp_path, rate=rate, symbols=symbols, faults=faults) as fx:
         env = stream_env(proxy, bucket, fx.url, tmp_path, runtime, STREAMS=streams, **extra)
         proc = start_stream(env)
         try:
-            early = wait_for_log(proc, "run_start", timeout=30)
+            early = wait_for_log(proc, "run_start", timeout=30) if wait_start else []
             signalled = trigger(proc, early)
             out, err = proc.communicate(timeout=EXIT_TIMEOUT)
             ended = time.monotonic()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -425,3 +426,44 @@ def test_sigterm_during_a_reconnect_backoff(
     assert_stored_exactly_once(run.ledger, stored_trades(s3_client(s3_server), bucket, PREFIX))
     verified = run_verify(s3_server.env(), bucket, PREFIX)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sigterm_during_start_up_is_held_and_obeyed(
+    s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy, seed: int
+) -> None:
+    """A SIGTERM while the process is still importing and checking its configuration (ECS may
+    stop a task at any time) is held until the run's loop handles it: a clean stop before any
+    connection, a complete (empty) manifest, exit 0; not a death by the default action."""
+    rng = random.Random(f"issue7-start-up-{seed}")
+
+    def trigger(proc: subprocess.Popen[str], logs: list[dict[str, Any]]) -> list[float]:
+        # Until the process catches SIGTERM (the CLI's first act), then a seeded 0-20 ms.
+        deadline = time.monotonic() + 15
+        while not _catches_sigterm(proc.pid):
+            assert time.monotonic() < deadline and proc.poll() is None, "never caught SIGTERM"
+            time.sleep(0.001)  # a bounded poll of /proc, the only view of it
+        sleep_until(time.monotonic() + rng.uniform(0.0, 0.02))
+        return [send(proc)]
+
+    run = run_with_signals(watched, bucket, tmp_path, trigger, wait_start=False)
+
+    assert run.returncode == 0, run.describe()
+    events = [doc.get("event") for doc in run.logs]
+    assert events.index("signal") < events.index("run_start"), "signalled after start-up"
+    assert "connected" not in events
+    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    assert manifest["status"] == "complete" and manifest["stop_reason"] == "signal"
+    assert manifest["objects"] == [] and run.ledger == []
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a SIGTERM handler (``SigCgt`` in ``/proc/PID/status``)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
