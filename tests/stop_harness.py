@@ -179,15 +179,18 @@ def run_with_signals(
     runtime: str = "60",
     faults: str | None = None,
     wait_start: bool = True,
+    env: dict[str, str] | None = None,
     **extra: str,
 ) -> StopRun:
     """Run the engine against a fresh fake exchange through ``proxy``; ``trigger`` signals it
     (once its ``run_start`` line is read, or right after the spawn without ``wait_start``);
-    wait (bounded) for the exit; return what it left."""
+    wait (bounded) for the exit; return what it left. ``env`` and ``extra``: engine settings."""
     streams = ",".join(f"binance:{symbol}" for symbol in symbols.split(","))
     with fake_exchange(tmp_path, rate=rate, symbols=symbols, faults=faults) as fx:
-        env = stream_env(proxy, bucket, fx.url, tmp_path, runtime, STREAMS=streams, **extra)
-        proc = start_stream(env)
+        settings = {**(env or {}), **extra}
+        proc = start_stream(
+            stream_env(proxy, bucket, fx.url, tmp_path, runtime, STREAMS=streams, **settings)
+        )
         try:
             early = wait_for_log(proc, "run_start", timeout=30) if wait_start else []
             signalled = trigger(proc, early)

@@ -216,7 +216,7 @@ def _held_upload(
         return [send(proc)]
 
     return run_with_signals(
-        proxy, bucket, tmp_path, trigger, rate=rate, symbols=symbols, runtime=runtime, **extra
+        proxy, bucket, tmp_path, trigger, rate=rate, symbols=symbols, runtime=runtime, env=extra
     )
 
 
