@@ -3,7 +3,8 @@
 * A second SIGTERM while uploads are held by the fault proxy: exit 1 within the grace period,
   the not-yet-durable windows in ``SPILL_DIR`` (body and sidecar each), the manifest
   ``incomplete`` naming exactly them, and the ledger's trades each in S3 or in the spill
-  directory, exactly once.
+  directory, exactly once. The same while a multipart part is held: the window is spilled whole
+  and the multipart upload aborted.
 * SIGKILL after some windows are uploaded: no manifest; ``feedvault verify`` reports the run as
   one without a manifest and exits non-zero.
 
@@ -26,7 +27,7 @@ import pytest
 
 from sinks.spill import load_spilled
 from tests.conftest import S3Server
-from tests.faultproxy import put_object, timeout
+from tests.faultproxy import put_object, timeout, upload_part
 from tests.harness import (
     FEEDVAULT,
     assert_stored_exactly_once,
@@ -35,6 +36,7 @@ from tests.harness import (
     read_manifest,
     run_verify,
     stored_trades,
+    trade_identity,
 )
 from tests.stop_harness import (
     GRACE,
@@ -46,6 +48,7 @@ from tests.stop_harness import (
     sleep_until,
 )
 
+MiB = 1024 * 1024
 HELD_UPLOADS = 200
 """Trade PUTs the proxy holds (and then drops, never forwarded): more than a run makes."""
 
@@ -166,3 +169,48 @@ def test_sigkill_leaves_a_run_that_verify_reports_without_a_manifest(
     sent = {(t["symbol"], t["trade_id"]) for t in run.ledger}
     got = {(t["symbol"], t["trade_id"]) for t in stored}
     assert len(got) == len(stored) and got <= sent
+
+
+def test_second_sigterm_during_a_multipart_upload_spills_it_and_aborts_the_upload(
+    s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy
+) -> None:
+    """Windows of 5.5 MiB go up as multipart uploads; the first part is held unanswered. Two
+    SIGTERMs: the window is spilled whole, the multipart upload is aborted (none is left in
+    progress), exit 1, and S3 plus the spill directory hold every parsed trade once."""
+    rng = random.Random("issue7-second-signal-multipart")
+    watched.schedule(upload_part(1), timeout(60))
+
+    def trigger(proc: subprocess.Popen[str], logs: list[dict[str, Any]]) -> list[float]:
+        arrived = watched.wait_applied(1, timeout=60)[0].at
+        sleep_until(arrived + rng.uniform(0.1, 1.0))
+        first = send(proc)
+        sleep_until(first + rng.uniform(0.5, 1.5))
+        return [first, send(proc)]
+
+    run = run_with_signals(
+        watched,
+        bucket,
+        tmp_path,
+        trigger,
+        rate="max",
+        symbols="BTCUSDT",
+        WINDOW_SECONDS="3600",
+        WINDOW_MAX_BYTES=str(5 * MiB + MiB // 2),
+        S3_MULTIPART_THRESHOLD=str(5 * MiB),
+    )
+
+    assert run.returncode == 1, run.describe()
+    assert run.took < GRACE
+    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    assert manifest["status"] == "incomplete"
+    held_key = watched.applied()[0].request.path.split("/", 2)[2]
+    assert held_key in manifest["spilled"]
+    uploads = s3_client(s3_server).list_multipart_uploads(Bucket=bucket)
+    assert not uploads.get("Uploads"), f"multipart uploads left in progress: {uploads['Uploads']}"
+    spilled = load_spilled(tmp_path / "spill", manifest["run_id"])
+    assert sorted(s.entry.key for s in spilled) == sorted(manifest["spilled"])
+    on_disk = [t for s in spilled for t in decode_object(s.window.body, s.window.key)]
+    stored = stored_trades(s3_client(s3_server), bucket, PREFIX)
+    kept = [trade_identity(t) for t in stored + on_disk]
+    assert len(kept) == len(set(kept)) == manifest["counters"]["parsed"]
+    assert set(kept) <= {trade_identity(t) for t in run.ledger}
