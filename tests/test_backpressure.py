@@ -106,7 +106,6 @@ def test_slow_s3_with_block_backpressures_the_socket_in_bounded_memory(
     # the socket was backpressured: the fake exchange could not send at its rate
     assert run.summary is not None
     assert run.summary["undelivered"] > 0, run.summary
-    assert len(run.ledger) < 0.8 * RATE * RUNTIME_SECONDS
     # the stats line went on while the sink waited for upload slots (one a second: at least
     # half of them before the deadline)
     before_deadline = run.logs[: run.logs.index(run.events("deadline")[0])]
