@@ -128,6 +128,8 @@ class StopController:
     reason: StopReason | None = None
     requested_at: float | None = None
     clock: Clock = SYSTEM_CLOCK
+    finishing: bool = False
+    """Set once the manifest is being written: there is nothing left to abort."""
 
     def request_stop(self, reason: StopReason) -> None:
         """Begin the graceful stop; later requests keep the first reason."""
@@ -137,8 +139,11 @@ class StopController:
             self.stop.set()
 
     def on_signal(self, signame: str) -> None:
-        """First signal: graceful stop. Second: abort (spill and exit 1)."""
-        if self.stop.is_set():
+        """First signal: graceful stop. Second: abort (spill and exit 1), unless the manifest
+        is already being written (then the run finishes as it was going to)."""
+        if self.finishing:
+            log_event(log, logging.WARNING, "second_signal", signal=signame, action="none")
+        elif self.stop.is_set():
             log_event(log, logging.WARNING, "second_signal", signal=signame, action="abort")
             self.abort.set()
         else:
@@ -654,6 +659,7 @@ class StreamRun:
 
     async def _finish(self, writer: ObjectWriter, started_ns: int, spilled: list[str]) -> int:
         """Write the manifest (last) and decide the exit status."""
+        self.controller.finishing = True
         self._sync_counters()
         complete = not self.aborted and not spilled and self.error is None
         reason: StopReason = self.controller.reason or "error"

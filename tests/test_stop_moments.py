@@ -330,7 +330,8 @@ def _check_manifest(
     _check_held(run, manifest, proxy, evidence)
     assert "/_manifests/" in evidence["held"].request.path
     assert run.events("deadline"), "the run did not stop at its deadline"
-    assert run.events("second_signal"), "the SIGTERM during the manifest write was not seen"
+    (late,) = run.events("second_signal")  # seen, and nothing aborted: the run is finishing
+    assert late["action"] == "none", late
 
 
 MOMENT_RUNS = {
