@@ -6,10 +6,14 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+
+if TYPE_CHECKING:
+    from tests.stop_harness import WatchedProxy
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 FIXTURES = os.path.join(SHARED, "fixtures")
@@ -88,3 +92,21 @@ def aws_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture(scope="module")
+def watched_proxy(s3_server: S3Server) -> Iterator[WatchedProxy]:
+    """A fault proxy in front of the S3 server that records the faults it applies, one per
+    test module (tests/stop_harness.py)."""
+    from tests.stop_harness import WatchedProxy
+
+    with WatchedProxy(s3_server.endpoint) as started:
+        yield started
+
+
+@pytest.fixture
+def watched(watched_proxy: WatchedProxy) -> Iterator[WatchedProxy]:
+    """:func:`watched_proxy`, with no fault scheduled and an empty record."""
+    watched_proxy.reset()
+    yield watched_proxy
+    watched_proxy.reset()

@@ -17,11 +17,8 @@ At the deadline S3 is healthy again, so the stop uploads everything: a complete 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from sinks.spill import load_spilled
 from tests.conftest import S3Server
@@ -51,19 +48,6 @@ RUNTIME_SECONDS = 6
 S3_DELAY_SECONDS = 2.0
 PEAK_RSS_BOUND_MB = 200
 """Generous: an idle engine is ~80 MB; unbounded buffering of 20k trades/s would pass it."""
-
-
-@pytest.fixture(scope="module")
-def proxy(s3_server: S3Server) -> Iterator[WatchedProxy]:
-    with WatchedProxy(s3_server.endpoint) as started:
-        yield started
-
-
-@pytest.fixture
-def watched(proxy: WatchedProxy) -> Iterator[WatchedProxy]:
-    proxy.reset()
-    yield proxy
-    proxy.reset()
 
 
 def _slow_until_deadline(

@@ -19,7 +19,6 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,19 +50,6 @@ from tests.stop_harness import (
 MiB = 1024 * 1024
 HELD_UPLOADS = 200
 """Trade PUTs the proxy holds (and then drops, never forwarded): more than a run makes."""
-
-
-@pytest.fixture(scope="module")
-def proxy(s3_server: S3Server) -> Iterator[WatchedProxy]:
-    with WatchedProxy(s3_server.endpoint) as started:
-        yield started
-
-
-@pytest.fixture
-def watched(proxy: WatchedProxy) -> Iterator[WatchedProxy]:
-    proxy.reset()
-    yield proxy
-    proxy.reset()
 
 
 @pytest.mark.parametrize("seed", [0, 1])

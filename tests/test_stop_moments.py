@@ -22,7 +22,6 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,19 +75,6 @@ def _moment_param(kind: str, seed: int) -> Any:
         reason="one of the 20 moments run by make bench (FEEDVAULT_STOP_MOMENTS=all)",
     )
     return pytest.param(kind, seed, id=f"{kind}-{seed}", marks=skip)
-
-
-@pytest.fixture(scope="module")
-def proxy(s3_server: S3Server) -> Iterator[WatchedProxy]:
-    with WatchedProxy(s3_server.endpoint) as started:
-        yield started
-
-
-@pytest.fixture
-def watched(proxy: WatchedProxy) -> Iterator[WatchedProxy]:
-    proxy.reset()
-    yield proxy
-    proxy.reset()
 
 
 def test_there_are_twenty_moments() -> None:
