@@ -105,6 +105,7 @@ AWS_SDK_VARIABLES = frozenset(
     }
 )
 FARGATE_MAX_STOP_TIMEOUT = 120
+KMS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
 # --- the template, with intrinsic functions resolved -------------------------------------------
@@ -134,6 +135,9 @@ def parameter_values(template: Mapping[str, Any], **overrides: str) -> dict[str,
     return values
 
 
+NO_VALUE = object()
+"""``AWS::NoValue``: the list item or property is left out."""
+
 _SUB_VAR = re.compile(r"\$\{([^}!][^}]*)\}")
 
 
@@ -150,6 +154,22 @@ class Resolver:
     ) -> None:
         self.resources = set(template["Resources"])
         self.values = {**PSEUDO, **parameters, **(known or {})}
+        self.conditions = {
+            name: self.condition(spec) for name, spec in template.get("Conditions", {}).items()
+        }
+
+    def condition(self, node: Any) -> bool:
+        """A condition of ``Fn::Equals``/``Fn::Not``/``Fn::And``/``Fn::Or`` over values."""
+        (function, args), *_ = node.items()
+        if function == "Fn::Equals":
+            left, right = (self(arg) for arg in args)
+            return bool(left == right)
+        if function == "Fn::Not":
+            return not self.condition(args[0])
+        if function in ("Fn::And", "Fn::Or"):
+            results = [self.condition(arg) for arg in args]
+            return all(results) if function == "Fn::And" else any(results)
+        raise AssertionError(f"unhandled condition {node}")
 
     def ref(self, name: str) -> str:
         if name in self.values:
@@ -161,6 +181,11 @@ class Resolver:
 
     def __call__(self, node: Any) -> Any:
         if isinstance(node, dict):
+            if node == {"Ref": "AWS::NoValue"}:
+                return NO_VALUE
+            if set(node) == {"Fn::If"}:
+                name, when_true, when_false = node["Fn::If"]
+                return self(when_true if self.conditions[name] else when_false)
             if set(node) == {"Ref"}:
                 return self.ref(node["Ref"])
             if set(node) == {"Fn::GetAtt"}:
@@ -173,9 +198,10 @@ class Resolver:
                 resolved = _SUB_VAR.sub(lambda m: self.ref(m.group(1)), text)
                 return resolved.replace("${!", "${")
             assert not any(key.startswith("Fn::") for key in node), f"unhandled {node}"
-            return {str(key): self(value) for key, value in node.items()}
+            resolved = {str(key): self(value) for key, value in node.items()}
+            return {key: value for key, value in resolved.items() if value is not NO_VALUE}
         if isinstance(node, list):
-            return [self(item) for item in node]
+            return [item for item in map(self, node) if item is not NO_VALUE]
         if isinstance(node, str):
             return str(node)
         return node
@@ -189,9 +215,9 @@ def resources_of_type(template: Mapping[str, Any], kind: str) -> dict[str, dict[
     }
 
 
-def task_definitions(template: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def task_definitions(template: Mapping[str, Any], **parameters: str) -> dict[str, dict[str, Any]]:
     """Family -> resolved Properties of each AWS::ECS::TaskDefinition."""
-    resolve = Resolver(template, parameter_values(template))
+    resolve = Resolver(template, parameter_values(template, **parameters))
     out: dict[str, dict[str, Any]] = {}
     for resource in resources_of_type(template, "AWS::ECS::TaskDefinition").values():
         properties = resolve(resource["Properties"])
@@ -544,6 +570,31 @@ def test_each_task_role_covers_the_locations_its_environment_names(
     assert not allows(batch, "s3:PutObject", "elsewhere/x")
 
 
+def test_every_task_names_the_bucket_owner(template: dict[str, Any]) -> None:
+    for family, properties in task_definitions(template).items():
+        assert environment(properties)["S3_EXPECTED_BUCKET_OWNER"] == ACCOUNT, family
+    other = "210987654321"
+    for family, properties in task_definitions(template, BucketOwnerAccountId=other).items():
+        assert environment(properties)["S3_EXPECTED_BUCKET_OWNER"] == other, family
+
+
+def test_sse_kms_only_with_a_key_and_only_on_that_key(template: dict[str, Any]) -> None:
+    for family, properties in task_definitions(template).items():
+        env = environment(properties)
+        assert "S3_SSE" not in env and "S3_SSE_KMS_KEY_ID" not in env, family
+    for role in ("StreamingTaskRole", "BatchTaskRole"):
+        assert not any(a.startswith("kms:") for a, _, _ in role_grants(template, role)), role
+
+    for family, properties in task_definitions(template, KmsKeyArn=KMS_KEY).items():
+        env = environment(properties)
+        assert (env["S3_SSE"], env["S3_SSE_KMS_KEY_ID"]) == ("aws:kms", KMS_KEY), family
+        command = container(properties)["Command"]
+        assert "S3_SSE_KMS_KEY_ID" in names_read_by_configuration(command, env), family
+    for role in ("StreamingTaskRole", "BatchTaskRole"):
+        kms = {g for g in role_grants(template, role, KmsKeyArn=KMS_KEY) if g[0].startswith("kms:")}
+        assert kms == {("kms:GenerateDataKey", KMS_KEY, ""), ("kms:Decrypt", KMS_KEY, "")}, role
+
+
 # --- the stack in moto's CloudFormation -----------------------------------------------------------
 
 _stack_counter = itertools.count(1)
@@ -574,23 +625,35 @@ def _policy_document(document: Any) -> Mapping[str, Any]:
     """A policy document from IAM's API: boto3 decodes the URL-encoded JSON into a dict; moto
     (5.2) returns the Python repr of the dict CloudFormation resolved for an inline policy."""
     if isinstance(document, Mapping):
-        return document
-    try:
-        parsed = json.loads(document)
-    except ValueError:
-        parsed = ast.literal_eval(document)
+        parsed: Any = dict(document)
+    else:
+        try:
+            parsed = json.loads(document)
+        except ValueError:
+            parsed = ast.literal_eval(document)
     assert isinstance(parsed, dict)
+    # moto keeps a list item that resolved to AWS::NoValue as null; CloudFormation drops it
+    parsed["Statement"] = [item for item in _as_list(parsed["Statement"]) if item is not None]
     return parsed
 
 
-def test_stack_creates_in_moto(s3_server: Any, template: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"KmsKeyArn": KMS_KEY, "BucketOwnerAccountId": "210987654321"}],
+    ids=["defaults", "kms-and-owner"],
+)
+def test_stack_creates_in_moto(
+    s3_server: Any, template: dict[str, Any], extra: dict[str, str]
+) -> None:
     endpoint = s3_server.endpoint
     cloudformation = _client("cloudformation", endpoint)
     name = f"feedvault-test-{os.getpid()}-{next(_stack_counter)}"
     cloudformation.create_stack(
         StackName=name,
         TemplateBody=TEMPLATE.read_text(),
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in PARAMETERS.items()],
+        Parameters=[
+            {"ParameterKey": k, "ParameterValue": v} for k, v in {**PARAMETERS, **extra}.items()
+        ],
         Capabilities=["CAPABILITY_IAM"],
     )
     try:
@@ -602,7 +665,7 @@ def test_stack_creates_in_moto(s3_server: Any, template: dict[str, Any]) -> None
         (cluster,) = ecs.describe_clusters(clusters=[outputs["ClusterName"]])["clusters"]
         assert cluster["status"] == "ACTIVE"
 
-        expected = task_definitions(template)
+        expected = task_definitions(template, **extra)
         log_groups = {
             "StreamLogGroup": f"/ecs/{name}/stream",
             "BatchLogGroup": f"/ecs/{name}/batch",
@@ -620,7 +683,8 @@ def test_stack_creates_in_moto(s3_server: Any, template: dict[str, Any]) -> None
             assert box["image"] == IMAGE
             assert box["command"] == EXPECTED_COMMANDS[family]
             assert box["stopTimeout"] == want["StopTimeout"]
-            env = {item["name"]: item["value"] for item in box["environment"]}
+            # moto keeps AWS::NoValue list items as null; CloudFormation drops them
+            env = {item["name"]: item["value"] for item in box["environment"] if item}
             assert env == environment(expected[family])
             options = box["logConfiguration"]["options"]
             group = want["LogConfiguration"]["Options"]["awslogs-group"].strip("<>")
@@ -638,7 +702,8 @@ def test_stack_creates_in_moto(s3_server: Any, template: dict[str, Any]) -> None
                 )
                 for policy in iam.list_role_policies(RoleName=role_name)["PolicyNames"]
             ]
-            assert document_grants(role, documents) == role_grants(template, role, known), role
+            granted = role_grants(template, role, known, **extra)
+            assert document_grants(role, documents) == granted, role
 
         groups = _client("logs", endpoint).describe_log_groups(logGroupNamePrefix=f"/ecs/{name}/")
         retention = {g["logGroupName"]: g.get("retentionInDays") for g in groups["logGroups"]}
