@@ -17,9 +17,10 @@ Everything here is pure (records in, rows and bytes out), so the job runs it thr
   notional; VWAP is ``notional / volume`` rounded half-even to :func:`vwap_scale` places.
 
 Decimal columns are ``decimal128(38, s)`` with ``s`` the largest number of decimal places of the
-column in that file (trailing zeros as the exchange sent them), so every value is exact. A price
-or size with more than :data:`MAX_SCALE` places or :data:`MAX_INTEGER_DIGITS` integer digits is
-rejected (``out-of-range``): that bounds every sum and product to 38 digits.
+column in that file (trailing zeros as the exchange sent them), so every value is exact; a column
+that 38 digits cannot hold (the notional of very large prices and sizes) is ``decimal256(76, s)``.
+A price or size with more than :data:`MAX_SCALE` places or :data:`MAX_INTEGER_DIGITS` integer
+digits is rejected (``out-of-range``): that bounds every sum and product to 76 digits.
 """
 
 from __future__ import annotations
@@ -241,8 +242,15 @@ def vwap_scale(price_scale: int) -> int:
     return price_scale + VWAP_EXTRA_PLACES
 
 
-def _decimal_type(scale: int) -> pa.DataType:
-    return pa.decimal128(38, scale)
+def decimal_array(values: Sequence[Decimal]) -> pa.Array:
+    """``values`` as an exact decimal column: ``decimal128(38, s)`` with ``s`` their most
+    decimal places, or ``decimal256(76, s)`` when 38 digits cannot hold them (a notional of
+    very large prices and sizes), so no value is ever rounded or refused."""
+    scale = column_scale(values)
+    integer_digits = max((v.adjusted() + 1 for v in values if v), default=1)
+    if max(integer_digits, 1) + scale <= 38:
+        return pa.array(values, pa.decimal128(38, scale))
+    return pa.array(values, pa.decimal256(76, scale))
 
 
 def _parquet(table: pa.Table) -> bytes:
@@ -266,8 +274,8 @@ def trades_table(trades: Sequence[CompactTrade]) -> pa.Table:
             "symbol": pa.array([t.symbol for t in trades], pa.string()),
             "raw_symbol": pa.array([t.raw_symbol for t in trades], pa.string()),
             "trade_id": pa.array([t.trade_id for t in trades], pa.string()),
-            "price": pa.array(prices, _decimal_type(column_scale(prices))),
-            "size": pa.array(sizes, _decimal_type(column_scale(sizes))),
+            "price": decimal_array(prices),
+            "size": decimal_array(sizes),
             "side": pa.array([t.side for t in trades], pa.string()),
             "ts_event": pa.array([t.ts_event for t in trades], TIMESTAMP_US),
             "ts_recv": pa.array([t.ts_recv for t in trades], TIMESTAMP_NS),
@@ -351,7 +359,7 @@ def bars_table(rows: Sequence[Bar]) -> pa.Table:
 
     def column(name: str) -> pa.Array:
         values = [getattr(bar, name) for bar in rows]
-        return pa.array(values, _decimal_type(column_scale(values)))
+        return decimal_array(values)
 
     return pa.table(
         {

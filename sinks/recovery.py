@@ -33,12 +33,12 @@ Cancel-safe at every await (see 4.). Blocking file I/O runs in worker threads.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.clock import Clock
 from engine.errors import IntegrityError, ObjectNotFound, StorageError
+from engine.logs import get_logger
 from sinks.manifest import Manifest, Recovered, StoredObjectEntry, iso_utc, manifest_key
 from sinks.spill import (
     SpilledEntry,
@@ -52,7 +52,7 @@ from sinks.spill import (
 from sinks.windowing import ClosedWindow
 from sinks.writer import ObjectWriter, StoredObject
 
-log = logging.getLogger(__name__)
+log = get_logger("recovery")  # under "feedvault": JSON lines, redacted
 
 
 @dataclass(slots=True)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import logging
 import os
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -46,11 +45,15 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from engine.errors import ObjectNotFound, StorageError
+from engine.logs import get_logger
 from engine.redact import redact
 from sinks.s3security import S3Security, s3_security
 from sinks.writer import ListedObject, StoredObject
 
-log = logging.getLogger(__name__)
+log = get_logger("s3")
+
+ABORT_SECONDS: Final = 3.0
+"""Longest wait for AbortMultipartUpload after a failed or cancelled multipart put."""
 
 MiB: Final = 1024 * 1024
 MIN_PART_SIZE: Final = 5 * MiB
@@ -273,16 +276,22 @@ class S3Writer:
             raise
 
     async def _abort_multipart(self, key: str, upload_id: str) -> None:
+        """Best effort, and bounded by :data:`ABORT_SECONDS`: it runs while a failed or
+        cancelled put unwinds (an abort of the stop sequence among them), which must not wait
+        on the SDK's full retry policy against an S3 that is away. An upload left behind holds
+        no object and is removed by the bucket's ``AbortIncompleteMultipartUpload`` lifecycle
+        rule."""
         try:
-            await self._call(
-                "AbortMultipartUpload",
-                key,
-                self._client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, **self._owner
-                ),
-            )
-        except StorageError as exc:
-            log.warning("could not abort multipart upload %s of %s: %s", upload_id, key, exc)
+            async with asyncio.timeout(ABORT_SECONDS):
+                await self._call(
+                    "AbortMultipartUpload",
+                    key,
+                    self._client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id, **self._owner
+                    ),
+                )
+        except (StorageError, TimeoutError) as exc:
+            log.warning("could not abort multipart upload %s of %s: %r", upload_id, key, exc)
 
     async def get(self, key: str) -> bytes:
         response = await self._call(

@@ -75,7 +75,6 @@ microsecond per record, bounded by the batch size); ``write`` yields to the loop
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -85,12 +84,13 @@ from typing import Final
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import StorageError
+from engine.logs import get_logger
 from sinks.manifest import StoredObjectEntry
 from sinks.spill import SpillDir, SpilledEntry
 from sinks.windowing import ClosedWindow, Windower, WindowRecord
 from sinks.writer import ObjectWriter, StoredObject
 
-log = logging.getLogger(__name__)
+log = get_logger("sink")  # under "feedvault": JSON lines, redacted
 
 Sleep = Callable[[float], Awaitable[None]]
 

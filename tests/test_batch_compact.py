@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import io
 from decimal import Decimal
 from typing import Any
@@ -340,3 +341,15 @@ def test_the_sample_is_reproducible_and_keyed_under_its_prefix() -> None:
     assert expect.runs_without_manifest == ["20260106T130000Z-c3c3c3c3"]
     assert expect.lost_gap_ids[1] - expect.lost_gap_ids[0] >= 0
     assert generate_compact(4)[0] != generate_compact(3)[0]
+
+
+def test_the_largest_accepted_values_stay_exact_in_wider_columns() -> None:
+    big = "99999999999999.999999999999"  # 14 integer digits, 12 places: the limits
+    trades = ordered([trade("1", big, big, DAY_US), trade("2", "1", "1", DAY_US + 1)])
+    (bar,) = bars(trades)
+    table = pq.read_table(io.BytesIO(bars_parquet([bar])))
+    assert str(table.schema.field("notional").type) == "decimal256(76, 24)"  # 52 digits
+    exact = decimal.Context(prec=80)
+    expected = exact.add(exact.multiply(Decimal(big), Decimal(big)), Decimal(1))
+    assert table.column("notional").to_pylist() == [expected]
+    assert str(table.schema.field("open").type) == "decimal128(38, 12)"

@@ -463,18 +463,25 @@ def test_no_wildcard_actions_and_no_bucket_wide_object_resources(template: dict[
                 if action == "s3:ListBucket":
                     assert resource == f"arn:aws:s3:::{BUCKET}"
                     assert cond and "s3:prefix" in cond, (role, "ListBucket without prefix")
-                    for pattern in json.loads(cond)["StringLike"]["s3:prefix"]:
+                    for pattern in _as_list(json.loads(cond)["StringLike"]["s3:prefix"]):
                         assert re.fullmatch(r"([A-Za-z0-9._=-]+/)+\*", pattern), pattern
-                else:  # an object ARN under a non-empty prefix, never the whole bucket
+                else:  # an object ARN under a literal first prefix, never the whole bucket
                     assert re.fullmatch(
-                        rf"arn:aws:s3:::{re.escape(BUCKET)}/([A-Za-z0-9._=-]+/)+\*", resource
+                        rf"arn:aws:s3:::{re.escape(BUCKET)}/[A-Za-z0-9._=-]+/"
+                        r"([A-Za-z0-9._=*-]+/)*\*",
+                        resource,
                     ), (role, action, resource)
 
 
 def test_streaming_role_writes_streaming_only(template: dict[str, Any]) -> None:
+    listing = json.dumps({"StringLike": {"s3:prefix": "streaming/*"}}, sort_keys=True)
     assert role_grants(template, "StreamingTaskRole") == {
         ("s3:PutObject", _s3("streaming/*"), ""),
         ("s3:AbortMultipartUpload", _s3("streaming/*"), ""),
+        # recovery completes an earlier run's manifest: it reads manifests (and a missing one
+        # must be a 404, hence the listing), never trade objects
+        ("s3:GetObject", _s3("streaming/*/_manifests/*"), ""),
+        ("s3:ListBucket", f"arn:aws:s3:::{BUCKET}", listing),
     }
 
 
@@ -561,8 +568,12 @@ def test_each_task_role_covers_the_locations_its_environment_names(
             ):
                 assert allows(mine, action, key) == moves, (family, action, key)
     # nothing beyond the prefixes
-    assert not allows(streaming, "s3:ListBucket", prefix="streaming/")
-    assert not allows(streaming, "s3:GetObject", "streaming/bnbusd/_manifests/x.json")
+    assert allows(streaming, "s3:ListBucket", prefix="streaming/bnbusd/_manifests/")
+    assert allows(streaming, "s3:GetObject", "streaming/bnbusd/_manifests/x.json")
+    assert not allows(streaming, "s3:ListBucket", prefix="")
+    assert not allows(streaming, "s3:ListBucket", prefix="batch/")
+    assert not allows(streaming, "s3:GetObject", "streaming/bnbusd/trades/x.ndjson.gz")
+    assert not allows(streaming, "s3:DeleteObject", "streaming/bnbusd/_manifests/x.json")
     assert not allows(batch, "s3:ListBucket", prefix="")
     assert not allows(batch, "s3:ListBucket", prefix="streaming/")
     assert not allows(batch, "s3:GetObject", "streaming/bnbusd/x.ndjson.gz")

@@ -8,6 +8,7 @@ does not exist. Every byte they print and every object they store is searched fo
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import logging
@@ -188,3 +189,20 @@ def test_a_failing_s3_run_prints_no_credentials(s3_server: S3Server, tmp_path: P
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "no-such-bucket-redaction" in done.stdout + done.stderr
     _assert_nowhere([done.stdout, done.stderr, *_files(spill)])
+
+
+@pytest.mark.parametrize("module", ["sinks.sink", "sinks.recovery", "sinks.s3"])
+def test_the_sink_modules_log_redacted_json_lines(
+    module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink, recovery and S3 modules log under feedvault's logger: JSON, redacted."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sink-secret-value-0123456789")
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    log = importlib.import_module(module).log
+    secrets = "key sink-secret-value-0123456789 AKIAABCDEFGHIJKLMNOP"
+    log.warning("upload of %s failed: %s", "k", secrets)
+    (line,) = out.getvalue().splitlines()
+    doc = json.loads(line)
+    assert doc["level"] == "warning"
+    assert "sink-secret-value" not in line and "AKIAABCDEFGHIJKLMNOP" not in line
