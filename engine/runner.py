@@ -86,6 +86,7 @@ from sinks.manifest import (
 from sinks.recovery import recover_spilled
 from sinks.sink import WindowedSink
 from sinks.spill import SpillDir, spill_manifest, spill_windows
+from sinks.spilllock import hold_run_lock
 from sinks.windowing import Windower, WindowPolicy
 from sinks.writer import ObjectWriter, open_writer
 
@@ -260,14 +261,16 @@ class StreamRun:
                 config=self.public_config(),
                 ecs=self.ecs.to_dict() if self.ecs is not None else None,
             )
-            if self._writer is not None:
-                return await self._run_with_writer(self._writer, started_ns)
-            async with open_writer(
-                self.config.destination,
-                multipart_threshold=self.config.sink.multipart_threshold,
-                part_size=self.config.sink.part_size,
-            ) as writer:
-                return await self._run_with_writer(writer, started_ns)
+            # While this run lives, another process's recovery leaves its spill alone.
+            with hold_run_lock(Path(self.config.runtime.spill_dir), self.config.run_id):
+                if self._writer is not None:
+                    return await self._run_with_writer(self._writer, started_ns)
+                async with open_writer(
+                    self.config.destination,
+                    multipart_threshold=self.config.sink.multipart_threshold,
+                    part_size=self.config.sink.part_size,
+                ) as writer:
+                    return await self._run_with_writer(writer, started_ns)
         except StorageError as exc:
             log_event(log, logging.ERROR, "run_failed", error=str(exc))
             return 1
@@ -401,6 +404,7 @@ class StreamRun:
                 or report.left
                 or report.problems
                 or report.other_destinations
+                or report.live
             ):
                 log_event(
                     log,
@@ -412,6 +416,7 @@ class StreamRun:
                     complete_runs=report.complete_runs,
                     left=report.left,
                     other_destinations=report.other_destinations,
+                    live_runs=report.live,
                     problems=report.problems[:10],
                     error=report.storage_error,
                 )

@@ -49,6 +49,7 @@ from sinks.spill import (
     remove_spilled_manifest,
     scan_spilled,
 )
+from sinks.spilllock import run_is_live
 from sinks.windowing import ClosedWindow
 from sinks.writer import ObjectWriter, StoredObject
 
@@ -76,6 +77,8 @@ class RecoveryReport:
     """Files that could not be read back, malformed manifests (all left in place)."""
     storage_error: str | None = None
     """The storage failure that ended the attempt, if one did."""
+    live: list[str] = field(default_factory=list)
+    """Runs skipped because they are alive in another process (:mod:`sinks.spilllock`)."""
 
     @property
     def done(self) -> bool:
@@ -108,6 +111,9 @@ async def recover_spilled(
     report.problems += scan.problems
     for run_id in scan.run_ids:
         if run_id == current_run:
+            continue
+        if await asyncio.to_thread(run_is_live, spill_dir, run_id):
+            report.live.append(run_id)  # another process's run: its windows are its own
             continue
         entries = [e for e in scan.entries if e.run_id == run_id]
         mine = [

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 from engine.clock import FakeClock
@@ -12,6 +15,7 @@ from sinks.manifest import Manifest, StoredObjectEntry, iso_utc, manifest_key
 from sinks.memory import MemoryWriter
 from sinks.recovery import RecoveryReport, recover_spilled, updated_manifest
 from sinks.spill import load_spilled_manifest, scan_spilled, spill_manifest, spill_windows
+from sinks.spilllock import hold_run_lock, run_is_live
 from sinks.verify import verify_run
 from sinks.windowing import ClosedWindow, Windower, WindowPolicy
 from sinks.writer import StoredObject
@@ -281,3 +285,55 @@ def test_updating_a_manifest_twice_with_the_same_uploads_changes_nothing_more() 
     assert Manifest.from_json(twice.to_json()) == twice
     # Nothing recovered: a run's own incomplete status is not changed.
     assert updated_manifest(base, [], recovered_by="x", now_ns=0).status == "incomplete"
+
+
+REPO = Path(__file__).resolve().parent.parent
+HOLD_LOCK = (
+    "import sys, pathlib\n"
+    "from sinks.spilllock import hold_run_lock\n"
+    "with hold_run_lock(pathlib.Path(sys.argv[1]), 'run-1') as held:\n"
+    "    print(held, flush=True)\n"
+    "    sys.stdin.readline()\n"
+)
+
+
+def test_a_run_alive_in_another_process_is_left_alone_until_it_ends(tmp_path: Path) -> None:
+    """Two processes on one SPILL_DIR: the recovery of one skips the other's live run (its
+    lock is held), and recovers it once that run is gone."""
+    clock = FakeClock()
+    writer = MemoryWriter()
+    made, _ = asyncio.run(earlier_run(writer, tmp_path, clock))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
+        assert run_is_live(tmp_path, "run-1")
+        report = asyncio.run(recover(writer, tmp_path, clock))
+        assert report.live == ["run-1"] and report.uploaded == []
+        assert manifest_key(PREFIX, "run-1") not in writer.objects
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert not run_is_live(tmp_path, "run-1")
+    report = asyncio.run(recover(writer, tmp_path, clock))
+    assert report.live == [] and report.uploaded == [w.key for w in made[1:]]
+    assert stored_manifest(writer).status == "complete"
+
+
+def test_the_lock_is_released_and_its_file_removed_but_spilled_windows_stay(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    with hold_run_lock(tmp_path, "run-9") as held:
+        assert held and run_is_live(tmp_path, "run-9")
+        spill_windows(windows("run-9", 1, clock), tmp_path, "run-9", destination=DEST)
+    assert not run_is_live(tmp_path, "run-9")
+    assert not (tmp_path / "run-9" / ".lock").exists()
+    assert len(scan_spilled(tmp_path).entries) == 1
+    with hold_run_lock(tmp_path, "run-8") as held:
+        assert held
+    assert not (tmp_path / "run-8").exists()  # nothing spilled: the directory is gone too
