@@ -39,6 +39,7 @@ from batch.csvutil import Rejected
 from engine.records import BUY, SELL, TRADE_FIELDS
 
 US_PER_DAY: Final = 86_400_000_000
+US_PER_HOUR: Final = 3_600_000_000
 US_PER_MINUTE: Final = 60_000_000
 MAX_SCALE: Final = 12
 """Most decimal places of a price or size (exchanges send at most 8 to 10)."""
@@ -99,9 +100,7 @@ def _decimal(record: dict[str, Any], name: str) -> Decimal:
         raise _BadRecord("bad-decimal", f"{name} is not a decimal: {text!r}") from None
     if not value.is_finite() or "e" in text.lower() or text.strip() != text:
         raise _BadRecord("bad-decimal", f"{name} is not a plain decimal: {text!r}")
-    exponent = value.as_tuple().exponent
-    places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
-    if places > MAX_SCALE or value.adjusted() >= MAX_INTEGER_DIGITS:
+    if places(value) > MAX_SCALE or value.adjusted() >= MAX_INTEGER_DIGITS:
         raise _BadRecord(
             "out-of-range",
             f"{name} {text!r} has more than {MAX_SCALE} decimal places or "

@@ -27,12 +27,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from batch.compact import US_PER_DAY, US_PER_HOUR
 from sinks.keys import is_raw_key
 from sinks.manifest import MANIFEST_DIR, OUTPUT_KIND, Manifest, StoredObjectEntry
 from sinks.writer import ListedObject
 
-US_PER_DAY: Final = 86_400_000_000
-US_PER_HOUR: Final = 3_600_000_000
 MARGIN_US: Final = US_PER_HOUR
 TRADES_DIR: Final = "trades/"
 EPOCH: Final = dt.date(1970, 1, 1)

@@ -20,28 +20,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from batch.compact import CompactTrade, DedupStats, SymbolKey
-from sinks.manifest import Manifest, iso_utc
-
-NS_PER_US: Final = 1000
-
-
-def iso_us(us: int) -> str:
-    return iso_utc(us * NS_PER_US)
+from connectors.timefmt import format_us, parse_us
+from sinks.manifest import Manifest
 
 
 def parse_iso_us(text: str) -> int | None:
-    """µs since the epoch of a manifest time (``...Z``); ``None`` if unreadable."""
+    """µs since the epoch of a manifest time; ``None`` if unreadable."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_us(text)
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        return None
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
 def symbol_name(key: SymbolKey) -> str:
@@ -240,8 +231,10 @@ def _symbol_document(report: SymbolReport, recorded: list[dict[str, Any]]) -> di
     return {
         "trades": report.trades,
         "days": report.days,
-        "first_ts_event": None if report.first_ts_event is None else iso_us(report.first_ts_event),
-        "last_ts_event": None if report.last_ts_event is None else iso_us(report.last_ts_event),
+        "first_ts_event": None
+        if report.first_ts_event is None
+        else format_us(report.first_ts_event),
+        "last_ts_event": None if report.last_ts_event is None else format_us(report.last_ts_event),
         "first_trade_id": report.first_trade_id,
         "last_trade_id": report.last_trade_id,
         "duplicates_removed": report.duplicates,
@@ -253,8 +246,8 @@ def _symbol_document(report: SymbolReport, recorded: list[dict[str, Any]]) -> di
                 "from_id": gap.from_id,
                 "to_id": gap.to_id,
                 "missing": gap.missing,
-                "after": iso_us(gap.after_us),
-                "before": iso_us(gap.before_us),
+                "after": format_us(gap.after_us),
+                "before": format_us(gap.before_us),
             }
             for gap in report.gaps
         ],
@@ -277,7 +270,7 @@ def _run_document(run: RunSeen) -> dict[str, Any]:
         "spilled": list(manifest.spilled) if manifest else [],
         "objects_read": run.objects,
         "records_read": run.records,
-        "span": None if span is None else [iso_us(span[0]), iso_us(span[1])],
+        "span": None if span is None else [format_us(span[0]), format_us(span[1])],
     }
 
 
@@ -314,7 +307,7 @@ def build_report(
             if run.manifest is not None and run.manifest.status != "complete"
         ),
         "uncovered": [
-            {"from": iso_us(low), "to": iso_us(high), "seconds": (high - low) / 1_000_000}
+            {"from": format_us(low), "to": format_us(high), "seconds": (high - low) / 1_000_000}
             for low, high in holes
         ],
         "uncovered_seconds": sum(high - low for low, high in holes) / 1_000_000,

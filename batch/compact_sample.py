@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
+from batch.compact import US_PER_HOUR
 from sinks.encoders import GZIP, make_encoder
 from sinks.keys import KeyTemplate
 from sinks.manifest import COUNTERS, Gap, Manifest, StoredObjectEntry, iso_utc, manifest_key
 from sinks.writer import sha256_hex
 
 FIRST_DAY: Final = dt.date(2026, 1, 5)
-US_PER_HOUR: Final = 3_600_000_000
 _DAY0_US: Final = int(dt.datetime(2026, 1, 5, tzinfo=dt.UTC).timestamp()) * 1_000_000
 _TEMPLATE: Final = KeyTemplate()
 

@@ -47,7 +47,7 @@ from batch.registry import create_job, get_spec
 from engine import __version__, aio, signals
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import Env
-from engine.ecs import DEFAULT_LOOKUP, EcsLookup, resolve_ecs_task, run_id_with_task
+from engine.ecs import DEFAULT_LOOKUP, EcsLookup, identify_run
 from engine.errors import ConfigError, FeedvaultError, StorageError
 from engine.logs import configure_logging, get_logger, log_event
 from engine.runner import StopController
@@ -125,10 +125,14 @@ class BatchRun:
         if self.install_signal_handlers:
             signals.install_on_loop(loop, self.controller.on_signal)
         try:
-            self.ecs = await resolve_ecs_task(self.config.runtime.ecs_metadata_uri, self.ecs_lookup)
-            if self.ecs is not None and self.config.run_id_generated:
-                run_id = run_id_with_task(self.config.run_id, self.ecs.task_id)
-                self.config = dataclasses.replace(self.config, run_id=run_id)
+            config = self.config
+            self.ecs, run_id = await identify_run(
+                config.runtime.ecs_metadata_uri,
+                config.run_id,
+                config.run_id_generated,
+                self.ecs_lookup,
+            )
+            self.config = dataclasses.replace(config, run_id=run_id)
             log_event(
                 log,
                 logging.INFO,

@@ -232,6 +232,18 @@ async def resolve_ecs_task(
     return task
 
 
+async def identify_run(
+    base_uri: str | None, run_id: str, generated: bool, lookup: EcsLookup = DEFAULT_LOOKUP
+) -> tuple[EcsTask | None, str]:
+    """The run's ECS task (:func:`resolve_ecs_task`) and its run id: a ``generated`` one gets
+    the task id (:func:`run_id_with_task`), so runs of different tasks never share one; one the
+    operator chose is kept."""
+    task = await resolve_ecs_task(base_uri, lookup)
+    if task is not None and generated:
+        run_id = run_id_with_task(run_id, task.task_id)
+    return task, run_id
+
+
 def run_id_with_task(run_id: str, task_id: str) -> str:
     """A default run id (``{UTC time}-{random}``, :func:`engine.config.new_run_id`) with the task
     id after its time: ``{UTC time}-{task id}-{random}``, still sortable by time. Characters a

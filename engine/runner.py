@@ -61,7 +61,7 @@ from engine import __version__, signals
 from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import StreamConfig
-from engine.ecs import DEFAULT_LOOKUP, EcsLookup, resolve_ecs_task, run_id_with_task
+from engine.ecs import DEFAULT_LOOKUP, EcsLookup, identify_run
 from engine.errors import FeedvaultError, StorageError, SubscriptionRejected
 from engine.logs import METRICS_LOGGER, get_logger, log_event
 from engine.records import Trade
@@ -285,10 +285,11 @@ class StreamRun:
     async def _resolve_ecs(self) -> None:
         """Read the ECS task's metadata (see the class docstring); a generated run id becomes
         ``{time}-{task id}-{random}`` so runs of different tasks never share one."""
-        self.ecs = await resolve_ecs_task(self.config.runtime.ecs_metadata_uri, self.ecs_lookup)
-        if self.ecs is not None and self.config.run_id_generated:
-            run_id = run_id_with_task(self.config.run_id, self.ecs.task_id)
-            self.config = dataclasses.replace(self.config, run_id=run_id)
+        config = self.config
+        self.ecs, run_id = await identify_run(
+            config.runtime.ecs_metadata_uri, config.run_id, config.run_id_generated, self.ecs_lookup
+        )
+        self.config = dataclasses.replace(config, run_id=run_id)
 
     def metric_dimensions(self) -> dict[str, str]:
         """The dimensions of the run's EMF metrics: the command and the exchanges streamed

@@ -125,10 +125,15 @@ class SpillDir:
         remove_spilled(entry)
 
 
+def run_dir(spill_dir: Path, run_id: str) -> Path:
+    """The directory of ``run_id``'s spill (its name sanitized)."""
+    return Path(spill_dir, sanitize(run_id))
+
+
 def spill_path(spill_dir: Path, run_id: str, key: str) -> Path:
     """Where the body of ``key`` is spilled (every segment sanitized)."""
     segments = [sanitize(segment) for segment in key.split("/")]
-    return Path(spill_dir, sanitize(run_id), *segments)
+    return Path(run_dir(spill_dir, run_id), *segments)
 
 
 def spill_windows(
@@ -192,7 +197,7 @@ def scan_spilled(spill_dir: Path, run_id: str | None = None) -> SpillScan:
     (of ``run_id`` if given). A malformed sidecar or manifest file is reported in
     :attr:`SpillScan.problems` and skipped, never removed."""
     scan = SpillScan()
-    root = Path(spill_dir, sanitize(run_id)) if run_id is not None else Path(spill_dir)
+    root = run_dir(spill_dir, run_id) if run_id is not None else Path(spill_dir)
     if not root.is_dir():
         return scan
     for directory, _dirs, files in os.walk(root):
@@ -273,7 +278,7 @@ def spill_manifest(
     """Write a manifest that could not be stored (``body`` is its JSON) next to the run's
     spilled windows; durable on local disk when this returns. :class:`StorageError` if it
     could not be written."""
-    path = Path(spill_dir, sanitize(run_id), MANIFEST_FILE)
+    path = run_dir(spill_dir, run_id) / MANIFEST_FILE
     try:
         manifest = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -295,7 +300,7 @@ def spill_manifest(
 def load_spilled_manifest(spill_dir: Path, run_id: str) -> SpilledManifest | None:
     """The spilled manifest of ``run_id``, or None. :class:`StorageError` (or its
     :class:`IntegrityError`) if it exists but cannot be read."""
-    path = Path(spill_dir, sanitize(run_id), MANIFEST_FILE)
+    path = run_dir(spill_dir, run_id) / MANIFEST_FILE
     if not path.exists():
         return None
     return _read_manifest_file(path)

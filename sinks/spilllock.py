@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from sinks.keys import sanitize
+from sinks.spill import run_dir
 
 LOCK_NAME: Final = ".lock"
 
 
 def _lock_path(spill_dir: Path, run_id: str) -> Path:
-    return Path(spill_dir, sanitize(run_id), LOCK_NAME)
+    return run_dir(spill_dir, run_id) / LOCK_NAME
 
 
 @contextlib.contextmanager
