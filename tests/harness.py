@@ -142,15 +142,20 @@ def decode_object(body: bytes, key: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in body.splitlines() if line]
 
 
-def stored_trades(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
-    """Every trade record in every trade object under ``prefix``."""
-    out: list[dict[str, Any]] = []
+def stored_objects(client: Any, bucket: str, prefix: str) -> dict[str, bytes]:
+    """The body of every trade object under ``prefix``, by key."""
+    out: dict[str, bytes] = {}
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "trades/"):
         for obj in page.get("Contents", []):
-            body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            out.extend(decode_object(body, obj["Key"]))
+            out[obj["Key"]] = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
     return out
+
+
+def stored_trades(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every trade record in every trade object under ``prefix``."""
+    objects = stored_objects(client, bucket, prefix)
+    return [trade for key, body in objects.items() for trade in decode_object(body, key)]
 
 
 def read_manifest(client: Any, bucket: str, prefix: str) -> dict[str, Any]:
