@@ -11,6 +11,11 @@ Every line is passed through :func:`engine.redact.redact` as the last step, so c
 (AWS key ids, secret keys, session tokens, SigV4 signatures, ``Authorization`` headers, and the
 exact values of this process's AWS credential variables) never reach the output, whichever
 field or exception message carried them.
+
+Other libraries' warnings and errors (botocore, aiobotocore, websockets, asyncio, Python's
+``warnings``) are not left to Python's plain-text fallback: :func:`configure_logging` gives the
+root logger the same formatter at ``WARNING``, so they come out as the same redacted lines, with
+a ``logger`` field naming their source.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import orjson
 from engine.redact import redact, secrets_of, set_known_secrets
 
 LOGGER_NAME = "feedvault"
+OTHER_LIBRARIES_LEVEL = logging.WARNING
+"""The least severe line of another library's logger that is printed."""
 METRICS_LOGGER = "feedvault.metrics"
 """The logger of metric lines (``METRICS=emf``): kept at INFO whatever ``LOG_LEVEL`` says, so
 raising the log level never silences the metrics."""
@@ -55,6 +62,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "event": record.getMessage(),
         }
+        if not _ours(record):
+            doc["logger"] = record.name
         fields = getattr(record, "fields", None)
         if fields:
             doc.update(fields)
@@ -67,23 +76,47 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None) or {}
         tail = " ".join(f"{k}={v}" for k, v in fields.items())
-        line = f"{_iso(record.created)} {record.levelname:<7} {record.getMessage()}"
+        source = "" if _ours(record) else f"[{record.name}] "
+        line = f"{_iso(record.created)} {record.levelname:<7} {source}{record.getMessage()}"
         if record.exc_info and record.exc_info[1] is not None:
             tail += f" error={type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
         return redact(f"{line} {tail}".rstrip())
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
-    """Send feedvault's logs to ``stream`` (stdout by default) in ``fmt`` (json or text).
+def _ours(record: logging.LogRecord) -> bool:
+    return record.name == LOGGER_NAME or record.name.startswith(LOGGER_NAME + ".")
 
-    The credential values of the environment are read here for redaction."""
+
+class _OtherLibraries(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root logger's handler for other libraries' lines (one is installed at a time)."""
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Send feedvault's logs to ``stream`` (stdout by default) in ``fmt`` (json or text), and
+    other libraries' lines of ``WARNING`` and above there too, formatted and redacted alike.
+
+    The credential values of the environment are read here for redaction. Calling it again
+    replaces the handlers it installed; handlers installed by others are left alone."""
     set_known_secrets(secrets_of(os.environ))
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    root = logging.getLogger(LOGGER_NAME)
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-    root.propagate = False
+    handler.setFormatter(formatter)
+    ours = logging.getLogger(LOGGER_NAME)
+    for old in list(ours.handlers):
+        ours.removeHandler(old)
+    ours.addHandler(handler)
+    ours.setLevel(level)
+    ours.propagate = False
     logging.getLogger(METRICS_LOGGER).setLevel(logging.INFO)
+
+    others = _OtherLibraries(stream or sys.stdout)
+    others.setFormatter(formatter)
+    others.setLevel(OTHER_LIBRARIES_LEVEL)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if isinstance(old, _OtherLibraries):
+            root.removeHandler(old)
+    root.addHandler(others)
+    if root.level > OTHER_LIBRARIES_LEVEL:
+        root.setLevel(OTHER_LIBRARIES_LEVEL)
+    logging.captureWarnings(True)

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +207,52 @@ def test_the_sink_modules_log_redacted_json_lines(
     doc = json.loads(line)
     assert doc["level"] == "warning"
     assert "sink-secret-value" not in line and "AKIAABCDEFGHIJKLMNOP" not in line
+
+
+@pytest.fixture
+def _root_handlers() -> Any:
+    """Leave the root logger and the ``warnings`` capture as the test found them."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    logging.captureWarnings(False)  # an earlier test's capture would hold its stale hook
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(False)
+
+
+@pytest.mark.usefixtures("_root_handlers")
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_other_libraries_warnings_come_out_formatted_and_redacted(fmt: str) -> None:
+    """botocore's warnings, an asyncio error and Python's ``warnings`` reach the same stream,
+    in the same format, redacted and naming their logger; their INFO lines do not."""
+    out = io.StringIO()
+    configure_logging("INFO", fmt, stream=out)
+    configure_logging("INFO", fmt, stream=out)  # again: still one handler, one line each
+    set_known_secrets([SECRET, TOKEN])
+    logging.getLogger("botocore.credentials").warning("found %s with %s", KEY_ID, SECRET)
+    logging.getLogger("botocore.endpoint").info("sending %s", TOKEN)
+    logging.getLogger("asyncio").error("Task exception was never retrieved: %s", TOKEN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(f"deprecated, token {TOKEN}", UserWarning, stacklevel=1)
+    get_logger("test").info("ours")
+    lines = out.getvalue().splitlines()
+    for secret in (KEY_ID, SECRET, TOKEN):
+        assert secret not in out.getvalue()
+    assert not any("sending" in line for line in lines)
+    if fmt == "json":
+        docs = [json.loads(line) for line in lines]
+        by_logger = {doc.get("logger"): doc for doc in docs}
+        assert by_logger["botocore.credentials"]["level"] == "warning"
+        assert by_logger["asyncio"]["level"] == "error"
+        assert "py.warnings" in by_logger
+        assert by_logger[None]["event"] == "ours"  # feedvault's own lines name no logger
+        assert by_logger["py.warnings"]["level"] == "warning"
+        assert len(docs) == 4
+    else:
+        assert "[botocore.credentials] found" in out.getvalue()
+        assert "[asyncio] Task exception" in out.getvalue()
+        assert sum("ours" in line for line in lines) == 1
