@@ -6,8 +6,6 @@ appear only when a test advances the FakeClock.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from websockets.exceptions import InvalidStatus
 
@@ -17,10 +15,9 @@ from connectors.fake.faults import Faults
 from connectors.fake.server import FakeExchange
 from engine.clock import FakeClock
 from tests.wsclient import (
-    ProtocolProbe,
     Received,
+    check_keepalive,
     client,
-    make_session,
     next_event,
     read_until,
     subscribe,
@@ -134,29 +131,4 @@ async def test_malformed_frames_are_malformed_and_not_in_the_ledger() -> None:
 async def test_session_heartbeats_keep_a_quiet_connection_alive(drop_pongs: bool) -> None:
     """The session's keepalive: answered heartbeats count as traffic; unanswered ones let the
     connection go stale and be replaced."""
-    clock, proto = FakeClock(), BitstampProtocol()
-    probe = ProtocolProbe(proto)
-    faults = Faults(drop_pongs=drop_pongs)
-    async with FakeExchange(
-        "bitstamp", rate=10, symbols=SYMBOLS, clock=clock, faults=faults, max_trades=0
-    ) as fx:
-        session, _ = make_session(proto, fx.url, SYMBOLS, clock, stale_seconds=30)
-        stop = asyncio.Event()
-        task = asyncio.create_task(session.run(stop))
-        try:
-            await probe.wait_for(lambda: probe.count(Ack) == 2)  # both acks
-            for n in range(1, 4):  # 63 s in all, no trades
-                clock.advance(21)
-                await probe.wait_for(lambda n=n: probe.keepalives >= n)  # a tick saw the time
-                if not drop_pongs:
-                    await probe.wait_for(lambda n=n: probe.count(Heartbeat) == n)  # the answer
-            if drop_pongs:
-                await fx.wait_ready(2)  # went stale and came back
-                assert probe.count(Heartbeat) == 0
-            else:
-                assert fx.connections_opened == 1 and session.connections == 1
-        finally:
-            stop.set()
-            async with asyncio.timeout(10):
-                await task
-    assert (session.counters.reconnects >= 1) is drop_pongs
+    await check_keepalive("bitstamp", BitstampProtocol(), SYMBOLS, acks=2, drop_pongs=drop_pongs)

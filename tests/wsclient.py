@@ -141,3 +141,49 @@ class ProtocolProbe:
             while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
+
+
+async def check_keepalive(
+    exchange: str, proto: ExchangeProtocol, symbols: list[str], acks: int, *, drop_pongs: bool
+) -> None:
+    """The session's keepalive against the fake ``exchange``, 63 s of its clock with no trades
+    (stale after 30 s, a keepalive due every 20 s): answered, the keepalives are traffic and
+    the one connection lives; unanswered (``drop_pongs``), it goes stale and is replaced.
+
+    Deterministic whatever the machine's load: the first connection's ticks at 21 s and 42 s
+    each send a keepalive before any staleness check can close it. Unanswered, its last frame
+    (the acks) was counted at 0 s or 21 s, so it goes stale at 42 s or 63 s; a third keepalive
+    is only awaited when answered (a replacement opened at 63 s owes none)."""
+    from connectors.base import Ack, Heartbeat
+    from connectors.fake.faults import Faults
+    from connectors.fake.server import FakeExchange
+    from engine.clock import FakeClock
+
+    clock = FakeClock()
+    probe = ProtocolProbe(proto)
+    faults = Faults(drop_pongs=drop_pongs)
+    async with FakeExchange(
+        exchange, rate=10, symbols=symbols, clock=clock, faults=faults, max_trades=0
+    ) as fx:
+        session, _ = make_session(proto, fx.url, symbols, clock, stale_seconds=30)
+        stop = asyncio.Event()
+        task = asyncio.create_task(session.run(stop))
+        try:
+            await probe.wait_for(lambda: probe.count(Ack) == acks)
+            for n in range(1, 4):  # 63 s in all, no trades
+                clock.advance(21)
+                if drop_pongs and n == 3:
+                    break
+                await probe.wait_for(lambda n=n: probe.keepalives >= n)  # a tick saw the time
+                if not drop_pongs:
+                    await probe.wait_for(lambda n=n: probe.count(Heartbeat) == n)  # the answer
+            if drop_pongs:
+                await fx.wait_ready(2)  # went stale and came back
+                assert probe.count(Heartbeat) == 0
+            else:
+                assert fx.connections_opened == 1 and session.connections == 1
+        finally:
+            stop.set()
+            async with asyncio.timeout(WAIT):
+                await task
+    assert (session.counters.reconnects >= 1) is drop_pongs
