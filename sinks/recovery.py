@@ -2,7 +2,9 @@
 
 :func:`recover_spilled` is what a run does at its start, beside ingest: for every earlier run
 with windows or a manifest in the spill directory (runs of another destination are left alone,
-and so is the current run's own directory):
+and so is the current run's own directory), whose lock this process claims
+(:func:`sinks.spilllock.claim_run_lock`: a run alive in another process, or being recovered by
+one, is skipped) and holds until it is done with that run:
 
 1. the run's *base manifest* is its spilled manifest if there is one (its manifest write had
    failed: the spilled one is the newest), else its manifest in the store, else none (the run
@@ -49,7 +51,7 @@ from sinks.spill import (
     remove_spilled_manifest,
     scan_spilled,
 )
-from sinks.spilllock import run_is_live
+from sinks.spilllock import RunLock, claim_run_lock
 from sinks.windowing import ClosedWindow
 from sinks.writer import ObjectWriter, StoredObject
 
@@ -112,38 +114,76 @@ async def recover_spilled(
     for run_id in scan.run_ids:
         if run_id == current_run:
             continue
-        if await asyncio.to_thread(run_is_live, spill_dir, run_id):
-            report.live.append(run_id)  # another process's run: its windows are its own
-            continue
-        entries = [e for e in scan.entries if e.run_id == run_id]
-        mine = [
-            e
-            for e in entries
-            if belongs_to(e.destination, e.key, current=destination, prefix=prefix)
-        ]
-        spilled_manifest = scan.manifests.get(run_id)
-        if spilled_manifest is not None and not belongs_to(
-            spilled_manifest.destination, spilled_manifest.key, current=destination, prefix=prefix
-        ):
-            spilled_manifest = None
-            report.other_destinations += 1
-        report.other_destinations += len(entries) - len(mine)
-        report.left += len(mine)
-        if not mine and spilled_manifest is None:
+        lock = await _claim(spill_dir, run_id)
+        if lock is None:
+            report.live.append(run_id)  # alive, or recovered by another process: not ours
             continue
         try:
-            await _recover_run(
-                writer, run_id, mine, spilled_manifest, prefix, current_run, clock, report
+            stop = await _recover_claimed(
+                writer, run_id, scan, destination, prefix, current_run, clock, report
             )
-        except IntegrityError as exc:  # a malformed manifest: leave this run as it is
-            report.problems.append(f"run {run_id}: {exc}")
-            report.stuck += len(mine)
-            log.error("cannot recover run %s: %s", run_id, exc)
-        except StorageError as exc:
-            report.storage_error = str(exc)
-            log.warning("recovery of run %s stopped: %s", run_id, exc)
+        finally:
+            await asyncio.to_thread(lock.release)
+        if stop:
             break
     return report
+
+
+async def _claim(spill_dir: Path, run_id: str) -> RunLock | None:
+    """:func:`claim_run_lock` in a worker thread; cancel-safe: a lock the thread takes after
+    a cancellation is released, not leaked."""
+    claim = asyncio.ensure_future(asyncio.to_thread(claim_run_lock, spill_dir, run_id))
+    try:
+        return await asyncio.shield(claim)
+    except asyncio.CancelledError:
+        claim.add_done_callback(_release_unused)
+        raise
+
+
+def _release_unused(claim: asyncio.Future[RunLock | None]) -> None:
+    if not claim.cancelled() and claim.exception() is None and (lock := claim.result()):
+        lock.release()
+
+
+async def _recover_claimed(
+    writer: ObjectWriter,
+    run_id: str,
+    scan: SpillScan,
+    destination: str,
+    prefix: str,
+    current_run: str,
+    clock: Clock,
+    report: RecoveryReport,
+) -> bool:
+    """Recover one run whose lock this process holds; True when a storage failure ends the
+    attempt (the rest waits for the next one)."""
+    entries = [e for e in scan.entries if e.run_id == run_id]
+    mine = [
+        e for e in entries if belongs_to(e.destination, e.key, current=destination, prefix=prefix)
+    ]
+    spilled_manifest = scan.manifests.get(run_id)
+    if spilled_manifest is not None and not belongs_to(
+        spilled_manifest.destination, spilled_manifest.key, current=destination, prefix=prefix
+    ):
+        spilled_manifest = None
+        report.other_destinations += 1
+    report.other_destinations += len(entries) - len(mine)
+    report.left += len(mine)
+    if not mine and spilled_manifest is None:
+        return False
+    try:
+        await _recover_run(
+            writer, run_id, mine, spilled_manifest, prefix, current_run, clock, report
+        )
+    except IntegrityError as exc:  # a malformed manifest: leave this run as it is
+        report.problems.append(f"run {run_id}: {exc}")
+        report.stuck += len(mine)
+        log.error("cannot recover run %s: %s", run_id, exc)
+    except StorageError as exc:
+        report.storage_error = str(exc)
+        log.warning("recovery of run %s stopped: %s", run_id, exc)
+        return True
+    return False
 
 
 async def _recover_run(

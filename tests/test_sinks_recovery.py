@@ -15,7 +15,7 @@ from sinks.manifest import Manifest, StoredObjectEntry, iso_utc, manifest_key
 from sinks.memory import MemoryWriter
 from sinks.recovery import RecoveryReport, recover_spilled, updated_manifest
 from sinks.spill import load_spilled_manifest, scan_spilled, spill_manifest, spill_windows
-from sinks.spilllock import hold_run_lock, run_is_live
+from sinks.spilllock import claim_run_lock, hold_run_lock, run_is_live
 from sinks.verify import verify_run
 from sinks.windowing import ClosedWindow, Windower, WindowPolicy
 from sinks.writer import StoredObject
@@ -337,3 +337,59 @@ def test_the_lock_is_released_and_its_file_removed_but_spilled_windows_stay(
     with hold_run_lock(tmp_path, "run-8") as held:
         assert held
     assert not (tmp_path / "run-8").exists()  # nothing spilled: the directory is gone too
+
+
+class HeldAfterFirstPut(MemoryWriter):
+    """Takes the first put, then holds every later one until ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_done = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def put(self, key: str, body: bytes) -> StoredObject:
+        if self.first_done.is_set():
+            async with asyncio.timeout(10):
+                await self.go.wait()
+        stored = await super().put(key, body)
+        self.first_done.set()
+        return stored
+
+
+async def test_a_recovery_holds_the_run_so_a_second_recovery_leaves_it_alone(
+    tmp_path: Path,
+) -> None:
+    """Two recoveries of one dead run at once (two tasks sharing a SPILL_DIR): the first claims
+    the run's lock and holds it until it is done, so the second skips the run instead of
+    uploading it again and overwriting the first's manifest. Once done, the run's directory is
+    gone: lock file, spilled windows and spilled manifest alike."""
+    clock = FakeClock()
+    writer = HeldAfterFirstPut()
+    made, _ = await earlier_run(MemoryWriter(), tmp_path, clock)
+    async with asyncio.timeout(10):
+        first = asyncio.create_task(recover(writer, tmp_path, clock))
+        await writer.first_done.wait()  # the first recovery is in the middle of the run
+        assert run_is_live(tmp_path, "run-1")
+        second = await recover_spilled(
+            writer, tmp_path, destination=DEST, prefix=PREFIX, current_run="run-3", clock=clock
+        )
+        assert second.live == ["run-1"] and second.uploaded == [] and second.manifests == []
+        writer.go.set()
+        report = await first
+    assert report.uploaded == [w.key for w in made[1:]] and report.complete_runs == ["run-1"]
+    assert not (tmp_path / "run-1").exists()
+    assert not run_is_live(tmp_path, "run-1")
+
+
+def test_a_claim_is_exclusive_and_its_release_removes_an_emptied_directory(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "run-7").mkdir()
+    lock = claim_run_lock(tmp_path, "run-7")
+    assert lock is not None and run_is_live(tmp_path, "run-7")
+    assert claim_run_lock(tmp_path, "run-7") is None  # another open file: a second claimant
+    lock.release()
+    lock.release()  # idempotent
+    assert not (tmp_path / "run-7").exists()
+    assert claim_run_lock(tmp_path, "run-7") is None  # no directory: nothing to claim
+    assert not (tmp_path / "run-7").exists()
