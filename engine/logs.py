@@ -32,7 +32,8 @@ from engine.redact import redact, secrets_of, set_known_secrets
 
 LOGGER_NAME = "feedvault"
 OTHER_LIBRARIES_LEVEL = logging.WARNING
-"""The least severe line of another library's logger that is printed."""
+"""The least severe line of another library's logger that is printed (or ``LOG_LEVEL``, if
+that is more severe)."""
 METRICS_LOGGER = "feedvault.metrics"
 """The logger of metric lines (``METRICS=emf``): kept at INFO whatever ``LOG_LEVEL`` says, so
 raising the log level never silences the metrics."""
@@ -69,6 +70,8 @@ class JsonFormatter(logging.Formatter):
             doc.update(fields)
         if record.exc_info and record.exc_info[1] is not None:
             doc["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+            if not _ours(record):  # another library's error: its traceback is the only clue
+                doc["traceback"] = self.formatException(record.exc_info)
         return redact(orjson.dumps(doc, default=str).decode())
 
 
@@ -80,6 +83,8 @@ class TextFormatter(logging.Formatter):
         line = f"{_iso(record.created)} {record.levelname:<7} {source}{record.getMessage()}"
         if record.exc_info and record.exc_info[1] is not None:
             tail += f" error={type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+            if not _ours(record):
+                tail += "\n" + self.formatException(record.exc_info)
         return redact(f"{line} {tail}".rstrip())
 
 
@@ -87,7 +92,7 @@ def _ours(record: logging.LogRecord) -> bool:
     return record.name == LOGGER_NAME or record.name.startswith(LOGGER_NAME + ".")
 
 
-class _OtherLibraries(logging.StreamHandler):  # type: ignore[type-arg]
+class OtherLibrariesHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root logger's handler for other libraries' lines (one is installed at a time)."""
 
 
@@ -109,12 +114,12 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
     ours.propagate = False
     logging.getLogger(METRICS_LOGGER).setLevel(logging.INFO)
 
-    others = _OtherLibraries(stream or sys.stdout)
+    others = OtherLibrariesHandler(stream or sys.stdout)
     others.setFormatter(formatter)
-    others.setLevel(OTHER_LIBRARIES_LEVEL)
+    others.setLevel(max(OTHER_LIBRARIES_LEVEL, ours.level))
     root = logging.getLogger()
     for old in list(root.handlers):
-        if isinstance(old, _OtherLibraries):
+        if isinstance(old, OtherLibrariesHandler):
             root.removeHandler(old)
     root.addHandler(others)
     if root.level > OTHER_LIBRARIES_LEVEL:

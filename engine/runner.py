@@ -262,7 +262,17 @@ class StreamRun:
                 ecs=self.ecs.to_dict() if self.ecs is not None else None,
             )
             # While this run lives, another process's recovery leaves its spill alone.
-            with hold_run_lock(Path(self.config.runtime.spill_dir), self.config.run_id):
+            with hold_run_lock(Path(self.config.runtime.spill_dir), self.config.run_id) as lock:
+                if lock is None or not lock.locked:
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "spill_lock_unavailable",
+                        run_id=self.config.run_id,
+                        reason="another process holds this run id's lock"
+                        if lock is None
+                        else lock.problem,
+                    )
                 if self._writer is not None:
                     return await self._run_with_writer(self._writer, started_ns)
                 async with open_writer(

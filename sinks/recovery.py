@@ -2,9 +2,10 @@
 
 :func:`recover_spilled` is what a run does at its start, beside ingest: for every earlier run
 with windows or a manifest in the spill directory (runs of another destination are left alone,
-and so is the current run's own directory), whose lock this process claims
-(:func:`sinks.spilllock.claim_run_lock`: a run alive in another process, or being recovered by
-one, is skipped) and holds until it is done with that run:
+and so is the current run's own directory, and their locks are not taken), whose lock this
+process claims (:func:`sinks.spilllock.claim_run_lock`: a run alive in another process, or
+being recovered by one, is skipped) and holds until it is done with that run, reading that
+run's spill again once it holds it (another recovery may have done it since the first scan):
 
 1. the run's *base manifest* is its spilled manifest if there is one (its manifest write had
    failed: the spilled one is the newest), else its manifest in the store, else none (the run
@@ -114,19 +115,68 @@ async def recover_spilled(
     for run_id in scan.run_ids:
         if run_id == current_run:
             continue
+        seen = _RunSpill.of(scan, run_id, destination, prefix)
+        if not seen.ours:
+            # Nothing of this destination: not ours to claim (its own destination's next run
+            # must find the lock free), only counted.
+            report.other_destinations += seen.others
+            continue
         lock = await _claim(spill_dir, run_id)
         if lock is None:
-            report.live.append(run_id)  # alive, or recovered by another process: not ours
+            report.live.append(run_id)  # alive, or being recovered by another process
             continue
         try:
+            if not lock.locked:
+                log.warning("recovering run %s without its lock: %s", run_id, lock.problem)
+            # What is there now that the run is ours: another recovery may have done (some
+            # of) it since the scan above.
+            fresh = await asyncio.to_thread(scan_spilled, spill_dir, run_id)
             stop = await _recover_claimed(
-                writer, run_id, scan, destination, prefix, current_run, clock, report
+                writer,
+                run_id,
+                _RunSpill.of(fresh, run_id, destination, prefix),
+                prefix,
+                current_run,
+                clock,
+                report,
             )
         finally:
             await asyncio.to_thread(lock.release)
         if stop:
             break
     return report
+
+
+@dataclass(frozen=True)
+class _RunSpill:
+    """What one run left in a scan, split by destination."""
+
+    mine: list[SpilledEntry]
+    """Its windows of the current destination."""
+    manifest: SpilledManifest | None
+    """Its spilled manifest, if it is of the current destination."""
+    others: int
+    """Its windows and manifest of other destinations."""
+
+    @property
+    def ours(self) -> bool:
+        return bool(self.mine) or self.manifest is not None
+
+    @classmethod
+    def of(cls, scan: SpillScan, run_id: str, destination: str, prefix: str) -> _RunSpill:
+        entries = [e for e in scan.entries if e.run_id == run_id]
+        mine = [
+            e
+            for e in entries
+            if belongs_to(e.destination, e.key, current=destination, prefix=prefix)
+        ]
+        manifest = scan.manifests.get(run_id)
+        others = len(entries) - len(mine)
+        if manifest is not None and not belongs_to(
+            manifest.destination, manifest.key, current=destination, prefix=prefix
+        ):
+            manifest, others = None, others + 1
+        return cls(mine, manifest, others)
 
 
 async def _claim(spill_dir: Path, run_id: str) -> RunLock | None:
@@ -148,36 +198,25 @@ def _release_unused(claim: asyncio.Future[RunLock | None]) -> None:
 async def _recover_claimed(
     writer: ObjectWriter,
     run_id: str,
-    scan: SpillScan,
-    destination: str,
+    spill: _RunSpill,
     prefix: str,
     current_run: str,
     clock: Clock,
     report: RecoveryReport,
 ) -> bool:
-    """Recover one run whose lock this process holds; True when a storage failure ends the
+    """Recover one run this process has claimed; True when a storage failure ends the
     attempt (the rest waits for the next one)."""
-    entries = [e for e in scan.entries if e.run_id == run_id]
-    mine = [
-        e for e in entries if belongs_to(e.destination, e.key, current=destination, prefix=prefix)
-    ]
-    spilled_manifest = scan.manifests.get(run_id)
-    if spilled_manifest is not None and not belongs_to(
-        spilled_manifest.destination, spilled_manifest.key, current=destination, prefix=prefix
-    ):
-        spilled_manifest = None
-        report.other_destinations += 1
-    report.other_destinations += len(entries) - len(mine)
-    report.left += len(mine)
-    if not mine and spilled_manifest is None:
-        return False
+    report.other_destinations += spill.others
+    report.left += len(spill.mine)
+    if not spill.ours:
+        return False  # done by another recovery since the scan
     try:
         await _recover_run(
-            writer, run_id, mine, spilled_manifest, prefix, current_run, clock, report
+            writer, run_id, spill.mine, spill.manifest, prefix, current_run, clock, report
         )
     except IntegrityError as exc:  # a malformed manifest: leave this run as it is
         report.problems.append(f"run {run_id}: {exc}")
-        report.stuck += len(mine)
+        report.stuck += len(spill.mine)
         log.error("cannot recover run %s: %s", run_id, exc)
     except StorageError as exc:
         report.storage_error = str(exc)

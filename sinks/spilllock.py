@@ -1,7 +1,7 @@
 """Who owns a run's spill directory: one advisory lock per run.
 
 A run holds an exclusive ``flock`` on ``SPILL_DIR/<run_id>/.lock`` from its start to its end
-(:func:`hold_run_lock`). The recovery of another process claims a run's lock before it touches
+(:func:`hold_run_lock`). The recovery of another process claims a run's lock before it reads
 that run's spill (:func:`claim_run_lock`) and holds it until it is done, so it skips a live run
 (which may still spill, retry or upload its own windows), and two recoveries never work on the
 same dead run at once. A run that died (SIGKILL, OOM) holds nothing: the kernel releases a lock
@@ -13,11 +13,16 @@ moment at most one holder has a lock on the file the path names. Locks are advis
 network file system such as EFS, ``flock`` is honoured between clients of NFSv4.1. The holder
 closes the file before removing the directory, so an NFS client's rename of a removed open file
 (``.nfs...``) is gone by then and an emptied directory really goes.
+
+Only another holder makes a claim fail. Where no lock can be had at all (a file system without
+``flock``, no room for the lock file), the claim is *unlocked*: the caller goes on as it would
+with no other process, and is told why (:attr:`RunLock.problem`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -29,6 +34,7 @@ from sinks.spill import run_dir
 LOCK_NAME: Final = ".lock"
 CLAIM_ATTEMPTS: Final = 3
 """Tries of :func:`claim_run_lock` when the file it locked was removed under it meanwhile."""
+_HELD: Final = frozenset({errno.EWOULDBLOCK, errno.EAGAIN})
 
 
 def _lock_path(spill_dir: Path, run_id: str) -> Path:
@@ -36,23 +42,34 @@ def _lock_path(spill_dir: Path, run_id: str) -> Path:
 
 
 class RunLock:
-    """An exclusive lock on one run's spill directory, held until :meth:`release`."""
+    """A claim on one run's spill directory, held until :meth:`release`: locked, or unlocked
+    when no lock could be had (:attr:`problem` says why)."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int | None, problem: str | None = None) -> None:
         self.path = path
-        self._fd: int | None = fd
+        self._fd = fd
+        self.problem = problem
+        """Why the claim holds no lock (None: it does)."""
+        self._released = False
+
+    @property
+    def locked(self) -> bool:
+        return self.problem is None
 
     def release(self) -> None:
         """Remove the lock file (still locked), close it, then remove the run's directories
         that are empty (those of windows uploaded since they spilled, and the run's own when
-        nothing is left in it): spilled windows stay, and so do their directories.
-        Idempotent; never raises."""
-        if self._fd is None:
+        nothing is left in it): spilled windows stay, and so do their directories. An unlocked
+        claim only removes empty directories. Idempotent; never raises."""
+        if self._released:
             return
-        fd, self._fd = self._fd, None
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-        os.close(fd)
+        self._released = True
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
         _remove_empty_directories(self.path.parent)
 
 
@@ -64,52 +81,69 @@ def _remove_empty_directories(top: Path) -> None:
             os.rmdir(directory)
 
 
+def _open_lock_file(path: Path) -> int:
+    """The lock file, opened for writing (NFS emulates ``flock`` with POSIX locks, whose
+    exclusive form needs a writable descriptor); created only if it is not there."""
+    try:
+        return os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+
+
 def claim_run_lock(spill_dir: Path, run_id: str) -> RunLock | None:
     """Take ``run_id``'s lock without waiting, creating its lock file in the run's existing
     directory if there is none. ``None`` when another open file description holds it (a live
-    run, or another recovery of it), when the run's directory is gone, or when the lock cannot
-    be taken (an unusable file system: then nobody else can take it either)."""
+    run, or another recovery of it) or when the run's directory is gone (recovered meanwhile).
+    When no lock can be had for another reason, an unlocked :class:`RunLock`."""
     path = _lock_path(spill_dir, run_id)
     for _ in range(CLAIM_ATTEMPTS):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        except OSError:
-            return None
+            fd = _open_lock_file(path)
+        except FileNotFoundError:
+            return None  # the run's directory went: another recovery finished it
+        except OSError as exc:
+            return RunLock(path, None, f"cannot open {path}: {exc.strerror or exc}")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                return RunLock(path, fd)
-        except OSError:  # held (BlockingIOError), or the file went under it (then: again)
+        except OSError as exc:
             os.close(fd)
-            if not path.exists():
-                continue
-            return None
-        os.close(fd)  # locked a file its holder had just removed: lock the new one
+            if exc.errno in _HELD:
+                return None
+            return RunLock(path, None, f"cannot lock {path}: {exc.strerror or exc}")
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return RunLock(path, fd)
+        os.close(fd)  # locked a file its holder had just removed: lock the one there now
     return None
 
 
 @contextlib.contextmanager
-def hold_run_lock(spill_dir: Path, run_id: str) -> Iterator[bool]:
-    """Hold the run's lock while the block runs; yields whether it is held. Best effort: a
-    spill directory that cannot be created or locked yields ``False`` (spilling into it would
-    fail too, and reports that itself). On exit the lock is released (:meth:`RunLock.release`):
-    the lock file goes, and the run's directory with it when nothing else is in it."""
+def hold_run_lock(spill_dir: Path, run_id: str) -> Iterator[RunLock | None]:
+    """Hold the run's lock while the block runs. Yields the claim (unlocked when no lock can be
+    had: :attr:`RunLock.problem`), or None when another process holds this run id's lock.
+    On exit the claim is released (:meth:`RunLock.release`): the lock file goes, and the run's
+    directory with it when nothing else is in it."""
+    directory = run_dir(spill_dir, run_id)
     try:
-        run_dir(spill_dir, run_id).mkdir(parents=True, exist_ok=True)
-    except OSError:
-        yield False
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        yield RunLock(directory / LOCK_NAME, None, f"cannot create {directory}: {exc}")
         return
     lock = claim_run_lock(spill_dir, run_id)
     try:
-        yield lock is not None
+        yield lock
     finally:
         if lock is not None:
             lock.release()
 
 
 def run_is_live(spill_dir: Path, run_id: str) -> bool:
-    """True when another open file description holds ``run_id``'s lock (a live run, or a
-    recovery of it). Only looks: never creates the lock file."""
+    """True when another open file description holds ``run_id``'s lock. For tests and
+    diagnostics only: it takes the lock for a moment itself, so a claim made at that moment
+    fails."""
     try:
         fd = os.open(_lock_path(spill_dir, run_id), os.O_RDWR)
     except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -12,11 +13,26 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from engine.logs import OtherLibrariesHandler
+
 if TYPE_CHECKING:
     from tests.stop_harness import WatchedProxy
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 FIXTURES = os.path.join(SHARED, "fixtures")
+
+
+@pytest.fixture(autouse=True)
+def _other_libraries_logging_left_as_found() -> Iterator[None]:
+    """An in-process run's ``configure_logging`` gives the root logger a handler on that
+    test's stream (perhaps a capture that is closed after it) and captures ``warnings``: undo
+    both after each test."""
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, OtherLibrariesHandler):
+            root.removeHandler(handler)
+    logging.captureWarnings(False)
 
 
 def free_port() -> int:

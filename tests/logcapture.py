@@ -46,14 +46,19 @@ class Lines(io.TextIOBase):
 
 @contextmanager
 def captured_logs(level: str) -> Iterator[Lines]:
-    """Send feedvault's JSON logs at ``level`` into a :class:`Lines`; restore the handlers."""
-    root = logging.getLogger(LOGGER_NAME)
-    saved = (list(root.handlers), root.level, root.propagate)
+    """Send feedvault's JSON logs at ``level`` (and other libraries' warnings) into a
+    :class:`Lines`; restore the handlers of both loggers after."""
+    ours, root = logging.getLogger(LOGGER_NAME), logging.getLogger()
+    saved = (list(ours.handlers), ours.level, ours.propagate)
+    saved_root = (list(root.handlers), root.level)
     lines = Lines()
     configure_logging(level, "json", stream=lines)  # type: ignore[arg-type]
     try:
         yield lines
     finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        root.propagate = saved[2]
+        ours.handlers[:] = saved[0]
+        ours.setLevel(saved[1])
+        ours.propagate = saved[2]
+        root.handlers[:] = saved_root[0]
+        root.setLevel(saved_root[1])
+        logging.captureWarnings(False)

@@ -235,6 +235,10 @@ def test_other_libraries_warnings_come_out_formatted_and_redacted(fmt: str) -> N
     logging.getLogger("botocore.credentials").warning("found %s with %s", KEY_ID, SECRET)
     logging.getLogger("botocore.endpoint").info("sending %s", TOKEN)
     logging.getLogger("asyncio").error("Task exception was never retrieved: %s", TOKEN)
+    try:
+        raise ValueError(f"in a callback, token {TOKEN}")
+    except ValueError:
+        logging.getLogger("asyncio").exception("Exception in callback")
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.warn(f"deprecated, token {TOKEN}", UserWarning, stacklevel=1)
@@ -245,14 +249,26 @@ def test_other_libraries_warnings_come_out_formatted_and_redacted(fmt: str) -> N
     assert not any("sending" in line for line in lines)
     if fmt == "json":
         docs = [json.loads(line) for line in lines]
-        by_logger = {doc.get("logger"): doc for doc in docs}
-        assert by_logger["botocore.credentials"]["level"] == "warning"
-        assert by_logger["asyncio"]["level"] == "error"
-        assert "py.warnings" in by_logger
-        assert by_logger[None]["event"] == "ours"  # feedvault's own lines name no logger
-        assert by_logger["py.warnings"]["level"] == "warning"
-        assert len(docs) == 4
+        by_logger: dict[str | None, list[dict[str, Any]]] = {}
+        for doc in docs:
+            by_logger.setdefault(doc.get("logger"), []).append(doc)
+        assert [d["level"] for d in by_logger["botocore.credentials"]] == ["warning"]
+        assert [d["level"] for d in by_logger["asyncio"]] == ["error", "error"]
+        assert "traceback" in by_logger["asyncio"][1]  # another library's error: with its trace
+        assert [d["level"] for d in by_logger["py.warnings"]] == ["warning"]
+        assert [d["event"] for d in by_logger[None]] == ["ours"]  # ours name no logger
+        assert "botocore.endpoint" not in by_logger
     else:
+        assert "Traceback (most recent call last)" in out.getvalue()
         assert "[botocore.credentials] found" in out.getvalue()
         assert "[asyncio] Task exception" in out.getvalue()
         assert sum("ours" in line for line in lines) == 1
+
+
+@pytest.mark.usefixtures("_root_handlers")
+def test_a_log_level_above_warning_quiets_other_libraries_warnings_too() -> None:
+    out = io.StringIO()
+    configure_logging("ERROR", "json", stream=out)
+    logging.getLogger("botocore.credentials").warning("a warning")
+    logging.getLogger("asyncio").error("an error")
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["an error"]

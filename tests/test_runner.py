@@ -21,8 +21,10 @@ from sinks.spill import (
     spill_manifest,
     spill_windows,
 )
+from sinks.spilllock import claim_run_lock, run_is_live
 from sinks.verify import verify_run
 from sinks.windowing import Windower, WindowPolicy
+from tests.logcapture import captured_logs
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 
@@ -256,3 +258,37 @@ async def test_a_run_uploads_what_an_earlier_run_left_in_the_spill_dir(tmp_path:
     assert stored_ids(writer) == sorted(
         [("BTC-USDT", "1"), ("BTC-USDT", "2"), ("BTC-USDT", "3"), *ledger_ids(exchange)]
     )
+
+
+async def test_a_run_whose_lock_another_process_holds_says_so_and_still_runs(
+    tmp_path: Path,
+) -> None:
+    """A RUN_ID reused while its first run still holds the spill lock: the second run warns
+    (``spill_lock_unavailable``) and runs to a complete manifest; the holder's lock stays."""
+    (tmp_path / "test-run").mkdir()
+    held = claim_run_lock(tmp_path, "test-run")
+    assert held is not None and held.locked
+    clock = FakeClock()
+    writer = MemoryWriter()
+    try:
+        with captured_logs("INFO") as logs:
+            async with FakeExchange("binance", rate=100, symbols=SYMBOLS, clock=clock) as exchange:
+                run = StreamRun(
+                    config(exchange.url, tmp_path),
+                    clock=clock,
+                    writer=writer,
+                    install_signal_handlers=False,
+                )
+                task = asyncio.create_task(run.run())
+                await exchange.wait_ready(1)
+                clock.advance(61)  # past MAX_RUNTIME_SECONDS
+                async with asyncio.timeout(30):
+                    status = await task
+        (warning,) = logs.docs("spill_lock_unavailable")
+        assert warning["level"] == "warning" and "another process" in warning["reason"]
+        assert status == 0
+        assert run_is_live(tmp_path, "test-run")  # still the first holder's
+    finally:
+        held.release()
+    manifest = Manifest.from_json(writer.objects[manifest_key("streaming/test/", "test-run")])
+    assert manifest.status == "complete"

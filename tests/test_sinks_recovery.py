@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -292,7 +293,7 @@ HOLD_LOCK = (
     "import sys, pathlib\n"
     "from sinks.spilllock import hold_run_lock\n"
     "with hold_run_lock(pathlib.Path(sys.argv[1]), 'run-1') as held:\n"
-    "    print(held, flush=True)\n"
+    "    print(held is not None and held.locked, flush=True)\n"
     "    sys.stdin.readline()\n"
 )
 
@@ -329,13 +330,13 @@ def test_the_lock_is_released_and_its_file_removed_but_spilled_windows_stay(
 ) -> None:
     clock = FakeClock()
     with hold_run_lock(tmp_path, "run-9") as held:
-        assert held and run_is_live(tmp_path, "run-9")
+        assert held is not None and held.locked and run_is_live(tmp_path, "run-9")
         spill_windows(windows("run-9", 1, clock), tmp_path, "run-9", destination=DEST)
     assert not run_is_live(tmp_path, "run-9")
     assert not (tmp_path / "run-9" / ".lock").exists()
     assert len(scan_spilled(tmp_path).entries) == 1
     with hold_run_lock(tmp_path, "run-8") as held:
-        assert held
+        assert held is not None and held.locked
     assert not (tmp_path / "run-8").exists()  # nothing spilled: the directory is gone too
 
 
@@ -393,3 +394,73 @@ def test_a_claim_is_exclusive_and_its_release_removes_an_emptied_directory(
     assert not (tmp_path / "run-7").exists()
     assert claim_run_lock(tmp_path, "run-7") is None  # no directory: nothing to claim
     assert not (tmp_path / "run-7").exists()
+
+
+class Gated(MemoryWriter):
+    """Holds every put (see :meth:`MemoryWriter.hold_puts`) and says when the first began."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        super().__init__()
+        self.objects = objects  # one store shared with another writer
+        self.began = asyncio.Event()
+        self.hold_puts()
+
+    async def put(self, key: str, body: bytes) -> StoredObject:
+        self.began.set()
+        async with asyncio.timeout(10):
+            return await super().put(key, body)
+
+
+async def test_a_recovery_reads_a_claimed_run_afresh_so_it_never_undoes_another_one(
+    tmp_path: Path,
+) -> None:
+    """Task B scans two dead runs and is held recovering the first; meanwhile task A recovers
+    the second completely. When B then claims the second run (its directory stays: it also
+    holds a window of another destination), it reads that run's spill again, finds nothing
+    left of its destination, and leaves A's complete manifest as it is."""
+    clock = FakeClock()
+    shared = MemoryWriter()
+    made0, _ = await earlier_run(shared, tmp_path, clock, run_id="run-0")
+    made1, _ = await earlier_run(shared, tmp_path, clock, run_id="run-1")
+    other = dataclasses.replace(windows("run-1", 1, clock)[0], key="q/other/x.ndjson.gz")
+    spill_windows([other], tmp_path, "run-1", destination="s3://other/q/")
+    b_writer = Gated(shared.objects)
+    async with asyncio.timeout(20):
+        task_b = asyncio.create_task(
+            recover_spilled(
+                b_writer, tmp_path, destination=DEST, prefix=PREFIX, current_run="b", clock=clock
+            )
+        )
+        await b_writer.began.wait()  # B has scanned both runs and holds run-0
+        a = await recover(shared, tmp_path, clock)
+        assert a.live == ["run-0"] and a.complete_runs == ["run-1"]
+        assert stored_manifest(shared, "run-1").status == "complete"
+        b_writer.release_puts()
+        b = await task_b
+    assert b.complete_runs == ["run-0"] and b.uploaded == [w.key for w in made0[1:]]
+    after = stored_manifest(shared, "run-1")
+    assert after.status == "complete" and after.spilled == []
+    assert [o.key for o in after.objects] == [w.key for w in made1]
+    assert b.other_destinations == 1 and b.left == 0
+
+
+async def test_a_run_of_another_destination_is_not_claimed(tmp_path: Path) -> None:
+    """A task leaves the lock of another destination's run alone, so that destination's own
+    task never finds it taken by a task that had nothing to do there."""
+    clock = FakeClock()
+    await earlier_run(MemoryWriter(), tmp_path, clock)
+    held_by_its_own_task = claim_run_lock(tmp_path, "run-1")
+    assert held_by_its_own_task is not None and held_by_its_own_task.locked
+    try:
+        report = await recover_spilled(
+            MemoryWriter(),
+            tmp_path,
+            destination="s3://other/q/",
+            prefix="q/",
+            current_run="run-9",
+            clock=clock,
+        )
+    finally:
+        held_by_its_own_task.release()
+    assert report.live == [] and report.other_destinations == 3  # two windows, one manifest
+    assert report.done
