@@ -269,7 +269,8 @@ class StreamRun:
                         logging.WARNING,
                         "spill_lock_unavailable",
                         run_id=self.config.run_id,
-                        reason="another process holds this run id's lock"
+                        reason="another process holds this run id's lock (a run or a "
+                        "recovery with the same RUN_ID): this run's spill is not protected"
                         if lock is None
                         else lock.problem,
                     )

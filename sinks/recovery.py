@@ -121,7 +121,13 @@ async def recover_spilled(
             # must find the lock free), only counted.
             report.other_destinations += seen.others
             continue
-        lock = await _claim(spill_dir, run_id)
+        try:
+            lock = await _claim(spill_dir, run_id)
+        except StorageError as exc:  # alive or not is unknown: leave it for the next attempt
+            report.problems.append(f"run {run_id}: {exc}")
+            report.left += len(seen.mine)
+            log.warning("cannot claim run %s: %s", run_id, exc)
+            continue
         if lock is None:
             report.live.append(run_id)  # alive, or being recovered by another process
             continue

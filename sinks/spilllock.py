@@ -14,9 +14,10 @@ network file system such as EFS, ``flock`` is honoured between clients of NFSv4.
 closes the file before removing the directory, so an NFS client's rename of a removed open file
 (``.nfs...``) is gone by then and an emptied directory really goes.
 
-Only another holder makes a claim fail. Where no lock can be had at all (a file system without
-``flock``, no room for the lock file), the claim is *unlocked*: the caller goes on as it would
-with no other process, and is told why (:attr:`RunLock.problem`).
+Only another holder makes a claim fail. Where this file system can give no lock at all (no
+``flock``, no room for an absent lock file), the claim is *unlocked*: the caller goes on as it
+would with no other process, and is told why (:attr:`RunLock.problem`). Any other failure
+(permissions, I/O) leaves it unknown whether the run is alive: the claim raises.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from engine.errors import StorageError
 from sinks.spill import run_dir
 
 LOCK_NAME: Final = ".lock"
 CLAIM_ATTEMPTS: Final = 3
 """Tries of :func:`claim_run_lock` when the file it locked was removed under it meanwhile."""
-_HELD: Final = frozenset({errno.EWOULDBLOCK, errno.EAGAIN})
 
 
 def _lock_path(spill_dir: Path, run_id: str) -> Path:
@@ -43,7 +44,7 @@ def _lock_path(spill_dir: Path, run_id: str) -> Path:
 
 class RunLock:
     """A claim on one run's spill directory, held until :meth:`release`: locked, or unlocked
-    when no lock could be had (:attr:`problem` says why)."""
+    when no lock can be had on this file system (:attr:`problem` says why)."""
 
     def __init__(self, path: Path, fd: int | None, problem: str | None = None) -> None:
         self.path = path
@@ -81,39 +82,67 @@ def _remove_empty_directories(top: Path) -> None:
             os.rmdir(directory)
 
 
-def _open_lock_file(path: Path) -> int:
-    """The lock file, opened for writing (NFS emulates ``flock`` with POSIX locks, whose
-    exclusive form needs a writable descriptor); created only if it is not there."""
-    try:
-        return os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+_HELD: Final = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES})
+"""``flock`` errors that mean another holder (EACCES: POSIX-lock emulations of ``flock``)."""
+_NO_LOCKS: Final = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL})
+"""``flock`` errors that mean this file system has no locks to give."""
+_NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+"""Errors creating an absent lock file that mean it cannot be created here (while a holder
+always keeps its file, so none is held)."""
+_GONE: Final = frozenset({errno.ENOENT, errno.ESTALE})
+"""The file was removed under us (ESTALE: how NFS says so): look again."""
+
+
+def _why(action: str, path: Path, exc: OSError) -> str:
+    return f"cannot {action} {path}: {exc.strerror or exc}"
 
 
 def claim_run_lock(spill_dir: Path, run_id: str) -> RunLock | None:
     """Take ``run_id``'s lock without waiting, creating its lock file in the run's existing
-    directory if there is none. ``None`` when another open file description holds it (a live
-    run, or another recovery of it) or when the run's directory is gone (recovered meanwhile).
-    When no lock can be had for another reason, an unlocked :class:`RunLock`."""
+    directory if there is none. Returns:
+
+    - a locked :class:`RunLock`;
+    - ``None`` when another open file description holds it (a live run, or a recovery of
+      it), when the run's directory is gone (recovered meanwhile), or when the lock file kept
+      changing under it;
+    - an unlocked :class:`RunLock` when this file system cannot give a lock (no ``flock``
+      support, or no room to create an absent lock file): nobody else can hold it either.
+
+    Raises :class:`~engine.errors.StorageError` for any other failure (permissions, too many
+    open files, I/O errors): whether the run is alive is then unknown."""
     path = _lock_path(spill_dir, run_id)
     for _ in range(CLAIM_ATTEMPTS):
+        created = False
         try:
-            fd = _open_lock_file(path)
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+                created = True
+        except FileExistsError:
+            continue  # created by another claimant meanwhile: open that one
         except FileNotFoundError:
             return None  # the run's directory went: another recovery finished it
         except OSError as exc:
-            return RunLock(path, None, f"cannot open {path}: {exc.strerror or exc}")
+            if exc.errno in _NO_ROOM:
+                return RunLock(path, None, _why("create", path, exc))
+            raise StorageError(_why("open", path, exc)) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except OSError as exc:
-            os.close(fd)
+            if created and exc.errno in _NO_LOCKS:
+                with contextlib.suppress(OSError):
+                    path.unlink()  # ours, and nobody can lock it: leave no file behind
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            if exc.errno in _GONE:
+                continue
             if exc.errno in _HELD:
                 return None
-            return RunLock(path, None, f"cannot lock {path}: {exc.strerror or exc}")
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
+            if exc.errno in _NO_LOCKS:
+                return RunLock(path, None, _why("lock", path, exc))
+            raise StorageError(_why("lock", path, exc)) from exc
         if same:
             return RunLock(path, fd)
         os.close(fd)  # locked a file its holder had just removed: lock the one there now
@@ -123,16 +152,22 @@ def claim_run_lock(spill_dir: Path, run_id: str) -> RunLock | None:
 @contextlib.contextmanager
 def hold_run_lock(spill_dir: Path, run_id: str) -> Iterator[RunLock | None]:
     """Hold the run's lock while the block runs. Yields the claim (unlocked when no lock can be
-    had: :attr:`RunLock.problem`), or None when another process holds this run id's lock.
-    On exit the claim is released (:meth:`RunLock.release`): the lock file goes, and the run's
-    directory with it when nothing else is in it."""
+    had: :attr:`RunLock.problem` says why), or None when another process holds this run id's
+    lock. On exit the claim is released (:meth:`RunLock.release`): the lock file goes, and the
+    run's directory with it when nothing else is in it."""
     directory = run_dir(spill_dir, run_id)
+    lock: RunLock | None = None
+    failure: str | None = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        lock = claim_run_lock(spill_dir, run_id)
     except OSError as exc:
-        yield RunLock(directory / LOCK_NAME, None, f"cannot create {directory}: {exc}")
+        failure = _why("create", directory, exc)
+    except StorageError as exc:
+        failure = str(exc)
+    if failure is not None:  # unknown who holds what: this run touches nothing on release
+        yield RunLock(directory / LOCK_NAME, None, failure)
         return
-    lock = claim_run_lock(spill_dir, run_id)
     try:
         yield lock
     finally:

@@ -464,3 +464,37 @@ async def test_a_run_of_another_destination_is_not_claimed(tmp_path: Path) -> No
         held_by_its_own_task.release()
     assert report.live == [] and report.other_destinations == 3  # two windows, one manifest
     assert report.done
+
+
+def _break_lock_file(spill_dir: Path, run_id: str) -> None:
+    """Put a directory where the run's lock file goes: opening it fails (EISDIR), an error
+    that says nothing about whether the run is alive."""
+    (spill_dir / run_id / ".lock").mkdir(parents=True)
+
+
+async def test_a_run_whose_lock_cannot_be_opened_is_left_for_a_later_attempt(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    writer = MemoryWriter()
+    await earlier_run(writer, tmp_path, clock)
+    _break_lock_file(tmp_path, "run-1")
+    report = await recover(writer, tmp_path, clock)
+    assert report.uploaded == [] and report.live == []
+    assert any("run-1: cannot open" in problem for problem in report.problems), report.problems
+    assert report.left == 2 and not report.done  # retried, never taken as recovered
+    assert len(scan_spilled(tmp_path).entries) == 2
+    (tmp_path / "run-1" / ".lock").rmdir()
+    report = await recover(writer, tmp_path, clock)
+    assert report.done and stored_manifest(writer).status == "complete"
+
+
+def test_a_run_that_cannot_open_its_lock_runs_unlocked_and_removes_nothing(
+    tmp_path: Path,
+) -> None:
+    _break_lock_file(tmp_path, "run-5")
+    (tmp_path / "run-5" / "empty").mkdir()
+    with hold_run_lock(tmp_path, "run-5") as lock:
+        assert lock is not None and not lock.locked
+        assert lock.problem is not None and "cannot open" in lock.problem
+    assert (tmp_path / "run-5" / "empty").is_dir()  # whose it is is unknown: left alone
