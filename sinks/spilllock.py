@@ -124,6 +124,8 @@ def claim_run_lock(spill_dir: Path, run_id: str) -> RunLock | None:
         except FileNotFoundError:
             return None  # the run's directory went: another recovery finished it
         except OSError as exc:
+            if exc.errno in _GONE:
+                continue
             if exc.errno in _NO_ROOM:
                 return RunLock(path, None, _why("create", path, exc))
             raise StorageError(_why("open", path, exc)) from exc
