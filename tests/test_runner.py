@@ -45,6 +45,16 @@ def config(url: str, spill_dir: Path, **extra: str) -> StreamConfig:
     return load_stream_config(env)
 
 
+def start(
+    exchange: FakeExchange, spill_dir: Path, clock: FakeClock, writer: MemoryWriter
+) -> tuple[StreamRun, asyncio.Task[int]]:
+    """A run against ``exchange`` with the default :func:`config`, and the task running it."""
+    run = StreamRun(
+        config(exchange.url, spill_dir), clock=clock, writer=writer, install_signal_handlers=False
+    )
+    return run, asyncio.create_task(run.run())
+
+
 def stored_ids(writer: MemoryWriter) -> list[tuple[str, str]]:
     out = []
     for key, body in writer.objects.items():
@@ -61,13 +71,7 @@ async def test_the_deadline_on_an_injected_clock_stops_the_run(tmp_path: Path) -
     clock = FakeClock()
     writer = MemoryWriter()
     async with FakeExchange("binance", rate=1000, symbols=SYMBOLS, clock=clock) as exchange:
-        run = StreamRun(
-            config(exchange.url, tmp_path),
-            clock=clock,
-            writer=writer,
-            install_signal_handlers=False,
-        )
-        task = asyncio.create_task(run.run())
+        _, task = start(exchange, tmp_path, clock, writer)
         await exchange.wait_ready(1)
         for _ in range(5):  # 0.5 s of market time: about 500 trades
             clock.advance(0.1)
@@ -136,13 +140,7 @@ async def test_server_shutdown_notice_reconnects_at_once_without_loss(tmp_path: 
     async with FakeExchange(
         "binance", rate=1000, symbols=SYMBOLS, clock=clock, faults=faults
     ) as exchange:
-        run = StreamRun(
-            config(exchange.url, tmp_path),
-            clock=clock,
-            writer=writer,
-            install_signal_handlers=False,
-        )
-        task = asyncio.create_task(run.run())
+        run, task = start(exchange, tmp_path, clock, writer)
         await exchange.wait_ready(1)
         clock.advance(0.2)
         await exchange.wait_tick()
@@ -228,13 +226,7 @@ async def test_a_run_uploads_what_an_earlier_run_left_in_the_spill_dir(tmp_path:
         destination=cfg.destination.url,
     )
     async with FakeExchange("binance", rate=1000, symbols=SYMBOLS, clock=clock) as exchange:
-        run = StreamRun(
-            config(exchange.url, tmp_path),
-            clock=clock,
-            writer=writer,
-            install_signal_handlers=False,
-        )
-        task = asyncio.create_task(run.run())
+        _, task = start(exchange, tmp_path, clock, writer)
         await exchange.wait_ready(1)
         async with asyncio.timeout(10):  # the recovery runs beside ingest (worker threads)
             while manifest_key(prefix, "earlier") not in writer.objects:  # noqa: ASYNC110
@@ -273,13 +265,7 @@ async def test_a_run_whose_lock_another_process_holds_says_so_and_still_runs(
     try:
         with captured_logs("INFO") as logs:
             async with FakeExchange("binance", rate=100, symbols=SYMBOLS, clock=clock) as exchange:
-                run = StreamRun(
-                    config(exchange.url, tmp_path),
-                    clock=clock,
-                    writer=writer,
-                    install_signal_handlers=False,
-                )
-                task = asyncio.create_task(run.run())
+                _, task = start(exchange, tmp_path, clock, writer)
                 await exchange.wait_ready(1)
                 clock.advance(61)  # past MAX_RUNTIME_SECONDS
                 async with asyncio.timeout(30):
