@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import sys
 import time
@@ -47,7 +46,7 @@ from batch.registry import create_job, get_spec
 from engine import __version__, aio, signals
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import Env
-from engine.ecs import DEFAULT_LOOKUP, EcsLookup, identify_run
+from engine.ecs import DEFAULT_LOOKUP, EcsLookup, identify_config
 from engine.errors import ConfigError, FeedvaultError, StorageError
 from engine.logs import configure_logging, get_logger, log_event
 from engine.runner import StopController
@@ -125,14 +124,7 @@ class BatchRun:
         if self.install_signal_handlers:
             signals.install_on_loop(loop, self.controller.on_signal)
         try:
-            config = self.config
-            self.ecs, run_id = await identify_run(
-                config.runtime.ecs_metadata_uri,
-                config.run_id,
-                config.run_id_generated,
-                self.ecs_lookup,
-            )
-            self.config = dataclasses.replace(config, run_id=run_id)
+            self.ecs, self.config = await identify_config(self.config, self.ecs_lookup)
             log_event(
                 log,
                 logging.INFO,
@@ -145,7 +137,9 @@ class BatchRun:
             async with contextlib.AsyncExitStack() as stack:
                 output = self._output
                 if output is None:
-                    output = await stack.enter_async_context(open_writer(self.config.output))
+                    output = await stack.enter_async_context(
+                        open_writer(self.config.output, security=self.config.s3)
+                    )
                 reader = await self._open_input(stack)
                 executor = stack.enter_context(cpu_executor(self.config.cpu_workers))
                 ctx = JobContext(
@@ -179,7 +173,9 @@ class BatchRun:
             return None
         store = self._input_store
         if store is None:
-            store = await stack.enter_async_context(open_writer(location.store))
+            store = await stack.enter_async_context(
+                open_writer(location.store, security=self.config.s3)
+            )
         return InputReader(store, location)
 
     async def _supervise(self, ctx: JobContext) -> None:

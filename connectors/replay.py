@@ -201,7 +201,7 @@ class ReplaySource:
                         pending = self._pending[exchange]
                         pending += result
                         if len(pending) >= batch_size:
-                            await self.queue.put(self._take(exchange))
+                            await self.queue.put_or_hand_over(self._take(exchange))
                 else:
                     await self._control(exchange, result)
                 since_yield += 1
@@ -262,4 +262,4 @@ class ReplaySource:
     async def _flush_all(self) -> None:
         for exchange, pending in self._pending.items():
             if pending:
-                await self.queue.put(self._take(exchange))
+                await self.queue.put_or_hand_over(self._take(exchange))

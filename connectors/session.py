@@ -49,7 +49,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -66,8 +66,6 @@ from engine.errors import MalformedFrame, SubscriptionRejected
 from engine.logs import get_logger, log_event
 from engine.records import Trade
 from engine.stats import Counters
-
-_T = TypeVar("_T")
 
 DEFAULT_OPEN_TIMEOUT: Final = 10.0
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0
@@ -390,16 +388,6 @@ class WebSocketSession:
         is full), a batch already taken is handed over regardless of the bound (``put`` is
         cancel-safe: it queued nothing), so the stop path writes or spills it."""
         if self._pending:
-            await _put_or_hand_over(self.queue, self._take_pending())
+            await self.queue.put_or_hand_over(self._take_pending())
         if self._raw and self.capture is not None:
-            await _put_or_hand_over(self.capture, self._take_raw())
-
-
-async def _put_or_hand_over(queue: BatchQueue[_T], batch: list[_T]) -> None:
-    """``queue.put(batch)``; if cancelled while waiting for room, ``force_put`` it and
-    re-raise (see :meth:`WebSocketSession._flush`)."""
-    try:
-        await queue.put(batch)
-    except asyncio.CancelledError:
-        queue.force_put(batch)
-        raise
+            await self.capture.put_or_hand_over(self._take_raw())

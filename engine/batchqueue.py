@@ -87,6 +87,16 @@ class BatchQueue(Generic[T]):
             self.high_water = self._size
         self._not_empty.set()
 
+    async def put_or_hand_over(self, batch: Sequence[T]) -> None:
+        """:meth:`put`; if cancelled while waiting for room, :meth:`force_put` the batch and
+        re-raise. For a source whose batch is already taken out of its own buffer and counted:
+        a cancellation (the stop's abort) hands it over to be written or spilled, never lost."""
+        try:
+            await self.put(batch)
+        except asyncio.CancelledError:
+            self.force_put(batch)
+            raise
+
     def force_put(self, batch: Sequence[T]) -> None:
         """Queue ``batch`` ignoring the bound and the closed state. Only for the stop path: a
         source being torn down hands over what it parsed so it can be written or spilled."""

@@ -32,11 +32,12 @@ whole request, and the event loop's shutdown waits for such a thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, TypeVar
 
 import orjson
 
@@ -46,6 +47,8 @@ from sinks.manifest import EcsTask
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from engine.config import RuntimeSettings
 
 METADATA_VARIABLE: Final = "ECS_CONTAINER_METADATA_URI_V4"
 MAX_BODY_BYTES: Final = 1024 * 1024
@@ -242,6 +245,35 @@ async def identify_run(
     if task is not None and generated:
         run_id = run_id_with_task(run_id, task.task_id)
     return task, run_id
+
+
+class _RunConfig(Protocol):
+    """A run's configuration (stream or batch), as :func:`identify_config` reads it."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def runtime(self) -> RuntimeSettings: ...
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def run_id_generated(self) -> bool: ...
+
+
+_Config = TypeVar("_Config", bound=_RunConfig)
+
+
+async def identify_config(
+    config: _Config, lookup: EcsLookup = DEFAULT_LOOKUP
+) -> tuple[EcsTask | None, _Config]:
+    """:func:`identify_run` for a run's configuration: its ECS task, and the configuration
+    with the run id that goes with it."""
+    task, run_id = await identify_run(
+        config.runtime.ecs_metadata_uri, config.run_id, config.run_id_generated, lookup
+    )
+    return task, dataclasses.replace(config, run_id=run_id)
 
 
 def run_id_with_task(run_id: str, task_id: str) -> str:

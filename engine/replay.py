@@ -49,6 +49,7 @@ from engine.errors import ConfigError, FeedvaultError
 from engine.logs import get_logger, log_event
 from engine.runner import Source, StopController, StreamRun
 from sinks.manifest import StopReason
+from sinks.s3security import s3_security
 from sinks.writer import ObjectWriter, parse_destination
 
 END_OF_INPUT: Final[StopReason] = "end"
@@ -114,6 +115,7 @@ def load_replay_config(
         queue_maxsize=env.integer("QUEUE_MAXSIZE", DEFAULT_QUEUE_MAXSIZE),
         overflow="block",
         run_id_generated=env.raw("RUN_ID") is None,
+        s3=s3_security(environ),
     )
     return ReplayConfig(stream=stream, inputs=tuple(inputs), speed=replay_speed)
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -61,7 +60,7 @@ from engine import __version__, signals
 from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import StreamConfig
-from engine.ecs import DEFAULT_LOOKUP, EcsLookup, identify_run
+from engine.ecs import DEFAULT_LOOKUP, EcsLookup, identify_config
 from engine.errors import FeedvaultError, StorageError, SubscriptionRejected
 from engine.logs import METRICS_LOGGER, get_logger, log_event
 from engine.records import Trade
@@ -251,7 +250,7 @@ class StreamRun:
         if self.install_signal_handlers:
             signals.install_on_loop(loop, self.controller.on_signal)
         try:
-            await self._resolve_ecs()
+            self.ecs, self.config = await identify_config(self.config, self.ecs_lookup)
             log_event(
                 log,
                 logging.INFO,
@@ -280,6 +279,7 @@ class StreamRun:
                     self.config.destination,
                     multipart_threshold=self.config.sink.multipart_threshold,
                     part_size=self.config.sink.part_size,
+                    security=self.config.s3,
                 ) as writer:
                     return await self._run_with_writer(writer, started_ns)
         except StorageError as exc:
@@ -292,15 +292,6 @@ class StreamRun:
     def public_config(self) -> dict[str, Any]:
         """The effective configuration for the manifest and the start log line."""
         return self.config.public_dict()
-
-    async def _resolve_ecs(self) -> None:
-        """Read the ECS task's metadata (see the class docstring); a generated run id becomes
-        ``{time}-{task id}-{random}`` so runs of different tasks never share one."""
-        config = self.config
-        self.ecs, run_id = await identify_run(
-            config.runtime.ecs_metadata_uri, config.run_id, config.run_id_generated, self.ecs_lookup
-        )
-        self.config = dataclasses.replace(config, run_id=run_id)
 
     def metric_dimensions(self) -> dict[str, str]:
         """The dimensions of the run's EMF metrics: the command and the exchanges streamed

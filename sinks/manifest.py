@@ -27,6 +27,8 @@ STATUSES: Final = ("complete", "incomplete")
 COUNTERS: Final = ("received", "parsed", "invalid", "dropped", "reconnects", "duplicates")
 OUTPUT_KIND: Final = "output"
 """``StoredObjectEntry.kind`` of a batch job's output (checked by size and checksum only)."""
+JSON_OPTIONS: Final = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+"""How a manifest is serialized (a spilled manifest is uploaded in the same form)."""
 
 _T = TypeVar("_T")
 
@@ -248,10 +250,7 @@ class Manifest:
         if self.recovered:
             document["recovered"] = self.recovered
         try:
-            return orjson.dumps(
-                document,
-                option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE,
-            )
+            return orjson.dumps(document, option=JSON_OPTIONS)
         except TypeError as exc:
             raise ValueError(f"manifest is not serializable: {exc}") from exc
 

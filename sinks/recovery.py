@@ -36,6 +36,7 @@ Cancel-safe at every await (see 4.). Blocking file I/O runs in worker threads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -322,20 +323,6 @@ def updated_manifest(
     status = base.status
     if uploaded and not spilled and base.error is None:
         status = "complete"
-    return Manifest(
-        run_id=base.run_id,
-        version=base.version,
-        command=base.command,
-        started_at=base.started_at,
-        stopped_at=base.stopped_at,
-        stop_reason=base.stop_reason,
-        status=status,
-        config=base.config,
-        objects=objects,
-        counters=base.counters,
-        gaps=base.gaps,
-        spilled=spilled,
-        error=base.error,
-        ecs=base.ecs,
-        recovered=recovered,
+    return dataclasses.replace(
+        base, status=status, objects=objects, spilled=spilled, recovered=recovered
     )

@@ -36,6 +36,7 @@ import orjson
 from engine.errors import IntegrityError, StorageError
 from sinks.fsutil import atomic_write
 from sinks.keys import sanitize
+from sinks.manifest import JSON_OPTIONS as MANIFEST_JSON_OPTIONS
 from sinks.windowing import ClosedWindow
 from sinks.writer import sha256_hex
 
@@ -352,10 +353,7 @@ def _read_manifest_file(path: Path) -> SpilledManifest:
         raise StorageError(f"cannot read spilled manifest {path}: {exc}") from exc
     try:
         document = orjson.loads(data)
-        body = orjson.dumps(
-            document["manifest"],
-            option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE,
-        )
+        body = orjson.dumps(document["manifest"], option=MANIFEST_JSON_OPTIONS)
         destination = document.get("destination")
         manifest = SpilledManifest(
             run_id=str(document["run_id"]),

@@ -66,3 +66,16 @@ async def test_force_put_ignores_the_bound() -> None:
     q.close()
     q.force_put([2, 3])
     assert q.size == 3
+
+
+async def test_a_cancelled_put_or_hand_over_queues_its_batch_past_the_bound() -> None:
+    """A source cancelled while waiting for room (an aborted stop) hands its batch over."""
+    q: BatchQueue[int] = BatchQueue(2, "block")
+    await q.put([1, 2])
+    put = asyncio.create_task(q.put_or_hand_over([3]))
+    await asyncio.sleep(0)  # the put is now waiting for room
+    assert not put.done() and q.size == 2
+    put.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await put
+    assert q.get_nowait() == [1, 2] and q.get_nowait() == [3]
