@@ -20,7 +20,13 @@ from engine.errors import ConfigError
 from engine.redact import redact
 from sinks.keys import KeyTemplate, validate_prefix
 from sinks.s3security import S3Security, s3_security
-from sinks.writer import Destination, parse_destination
+from sinks.writer import (
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    MIN_PART_SIZE,
+    Destination,
+    parse_destination,
+)
 
 DEFAULT_WINDOW_SECONDS: Final = 60
 DEFAULT_WINDOW_MAX_BYTES: Final = 64 * 1024 * 1024
@@ -34,9 +40,6 @@ DEFAULT_STATS_INTERVAL_SECONDS: Final = 10.0
 DEFAULT_STALE_SECONDS: Final = 60.0
 DEFAULT_UPLOAD_CONCURRENCY: Final = 4
 DEFAULT_UPLOAD_RETRY_SECONDS: Final = 60.0
-MIN_MULTIPART_THRESHOLD: Final = 5 * 1024 * 1024
-DEFAULT_MULTIPART_THRESHOLD: Final = 16 * 1024 * 1024
-DEFAULT_PART_SIZE: Final = 8 * 1024 * 1024
 DEFAULT_SPILL_DIR: Final = "/tmp/feedvault-spill"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: Final = ("json", "text")
@@ -302,7 +305,7 @@ def sink_settings(env: Env) -> SinkSettings:
         upload_concurrency=env.integer("UPLOAD_CONCURRENCY", DEFAULT_UPLOAD_CONCURRENCY),
         upload_retry_seconds=env.number("UPLOAD_RETRY_SECONDS", DEFAULT_UPLOAD_RETRY_SECONDS),
         multipart_threshold=env.integer(
-            "S3_MULTIPART_THRESHOLD", DEFAULT_MULTIPART_THRESHOLD, minimum=MIN_MULTIPART_THRESHOLD
+            "S3_MULTIPART_THRESHOLD", DEFAULT_MULTIPART_THRESHOLD, minimum=MIN_PART_SIZE
         ),
     )
 

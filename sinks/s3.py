@@ -48,15 +48,20 @@ from engine.errors import ObjectNotFound, StorageError
 from engine.logs import get_logger
 from engine.redact import redact
 from sinks.s3security import S3Security, s3_security
-from sinks.writer import ListedObject, StoredObject
+from sinks.writer import (
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    MIN_PART_SIZE,
+    ListedObject,
+    MiB,
+    StoredObject,
+)
 
 log = get_logger("s3")
 
 ABORT_SECONDS: Final = 3.0
 """Longest wait for AbortMultipartUpload after a failed or cancelled multipart put."""
 
-MiB: Final = 1024 * 1024
-MIN_PART_SIZE: Final = 5 * MiB
 #: Bodies at least this large are hashed in a worker thread (hashlib releases the GIL).
 _THREAD_HASH_BYTES: Final = 1 * MiB
 _NOT_FOUND: Final = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -87,8 +92,8 @@ class S3Writer:
         client: Any,
         bucket: str,
         *,
-        multipart_threshold: int = 16 * MiB,
-        part_size: int = 8 * MiB,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        part_size: int = DEFAULT_PART_SIZE,
         security: S3Security | None = None,
     ) -> None:
         if part_size < MIN_PART_SIZE:
@@ -113,8 +118,8 @@ class S3Writer:
         *,
         endpoint_url: str | None = None,
         region: str | None = None,
-        multipart_threshold: int = 16 * MiB,
-        part_size: int = 8 * MiB,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        part_size: int = DEFAULT_PART_SIZE,
         max_pool_connections: int = 16,
         max_attempts: int = 5,
         connect_timeout: float = 5,

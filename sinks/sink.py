@@ -154,7 +154,6 @@ class WindowedSink:
         self.windows_spilled = 0
         self.windows_recovered = 0
         #: Passes over the backlog that stopped at a failure.
-        self.backlog_failures = 0
         self.last_error: str | None = None
         #: Monotonic seconds from window close to durable, for the last ``latency_samples``.
         self.upload_latencies: deque[float] = deque(maxlen=latency_samples)
@@ -423,8 +422,7 @@ class WindowedSink:
             if await self._drain_backlog():
                 failures = 0
                 continue
-            base = min(self.retry_max_seconds, self.retry_initial_seconds * 2**failures)
-            delay = base * (0.5 + 0.5 * self._rng.random())
+            delay = self._backoff(failures)
             failures += 1
             log.warning(
                 "%d windows wait for the object store; next try in %.2fs", self.backlog, delay
@@ -494,7 +492,6 @@ class WindowedSink:
         except Exception as exc:  # a bug must not end the retries
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("retry of %s failed unexpectedly", window.key)
-        self.backlog_failures += 1
         return None
 
     def _record_recovered(
@@ -503,6 +500,13 @@ class WindowedSink:
         self._record(window, stored, closed_at, started)
         self.windows_recovered += 1
         log.info("uploaded %s from the backlog", window.key)
+
+    def _backoff(self, attempt: int) -> float:
+        """The wait after failure number ``attempt`` (from 0): capped exponential, with
+        jitter between half and all of it."""
+        base = min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
+        jitter: float = self._rng.random()
+        return base * (0.5 + 0.5 * jitter)
 
     async def _put_with_retry(self, window: ClosedWindow) -> StoredObject:
         started: float | None = None
@@ -514,8 +518,7 @@ class WindowedSink:
                 now = self.clock.monotonic()
                 if started is None:
                     started = now
-                base = min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
-                delay = base * (0.5 + 0.5 * self._rng.random())
+                delay = self._backoff(attempt)
                 if now - started + delay > self.retry_budget_seconds:
                     raise
                 attempt += 1

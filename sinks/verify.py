@@ -179,12 +179,6 @@ class VerifyReport:
         }
 
 
-async def find_latest_run(writer: ObjectWriter, prefix: str) -> str | None:
-    """The newest run id under ``prefix`` (greatest in sort order) among runs with a manifest
-    and runs that left objects without one, or None when there is neither."""
-    return (await survey_prefix(writer, prefix)).newest_run()
-
-
 async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = None) -> VerifyReport:
     """Check a run (the newest, with or without a manifest, when ``run_id`` is None).
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, Unpack
+from typing import TYPE_CHECKING, Final, Literal, Protocol, Unpack
 from urllib.parse import unquote, urlsplit
 
 from engine.errors import ConfigError
@@ -27,6 +27,13 @@ if TYPE_CHECKING:
     from sinks.s3 import S3Options
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+MiB: Final = 1024 * 1024
+MIN_PART_SIZE: Final = 5 * MiB
+"""S3's smallest multipart part (but the last)."""
+DEFAULT_MULTIPART_THRESHOLD: Final = 16 * MiB
+"""Bodies at least this large go up as multipart uploads."""
+DEFAULT_PART_SIZE: Final = 8 * MiB
 
 
 @dataclass(frozen=True, slots=True)
