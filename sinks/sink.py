@@ -504,7 +504,7 @@ class WindowedSink:
     def _backoff(self, attempt: int) -> float:
         """The wait after failure number ``attempt`` (from 0): capped exponential, with
         jitter between half and all of it."""
-        base = min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
+        base: float = min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
         jitter: float = self._rng.random()
         return base * (0.5 + 0.5 * jitter)
 
