@@ -194,7 +194,7 @@ class ReplaySource:
                 try:
                     result = parse(recorded.frame, ts)
                 except MalformedFrame as exc:
-                    self.invalid_log.record(exchange, exc)
+                    self.invalid_log.record(exchange, exc, recorded.frame)
                     continue
                 if isinstance(result, (tuple, list)):
                     if result:

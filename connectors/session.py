@@ -100,7 +100,11 @@ class InvalidFrameLog:
         self._counters = counters
         self._seen: set[tuple[str, str]] = set()
 
-    def record(self, exchange: str, exc: MalformedFrame) -> None:
+    def record(self, exchange: str, exc: MalformedFrame, frame: bytes | str | None = None) -> None:
+        """Count one bad frame; with the ``frame`` the parser rejected, its kind is refined
+        first (:func:`connectors.limits.classify`: rejected frames only, never the hot path)."""
+        if frame is not None:
+            exc = classify(frame, exc)
         self._counters.invalid += 1
         if (exchange, exc.kind) not in self._seen:
             self._seen.add((exchange, exc.kind))
@@ -320,7 +324,7 @@ class WebSocketSession:
                 try:
                     result = parse(frame, ts)
                 except MalformedFrame as exc:
-                    self.invalid_log.record(name, classify(frame, exc))
+                    self.invalid_log.record(name, exc, frame)
                     continue
                 if isinstance(result, (tuple, list)):
                     pending = self._pending

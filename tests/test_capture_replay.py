@@ -27,6 +27,7 @@ from sinks.encoders import decode_body, format_from_key
 from sinks.manifest import Manifest, manifest_key
 from sinks.memory import MemoryWriter
 from sinks.verify import verify_run
+from tests.logcapture import captured_logs
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS  # a multiple of 60 s
@@ -312,3 +313,17 @@ async def test_capture_then_replay_gives_the_same_trades_in_process(tmp_path: Pa
 
     assert sorted(decoded(replayed, "replayed/trades/"), key=key) == sorted(live, key=key)
     assert (await verify_run(replayed, "replayed/", "replay-run")).ok
+
+
+async def test_a_replayed_bad_frame_is_counted_under_its_refined_kind() -> None:
+    """A recorded frame nested too deep is counted as a session would count it: ``nesting``."""
+    frames = recording([(0.5, 1), (1.5, 2)])
+    deep = "[" * 100 + "]" * 100
+    frames.insert(2, RecordedFrame(T0 + NS, "binance", "in", deep))
+    h = Harness(frames)
+    with captured_logs("INFO") as logs:
+        async with asyncio.timeout(5):
+            await h.source.run(asyncio.Event())
+    assert [t.trade_id for t in h.drained()] == ["1", "2"]
+    assert h.counters.invalid == 1
+    assert [doc["kind"] for doc in logs.docs("invalid_frame")] == ["nesting"]
