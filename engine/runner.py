@@ -401,14 +401,7 @@ class StreamRun:
             except Exception as exc:  # a bug in the recovery must not take the run down
                 log_event(log, logging.ERROR, "recovery_failed", error=f"{exc!r}")
                 return
-            if (
-                report.uploaded
-                or report.manifests
-                or report.left
-                or report.problems
-                or report.other_destinations
-                or report.live
-            ):
+            if report.worth_logging:
                 log_event(
                     log,
                     logging.INFO if report.done else logging.WARNING,

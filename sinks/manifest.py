@@ -11,7 +11,7 @@ every field and raises :class:`~engine.errors.IntegrityError` on anything malfor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypedDict, TypeVar, cast
 
@@ -176,15 +176,7 @@ class EcsTask:
         return self.task_arn.rsplit("/", 1)[-1]
 
     def to_dict(self) -> dict[str, str | None]:
-        return {
-            "task_arn": self.task_arn,
-            "cluster": self.cluster,
-            "task_definition": self.task_definition,
-            "container": self.container,
-            "image": self.image,
-            "image_digest": self.image_digest,
-            "availability_zone": self.availability_zone,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, obj: object) -> EcsTask:

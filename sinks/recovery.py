@@ -85,6 +85,19 @@ class RecoveryReport:
     """Runs skipped because they are alive in another process (:mod:`sinks.spilllock`)."""
 
     @property
+    def worth_logging(self) -> bool:
+        """Whether the attempt did, found or met anything (else it is not logged)."""
+        return bool(
+            self.uploaded
+            or self.manifests
+            or self.left
+            or self.problems
+            or self.other_destinations
+            or self.live
+            or self.storage_error
+        )
+
+    @property
     def done(self) -> bool:
         """Nothing retryable is left: no storage failure and nothing left on disk that could
         still be uploaded."""
