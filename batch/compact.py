@@ -33,9 +33,8 @@ from decimal import Decimal
 from typing import Any, Final
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from batch.csvutil import Rejected
+from batch.csvutil import Rejected, RowError, decimal_places, parquet_bytes
 from engine.records import BUY, SELL, TRADE_FIELDS
 
 US_PER_DAY: Final = 86_400_000_000
@@ -86,50 +85,44 @@ class CompactTrade:
         )
 
 
-class _BadRecord(Exception):
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-
-
 def _decimal(record: dict[str, Any], name: str) -> Decimal:
     text = record[name]
     try:
         value = Decimal(text)
     except decimal.InvalidOperation:
-        raise _BadRecord("bad-decimal", f"{name} is not a decimal: {text!r}") from None
+        raise RowError("bad-decimal", f"{name} is not a decimal: {text!r}") from None
     if not value.is_finite() or "e" in text.lower() or text.strip() != text:
-        raise _BadRecord("bad-decimal", f"{name} is not a plain decimal: {text!r}")
-    if places(value) > MAX_SCALE or value.adjusted() >= MAX_INTEGER_DIGITS:
-        raise _BadRecord(
+        raise RowError("bad-decimal", f"{name} is not a plain decimal: {text!r}")
+    if decimal_places(value) > MAX_SCALE or value.adjusted() >= MAX_INTEGER_DIGITS:
+        raise RowError(
             "out-of-range",
             f"{name} {text!r} has more than {MAX_SCALE} decimal places or "
             f"{MAX_INTEGER_DIGITS} integer digits",
         )
     if value <= 0:
-        raise _BadRecord("non-positive", f"{name} must be above zero: {text!r}")
+        raise RowError("non-positive", f"{name} must be above zero: {text!r}")
     return value
 
 
 def _integer(record: dict[str, Any], name: str) -> int:
     value = record[name]
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise _BadRecord("bad-timestamp", f"{name} is not a positive integer: {value!r}")
+        raise RowError("bad-timestamp", f"{name} is not a positive integer: {value!r}")
     return value
 
 
 def parse_record(record: dict[str, Any]) -> CompactTrade:
-    """One decoded record as a :class:`CompactTrade`; :class:`_BadRecord` if not a trade."""
+    """One decoded record as a :class:`CompactTrade`; :class:`RowError` if not a trade."""
     missing = [name for name in TRADE_FIELDS if name not in record]
     if missing:
-        raise _BadRecord("missing-field", f"no {', '.join(missing)}")
+        raise RowError("missing-field", f"no {', '.join(missing)}")
     for name in _STRING_FIELDS:
         value = record[name]
         if not isinstance(value, str) or not value:
-            raise _BadRecord("bad-field", f"{name} is not a non-empty string: {value!r}")
+            raise RowError("bad-field", f"{name} is not a non-empty string: {value!r}")
     side = record["side"]
     if side not in (BUY, SELL):
-        raise _BadRecord("bad-side", f"side must be buy or sell: {side!r}")
+        raise RowError("bad-side", f"side must be buy or sell: {side!r}")
     return CompactTrade(
         exchange=record["exchange"],
         symbol=record["symbol"],
@@ -152,9 +145,9 @@ def parse_records(
     for number, record in enumerate(records, start=1):
         try:
             trades.append(parse_record(record))
-        except _BadRecord as exc:
+        except RowError as exc:
             raw = json.dumps(record, ensure_ascii=False, default=repr)
-            rejected.append(Rejected(source, number, raw, exc.kind, str(exc)))
+            rejected.append(exc.rejected(source, number, raw))
     return trades, rejected
 
 
@@ -210,9 +203,14 @@ class DayTrades:
         return {key: ordered(groups[key]) for key in sorted(groups)}
 
 
+def is_numeric_id(trade_id: str) -> bool:
+    """Whether ``trade_id`` is ASCII decimal digits (compared as a number)."""
+    return trade_id.isascii() and trade_id.isdigit()
+
+
 def id_order(trade_id: str) -> tuple[int, int, str]:
     """Sort key of a trade id: decimal digits as a number, anything else as text after."""
-    if trade_id.isascii() and trade_id.isdigit():
+    if is_numeric_id(trade_id):
         return (0, int(trade_id), "")
     return (1, 0, trade_id)
 
@@ -226,15 +224,9 @@ def ordered(trades: Iterable[CompactTrade]) -> list[CompactTrade]:
     return sorted(trades, key=_order_key)
 
 
-def places(value: Decimal) -> int:
-    """Decimal places of ``value`` as written (``Decimal("1.50")`` -> 2)."""
-    exponent = value.as_tuple().exponent
-    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
-
-
 def column_scale(values: Iterable[Decimal]) -> int:
     """The most decimal places among ``values`` (0 when none)."""
-    return max((places(v) for v in values), default=0)
+    return max((decimal_places(v) for v in values), default=0)
 
 
 def vwap_scale(price_scale: int) -> int:
@@ -250,13 +242,6 @@ def decimal_array(values: Sequence[Decimal]) -> pa.Array:
     if max(integer_digits, 1) + scale <= 38:
         return pa.array(values, pa.decimal128(38, scale))
     return pa.array(values, pa.decimal256(76, scale))
-
-
-def _parquet(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    data: bytes = sink.getvalue().to_pybytes()
-    return data
 
 
 TIMESTAMP_US: Final = pa.timestamp("us", tz="UTC")
@@ -284,7 +269,7 @@ def trades_table(trades: Sequence[CompactTrade]) -> pa.Table:
 
 def trades_parquet(trades: Sequence[CompactTrade]) -> bytes:
     """:func:`trades_table` as Parquet (zstd)."""
-    return _parquet(trades_table(trades))
+    return parquet_bytes(trades_table(trades))
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,4 +366,4 @@ def bars_table(rows: Sequence[Bar]) -> pa.Table:
 
 def bars_parquet(rows: Sequence[Bar]) -> bytes:
     """:func:`bars_table` as Parquet (zstd)."""
-    return _parquet(bars_table(rows))
+    return parquet_bytes(bars_table(rows))

@@ -63,7 +63,7 @@ from batch.compact_report import (
 from batch.csvutil import Rejected, count_kinds, rejected_csv, to_json
 from batch.job import InputReader, JobContext, JobError
 from engine.config import Env
-from engine.errors import ConfigError, IntegrityError, ObjectNotFound
+from engine.errors import ConfigError, IntegrityError
 from sinks.encoders import decode_body, format_from_key
 from sinks.keys import sanitize
 from sinks.manifest import MANIFEST_DIR, Manifest
@@ -237,7 +237,7 @@ class CompactSample:
 
 
 class CompactJob:
-    """The job object (:class:`batch.job.Job`, :class:`batch.job.SampleSource`)."""
+    """The job object (:class:`batch.job.Job`)."""
 
     name: Final = NAME
     needs_input: Final = True
@@ -251,9 +251,6 @@ class CompactJob:
 
     def parameters(self) -> dict[str, Any]:
         return self.params.public_dict()
-
-    def sample(self, seed: int) -> Iterator[tuple[str, bytes]]:
-        return CompactSample().sample(seed)
 
     async def run(self, ctx: JobContext) -> None:
         reader = ctx.require_input()
@@ -330,8 +327,7 @@ class CompactJob:
             (f"{folder}/gaps.md", report_markdown(report).encode("utf-8"), len(report["symbols"])),
             (f"{folder}/rejected.csv", rejected_csv(state.rejected), len(state.rejected)),
         ]
-        for key, body, records in outputs:
-            await ctx.write_output(key, body, records=records)
+        await ctx.write_outputs(outputs)
 
 
 def _in_scope(run: RunSeen, days: DayRange) -> bool:
@@ -386,10 +382,11 @@ async def fetch_all(
 
     async def one(key: str) -> bytes:
         try:
-            return await reader.store.get(key)
-        except ObjectNotFound as exc:
-            message = (missing or {}).get(key, f"input object {key!r} not found in {reader.url}")
-            raise JobError(message) from exc
+            return await reader.read(key)
+        except JobError as exc:
+            if missing is None or key not in missing:
+                raise
+            raise JobError(missing[key]) from exc.__cause__
 
     try:
         async with asyncio.TaskGroup() as tg:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batch.compact import CompactTrade, DedupStats, SymbolKey
+from batch.compact import CompactTrade, DedupStats, SymbolKey, is_numeric_id
 from connectors.timefmt import format_us, parse_us
 from sinks.manifest import Manifest
 
@@ -108,7 +108,7 @@ class Continuity:
     def _check_ids(report: SymbolReport, trades: Sequence[CompactTrade]) -> None:
         numbered: list[tuple[int, int]] = []
         for trade in trades:
-            if trade.trade_id.isascii() and trade.trade_id.isdigit():
+            if is_numeric_id(trade.trade_id):
                 numbered.append((int(trade.trade_id), trade.ts_event))
             else:
                 report.unsequenced_ids += 1

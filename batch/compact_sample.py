@@ -28,14 +28,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
-from batch.compact import US_PER_HOUR
+from batch.compact import US_PER_DAY, US_PER_HOUR
+from batch.compact_plan import day_number
 from sinks.encoders import GZIP, make_encoder
 from sinks.keys import KeyTemplate
 from sinks.manifest import COUNTERS, Gap, Manifest, StoredObjectEntry, iso_utc, manifest_key
 from sinks.writer import sha256_hex
 
 FIRST_DAY: Final = dt.date(2026, 1, 5)
-_DAY0_US: Final = int(dt.datetime(2026, 1, 5, tzinfo=dt.UTC).timestamp()) * 1_000_000
+_DAY0_US: Final = day_number(FIRST_DAY) * US_PER_DAY
 _TEMPLATE: Final = KeyTemplate()
 
 #: (exchange, symbol, raw symbol, start price, price places, size places)

@@ -225,6 +225,11 @@ def to_json(document: Mapping[str, Any]) -> bytes:
 def to_parquet(rows: Iterable[Row], schema: Any) -> bytes:
     """The rows as one Parquet file (zstd), in :func:`sort_rows` order, typed by ``schema``."""
     table = pa.Table.from_pylist([dict(row) for row in sort_rows(rows)], schema=schema)
+    return parquet_bytes(table)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as one Parquet file (zstd): the bytes of every Parquet output."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     data: bytes = sink.getvalue().to_pybytes()

@@ -85,6 +85,5 @@ class EcommerceJob:
         with input_errors(reader):
             parsed = await ctx.run_cpu(parse_orders, files)
         outputs = await ctx.run_cpu(render, parsed)
-        for key, body, records in outputs:
-            await ctx.write_output(key, body, records=records)
+        await ctx.write_outputs(outputs)
         await move_to_processed(ctx, inputs)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
@@ -224,6 +224,11 @@ class JobContext:
             kind=OUTPUT_KIND,
         )
         return stored
+
+    async def write_outputs(self, outputs: Iterable[tuple[str, bytes, int]]) -> None:
+        """:meth:`write_output` each ``(relative_key, body, records)`` of ``outputs``, in order."""
+        for relative_key, body, records in outputs:
+            await self.write_output(relative_key, body, records=records)
 
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a worker thread of the run's pool (``BATCH_CPU_WORKERS`` threads).

@@ -89,18 +89,15 @@ async def new_inputs(reader: InputReader) -> NewInputs:
     if location.key is not None:
         return await _new_single(reader, location.key)
     done = reader.prefix + PROCESSED_DIR
-    listed = [obj.key for obj in await reader.store.list(reader.prefix)]
-    keys = [key for key in listed if not key.endswith("/")]
+    keys = await reader.keys()  # JobError "no input objects under URL" when there is none
     fresh = sorted(key for key in keys if not key.startswith(done))
     archived = frozenset(key for key in keys if key.startswith(done))
     if not fresh:
-        if archived:
-            raise JobError(
-                f"no new input under {reader.url}: all {len(archived)} input objects are "
-                f"already under {object_url(location, done)} (processed by earlier runs); "
-                "the outputs of the last run are left as they are"
-            )
-        raise JobError(f"no input objects under {reader.url}")
+        raise JobError(
+            f"no new input under {reader.url}: all {len(archived)} input objects are "
+            f"already under {object_url(location, done)} (processed by earlier runs); "
+            "the outputs of the last run are left as they are"
+        )
     return NewInputs(fresh, archived)
 
 
@@ -155,6 +152,7 @@ async def move_to_processed(ctx: JobContext, inputs: Sequence[tuple[str, bytes]]
     reader = ctx.require_input()
     store, location = reader.store, reader.location
     bodies = dict(inputs)
+    targets = {key: processed_key(location, key) for key in bodies}
     copied: list[str] = []  # a put of its copy was started
     removed: list[str] = []  # a delete of the original was started
     moved: set[str] = set()  # deleted: counted in inputs_moved
@@ -163,7 +161,7 @@ async def move_to_processed(ctx: JobContext, inputs: Sequence[tuple[str, bytes]]
         for key, body in inputs:
             current = key
             copied.append(key)
-            await store.put(processed_key(location, key), body)
+            await store.put(targets[key], body)
         step = "delete of the original"
         for key, _ in inputs:
             current = key
@@ -176,16 +174,16 @@ async def move_to_processed(ctx: JobContext, inputs: Sequence[tuple[str, bytes]]
                 logging.INFO,
                 "input_moved",
                 source=object_url(location, key),
-                target=object_url(location, processed_key(location, key)),
+                target=object_url(location, targets[key]),
             )
     except FeedvaultError as exc:
-        problems = await _undo(ctx, store, location, bodies, copied, removed, moved)
+        problems = await _undo(ctx, store, location, bodies, targets, copied, removed, moved)
         outcome = (
             "undone: every input is back in place and nothing of this run is under processed/"
             if not problems
             else "not fully undone: " + "; ".join(problems)
         )
-        target = object_url(location, processed_key(location, current))
+        target = object_url(location, targets[current])
         raise JobError(
             f"cannot move input {object_url(location, current)} to {target} "
             f"({step} failed: {exc}); the move was {outcome}"
@@ -197,17 +195,18 @@ async def _undo(
     store: ObjectWriter,
     location: InputLocation,
     bodies: dict[str, bytes],
+    targets: dict[str, str],
     copied: list[str],
     removed: list[str],
     moved: set[str],
 ) -> list[str]:
     """Put back the originals in ``removed`` (uncounting those in ``moved``), then delete the
-    copies of ``copied`` whose original is in place; the problems met, one line each (empty:
-    fully undone)."""
+    copies of ``copied`` (at ``targets[key]``) whose original is in place; the problems met,
+    one line each (empty: fully undone)."""
     problems: list[str] = []
     in_place = set(bodies) - set(removed)
     for key in removed:
-        target = object_url(location, processed_key(location, key))
+        target = object_url(location, targets[key])
         try:
             await store.put(key, bodies[key])
         except FeedvaultError as exc:
@@ -219,9 +218,9 @@ async def _undo(
     for key in copied:
         if key not in in_place:
             continue
-        target = object_url(location, processed_key(location, key))
+        target = object_url(location, targets[key])
         try:
-            await store.delete(processed_key(location, key))
+            await store.delete(targets[key])
         except FeedvaultError as exc:
             problems.append(f"a copy of {object_url(location, key)} is left at {target} ({exc})")
     return problems

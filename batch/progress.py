@@ -150,11 +150,11 @@ class ProgressReporter:
 
     def _emf(self, now: float) -> dict[str, Any]:
         """The EMF members of the interval since the last line (none without ``emf``)."""
+        if self.emf is None:
+            return {}
         at, rows, files = self._last
         p = self.progress
         self._last = (now, p.rows, p.files)
-        if self.emf is None:
-            return {}
         return emf_document(
             timestamp_ms=self.clock.time_ns() // 1_000_000,
             dimensions=self.emf,

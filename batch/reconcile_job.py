@@ -105,5 +105,4 @@ class ReconcileJob:
             outputs = await ctx.run_cpu(
                 compute, (ledger, files[ledger]), (processor, files[processor])
             )
-        for key, body, records in outputs:
-            await ctx.write_output(key, body, records=records)
+        await ctx.write_outputs(outputs)

@@ -76,5 +76,4 @@ class WeatherJob:
         with input_errors(reader):
             parsed = await ctx.run_cpu(parse_weather, files)
         outputs = await ctx.run_cpu(render, parsed)
-        for key, body, records in outputs:
-            await ctx.write_output(key, body, records=records)
+        await ctx.write_outputs(outputs)

@@ -5,7 +5,7 @@
 # pulled) but Debian's package mirror is: a Debian bookworm minbase root with Debian's Python 3.11,
 # venv and pip, laid out like the official image (python, python3 and pip on /usr/local/bin,
 # pip allowed to install globally, LANG=C.UTF-8, CMD ["python3"]). Build the feedvault image on it
-# with `--build-arg BASE_IMAGE=localhost/python-standin:3.11-slim` (deploy/image/image-test.sh
+# with `--build-arg BASE_IMAGE=localhost/python-standin:3.11-slim` (deploy/image/image_test.py
 # does). It is a stand-in for tests only: production images use the real python:3.11-slim.
 #
 # Cached: nothing is done when the image already exists (--force rebuilds it). Needs root,
