@@ -25,13 +25,15 @@ FIXTURES = os.path.join(SHARED, "fixtures")
 @pytest.fixture(autouse=True)
 def _other_libraries_logging_left_as_found() -> Iterator[None]:
     """An in-process run's ``configure_logging`` gives the root logger a handler on that
-    test's stream (perhaps a capture that is closed after it) and captures ``warnings``: undo
-    both after each test."""
-    yield
+    test's stream (perhaps a capture that is closed after it), may lower the root logger's level
+    and captures ``warnings``: undo all three after each test."""
     root = logging.getLogger()
+    level = root.level
+    yield
     for handler in list(root.handlers):
         if isinstance(handler, OtherLibrariesHandler):
             root.removeHandler(handler)
+    root.setLevel(level)
     logging.captureWarnings(False)
 
 

@@ -115,6 +115,19 @@ def start_stream(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
+def parse_logs(text: str) -> list[dict[str, Any]]:
+    """The JSON objects among the lines of ``text`` (a run's output), in order."""
+    out: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out
+
+
 def wait_for_log(proc: subprocess.Popen[str], event: str, timeout: float) -> list[dict[str, Any]]:
     """Read JSON log lines from ``proc`` until one has ``event``; return the lines read."""
     assert proc.stdout is not None
@@ -214,11 +227,11 @@ def assert_stored_exactly_once(ledger: list[dict[str, Any]], stored: list[dict[s
 
 
 def run_verify(
-    s3_env: dict[str, str], bucket: str, prefix: str
+    s3_env: dict[str, str], bucket: str, prefix: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    """``feedvault verify s3://bucket/prefix``."""
+    """``feedvault verify s3://bucket/prefix [args...]``."""
     return subprocess.run(
-        [*FEEDVAULT, "verify", f"s3://{bucket}/{prefix}"],
+        [*FEEDVAULT, "verify", f"s3://{bucket}/{prefix}", *args],
         env=base_env(**s3_env),
         capture_output=True,
         text=True,

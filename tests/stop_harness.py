@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
-
-from tests.conftest import S3Server
 from tests.faultproxy import Fault, FaultProxy, RequestInfo
 from tests.harness import (
     exchange_stream_env,
     fake_exchange,
+    parse_logs,
     start_stream,
     wait_for_log,
 )
@@ -112,29 +110,6 @@ class StopRun:
         return f"exit {self.returncode}; stderr: {self.stderr[-1500:]}\nlog tail:\n" + "\n".join(
             tail
         )
-
-
-def s3_client(server: S3Server) -> Any:
-    """A boto3 client straight to the S3 server (not through the proxy)."""
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-def parse_logs(text: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict):
-            out.append(doc)
-    return out
 
 
 def window_start_of(key: str) -> str | None:

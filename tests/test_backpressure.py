@@ -39,7 +39,6 @@ from tests.stop_harness import (
     StopRun,
     WatchedProxy,
     run_with_signals,
-    s3_client,
     send,
 )
 
@@ -82,10 +81,10 @@ def test_slow_s3_with_block_backpressures_the_socket_in_bounded_memory(
 
     assert run.returncode == 0, run.describe()
     assert watched.outcomes("slow") >= 2, "S3 was never slow"
-    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "complete"
     assert manifest["counters"]["dropped"] == 0
-    stored = stored_trades(s3_client(s3_server), bucket, PREFIX)
+    stored = stored_trades(s3_server.client(), bucket, PREFIX)
     assert_stored_exactly_once(run.ledger, stored)
 
     # the socket was backpressured: the fake exchange could not send at its rate
@@ -117,9 +116,9 @@ def test_slow_s3_with_drop_oldest_counts_every_dropped_trade(
     run = _slow_until_deadline(watched, bucket, tmp_path, "drop-oldest")
 
     assert run.returncode == 0, run.describe()
-    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "complete"
-    stored = stored_trades(s3_client(s3_server), bucket, PREFIX)
+    stored = stored_trades(s3_server.client(), bucket, PREFIX)
     sent = {trade_identity(t) for t in run.ledger}
     got = [trade_identity(t) for t in stored]
     assert len(set(got)) == len(got), "a trade was stored twice"
@@ -168,9 +167,9 @@ def test_sigterm_while_backpressured_stops_within_the_grace_with_nothing_lost(
 
     assert run.returncode == 0, run.describe()
     assert run.took < GRACE, f"exit {run.took:.1f}s after SIGTERM"
-    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "complete" and manifest["counters"]["dropped"] == 0
-    assert_stored_exactly_once(run.ledger, stored_trades(s3_client(s3_server), bucket, PREFIX))
+    assert_stored_exactly_once(run.ledger, stored_trades(s3_server.client(), bucket, PREFIX))
     assert run.summary is not None and run.summary["undelivered"] > 0
 
 
@@ -200,11 +199,11 @@ def test_s3_too_slow_for_the_grace_aborts_spills_and_exits_1_within_it(
     assert run.took < grace, f"exit {run.took:.1f}s after SIGTERM, over the {grace:g} s grace"
     (abort,) = run.events("abort")
     assert abort["reason"] == "stop grace expired"
-    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "incomplete" and manifest["spilled"]
     spilled = load_spilled(tmp_path / "spill", manifest["run_id"])
     assert sorted(s.entry.key for s in spilled) == sorted(manifest["spilled"])
-    stored = stored_objects(s3_client(s3_server), bucket, PREFIX)
+    stored = stored_objects(s3_server.client(), bucket, PREFIX)
     # An upload the abort cancelled may still land: its request had been sent whole (here the
     # proxy forwards it after its delay, as S3 may commit a PUT whose client went away). The
     # spilled copy then has the same key and the same bytes, so the recovery's upload of it

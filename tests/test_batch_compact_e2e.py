@@ -24,7 +24,6 @@ from tests.harness import (
     exchange_stream_env,
     fake_exchange,
     read_manifest,
-    start_stream,
 )
 
 STREAM_PREFIX = "streaming/sample/"
@@ -236,10 +235,12 @@ def test_compact_over_a_real_stream_run_keeps_every_ledger_trade_once(
             url=fx.url,
             runtime="5",
         )
-        proc = start_stream(env)
-        out, err = proc.communicate(timeout=60)
+        done = subprocess.run(
+            [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=60
+        )
+        out, err = done.stdout, done.stderr
         ledger = fx.stop()
-    assert proc.returncode == 0, err[-2000:] + out[-2000:]
+    assert done.returncode == 0, err[-2000:] + out[-2000:]
     assert read_manifest(s3_server.client(), bucket, prefix)["status"] == "complete"
     # the same trades stored twice, as a second task on the same feed would: deduplicated
     copy_key = sorted(s3_server.keys(bucket, prefix + "trades/"))[0]

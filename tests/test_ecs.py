@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from engine.replay import ReplayRun
 from engine.runner import StreamRun
 from sinks.manifest import EcsTask, Manifest, manifest_key
 from sinks.memory import MemoryWriter
+from tests.conftest import free_port
 from tests.logcapture import Lines, captured_logs
 from tests.test_capture_replay import T0, chunked, recording, replay_config
 from tests.test_runner import SYMBOLS, config
@@ -185,10 +185,7 @@ def lines() -> Iterator[Lines]:
 
 
 def closed_port_uri() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v4/{TASK_ID}"
+    return f"http://127.0.0.1:{free_port()}/v4/{TASK_ID}"
 
 
 # -- the lookup --------------------------------------------------------------------------------

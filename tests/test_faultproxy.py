@@ -77,13 +77,7 @@ async def test_multipart_part_and_completion_faults(
     proxy.schedule(fp.upload_part(2), fp.ERROR500)
     proxy.schedule(fp.complete_multipart, fp.SLOWDOWN)
     body = bytes(range(256)) * (6 * MiB // 256 * 2)  # 12 MiB: three 5 MiB parts
-    async with S3Writer.open(
-        bucket,
-        endpoint_url=proxy.url,
-        region="us-east-1",
-        multipart_threshold=5 * MiB,
-        part_size=5 * MiB,
-    ) as s3:
+    async with writer(proxy, bucket, multipart_threshold=5 * MiB, part_size=5 * MiB) as s3:
         stored = await s3.put("big.bin", body)
         assert await s3.get("big.bin") == body
     assert stored.bytes == len(body)

@@ -40,10 +40,10 @@ from tests.conftest import S3Server
 from tests.harness import (
     FEEDVAULT,
     assert_stored_exactly_once,
-    base_env,
     exchange_stream_env,
     fake_exchange,
     read_manifest,
+    run_verify,
     stored_trades,
 )
 from tests.logcapture import captured_logs
@@ -311,11 +311,5 @@ def test_a_stream_run_survives_hostile_input(
         assert ".." not in key.split("/") and "\x00" not in key and "\\" not in key
         assert re.fullmatch(r"[A-Za-z0-9._=/-]+", key), key
     assert_stored_exactly_once(ledger, stored_trades(s3_server.client(), bucket, prefix))
-    verified = subprocess.run(
-        [*FEEDVAULT, "verify", f"s3://{bucket}/{prefix}"],
-        env=base_env(**s3_server.env()),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    verified = run_verify(s3_server.env(), bucket, prefix)
     assert verified.returncode == 0, verified.stdout

@@ -189,7 +189,9 @@ def test_a_failing_s3_run_prints_no_credentials(s3_server: S3Server, tmp_path: P
         )
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "no-such-bucket-redaction" in done.stdout + done.stderr
-    _assert_nowhere([done.stdout, done.stderr, *_files(spill)])
+    spilled = _files(spill)
+    assert spilled, "the run spilled nothing"
+    _assert_nowhere([done.stdout, done.stderr, *spilled])
 
 
 @pytest.mark.parametrize("module", ["sinks.sink", "sinks.recovery", "sinks.s3"])
@@ -209,21 +211,6 @@ def test_the_sink_modules_log_redacted_json_lines(
     assert "sink-secret-value" not in line and "AKIAABCDEFGHIJKLMNOP" not in line
 
 
-@pytest.fixture
-def _root_handlers() -> Any:
-    """Leave the root logger and the ``warnings`` capture as the test found them."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    logging.captureWarnings(False)  # an earlier test's capture would hold its stale hook
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    logging.captureWarnings(False)
-
-
-@pytest.mark.usefixtures("_root_handlers")
 @pytest.mark.parametrize("fmt", ["json", "text"])
 def test_other_libraries_warnings_come_out_formatted_and_redacted(fmt: str) -> None:
     """botocore's warnings, an asyncio error and Python's ``warnings`` reach the same stream,
@@ -265,7 +252,6 @@ def test_other_libraries_warnings_come_out_formatted_and_redacted(fmt: str) -> N
         assert sum("ours" in line for line in lines) == 1
 
 
-@pytest.mark.usefixtures("_root_handlers")
 def test_a_log_level_above_warning_quiets_other_libraries_warnings_too() -> None:
     out = io.StringIO()
     configure_logging("ERROR", "json", stream=out)

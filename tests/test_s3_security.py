@@ -22,7 +22,7 @@ from sinks.s3 import S3Writer
 from sinks.s3security import S3Security, s3_security
 from tests import faultproxy as fp
 from tests.conftest import S3Server
-from tests.harness import FEEDVAULT, base_env, exchange_stream_env, fake_exchange
+from tests.harness import FEEDVAULT, base_env, exchange_stream_env, fake_exchange, run_verify
 
 MiB = 1 << 20
 OWNER = "123456789012"  # moto's default account
@@ -191,7 +191,8 @@ async def test_the_environment_is_the_default(
     async with S3Writer.open(bucket, endpoint_url=proxy.url) as s3:
         await s3.put("k", b"v")
         assert await s3.get("k") == b"v"
-    check_requests(proxy.requests, sse="AES256", kms=None, owner=OWNER)
+    kinds = check_requests(proxy.requests, sse="AES256", kms=None, owner=OWNER)
+    assert kinds == {"create": 1, "GET": 1}, kinds  # the PutObject and the GetObject
     monkeypatch.setenv("S3_EXPECTED_BUCKET_OWNER", "nope")
     with pytest.raises(ConfigError, match="S3_EXPECTED_BUCKET_OWNER"):
         async with S3Writer.open(bucket, endpoint_url=proxy.url):
@@ -218,13 +219,7 @@ def test_a_stream_run_and_verify_send_them_on_every_request(
             [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=60
         )
     assert done.returncode == 0, done.stderr[-2000:]
-    verified = subprocess.run(
-        [*FEEDVAULT, "verify", f"s3://{bucket}/sec/"],
-        env=base_env(**proxy.env(), **settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    verified = run_verify({**proxy.env(), **settings}, bucket, "sec/")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     kinds = check_requests(proxy.requests, sse="AES256", kms=None, owner=OWNER)
     assert kinds["create"] >= 3 and kinds["GET"] >= 3, kinds

@@ -35,9 +35,8 @@ from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSessio
 from engine.batchqueue import BatchQueue
 from engine.records import Trade
 from engine.stats import Counters
+from tests.harness import REPO
 from tests.logcapture import captured_logs
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 class _Ceiling(random.Random):

@@ -124,11 +124,12 @@ def make_sink(
 
 async def fail_past_budget(sink: WindowedSink, timers: Timers, parked: int) -> None:
     """Fire the upload backoff timers until ``parked`` windows are in the backlog."""
-    while True:
-        await until(lambda: sink.backlog >= parked or timers.waiting > 0)
-        if sink.backlog >= parked:
-            return
-        timers.fire_next()
+    async with asyncio.timeout(10):
+        while True:
+            await until(lambda: sink.backlog >= parked or timers.waiting > 0)
+            if sink.backlog >= parked:
+                return
+            timers.fire_next()
 
 
 async def test_a_window_past_the_retry_budget_spills_and_leaves_memory(
@@ -239,10 +240,11 @@ async def test_close_makes_one_last_pass_and_names_what_is_left(
         attempts, timed = writer.put_attempts, len(timers.requested)
         closing = asyncio.create_task(sink.close())
         # The open window is uploaded with the usual retries: fire its backoff timers.
-        while not closing.done():
-            await until(lambda: closing.done() or timers.waiting > 0)
-            if not closing.done():
-                timers.fire_next()
+        async with asyncio.timeout(10):
+            while not closing.done():
+                await until(lambda: closing.done() or timers.waiting > 0)
+                if not closing.done():
+                    timers.fire_next()
         await closing
     assert sink.objects == []
     assert len(sink.spilled_keys) == 3  # the last window failed past its budget and spilled

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from sinks.spilllock import claim_run_lock, hold_run_lock, run_is_live
 from sinks.verify import verify_run
 from sinks.windowing import ClosedWindow, Windower, WindowPolicy
 from sinks.writer import StoredObject
+from tests.harness import REPO
 
 NS = 1_000_000_000
 DEST = "s3://bucket-a/p/"
@@ -100,9 +102,11 @@ async def earlier_run(
     return [first, *rest], doc
 
 
-async def recover(writer: MemoryWriter, spill_dir: Path, clock: FakeClock) -> RecoveryReport:
+async def recover(
+    writer: MemoryWriter, spill_dir: Path, clock: FakeClock, current_run: str = "run-2"
+) -> RecoveryReport:
     return await recover_spilled(
-        writer, spill_dir, destination=DEST, prefix=PREFIX, current_run="run-2", clock=clock
+        writer, spill_dir, destination=DEST, prefix=PREFIX, current_run=current_run, clock=clock
     )
 
 
@@ -117,9 +121,7 @@ async def test_a_spilled_manifest_and_its_windows_are_uploaded_and_the_run_verif
     writer = MemoryWriter()
     made, before = await earlier_run(writer, tmp_path, clock)
     assert not (await verify_run(writer, PREFIX, "run-1")).ok  # no manifest in the store yet
-    report = await recover_spilled(
-        writer, tmp_path, destination=DEST, prefix=PREFIX, current_run="run-2", clock=clock
-    )
+    report = await recover(writer, tmp_path, clock)
     assert report.uploaded == [w.key for w in made[1:]]
     assert report.manifests == ["run-1"]
     assert report.complete_runs == ["run-1"]
@@ -164,9 +166,7 @@ async def test_nothing_is_removed_until_the_updated_manifest_is_durable(tmp_path
     clock = FakeClock()
     writer = ManifestsRefused()
     made, _ = await earlier_run(writer, tmp_path, clock)
-    report = await recover_spilled(
-        writer, tmp_path, destination=DEST, prefix=PREFIX, current_run="run-2", clock=clock
-    )
+    report = await recover(writer, tmp_path, clock)
     assert report.storage_error is not None and "refused" in report.storage_error
     assert not report.done
     # The windows went up, but without the manifest naming them nothing leaves the disk.
@@ -176,9 +176,7 @@ async def test_nothing_is_removed_until_the_updated_manifest_is_durable(tmp_path
     # The next attempt does it again (same keys, same bytes) and completes the run once.
     writer.refuse = False
     clock.advance(30)
-    again = await recover_spilled(
-        writer, tmp_path, destination=DEST, prefix=PREFIX, current_run="run-3", clock=clock
-    )
+    again = await recover(writer, tmp_path, clock, current_run="run-3")
     assert again.done
     after = stored_manifest(writer)
     assert [o.key for o in after.objects] == [w.key for w in made]
@@ -288,7 +286,6 @@ def test_updating_a_manifest_twice_with_the_same_uploads_changes_nothing_more() 
     assert updated_manifest(base, [], recovered_by="x", now_ns=0).status == "incomplete"
 
 
-REPO = Path(__file__).resolve().parent.parent
 HOLD_LOCK = (
     "import sys, pathlib\n"
     "from sinks.spilllock import hold_run_lock\n"
@@ -312,13 +309,21 @@ def test_a_run_alive_in_another_process_is_left_alone_until_it_ends(tmp_path: Pa
         cwd=REPO,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
+        assert holder.stdout is not None
+        ready, _, _ = select.select([holder.stdout], [], [], 30)
+        assert ready, "the lock holder printed nothing within 30s"
+        assert holder.stdout.readline().strip() == "True"
         assert run_is_live(tmp_path, "run-1")
         report = asyncio.run(recover(writer, tmp_path, clock))
         assert report.live == ["run-1"] and report.uploaded == []
         assert manifest_key(PREFIX, "run-1") not in writer.objects
     finally:
-        holder.communicate("\n", timeout=30)
+        try:
+            holder.communicate("\n", timeout=30)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()
+            raise
     assert not run_is_live(tmp_path, "run-1")
     report = asyncio.run(recover(writer, tmp_path, clock))
     assert report.live == [] and report.uploaded == [w.key for w in made[1:]]
@@ -371,9 +376,7 @@ async def test_a_recovery_holds_the_run_so_a_second_recovery_leaves_it_alone(
         first = asyncio.create_task(recover(writer, tmp_path, clock))
         await writer.first_done.wait()  # the first recovery is in the middle of the run
         assert run_is_live(tmp_path, "run-1")
-        second = await recover_spilled(
-            writer, tmp_path, destination=DEST, prefix=PREFIX, current_run="run-3", clock=clock
-        )
+        second = await recover(writer, tmp_path, clock, current_run="run-3")
         assert second.live == ["run-1"] and second.uploaded == [] and second.manifests == []
         writer.go.set()
         report = await first
@@ -426,11 +429,7 @@ async def test_a_recovery_reads_a_claimed_run_afresh_so_it_never_undoes_another_
     spill_windows([other], tmp_path, "run-1", destination="s3://other/q/")
     b_writer = Gated(shared.objects)
     async with asyncio.timeout(20):
-        task_b = asyncio.create_task(
-            recover_spilled(
-                b_writer, tmp_path, destination=DEST, prefix=PREFIX, current_run="b", clock=clock
-            )
-        )
+        task_b = asyncio.create_task(recover(b_writer, tmp_path, clock, current_run="b"))
         await b_writer.began.wait()  # B has scanned both runs and holds run-0
         a = await recover(shared, tmp_path, clock)
         assert a.live == ["run-0"] and a.complete_runs == ["run-1"]

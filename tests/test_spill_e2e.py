@@ -29,11 +29,12 @@ from tests.faultproxy import RESET, SLOWDOWN, FaultProxy
 from tests.harness import (
     FEEDVAULT,
     assert_stored_exactly_once,
-    base_env,
     decode_object,
     exchange_stream_env,
     fake_exchange,
+    parse_logs,
     read_manifest,
+    run_verify,
     start_stream,
     stored_trades,
 )
@@ -66,15 +67,7 @@ def stream_env(
 
 
 def log_events(out: str, event: str) -> list[dict[str, Any]]:
-    found = []
-    for line in out.splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and doc.get("event") == event:
-            found.append(doc)
-    return found
+    return [doc for doc in parse_logs(out) if doc.get("event") == event]
 
 
 def wait_for_objects(s3: S3Server, bucket: str, timeout: float) -> None:
@@ -94,16 +87,6 @@ def trades_of_run(s3: S3Server, bucket: str, run_id: str) -> list[dict[str, Any]
         if f"-{run_id}-" in key:
             out += decode_object(client.get_object(Bucket=bucket, Key=key)["Body"].read(), key)
     return out
-
-
-def verify_run(s3: S3Server, bucket: str, run_id: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*FEEDVAULT, "verify", f"s3://{bucket}/{PREFIX}", "--run", run_id],
-        env=base_env(**s3.env()),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_s3_down_for_30s_mid_run_loses_nothing_and_the_run_completes(
@@ -144,7 +127,7 @@ def test_s3_down_for_30s_mid_run_loses_nothing_and_the_run_completes(
     assert len(keys) == len(set(keys))
     assert sorted(s3_server.keys(bucket, PREFIX + "trades/")) == sorted(keys)
     assert scan_spilled(spill_dir).entries == []  # removed once durable
-    result = verify_run(s3_server, bucket, "outage-30s")
+    result = run_verify(s3_server.env(), bucket, PREFIX, "--run", "outage-30s")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -202,7 +185,10 @@ def test_s3_down_through_the_stop_spills_and_the_next_run_recovers_it(
     proxy.set_outage(None)
     with fake_exchange(tmp_path, rate="300", name="second") as fx2:
         env = stream_env(proxy, bucket, fx2.url, "4", spill_dir, RUN_ID="20261130T010000Z-second")
-        out2, err2 = start_stream(env).communicate(timeout=60)
+        done2 = subprocess.run(
+            [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=60
+        )
+        out2, err2 = done2.stdout, done2.stderr
         ledger2 = fx2.stop()
     [recovery] = [e for e in log_events(out2, "recovery") if e["uploaded"]]
     assert recovery["uploaded"] == len(spilled)
@@ -217,10 +203,10 @@ def test_s3_down_through_the_stop_spills_and_the_next_run_recovers_it(
     assert sorted(r["key"] for r in recovered["recovered"]) == sorted(manifest.spilled)
     assert {r["recovered_by"] for r in recovered["recovered"]} == {"20261130T010000Z-second"}
     assert recovered["counters"] == manifest.counters  # the run's own figures, kept
-    result = verify_run(s3_server, bucket, first)
+    result = run_verify(s3_server.env(), bucket, PREFIX, "--run", first)
     assert result.returncode == 0, result.stdout + result.stderr
     # Every trade of each run is in S3 exactly once, in that run's objects.
     assert_stored_exactly_once(ledger, trades_of_run(s3_server, bucket, first))
     assert_stored_exactly_once(ledger2, trades_of_run(s3_server, bucket, "20261130T010000Z-second"))
-    second = verify_run(s3_server, bucket, "20261130T010000Z-second")
+    second = run_verify(s3_server.env(), bucket, PREFIX, "--run", "20261130T010000Z-second")
     assert second.returncode == 0, second.stdout + second.stderr + err2[-2000:]

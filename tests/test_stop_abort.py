@@ -28,9 +28,7 @@ from sinks.spill import load_spilled
 from tests.conftest import S3Server
 from tests.faultproxy import put_object, timeout, upload_part
 from tests.harness import (
-    FEEDVAULT,
     assert_stored_exactly_once,
-    base_env,
     decode_object,
     read_manifest,
     run_verify,
@@ -42,7 +40,6 @@ from tests.stop_harness import (
     PREFIX,
     WatchedProxy,
     run_with_signals,
-    s3_client,
     send,
     sleep_until,
 )
@@ -75,7 +72,7 @@ def test_second_sigterm_spills_what_is_not_durable_and_exits_1(
     spilled_log = run.events("spilled")
     assert spilled_log, run.describe()
 
-    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "incomplete"
     assert manifest["stop_reason"] == "signal"
     assert manifest["spilled"], "the manifest names no spilled window"
@@ -94,7 +91,7 @@ def test_second_sigterm_spills_what_is_not_durable_and_exits_1(
         records = decode_object(item.window.body, item.window.key)
         assert len(records) == item.window.records
         spilled_trades += records
-    stored = stored_trades(s3_client(s3_server), bucket, PREFIX)
+    stored = stored_trades(s3_server.client(), bucket, PREFIX)
     assert_stored_exactly_once(run.ledger, stored + spilled_trades)
 
     verified = run_verify(s3_server.env(), bucket, PREFIX)
@@ -139,19 +136,13 @@ def test_sigkill_leaves_a_run_that_verify_reports_without_a_manifest(
     text = verified.stdout + verified.stderr
     assert run_id in text and "no manifest" in text, text
 
-    as_json = subprocess.run(
-        [*FEEDVAULT, "verify", f"s3://{bucket}/{PREFIX}", "--json"],
-        env=base_env(**s3_server.env()),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    as_json = run_verify(s3_server.env(), bucket, PREFIX, "--json")
     assert as_json.returncode == 1
     report = json.loads(as_json.stdout)
     (orphan,) = report["runs_without_manifest"]
     assert orphan["run_id"] == run_id and orphan["objects"] == len(objects)
     # what it did upload is intact: each object decodes to ledger trades, none twice
-    stored = stored_trades(s3_client(s3_server), bucket, PREFIX)
+    stored = stored_trades(s3_server.client(), bucket, PREFIX)
     sent = {(t["symbol"], t["trade_id"]) for t in run.ledger}
     got = {(t["symbol"], t["trade_id"]) for t in stored}
     assert len(got) == len(stored) and got <= sent
@@ -187,16 +178,16 @@ def test_second_sigterm_during_a_multipart_upload_spills_it_and_aborts_the_uploa
 
     assert run.returncode == 1, run.describe()
     assert run.took < GRACE
-    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "incomplete"
     held_key = watched.applied()[0].request.path.split("/", 2)[2]
     assert held_key in manifest["spilled"]
-    uploads = s3_client(s3_server).list_multipart_uploads(Bucket=bucket)
+    uploads = s3_server.client().list_multipart_uploads(Bucket=bucket)
     assert not uploads.get("Uploads"), f"multipart uploads left in progress: {uploads['Uploads']}"
     spilled = load_spilled(tmp_path / "spill", manifest["run_id"])
     assert sorted(s.entry.key for s in spilled) == sorted(manifest["spilled"])
     on_disk = [t for s in spilled for t in decode_object(s.window.body, s.window.key)]
-    stored = stored_trades(s3_client(s3_server), bucket, PREFIX)
+    stored = stored_trades(s3_server.client(), bucket, PREFIX)
     kept = [trade_identity(t) for t in stored + on_disk]
     assert len(kept) == len(set(kept)) == manifest["counters"]["parsed"]
     assert set(kept) <= {trade_identity(t) for t in run.ledger}

@@ -42,7 +42,6 @@ from tests.stop_harness import (
     StopRun,
     WatchedProxy,
     run_with_signals,
-    s3_client,
     send,
     sleep_until,
     window_start_of,
@@ -62,6 +61,7 @@ KINDS = {
     "manifest": 4,
 }
 MOMENTS = [(kind, seed) for kind, count in KINDS.items() for seed in range(count)]
+assert len(MOMENTS) == 20
 MULTIPART_TARGETS = ["part-1", "complete", "part-2", "part-1"]
 """Which multipart request is held, by seed."""
 ALL_MOMENTS = os.environ.get("FEEDVAULT_STOP_MOMENTS") == "all"
@@ -75,10 +75,6 @@ def _moment_param(kind: str, seed: int) -> Any:
         reason="one of the 20 moments run by make bench (FEEDVAULT_STOP_MOMENTS=all)",
     )
     return pytest.param(kind, seed, id=f"{kind}-{seed}", marks=skip)
-
-
-def test_there_are_twenty_moments() -> None:
-    assert len(MOMENTS) == 20
 
 
 @pytest.mark.parametrize(("kind", "seed"), [_moment_param(kind, seed) for kind, seed in MOMENTS])
@@ -96,7 +92,7 @@ def test_sigterm_at_a_moment_stores_every_trade_once(
 
     assert run.returncode == 0, run.describe()
     assert run.took < GRACE, f"exit {run.took:.1f}s after SIGTERM, over STOP_GRACE_SECONDS"
-    client = s3_client(s3_server)
+    client = s3_server.client()
     manifest = read_manifest(client, bucket, PREFIX)
     assert manifest["status"] == "complete", manifest
     assert manifest["stop_reason"] == ("deadline" if kind == "manifest" else "signal")
@@ -370,9 +366,9 @@ def test_a_slow_manifest_write_gets_the_rest_of_the_grace(
     assert run.returncode == 0, run.describe()
     assert run.took < GRACE
     assert watched.outcomes("slow") == 1
-    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "complete"
-    assert_stored_exactly_once(run.ledger, stored_trades(s3_client(s3_server), bucket, PREFIX))
+    assert_stored_exactly_once(run.ledger, stored_trades(s3_server.client(), bucket, PREFIX))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -408,9 +404,9 @@ def test_sigterm_during_a_reconnect_backoff(
     after = [doc.get("event") for doc in run.logs[index + 1 :]]
     assert "signal" in after
     assert "connected" not in after[: after.index("signal")], "it reconnected before the signal"
-    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "complete" and manifest["counters"]["reconnects"] >= 1
-    assert_stored_exactly_once(run.ledger, stored_trades(s3_client(s3_server), bucket, PREFIX))
+    assert_stored_exactly_once(run.ledger, stored_trades(s3_server.client(), bucket, PREFIX))
     verified = run_verify(s3_server.env(), bucket, PREFIX)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
@@ -439,7 +435,7 @@ def test_sigterm_during_start_up_is_held_and_obeyed(
     events = [doc.get("event") for doc in run.logs]
     assert events.index("signal") < events.index("run_start"), "signalled after start-up"
     assert "connected" not in events
-    manifest = read_manifest(s3_client(s3_server), bucket, PREFIX)
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "complete" and manifest["stop_reason"] == "signal"
     assert manifest["objects"] == [] and run.ledger == []
 

@@ -23,7 +23,13 @@ import pytest
 from sinks.memory import MemoryWriter
 from sinks.verify import run_id_of_key, verify_run
 from tests.conftest import S3Server
-from tests.harness import FEEDVAULT, base_env, exchange_stream_env, fake_exchange, start_stream
+from tests.harness import (
+    FEEDVAULT,
+    exchange_stream_env,
+    fake_exchange,
+    run_verify,
+    start_stream,
+)
 
 PREFIX = "streaming/tamper/"
 RUN_ID = "20260101T000000Z-tamper01"
@@ -83,13 +89,7 @@ def run_copy(s3_server: S3Server, source_run: SourceRun) -> Iterator[str]:
 
 
 def verify(s3_server: S3Server, bucket: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*FEEDVAULT, "verify", f"s3://{bucket}/{PREFIX}", *args],
-        env=base_env(**s3_server.env()),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_verify(s3_server.env(), bucket, PREFIX, *args)
 
 
 def get(s3_server: S3Server, bucket: str, key: str) -> bytes:
