@@ -167,6 +167,32 @@ async def test_stall_keeps_socket_open_and_drops_trades() -> None:
         assert fx.live_connections == 1 and fx.ledger.undelivered >= 400
 
 
+async def test_send_backlog_peak_counts_the_trades_that_waited_for_the_socket() -> None:
+    """A reader keeping up has one tick's batch waiting at most; a reader that stops makes
+    the batches behind a large one (more than the socket's buffers take) wait together."""
+    clock = FakeClock()
+    big = 100_000  # ~17 MB of frames: more than loopback's socket buffers hold
+    async with (
+        FakeExchange(rate=1000, symbols=["BTCUSDT"], clock=clock) as fx,
+        connect(combined(fx, "BTCUSDT"), max_queue=4) as ws,  # reads only as the test does
+    ):
+        await fx.wait_ready(1)
+        got = Received()
+        for total in (500, 1000):
+            clock.advance(0.5)
+            await read_trades(ws, got, total)
+        assert fx.ledger.send_backlog_peak == 500  # each batch sent before the next came
+
+        clock.advance(big / 1000)
+        await fx.wait_tick()
+        clock.advance(1.0)  # 1000 more, behind the big batch the socket is still taking
+        await fx.wait_tick()
+        assert fx.ledger.send_backlog_peak == big + 1000
+        await read_trades(ws, got, 1000 + big + 1000)
+        assert got.ids("BTCUSDT") == fx.ledger.sent_ids("BTCUSDT") == list(range(1, big + 2001))
+        assert fx.ledger.summary()["send_backlog_peak"] == big + 1000
+
+
 async def test_malformed_frames_are_malformed_and_not_in_ledger() -> None:
     async def once() -> tuple[Received, int]:
         clock = FakeClock()

@@ -69,6 +69,9 @@ class Ledger:
         ledger)."""
         self.undelivered = 0
         """Trades generated for a connection but not sent (stall, slow reader, closing)."""
+        self.send_backlog_peak = 0
+        """Most trades waiting at once in one connection's send backlog (timed mode): above a
+        tick's worth, the client read slower than trades came due (its socket pushed back)."""
         self._counts: dict[str, int] = {}
         self._canonical: dict[str, str] = {}
         self._unnumbered: dict[int, int] = {}
@@ -150,7 +153,7 @@ class Ledger:
 
     def summary(self) -> dict[str, Any]:
         """Counts for a log line: total, per symbol, per connection, malformed, oversized,
-        undelivered."""
+        hostile, undelivered, and the send backlog's peak."""
         per_conn: dict[int, int] = {}
         for (conn, _sym), runs in self._runs.items():
             per_conn[conn] = per_conn.get(conn, 0) + sum(b - a + 1 for a, b in runs)
@@ -164,6 +167,7 @@ class Ledger:
             "oversized_sent": self.oversized_sent,
             "hostile_sent": dict(sorted(self.hostile_sent.items())),
             "undelivered": self.undelivered,
+            "send_backlog_peak": self.send_backlog_peak,
         }
 
     # -- files -----------------------------------------------------------------------------------

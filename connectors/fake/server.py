@@ -135,6 +135,11 @@ class _Close:
 _CLOSE: Final = _Close()
 
 
+def _trade_count(item: list[_Item] | _Close) -> int:
+    """Trades in a queued batch (its other frames are control frames and faults)."""
+    return 0 if isinstance(item, _Close) else sum(1 for trade, _, _ in item if trade is not None)
+
+
 class _Conn:
     """Server-side state of one client connection."""
 
@@ -152,6 +157,8 @@ class _Conn:
         self.session = session
         self.opened = opened
         self.queue: asyncio.Queue[list[_Item] | _Close] = asyncio.Queue(queue_batches)
+        self.backlog_trades = 0
+        """Trades in ``queue``, waiting for the socket to take them."""
         self.closing = False
         self.notices_sent = 0
         self.rng = random.Random(f"{seed}:conn:{number}")
@@ -458,17 +465,21 @@ class FakeExchange:
 
     def _put(self, conn: _Conn, item: list[_Item] | _Close, *, force: bool) -> None:
         """Queue without blocking; the backlog is bounded by ``queue_batches``: a full queue
-        drops the new batch, or (``force``) the oldest one to make room."""
-        queue = conn.queue
+        drops the new batch, or (``force``) the oldest one to make room. Keeps the ledger's
+        ``send_backlog_peak``."""
+        queue, ledger = conn.queue, self.ledger
         if queue.qsize() >= self.queue_batches:
             if not force:
                 assert not isinstance(item, _Close)
-                self.ledger.undelivered += sum(1 for t, _, _ in item if t is not None)
+                ledger.undelivered += _trade_count(item)
                 return
-            dropped = queue.get_nowait()
-            if not isinstance(dropped, _Close):
-                self.ledger.undelivered += sum(1 for t, _, _ in dropped if t is not None)
+            dropped = _trade_count(queue.get_nowait())
+            conn.backlog_trades -= dropped
+            ledger.undelivered += dropped
         queue.put_nowait(item)
+        conn.backlog_trades += _trade_count(item)
+        if conn.backlog_trades > ledger.send_backlog_peak:
+            ledger.send_backlog_peak = conn.backlog_trades
 
     def _count_undelivered(self, conn: _Conn, trades: list[Trade]) -> None:
         routes = conn.session.routes()
@@ -477,9 +488,8 @@ class FakeExchange:
 
     def _undeliver_queue(self, conn: _Conn) -> None:
         while not conn.queue.empty():
-            item = conn.queue.get_nowait()
-            if not isinstance(item, _Close):
-                self.ledger.undelivered += sum(1 for t, _, _ in item if t is not None)
+            self.ledger.undelivered += _trade_count(conn.queue.get_nowait())
+        conn.backlog_trades = 0
 
     async def _timed_send_loop(self, conn: _Conn) -> None:
         ws, queue = conn.ws, conn.queue
@@ -488,7 +498,9 @@ class FakeExchange:
             if isinstance(item, _Close):
                 await ws.close(1001, "fake exchange: disconnect fault")
                 raise _Done
-            if await self._send_items(conn, item):
+            closing = await self._send_items(conn, item)
+            conn.backlog_trades -= _trade_count(item)  # the socket took them (or they are cut)
+            if closing:
                 await ws.close(1001, "fake exchange: oversized fault")
                 raise _Done
 
