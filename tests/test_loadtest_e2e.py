@@ -19,7 +19,7 @@ FIGURES = ("trades_per_s", "cpu_us_per_trade", "peak_rss_mb", "queue_high_water"
 
 def run_loadtest(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*FEEDVAULT, "loadtest", "--rate", "2000", "--symbols", "3", "--duration", "4",
+        [*FEEDVAULT, "loadtest", "--rate", "2000", "--symbols", "3", "--duration", "6",
          "--report", str(tmp_path / "report")],
         env=env,
         capture_output=True,

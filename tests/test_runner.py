@@ -70,7 +70,10 @@ def ledger_ids(exchange: FakeExchange) -> list[tuple[str, str]]:
 async def test_the_deadline_on_an_injected_clock_stops_the_run(tmp_path: Path) -> None:
     clock = FakeClock()
     writer = MemoryWriter()
-    async with FakeExchange("binance", rate=1000, symbols=SYMBOLS, clock=clock) as exchange:
+    # max_trades: the market's last trades come as the deadline passes, not 60 s of them at once
+    async with FakeExchange(
+        "binance", rate=1000, symbols=SYMBOLS, clock=clock, max_trades=1000
+    ) as exchange:
         _, task = start(exchange, tmp_path, clock, writer)
         await exchange.wait_ready(1)
         for _ in range(5):  # 0.5 s of market time: about 500 trades
@@ -138,7 +141,7 @@ async def test_server_shutdown_notice_reconnects_at_once_without_loss(tmp_path: 
 
     faults = Faults.parse("shutdown-notice-every=5")
     async with FakeExchange(
-        "binance", rate=1000, symbols=SYMBOLS, clock=clock, faults=faults
+        "binance", rate=1000, symbols=SYMBOLS, clock=clock, faults=faults, max_trades=6000
     ) as exchange:
         run, task = start(exchange, tmp_path, clock, writer)
         await exchange.wait_ready(1)
@@ -174,7 +177,9 @@ def test_more_symbols_than_one_connection_carries_open_more_connections(tmp_path
 async def test_binance_aggregated_trades_on_request(tmp_path: Path) -> None:
     clock = FakeClock()
     writer = MemoryWriter()
-    async with FakeExchange("binance", rate=500, symbols=SYMBOLS, clock=clock) as exchange:
+    async with FakeExchange(
+        "binance", rate=500, symbols=SYMBOLS, clock=clock, max_trades=400
+    ) as exchange:
         cfg = config(exchange.url, tmp_path, BINANCE_STREAM="aggTrade")
         run = StreamRun(cfg, clock=clock, writer=writer, install_signal_handlers=False)
         task = asyncio.create_task(run.run())
@@ -225,7 +230,9 @@ async def test_a_run_uploads_what_an_earlier_run_left_in_the_spill_dir(tmp_path:
         incomplete.to_json(),
         destination=cfg.destination.url,
     )
-    async with FakeExchange("binance", rate=1000, symbols=SYMBOLS, clock=clock) as exchange:
+    async with FakeExchange(
+        "binance", rate=1000, symbols=SYMBOLS, clock=clock, max_trades=600
+    ) as exchange:
         _, task = start(exchange, tmp_path, clock, writer)
         await exchange.wait_ready(1)
         async with asyncio.timeout(10):  # the recovery runs beside ingest (worker threads)

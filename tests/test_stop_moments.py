@@ -22,6 +22,7 @@ import random
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,10 +169,17 @@ def _check_window_close(
     run: StopRun, manifest: dict[str, Any], proxy: WatchedProxy, evidence: dict[str, Any]
 ) -> None:
     boundary = evidence["boundary"]
-    assert 0.0 <= evidence["late_by"] < 0.5, evidence
+    assert evidence["late_by"] >= 0.0, evidence
+    # The engine's own time of handling the signal (a loaded machine may deliver it late):
+    # within the second after the boundary, as that second's windows were being closed.
+    (signalled,) = run.events("signal")
+    handled = datetime.strptime(signalled["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    handled_at = handled.replace(tzinfo=UTC).timestamp()
+    assert 0.0 <= handled_at - boundary < 1.0, (boundary, signalled["ts"], evidence)
     starts = {window_start_of(o["key"]) for o in manifest["objects"]}
     closing = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(boundary - 1))
-    after = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(boundary + 1))
+    # the stop reads what is left in the sockets, at most into the next second; never more
+    after = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(math.floor(handled_at) + 2))
     assert closing in starts, f"no window of the second that closed at the signal: {starts}"
     assert all(s is not None and s < after for s in starts), (
         f"a window after the signal's second was opened: {sorted(s or '' for s in starts)}"
@@ -385,12 +393,14 @@ def test_sigterm_during_a_reconnect_backoff(
             logs += wait_for_log(proc, "reconnecting", timeout=10)
             seen_at = time.monotonic()
             delay = float(logs[-1]["delay_s"])
-            if delay >= 0.15:
+            if delay >= 0.3:  # P(none in 20) = 0.6**20 < 1e-4 (delays uniform in [0, 0.5])
                 break
         else:
-            raise AssertionError("no reconnect backoff of 150 ms or more in 20 reconnects")
+            raise AssertionError("no reconnect backoff of 300 ms or more in 20 reconnects")
         evidence["backoff"] = (len(logs) - 1, seen_at, delay)
-        sleep_until(seen_at + rng.uniform(0.0, delay - 0.1))
+        # at least 300 ms before the backoff ends: a loaded machine's lag in reading the line
+        # and delivering the signal must not let the reconnect come first
+        sleep_until(seen_at + rng.uniform(0.0, delay - 0.3))
         return [send(proc)]
 
     run = run_with_signals(

@@ -97,8 +97,13 @@ def test_sigterm_mid_run_stops_cleanly_with_nothing_lost(
 def test_faults_reconnect_and_gaps_match_the_ledger(
     s3_server: S3Server, bucket: str, tmp_path: Path, faults: str, extra: dict[str, str]
 ) -> None:
+    """The run is stopped (SIGTERM) once it has connected three times, however long the
+    start and the reconnects took on a loaded machine."""
     with fake_exchange(tmp_path, rate="600", faults=faults) as fx:
-        proc = start_stream(stream_env(s3_server, bucket, fx.url, "7", **extra))
+        proc = start_stream(stream_env(s3_server, bucket, fx.url, "120", **extra))
+        for _ in range(3):
+            wait_for_log(proc, "connected", timeout=30)
+        proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
         ledger = fx.stop()
     assert proc.returncode == 0, err[-2000:] + out[-2000:]
