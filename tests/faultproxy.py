@@ -16,6 +16,10 @@ without a response for ``seconds``, then dropped: the client's read timeout fire
 ``proxy.log`` records ``(method, path, query, outcome)`` of the last requests (bounded);
 ``proxy.requests`` the same requests with their headers (:class:`RecordedRequest`, names in
 lower case), so a test can check what a client sent on every request of a run.
+
+A request the proxy has read whole is forwarded even if its client has gone (killed, or its
+upload cancelled), as S3 may commit a PUT whose client went away: ``proxy.wait_settled()``
+waits until every such request has reached S3, so a test lists the bucket as it will stay.
 """
 
 from __future__ import annotations
@@ -126,6 +130,8 @@ class FaultProxy:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._stopping: asyncio.Event | None = None
+        self._forwarding = 0
+        self._settled = threading.Condition(self._lock)
 
     @property
     def url(self) -> str:
@@ -160,6 +166,15 @@ class FaultProxy:
         """Scheduled faults not yet used."""
         with self._lock:
             return sum(len(faults) for _, faults in self._scheduled)
+
+    def wait_settled(self, timeout: float = 30.0) -> None:
+        """Wait (at most ``timeout`` s) until no request is being forwarded or delayed
+        (``slow``) on its way to S3; requests held by ``timeout`` faults are never forwarded."""
+        with self._settled:
+            if not self._settled.wait_for(lambda: self._forwarding == 0, timeout):
+                raise AssertionError(
+                    f"{self._forwarding} requests still going to S3 after {timeout}s"
+                )
 
     def outcomes(self, outcome: str) -> int:
         return sum(1 for *_, seen in list(self.log) if seen == outcome)
@@ -218,14 +233,20 @@ class FaultProxy:
                 await runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        info = RequestInfo(request.method, request.path, dict(request.query))
-        body = await request.read()
-        fault = self._fault_for(info)
-        outcome = "forwarded" if fault is None else fault.kind
-        self.log.append((info.method, info.path, info.query, outcome))
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        self.requests.append(RecordedRequest(info.method, info.path, info.query, headers, outcome))
-        if fault is not None:
+        self._count_forwarding(+1)  # from its headers: it may reach S3 (see wait_settled)
+        counted = True
+        try:
+            info = RequestInfo(request.method, request.path, dict(request.query))
+            body = await request.read()
+            fault = self._fault_for(info)
+            outcome = "forwarded" if fault is None else fault.kind
+            self.log.append((info.method, info.path, info.query, outcome))
+            headers = {name.lower(): value for name, value in request.headers.items()}
+            self.requests.append(
+                RecordedRequest(info.method, info.path, info.query, headers, outcome)
+            )
+            if fault is None:
+                return await self._forward(request, body)
             if fault.kind in ("slowdown", "error500"):
                 status, code = (
                     (503, "SlowDown") if fault.kind == "slowdown" else (500, "InternalError")
@@ -236,6 +257,8 @@ class FaultProxy:
                 _drop(request)
                 raise asyncio.CancelledError
             if fault.kind == "timeout":
+                counted = False  # held, then dropped: it never reaches S3
+                self._count_forwarding(-1)
                 assert self._stopping is not None
                 try:
                     async with asyncio.timeout(fault.seconds):
@@ -245,7 +268,15 @@ class FaultProxy:
                 _drop(request)
                 raise asyncio.CancelledError
             await asyncio.sleep(fault.seconds)  # "slow": the response is late, not lost
-        return await self._forward(request, body)
+            return await self._forward(request, body)
+        finally:
+            if counted:
+                self._count_forwarding(-1)
+
+    def _count_forwarding(self, change: int) -> None:
+        with self._settled:
+            self._forwarding += change
+            self._settled.notify_all()
 
     async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}

@@ -159,7 +159,8 @@ def run_with_signals(
 ) -> StopRun:
     """Run the engine against a fresh fake exchange through ``proxy``; ``trigger`` signals it
     (once its ``run_start`` line is read, or right after the spawn without ``wait_start``);
-    wait (bounded) for the exit; return what it left. ``env`` and ``extra``: engine settings."""
+    wait (bounded) for the exit and for the requests it left on their way to S3; return what
+    it left. ``env`` and ``extra``: engine settings."""
     streams = ",".join(f"binance:{symbol}" for symbol in symbols.split(","))
     with fake_exchange(tmp_path, rate=rate, symbols=symbols, faults=faults) as fx:
         settings = {**(env or {}), **extra}
@@ -176,6 +177,7 @@ def run_with_signals(
                 proc.kill()
                 proc.wait(timeout=10)
         ledger = fx.stop()
+    proxy.wait_settled()  # what the engine sent before it exited has reached S3
     return StopRun(
         returncode=proc.returncode,
         took=ended - signalled[0] if signalled else 0.0,

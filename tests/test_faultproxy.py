@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +12,7 @@ from engine.errors import StorageError
 from sinks.s3 import S3Writer
 from tests import faultproxy as fp
 from tests.conftest import S3Server
+from tests.stop_harness import WatchedProxy
 
 MiB = 1 << 20
 
@@ -57,6 +60,34 @@ async def test_a_held_request_times_out_and_is_retried(proxy: fp.FaultProxy, buc
     async with writer(proxy, bucket, read_timeout=1) as s3:
         await s3.put("held", b"x")
     assert proxy.outcomes("timeout") == 1 and proxy.outcomes("forwarded") >= 1
+
+
+async def _put_abandoned_once_applied(proxy: WatchedProxy, bucket: str, key: str) -> None:
+    """PUT ``key``, and cancel the put once the proxy has applied its next fault to it."""
+    applied = len(proxy.applied())
+    async with writer(proxy, bucket, max_attempts=1) as s3:
+        put = asyncio.create_task(s3.put(key, b"x" * 100))
+        await asyncio.to_thread(proxy.wait_applied, applied + 1, 10)
+        put.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await put
+
+
+async def test_wait_settled_waits_for_a_request_whose_client_went_away(
+    s3_server: S3Server, bucket: str
+) -> None:
+    """A slowed PUT read whole is forwarded after its client gave up (S3 may commit it so):
+    once ``wait_settled`` returns, the bucket shows it. A held one never reaches S3."""
+    with WatchedProxy(s3_server.endpoint) as proxy:
+        proxy.schedule(fp.put_object("slowed"), fp.slow(1.0))
+        await _put_abandoned_once_applied(proxy, bucket, "slowed")
+        await asyncio.to_thread(proxy.wait_settled, 10)
+        assert s3_server.keys(bucket) == ["slowed"]
+
+        proxy.schedule(fp.put_object("held"), fp.timeout(60))
+        await _put_abandoned_once_applied(proxy, bucket, "held")
+        await asyncio.to_thread(proxy.wait_settled, 10)  # not held up by the 60 s hold
+        assert s3_server.keys(bucket) == ["slowed"]
 
 
 async def test_an_outage_fails_the_put_and_ends_when_cleared(
