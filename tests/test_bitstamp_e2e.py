@@ -3,6 +3,7 @@ including reconnect notices (``bts:request_reconnect``)."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,19 @@ from tests.harness import (
     run_verify,
     start_stream,
     stored_trades,
+    wait_for_log,
 )
 
 PREFIX = "streaming/bitstamp/"
 
 
 def _run(
-    s3: S3Server, bucket: str, tmp_path: Path, faults: str | None
+    s3: S3Server, bucket: str, tmp_path: Path, faults: str | None, connections: int | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
-    """(ledger, manifest, stored trades) of a 6 s run on BTCUSD and ETHUSD; exit 0 asserted."""
+    """(ledger, manifest, stored trades) of a run on BTCUSD and ETHUSD; exit 0 asserted.
+    Without ``connections``, a 6 s run that ends on its deadline; with it, a run stopped
+    (SIGTERM) once it has connected that many times, however long the start and the
+    reconnects took on a loaded machine."""
     with fake_exchange(
         tmp_path, protocol="bitstamp", symbols="BTCUSD,ETHUSD", rate="500", faults=faults
     ) as fx:
@@ -34,14 +39,24 @@ def _run(
             streams="bitstamp:BTCUSD,bitstamp:ethusd",  # both spellings are accepted
             url_variable="BITSTAMP_WS_URL",
             url=fx.url,
-            runtime="6",
+            runtime="6" if connections is None else "120",
         )
         proc = start_stream(env)
-        out, err = proc.communicate(timeout=60)
+        try:
+            if connections is not None:
+                for _ in range(connections):
+                    wait_for_log(proc, "connected", timeout=30)
+                proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
         ledger = fx.stop()
     assert proc.returncode == 0, err[-2000:] + out[-2000:]
     manifest = read_manifest(s3.client(), bucket, PREFIX)
-    assert manifest["status"] == "complete" and manifest["stop_reason"] == "deadline"
+    reason = "deadline" if connections is None else "signal"
+    assert (manifest["status"], manifest["stop_reason"]) == ("complete", reason)
     return ledger, manifest, stored_trades(s3.client(), bucket, PREFIX)
 
 
@@ -65,8 +80,11 @@ def test_deadline_run_stores_every_ledger_trade_once(
 def test_reconnect_notices_reconnect_and_lose_nothing(
     s3_server: S3Server, bucket: str, tmp_path: Path
 ) -> None:
-    ledger, manifest, stored = _run(s3_server, bucket, tmp_path, "shutdown-notice-every=2")
-    assert manifest["counters"]["reconnects"] >= 1
+    # a notice at each connection's age 2 s: the second connection lived between two notices
+    ledger, manifest, stored = _run(
+        s3_server, bucket, tmp_path, "shutdown-notice-every=2", connections=3
+    )
+    assert manifest["counters"]["reconnects"] >= 2  # three connections
     assert len({t["conn"] for t in ledger}) >= 2  # the fake saw the client come back
     assert_stored_exactly_once(ledger, stored)
     assert manifest["counters"]["parsed"] == len(stored)

@@ -60,6 +60,10 @@ async def test_subscribe_last_match_then_contiguous_matches_equal_the_ledger() -
                 {"name": "heartbeat", "product_ids": SYMBOLS},
             ],
         }
+        await fx.wait_tick()  # the heartbeats of the second the subscription came in
+        beats = await read_raw(ws, 2)
+        assert [(f["type"], f["product_id"]) for f in beats] == [("heartbeat", p) for p in SYMBOLS]
+        assert {f["time"] for f in beats} == {"2023-11-14T22:13:20.000000Z"}
         clock.advance(1.0)
         frames = await read_raw(ws, 200 + 2)  # 200 trades and this second's 2 heartbeats
         kinds = [f["type"] for f in frames]
@@ -94,8 +98,10 @@ async def test_heartbeat_per_product_per_second_with_last_trade_id() -> None:
             '{"type":"subscribe","channels":[{"name":"heartbeat","product_ids":["ETH-USD"]}]}'
         )
         assert CoinbaseProtocol().parse(await ws.recv(), 0) == Ack("subscriptions")
-        for second in (1, 2):
-            clock.advance(1.0)
+        await fx.wait_tick()  # the heartbeat of the second the subscription came in
+        for second in (0, 1, 2):
+            if second:
+                clock.advance(1.0)
             (beat,) = await read_raw(ws, 1)  # no matches subscribed: only heartbeats
             assert beat["type"] == "heartbeat" and beat["product_id"] == "ETH-USD"
             assert beat["last_trade_id"] == 0

@@ -6,6 +6,7 @@ is down, slow, or answers garbage never stops a run."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -106,6 +107,11 @@ EXPECTED = EcsTask(
     availability_zone="us-east-1a",
 )
 FAST = EcsLookup(attempt_timeout=0.2, attempts=2, budget=2.0, backoff=0.01)
+"""Short bounds, for the tests of an endpoint that does not answer (slow, down): the timeouts
+themselves are what those tests run into."""
+GENEROUS = EcsLookup(attempt_timeout=5.0, attempts=2, budget=10.0, backoff=0.01)
+"""Bounds no loaded machine reaches on loopback, for an endpoint that answers: a request the
+machine merely stalls is not retried (the exact request lists hold) nor given up."""
 GENERATED = re.compile(rf"^\d{{8}}T\d{{6}}Z-{TASK_ID}-[0-9a-f]{{8}}$")
 
 
@@ -193,7 +199,7 @@ def closed_port_uri() -> str:
 
 async def test_the_task_and_container_documents_are_read_into_the_task() -> None:
     async with MetadataEndpoint() as endpoint:
-        task, container_error = await fetch_ecs_task(endpoint.uri, FAST)
+        task, container_error = await fetch_ecs_task(endpoint.uri, GENEROUS)
     assert (task, container_error) == (EXPECTED, None)
     assert task.task_id == TASK_ID
     base = endpoint.uri.split("127.0.0.1", 1)[1].split("/", 1)[1]
@@ -202,7 +208,7 @@ async def test_the_task_and_container_documents_are_read_into_the_task() -> None
 
 async def test_server_errors_are_retried_within_the_bounds() -> None:
     async with MetadataEndpoint(fail_first=2) as endpoint:
-        task, _ = await fetch_ecs_task(endpoint.uri, EcsLookup(attempts=3, backoff=0.01))
+        task, _ = await fetch_ecs_task(endpoint.uri, dataclasses.replace(GENEROUS, attempts=3))
     assert task == EXPECTED
     assert len(endpoint.requests) == 4  # two answered 500, then each document once
 
@@ -279,7 +285,7 @@ def test_the_manifest_section_is_optional_and_round_trips() -> None:
 
 
 async def stream_run(
-    tmp_path: Path, lookup: EcsLookup = FAST, **env: str
+    tmp_path: Path, lookup: EcsLookup = GENEROUS, **env: str
 ) -> tuple[StreamRun, MemoryWriter, Manifest]:
     """A short in-process stream run (fake exchange, fake clock, memory writer)."""
     clock = FakeClock()
@@ -330,8 +336,9 @@ async def test_a_failing_endpoint_is_logged_once_and_the_run_goes_on(
 ) -> None:
     async with MetadataEndpoint("ok" if mode == "down" else mode) as endpoint:
         uri = closed_port_uri() if mode == "down" else endpoint.uri
+        lookup = FAST if mode in ("down", "slow") else GENEROUS  # no answer: run into the bounds
         run, writer, manifest = await stream_run(
-            tmp_path, RUN_ID="", ECS_CONTAINER_METADATA_URI_V4=uri
+            tmp_path, lookup, RUN_ID="", ECS_CONTAINER_METADATA_URI_V4=uri
         )
     assert manifest.status == "complete" and manifest.ecs is None
     assert "ecs" not in json.loads(
@@ -370,7 +377,7 @@ async def test_a_replay_on_ecs_carries_the_task(tmp_path: Path) -> None:
             clock=ReplayClock(T0, FakeClock()),
             writer=writer,
             install_signal_handlers=False,
-            ecs_lookup=FAST,
+            ecs_lookup=GENEROUS,
         )
         async with asyncio.timeout(30):
             assert await run.run() == 0
@@ -391,7 +398,7 @@ async def test_a_batch_run_on_ecs_names_its_task_in_the_run_id_and_manifest() ->
             install_signal_handlers=False,
             output=writer,
             is_tty=False,
-            ecs_lookup=FAST,
+            ecs_lookup=GENEROUS,
         )
         async with asyncio.timeout(60):
             assert await run.run() == 0

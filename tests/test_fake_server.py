@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +21,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from connectors.base import Ack, ControlEvent, ExchangeError, ReconnectNotice
-from connectors.binance import BinanceProtocol
+from connectors.binance import BinanceProtocol, encode_trade
 from connectors.fake.cli import add_arguments, run
 from connectors.fake.faults import Faults, Stall
+from connectors.fake.market import Market
 from connectors.fake.server import FakeExchange
 from engine.clock import FakeClock
 from engine.errors import MalformedFrame
@@ -167,30 +169,64 @@ async def test_stall_keeps_socket_open_and_drops_trades() -> None:
         assert fx.live_connections == 1 and fx.ledger.undelivered >= 400
 
 
+RECEIVE_BUFFER = 1 << 16
+"""SO_RCVBUF of the backlog test's client (set before it connects, which stops the kernel from
+growing it; Linux then reports twice this)."""
+
+
+async def small_receive_buffer_socket(fx: FakeExchange) -> socket.socket:
+    """A TCP socket connected to ``fx`` whose receive buffer is fixed at ``RECEIVE_BUFFER``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.setblocking(False)
+        async with asyncio.timeout(WAIT):
+            await asyncio.get_running_loop().sock_connect(sock, (fx.host, fx.port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def frames_beyond_the_buffers(sock: socket.socket, frame_bytes: int) -> int:
+    """Trades (a multiple of 1000, at least 100_000) whose frames are twice what loopback can
+    hold of the connection outside the fake exchange's process: the server's send buffer, which
+    the kernel grows up to tcp_wmem's maximum, plus the client's fixed receive buffer (a few
+    hundred KiB that the client's event loop reads ahead are well inside the margin)."""
+    wmem_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    needed = -(-2 * (wmem_max + rcvbuf) // frame_bytes)
+    return max(100_000, -(-needed // 1000) * 1000)
+
+
 async def test_send_backlog_peak_counts_the_trades_that_waited_for_the_socket() -> None:
     """A reader keeping up has one tick's batch waiting at most; a reader that stops makes
     the batches behind a large one (more than the socket's buffers take) wait together."""
     clock = FakeClock()
-    big = 100_000  # ~17 MB of frames: more than loopback's socket buffers hold
-    async with (
-        FakeExchange(rate=1000, symbols=["BTCUSDT"], clock=clock) as fx,
-        connect(combined(fx, "BTCUSDT"), max_queue=4) as ws,  # reads only as the test does
-    ):
-        await fx.wait_ready(1)
-        got = Received()
-        for total in (500, 1000):
-            clock.advance(0.5)
-            await read_trades(ws, got, total)
-        assert fx.ledger.send_backlog_peak == 500  # each batch sent before the next came
+    async with FakeExchange(rate=1000, symbols=["BTCUSDT"], clock=clock) as fx:
+        sock = await small_receive_buffer_socket(fx)
+        # reads only as the test does (max_queue): the socket's buffers fill up behind it
+        async with connect(combined(fx, "BTCUSDT"), sock=sock, max_queue=4) as ws:
+            await fx.wait_ready(1)
+            got = Received()
+            for total in (500, 1000):
+                clock.advance(0.5)
+                await read_trades(ws, got, total)
+            assert fx.ledger.send_backlog_peak == 500  # each batch sent before the next came
 
-        clock.advance(big / 1000)
-        await fx.wait_tick()
-        clock.advance(1.0)  # 1000 more, behind the big batch the socket is still taking
-        await fx.wait_tick()
-        assert fx.ledger.send_backlog_peak == big + 1000
-        await read_trades(ws, got, 1000 + big + 1000)
-        assert got.ids("BTCUSDT") == fx.ledger.sent_ids("BTCUSDT") == list(range(1, big + 2001))
-        assert fx.ledger.summary()["send_backlog_peak"] == big + 1000
+            # the smallest frame so far (later ids are longer): 4 bytes of header, then the text
+            frame_bytes = 4 + min(len(encode_trade(t, combined=True)) for t in got.trades)
+            big = frames_beyond_the_buffers(sock, frame_bytes)
+            if big > Market.MAX_BATCH:  # one tick's batch is at most this
+                pytest.skip(f"this host's socket buffers take {big} trades' frames")
+            clock.advance(big / 1000)
+            await fx.wait_tick()
+            clock.advance(1.0)  # 1000 more, behind the big batch the socket is still taking
+            await fx.wait_tick()
+            assert fx.ledger.send_backlog_peak == big + 1000
+            await read_trades(ws, got, 1000 + big + 1000)
+            assert got.ids("BTCUSDT") == fx.ledger.sent_ids("BTCUSDT") == list(range(1, big + 2001))
+            assert fx.ledger.summary()["send_backlog_peak"] == big + 1000
 
 
 async def test_malformed_frames_are_malformed_and_not_in_ledger() -> None:

@@ -55,8 +55,11 @@ async def test_status_acks_and_exact_numbers_equal_the_ledger() -> None:
             ack = orjson.loads(await asyncio.wait_for(ws.recv(), WAIT))
             assert ack["result"] == {"channel": "trade", "snapshot": False, "symbol": pair}
             assert (ack["method"], ack["success"], ack["req_id"]) == ("subscribe", True, 1)
+        await fx.wait_tick()  # the quiet period starts now: the heartbeat comes before the trades
         clock.advance(1.0)
-        frames = [await asyncio.wait_for(ws.recv(), WAIT) for _ in range(200)]
+        frames = [await asyncio.wait_for(ws.recv(), WAIT) for _ in range(1 + 200)]
+        assert proto.parse(frames[0], 0) == Heartbeat()  # a quiet second, then this second's trades
+        frames = frames[1:]
         assert all('"type":"update"' in f for f in frames)
         got = [t for f in frames for t in proto.parse(f, 0)]  # type: ignore[union-attr]
         assert trade_view(got) == trade_view(list(fx.ledger.trades()))
@@ -185,9 +188,11 @@ async def test_malformed_fault_frames_are_all_rejected_by_the_parser() -> None:
         client(f"{fx.url}/v2") as ws,
     ):
         await connect_and_subscribe(fx, ws, proto, "BTC/USD")
+        await fx.wait_tick()  # the quiet period starts now: the heartbeat comes before the trades
         clock.advance(1.0)
         got = Received()
-        await read_until(ws, proto, got, lambda: got.frames >= 500)
+        await read_until(ws, proto, got, lambda: len(got.trades) + len(got.malformed) >= 500)
+        assert got.controls == [Heartbeat()] and got.frames == 1 + 500
         assert 100 < len(got.malformed) == fx.ledger.malformed_sent < 200
         assert {e.kind for e in got.malformed} <= {
             "json", "missing-field", "type", "not-object", "decimal", "time"
