@@ -115,6 +115,24 @@ def start_stream(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
+def stop_after_connections(
+    proc: subprocess.Popen[str], connections: int, timeout: float = 30.0
+) -> tuple[str, str]:
+    """SIGTERM a ``feedvault stream`` once it has logged ``connections`` ``connected`` lines
+    (each within ``timeout`` s), however long its start and reconnects took on a loaded
+    machine; wait (60 s at most) for it to exit and return the rest of its stdout and stderr.
+    The process is killed if anything fails on the way."""
+    try:
+        for _ in range(connections):
+            wait_for_log(proc, "connected", timeout=timeout)
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def parse_logs(text: str) -> list[dict[str, Any]]:
     """The JSON objects among the lines of ``text`` (a run's output), in order."""
     out: list[dict[str, Any]] = []

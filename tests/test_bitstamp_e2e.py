@@ -3,7 +3,6 @@ including reconnect notices (``bts:request_reconnect``)."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ from tests.harness import (
     read_manifest,
     run_verify,
     start_stream,
+    stop_after_connections,
     stored_trades,
-    wait_for_log,
 )
 
 PREFIX = "streaming/bitstamp/"
@@ -42,16 +41,10 @@ def _run(
             runtime="6" if connections is None else "120",
         )
         proc = start_stream(env)
-        try:
-            if connections is not None:
-                for _ in range(connections):
-                    wait_for_log(proc, "connected", timeout=30)
-                proc.send_signal(signal.SIGTERM)
+        if connections is None:
             out, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+        else:
+            out, err = stop_after_connections(proc, connections)
         ledger = fx.stop()
     assert proc.returncode == 0, err[-2000:] + out[-2000:]
     manifest = read_manifest(s3.client(), bucket, PREFIX)

@@ -6,7 +6,6 @@ sent (``match`` and ``last_match`` alike); S3 is moto's server on loopback.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 from tests.conftest import S3Server
@@ -19,8 +18,8 @@ from tests.harness import (
     read_manifest,
     run_verify,
     start_stream,
+    stop_after_connections,
     stored_trades,
-    wait_for_log,
 )
 
 PREFIX = "streaming/coinbase/"
@@ -77,15 +76,7 @@ def test_disconnects_reconnect_and_the_gaps_are_what_the_ledger_lacks(
         tmp_path, protocol="coinbase", symbols=SYMBOLS, rate="400", faults="disconnect-every=1.2"
     ) as fx:
         proc = start_stream(env(s3_server, bucket, fx.url, "120"))
-        try:
-            for _ in range(3):
-                wait_for_log(proc, "connected", timeout=30)
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+        out, err = stop_after_connections(proc, 3)
         ledger = fx.stop()
     assert proc.returncode == 0, err[-2000:] + out[-2000:]
     manifest = read_manifest(s3_server.client(), bucket, PREFIX)

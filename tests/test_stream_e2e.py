@@ -25,6 +25,7 @@ from tests.harness import (
     read_manifest,
     run_verify,
     start_stream,
+    stop_after_connections,
     stored_trades,
     wait_for_log,
 )
@@ -101,10 +102,7 @@ def test_faults_reconnect_and_gaps_match_the_ledger(
     start and the reconnects took on a loaded machine."""
     with fake_exchange(tmp_path, rate="600", faults=faults) as fx:
         proc = start_stream(stream_env(s3_server, bucket, fx.url, "120", **extra))
-        for _ in range(3):
-            wait_for_log(proc, "connected", timeout=30)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        out, err = stop_after_connections(proc, 3)
         ledger = fx.stop()
     assert proc.returncode == 0, err[-2000:] + out[-2000:]
     manifest = read_manifest(s3_server.client(), bucket, PREFIX)
