@@ -18,8 +18,12 @@ without a response for ``seconds``, then dropped: the client's read timeout fire
 lower case), so a test can check what a client sent on every request of a run.
 
 A request the proxy has read whole is forwarded even if its client has gone (killed, or its
-upload cancelled), as S3 may commit a PUT whose client went away: ``proxy.wait_settled()``
-waits until every such request has reached S3, so a test lists the bucket as it will stay.
+upload cancelled), as S3 may commit a PUT whose client went away (aiohttp's server does not
+cancel a handler when its client disconnects: ``handler_cancellation`` is off by default):
+``proxy.wait_settled()`` waits until every request that has reached the proxy's handler is
+answered, dropped or held for good, so a test lists the bucket as it will stay. (Bytes a client
+wrote just before it died that the proxy has not parsed yet are not counted: call it after the
+client's exit has been observed, as :func:`tests.stop_harness.run_with_signals` does.)
 """
 
 from __future__ import annotations

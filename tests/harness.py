@@ -121,12 +121,15 @@ def stop_after_connections(
     """SIGTERM a ``feedvault stream`` once it has logged ``connections`` ``connected`` lines
     (each within ``timeout`` s), however long its start and reconnects took on a loaded
     machine; wait (60 s at most) for it to exit and return the rest of its stdout and stderr.
-    The process is killed if anything fails on the way."""
+    The process is killed if anything fails on the way. The stdout returned begins with the
+    lines read before the signal."""
+    seen: list[dict[str, Any]] = []
     try:
         for _ in range(connections):
-            wait_for_log(proc, "connected", timeout=timeout)
+            seen += wait_for_log(proc, "connected", timeout=timeout)
         proc.send_signal(signal.SIGTERM)
-        return proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
+        return "".join(json.dumps(doc) + "\n" for doc in seen) + out, err
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -175,8 +175,11 @@ def test_sigterm_while_backpressured_stops_within_the_grace_with_nothing_lost(
     manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "complete" and manifest["counters"]["dropped"] == 0
     assert_stored_exactly_once(run.ledger, stored_trades(s3_server.client(), bucket, PREFIX))
-    # trades waited for the socket: the engine read slower than the feed came
-    assert run.summary is not None and run.summary["send_backlog_peak"] > 0, run.summary
+    # trades waited for the socket: the engine read slower than the feed came. A quarter of a
+    # second's trades: more than a late tick of the fake's own loop brings at once; the stop's
+    # slow drain (about 6,000 trades/s against 20,000 offered) makes the backlog grow to
+    # 11,000-64,000 in the runs measured.
+    assert run.summary is not None and run.summary["send_backlog_peak"] >= RATE // 4, run.summary
 
 
 def test_s3_too_slow_for_the_grace_aborts_spills_and_exits_1_within_it(

@@ -70,8 +70,10 @@ class Ledger:
         self.undelivered = 0
         """Trades generated for a connection but not sent (stall, slow reader, closing)."""
         self.send_backlog_peak = 0
-        """Most trades waiting at once in one connection's send backlog (timed mode): above a
-        tick's worth, the client read slower than trades came due (its socket pushed back)."""
+        """Most trades waiting at once in one connection's send backlog, the batch being
+        written included (timed mode only; 0 with ``rate=None`` or a recording). Well above a
+        tick's worth, the client read slower than trades came due (its socket pushed back); a
+        late tick alone brings all the trades due since the last one."""
         self._counts: dict[str, int] = {}
         self._canonical: dict[str, str] = {}
         self._unnumbered: dict[int, int] = {}

@@ -158,7 +158,7 @@ class _Conn:
         self.opened = opened
         self.queue: asyncio.Queue[list[_Item] | _Close] = asyncio.Queue(queue_batches)
         self.backlog_trades = 0
-        """Trades in ``queue``, waiting for the socket to take them."""
+        """Trades queued in ``queue`` or being written to the socket (timed mode)."""
         self.closing = False
         self.notices_sent = 0
         self.rng = random.Random(f"{seed}:conn:{number}")
