@@ -238,8 +238,8 @@ def decimal_array(values: Sequence[Decimal]) -> pa.Array:
     decimal places, or ``decimal256(76, s)`` when 38 digits cannot hold them (a notional of
     very large prices and sizes), so no value is ever rounded or refused."""
     scale = column_scale(values)
-    integer_digits = max((v.adjusted() + 1 for v in values if v), default=1)
-    if max(integer_digits, 1) + scale <= 38:
+    integer_digits = max((max(v.adjusted() + 1, 1) for v in values), default=1)
+    if integer_digits + scale <= 38:
         return pa.array(values, pa.decimal128(38, scale))
     return pa.array(values, pa.decimal256(76, scale))
 

@@ -235,18 +235,6 @@ async def resolve_ecs_task(
     return task
 
 
-async def identify_run(
-    base_uri: str | None, run_id: str, generated: bool, lookup: EcsLookup = DEFAULT_LOOKUP
-) -> tuple[EcsTask | None, str]:
-    """The run's ECS task (:func:`resolve_ecs_task`) and its run id: a ``generated`` one gets
-    the task id (:func:`run_id_with_task`), so runs of different tasks never share one; one the
-    operator chose is kept."""
-    task = await resolve_ecs_task(base_uri, lookup)
-    if task is not None and generated:
-        run_id = run_id_with_task(run_id, task.task_id)
-    return task, run_id
-
-
 class _RunConfig(Protocol):
     """A run's configuration (stream or batch), as :func:`identify_config` reads it."""
 
@@ -268,12 +256,13 @@ _Config = TypeVar("_Config", bound=_RunConfig)
 async def identify_config(
     config: _Config, lookup: EcsLookup = DEFAULT_LOOKUP
 ) -> tuple[EcsTask | None, _Config]:
-    """:func:`identify_run` for a run's configuration: its ECS task, and the configuration
-    with the run id that goes with it."""
-    task, run_id = await identify_run(
-        config.runtime.ecs_metadata_uri, config.run_id, config.run_id_generated, lookup
-    )
-    return task, dataclasses.replace(config, run_id=run_id)
+    """The run's ECS task (:func:`resolve_ecs_task`), and its configuration with the run id
+    that goes with it: a generated one gets the task id (:func:`run_id_with_task`), so runs of
+    different tasks never share one; one the operator chose is kept."""
+    task = await resolve_ecs_task(config.runtime.ecs_metadata_uri, lookup)
+    if task is None or not config.run_id_generated:
+        return task, config
+    return task, dataclasses.replace(config, run_id=run_id_with_task(config.run_id, task.task_id))
 
 
 def run_id_with_task(run_id: str, task_id: str) -> str:

@@ -70,8 +70,9 @@ class JsonFormatter(logging.Formatter):
             doc.update(fields)
         if record.exc_info and record.exc_info[1] is not None:
             doc["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-            if not _ours(record):  # another library's error: its traceback is the only clue
-                doc["traceback"] = self.formatException(record.exc_info)
+            # an unexpected error (ours logged with log.exception, or another library's): its
+            # traceback is the only clue
+            doc["traceback"] = self.formatException(record.exc_info)
         return redact(orjson.dumps(doc, default=str).decode())
 
 
@@ -83,8 +84,7 @@ class TextFormatter(logging.Formatter):
         line = f"{_iso(record.created)} {record.levelname:<7} {source}{record.getMessage()}"
         if record.exc_info and record.exc_info[1] is not None:
             tail += f" error={type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-            if not _ours(record):
-                tail += "\n" + self.formatException(record.exc_info)
+            tail += "\n" + self.formatException(record.exc_info)
         return redact(f"{line} {tail}".rstrip())
 
 

@@ -153,7 +153,6 @@ class WindowedSink:
         #: Windows written to the spill directory / uploaded from the backlog, so far.
         self.windows_spilled = 0
         self.windows_recovered = 0
-        #: Passes over the backlog that stopped at a failure.
         self.last_error: str | None = None
         #: Monotonic seconds from window close to durable, for the last ``latency_samples``.
         self.upload_latencies: deque[float] = deque(maxlen=latency_samples)

@@ -136,6 +136,13 @@ def stop_after_connections(
             proc.wait(timeout=10)
 
 
+def run_stream(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``feedvault stream`` to its end (``timeout`` s at most), its output captured."""
+    return subprocess.run(
+        [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def parse_logs(text: str) -> list[dict[str, Any]]:
     """The JSON objects among the lines of ``text`` (a run's output), in order."""
     out: list[dict[str, Any]] = []

@@ -24,6 +24,7 @@ from tests.harness import (
     exchange_stream_env,
     fake_exchange,
     read_manifest,
+    run_stream,
 )
 
 STREAM_PREFIX = "streaming/sample/"
@@ -235,9 +236,7 @@ def test_compact_over_a_real_stream_run_keeps_every_ledger_trade_once(
             url=fx.url,
             runtime="5",
         )
-        done = subprocess.run(
-            [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=60
-        )
+        done = run_stream(env)
         out, err = done.stdout, done.stderr
         ledger = fx.stop()
     assert done.returncode == 0, err[-2000:] + out[-2000:]

@@ -176,16 +176,13 @@ class Resolver:
         self.resources = set(template["Resources"])
 
     def condition(self, node: Any) -> bool:
-        """A condition of ``Fn::Equals``/``Fn::Not``/``Fn::And``/``Fn::Or`` over values."""
+        """A condition of ``Fn::Equals``/``Fn::Not`` over values (all the template uses)."""
         (function, args), *_ = node.items()
         if function == "Fn::Equals":
             left, right = (self(arg) for arg in args)
             return bool(left == right)
         if function == "Fn::Not":
             return not self.condition(args[0])
-        if function in ("Fn::And", "Fn::Or"):
-            results = [self.condition(arg) for arg in args]
-            return all(results) if function == "Fn::And" else any(results)
         raise AssertionError(f"unhandled condition {node}")
 
     def ref(self, name: str) -> str:

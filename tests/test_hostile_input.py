@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,11 @@ from engine.stats import Counters
 from sinks.keys import KeyTemplate
 from tests.conftest import S3Server
 from tests.harness import (
-    FEEDVAULT,
     assert_stored_exactly_once,
     exchange_stream_env,
     fake_exchange,
     read_manifest,
+    run_stream,
     run_verify,
     stored_trades,
 )
@@ -285,9 +284,7 @@ def test_a_stream_run_survives_hostile_input(
             url=fx.url,
             runtime="5",
         )
-        done = subprocess.run(
-            [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=90
-        )
+        done = run_stream(env, timeout=90)
         ledger = fx.stop()
         summary = fx.summary
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]

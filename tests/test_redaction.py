@@ -12,7 +12,6 @@ import importlib
 import io
 import json
 import logging
-import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from engine.config import load_stream_config
 from engine.logs import configure_logging, get_logger, log_event
 from engine.redact import REDACTED, redact, set_known_secrets
 from tests.conftest import S3Server
-from tests.harness import FEEDVAULT, exchange_stream_env, fake_exchange
+from tests.harness import exchange_stream_env, fake_exchange, run_stream
 
 KEY_ID = "AKIAFEEDVAULT7EST2QZ"
 SESSION_KEY_ID = "ASIAFEEDVAULT7EST2QZ"
@@ -101,8 +100,11 @@ def test_log_lines_are_redacted(fmt: str) -> None:
     for secret in (KEY_ID, SECRET, TOKEN, SIGNATURE):
         assert secret not in output
     if fmt == "json":
-        for line in output.splitlines():
-            json.loads(line)
+        docs = [json.loads(line) for line in output.splitlines()]
+        (failed,) = [doc for doc in docs if doc["event"] == "failed"]
+        assert "Traceback (most recent call last)" in failed["traceback"]  # a bug's only clue
+    else:
+        assert "Traceback (most recent call last)" in output
 
 
 def test_a_url_password_is_not_in_the_public_configuration() -> None:
@@ -156,9 +158,7 @@ def test_a_stream_run_prints_and_stores_no_credentials(
             url=fx.url,
             runtime="2",
         )
-        done = subprocess.run(
-            [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=60
-        )
+        done = run_stream(env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"event":"run_end"' in done.stdout
     client = s3_server.client()
@@ -184,9 +184,7 @@ def test_a_failing_s3_run_prints_no_credentials(s3_server: S3Server, tmp_path: P
             UPLOAD_RETRY_SECONDS="1",
         )
         env["SPILL_DIR"] = str(spill)
-        done = subprocess.run(
-            [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=90
-        )
+        done = run_stream(env, timeout=90)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "no-such-bucket-redaction" in done.stdout + done.stderr
     spilled = _files(spill)
@@ -208,6 +206,7 @@ def test_the_sink_modules_log_redacted_json_lines(
     (line,) = out.getvalue().splitlines()
     doc = json.loads(line)
     assert doc["level"] == "warning"
+    assert "logger" not in doc  # feedvault's own logger, not another library's line
     assert "sink-secret-value" not in line and "AKIAABCDEFGHIJKLMNOP" not in line
 
 

@@ -22,7 +22,14 @@ from sinks.s3 import S3Writer
 from sinks.s3security import S3Security, s3_security
 from tests import faultproxy as fp
 from tests.conftest import S3Server
-from tests.harness import FEEDVAULT, base_env, exchange_stream_env, fake_exchange, run_verify
+from tests.harness import (
+    FEEDVAULT,
+    base_env,
+    exchange_stream_env,
+    fake_exchange,
+    run_stream,
+    run_verify,
+)
 
 MiB = 1 << 20
 OWNER = "123456789012"  # moto's default account
@@ -100,9 +107,7 @@ def test_good_settings_reach_the_public_configuration() -> None:
 
 def test_the_cli_exits_2_naming_the_variable(tmp_path: Any) -> None:
     env = base_env(**STREAM_ENV, S3_SSE="AES256", S3_SSE_KMS_KEY_ID="alias/x")
-    done = subprocess.run(
-        [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = run_stream(env)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "feedvault stream: configuration error: S3_SSE_KMS_KEY_ID: is set but S3_SSE is not aws:kms"
@@ -215,9 +220,7 @@ def test_a_stream_run_and_verify_send_them_on_every_request(
             **settings,
         )
         env["WINDOW_SECONDS"] = "1"
-        done = subprocess.run(
-            [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=60
-        )
+        done = run_stream(env)
     assert done.returncode == 0, done.stderr[-2000:]
     verified = run_verify({**proxy.env(), **settings}, bucket, "sec/")
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -346,19 +346,17 @@ def test_the_lock_is_released_and_its_file_removed_but_spilled_windows_stay(
 
 
 class HeldAfterFirstPut(MemoryWriter):
-    """Takes the first put, then holds every later one until ``go`` is set."""
+    """Takes the first put, then holds every later one until :meth:`release_puts`."""
 
     def __init__(self) -> None:
         super().__init__()
         self.first_done = asyncio.Event()
-        self.go = asyncio.Event()
 
     async def put(self, key: str, body: bytes) -> StoredObject:
-        if self.first_done.is_set():
-            async with asyncio.timeout(10):
-                await self.go.wait()
         stored = await super().put(key, body)
-        self.first_done.set()
+        if not self.first_done.is_set():
+            self.first_done.set()
+            self.hold_puts()
         return stored
 
 
@@ -378,7 +376,7 @@ async def test_a_recovery_holds_the_run_so_a_second_recovery_leaves_it_alone(
         assert run_is_live(tmp_path, "run-1")
         second = await recover(writer, tmp_path, clock, current_run="run-3")
         assert second.live == ["run-1"] and second.uploaded == [] and second.manifests == []
-        writer.go.set()
+        writer.release_puts()
         report = await first
     assert report.uploaded == [w.key for w in made[1:]] and report.complete_runs == ["run-1"]
     assert not (tmp_path / "run-1").exists()

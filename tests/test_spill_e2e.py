@@ -13,7 +13,6 @@ unavailable while the run goes on. What must hold (SPEC §5, issue 7):
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +26,13 @@ from sinks.spill import load_spilled, load_spilled_manifest, scan_spilled
 from tests.conftest import S3Server
 from tests.faultproxy import RESET, SLOWDOWN, FaultProxy
 from tests.harness import (
-    FEEDVAULT,
     assert_stored_exactly_once,
     decode_object,
     exchange_stream_env,
     fake_exchange,
     parse_logs,
     read_manifest,
+    run_stream,
     run_verify,
     start_stream,
     stored_trades,
@@ -185,9 +184,7 @@ def test_s3_down_through_the_stop_spills_and_the_next_run_recovers_it(
     proxy.set_outage(None)
     with fake_exchange(tmp_path, rate="300", name="second") as fx2:
         env = stream_env(proxy, bucket, fx2.url, "4", spill_dir, RUN_ID="20261130T010000Z-second")
-        done2 = subprocess.run(
-            [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=60
-        )
+        done2 = run_stream(env)
         out2, err2 = done2.stdout, done2.stderr
         ledger2 = fx2.stop()
     [recovery] = [e for e in log_events(out2, "recovery") if e["uploaded"]]

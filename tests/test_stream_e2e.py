@@ -7,7 +7,6 @@ as another subprocess and keeps a ledger of every trade it sent; S3 is moto's se
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import pytest
 
 from tests.conftest import S3Server
 from tests.harness import (
-    FEEDVAULT,
     assert_stored_exactly_once,
     base_env,
     exchange_stream_env,
@@ -23,6 +21,7 @@ from tests.harness import (
     ledger_missing_ids,
     manifest_gap_ids,
     read_manifest,
+    run_stream,
     run_verify,
     start_stream,
     stop_after_connections,
@@ -147,9 +146,7 @@ def test_bad_configuration_exits_2_naming_the_variable(
         del env[variable]
     else:
         env[variable] = value
-    result = subprocess.run(
-        [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=60
-    )
+    result = run_stream(env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and variable in lines[0], result.stderr

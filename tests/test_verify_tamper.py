@@ -24,9 +24,9 @@ from sinks.memory import MemoryWriter
 from sinks.verify import run_id_of_key, verify_run
 from tests.conftest import S3Server
 from tests.harness import (
-    FEEDVAULT,
     exchange_stream_env,
     fake_exchange,
+    run_stream,
     run_verify,
     start_stream,
 )
@@ -59,9 +59,7 @@ def source_run(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) ->
             RUN_ID=RUN_ID,
         )
         env["WINDOW_SECONDS"] = "1"
-        done = subprocess.run(
-            [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=60
-        )
+        done = run_stream(env)
     assert done.returncode == 0, done.stderr[-2000:]
     client = s3_server.client()
     key = f"{PREFIX}_manifests/{RUN_ID}.json"

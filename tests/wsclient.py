@@ -14,11 +14,13 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 
 from connectors.backoff import Backoff
-from connectors.base import ControlEvent, ExchangeProtocol, ParseResult
+from connectors.base import Ack, ControlEvent, ExchangeProtocol, Heartbeat, ParseResult
+from connectors.fake.faults import Faults
+from connectors.fake.server import FakeExchange
 from connectors.gaps import GapTracker
 from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
 from engine.batchqueue import BatchQueue
-from engine.clock import Clock
+from engine.clock import Clock, FakeClock
 from engine.errors import MalformedFrame
 from engine.records import Trade
 from engine.stats import Counters
@@ -154,11 +156,6 @@ async def check_keepalive(
     each send a keepalive before any staleness check can close it. Unanswered, its last frame
     (the acks) was counted at 0 s or 21 s, so it goes stale at 42 s or 63 s; a third keepalive
     is only awaited when answered (a replacement opened at 63 s owes none)."""
-    from connectors.base import Ack, Heartbeat
-    from connectors.fake.faults import Faults
-    from connectors.fake.server import FakeExchange
-    from engine.clock import FakeClock
-
     clock = FakeClock()
     probe = ProtocolProbe(proto)
     faults = Faults(drop_pongs=drop_pongs)
