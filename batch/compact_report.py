@@ -149,7 +149,7 @@ class RunSeen:
     def span(self) -> tuple[int, int] | None:
         """The µs interval the run was streaming: the manifest's start and stop times, or
         the span of its own trades; ``None`` when neither is known."""
-        if self.manifest is not None:
+        if self.manifest is not None and self.manifest.stopped_at is not None:
             start = parse_iso_us(self.manifest.started_at)
             stop = parse_iso_us(self.manifest.stopped_at)
             if start is not None and stop is not None and stop >= start:

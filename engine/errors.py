@@ -69,6 +69,29 @@ class ObjectNotFound(StorageError):
     """The object (or bucket) does not exist."""
 
 
+class StorageRefused(StorageError):
+    """The store refused in a way no retry fixes: the bucket does not exist, access is denied,
+    the credentials are invalid or missing, the directory is read-only or missing.
+
+    ``code`` is the store's own name for the refusal (``NoSuchBucket``, ``AccessDenied``,
+    ``EROFS``...). At a run's start it is a configuration error (exit 2); later, it is retried
+    and spilled like any storage error."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AlreadyExists(StorageError):
+    """A conditional create found an object already at its key (``If-None-Match: *``)."""
+
+
+class DestinationUnavailable(StorageError):
+    """A run's destination kept failing (timeouts, 5xx, refused connections) for the whole
+    start-up retry budget, before anything connected. One line: ``str(err)`` names the
+    destination variable and the last error. Exit 1: the configuration may be right."""
+
+
 class IntegrityError(StorageError):
     """Stored bytes do not match their recorded checksum or size."""
 

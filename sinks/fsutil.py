@@ -42,3 +42,21 @@ def atomic_write(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def exclusive_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` only if ``path`` does not exist: all or nothing, durable when
+    this returns. A temporary file is written and fsynced, then hard-linked to ``path`` (which
+    fails with ``FileExistsError`` if ``path`` exists, atomically) and removed. Missing parent
+    directories are created. Raises ``OSError``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)

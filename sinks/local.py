@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import errno
 import os
 from pathlib import Path
 
-from engine.errors import ObjectNotFound, StorageError
-from sinks.fsutil import atomic_write, is_temp_name
+from engine.errors import AlreadyExists, ObjectNotFound, StorageError, StorageRefused
+from sinks.fsutil import atomic_write, exclusive_write, is_temp_name
 from sinks.writer import ListedObject, StoredObject, sha256_hex
+
+
+_REFUSALS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.ENOSPC}
+    | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
+)
+"""Errors writing a file that no retry fixes (:class:`StorageRefused`)."""
 
 
 class FileWriter:
@@ -58,6 +66,34 @@ class FileWriter:
             atomic_write(path, body)
         except OSError as exc:
             raise StorageError(f"cannot write {key!r} to {path}: {exc}") from exc
+        return sha256_hex(body)
+
+    async def create(self, key: str, body: bytes) -> StoredObject:
+        """Like ``put``, only if ``key`` has no file yet (:class:`AlreadyExists` otherwise).
+
+        The root directory is created if its parent exists; a root whose parent is missing
+        (most likely a mistyped path), a read-only or unwritable directory and a full disk are
+        :class:`StorageRefused`."""
+        path = self.path_of(key)
+        digest = await asyncio.to_thread(self._create, key, path, body)
+        return StoredObject(key=key, bytes=len(body), sha256=digest)
+
+    def _create(self, key: str, path: Path, body: bytes) -> str:
+        if not self.root.is_dir() and not self.root.parent.is_dir():
+            raise StorageRefused(
+                f"directory {self.root} does not exist, nor its parent {self.root.parent}",
+                "ENOENT",
+            )
+        try:
+            exclusive_write(path, body)
+        except FileExistsError as exc:
+            raise AlreadyExists(f"{path} already exists") from exc
+        except OSError as exc:
+            code = errno.errorcode.get(exc.errno or 0, "OSError")
+            message = f"cannot write {key!r} to {path}: {exc.strerror or exc} ({code})"
+            if exc.errno in _REFUSALS:
+                raise StorageRefused(message, code) from exc
+            raise StorageError(message) from exc
         return sha256_hex(body)
 
     async def get(self, key: str) -> bytes:

@@ -23,7 +23,7 @@ from sinks.writer import ObjectWriter, StoredObject
 
 MANIFEST_DIR: Final = "_manifests/"
 STOP_REASONS: Final = ("deadline", "signal", "error", "end")
-STATUSES: Final = ("complete", "incomplete")
+STATUSES: Final = ("complete", "incomplete", "running")
 COUNTERS: Final = ("received", "parsed", "invalid", "dropped", "reconnects", "duplicates")
 OUTPUT_KIND: Final = "output"
 """``StoredObjectEntry.kind`` of a batch job's output (checked by size and checksum only)."""
@@ -34,7 +34,9 @@ _T = TypeVar("_T")
 
 StopReason = Literal["deadline", "signal", "error", "end"]
 """``end``: a replay reached the end of its input, or a batch job finished."""
-Status = Literal["complete", "incomplete"]
+Status = Literal["complete", "incomplete", "running"]
+"""``running``: the manifest a run writes at its start (:func:`running_manifest`); a run that
+was killed leaves it behind. Its ``stopped_at`` and ``stop_reason`` are ``null``."""
 
 
 class Recovered(TypedDict):
@@ -44,6 +46,40 @@ class Recovered(TypedDict):
     key: str
     recovered_at: str
     recovered_by: str
+
+
+class StreamFigures(TypedDict):
+    """What one configured stream (``exchange:symbol:channel``) did during the run.
+
+    ``subscribed_seconds``: time with a live subscription; ``connected_seconds``: time with an
+    open connection (subscribed or not); ``first_ts_event``/``last_ts_event``: the first and
+    last record's event time (ns), ``None`` without records; ``last_error``: the last
+    connection or subscription error, ``None`` if there was none."""
+
+    records: int
+    subscribed_seconds: float
+    connected_seconds: float
+    reconnects: int
+    first_ts_event: int | None
+    last_ts_event: int | None
+    last_error: str | None
+
+
+class Reset(TypedDict):
+    """A symbol's trade ids jumped back from ``from_id`` to ``to_id`` (beyond the reorder
+    window) at ``at`` (ISO-8601 UTC): the exchange restarted its sequence. Both are stored."""
+
+    from_id: int
+    to_id: int
+    at: str
+
+
+class Lost(TypedDict):
+    """A window that could be neither uploaded nor spilled: ``records`` records are gone."""
+
+    key: str
+    records: int
+    reason: str
 
 
 class Gap(TypedDict):
@@ -208,8 +244,8 @@ class Manifest:
     version: str
     command: str
     started_at: str
-    stopped_at: str
-    stop_reason: StopReason
+    stopped_at: str | None
+    stop_reason: StopReason | None
     status: Status
     config: dict[str, Any] = field(default_factory=dict)
     objects: list[StoredObjectEntry] = field(default_factory=list)
@@ -219,6 +255,22 @@ class Manifest:
     error: str | None = None
     ecs: EcsTask | None = None
     recovered: list[Recovered] = field(default_factory=list)
+    streams: dict[str, StreamFigures] = field(default_factory=dict)
+    resets: dict[str, list[Reset]] = field(default_factory=dict)
+    lost: list[Lost] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Things a reader should know that do not make the run incomplete (a stream subscribed
+    the whole run that saw no trade)."""
+    destination: str | None = None
+    """The destination URL the run wrote to (its prefix included); ``None`` in older
+    manifests. ``verify`` checks every object key lies under :attr:`prefix`."""
+    prefix: str | None = None
+    """The key prefix of the destination (``""`` for ``file://``); ``None`` in older ones."""
+
+    @property
+    def records(self) -> int:
+        """Records in the run's objects (raw capture and batch outputs included)."""
+        return sum(entry.records for entry in self.objects)
 
     def to_json(self) -> bytes:
         """The manifest as indented JSON with sorted keys."""
@@ -241,6 +293,14 @@ class Manifest:
             document["ecs"] = self.ecs.to_dict()
         if self.recovered:
             document["recovered"] = self.recovered
+        for name in ("streams", "resets", "lost", "warnings"):
+            value = getattr(self, name)
+            if value:
+                document[name] = value
+        if self.destination is not None:
+            document["destination"] = self.destination
+        if self.prefix is not None:
+            document["prefix"] = self.prefix
         try:
             return orjson.dumps(document, option=JSON_OPTIONS)
         except TypeError as exc:
@@ -254,14 +314,19 @@ class Manifest:
         except orjson.JSONDecodeError as exc:
             raise IntegrityError(f"manifest is not valid JSON: {exc}") from exc
         doc = _mapping(document, "manifest")
-        stop_reason = _typed(doc, "stop_reason", str)
-        if stop_reason not in STOP_REASONS:
-            raise IntegrityError(
-                f"manifest stop_reason {stop_reason!r} is not one of {STOP_REASONS}"
-            )
         status = _typed(doc, "status", str)
         if status not in STATUSES:
             raise IntegrityError(f"manifest status {status!r} is not one of {STATUSES}")
+        stop_reason: str | None = None
+        stopped_at: str | None = None
+        if status != "running" or doc.get("stop_reason") is not None:
+            stop_reason = _typed(doc, "stop_reason", str)
+            if stop_reason not in STOP_REASONS:
+                raise IntegrityError(
+                    f"manifest stop_reason {stop_reason!r} is not one of {STOP_REASONS}"
+                )
+        if status != "running" or doc.get("stopped_at") is not None:
+            stopped_at = _typed(doc, "stopped_at", str)
         objects = doc.get("objects")
         if not isinstance(objects, list):
             raise IntegrityError("manifest field 'objects' is not a list")
@@ -289,8 +354,8 @@ class Manifest:
             version=_typed(doc, "version", str),
             command=_typed(doc, "command", str),
             started_at=_typed(doc, "started_at", str),
-            stopped_at=_typed(doc, "stopped_at", str),
-            stop_reason=cast(StopReason, stop_reason),
+            stopped_at=stopped_at,
+            stop_reason=cast("StopReason | None", stop_reason),
             status=cast(Status, status),
             config=dict(_mapping(doc.get("config"), "config")),
             objects=[StoredObjectEntry.from_dict(obj) for obj in objects],
@@ -300,6 +365,20 @@ class Manifest:
             error=error,
             ecs=EcsTask.from_dict(ecs) if ecs is not None else None,
             recovered=[_recovered(item) for item in recovered],
+            streams={
+                name: _stream(item, name)
+                for name, item in _mapping(doc.get("streams", {}), "streams").items()
+            },
+            resets={
+                name: [_reset(item, name) for item in _list(items, f"resets[{name!r}]")]
+                for name, items in _mapping(doc.get("resets", {}), "resets").items()
+            },
+            lost=[_lost(item) for item in _list(doc.get("lost", []), "lost")],
+            warnings=[
+                _text(item, "warnings") for item in _list(doc.get("warnings", []), "warnings")
+            ],
+            destination=_optional(doc, "destination", str),
+            prefix=_optional(doc, "prefix", str),
         )
 
 
@@ -319,6 +398,62 @@ def _typed(data: dict[str, Any], name: str, kind: type[_T]) -> _T:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise IntegrityError(f"manifest field {name!r} is missing or not a {kind.__name__}")
     return value
+
+
+def _optional(data: dict[str, Any], name: str, kind: type[_T]) -> _T | None:
+    if data.get(name) is None:
+        return None
+    return _typed(data, name, kind)
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise IntegrityError(f"manifest field {what} is not a list")
+    return value
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise IntegrityError(f"manifest field {what} holds a non-string")
+    return value
+
+
+def _number(data: dict[str, Any], name: str) -> float:
+    value = data.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise IntegrityError(f"manifest field {name!r} is missing or not a number")
+    return float(value)
+
+
+def _stream(item: object, name: str) -> StreamFigures:
+    data = _mapping(item, f"streams[{name!r}]")
+    return StreamFigures(
+        records=_typed(data, "records", int),
+        subscribed_seconds=_number(data, "subscribed_seconds"),
+        connected_seconds=_number(data, "connected_seconds"),
+        reconnects=_typed(data, "reconnects", int),
+        first_ts_event=_optional(data, "first_ts_event", int),
+        last_ts_event=_optional(data, "last_ts_event", int),
+        last_error=_optional(data, "last_error", str),
+    )
+
+
+def _reset(item: object, name: str) -> Reset:
+    data = _mapping(item, f"reset of {name!r}")
+    return Reset(
+        from_id=_typed(data, "from_id", int),
+        to_id=_typed(data, "to_id", int),
+        at=_typed(data, "at", str),
+    )
+
+
+def _lost(item: object) -> Lost:
+    data = _mapping(item, "lost entry")
+    return Lost(
+        key=_typed(data, "key", str),
+        records=_typed(data, "records", int),
+        reason=_typed(data, "reason", str),
+    )
 
 
 def _recovered(item: object) -> Recovered:

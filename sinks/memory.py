@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from engine.errors import ObjectNotFound, StorageError
+from engine.errors import AlreadyExists, ObjectNotFound, StorageError
 from sinks.writer import ListedObject, StoredObject, sha256_hex
 
 
@@ -50,6 +50,15 @@ class MemoryWriter:
             raise self._failures.popleft()
         self.puts_started += 1
         await self._released.wait()
+        self.objects[key] = bytes(body)
+        return StoredObject(key=key, bytes=len(body), sha256=sha256_hex(body))
+
+    async def create(self, key: str, body: bytes) -> StoredObject:
+        self._check_open()
+        if self._failures:
+            raise self._failures.popleft()
+        if key in self.objects:
+            raise AlreadyExists(f"object {key!r} already exists")
         self.objects[key] = bytes(body)
         return StoredObject(key=key, bytes=len(body), sha256=sha256_hex(body))
 

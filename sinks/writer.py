@@ -65,6 +65,11 @@ class ObjectWriter(Protocol):
         """Store ``body`` under ``key``; return once durable."""
         ...
 
+    async def create(self, key: str, body: bytes) -> StoredObject:
+        """Store ``body`` under ``key`` only if no object is there (S3 ``If-None-Match: *``);
+        :class:`~engine.errors.AlreadyExists` if one is. Durable when it returns."""
+        ...
+
     async def get(self, key: str) -> bytes:
         """The body under ``key``; :class:`~engine.errors.ObjectNotFound` if none."""
         ...
