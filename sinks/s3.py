@@ -42,9 +42,9 @@ from typing import Any, Final, TypedDict, TypeVar
 import aioboto3
 import aiohttp
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from engine.errors import ObjectNotFound, StorageError
+from engine.errors import AlreadyExists, ObjectNotFound, StorageError, StorageRefused
 from engine.logs import get_logger
 from engine.redact import redact
 from sinks.s3security import S3Security, s3_security
@@ -65,6 +65,25 @@ ABORT_SECONDS: Final = 3.0
 #: Bodies at least this large are hashed in a worker thread (hashlib releases the GIL).
 _THREAD_HASH_BYTES: Final = 1 * MiB
 _NOT_FOUND: Final = frozenset({"NoSuchKey", "404", "NotFound"})
+_REFUSALS: Final = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "InvalidBucketName",
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "403",
+        "Forbidden",
+    }
+)
+"""S3 error codes no retry fixes (:class:`~engine.errors.StorageRefused`), besides
+``NoSuchBucket``."""
+_PRECONDITION_FAILED: Final = frozenset({"PreconditionFailed", "412"})
 _T = TypeVar("_T")
 _TRANSPORT_ERRORS: Final = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
@@ -179,6 +198,12 @@ class S3Writer:
             return await call
         except ClientError as exc:
             raise self._map_error(operation, key, exc) from exc
+        except NoCredentialsError as exc:
+            raise StorageRefused(
+                f"S3 {operation} s3://{self.bucket}/{key}: no AWS credentials found "
+                "(environment, shared files, container or instance role)",
+                "NoCredentials",
+            ) from exc
         except _TRANSPORT_ERRORS as exc:
             raise StorageError(
                 redact(
@@ -192,9 +217,18 @@ class S3Writer:
         message = str(error.get("Message", "")) or str(exc)
         where = f"s3://{self.bucket}/{key}"
         if code == "NoSuchBucket":
-            return StorageError(f"S3 {operation} {where}: bucket {self.bucket!r} does not exist")
+            return StorageRefused(
+                f"bucket {self.bucket!r} does not exist (NoSuchBucket; S3 {operation} {where})",
+                code,
+            )
         if code in _NOT_FOUND:
             return ObjectNotFound(f"S3 {operation} {where}: no such object")
+        if code in _PRECONDITION_FAILED:
+            return AlreadyExists(f"S3 {operation} {where}: an object already exists there")
+        if code in _REFUSALS:
+            return StorageRefused(
+                redact(f"S3 {operation} {where} refused: {message} ({code})"), code
+            )
         return StorageError(redact(f"S3 {operation} {where} failed: {code}: {message}"))
 
     async def check(self) -> None:
@@ -227,6 +261,26 @@ class S3Writer:
                     **self._owner,
                 ),
             )
+        return StoredObject(key=key, bytes=len(body), sha256=digest.hex())
+
+    async def create(self, key: str, body: bytes) -> StoredObject:
+        """One ``PutObject`` with ``If-None-Match: *``: :class:`AlreadyExists` if ``key`` has
+        an object. Meant for small bodies (a manifest): never multipart."""
+        digest = _sha256(body)
+        await self._call(
+            "PutObject",
+            key,
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                IfNoneMatch="*",
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
+                **self._encryption,
+                **self._owner,
+            ),
+        )
         return StoredObject(key=key, bytes=len(body), sha256=digest.hex())
 
     async def _put_multipart(self, key: str, body: bytes) -> None:
