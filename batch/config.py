@@ -8,9 +8,11 @@ The environment contract:
 ``INPUT_BUCKET``            required for a job that reads input (or ``--in``)
 ``INPUT_PREFIX``            every object under this prefix is the input, or ...
 ``INPUT_KEY``               ... this one object (a full key); exactly one of the two
-``MAX_RUNTIME_SECONDS``     optional: a job still running then is stopped (incomplete, exit 1)
+``MAX_RUNTIME_SECONDS``     optional (> 0 .. 366 days): a job still running then is stopped
+                            (incomplete, exit 1)
 ``RUN_ID``                  optional (default: sortable time + random suffix)
-``BATCH_CPU_WORKERS``       optional: threads for CPU-bound work (default: CPUs available)
+``BATCH_CPU_WORKERS``       optional (1 .. 64): threads for CPU-bound work (default: CPUs
+                            available)
 ==========================  =================================================================
 
 plus the S3 security settings ``S3_SSE``, ``S3_SSE_KMS_KEY_ID`` and ``S3_EXPECTED_BUCKET_OWNER``
@@ -25,6 +27,8 @@ directory, ``file:///dir/name.csv`` one file.
 
 Every problem raises :class:`~engine.errors.ConfigError` naming the variable (or flag); the
 CLI turns it into exit status 2 with one line on stderr, before anything is read or written.
+Numeric settings are checked against their ranges in :data:`engine.config.RANGES` (the job
+parameters ``COMPUTATION_SEED`` and ``SAMPLE_SEED`` included), so the message names the range.
 """
 
 from __future__ import annotations
@@ -37,13 +41,20 @@ from pathlib import PurePosixPath
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
-from engine.config import Env, RuntimeSettings, new_run_id, runtime_settings, s3_destination
+from engine.config import (
+    RANGES,
+    Env,
+    RuntimeSettings,
+    new_run_id,
+    runtime_settings,
+    s3_destination,
+)
 from engine.errors import ConfigError
 from sinks.keys import validate_prefix
 from sinks.s3security import S3Security, s3_security
 from sinks.writer import Destination, parse_destination
 
-MAX_CPU_WORKERS: Final = 64
+MAX_CPU_WORKERS: Final = int(RANGES["BATCH_CPU_WORKERS"].high)
 _RUN_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _BUCKET: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -179,8 +190,6 @@ def load_batch_config(
     if not _RUN_ID.fullmatch(run_id):
         raise ConfigError("RUN_ID", "may only hold letters, digits, '.', '_' and '-'")
     workers = env.integer("BATCH_CPU_WORKERS", min(available_cpus(), MAX_CPU_WORKERS))
-    if workers > MAX_CPU_WORKERS:
-        raise ConfigError("BATCH_CPU_WORKERS", f"must be at most {MAX_CPU_WORKERS}, got {workers}")
     return BatchConfig(
         job=job,
         output=output,

@@ -4,10 +4,17 @@ Every setting is an environment variable; a CLI flag, where one exists, wins ove
 parsed into frozen dataclasses. Any missing or invalid setting raises :class:`ConfigError` naming
 the variable; the CLI turns that into one line on stderr and exit status 2, before any socket is
 opened or any object written. There is no silent default for a location (bucket, prefix).
+
+Every numeric setting has a documented range (:data:`RANGES`, the README's configuration
+table): a value outside it (``WINDOW_SECONDS=100000000000000000000``) is refused with a message
+that names the variable and the range, rather than reaching code that cannot work with it.
+``WINDOW_SECONDS`` must also keep each window inside one hour (or one day) of the key's
+``date``/``hour`` partition: see :func:`check_window_seconds`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import time
@@ -44,6 +51,71 @@ DEFAULT_SPILL_DIR: Final = "/tmp/feedvault-spill"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: Final = ("json", "text")
 METRICS_MODES: Final = ("none", "emf")
+
+MIB: Final = 1024 * 1024
+GIB: Final = 1024 * MIB
+DAY_SECONDS: Final = 86_400
+MAX_SEED: Final = 2**63 - 1
+"""The largest seed (``COMPUTATION_SEED``, ``SAMPLE_SEED``): a signed 64-bit integer, as the
+manifest's JSON and every consumer of it can hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """The accepted values of a numeric setting: ``low`` .. ``high`` inclusive, except that
+    ``low`` itself is refused when ``low_open`` (a duration must be greater than 0)."""
+
+    low: float
+    high: float
+    low_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return above and value <= self.high
+
+    def describe(self, unit: str = "") -> str:
+        """``"greater than 0 and at most 3600 seconds"`` / ``"from 1 to 64"``."""
+        tail = f" {unit}" if unit else ""
+        if self.low_open:
+            return f"greater than {_num(self.low)} and at most {_num(self.high)}{tail}"
+        return f"from {_num(self.low)} to {_num(self.high)}{tail}"
+
+
+def _num(value: float) -> str:
+    """A bound as written in the README: an integral value without a fraction."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+RANGES: Final[Mapping[str, Range]] = {
+    "MAX_RUNTIME_SECONDS": Range(0, 366 * DAY_SECONDS, low_open=True),
+    "WINDOW_SECONDS": Range(1, DAY_SECONDS),
+    "WINDOW_MAX_BYTES": Range(1024, GIB),
+    "WINDOW_MAX_RECORDS": Range(1, 100_000_000),
+    "QUEUE_MAXSIZE": Range(1, 10_000_000),
+    "UPLOAD_CONCURRENCY": Range(1, 64),
+    "UPLOAD_RETRY_SECONDS": Range(0, 3600, low_open=True),
+    "S3_MULTIPART_THRESHOLD": Range(MIN_PART_SIZE, 5 * GIB),
+    "STOP_GRACE_SECONDS": Range(0, 3600, low_open=True),
+    "STATS_INTERVAL_SECONDS": Range(0, DAY_SECONDS, low_open=True),
+    "STALE_SECONDS": Range(0, 7 * DAY_SECONDS, low_open=True),
+    "BATCH_CPU_WORKERS": Range(1, 64),
+    "COMPUTATION_SEED": Range(0, MAX_SEED),
+    "SAMPLE_SEED": Range(0, MAX_SEED),
+    "--seed": Range(0, MAX_SEED),
+}
+"""The range of every numeric setting read through :class:`Env` (the README's configuration
+tables list them). :meth:`Env.integer` and :meth:`Env.number` check a listed variable against
+its range; a variable not listed is checked against the caller's ``minimum`` only.
+
+Why these bounds: a window is held in memory until uploaded (``WINDOW_MAX_BYTES`` at most
+1 GiB) and must fit one S3 partition of time (``WINDOW_SECONDS``, :func:`check_window_seconds`);
+a single PUT holds at most 5 GiB (``S3_MULTIPART_THRESHOLD``); the queue holds about half a
+kilobyte per trade (``QUEUE_MAXSIZE`` at most 10 million, some 5 GB); the durations are bounded
+where a longer one only hides a mistake (a stop grace of more than an hour, a run of more than
+a year); seeds fit the 64-bit integers of the manifest's JSON."""
+
+#: ``WINDOW_SECONDS`` of more than an hour: whole hours that divide a day.
+_WINDOW_HOURS: Final = tuple(h * 3600 for h in (2, 3, 4, 6, 8, 12, 24))
 
 _RUN_ID_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -176,35 +248,52 @@ class Env:
             raise ConfigError(name, "is required but not set")
         return value
 
-    def integer(self, name: str, default: int, *, minimum: int = 1) -> int:
+    def integer(
+        self, name: str, default: int, *, minimum: int = 1, maximum: int | None = None
+    ) -> int:
+        """``name`` as an integer (``default`` when unset) within its range: :data:`RANGES`'s
+        entry for ``name`` if it has one, else ``minimum`` .. ``maximum`` (no upper bound when
+        None). A refusal names the variable and the range."""
         value = self.raw(name)
         if value is None:
             return default
+        bounds = RANGES.get(name) or Range(minimum, math.inf if maximum is None else maximum)
         try:
             number = int(value)
         except ValueError:
-            raise ConfigError(name, f"must be an integer, got {value!r}") from None
-        if number < minimum:
-            raise ConfigError(name, f"must be at least {minimum}, got {number}")
+            number = None
+        if number is None or not bounds.holds(number):
+            if math.isinf(bounds.high):
+                accepted = f"an integer of at least {_num(bounds.low)}"
+            else:
+                accepted = f"an integer {bounds.describe()}"
+            raise ConfigError(name, f"must be {accepted}, got {_shown(value)}")
         return number
 
     def number(
         self, name: str, default: float | None, *, minimum: float = 0.0, strict: bool = True
     ) -> float:
+        """``name`` as a finite number of seconds (``default`` when unset; required when
+        ``default`` is None) within its range: :data:`RANGES`'s entry for ``name`` if it has
+        one, else greater than ``minimum`` (at least ``minimum`` when not ``strict``). A
+        refusal names the variable and the range."""
         value = self.raw(name)
         if value is None:
             if default is None:
                 raise ConfigError(name, "is required but not set")
             return default
+        bounds = RANGES.get(name) or Range(minimum, math.inf, low_open=strict)
         try:
             number = float(value)
         except ValueError:
-            raise ConfigError(name, f"must be a number of seconds, got {value!r}") from None
-        if number != number or number in (float("inf"), float("-inf")):
-            raise ConfigError(name, f"must be a finite number, got {value!r}")
-        if (strict and number <= minimum) or number < minimum:
-            bound = "greater than" if strict else "at least"
-            raise ConfigError(name, f"must be {bound} {minimum:g}, got {value!r}")
+            number = math.nan
+        if not math.isfinite(number) or not bounds.holds(number):
+            if math.isinf(bounds.high):
+                bound = "greater than" if bounds.low_open else "at least"
+                accepted = f"a finite number of seconds {bound} {_num(bounds.low)}"
+            else:
+                accepted = f"a number of seconds {bounds.describe()}"
+            raise ConfigError(name, f"must be {accepted}, got {_shown(value)}")
         return number
 
     def flag(self, name: str, default: bool = False) -> bool:
@@ -226,6 +315,26 @@ class Env:
         if value not in choices:
             raise ConfigError(name, f"must be one of {', '.join(choices)}; got {value!r}")
         return value
+
+
+def _shown(value: str) -> str:
+    """A refused value as quoted in the one-line message (a pasted megabyte stays short)."""
+    return repr(value if len(value) <= 40 else value[:37] + "...")
+
+
+def check_window_seconds(seconds: int) -> int:
+    """``WINDOW_SECONDS`` keeps every window inside one partition of time: it divides an hour
+    (1 .. 3600: the window never crosses an ``hour=`` boundary) or is a whole number of hours
+    that divides a day (2, 3, 4, 6, 8, 12 or 24 h: it never crosses a ``date=`` boundary).
+    Windows start at wall-clock multiples of it (:mod:`sinks.windowing`), so any other value
+    would put trades of the next hour or day under the key of the previous one."""
+    if (seconds <= 3600 and 3600 % seconds == 0) or seconds in _WINDOW_HOURS:
+        return seconds
+    raise ConfigError(
+        "WINDOW_SECONDS",
+        "must divide an hour (1 .. 3600, e.g. 1, 5, 60, 300, 900, 3600) or be a whole number "
+        f"of hours that divides a day (2, 3, 4, 6, 8, 12 or 24 h), got {seconds}",
+    )
 
 
 def new_run_id() -> str:
@@ -284,7 +393,7 @@ def s3_destination(env: Env, bucket_var: str, prefix_var: str) -> Destination:
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
         raise ConfigError(bucket_var, f"{bucket!r} is not a valid S3 bucket name")
     prefix = validate_prefix(env.required(prefix_var), prefix_var)
-    return Destination("s3", prefix, bucket=bucket)
+    return Destination("s3", prefix, bucket=bucket, variable=bucket_var)
 
 
 def sink_settings(env: Env) -> SinkSettings:
@@ -297,16 +406,14 @@ def sink_settings(env: Env) -> SinkSettings:
             "FORMAT", f"must be one of {', '.join(STREAM_FORMATS)} for streams; got {fmt!r}"
         )
     return SinkSettings(
-        window_seconds=env.integer("WINDOW_SECONDS", DEFAULT_WINDOW_SECONDS),
-        window_max_bytes=env.integer("WINDOW_MAX_BYTES", DEFAULT_WINDOW_MAX_BYTES, minimum=1024),
+        window_seconds=check_window_seconds(env.integer("WINDOW_SECONDS", DEFAULT_WINDOW_SECONDS)),
+        window_max_bytes=env.integer("WINDOW_MAX_BYTES", DEFAULT_WINDOW_MAX_BYTES),
         window_max_records=env.integer("WINDOW_MAX_RECORDS", DEFAULT_WINDOW_MAX_RECORDS),
         format=fmt,
         key_template=template,
         upload_concurrency=env.integer("UPLOAD_CONCURRENCY", DEFAULT_UPLOAD_CONCURRENCY),
         upload_retry_seconds=env.number("UPLOAD_RETRY_SECONDS", DEFAULT_UPLOAD_RETRY_SECONDS),
-        multipart_threshold=env.integer(
-            "S3_MULTIPART_THRESHOLD", DEFAULT_MULTIPART_THRESHOLD, minimum=MIN_PART_SIZE
-        ),
+        multipart_threshold=env.integer("S3_MULTIPART_THRESHOLD", DEFAULT_MULTIPART_THRESHOLD),
     )
 
 
