@@ -30,6 +30,17 @@ The first storage failure ends the attempt (:attr:`RecoveryReport.storage_error`
 down, what is left stays on disk for a later attempt. A file that cannot be read back is
 reported, left in place and stays named in the run's ``spilled``.
 
+Nothing is ever written outside the destination's prefix: a key read from the spill is data
+from disk, checked by :func:`sinks.spill.check_key_under` before anything is put. A window whose
+sidecar names a key that leaves the prefix (``../``, another prefix, an absolute key) is
+refused like an unreadable file (reported, left in place, never uploaded); a run whose manifest
+key would leave it (a spilled manifest naming another key, a run id with ``/``) is refused
+whole, like a malformed manifest.
+
+Last, the directories of dead runs that spilled nothing (a run killed with nothing spilled
+leaves its ``.lock``) lose their lock file and, once empty, themselves
+(:func:`sinks.spilllock.clear_dead_locks`: a lock a live process holds is left alone).
+
 Cancel-safe at every await (see 4.). Blocking file I/O runs in worker threads.
 """
 
@@ -48,12 +59,13 @@ from sinks.spill import (
     SpilledEntry,
     SpilledManifest,
     SpillScan,
+    check_key_under,
     read_spilled,
     remove_spilled,
     remove_spilled_manifest,
     scan_spilled,
 )
-from sinks.spilllock import RunLock, claim_run_lock
+from sinks.spilllock import RunLock, claim_run_lock, clear_dead_locks
 from sinks.windowing import ClosedWindow
 from sinks.writer import ObjectWriter, StoredObject
 
@@ -73,22 +85,26 @@ class RecoveryReport:
     left: int = 0
     """Windows of this destination still on disk, ``stuck`` ones included."""
     stuck: int = 0
-    """Windows left that another attempt would not help: unreadable files, or a run whose
-    manifest is malformed (see ``problems``)."""
+    """Windows left that another attempt would not help: unreadable files, keys that leave the
+    prefix, or a run whose manifest is malformed or refused (see ``problems``)."""
     other_destinations: int = 0
     """Windows and manifests of other destinations, left alone."""
     problems: list[str] = field(default_factory=list)
-    """Files that could not be read back, malformed manifests (all left in place)."""
+    """Files that could not be read back, keys refused for leaving the prefix, malformed
+    manifests (all left in place)."""
     storage_error: str | None = None
     """The storage failure that ended the attempt, if one did."""
     live: list[str] = field(default_factory=list)
     """Runs skipped because they are alive in another process (:mod:`sinks.spilllock`)."""
+    cleared_locks: list[str] = field(default_factory=list)
+    """Run directories of dead runs with nothing spilled whose leftover lock was removed."""
 
     @property
     def worth_logging(self) -> bool:
         """Whether the attempt did, found or met anything (else it is not logged)."""
         return bool(
             self.uploaded
+            or self.cleared_locks
             or self.manifests
             or self.left
             or self.problems
@@ -164,6 +180,9 @@ async def recover_spilled(
             await asyncio.to_thread(lock.release)
         if stop:
             break
+    cleared, problems = await asyncio.to_thread(clear_dead_locks, spill_dir, skip=current_run)
+    report.cleared_locks += cleared
+    report.problems += problems
     return report
 
 
@@ -255,10 +274,20 @@ async def _recover_run(
     clock: Clock,
     report: RecoveryReport,
 ) -> None:
+    own_key = manifest_key(prefix, run_id)
+    check_key_under(prefix, own_key, f"run {run_id}'s manifest")  # a run id with "/" or ".."
+    if spilled_manifest is not None:
+        check_key_under(prefix, spilled_manifest.key, f"spilled manifest {spilled_manifest.path}")
+        if spilled_manifest.key != own_key:
+            raise IntegrityError(
+                f"spilled manifest {spilled_manifest.path} names key "
+                f"{spilled_manifest.key!r}, not its run's {own_key!r}: refused"
+            )
     base = await _base_manifest(writer, prefix, run_id, spilled_manifest)  # before any put
     uploaded: list[tuple[SpilledEntry, ClosedWindow, StoredObject, int]] = []
     for entry in entries:
         try:
+            check_key_under(prefix, entry.key, f"spill sidecar {entry.sidecar}")
             spilled = await asyncio.to_thread(read_spilled, entry)
         except StorageError as exc:  # IntegrityError included: the file is left in place
             report.problems.append(str(exc))
@@ -276,7 +305,7 @@ async def _recover_run(
             recovered_by=current_run,
             now_ns=clock.time_ns(),
         )
-        await writer.put(manifest_key(prefix, run_id), updated.to_json())
+        await writer.put(own_key, updated.to_json())
         report.manifests.append(run_id)
         if updated.status == "complete":
             report.complete_runs.append(run_id)

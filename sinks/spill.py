@@ -20,12 +20,19 @@ written before it existed have none (``None``).
 Removal (:func:`remove_spilled`, :func:`remove_spilled_manifest`) is the caller's decision,
 made only once the window (and the manifest naming it) is durable in the store.
 
+A key read back from a sidecar or a spilled manifest is only data from disk: before it is
+written anywhere it must pass :func:`check_key_under` (under the destination's prefix, made of
+the segments :mod:`sinks.keys` renders), so a tampered or foreign file cannot send a write
+outside the prefix.
+
 Blocking file I/O throughout: call from a worker thread (``asyncio.to_thread``) in async code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +58,9 @@ _MALFORMED: Final = (
     IndexError,
     AttributeError,
 )
+_KEY_SEGMENT: Final = re.compile(r"[A-Za-z0-9._=-]+")
+"""A segment of any key :mod:`sinks.keys` renders (a validated prefix's, a template's literal
+text, sanitized values)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +147,23 @@ def spill_path(spill_dir: Path, run_id: str, key: str) -> Path:
     return Path(run_dir(spill_dir, run_id), *segments)
 
 
+class SpillFailed(StorageError):
+    """Some windows could not be written to the spill directory (full, gone, read-only).
+
+    ``entries``: the windows that were written (on disk, with their sidecars); ``failures``:
+    each window that was not, with the reason. Nothing of a failed window is left on disk."""
+
+    def __init__(
+        self, entries: list[SpilledEntry], failures: list[tuple[ClosedWindow, str]]
+    ) -> None:
+        super().__init__(
+            f"could not spill {len(failures)} window{'s' if len(failures) != 1 else ''}: "
+            + "; ".join(f"{window.key}: {reason}" for window, reason in failures)
+        )
+        self.entries = entries
+        self.failures = failures
+
+
 def spill_windows(
     windows: Iterable[ClosedWindow],
     spill_dir: Path,
@@ -146,12 +173,12 @@ def spill_windows(
 ) -> list[SpilledEntry]:
     """Write ``windows`` to ``spill_dir``; return their entries, in order.
 
-    Tries every window; if any could not be written raises :class:`StorageError` naming them
-    (those that were written are on disk with their sidecars). Spilling a window again (same
-    key) replaces its files atomically.
+    Tries every window; if any could not be written raises :class:`SpillFailed` naming them
+    (those that were written are on disk with their sidecars; a failed one leaves no file).
+    Spilling a window again (same key) replaces its files atomically.
     """
     entries: list[SpilledEntry] = []
-    failures: list[str] = []
+    failures: list[tuple[ClosedWindow, str]] = []
     for window in windows:
         path = spill_path(spill_dir, run_id, window.key)
         sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
@@ -174,7 +201,9 @@ def spill_windows(
             atomic_write(path, window.body)
             atomic_write(sidecar, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
         except OSError as exc:
-            failures.append(f"{window.key}: {exc}")
+            with contextlib.suppress(OSError):  # a body without its sidecar is not a spill
+                path.unlink(missing_ok=True)
+            failures.append((window, f"{type(exc).__name__}: {exc}"))
             continue
         entries.append(
             SpilledEntry(
@@ -189,8 +218,24 @@ def spill_windows(
             )
         )
     if failures:
-        raise StorageError(f"could not spill {len(failures)} windows: " + "; ".join(failures))
+        raise SpillFailed(entries, failures)
     return entries
+
+
+def check_key_under(prefix: str, key: str, what: str = "spilled") -> None:
+    """Refuse a key read back from the spill that does not stay under ``prefix`` (a validated
+    prefix ending with ``/``, or empty for the bucket root): it must start with ``prefix`` and
+    every ``/``-separated segment after it must be non-empty, made of ``[A-Za-z0-9._=-]`` and
+    not ``.`` or ``..`` (no absolute key, no ``../``, no other prefix). Raises
+    :class:`IntegrityError` naming ``what`` and the key."""
+    rest = key[len(prefix) :] if key.startswith(prefix) else None
+    if rest is None or not all(
+        _KEY_SEGMENT.fullmatch(segment) and segment not in (".", "..")
+        for segment in rest.split("/")
+    ):
+        raise IntegrityError(
+            f"{what} key {key!r} leaves the destination prefix {prefix!r}: refused"
+        )
 
 
 def scan_spilled(spill_dir: Path, run_id: str | None = None) -> SpillScan:

@@ -14,6 +14,13 @@ network file system such as EFS, ``flock`` is honoured between clients of NFSv4.
 closes the file before removing the directory, so an NFS client's rename of a removed open file
 (``.nfs...``) is gone by then and an emptied directory really goes.
 
+Every locked claim writes its process id into the lock file once it holds the lock (the file's
+*mark*). A run killed while holding its lock (SIGKILL, OOM) leaves its marked file behind; when
+it spilled nothing, no recovery claims that run, so :func:`clear_dead_locks` removes such files
+(and their directories once empty): it only touches a marked file, which a claimant locked
+before marking it, so a file just created by a claimant that has not locked it yet (empty) is
+never taken from under it; and it claims the file first, so a live holder's stays.
+
 Only another holder makes a claim fail. Where this file system can give no lock at all (no
 ``flock``, no room for an absent lock file), the claim is *unlocked*: the caller goes on as it
 would with no other process, and is told why (:attr:`RunLock.problem`). Any other failure
@@ -31,7 +38,7 @@ from pathlib import Path
 from typing import Final
 
 from engine.errors import StorageError
-from sinks.spill import run_dir
+from sinks.spill import SIDECAR_SUFFIX, run_dir
 
 LOCK_NAME: Final = ".lock"
 CLAIM_ATTEMPTS: Final = 3
@@ -101,7 +108,8 @@ def claim_run_lock(spill_dir: Path, run_id: str) -> RunLock | None:
     """Take ``run_id``'s lock without waiting, creating its lock file in the run's existing
     directory if there is none. Returns:
 
-    - a locked :class:`RunLock`;
+    - a locked :class:`RunLock`, its file marked with this process's id (best effort: a file
+      that cannot be written stays unmarked);
     - ``None`` when another open file description holds it (a live run, or a recovery of
       it), when the run's directory is gone (recovered meanwhile), or when the lock file kept
       changing under it;
@@ -146,9 +154,78 @@ def claim_run_lock(spill_dir: Path, run_id: str) -> RunLock | None:
                 return RunLock(path, None, _why("lock", path, exc))
             raise StorageError(_why("lock", path, exc)) from exc
         if same:
+            _mark(fd)
             return RunLock(path, fd)
         os.close(fd)  # locked a file its holder had just removed: lock the one there now
     return None
+
+
+def _mark(fd: int) -> None:
+    """Write this process's id into a lock file it holds locked (see the module docstring)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def remove_dead_lock(spill_dir: Path, run_id: str) -> bool:
+    """Remove the lock file a dead holder left in ``run_id``'s directory, then the directory's
+    empty directories (itself too once empty). Only a marked lock file is touched, and only
+    once this claim holds it (:func:`claim_run_lock`): True when it was removed; False when
+    there is no marked lock file, when a live process (or a recovery) holds it, or when this
+    file system gives no lock (alive or not is then unknown, so it stays). Raises
+    :class:`~engine.errors.StorageError` when the claim fails otherwise."""
+    try:
+        if _lock_path(spill_dir, run_id).stat().st_size == 0:
+            return False  # never marked: perhaps a claimant between creating and locking it
+    except OSError:
+        return False
+    lock = claim_run_lock(spill_dir, run_id)
+    if lock is None or not lock.locked:
+        return False
+    lock.release()
+    return True
+
+
+def _has_spill(directory: Path) -> bool:
+    """Whether ``directory`` holds a spilled window or manifest (a ``*.spill.json`` file),
+    readable or not."""
+    return any(
+        name.endswith(SIDECAR_SUFFIX)
+        for _dir, _subdirs, files in os.walk(directory)
+        for name in files
+    )
+
+
+def clear_dead_locks(spill_dir: Path, *, skip: str) -> tuple[list[str], list[str]]:
+    """Remove the lock files of dead runs that spilled nothing, and their directories once
+    empty (:func:`remove_dead_lock`), in every run directory of ``spill_dir`` but ``skip``'s
+    (the current run). A directory with a spilled file (``*.spill.json``) is the recovery's,
+    never touched here. Returns the names of the directories whose lock was removed and one
+    problem line per lock whose claim failed (left as it is)."""
+    own = run_dir(spill_dir, skip).name
+    try:
+        with os.scandir(spill_dir) as listing:
+            names = sorted(
+                entry.name
+                for entry in listing
+                if entry.name != own and entry.is_dir(follow_symlinks=False)
+            )
+    except FileNotFoundError:
+        return [], []
+    except OSError as exc:
+        return [], [_why("list", spill_dir, exc)]
+    cleared: list[str] = []
+    problems: list[str] = []
+    for name in names:
+        directory = Path(spill_dir, name)
+        if not (directory / LOCK_NAME).is_file() or _has_spill(directory):
+            continue
+        try:
+            if remove_dead_lock(spill_dir, name):
+                cleared.append(name)
+        except StorageError as exc:
+            problems.append(f"run {name}: {exc}")
+    return cleared, problems
 
 
 @contextlib.contextmanager
