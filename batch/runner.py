@@ -47,9 +47,10 @@ from engine import __version__, aio, signals
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import Env
 from engine.ecs import DEFAULT_LOOKUP, EcsLookup, identify_config
-from engine.errors import ConfigError, FeedvaultError, StorageError
+from engine.errors import ConfigError, DestinationUnavailable, FeedvaultError, StorageError
 from engine.logs import configure_logging, get_logger, log_event
 from engine.runner import StopController
+from sinks.claim import claim_run
 from sinks.manifest import EcsTask, Manifest, StopReason, iso_utc, write_manifest
 from sinks.writer import ObjectWriter, open_writer
 
@@ -59,6 +60,8 @@ GUARD_TICK_SECONDS: Final = 0.1
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
+START_RETRY_SECONDS: Final = 30.0
+"""How long a job retries its first write (the running manifest) while the store fails."""
 
 
 @contextlib.contextmanager
@@ -140,6 +143,15 @@ class BatchRun:
                     output = await stack.enter_async_context(
                         open_writer(self.config.output, security=self.config.s3)
                     )
+                # The first write, before any input is read: the destination takes it and the
+                # run id is new (ConfigError, exit 2, otherwise); a killed job stays visible.
+                await claim_run(
+                    output,
+                    self.config.output,
+                    self.running_manifest(started_ns),
+                    retry_seconds=START_RETRY_SECONDS,
+                    clock=self.clock,
+                )
                 reader = await self._open_input(stack)
                 executor = stack.enter_context(cpu_executor(self.config.cpu_workers))
                 ctx = JobContext(
@@ -156,12 +168,32 @@ class BatchRun:
                 )
                 await self._supervise(ctx)
                 return await self._finish(output, ctx, started_ns)
+        except DestinationUnavailable as exc:
+            log_event(log, logging.ERROR, "destination_unavailable", error=str(exc))
+            print(f"feedvault batch: {exc}", file=sys.stderr, flush=True)
+            return EXIT_FAILURE
         except StorageError as exc:  # a writer could not even be opened
             log_event(log, logging.ERROR, "run_failed", error=str(exc))
             return EXIT_FAILURE
         finally:
             if self.install_signal_handlers:
                 signals.remove_from_loop(loop)
+
+    def running_manifest(self, started_ns: int) -> Manifest:
+        """The manifest written at the start (:mod:`sinks.claim`): ``status: running``."""
+        return Manifest(
+            run_id=self.config.run_id,
+            version=__version__,
+            command=" ".join(self.command),
+            started_at=iso_utc(started_ns),
+            stopped_at=None,
+            stop_reason=None,
+            status="running",
+            config=self.public_config(),
+            ecs=self.ecs,
+            destination=self.config.output.url,
+            prefix=self.config.output.prefix,
+        )
 
     def public_config(self) -> dict[str, Any]:
         """The runner's settings and the job's parameters (no secrets)."""
@@ -272,6 +304,8 @@ class BatchRun:
             counters=counters,
             error=error,
             ecs=self.ecs,
+            destination=self.config.output.url,
+            prefix=self.config.output.prefix,
         )
         self.manifest = manifest
         try:

@@ -60,6 +60,7 @@ from connectors.backoff import Backoff
 from connectors.base import Ack, ExchangeError, ExchangeProtocol, Heartbeat, ReconnectNotice
 from connectors.gaps import GapTracker
 from connectors.limits import classify, oversized
+from connectors.tally import StreamTally
 from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import MalformedFrame, SubscriptionRejected
@@ -155,6 +156,8 @@ class WebSocketSession:
         self.connections = 0
         #: Frames received by this session (all connections), valid or not.
         self.frames = 0
+        #: Per-stream figures for the manifest (connections, subscription, trades per symbol).
+        self.tally = StreamTally(protocol.name, self.symbols)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read until ``stop`` is set, reconnecting as needed.
@@ -169,6 +172,7 @@ class WebSocketSession:
                 if stop.is_set():
                     break
                 self.counters.reconnects += 1
+                self.tally.reconnects += 1
                 if delivered:
                     self.backoff.reset()
                 # A reconnect notice means "come back now"; anything else backs off.
@@ -210,6 +214,7 @@ class WebSocketSession:
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             self._close_reason = f"connect failed: {type(exc).__name__}: {exc}"
+            self.tally.error(self._close_reason)
             log_event(
                 log,
                 logging.WARNING,
@@ -220,6 +225,7 @@ class WebSocketSession:
             )
             return False
         self.connections += 1
+        self.tally.connected(self.clock.monotonic())
         if self._raw is not None:
             self._raw.append(raw.connected(self.clock.time_ns(), self.protocol.name, self.url))
         log_event(
@@ -239,15 +245,22 @@ class WebSocketSession:
                 await reader
                 supervisor.cancel()
         except* SubscriptionRejected as group:
+            self.tally.error(str(group.exceptions[0]))
             raise group.exceptions[0] from None
         finally:
+            self.tally.disconnected(self.clock.monotonic())
+            if self._close_reason is not None and self._close_reason.startswith("closed by"):
+                self.tally.error(self._close_reason)
             # Normally closed already; on cancellation or error make sure the socket goes.
             await ws.close()
         return self.frames > frames_before
 
     async def _subscribe(self, ws: ClientConnection) -> None:
         interval = 1.0 / self.settings.control_rate
-        for i, message in enumerate(self.protocol.subscribe_messages(self.symbols)):
+        messages = self.protocol.subscribe_messages(self.symbols)
+        if not messages:  # the URL alone subscribes
+            self.tally.subscribed(self.clock.monotonic())
+        for i, message in enumerate(messages):
             if i:
                 await asyncio.sleep(interval)
             self._capture_sent(message)
@@ -348,6 +361,7 @@ class WebSocketSession:
     async def _control(self, ws: ClientConnection, event: object) -> None:
         name = self.protocol.name
         if isinstance(event, (Ack, Heartbeat)):
+            self.tally.subscribed(self.clock.monotonic())
             return
         if isinstance(event, ReconnectNotice):
             log_event(log, logging.INFO, "reconnect_notice", exchange=name, reason=event.reason)
@@ -368,6 +382,11 @@ class WebSocketSession:
         if self.protocol.sequenced and batch:
             batch = self.gaps.filter(self.protocol.name, batch)
         self.counters.parsed += len(batch)
+        if batch:
+            tally = self.tally
+            if not tally.is_subscribed:
+                tally.subscribed(self.clock.monotonic())
+            tally.count(batch)
         return batch
 
     def _capture_sent(self, message: str) -> None:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,7 +62,12 @@ from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.config import StreamConfig
 from engine.ecs import DEFAULT_LOOKUP, EcsLookup, identify_config
-from engine.errors import FeedvaultError, StorageError, SubscriptionRejected
+from engine.errors import (
+    DestinationUnavailable,
+    FeedvaultError,
+    StorageError,
+    SubscriptionRejected,
+)
 from engine.logs import METRICS_LOGGER, get_logger, log_event
 from engine.records import Trade
 from engine.stats import (
@@ -72,19 +78,22 @@ from engine.stats import (
     peak_rss_bytes,
     rss_bytes,
 )
+from sinks.claim import claim_run
 from sinks.keys import DEFAULT_KEY_TEMPLATE, RAW_DATASET, RAW_KEY_TEMPLATE, KeyTemplate
 from sinks.manifest import (
     EcsTask,
     Gap,
+    Lost,
     Manifest,
     StopReason,
+    StreamFigures,
     iso_utc,
     manifest_key,
     write_manifest,
 )
 from sinks.recovery import recover_spilled
 from sinks.sink import WindowedSink
-from sinks.spill import SpillDir, spill_manifest, spill_windows
+from sinks.spill import SpillDir, SpillFailed, spill_manifest, spill_windows
 from sinks.spilllock import hold_run_lock
 from sinks.windowing import Windower, WindowPolicy
 from sinks.writer import ObjectWriter, open_writer
@@ -282,12 +291,32 @@ class StreamRun:
                     security=self.config.s3,
                 ) as writer:
                     return await self._run_with_writer(writer, started_ns)
+        except DestinationUnavailable as exc:
+            log_event(log, logging.ERROR, "destination_unavailable", error=str(exc))
+            print(f"feedvault: {exc}", file=sys.stderr, flush=True)
+            return 1
         except StorageError as exc:
             log_event(log, logging.ERROR, "run_failed", error=str(exc))
             return 1
         finally:
             if self.install_signal_handlers:
                 signals.remove_from_loop(loop)
+
+    def running_manifest(self, started_ns: int) -> Manifest:
+        """The manifest written at the start (:mod:`sinks.claim`): ``status: running``."""
+        return Manifest(
+            run_id=self.config.run_id,
+            version=__version__,
+            command=" ".join(self.command),
+            started_at=iso_utc(started_ns),
+            stopped_at=None,
+            stop_reason=None,
+            status="running",
+            config=self.public_config(),
+            ecs=self.ecs,
+            destination=self.config.destination.url,
+            prefix=self.config.destination.prefix,
+        )
 
     def public_config(self) -> dict[str, Any]:
         """The effective configuration for the manifest and the start log line."""
@@ -344,6 +373,15 @@ class StreamRun:
 
     async def _run_with_writer(self, writer: ObjectWriter, started_ns: int) -> int:
         config = self.config
+        # The first write, before anything connects: the destination takes it, the run id is
+        # new (ConfigError, exit 2, otherwise), and a killed run stays visible.
+        await claim_run(
+            writer,
+            config.destination,
+            self.running_manifest(started_ns),
+            retry_seconds=config.sink.upload_retry_seconds,
+            clock=self.clock,
+        )
         template = KeyTemplate(config.sink.key_template or DEFAULT_KEY_TEMPLATE)
         self.sink = self._make_sink(writer, template, "trades", trade_ids=True)
         self.windower = self.sink.windower
@@ -373,13 +411,16 @@ class StreamRun:
                 # Stop uploading: what is not durable now goes to the spill directory.
                 for sink in self._sinks():
                     sink.cancel_uploads()
+        lost: list[Lost] = []
         if failed or any(sink.failed for sink in self._sinks()):
-            spilled = self._spill()
-        # Windows spilled during the run (or at the stop) and never uploaded since.
-        spilled += [
-            key for sink in self._sinks() for key in sink.spilled_keys if key not in spilled
-        ]
-        return await self._finish(writer, started_ns, spilled)
+            spilled, lost = self._spill()
+        # Windows spilled during the run (or at the stop) and never uploaded since: named
+        # only while their files are still there.
+        for sink in self._sinks():
+            on_disk, gone = sink.spilled_on_disk()
+            spilled += [key for key in on_disk if key not in spilled]
+            lost += gone
+        return await self._finish(writer, started_ns, spilled, lost)
 
     async def _recover(self, writer: ObjectWriter) -> None:
         """Upload what earlier runs left in ``SPILL_DIR`` and complete their manifests
@@ -586,9 +627,10 @@ class StreamRun:
             **emf,
         )
 
-    def _spill(self) -> list[str]:
+    def _spill(self) -> tuple[list[str], list[Lost]]:
         """After an abort or failure: everything not durable (queued batches, open, queued,
-        in-flight and failed windows) goes to ``SPILL_DIR``. Returns the keys spilled."""
+        in-flight and failed windows) goes to ``SPILL_DIR``. Returns the keys spilled (on disk
+        now) and the windows that could not be written there (lost, with their counts)."""
         leftover = []
         while (batch := self.queue.get_nowait()) is not None:
             leftover += self.windower.add(batch)
@@ -598,15 +640,28 @@ class StreamRun:
                 windows += self.raw_sink.windower.add(raw_batch)
             windows += self.raw_sink.unfinished()
         if not windows:
-            return []
+            return [], []
         spill_dir = Path(self.config.runtime.spill_dir)
+        lost: list[Lost] = []
         try:
             entries = spill_windows(
                 windows, spill_dir, self.config.run_id, destination=self.config.destination.url
             )
-        except StorageError as exc:
-            log_event(log, logging.ERROR, "spill_failed", error=str(exc))
-            return [window.key for window in windows]
+        except SpillFailed as exc:
+            entries = exc.entries
+            lost = [
+                Lost(key=window.key, records=window.records, reason=reason)
+                for window, reason in exc.failures
+            ]
+            log_event(
+                log,
+                logging.ERROR,
+                "spill_failed",
+                spill_dir=str(spill_dir),
+                lost_objects=len(lost),
+                lost_records=sum(item["records"] for item in lost),
+                error=str(exc),
+            )
         log_event(
             log,
             logging.ERROR,
@@ -615,7 +670,7 @@ class StreamRun:
             objects=len(entries),
             records=sum(entry.records for entry in entries),
         )
-        return [entry.key for entry in entries]
+        return [entry.key for entry in entries], lost
 
     def _spill_manifest(self, manifest: Manifest) -> None:
         """The manifest could not be written: keep it next to the run's spilled windows, so a
@@ -658,13 +713,51 @@ class StreamRun:
         left = requested + grace - EXIT_MARGIN_SECONDS - self.clock.monotonic()
         return max(left, reserve)
 
-    async def _finish(self, writer: ObjectWriter, started_ns: int, spilled: list[str]) -> int:
+    def never_subscribed(self) -> list[str]:
+        """The configured streams no connection was ever subscribed to during the run, each
+        with its last connection error: a run with any is not a success."""
+        found = []
+        for source in self.sessions:
+            if isinstance(source, WebSocketSession) and not source.tally.ever_subscribed:
+                error = source.tally.last_error or "no connection was subscribed"
+                for symbol in source.symbols:
+                    found.append(f"{source.protocol.name}:{symbol}:trades ({error})")
+        return found
+
+    def stream_figures(self) -> dict[str, StreamFigures]:
+        """The manifest's ``streams``: per configured stream, what its session did."""
+        now = self.clock.monotonic()
+        figures: dict[str, StreamFigures] = {}
+        for source in self.sessions:
+            if isinstance(source, WebSocketSession):
+                figures.update(source.tally.figures(now))  # type: ignore[arg-type]
+        return figures
+
+    async def _finish(
+        self,
+        writer: ObjectWriter,
+        started_ns: int,
+        spilled: list[str],
+        lost: list[Lost] | None = None,
+    ) -> int:
         """Write the manifest (last) and decide the exit status."""
         self.controller.finishing = True
         self._sync_counters()
-        complete = not self.aborted and not spilled and self.error is None
+        lost = lost or []
+        streams = self.stream_figures()
+        never = self.never_subscribed()
+        error = str(self.error) if self.error is not None else None
+        if never and error is None:
+            error = "never subscribed during the run: " + "; ".join(never)
+            log_event(log, logging.ERROR, "streams_never_subscribed", streams=never)
+        warnings = [
+            f"{name}: subscribed for {figures['subscribed_seconds']:g} s but saw no trade"
+            for name, figures in streams.items()
+            if figures["records"] == 0 and figures["subscribed_seconds"] > 0
+        ]
+        complete = not self.aborted and not spilled and not lost and error is None
         reason: StopReason = self.controller.reason or "error"
-        if self.error is not None:
+        if error is not None:
             reason = "error"
         gaps = {
             key: [Gap(from_id=g.from_id, to_id=g.to_id, missing=g.missing) for g in found]
@@ -683,8 +776,13 @@ class StreamRun:
             counters=self.counters.as_dict(),
             gaps=gaps,
             spilled=spilled,
-            error=str(self.error) if self.error is not None else None,
+            error=error,
             ecs=self.ecs,
+            streams=streams,
+            lost=lost,
+            warnings=warnings,
+            destination=self.config.destination.url,
+            prefix=self.config.destination.prefix,
         )
         self.manifest = manifest
         try:
@@ -706,6 +804,9 @@ class StreamRun:
             counters=manifest.counters,
             gaps=self.gaps.gap_count,
             spilled=len(spilled),
+            lost=len(lost),
+            lost_records=sum(item["records"] for item in lost),
+            warnings=warnings,
             windows_spilled=sum(sink.windows_spilled for sink in self._sinks()),
             windows_recovered=sum(sink.windows_recovered for sink in self._sinks()),
             error=manifest.error,

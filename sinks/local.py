@@ -22,7 +22,6 @@ from engine.errors import AlreadyExists, ObjectNotFound, StorageError, StorageRe
 from sinks.fsutil import atomic_write, exclusive_write, is_temp_name
 from sinks.writer import ListedObject, StoredObject, sha256_hex
 
-
 _REFUSALS = frozenset(
     {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.ENOSPC}
     | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())

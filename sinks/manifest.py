@@ -53,7 +53,8 @@ class StreamFigures(TypedDict):
 
     ``subscribed_seconds``: time with a live subscription; ``connected_seconds``: time with an
     open connection (subscribed or not); ``first_ts_event``/``last_ts_event``: the first and
-    last record's event time (ns), ``None`` without records; ``last_error``: the last
+    last record's event time (µs, like the records' ``ts_event``), ``None`` without
+    records; ``last_error``: the last
     connection or subscription error, ``None`` if there was none."""
 
     records: int

@@ -54,6 +54,8 @@ class MemoryWriter:
         return StoredObject(key=key, bytes=len(body), sha256=sha256_hex(body))
 
     async def create(self, key: str, body: bytes) -> StoredObject:
+        """Conditional create (the run's first write). Injected failures apply; held puts
+        (:meth:`hold_puts`) do not hold it, so a held writer still lets a run start."""
         self._check_open()
         if self._failures:
             raise self._failures.popleft()

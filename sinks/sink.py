@@ -75,6 +75,7 @@ microsecond per record, bounded by the batch size); ``write`` yields to the loop
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -84,8 +85,8 @@ from typing import Final
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import StorageError
-from engine.logs import get_logger
-from sinks.manifest import StoredObjectEntry
+from engine.logs import get_logger, log_event
+from sinks.manifest import Lost, StoredObjectEntry
 from sinks.spill import SpillDir, SpilledEntry
 from sinks.windowing import ClosedWindow, Windower, WindowRecord
 from sinks.writer import ObjectWriter, StoredObject
@@ -229,6 +230,24 @@ class WindowedSink:
         oldest first; the files of those that could not be read back come last."""
         return [*self._spilled, *(k for k in self._unreadable if k not in self._spilled)]
 
+    def spilled_on_disk(self) -> tuple[list[str], list[Lost]]:
+        """:attr:`spilled_keys` checked against the disk: the keys whose files are still
+        there (the manifest's ``spilled``), and those whose files are gone (deleted, the
+        directory removed: the manifest's ``lost``, with their record counts). Blocking
+        ``stat`` calls, one per spilled window: call it once, at the end of a run."""
+        entries = [entry for entry, _ in self._spilled.values()]
+        entries += [e for k, e in self._unreadable.items() if k not in self._spilled]
+        there: list[str] = []
+        gone: list[Lost] = []
+        for entry in entries:
+            if entry.path.is_file() and entry.sidecar.is_file():
+                there.append(entry.key)
+            else:
+                gone.append(
+                    Lost(key=entry.key, records=entry.records, reason="spill files are gone")
+                )
+        return there, gone
+
     @property
     def backlog(self) -> int:
         """Windows waiting for the background retries (failed in memory + spilled)."""
@@ -345,11 +364,11 @@ class WindowedSink:
             stored = await self._put_with_retry(window)
         except StorageError as exc:
             self.last_error = str(exc)
-            log.error("upload of %s failed past the retry budget: %s", window.key, exc)
+            log_event(log, logging.ERROR, "upload_failed", key=window.key, error=str(exc))
             await self._park(window, upload.closed_at)
         except Exception as exc:  # a bug must not take the other uploads down
             self.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("upload of %s failed unexpectedly", window.key)
+            log_event(log, logging.ERROR, "upload_error", key=window.key, exc_info=True)
             await self._park(window, upload.closed_at)
         else:
             self._record(window, stored, upload.closed_at, started)
@@ -385,11 +404,18 @@ class WindowedSink:
             try:
                 entry = await asyncio.to_thread(self.spill.spill, window)
             except StorageError as exc:
-                log.error("cannot spill %s, keeping it in memory: %s", window.key, exc)
+                log_event(log, logging.ERROR, "window_spill_failed", key=window.key, error=str(exc))
             else:
                 self._spilled[window.key] = (entry, closed_at)
                 self.windows_spilled += 1
-                log.warning("spilled %s (%d records) to %s", window.key, entry.records, entry.path)
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "window_spilled",
+                    key=window.key,
+                    records=entry.records,
+                    path=str(entry.path),
+                )
                 self._ensure_retrier()
                 return
         self._failed[window.key] = (window, closed_at)
@@ -423,8 +449,12 @@ class WindowedSink:
                 continue
             delay = self._backoff(failures)
             failures += 1
-            log.warning(
-                "%d windows wait for the object store; next try in %.2fs", self.backlog, delay
+            log_event(
+                log,
+                logging.WARNING,
+                "backlog_waiting",
+                windows=self.backlog,
+                delay_s=round(delay, 3),
             )
             if await self._pause(delay):
                 failures = 0
@@ -467,7 +497,7 @@ class WindowedSink:
             try:
                 window = await asyncio.to_thread(spill.read, entry)
             except StorageError as exc:  # IntegrityError included: named, not retried here
-                log.error("cannot read spilled %s back, leaving it on disk: %s", key, exc)
+                log_event(log, logging.ERROR, "spill_read_failed", key=key, error=str(exc))
                 del self._spilled[key]
                 self._unreadable[key] = entry
                 continue
@@ -480,7 +510,7 @@ class WindowedSink:
             try:
                 await asyncio.to_thread(spill.remove, entry)
             except StorageError as exc:
-                log.warning("uploaded %s but could not remove its spill files: %s", key, exc)
+                log_event(log, logging.WARNING, "spill_remove_failed", key=key, error=str(exc))
         return True
 
     async def _put_once(self, window: ClosedWindow) -> StoredObject | None:
@@ -490,7 +520,7 @@ class WindowedSink:
             self.last_error = str(exc)
         except Exception as exc:  # a bug must not end the retries
             self.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("retry of %s failed unexpectedly", window.key)
+            log_event(log, logging.ERROR, "backlog_upload_error", key=window.key, exc_info=True)
         return None
 
     def _record_recovered(
@@ -498,7 +528,7 @@ class WindowedSink:
     ) -> None:
         self._record(window, stored, closed_at, started)
         self.windows_recovered += 1
-        log.info("uploaded %s from the backlog", window.key)
+        log_event(log, logging.INFO, "backlog_uploaded", key=window.key)
 
     def _backoff(self, attempt: int) -> float:
         """The wait after failure number ``attempt`` (from 0): capped exponential, with
@@ -523,11 +553,13 @@ class WindowedSink:
                 attempt += 1
                 self.upload_retries += 1
                 self.last_error = str(exc)
-                log.warning(
-                    "upload of %s failed (attempt %d), retrying in %.2fs: %s",
-                    window.key,
-                    attempt,
-                    delay,
-                    exc,
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "upload_retry",
+                    key=window.key,
+                    attempt=attempt,
+                    delay_s=round(delay, 3),
+                    error=str(exc),
                 )
                 await self._sleep(delay)

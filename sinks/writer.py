@@ -15,7 +15,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, Protocol, Unpack
 from urllib.parse import unquote, urlsplit
@@ -102,6 +102,9 @@ class Destination:
     _: KW_ONLY
     bucket: str | None = None
     root: Path | None = None
+    variable: str = field(default="--out", compare=False)
+    """The setting the destination came from (``--out``, ``S3_BUCKET``, ``OUTPUT_BUCKET``):
+    what an error about the destination names."""
 
     def __post_init__(self) -> None:
         if self.scheme == "s3" and not self.bucket:
@@ -127,7 +130,7 @@ def parse_destination(url: str, variable: str = "--out") -> Destination:
             raise ConfigError(variable, f"{url!r} does not name a valid S3 bucket")
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         prefix = validate_prefix(unquote(path), variable)
-        return Destination("s3", prefix, bucket=bucket)
+        return Destination("s3", prefix, bucket=bucket, variable=variable)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise ConfigError(
@@ -138,7 +141,7 @@ def parse_destination(url: str, variable: str = "--out") -> Destination:
             raise ConfigError(
                 variable, f"{url!r}: a file URL needs an absolute path (file:///dir/)"
             )
-        return Destination("file", "", root=Path(path))
+        return Destination("file", "", root=Path(path), variable=variable)
     raise ConfigError(variable, f"{url!r} must start with s3:// or file://")
 
 

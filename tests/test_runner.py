@@ -125,7 +125,10 @@ async def test_a_second_signal_spills_what_is_not_durable_and_exits_1(tmp_path: 
         ]
     assert sorted(records) == ledger_ids(exchange)
     assert len(records) >= 200
-    assert writer.objects == {}  # nothing, not even a manifest, could be written
+    # Nothing but the running manifest of the start could be written: it stays, saying so.
+    [key] = writer.objects
+    assert key == manifest_key("streaming/test/", "test-run")
+    assert Manifest.from_json(writer.objects[key]).status == "running"
     # The manifest waits beside the windows, naming them, for a later run to write it.
     spilled_manifest = load_spilled_manifest(tmp_path, "test-run")
     assert spilled_manifest is not None

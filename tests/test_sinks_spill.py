@@ -87,7 +87,7 @@ def test_malformed_sidecar(tmp_path: Path) -> None:
 def test_unwritable_spill_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
-    with pytest.raises(StorageError, match="could not spill 1 windows"):
+    with pytest.raises(StorageError, match="could not spill 1 window: k: NotADirectoryError"):
         spill_windows([window("k")], blocker, "r")
 
 

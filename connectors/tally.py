@@ -1,0 +1,152 @@
+"""What each configured stream of a session did: the manifest's ``streams`` figures.
+
+A :class:`StreamTally` belongs to one :class:`~connectors.session.WebSocketSession` and
+follows its connections: when one opened, when its subscription became live, when it ended and
+why, and the trades each of its symbols delivered (counted per batch, after duplicates are
+dropped, so a record counted here is a record handed to the sink).
+
+A connection counts as *subscribed* from the first sign that the exchange serves it: an
+acknowledgement, a heartbeat or a trade; for an exchange subscribed by its URL alone (no
+subscribe message), from the moment it opened. A stream that was never subscribed during the
+whole run is a failed run (the runner's decision); one that was subscribed and saw no trade is
+a warning.
+
+Counting costs one C-level pass per batch (``Counter``/``dict`` over ``map``), never a Python
+loop per trade.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any
+
+from connectors.symbols import canonical_symbol
+from engine.records import Trade
+
+_symbol_of = attrgetter("symbol")
+_ts_event_of = attrgetter("ts_event")
+
+
+@dataclass(slots=True)
+class SymbolTally:
+    """Trades of one symbol: how many, and the first and last ``ts_event`` (µs)."""
+
+    records: int = 0
+    first_ts_event: int | None = None
+    last_ts_event: int | None = None
+
+
+@dataclass(slots=True)
+class StreamTally:
+    """One session's connection history and its symbols' trade counts.
+
+    ``symbols`` are the configured (exchange-spelled) symbols; figures are reported under
+    ``exchange:SYMBOL:channel`` with that spelling. Times are the session clock's monotonic
+    seconds."""
+
+    exchange: str
+    symbols: Sequence[str]
+    channel: str = "trades"
+    reconnects: int = 0
+    last_error: str | None = None
+    ever_subscribed: bool = False
+    connected_seconds: float = 0.0
+    subscribed_seconds: float = 0.0
+    _connected_at: float | None = None
+    _subscribed_at: float | None = None
+    _by_canonical: dict[str, SymbolTally] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for symbol in self.symbols:
+            try:
+                canonical = canonical_symbol(symbol, self.exchange)
+            except ValueError:
+                canonical = symbol
+            self._by_canonical.setdefault(canonical, SymbolTally())
+
+    def connected(self, now: float) -> None:
+        """A connection opened (not yet subscribed: see :meth:`subscribed`)."""
+        self._connected_at = now
+
+    def subscribed(self, now: float) -> None:
+        """The exchange serves the open connection (ack, heartbeat or trade). Idempotent."""
+        if self._subscribed_at is None and self._connected_at is not None:
+            self._subscribed_at = now
+            self.ever_subscribed = True
+
+    @property
+    def is_subscribed(self) -> bool:
+        return self._subscribed_at is not None
+
+    def disconnected(self, now: float) -> None:
+        """The connection ended: its time is added up."""
+        if self._connected_at is not None:
+            self.connected_seconds += max(now - self._connected_at, 0.0)
+        if self._subscribed_at is not None:
+            self.subscribed_seconds += max(now - self._subscribed_at, 0.0)
+        self._connected_at = self._subscribed_at = None
+
+    def error(self, message: str) -> None:
+        """The last connection or subscription error (kept for the manifest)."""
+        self.last_error = message[:300]
+
+    def count(self, trades: Sequence[Trade]) -> None:
+        """Add a batch of trades (arrival order) to their symbols' tallies."""
+        if not trades:
+            return
+        tallies = self._by_canonical
+        if len(tallies) == 1:
+            [tally] = tallies.values()
+            if trades[0].symbol in tallies:
+                self._add(tally, len(trades), trades[0].ts_event, trades[-1].ts_event)
+                return
+        symbols = list(map(_symbol_of, trades))
+        stamps = list(map(_ts_event_of, trades))
+        last = dict(zip(symbols, stamps, strict=True))
+        first = dict(zip(reversed(symbols), reversed(stamps), strict=True))
+        for symbol, count in Counter(symbols).items():
+            found = tallies.get(symbol)
+            if found is not None:
+                self._add(found, count, first[symbol], last[symbol])
+
+    @staticmethod
+    def _add(tally: SymbolTally, count: int, first: int, last: int) -> None:
+        tally.records += count
+        if tally.first_ts_event is None:
+            tally.first_ts_event = first
+        tally.last_ts_event = last
+
+    def figures(self, now: float) -> dict[str, dict[str, Any]]:
+        """The manifest's ``streams`` entries of this session's symbols, as of ``now`` (an
+        open connection's time counts up to ``now``)."""
+        connected = self.connected_seconds
+        subscribed = self.subscribed_seconds
+        if self._connected_at is not None:
+            connected += max(now - self._connected_at, 0.0)
+        if self._subscribed_at is not None:
+            subscribed += max(now - self._subscribed_at, 0.0)
+        figures: dict[str, dict[str, Any]] = {}
+        for symbol, tally in zip(self.symbols, self._tallies(), strict=True):
+            figures[f"{self.exchange}:{symbol}:{self.channel}"] = {
+                "records": tally.records,
+                "subscribed_seconds": round(subscribed, 3),
+                "connected_seconds": round(connected, 3),
+                "reconnects": self.reconnects,
+                "first_ts_event": tally.first_ts_event,
+                "last_ts_event": tally.last_ts_event,
+                "last_error": self.last_error,
+            }
+        return figures
+
+    def _tallies(self) -> list[SymbolTally]:
+        found = []
+        for symbol in self.symbols:
+            try:
+                canonical = canonical_symbol(symbol, self.exchange)
+            except ValueError:
+                canonical = symbol
+            found.append(self._by_canonical[canonical])
+        return found

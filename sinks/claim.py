@@ -1,0 +1,125 @@
+"""A run's first write: its ``running`` manifest, created only if the run id is new.
+
+Before anything connects, a run (stream, replay, batch) stores its manifest with ``status:
+running`` through :meth:`~sinks.writer.ObjectWriter.create` (S3 ``If-None-Match: *``, an
+exclusive file on ``file://``). That one write proves, before any data is at stake, that:
+
+- the destination exists and the run may write to it. A refusal no retry fixes (no such bucket,
+  access denied, invalid or missing credentials, a read-only or missing directory:
+  :class:`~engine.errors.StorageRefused`) is a configuration error naming the destination's
+  variable (exit 2, nothing else written);
+- the run id is new at this destination (an existing manifest: configuration error naming
+  ``RUN_ID`` and the manifest), so a second run can never overwrite a first one's objects;
+- the store answers. A transient failure (timeouts, 5xx, refused connections) is retried with
+  capped backoff for ``retry_seconds``; past that budget the run ends with
+  :class:`~engine.errors.DestinationUnavailable` (exit 1).
+
+A run killed after this point leaves its ``running`` manifest behind: ``feedvault verify`` and
+``feedvault runs`` report it as a run that never finished. The final manifest replaces it.
+
+Written here rather than with a retry library because the loop is four lines over the
+writer's own errors and its sleeps must be interruptible by nothing else: it runs before the
+run's signal handling has anything to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Final
+
+from engine.clock import SYSTEM_CLOCK, Clock
+from engine.errors import (
+    AlreadyExists,
+    ConfigError,
+    DestinationUnavailable,
+    StorageError,
+    StorageRefused,
+)
+from engine.logs import get_logger, log_event
+from sinks.manifest import Manifest, manifest_key
+from sinks.writer import Destination, ObjectWriter, StoredObject
+
+log = get_logger("claim")
+
+FIRST_DELAY_SECONDS: Final = 0.5
+MAX_DELAY_SECONDS: Final = 8.0
+MIN_ATTEMPT_SECONDS: Final = 5.0
+"""An attempt is given the budget left, and never less than this."""
+
+
+async def claim_run(
+    writer: ObjectWriter,
+    destination: Destination,
+    manifest: Manifest,
+    *,
+    retry_seconds: float,
+    clock: Clock = SYSTEM_CLOCK,
+    rng: random.Random | None = None,
+) -> StoredObject:
+    """Create ``manifest`` (``status: running``) at its key under ``destination``.
+
+    Raises :class:`~engine.errors.ConfigError` (the destination refused, or the run id is
+    taken) or :class:`~engine.errors.DestinationUnavailable` (transient failures for longer
+    than ``retry_seconds``). Cancel-safe: a cancelled create may or may not have stored the
+    manifest, which is only ever the same running manifest."""
+    key = manifest_key(destination.prefix, manifest.run_id)
+    body = manifest.to_json()
+    jitter = rng or random.Random()
+    deadline = clock.monotonic() + retry_seconds
+    delay = FIRST_DELAY_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            # Each attempt is bounded (real time: an injected clock may stand still), so a
+            # store that accepts connections and never answers is a failing store.
+            async with asyncio.timeout(max(deadline - clock.monotonic(), MIN_ATTEMPT_SECONDS)):
+                return await writer.create(key, body)
+        except TimeoutError as exc:  # the attempt had all the budget left (or the minimum)
+            raise DestinationUnavailable(
+                f"{destination.variable}: {destination.url} did not answer for "
+                f"{retry_seconds:g} s ({attempt} attempts)"
+            ) from exc
+        except AlreadyExists as exc:
+            raise ConfigError(
+                "RUN_ID",
+                f"run id {manifest.run_id!r} is already used at {destination.url}: "
+                f"{_where(destination, key)} exists (choose a new RUN_ID, or leave it unset)",
+            ) from exc
+        except StorageRefused as exc:
+            raise ConfigError(destination.variable, _refusal(destination, exc)) from exc
+        except StorageError as exc:
+            left = deadline - clock.monotonic()
+            if left <= 0:
+                raise DestinationUnavailable(
+                    f"{destination.variable}: {destination.url} did not answer for "
+                    f"{retry_seconds:g} s ({attempt} attempts): {exc}"
+                ) from exc
+            pause = min(left, jitter.uniform(0, delay))
+            log_event(
+                log,
+                logging.WARNING,
+                "destination_retry",
+                destination=destination.url,
+                attempt=attempt,
+                delay_s=round(pause, 3),
+                error=str(exc),
+            )
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, MAX_DELAY_SECONDS)
+
+
+def _where(destination: Destination, key: str) -> str:
+    if destination.scheme == "s3":
+        return f"s3://{destination.bucket}/{key}"
+    return f"{destination.root}/{key}"
+
+
+def _refusal(destination: Destination, exc: StorageRefused) -> str:
+    """The one-line reason: the store's own words for a missing bucket (they name it and
+    the code), else the destination and the store's message."""
+    if exc.code == "NoSuchBucket":
+        return f"bucket {destination.bucket!r} does not exist (NoSuchBucket)"
+    return f"{destination.url} refused the run's first write: {exc}"
