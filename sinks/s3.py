@@ -6,7 +6,18 @@ aioboto3 session and one client (one connection pool of ``max_pool_connections``
 - Endpoint: ``endpoint_url`` if given, else botocore's own resolution, which honours
   ``AWS_ENDPOINT_URL_S3`` (and ``AWS_ENDPOINT_URL``) natively in the pinned aiobotocore.
 - Retries: botocore ``standard`` mode, ``max_attempts`` 5 (throttling and 5xx included),
-  connect timeout 5 s, read timeout 30 s.
+  connect timeout 5 s, read timeout 10 s (botocore's: the wait for the response once the
+  request is sent).
+- Deadlines: every S3 call (one request and the SDK's retries of it) must finish within
+  :func:`call_deadline`: ``deadline_floor_seconds`` (20 s) plus the bytes it sends or receives
+  at ``min_bytes_per_second`` (1 MiB/s), so a 16 MiB PUT gets 36 s and an 8 MiB part 28 s. A
+  call past its deadline is abandoned (its connection closed) and raises
+  :class:`~engine.errors.StorageError`: an endpoint that accepts connections and never answers
+  (or stops reading the body, which no read timeout covers) fails like one that refuses, and
+  the sink's retry and spill take over (README "S3 outages: spill and recovery"). A multipart
+  put gives each part its own deadline (by the part's size), the create the floor and the
+  completion the whole object's; a ``get`` gives the response the floor and then reading the
+  body its deadline by ``ContentLength``; ``list`` gives each page the floor.
 - Payload signing is off by default (``sign_payload``): botocore would otherwise hash every
   body again on the event loop for SigV4; the SHA-256 checksum header (over TLS) already
   protects the body end to end.
@@ -34,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -45,8 +57,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from engine.errors import AlreadyExists, ObjectNotFound, StorageError, StorageRefused
-from engine.logs import get_logger
-from engine.redact import redact
+from engine.logs import get_logger, log_event
+from engine.redact import add_known_secrets, redact
 from sinks.s3security import S3Security, s3_security
 from sinks.writer import (
     DEFAULT_MULTIPART_THRESHOLD,
@@ -61,6 +73,12 @@ log = get_logger("s3")
 
 ABORT_SECONDS: Final = 3.0
 """Longest wait for AbortMultipartUpload after a failed or cancelled multipart put."""
+DEADLINE_FLOOR_SECONDS: Final = 20.0
+"""The deadline of an S3 call that moves no bytes; see :func:`call_deadline`."""
+MIN_BYTES_PER_SECOND: Final = 1 * MiB
+"""The slowest transfer an S3 call is allowed before it counts as hung; see
+:func:`call_deadline`. Conservative: S3 from the same region moves 10-100 times as much per
+connection."""
 
 #: Bodies at least this large are hashed in a worker thread (hashlib releases the GIL).
 _THREAD_HASH_BYTES: Final = 1 * MiB
@@ -88,6 +106,40 @@ _T = TypeVar("_T")
 _TRANSPORT_ERRORS: Final = (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
+async def _redact_resolved_credentials(session: Any, client: Any) -> None:
+    """Register the credentials botocore resolved for ``client`` with the redactor
+    (:func:`engine.redact.add_known_secrets`), wherever they came from: environment, shared
+    credentials file, container or instance metadata. Again before every request is sent, so
+    refreshed credentials are known from the first request that uses them (the signer has just
+    refreshed them; reading them again does not refresh). :class:`StorageError` when they cannot
+    be resolved."""
+    credentials = await session.get_credentials()  # the object the client signs with
+    if credentials is None:
+        return  # nothing to redact; every request fails with NoCredentialsError
+
+    async def register(**_: Any) -> None:
+        frozen = await credentials.get_frozen_credentials()
+        add_known_secrets((frozen.access_key, frozen.secret_key, frozen.token))
+
+    try:
+        await register()
+    except _TRANSPORT_ERRORS as exc:
+        raise StorageError(
+            redact(f"cannot resolve the S3 credentials: {type(exc).__name__}: {exc}")
+        ) from exc
+    client.meta.events.register("before-send.s3", register)
+
+
+def call_deadline(
+    nbytes: int,
+    floor_seconds: float = DEADLINE_FLOOR_SECONDS,
+    min_bytes_per_second: float = MIN_BYTES_PER_SECOND,
+) -> float:
+    """Seconds an S3 call moving ``nbytes`` (body sent or received) may take in all, the SDK's
+    own retries included: ``floor_seconds + nbytes / min_bytes_per_second``."""
+    return floor_seconds + nbytes / min_bytes_per_second
+
+
 class S3Options(TypedDict, total=False):
     """Keyword options of :meth:`S3Writer.open` (also accepted by ``open_writer``)."""
 
@@ -99,6 +151,8 @@ class S3Options(TypedDict, total=False):
     max_attempts: int
     connect_timeout: float
     read_timeout: float
+    deadline_floor_seconds: float
+    min_bytes_per_second: float
     sign_payload: bool
     security: S3Security | None
 
@@ -114,7 +168,11 @@ class S3Writer:
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         part_size: int = DEFAULT_PART_SIZE,
         security: S3Security | None = None,
+        deadline_floor_seconds: float = DEADLINE_FLOOR_SECONDS,
+        min_bytes_per_second: float = MIN_BYTES_PER_SECOND,
     ) -> None:
+        if deadline_floor_seconds <= 0 or min_bytes_per_second <= 0:
+            raise ValueError("deadline_floor_seconds and min_bytes_per_second must be positive")
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
         if multipart_threshold < part_size:
@@ -126,6 +184,8 @@ class S3Writer:
         self.security = security or S3Security()
         self._owner = self.security.owner_args()
         self._encryption = self.security.encryption_args()
+        self.deadline_floor_seconds = deadline_floor_seconds
+        self.min_bytes_per_second = min_bytes_per_second
 
     def __repr__(self) -> str:
         return f"S3Writer(bucket={self.bucket!r})"
@@ -142,7 +202,9 @@ class S3Writer:
         max_pool_connections: int = 16,
         max_attempts: int = 5,
         connect_timeout: float = 5,
-        read_timeout: float = 30,
+        read_timeout: float = 10,
+        deadline_floor_seconds: float = DEADLINE_FLOOR_SECONDS,
+        min_bytes_per_second: float = MIN_BYTES_PER_SECOND,
         sign_payload: bool = False,
         security: S3Security | None = None,
     ) -> AbstractAsyncContextManager[S3Writer]:
@@ -175,12 +237,15 @@ class S3Writer:
             except (BotoCoreError, ClientError, ValueError) as exc:
                 raise StorageError(redact(f"cannot create an S3 client: {exc}")) from exc
             try:
+                await _redact_resolved_credentials(session, client)
                 yield cls(
                     client,
                     bucket,
                     multipart_threshold=multipart_threshold,
                     part_size=part_size,
                     security=security,
+                    deadline_floor_seconds=deadline_floor_seconds,
+                    min_bytes_per_second=min_bytes_per_second,
                 )
             finally:
                 await client_cm.__aexit__(None, None, None)
@@ -193,9 +258,18 @@ class S3Writer:
         url: str = self._client.meta.endpoint_url
         return url
 
-    async def _call(self, operation: str, key: str, call: Awaitable[_T]) -> _T:
+    def deadline(self, nbytes: int = 0) -> float:
+        """This writer's :func:`call_deadline` for a call moving ``nbytes``."""
+        return call_deadline(nbytes, self.deadline_floor_seconds, self.min_bytes_per_second)
+
+    async def _call(self, operation: str, key: str, call: Awaitable[_T], nbytes: int = 0) -> _T:
+        """Await ``call`` (an SDK call) within :meth:`deadline` of ``nbytes``, mapping every
+        failure to :class:`StorageError` (past the deadline too)."""
+        seconds = self.deadline(nbytes)
+        deadline = asyncio.timeout(seconds)
         try:
-            return await call
+            async with deadline:
+                return await call
         except ClientError as exc:
             raise self._map_error(operation, key, exc) from exc
         except NoCredentialsError as exc:
@@ -205,6 +279,11 @@ class S3Writer:
                 "NoCredentials",
             ) from exc
         except _TRANSPORT_ERRORS as exc:
+            if deadline.expired():
+                raise StorageError(
+                    f"S3 {operation} s3://{self.bucket}/{key} failed: no answer within its "
+                    f"deadline of {seconds:g} s ({nbytes} bytes to move)"
+                ) from exc
             raise StorageError(
                 redact(
                     f"S3 {operation} s3://{self.bucket}/{key} failed: {type(exc).__name__}: {exc}"
@@ -260,6 +339,7 @@ class S3Writer:
                     **self._encryption,
                     **self._owner,
                 ),
+                nbytes=len(body),
             )
         return StoredObject(key=key, bytes=len(body), sha256=digest.hex())
 
@@ -280,6 +360,7 @@ class S3Writer:
                 **self._encryption,
                 **self._owner,
             ),
+            nbytes=len(body),
         )
         return StoredObject(key=key, bytes=len(body), sha256=digest.hex())
 
@@ -315,6 +396,7 @@ class S3Writer:
                         ChecksumSHA256=checksum,
                         **self._owner,
                     ),
+                    nbytes=len(chunk),
                 )
                 parts.append(
                     {"ETag": response["ETag"], "PartNumber": number, "ChecksumSHA256": checksum}
@@ -329,6 +411,7 @@ class S3Writer:
                     MultipartUpload={"Parts": parts},
                     **self._owner,
                 ),
+                nbytes=len(body),  # S3 takes longer to assemble a larger object
             )
         except BaseException:
             await self._abort_multipart(key, upload_id)
@@ -350,14 +433,22 @@ class S3Writer:
                     ),
                 )
         except (StorageError, TimeoutError) as exc:
-            log.warning("could not abort multipart upload %s of %s: %r", upload_id, key, exc)
+            log_event(
+                log,
+                logging.WARNING,
+                "multipart_abort_failed",
+                key=key,
+                upload_id=upload_id,
+                error=repr(exc),
+            )
 
     async def get(self, key: str) -> bytes:
         response = await self._call(
             "GetObject", key, self._client.get_object(Bucket=self.bucket, Key=key, **self._owner)
         )
+        length = int(response.get("ContentLength", 0))
         async with response["Body"] as stream:
-            data: bytes = await self._call("GetObject", key, stream.read())
+            data: bytes = await self._call("GetObject", key, stream.read(), nbytes=length)
         return data
 
     async def head(self, key: str) -> ListedObject:
@@ -383,18 +474,11 @@ class S3Writer:
     async def list(self, prefix: str) -> list[ListedObject]:
         found: list[ListedObject] = []
         paginator = self._client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, **self._owner)
-        try:
-            async for page in pages:
-                found.extend(
-                    ListedObject(obj["Key"], int(obj["Size"])) for obj in page.get("Contents", [])
-                )
-        except ClientError as exc:
-            raise self._map_error("ListObjectsV2", prefix, exc) from exc
-        except _TRANSPORT_ERRORS as exc:
-            raise StorageError(
-                redact(f"S3 ListObjectsV2 s3://{self.bucket}/{prefix} failed: {exc}")
-            ) from exc
+        pages = aiter(paginator.paginate(Bucket=self.bucket, Prefix=prefix, **self._owner))
+        while (page := await self._call("ListObjectsV2", prefix, anext(pages, None))) is not None:
+            found.extend(
+                ListedObject(obj["Key"], int(obj["Size"])) for obj in page.get("Contents", [])
+            )
         found.sort(key=lambda obj: obj.key)
         return found
 

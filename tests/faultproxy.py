@@ -7,12 +7,16 @@ request to ``upstream`` unchanged, unless a fault applies:
 * scheduled faults: ``proxy.schedule(matcher, fault, ...)`` gives the next matching requests one
   fault each, in order (``PUT`` of a key, one multipart part, ``CompleteMultipartUpload``...);
 * an outage: ``proxy.set_outage(fault)`` applies ``fault`` to every request until
-  ``proxy.set_outage(None)``.
+  ``proxy.set_outage(None)``; ``set_outage(fault, where=matcher)`` only to the requests
+  ``matcher`` selects (e.g. everything but the manifests: ``where=not_manifest``).
 
 Faults: ``slowdown`` (503 ``SlowDown``, as S3 throttles), ``error500`` (500 ``InternalError``),
 ``reset`` (the connection is dropped without a response), ``timeout`` (the request is held
 without a response for ``seconds``, then dropped: the client's read timeout fires first),
-``slow`` (forwarded after ``seconds``). Every wait is bounded; ``stop()`` drops held requests.
+``slow`` (forwarded after ``seconds``), ``hang`` (the connection is accepted and the request read
+whole, and no answer ever comes: an S3 that hangs; the request is held until the proxy stops,
+then dropped). Every wait is bounded, by the fault's seconds or the proxy's own lifetime:
+``stop()`` drops held requests.
 ``proxy.log`` records ``(method, path, query, outcome)`` of the last requests (bounded);
 ``proxy.requests`` the same requests with their headers (:class:`RecordedRequest`, names in
 lower case), so a test can check what a client sent on every request of a run.
@@ -54,13 +58,14 @@ class Fault:
     seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("slowdown", "error500", "reset", "timeout", "slow"):
+        if self.kind not in ("slowdown", "error500", "reset", "timeout", "slow", "hang"):
             raise ValueError(f"unknown fault {self.kind!r}")
 
 
 SLOWDOWN: Final = Fault("slowdown")
 ERROR500: Final = Fault("error500")
 RESET: Final = Fault("reset")
+HANG: Final = Fault("hang")
 
 
 def timeout(seconds: float = 20.0) -> Fault:
@@ -117,6 +122,11 @@ def manifest_put(r: RequestInfo) -> bool:
     return r.method == "PUT" and "/_manifests/" in r.path
 
 
+def not_manifest(r: RequestInfo) -> bool:
+    """Every request but those on a run's manifest (any method)."""
+    return "/_manifests/" not in r.path
+
+
 class FaultProxy:
     """See the module docstring."""
 
@@ -129,6 +139,7 @@ class FaultProxy:
         self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=10_000)
         self._scheduled: list[tuple[Matcher, collections.deque[Fault]]] = []
         self._outage: Fault | None = None
+        self._outage_where: Matcher = any_request
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -157,14 +168,18 @@ class FaultProxy:
         with self._lock:
             self._scheduled.append((matcher, collections.deque(faults)))
 
-    def set_outage(self, fault: Fault | None) -> None:
+    def set_outage(self, fault: Fault | None, where: Matcher = any_request) -> None:
+        """Apply ``fault`` to every request ``where`` selects (after the scheduled faults);
+        ``None`` ends the outage."""
         with self._lock:
             self._outage = fault
+            self._outage_where = where
 
     def clear(self) -> None:
         with self._lock:
             self._scheduled.clear()
             self._outage = None
+            self._outage_where = any_request
 
     def pending(self) -> int:
         """Scheduled faults not yet used."""
@@ -188,7 +203,7 @@ class FaultProxy:
             for matcher, faults in self._scheduled:
                 if faults and matcher(info):
                     return faults.popleft()
-            return self._outage
+            return self._outage if self._outage_where(info) else None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -260,12 +275,12 @@ class FaultProxy:
             if fault.kind == "reset":
                 _drop(request)
                 raise asyncio.CancelledError
-            if fault.kind == "timeout":
+            if fault.kind in ("timeout", "hang"):
                 counted = False  # held, then dropped: it never reaches S3
                 self._count_forwarding(-1)
                 assert self._stopping is not None
-                try:
-                    async with asyncio.timeout(fault.seconds):
+                try:  # "hang": until the proxy stops (bounded by its lifetime)
+                    async with asyncio.timeout(fault.seconds if fault.kind == "timeout" else None):
                         await self._stopping.wait()
                 except TimeoutError:
                     pass

@@ -1,0 +1,241 @@
+"""A hanging S3 is a failing S3 (issue 12, item 8): the S3 writer against moto's S3 server
+behind the fault proxy in ``hang`` mode (connections accepted, requests read whole, never
+answered), and ``feedvault stream`` end to end with S3 hanging mid-run.
+
+Each S3 call is bounded by its deadline (:func:`sinks.s3.call_deadline`): past it the call
+fails with :class:`~engine.errors.StorageError`, and the sink's retries and spill take over, so
+windows spill and the run goes on reading. The writer tests use a 1 s deadline floor and a
+botocore read timeout far above it, so it is the deadline that ends the call; they assert on the
+error, never on the time it took.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.errors import StorageError
+from sinks.encoders import decode_body
+from sinks.s3 import DEADLINE_FLOOR_SECONDS, MIN_BYTES_PER_SECOND, S3Writer, call_deadline
+from sinks.spill import load_spilled
+from sinks.writer import MiB
+from tests import faultproxy as fp
+from tests.conftest import S3Server
+from tests.harness import (
+    assert_stored_exactly_once,
+    exchange_stream_env,
+    fake_exchange,
+    read_manifest,
+    start_stream,
+    stored_trades,
+)
+
+FLOOR = 1.0
+"""The writer tests' deadline floor (seconds)."""
+READ_TIMEOUT = 120.0
+"""Far above any deadline of these tests: botocore's read timeout never ends a call here."""
+
+
+@pytest.fixture
+def proxy(s3_server: S3Server) -> Iterator[fp.FaultProxy]:
+    with fp.FaultProxy(s3_server.endpoint) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+def writer(proxy: fp.FaultProxy, bucket: str, **options: Any) -> Any:
+    return S3Writer.open(
+        bucket,
+        endpoint_url=proxy.url,
+        region="us-east-1",
+        read_timeout=READ_TIMEOUT,
+        deadline_floor_seconds=FLOOR,
+        **options,
+    )
+
+
+def assert_past_deadline(err: pytest.ExceptionInfo[StorageError], operation: str) -> None:
+    message = str(err.value)
+    assert f"S3 {operation} " in message and "deadline" in message, message
+
+
+# -- the deadline --------------------------------------------------------------------------
+
+
+def test_the_deadline_is_a_floor_plus_the_bytes_at_a_minimum_throughput() -> None:
+    assert call_deadline(0) == DEADLINE_FLOOR_SECONDS
+    assert call_deadline(16 * MiB) == DEADLINE_FLOOR_SECONDS + 16 * MiB / MIN_BYTES_PER_SECOND
+    assert call_deadline(3 * MiB, floor_seconds=2, min_bytes_per_second=MiB) == 5.0
+
+
+# -- the writer against a hanging S3 ---------------------------------------------------------
+
+
+async def test_a_put_to_a_hanging_s3_fails_with_a_storage_error_and_the_next_one_works(
+    proxy: fp.FaultProxy, bucket: str, s3_server: S3Server
+) -> None:
+    async with writer(proxy, bucket) as s3:
+        proxy.set_outage(fp.HANG)
+        with pytest.raises(StorageError) as err:
+            await s3.put("hung.txt", b"x" * 1000)
+        assert_past_deadline(err, "PutObject")
+        assert proxy.outcomes("hang") >= 1
+        proxy.set_outage(None)
+        await s3.put("hung.txt", b"x" * 1000)  # the client is not left broken
+    assert s3_server.keys(bucket) == ["hung.txt"]
+
+
+async def test_a_multipart_part_that_hangs_fails_the_put(
+    proxy: fp.FaultProxy, bucket: str, s3_server: S3Server
+) -> None:
+    proxy.set_outage(fp.HANG, where=fp.upload_part(2))
+    body = bytes(range(256)) * (11 * MiB // 256)  # three parts of 5 MiB (the last 1 MiB)
+    async with writer(proxy, bucket, multipart_threshold=5 * MiB, part_size=5 * MiB) as s3:
+        with pytest.raises(StorageError) as err:
+            await s3.put("big.bin", body)
+    assert_past_deadline(err, "UploadPart")
+    assert s3_server.keys(bucket) == []
+    assert proxy.outcomes("hang") >= 1
+
+
+@pytest.mark.parametrize("operation", ["GetObject", "HeadObject", "ListObjectsV2", "DeleteObject"])
+async def test_every_other_call_to_a_hanging_s3_fails_with_a_storage_error(
+    operation: str, proxy: fp.FaultProxy, bucket: str
+) -> None:
+    async with writer(proxy, bucket) as s3:
+        await s3.put("k", b"body")
+        proxy.set_outage(fp.HANG)
+        with pytest.raises(StorageError) as err:
+            if operation == "GetObject":
+                await s3.get("k")
+            elif operation == "HeadObject":
+                await s3.head("k")
+            elif operation == "ListObjectsV2":
+                await s3.list("")
+            else:
+                await s3.delete("k")
+    assert_past_deadline(err, operation)
+
+
+async def test_a_manifest_create_to_a_hanging_s3_fails_with_a_storage_error(
+    proxy: fp.FaultProxy, bucket: str
+) -> None:
+    proxy.set_outage(fp.HANG)
+    async with writer(proxy, bucket) as s3:
+        with pytest.raises(StorageError) as err:
+            await s3.create("p/_manifests/run.json", b"{}")
+    assert_past_deadline(err, "PutObject")
+
+
+# -- feedvault stream with S3 hanging mid-run -----------------------------------------------
+
+PREFIX = "streaming/hang/"
+RUN_ID = "20261206T000000Z-hang"
+QUEUE_MAXSIZE = 5000
+"""Small, so a sink stuck on S3 would fill the queue within seconds at the feed's rate."""
+
+
+def is_stats(doc: dict[str, Any]) -> bool:
+    return doc.get("event") == "stats"
+
+
+def read_until(
+    proc: subprocess.Popen[str],
+    until: Callable[[dict[str, Any]], bool],
+    timeout: float,
+    seen: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Read ``proc``'s JSON log lines into ``seen`` until one satisfies ``until`` (returned);
+    fail after ``timeout`` s without one (the caller kills the process)."""
+    assert proc.stdout is not None
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            seen.append(doc)
+            if until(doc):
+                return doc
+    raise AssertionError(f"no such log line within {timeout}s; last lines: {seen[-5:]}")
+
+
+def test_stream_with_s3_hanging_spills_windows_reads_on_and_exits_1(
+    s3_server: S3Server, bucket: str, proxy: fp.FaultProxy, tmp_path: Path
+) -> None:
+    """S3 starts to hang once a window is stored; only the manifest requests still get through
+    (so the run's proof can be read). Each window's upload fails at its deadline (one attempt:
+    ``UPLOAD_RETRY_SECONDS`` 0.1) and spills; with upload slots for the windows of a deadline,
+    the queue never fills: the stream is read all along. The stop's last windows spill too
+    (the stop grace ends their uploads), the manifest is ``incomplete`` and names what is on
+    disk, exit 1, and S3 plus the spill directory hold every trade sent, once."""
+    spill_dir = tmp_path / "spill"
+    seen: list[dict[str, Any]] = []
+    with fake_exchange(tmp_path, symbols="BTCUSDT", rate="300") as fx:
+        env = exchange_stream_env(
+            proxy.env(),
+            bucket=bucket,
+            prefix=PREFIX,
+            streams="binance:BTCUSDT",
+            url_variable="BINANCE_WS_URL",
+            url=fx.url,
+            runtime="600",  # stopped by SIGTERM below
+            RUN_ID=RUN_ID,
+            UPLOAD_RETRY_SECONDS="0.1",
+            # A window (2 s) holds a slot for one deadline (20 s) before it spills: 10 slots
+            # in use at a time; 32 leave room, so a sink waiting on S3 never holds the reads.
+            UPLOAD_CONCURRENCY="32",
+            QUEUE_MAXSIZE=str(QUEUE_MAXSIZE),
+            STOP_GRACE_SECONDS="10",
+        )
+        env["SPILL_DIR"] = str(spill_dir)
+        proc = start_stream(env)
+        try:
+            read_until(proc, lambda doc: is_stats(doc) and doc["objects"] >= 1, 60, seen)
+            proxy.set_outage(fp.HANG, where=fp.not_manifest)
+            hang_began = len(seen)
+            # Before the fix no upload failed for 5 x 30 s: nothing spilled in this bound.
+            read_until(proc, lambda doc: is_stats(doc) and doc["upload_backlog"] >= 1, 75, seen)
+            first_spill = len(seen)
+            for _ in range(3):  # the stream is still read after windows spilled
+                read_until(proc, is_stats, 30, seen)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        ledger = fx.stop()
+    assert proc.returncode == 1, err[-3000:] + out[-3000:]
+    assert proxy.outcomes("hang") > 0
+    stats_after_spill = [doc for doc in seen[first_spill:] if is_stats(doc)]
+    assert all(doc["trades_per_s"] > 0 for doc in stats_after_spill), stats_after_spill
+    stats_in_hang = [doc for doc in seen[hang_began:] if is_stats(doc)]
+    assert max(doc["queue_high_water"] for doc in stats_in_hang) < QUEUE_MAXSIZE
+
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
+    assert manifest["status"] == "incomplete"
+    spilled = load_spilled(spill_dir, RUN_ID)
+    assert spilled, "nothing was spilled"
+    assert sorted(manifest["spilled"]) == sorted(s.window.key for s in spilled)
+    stored_keys = set(s3_server.keys(bucket, PREFIX + "trades/"))
+    assert {o["key"] for o in manifest["objects"]} == stored_keys
+    on_disk = [t for s in spilled for t in decode_body(s.window.body, s.window.format)]
+    in_s3 = stored_trades(s3_server.client(), bucket, PREFIX)
+    assert_stored_exactly_once(ledger, in_s3 + on_disk)
