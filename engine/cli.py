@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    runs = sub.add_parser(
+        "runs",
+        help="list the runs under a prefix, newest first",
+        description="One line per run under the prefix (its manifests, and runs whose objects "
+        "have none): id, status, stop reason, start, duration, objects, records, streams "
+        "without data. Reads the manifests only; 'feedvault verify' checks a run's objects.",
+    )
+    runs.add_argument("location", help="s3://bucket/prefix/ or file:///dir/")
+    runs.add_argument("--json", action="store_true", help="print the runs as JSON")
+
     from connectors.fake import cli as fake_cli
 
     fake = sub.add_parser(
@@ -172,6 +182,27 @@ async def _verify(location: str, run_id: str | None, as_json: bool) -> int:
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
+async def _runs(location: str, as_json: bool) -> int:
+    import orjson
+
+    from engine.errors import StorageError
+    from sinks.runs import list_runs
+    from sinks.writer import open_writer, parse_destination
+
+    destination = parse_destination(location, "location")
+    try:
+        async with open_writer(destination) as writer:
+            report = await list_runs(writer, destination.prefix)
+    except StorageError as exc:
+        print(f"feedvault runs: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if as_json:
+        print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(report.table())
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from engine.errors import FeedvaultError
     from engine.logs import configure_logging
@@ -198,6 +229,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     return aio.run(_verify(args.location, args.run_id, args.json))
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    return aio.run(_runs(args.location, args.json))
 
 
 def cmd_fake_exchange(args: argparse.Namespace) -> int:
@@ -248,6 +283,7 @@ COMMANDS = {
     "stream": cmd_stream,
     "replay": cmd_replay,
     "verify": cmd_verify,
+    "runs": cmd_runs,
     "fake-exchange": cmd_fake_exchange,
     "demo": cmd_demo,
     "recording": cmd_recording,

@@ -12,7 +12,31 @@ id is given: run ids sort by time) and checks, reporting one line per finding:
   ``frame``); they hold no trades, so the trade checks do not apply to them;
 - batch job outputs (entries of kind ``output``, SPEC §9: JSON, CSV, ...) are checked for
   presence, size and sha256 only; their bodies are not decoded and their records not counted;
-- no object under the prefix carries the run id without being in the manifest (stray).
+- no object under the prefix carries the run id without being in the manifest (stray); the
+  run id in a key must equal the checked one (``run1`` is not ``run10``, :func:`key_has_run`);
+- nothing was lost (the manifest's ``lost`` windows are problems), every key lies under the
+  prefix the run wrote under.
+
+**Copies.** The manifest records the key prefix the run wrote under (``prefix``); its keys are
+resolved against the verified location by replacing that prefix with the verified one, so a
+local mirror (``aws s3 sync s3://b/streaming/t/ ./copy/`` then ``file:///.../copy/``) or a copy
+under another bucket or prefix verifies. For older manifests without ``prefix``, it is taken from
+the recorded configuration's destination URL, else inferred from the keys (the part before their
+``trades/`` or ``raw/`` segment), else the verified prefix (:func:`recorded_prefix`). A key that
+does not start with the recorded prefix lies outside the run's prefix: a problem, not fetched.
+
+**Where runs are.** Only manifests directly under ``{prefix}_manifests/`` are runs of the
+prefix; objects under a deeper prefix holding manifests (``{prefix}streaming/t/_manifests/``)
+belong to the runs there. A prefix with no run of its own but runs below is reported as ``no runs
+here; runs found under streaming/t/``, a ``file://`` directory that does not exist as such.
+
+**Unfinished runs.** A manifest with status ``running`` is what a run writes at its start: a run
+that still has it either runs now or was killed. It is reported as ``run R never finished
+(killed?): N objects of it found`` (not OK); the objects of the run found under the prefix are
+checked (decoded, counted, duplicate trade ids) and listed, rather than called stray.
+
+The report also shows the manifest's ``warnings`` (streams subscribed that saw no trade), the
+streams that stored no record with their last error, and trade-id ``resets``.
 
 Runs without a manifest (a task killed by SIGKILL or out of memory never writes one): every
 object under the prefix whose file name has the default layout
@@ -32,28 +56,39 @@ of trade ids seen, and the listing of the prefix (key and size per object).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Final
 
-from engine.errors import IntegrityError, ObjectNotFound, StorageError
+from engine.errors import ConfigError, IntegrityError, ObjectNotFound, StorageError
 from engine.records import Trade
 from sinks.encoders import decode_body, format_from_key
-from sinks.keys import is_raw_key, sanitize
+from sinks.keys import RAW_DATASET, is_raw_key, sanitize
+from sinks.local import FileWriter
 from sinks.manifest import (
     MANIFEST_DIR,
     OUTPUT_KIND,
     Gap,
+    Lost,
     Manifest,
+    Reset,
     StoredObjectEntry,
+    StreamFigures,
     manifest_key,
 )
-from sinks.writer import ListedObject, ObjectWriter, sha256_hex
+from sinks.writer import ListedObject, ObjectWriter, parse_destination, sha256_hex
 
 #: At most this many duplicate trade ids are listed one by one.
 MAX_DUPLICATES_LISTED: Final = 10
 #: At most this many objects of the checked run without a manifest are listed one by one.
 MAX_ORPHAN_OBJECTS_LISTED: Final = 20
+#: At most this many deeper prefixes holding runs are named by "runs found under".
+MAX_NESTED_LISTED: Final = 10
+#: The data sets a run's keys start with after its prefix (SPEC §6, §8).
+_DATASET_SEGMENTS: Final = ("trades/", f"{RAW_DATASET}/")
+#: A manifest key relative to the surveyed prefix: ``{sub}_manifests/{run_id}.json``.
+_MANIFEST_KEY: Final = re.compile(r"(?P<sub>(?:[^/]+/)*)_manifests/(?P<run>[^/]+)\.json")
 
 #: The file name of an object in the default key layout (SPEC §6):
 #: ``{window_start:%Y%m%dT%H%M%SZ}-{run_id}-{seq:06d}.{ext}``. The run id is the longest text
@@ -68,6 +103,66 @@ def run_id_of_key(key: str) -> str | None:
     have the shape ``{window_start}-{run_id}-{seq}.{ext}``."""
     match = _RUN_FILE.fullmatch(key.rpartition("/")[2])
     return match["run"] if match else None
+
+
+def key_has_run(key: str, run_id: str) -> bool:
+    """True when ``key`` is an object of run ``run_id``: in the default layout its file name's
+    run id equals it exactly; in another layout (a custom ``KEY_TEMPLATE``) the sanitized run id
+    appears in the key not preceded or followed by a letter, digit, ``.`` or ``_`` (so ``run1``
+    does not match ``run10``'s keys)."""
+    found = run_id_of_key(key)
+    if found is not None:
+        return found == sanitize(run_id)
+    marker = re.escape(sanitize(run_id))
+    return re.search(rf"(?<![A-Za-z0-9._]){marker}(?![A-Za-z0-9._])", key) is not None
+
+
+def missing_directory(writer: ObjectWriter) -> str | None:
+    """For a ``file://`` location whose directory does not exist, the line saying so."""
+    if isinstance(writer, FileWriter) and not writer.root.is_dir():
+        return f"directory {writer.root} does not exist"
+    return None
+
+
+def no_runs_here(nested: list[str]) -> str:
+    """The line for a prefix without runs of its own and runs under ``nested``."""
+    shown = ", ".join(nested[:MAX_NESTED_LISTED])
+    more = len(nested) - MAX_NESTED_LISTED
+    return f"no runs here; runs found under {shown}" + (f" and {more} more" if more > 0 else "")
+
+
+def recorded_prefix(manifest: Manifest, location_prefix: str) -> str | None:
+    """The key prefix the run of ``manifest`` wrote under, ``None`` when it cannot be told.
+
+    The manifest's ``prefix``; for older manifests without it, the prefix of the destination
+    URL recorded in its configuration (``destination``, or ``output`` for a batch job), else
+    the prefix that every trade and raw key shares before its ``trades/`` or ``raw/`` segment
+    (``location_prefix`` preferred when it is one), else ``location_prefix`` when every key
+    starts with it (no objects, or only batch outputs)."""
+    if manifest.prefix is not None:
+        return manifest.prefix
+    for name in ("destination", "output"):
+        url = manifest.config.get(name)
+        if isinstance(url, str):
+            try:
+                return parse_destination(url, name).prefix
+            except ConfigError:
+                pass
+    common: set[str] | None = None
+    for entry in manifest.objects:
+        if entry.kind == OUTPUT_KIND:
+            continue
+        candidates = {
+            entry.key[:at]
+            for at in [0, *(i + 1 for i, c in enumerate(entry.key) if c == "/")]
+            if entry.key.startswith(_DATASET_SEGMENTS, at)
+        }
+        common = candidates if common is None else common & candidates
+    if common:
+        return location_prefix if location_prefix in common else min(common, key=len)
+    if common is None and all(e.key.startswith(location_prefix) for e in manifest.objects):
+        return location_prefix
+    return None
 
 
 @dataclass(slots=True)
@@ -87,11 +182,14 @@ class RunObjects:
 
 @dataclass(slots=True)
 class PrefixSurvey:
-    """What a listing of the prefix shows: run ids with a manifest, objects per run id."""
+    """What a listing of the prefix shows: run ids with a manifest directly under it, objects
+    per run id, and the deeper prefixes holding manifests of their own (``nested``, sorted;
+    their objects are in none of the other fields)."""
 
     manifests: set[str] = field(default_factory=set)
     runs: dict[str, RunObjects] = field(default_factory=dict)
     listed: list[ListedObject] = field(default_factory=list)
+    nested: list[str] = field(default_factory=list)
 
     def without_manifest(self) -> list[RunObjects]:
         """Runs with objects and no manifest, oldest first."""
@@ -104,11 +202,22 @@ class PrefixSurvey:
 
 
 async def survey_prefix(writer: ObjectWriter, prefix: str) -> PrefixSurvey:
-    """List ``prefix`` once: manifests under ``{prefix}_manifests/`` and the objects of each run
-    id (by file name, :func:`run_id_of_key`). Raises :class:`StorageError` if listing fails."""
-    survey = PrefixSurvey(listed=await writer.list(prefix))
+    """List ``prefix`` once: manifests under ``{prefix}_manifests/``, the objects of each run
+    id (by file name, :func:`run_id_of_key`), and the deeper prefixes with manifests, whose
+    objects are left out. Raises :class:`StorageError` if listing fails."""
+    listed = await writer.list(prefix)
+    survey = PrefixSurvey()
+    nested: set[str] = set()
+    for obj in listed:
+        match = _MANIFEST_KEY.fullmatch(obj.key[len(prefix) :])
+        if match is not None and match["sub"]:
+            nested.add(prefix + match["sub"])
+    survey.nested = sorted(nested)
     manifest_dir = f"{prefix}{MANIFEST_DIR}"
-    for obj in survey.listed:
+    for obj in listed:
+        if nested and obj.key.startswith(tuple(nested)):
+            continue
+        survey.listed.append(obj)
         if obj.key.startswith(manifest_dir):
             name = obj.key[len(manifest_dir) :]
             if name.endswith(".json") and "/" not in name:
@@ -133,18 +242,61 @@ class VerifyReport:
     runs_without_manifest: list[RunObjects] = field(default_factory=list)
     """Every run under the prefix with objects and no manifest (incomplete), the checked run
     included when it is one of them."""
+    unfinished: list[ListedObject] = field(default_factory=list)
+    """The objects found of a run whose manifest is still ``running`` (killed), not listed in
+    it; checked and counted in :attr:`objects` and :attr:`records`."""
+    warnings: list[str] = field(default_factory=list)
+    """The manifest's warnings (streams subscribed that saw no trade)."""
+    streams_without_data: dict[str, StreamFigures] = field(default_factory=dict)
+    """The manifest's streams that stored no record, with their figures."""
+    lost: list[Lost] = field(default_factory=list)
+    resets: dict[str, list[Reset]] = field(default_factory=dict)
+    recorded_prefix: str | None = None
+    """The prefix the run wrote under (:func:`recorded_prefix`); keys are resolved from it to
+    the verified prefix."""
+    prefix: str = ""
+    """The verified prefix."""
 
     def summary(self) -> str:
-        """Human-readable text: a verdict line, counts, problems and gaps."""
+        """Human-readable text: a verdict line, counts, problems, gaps and what the run left."""
         verdict = "OK" if self.ok else "FAILED"
         lines = [
             f"run {self.run_id or '?'}: {verdict} "
-            f"({self.objects} objects, {self.records} records, {len(self.problems)} problems)"
+            f"({self.objects} objects, {self.records} records, "
+            f"{_plural(len(self.problems), 'problem')})"
         ]
+        if self.recorded_prefix is not None and self.recorded_prefix != self.prefix:
+            lines.append(
+                f"  a copy: keys written under {self.recorded_prefix!r} "
+                f"looked up under {self.prefix!r}"
+            )
         lines += [f"  problem: {problem}" for problem in self.problems]
+        lines += [f"  warning: {warning}" for warning in self.warnings]
+        for name, figures in sorted(self.streams_without_data.items()):
+            error = figures["last_error"]
+            lines.append(
+                f"  no data from {name}: subscribed {figures['subscribed_seconds']:.1f} s, "
+                f"{_plural(figures['reconnects'], 'reconnect')}"
+                + (f", last error: {error}" if error else "")
+            )
+        for name, resets in sorted(self.resets.items()):
+            lines += [
+                f"  reset {name}: trade ids went back from {r['from_id']} to {r['to_id']} "
+                f"at {r['at']}"
+                for r in resets
+            ]
+        if self.unfinished:
+            lines.append(f"  objects of the unfinished run: {len(self.unfinished)}")
+            shown = self.unfinished[:MAX_ORPHAN_OBJECTS_LISTED]
+            lines += [f"    {obj.key} ({obj.size} bytes)" for obj in shown]
+            if len(self.unfinished) > len(shown):
+                lines.append(f"    ... and {len(self.unfinished) - len(shown)} more objects")
         for name, gaps in sorted(self.gaps.items()):
             missing = sum(gap["missing"] for gap in gaps)
-            lines.append(f"  gaps {name}: {len(gaps)} gaps, {missing} trade ids missing")
+            lines.append(
+                f"  gaps {name}: {_plural(len(gaps), 'gap')}, "
+                f"{_plural(missing, 'trade id')} missing"
+            )
             lines += [
                 f"    ids {gap['from_id']}..{gap['to_id']}: {gap['missing']} missing"
                 for gap in gaps
@@ -176,7 +328,17 @@ class VerifyReport:
                 {"run_id": run.run_id, "objects": len(run.objects), "bytes": run.bytes}
                 for run in self.runs_without_manifest
             ],
+            "unfinished_objects": [{"key": obj.key, "bytes": obj.size} for obj in self.unfinished],
+            "warnings": self.warnings,
+            "streams_without_data": self.streams_without_data,
+            "lost": self.lost,
+            "resets": self.resets,
+            "recorded_prefix": self.recorded_prefix,
         }
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = None) -> VerifyReport:
@@ -185,12 +347,17 @@ async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = Non
     Never raises for a finding. A storage failure other than a missing object propagates as
     :class:`StorageError`, except a failed listing when ``run_id`` is given, which is reported
     as a problem (the manifest's objects are still checked)."""
+    missing = missing_directory(writer)
+    if missing is not None:
+        return VerifyReport(run_id, False, [missing], prefix=prefix)
     survey: PrefixSurvey | None
     list_problem: str | None = None
     if run_id is None:
         survey = await survey_prefix(writer, prefix)
         run_id = survey.newest_run()
         if run_id is None:
+            if survey.nested:
+                return VerifyReport(None, False, [no_runs_here(survey.nested)], prefix=prefix)
             where = f"{prefix}{MANIFEST_DIR}"
             return VerifyReport(None, False, [f"no run manifest found under {where!r}"])
     else:
@@ -199,27 +366,41 @@ async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = Non
         except StorageError as exc:
             survey = None
             list_problem = f"cannot list {prefix!r} to look for stray objects: {exc}"
-    report = VerifyReport(run_id, False)
+    report = VerifyReport(run_id, False, prefix=prefix)
     problems = report.problems
     if survey is not None:
         report.runs_without_manifest = survey.without_manifest()
     manifest = await _read_manifest(writer, prefix, run_id, problems)
+    found = survey.runs.get(run_id) if survey is not None else None
     if manifest is None:
-        orphan = survey.runs.get(run_id) if survey is not None else None
-        if orphan is not None:
+        if found is not None:
             problems.append(
-                f"run {run_id} has no manifest: it left {len(orphan.objects)} objects "
-                f"({orphan.bytes} bytes) under {prefix!r} with no proof that they are all it "
+                f"run {run_id} has no manifest: it left {len(found.objects)} objects "
+                f"({found.bytes} bytes) under {prefix!r} with no proof that they are all it "
                 "received; the task was stopped before writing its manifest (SIGKILL, out of "
                 "memory): the run is incomplete"
             )
+        elif survey is not None and survey.nested:
+            problems.append(no_runs_here(survey.nested))
         if list_problem is not None:
             problems.append(list_problem)
         return report
-    report.gaps = manifest.gaps
+    _take_notes(report, manifest)
     if manifest.run_id != run_id:
         problems.append(f"manifest names run {manifest.run_id!r}, expected {run_id!r}")
-    if manifest.status != "complete":
+    recorded = recorded_prefix(manifest, prefix)
+    report.recorded_prefix = recorded
+    if recorded is None:
+        problems.append(
+            "cannot tell which prefix the run wrote under (the manifest has no 'prefix' and "
+            "its keys share none): keys looked up as they are"
+        )
+        recorded = prefix
+    running = manifest.status == "running"
+    if running:
+        count = len(found.objects) if found is not None else 0
+        problems.append(f"run {run_id} never finished (killed?): {count} objects of it found")
+    elif manifest.status != "complete":
         detail = f": {manifest.error}" if manifest.error else ""
         problems.append(
             f"run status is {manifest.status} (stop reason {manifest.stop_reason}){detail}"
@@ -229,16 +410,33 @@ async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = Non
             f"{len(manifest.spilled)} windows were left in the spill directory: "
             + ", ".join(manifest.spilled)
         )
+    problems += [
+        f"{lost['key']}: lost, {lost['records']} records neither uploaded nor spilled "
+        f"({lost['reason']})"
+        for lost in manifest.lost
+    ]
     checker = _DuplicateChecker(problems)
     keys: set[str] = set()
     for entry in manifest.objects:
-        if entry.key in keys:
-            problems.append(f"{entry.key}: listed twice in the manifest")
+        if not entry.key.startswith(recorded):
+            problems.append(f"{entry.key}: outside the run's prefix {recorded!r}, not checked")
             continue
-        keys.add(entry.key)
+        local = prefix + entry.key[len(recorded) :]
+        if local in keys:
+            problems.append(f"{local}: listed twice in the manifest")
+            continue
+        keys.add(local)
         report.objects += 1
-        raw = is_raw_key(prefix, entry.key)
+        raw = is_raw_key(prefix, local)
+        entry = dataclasses.replace(entry, key=local)
         report.records += await _check_object(writer, entry, checker, problems, raw=raw)
+    if running and found is not None:
+        report.unfinished = [obj for obj in found.objects if obj.key not in keys]
+        for obj in report.unfinished:
+            report.objects += 1
+            raw = is_raw_key(prefix, obj.key)
+            report.records += await _check_found(writer, obj.key, checker, problems, raw=raw)
+            keys.add(obj.key)
     checker.finish()
     if survey is None:
         problems.append(list_problem or f"cannot list {prefix!r}")
@@ -246,6 +444,17 @@ async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = Non
         _check_strays(survey.listed, prefix, run_id, keys, problems)
     report.ok = not problems
     return report
+
+
+def _take_notes(report: VerifyReport, manifest: Manifest) -> None:
+    """Copy what the report shows of the manifest beyond its objects."""
+    report.gaps = manifest.gaps
+    report.warnings = list(manifest.warnings)
+    report.lost = list(manifest.lost)
+    report.resets = dict(manifest.resets)
+    report.streams_without_data = {
+        name: figures for name, figures in manifest.streams.items() if figures["records"] == 0
+    }
 
 
 async def _read_manifest(
@@ -284,18 +493,44 @@ async def _check_object(
         problems.append(f"{key}: sha256 is {digest}, manifest says {entry.sha256}")
     if entry.kind == OUTPUT_KIND:
         return entry.records  # a batch output: any bytes, checked by size and checksum only
+    return _check_body(key, body, entry, checker, problems, raw=raw)
+
+
+async def _check_found(
+    writer: ObjectWriter, key: str, checker: _DuplicateChecker, problems: list[str], *, raw: bool
+) -> int:
+    """Check an object of an unfinished run, which its manifest does not list: it decodes and
+    holds valid trades (or recording lines) not seen before. Returns its record count."""
+    try:
+        body = await writer.get(key)
+    except ObjectNotFound:
+        problems.append(f"{key}: listed, then gone before it could be read")
+        return 0
+    return _check_body(key, body, None, checker, problems, raw=raw)
+
+
+def _check_body(
+    key: str,
+    body: bytes,
+    entry: StoredObjectEntry | None,
+    checker: _DuplicateChecker,
+    problems: list[str],
+    *,
+    raw: bool,
+) -> int:
+    """Check the records of ``body`` (against ``entry`` when there is one); return how many."""
     try:
         records = decode_body(body, format_from_key(key))
     except IntegrityError as exc:
         problems.append(f"{key}: cannot decode: {exc}")
         return 0
-    if len(records) != entry.records:
+    if entry is not None and len(records) != entry.records:
         problems.append(f"{key}: holds {len(records)} records, manifest says {entry.records}")
     if raw:
         bad = sum(1 for obj in records if not _is_recording_line(obj))
         if bad:
             problems.append(f"{key}: {bad} lines are not recording lines")
-        if entry.symbols:
+        if entry is not None and entry.symbols:
             problems.append(f"{key}: a raw object lists trade ids in the manifest")
         return len(records)
     symbols: dict[str, list[str]] = {}
@@ -316,7 +551,7 @@ async def _check_object(
     if invalid:
         problems.append(f"{key}: {invalid} records are not valid trades")
     found = {name: (ids[0], ids[1]) for name, ids in symbols.items()}
-    if not invalid and found != entry.symbols:
+    if entry is not None and not invalid and found != entry.symbols:
         problems.append(f"{key}: first/last trade ids per symbol {found} differ from the manifest")
     return len(records)
 
@@ -364,7 +599,6 @@ def _check_strays(
     listed: list[ListedObject], prefix: str, run_id: str, keys: set[str], problems: list[str]
 ) -> None:
     manifest = manifest_key(prefix, run_id)
-    marker = sanitize(run_id)
     for obj in listed:
-        if marker in obj.key and obj.key not in keys and obj.key != manifest:
+        if obj.key not in keys and obj.key != manifest and key_has_run(obj.key, run_id):
             problems.append(f"{obj.key}: stray object of this run, not in the manifest")

@@ -11,7 +11,16 @@ from engine.clock import FakeClock
 from engine.records import Trade
 from sinks.keys import KeyTemplate
 from sinks.local import FileWriter
-from sinks.manifest import Gap, Manifest, iso_utc, manifest_key, write_manifest
+from sinks.manifest import (
+    Gap,
+    Lost,
+    Manifest,
+    Reset,
+    StreamFigures,
+    iso_utc,
+    manifest_key,
+    write_manifest,
+)
 from sinks.memory import MemoryWriter
 from sinks.s3 import S3Writer
 from sinks.sink import WindowedSink
@@ -36,12 +45,17 @@ async def make_run(
     run_id: str = "20231114T221400Z-aaaa",
     batches: list[list[Trade]] | None = None,
     fmt: str = "ndjson.gz",
+    prefix: str = PREFIX,
+    *,
+    recorded: bool = False,
 ) -> Manifest:
+    """A run's objects and complete manifest under ``prefix``; ``recorded``: the manifest
+    records its ``prefix`` and ``destination`` (else it is an older manifest without them)."""
     clock = FakeClock(start_ns=START + 10 * NS)
     windower = Windower(
         WindowPolicy(60, 1 << 30, 25),
         KeyTemplate(),
-        prefix=PREFIX,
+        prefix=prefix,
         run_id=run_id,
         format=fmt,
         clock=clock,
@@ -62,8 +76,10 @@ async def make_run(
         status="complete",
         objects=list(sink.objects),
         gaps={"binance:BTC-USDT": [Gap(from_id=3, to_id=7, missing=5)]},
+        prefix=prefix if recorded else None,
+        destination=f"s3://b/{prefix}" if recorded else None,
     )
-    await write_manifest(writer, PREFIX, manifest)
+    await write_manifest(writer, prefix, manifest)
     return manifest
 
 
@@ -78,7 +94,7 @@ async def test_good_run_passes() -> None:
     assert report.gaps == {"binance:BTC-USDT": [Gap(from_id=3, to_id=7, missing=5)]}
     summary = report.summary()
     assert summary.startswith("run 20231114T221400Z-aaaa: OK (3 objects, 55 records, 0 problems)")
-    assert "gaps binance:BTC-USDT: 1 gaps, 5 trade ids missing" in summary
+    assert "gaps binance:BTC-USDT: 1 gap, 5 trade ids missing" in summary
 
 
 async def test_newest_run_is_verified_by_default() -> None:
@@ -228,3 +244,222 @@ async def test_good_run_in_directory(tmp_path: Path) -> None:
     manifest = await make_run(writer)
     report = await verify_run(writer, PREFIX, manifest.run_id)
     assert report.ok, report.problems
+
+
+# -- issue 12: exact run ids, copies, prefixes, unfinished runs -----------------------------------
+
+
+async def copy_objects(source: ObjectWriter, prefix: str, target: ObjectWriter, to: str) -> int:
+    """What ``aws s3 sync`` of ``prefix`` to ``to`` does: every object, its key re-rooted."""
+    listed = await source.list(prefix)
+    for obj in listed:
+        await target.put(to + obj.key[len(prefix) :], await source.get(obj.key))
+    return len(listed)
+
+
+async def test_run_ids_match_exactly() -> None:
+    """``run1``'s check is not disturbed by ``run10``'s objects beside it (nor the reverse)."""
+    writer = MemoryWriter()
+    await make_run(writer, "run1")
+    await make_run(writer, "run10", [trades("X-Y", 1, 3)])
+    for run_id in ("run1", "run10"):
+        report = await verify_run(writer, PREFIX, run_id)
+        assert report.problems == [], run_id
+    stray = next(key for key in writer.objects if "-run10-" in key).replace("run10", "run1")
+    stray = stray.replace("-000000.", "-000042.")
+    await writer.put(stray, b"")
+    report = await verify_run(writer, PREFIX, "run1")
+    assert report.problems == [f"{stray}: stray object of this run, not in the manifest"]
+    assert (await verify_run(writer, PREFIX, "run10")).ok
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["prefix-recorded", "older-manifest"])
+async def test_a_local_mirror_of_a_prefix_verifies(
+    aws_env: dict[str, str], bucket: str, tmp_path: Path, recorded: bool
+) -> None:
+    """``aws s3 sync s3://b/streaming/t/ ./copy/``, then ``verify file:///.../copy/``."""
+    prefix = "streaming/t/"
+    async with S3Writer.open(bucket) as s3:
+        manifest = await make_run(s3, prefix=prefix, recorded=recorded)
+        copy = FileWriter(tmp_path / "copy")
+        assert await copy_objects(s3, prefix, copy, "") == 4
+        # ... and a copy under another bucket prefix.
+        assert await copy_objects(s3, prefix, s3, "backup/") == 4
+        report = await verify_run(s3, "backup/", None)
+        assert report.ok, report.problems
+    report = await verify_run(copy, "", None)
+    assert report.problems == []
+    assert (report.run_id, report.objects, report.records) == (manifest.run_id, 3, 55)
+    assert report.recorded_prefix == prefix
+    assert "a copy: keys written under 'streaming/t/' looked up under ''" in report.summary()
+    # A damaged copy still fails, on the copy's own key.
+    first = manifest.objects[0].key[len(prefix) :]
+    (tmp_path / "copy" / first).write_bytes(b"")
+    report = await verify_run(copy, "", manifest.run_id)
+    assert f"{first}: size is 0 bytes, manifest says {manifest.objects[0].bytes}" in (
+        report.problems
+    )
+
+
+async def test_an_older_manifest_takes_its_prefix_from_its_configuration(tmp_path: Path) -> None:
+    source = MemoryWriter()
+    manifest = await make_run(source, prefix="a/b/")
+    manifest.config = {"destination": "s3://bucket/a/b/"}
+    await write_manifest(source, "a/b/", manifest)
+    copy = FileWriter(tmp_path)
+    await copy_objects(source, "a/b/", copy, "")
+    report = await verify_run(copy, "", None)
+    assert report.ok, report.problems
+    assert report.recorded_prefix == "a/b/"
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["prefix-recorded", "older-manifest"])
+async def test_objects_outside_the_verified_prefix_fail(recorded: bool) -> None:
+    """A manifest under ``p/`` listing another prefix's objects (all intact) is not a run of
+    ``p/``: today it passes."""
+    writer = MemoryWriter()
+    other = await make_run(writer, "20231114T221400Z-other", prefix="q/")
+    forged = await make_run(writer, "20231114T221400Z-forged", [], recorded=recorded)
+    forged.objects = other.objects
+    await write_manifest(writer, PREFIX, forged)
+    report = await verify_run(writer, PREFIX, forged.run_id)
+    assert not report.ok
+    if recorded:
+        assert report.problems == [
+            f"{entry.key}: outside the run's prefix 'p/', not checked" for entry in other.objects
+        ]
+    else:  # the keys say they were written under q/: looked up under p/, they are not there
+        assert report.problems == [
+            f"{PREFIX}{entry.key[2:]}: missing (listed in the manifest, not in storage)"
+            for entry in other.objects
+        ]
+
+
+async def test_a_prefix_without_runs_of_its_own_says_where_they_are() -> None:
+    writer = MemoryWriter()
+    await make_run(writer, prefix="streaming/t/")
+    await make_run(writer, "20231115T000000Z-zz", prefix="streaming/u/v/")
+    report = await verify_run(writer, "streaming/", None)
+    assert report.problems == ["no runs here; runs found under streaming/t/, streaming/u/v/"]
+    assert report.runs_without_manifest == []
+    report = await verify_run(writer, "", "20231114T221400Z-aaaa")
+    assert report.problems == [
+        "manifest _manifests/20231114T221400Z-aaaa.json not found",
+        "no runs here; runs found under streaming/t/, streaming/u/v/",
+    ]
+    # Runs of their own are checked; deeper runs are theirs, not strays nor killed runs.
+    await make_run(writer, "20231114T221400Z-aaaa", prefix="streaming/")
+    report = await verify_run(writer, "streaming/", None)
+    assert report.ok, report.problems
+    assert report.runs_without_manifest == []
+
+
+async def test_a_directory_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    report = await verify_run(FileWriter(tmp_path / "nope"), "", None)
+    assert report.problems == [f"directory {tmp_path / 'nope'} does not exist"]
+    assert not report.ok
+
+
+async def running(writer: ObjectWriter, manifest: Manifest) -> None:
+    """Put back the manifest the run wrote at its start (what a killed run leaves)."""
+    await write_manifest(
+        writer,
+        PREFIX,
+        dataclasses.replace(
+            manifest, status="running", stopped_at=None, stop_reason=None, objects=[], gaps={}
+        ),
+    )
+
+
+async def test_a_running_manifest_is_a_run_that_never_finished() -> None:
+    writer = MemoryWriter()
+    manifest = await make_run(writer)
+    await running(writer, manifest)
+    report = await verify_run(writer, PREFIX, None)
+    assert report.run_id == manifest.run_id
+    assert report.problems == [
+        f"run {manifest.run_id} never finished (killed?): 3 objects of it found"
+    ]
+    assert (report.objects, report.records) == (3, 55)
+    assert [obj.key for obj in report.unfinished] == sorted(e.key for e in manifest.objects)
+    summary = report.summary()
+    assert summary.startswith(f"run {manifest.run_id}: FAILED (3 objects, 55 records, 1 problem)")
+    assert "  objects of the unfinished run: 3" in summary
+    for entry in manifest.objects:
+        assert f"    {entry.key} ({entry.bytes} bytes)" in summary
+
+
+async def test_the_objects_of_an_unfinished_run_are_checked() -> None:
+    writer = MemoryWriter()
+    manifest = await make_run(writer, batches=[trades("A-B", 1, 25), trades("A-B", 25, 2)])
+    await running(writer, manifest)
+    first, second = (entry.key for entry in manifest.objects)
+    report = await verify_run(writer, PREFIX, manifest.run_id)
+    assert report.problems[1:] == [
+        f"duplicate trade id binance:A-B:25 in {second} (first in {first})"
+    ]
+    writer.objects[first] = b"not gzip"
+    report = await verify_run(writer, PREFIX, manifest.run_id)
+    assert any(p.startswith(f"{first}: cannot decode") for p in report.problems)
+
+
+async def test_lost_windows_warnings_and_streams_without_data_are_shown() -> None:
+    writer = MemoryWriter()
+    manifest = await make_run(writer)
+    manifest.status, manifest.stop_reason = "incomplete", "deadline"
+    manifest.lost = [Lost(key="p/trades/w.ndjson.gz", records=11649, reason="ENOSPC")]
+    manifest.warnings = ["binance:ETHUSDT:trades was subscribed 60.0 s and saw no trade"]
+    quiet = StreamFigures(
+        records=0,
+        subscribed_seconds=60.0,
+        connected_seconds=60.0,
+        reconnects=0,
+        first_ts_event=None,
+        last_ts_event=None,
+        last_error=None,
+    )
+    never = StreamFigures(
+        records=0,
+        subscribed_seconds=0.0,
+        connected_seconds=0.0,
+        reconnects=4,
+        first_ts_event=None,
+        last_ts_event=None,
+        last_error="connection refused",
+    )
+    busy = StreamFigures(
+        records=55,
+        subscribed_seconds=60.0,
+        connected_seconds=60.0,
+        reconnects=1,
+        first_ts_event=START,
+        last_ts_event=START + 1,
+        last_error=None,
+    )
+    manifest.streams = {
+        "binance:ETHUSDT:trades": quiet,
+        "kraken:XBT/USD:trades": never,
+        "binance:BTCUSDT:trades": busy,
+    }
+    manifest.resets = {"binance:BTCUSDT": [Reset(from_id=1050, to_id=1, at=iso_utc(START))]}
+    await write_manifest(writer, PREFIX, manifest)
+    report = await verify_run(writer, PREFIX, manifest.run_id)
+    assert report.problems == [
+        "run status is incomplete (stop reason deadline)",
+        "p/trades/w.ndjson.gz: lost, 11649 records neither uploaded nor spilled (ENOSPC)",
+    ]
+    summary = report.summary()
+    assert "  warning: binance:ETHUSDT:trades was subscribed 60.0 s and saw no trade" in summary
+    assert "  no data from binance:ETHUSDT:trades: subscribed 60.0 s, 0 reconnects" in summary
+    assert (
+        "  no data from kraken:XBT/USD:trades: subscribed 0.0 s, 4 reconnects, "
+        "last error: connection refused"
+    ) in summary
+    assert "no data from binance:BTCUSDT" not in summary
+    assert "  reset binance:BTCUSDT: trade ids went back from 1050 to 1 at " in summary
+    document = report.to_dict()
+    assert document["lost"] == manifest.lost
+    assert sorted(document["streams_without_data"]) == [  # type: ignore[call-overload]
+        "binance:ETHUSDT:trades",
+        "kraken:XBT/USD:trades",
+    ]
