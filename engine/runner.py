@@ -85,6 +85,7 @@ from sinks.manifest import (
     Gap,
     Lost,
     Manifest,
+    Reset,
     StopReason,
     StreamFigures,
     iso_utc,
@@ -445,7 +446,7 @@ class StreamRun:
             if report.worth_logging:
                 log_event(
                     log,
-                    logging.INFO if report.done else logging.WARNING,
+                    logging.INFO if report.done and not report.problems else logging.WARNING,
                     "recovery",
                     spill_dir=config.runtime.spill_dir,
                     uploaded=len(report.uploaded),
@@ -454,6 +455,7 @@ class StreamRun:
                     left=report.left,
                     other_destinations=report.other_destinations,
                     live_runs=report.live,
+                    cleared_locks=report.cleared_locks,
                     problems=report.problems[:10],
                     error=report.storage_error,
                 )
@@ -759,9 +761,14 @@ class StreamRun:
         reason: StopReason = self.controller.reason or "error"
         if error is not None:
             reason = "error"
+        self.gaps.finish()  # the gaps still pending in the reorder window are final now
         gaps = {
             key: [Gap(from_id=g.from_id, to_id=g.to_id, missing=g.missing) for g in found]
             for key, found in sorted(self.gaps.gaps.items())
+        }
+        resets = {
+            key: [Reset(from_id=r.from_id, to_id=r.to_id, at=iso_utc(r.ts_recv)) for r in found]
+            for key, found in sorted(self.gaps.resets.items())
         }
         manifest = Manifest(
             run_id=self.config.run_id,
@@ -779,6 +786,7 @@ class StreamRun:
             error=error,
             ecs=self.ecs,
             streams=streams,
+            resets=resets,
             lost=lost,
             warnings=warnings,
             destination=self.config.destination.url,
