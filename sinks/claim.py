@@ -72,15 +72,17 @@ async def claim_run(
     attempt = 0
     while True:
         attempt += 1
+        # Each attempt is bounded (real time: an injected clock may stand still), so a store
+        # that accepts connections and never answers is a failing store.
+        bound = max(deadline - clock.monotonic(), MIN_ATTEMPT_SECONDS)
         try:
-            # Each attempt is bounded (real time: an injected clock may stand still), so a
-            # store that accepts connections and never answers is a failing store.
-            async with asyncio.timeout(max(deadline - clock.monotonic(), MIN_ATTEMPT_SECONDS)):
+            async with asyncio.timeout(bound):
                 return await writer.create(key, body)
         except TimeoutError as exc:  # the attempt had all the budget left (or the minimum)
             raise DestinationUnavailable(
                 f"{destination.variable}: {destination.url} did not answer for "
-                f"{retry_seconds:g} s ({attempt} attempts)"
+                f"{retry_seconds:g} s ({_attempts(attempt)}; the last got no answer within "
+                f"{bound:.3g} s)"
             ) from exc
         except AlreadyExists as exc:
             raise ConfigError(
@@ -95,7 +97,7 @@ async def claim_run(
             if left <= 0:
                 raise DestinationUnavailable(
                     f"{destination.variable}: {destination.url} did not answer for "
-                    f"{retry_seconds:g} s ({attempt} attempts): {exc}"
+                    f"{retry_seconds:g} s ({_attempts(attempt)}): {exc}"
                 ) from exc
             pause = min(left, jitter.uniform(0, delay))
             log_event(
@@ -109,6 +111,10 @@ async def claim_run(
             )
             await asyncio.sleep(pause)
             delay = min(delay * 2, MAX_DELAY_SECONDS)
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
 
 
 def _where(destination: Destination, key: str) -> str:

@@ -1,0 +1,273 @@
+"""A run's manifest never claims more than happened, and a bad destination fails at once.
+
+End to end: ``feedvault stream``/``replay``/``batch`` as subprocesses, the fake exchange over
+real WebSockets, moto's S3 server on loopback. Each test here failed on the code before the
+running manifest, the per-stream figures and the ``lost`` list existed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import S3Server, free_port
+from tests.harness import (
+    FEEDVAULT,
+    base_env,
+    exchange_stream_env,
+    fake_exchange,
+    parse_logs,
+    run_stream,
+    start_stream,
+    wait_for_log,
+)
+
+PREFIX = "streaming/truth/"
+
+
+def env_for(s3: S3Server, bucket: str, url: str, runtime: str, **extra: str) -> dict[str, str]:
+    """A stream task's environment; ``extra`` adds or replaces variables."""
+    env = exchange_stream_env(
+        s3.env(),
+        bucket=bucket,
+        prefix=PREFIX,
+        streams="binance:BTCUSDT",
+        url_variable="BINANCE_WS_URL",
+        url=url,
+        runtime=runtime,
+    )
+    env.update(extra)
+    return env
+
+
+def manifests(s3: S3Server, bucket: str) -> dict[str, dict[str, Any]]:
+    client = s3.client()
+    out = {}
+    for key in s3.keys(bucket, PREFIX + "_manifests/"):
+        out[key] = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    return out
+
+
+def stderr_lines(err: str) -> list[str]:
+    """stderr without the JSON log lines (there are none there, but be exact)."""
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_a_missing_bucket_exits_2_at_once_with_one_line_and_connects_nowhere(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    with fake_exchange(tmp_path, rate="200") as fx:
+        env = env_for(s3_server, "no-such-bucket-here", fx.url, "30")
+        done = run_stream(env, timeout=60)
+        fx.stop()
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = stderr_lines(done.stderr)
+    assert "S3_BUCKET: bucket 'no-such-bucket-here' does not exist (NoSuchBucket)" in line
+    # Nothing connected: the engine never logged a connection, the fake served none.
+    assert not [d for d in parse_logs(done.stdout) if d.get("event") == "connected"]
+    assert fx.summary is not None and fx.summary["per_connection"] == {}
+
+
+def test_a_file_destination_under_a_missing_directory_exits_2(tmp_path: Path) -> None:
+    with fake_exchange(tmp_path, rate="200") as fx:
+        env = base_env(
+            STREAMS="binance:BTCUSDT",
+            BINANCE_WS_URL=fx.url,
+            MAX_RUNTIME_SECONDS="30",
+            SPILL_DIR=str(tmp_path / "spill"),
+        )
+        missing = tmp_path / "not" / "there"
+        done = subprocess.run(
+            [*FEEDVAULT, "stream", "--out", f"file://{missing}/"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = stderr_lines(done.stderr)
+    assert line.startswith("feedvault stream: configuration error: --out: ")
+    assert "does not exist" in line
+    assert not missing.exists()
+
+
+def test_an_unreachable_store_is_retried_for_a_bounded_time_then_exits_1(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
+    with fake_exchange(tmp_path, rate="200") as fx:
+        env = env_for(s3_server, bucket, fx.url, "60", UPLOAD_RETRY_SECONDS="2")
+        env["AWS_ENDPOINT_URL_S3"] = dead
+        done = run_stream(env, timeout=120)
+        fx.stop()
+    assert done.returncode == 1, done.stderr[-2000:]
+    [line] = stderr_lines(done.stderr)
+    assert line.startswith(f"feedvault: S3_BUCKET: s3://{bucket}/{PREFIX} did not answer")
+    assert "attempt" in line  # how long, and how often, it tried
+    assert not [d for d in parse_logs(done.stdout) if d.get("event") == "connected"]
+
+
+def test_a_reused_run_id_is_refused_and_the_first_run_is_left_intact(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    with fake_exchange(tmp_path, rate="500") as fx:
+        env = env_for(s3_server, bucket, fx.url, "3", RUN_ID="same-id")
+        first = run_stream(env)
+        assert first.returncode == 0, first.stderr[-2000:]
+        before = {
+            key: s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"]
+            for key in s3_server.keys(bucket, PREFIX)
+        }
+        second = run_stream(env)
+        fx.stop()
+    assert second.returncode == 2, second.stderr[-2000:]
+    [line] = stderr_lines(second.stderr)
+    assert "RUN_ID: run id 'same-id' is already used" in line
+    assert f"s3://{bucket}/{PREFIX}_manifests/same-id.json exists" in line
+    after = {
+        key: s3_server.client().head_object(Bucket=bucket, Key=key)["ETag"]
+        for key in s3_server.keys(bucket, PREFIX)
+    }
+    assert after == before  # not one object of the first run replaced, none added
+    assert not [d for d in parse_logs(second.stdout) if d.get("event") == "connected"]
+
+
+def test_a_killed_run_leaves_its_running_manifest(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    with fake_exchange(tmp_path, rate="500") as fx:
+        proc = start_stream(env_for(s3_server, bucket, fx.url, "120", RUN_ID="killed"))
+        try:
+            wait_for_log(proc, "connected", timeout=60)
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        fx.stop()
+    [(key, manifest)] = manifests(s3_server, bucket).items()
+    assert key == f"{PREFIX}_manifests/killed.json"
+    assert manifest["status"] == "running"
+    assert manifest["stop_reason"] is None and manifest["stopped_at"] is None
+    assert manifest["destination"] == f"s3://{bucket}/{PREFIX}"
+    assert manifest["config"]["streams"] == ["binance:BTCUSDT"]
+
+
+def test_a_stream_never_subscribed_makes_the_run_incomplete_and_names_it(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    refused = f"ws://127.0.0.1:{free_port()}"  # every attempt refused
+    with fake_exchange(tmp_path, rate="500") as fx:
+        env = env_for(
+            s3_server,
+            bucket,
+            fx.url,
+            "4",
+            STREAMS="binance:BTCUSDT,kraken:BTC/USD",
+            KRAKEN_WS_URL=refused,
+            RUN_ID="half",
+        )
+        done = run_stream(env)
+        fx.stop()
+    assert done.returncode == 1, done.stderr[-2000:]
+    manifest = manifests(s3_server, bucket)[f"{PREFIX}_manifests/half.json"]
+    assert manifest["status"] == "incomplete"
+    assert manifest["stop_reason"] == "error"
+    assert "kraken:BTC/USD:trades" in manifest["error"]
+    assert "ConnectionRefusedError" in manifest["error"]
+    kraken = manifest["streams"]["kraken:BTC/USD:trades"]
+    assert kraken["records"] == 0 and kraken["subscribed_seconds"] == 0
+    assert kraken["reconnects"] >= 1 and "ConnectionRefusedError" in kraken["last_error"]
+    binance = manifest["streams"]["binance:BTCUSDT:trades"]
+    assert binance["records"] == sum(o["records"] for o in manifest["objects"]) > 0
+    assert binance["subscribed_seconds"] > 0
+    assert binance["first_ts_event"] <= binance["last_ts_event"]
+    [end] = [d for d in parse_logs(done.stdout) if d.get("event") == "run_end"]
+    assert end["status"] == "incomplete"
+
+
+def test_per_stream_figures_and_a_quiet_stream_is_a_warning_not_a_failure(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    # The fake serves BTCUSDT only: ETHUSDT is subscribed and sees no trade.
+    with fake_exchange(tmp_path, rate="500", symbols="BTCUSDT") as fx:
+        env = env_for(
+            s3_server, bucket, fx.url, "3", STREAMS="binance:BTCUSDT,binance:ETHUSDT", RUN_ID="q"
+        )
+        done = run_stream(env)
+        ledger = fx.stop()
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = manifests(s3_server, bucket)[f"{PREFIX}_manifests/q.json"]
+    assert manifest["status"] == "complete"
+    btc = manifest["streams"]["binance:BTCUSDT:trades"]
+    eth = manifest["streams"]["binance:ETHUSDT:trades"]
+    assert btc["records"] == len(ledger) > 0
+    assert eth["records"] == 0 and eth["subscribed_seconds"] > 0
+    assert eth["first_ts_event"] is None and eth["last_error"] is None
+    assert manifest["warnings"] == [
+        f"binance:ETHUSDT:trades: subscribed for {eth['subscribed_seconds']:g} s but saw no trade"
+    ]
+    [end] = [d for d in parse_logs(done.stdout) if d.get("event") == "run_end"]
+    assert end["warnings"] == manifest["warnings"]
+
+
+def test_a_batch_job_claims_its_destination_first(s3_server: S3Server, tmp_path: Path) -> None:
+    env = base_env(
+        **s3_server.env(),
+        OUTPUT_BUCKET="no-such-batch-bucket",
+        OUTPUT_PREFIX="batch/",
+        SIMULATIONS="1000",
+    )
+    done = subprocess.run(
+        [*FEEDVAULT, "batch", "computation"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = stderr_lines(done.stderr)
+    assert "OUTPUT_BUCKET: bucket 'no-such-batch-bucket' does not exist (NoSuchBucket)" in line
+    assert not [d for d in parse_logs(done.stdout) if d.get("event") == "job_start"]
+
+
+def test_windows_that_could_not_be_spilled_are_lost_not_spilled(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """S3 refuses every window (not the manifests) and the spill directory cannot be written:
+    the windows are named under ``lost`` with their record counts, ``spilled`` names nothing
+    (nothing is on disk), the run is incomplete, exit 1."""
+    from tests.faultproxy import SLOWDOWN, FaultProxy, not_manifest
+
+    blocker = tmp_path / "spill-is-a-file"
+    blocker.write_bytes(b"")
+    with FaultProxy(s3_server.endpoint) as proxy, fake_exchange(tmp_path, rate="500") as fx:
+        proxy.set_outage(SLOWDOWN, where=not_manifest)
+        env = env_for(
+            s3_server,
+            bucket,
+            fx.url,
+            "3",
+            RUN_ID="lossy",
+            UPLOAD_RETRY_SECONDS="1",
+            SPILL_DIR=str(blocker / "spill"),
+        )
+        env["AWS_ENDPOINT_URL_S3"] = proxy.url
+        done = run_stream(env, timeout=120)
+        ledger = fx.stop()
+    assert done.returncode == 1, done.stderr[-2000:]
+    manifest = manifests(s3_server, bucket)[f"{PREFIX}_manifests/lossy.json"]
+    assert manifest["status"] == "incomplete"
+    assert manifest["spilled"] == []
+    assert manifest["objects"] == []
+    assert manifest["lost"], manifest
+    assert sum(item["records"] for item in manifest["lost"]) == len(ledger) > 0
+    assert all(item["key"].startswith(PREFIX + "trades/") for item in manifest["lost"])
+    assert all("NotADirectoryError" in item["reason"] for item in manifest["lost"])
+    [end] = [d for d in parse_logs(done.stdout) if d.get("event") == "run_end"]
+    assert end["lost_records"] == len(ledger)
+    assert blocker.is_file()
