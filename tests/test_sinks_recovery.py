@@ -3,25 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import select
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
+import pytest
+
 from engine.clock import FakeClock
-from engine.errors import StorageError
+from engine.errors import IntegrityError, StorageError
 from engine.records import Trade
 from sinks.keys import KeyTemplate
 from sinks.manifest import Manifest, StoredObjectEntry, iso_utc, manifest_key
 from sinks.memory import MemoryWriter
 from sinks.recovery import RecoveryReport, recover_spilled, updated_manifest
-from sinks.spill import load_spilled_manifest, scan_spilled, spill_manifest, spill_windows
+from sinks.s3 import S3Writer
+from sinks.spill import (
+    check_key_under,
+    load_spilled_manifest,
+    scan_spilled,
+    spill_manifest,
+    spill_windows,
+)
 from sinks.spilllock import claim_run_lock, hold_run_lock, run_is_live
 from sinks.verify import verify_run
 from sinks.windowing import ClosedWindow, Windower, WindowPolicy
-from sinks.writer import StoredObject
-from tests.harness import REPO
+from sinks.writer import ObjectWriter, StoredObject
+from tests.conftest import S3Server
+from tests.harness import (
+    REPO,
+    exchange_stream_env,
+    fake_exchange,
+    start_stream,
+    wait_for_log,
+)
 
 NS = 1_000_000_000
 DEST = "s3://bucket-a/p/"
@@ -39,11 +59,11 @@ class ManifestsRefused(MemoryWriter):
         return await super().put(key, body)
 
 
-def windows(run_id: str, n: int, clock: FakeClock) -> list[ClosedWindow]:
+def windows(run_id: str, n: int, clock: FakeClock, prefix: str = PREFIX) -> list[ClosedWindow]:
     windower = Windower(
         WindowPolicy(60, 1 << 30, 4),
         KeyTemplate(),
-        prefix=PREFIX,
+        prefix=prefix,
         run_id=run_id,
         format="ndjson.gz",
         clock=clock,
@@ -79,7 +99,7 @@ def manifest(
 
 
 async def earlier_run(
-    writer: MemoryWriter,
+    writer: ObjectWriter,
     spill_dir: Path,
     clock: FakeClock,
     *,
@@ -103,7 +123,7 @@ async def earlier_run(
 
 
 async def recover(
-    writer: MemoryWriter, spill_dir: Path, clock: FakeClock, current_run: str = "run-2"
+    writer: ObjectWriter, spill_dir: Path, clock: FakeClock, current_run: str = "run-2"
 ) -> RecoveryReport:
     return await recover_spilled(
         writer, spill_dir, destination=DEST, prefix=PREFIX, current_run=current_run, clock=clock
@@ -495,3 +515,259 @@ def test_a_run_that_cannot_open_its_lock_runs_unlocked_and_removes_nothing(
         assert lock is not None and not lock.locked
         assert lock.problem is not None and "cannot open" in lock.problem
     assert (tmp_path / "run-5" / "empty").is_dir()  # whose it is is unknown: left alone
+
+
+# Recovery never writes outside the prefix (README "S3 outages: spill and recovery").
+
+ESCAPING_KEYS = [
+    "../escaped-000001.ndjson.gz",  # above the prefix
+    "q/another-prefix-000001.ndjson.gz",  # another prefix
+    "/p/absolute-000001.ndjson.gz",  # an absolute key
+    "p/trades/../../escaped-000001.ndjson.gz",  # under the prefix, then out of it
+]
+
+
+def tamper(path: Path, **fields: object) -> None:
+    """Rewrite fields of a spilled JSON file, as an adversary with the spill directory would."""
+    document = orjson.loads(path.read_bytes())
+    document.update(fields)
+    path.write_bytes(orjson.dumps(document))
+
+
+def files(root: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+def bucket_names(s3: S3Server) -> set[str]:
+    return {b["Name"] for b in s3.client().list_buckets()["Buckets"]}
+
+
+@pytest.mark.usefixtures("aws_env")
+@pytest.mark.parametrize("tampered", ESCAPING_KEYS)
+async def test_a_sidecar_whose_key_leaves_the_prefix_is_refused_and_left_on_disk(
+    tmp_path: Path, s3_server: S3Server, bucket: str, tampered: str
+) -> None:
+    """Recovered into moto's S3 server: the window whose sidecar names a key outside the
+    prefix is uploaded nowhere (the whole bucket and the server's buckets are listed), is
+    reported, and its files stay on disk as they were; the other window is recovered and the
+    run stays incomplete, still naming the refused window as spilled."""
+    clock = FakeClock()
+    buckets = bucket_names(s3_server)
+    async with S3Writer.open(bucket, endpoint_url=s3_server.endpoint) as writer:
+        made, _ = await earlier_run(writer, tmp_path, clock)
+        [entry] = [e for e in scan_spilled(tmp_path).entries if e.key == made[1].key]
+        tamper(entry.sidecar, key=tampered)
+        before = files(tmp_path)
+        report = await recover(writer, tmp_path, clock)
+        after = Manifest.from_json(await writer.get(manifest_key(PREFIX, "run-1")))
+    assert sorted(s3_server.keys(bucket)) == sorted(
+        [made[0].key, made[2].key, manifest_key(PREFIX, "run-1")]
+    )
+    assert bucket_names(s3_server) == buckets
+    assert report.uploaded == [made[2].key]
+    assert report.stuck == 1 and report.left == 1 and report.done
+    [problem] = report.problems
+    assert f"key {tampered!r} leaves the destination prefix {PREFIX!r}" in problem
+    assert str(entry.sidecar) in problem
+    left = files(tmp_path)
+    assert (left[entry.sidecar], left[entry.path]) == (before[entry.sidecar], before[entry.path])
+    assert after.status == "incomplete" and after.spilled == [made[1].key]
+
+
+@pytest.mark.usefixtures("aws_env")
+@pytest.mark.parametrize(
+    "forged_key",
+    [
+        "q/_manifests/run-1.json",  # another prefix
+        "../_manifests/run-1.json",  # above the prefix
+        "p/_manifests/run-0.json",  # another run's manifest
+    ],
+)
+async def test_a_spilled_manifest_naming_another_key_is_refused_with_its_run(
+    tmp_path: Path, s3_server: S3Server, bucket: str, forged_key: str
+) -> None:
+    """A run whose spilled manifest names a key other than its own manifest's is refused
+    whole, like a malformed manifest: nothing of it is uploaded, its files stay."""
+    clock = FakeClock()
+    async with S3Writer.open(bucket, endpoint_url=s3_server.endpoint) as writer:
+        made, doc = await earlier_run(writer, tmp_path, clock)
+        spill_manifest(tmp_path, "run-1", forged_key, doc.to_json(), destination=DEST)
+        before = files(tmp_path)
+        report = await recover(writer, tmp_path, clock)
+    assert s3_server.keys(bucket) == [made[0].key]  # only what the run itself stored
+    assert report.uploaded == [] and report.manifests == []
+    assert report.stuck == 2 and report.left == 2 and report.done
+    [problem] = report.problems
+    assert problem.startswith("run run-1: ") and f"{forged_key!r}" in problem
+    assert problem.endswith(": refused")
+    assert files(tmp_path) == before
+
+
+@pytest.mark.usefixtures("aws_env")
+async def test_a_run_id_that_would_put_its_manifest_outside_the_prefix_is_refused(
+    tmp_path: Path, s3_server: S3Server, bucket: str
+) -> None:
+    """A forged spilled manifest whose run id leaves the prefix through the manifest key
+    (``p/_manifests/../escaped.json``) is refused; the genuine run beside it is recovered."""
+    clock = FakeClock()
+    buckets = bucket_names(s3_server)
+    async with S3Writer.open(bucket, endpoint_url=s3_server.endpoint) as writer:
+        made, doc = await earlier_run(writer, tmp_path, clock)
+        forged = spill_manifest(
+            tmp_path,
+            "../escaped",
+            manifest_key(PREFIX, "../escaped"),
+            doc.to_json(),
+            destination=DEST,
+        )
+        report = await recover(writer, tmp_path, clock)
+    keys = s3_server.keys(bucket)
+    assert sorted(keys) == sorted([w.key for w in made] + [manifest_key(PREFIX, "run-1")])
+    assert bucket_names(s3_server) == buckets
+    assert report.complete_runs == ["run-1"]
+    [problem] = report.problems
+    assert "'p/_manifests/../escaped.json' leaves the destination prefix 'p/'" in problem
+    assert forged.path.is_file()
+
+
+def test_keys_under_the_prefix_pass_the_check_and_no_other_does() -> None:
+    clock = FakeClock()
+    for window in windows("run-1", 2, clock):
+        check_key_under(PREFIX, window.key)
+    check_key_under(PREFIX, manifest_key(PREFIX, "20261130T010000Z-a.b_c"))
+    check_key_under("", "trades/x.ndjson.gz")  # the bucket root as prefix
+    for key in [*ESCAPING_KEYS, "p/", "p//x.gz", "p/./x.gz", "p/x\x00.gz", "p\\..\\x.gz", ""]:
+        with pytest.raises(IntegrityError, match="leaves the destination prefix"):
+            check_key_under(PREFIX, key)
+    for key in ["/x.gz", "../x.gz", "a/../../x.gz"]:
+        with pytest.raises(IntegrityError):
+            check_key_under("", key)
+
+
+HOLD_RUN_LOCK = (
+    "import sys, pathlib\n"
+    "from sinks.spilllock import hold_run_lock\n"
+    "with hold_run_lock(pathlib.Path(sys.argv[1]), sys.argv[2]) as held:\n"
+    "    print(held is not None and held.locked, flush=True)\n"
+    "    sys.stdin.readline()\n"
+)
+
+
+@contextlib.contextmanager
+def lock_holder(spill_dir: Path, run_id: str) -> Iterator[subprocess.Popen[str]]:
+    """A process holding ``run_id``'s lock (as a run does) until it reads a line or is
+    killed; yielded once it holds the lock."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_RUN_LOCK, str(spill_dir), run_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert holder.stdout is not None
+        ready, _, _ = select.select([holder.stdout], [], [], 30)
+        assert ready, "the lock holder printed nothing within 30s"
+        assert holder.stdout.readline().strip() == "True"
+        yield holder
+    finally:
+        if holder.poll() is None:
+            try:
+                holder.communicate("\n", timeout=30)
+            except subprocess.TimeoutExpired:
+                holder.kill()
+                holder.wait()
+                raise
+
+
+def killed_run(spill_dir: Path, run_id: str) -> int:
+    """What a run killed (SIGKILL) with nothing spilled leaves: its lock file, marked with its
+    process id, and the empty directories of windows it spilled and uploaded itself. Returns
+    the dead process's id."""
+    with lock_holder(spill_dir, run_id) as holder:
+        (spill_dir / run_id / "p" / "trades").mkdir(parents=True)
+        holder.kill()
+        holder.wait(timeout=30)
+    return holder.pid
+
+
+def test_a_killed_runs_lock_with_nothing_spilled_is_removed_by_the_next_recovery(
+    tmp_path: Path,
+) -> None:
+    pid = killed_run(tmp_path, "killed")
+    assert (tmp_path / "killed" / ".lock").read_text() == f"{pid}\n"  # the dead holder's mark
+    report = asyncio.run(recover(MemoryWriter(), tmp_path, FakeClock()))
+    assert report.cleared_locks == ["killed"] and report.worth_logging and report.done
+    assert report.problems == [] and report.live == []
+    assert list(tmp_path.iterdir()) == []  # its directory went with its lock
+
+
+def test_a_live_runs_lock_with_nothing_spilled_is_left_alone(tmp_path: Path) -> None:
+    with lock_holder(tmp_path, "alive") as holder:
+        report = asyncio.run(recover(MemoryWriter(), tmp_path, FakeClock()))
+        assert report.cleared_locks == [] and not report.worth_logging
+        assert (tmp_path / "alive" / ".lock").read_text() == f"{holder.pid}\n"
+        assert run_is_live(tmp_path, "alive")
+    assert not (tmp_path / "alive").exists()  # its holder removed it at its end
+
+
+def test_an_unmarked_lock_file_is_never_taken(tmp_path: Path) -> None:
+    """An empty lock file may be one a starting run has created and not locked yet: a
+    recovery leaves it, so that run's claim cannot fail because of it."""
+    (tmp_path / "starting").mkdir()
+    (tmp_path / "starting" / ".lock").touch()
+    report = asyncio.run(recover(MemoryWriter(), tmp_path, FakeClock()))
+    assert report.cleared_locks == []
+    assert (tmp_path / "starting" / ".lock").is_file()
+    lock = claim_run_lock(tmp_path, "starting")
+    assert lock is not None and lock.locked
+    lock.release()
+
+
+def test_a_stream_run_reports_a_refused_key_and_clears_a_killed_runs_lock(
+    tmp_path: Path, s3_server: S3Server, bucket: str
+) -> None:
+    """``feedvault stream`` (fake exchange, moto's server) whose ``SPILL_DIR`` holds what two
+    killed runs left: one spilled two windows, one sidecar rewritten to another prefix; the
+    other spilled nothing and left its lock. The run's ``recovery`` line reports the refused
+    key in ``problems`` and the removed lock in ``cleared_locks``; the bucket holds nothing
+    outside the run's prefix; the refused files are still on disk."""
+    prefix = "streaming/guarded/"
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
+    made = windows("killed-1", 2, FakeClock(), prefix=prefix)
+    entries = spill_windows(made, spill_dir, "killed-1", destination=f"s3://{bucket}/{prefix}")
+    escaped = "streaming/elsewhere/escaped-000001.ndjson.gz"
+    tamper(entries[0].sidecar, key=escaped)
+    killed_run(spill_dir, "killed-0")
+    with fake_exchange(tmp_path, symbols="BTCUSDT", rate="50") as fx:
+        env = exchange_stream_env(
+            s3_server.env(),
+            bucket=bucket,
+            prefix=prefix,
+            streams="binance:BTCUSDT",
+            url_variable="BINANCE_WS_URL",
+            url=fx.url,
+            runtime="60",
+            RUN_ID="guarded-run",
+        )
+        env["SPILL_DIR"] = str(spill_dir)
+        proc = start_stream(env)
+        try:
+            [*_, recovery] = wait_for_log(proc, "recovery", timeout=60)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err[-3000:] + out[-3000:]
+    assert recovery["level"] == "warning"
+    assert recovery["uploaded"] == 1 and recovery["cleared_locks"] == ["killed-0"]
+    [problem] = recovery["problems"]
+    assert f"key {escaped!r} leaves the destination prefix {prefix!r}: refused" in problem
+    keys = s3_server.keys(bucket)
+    assert made[1].key in keys and escaped not in keys
+    assert all(key.startswith(prefix) for key in keys), keys
+    assert not (spill_dir / "killed-0").exists()
+    assert entries[0].sidecar.is_file() and entries[0].path.is_file()
