@@ -8,9 +8,16 @@ prints ``{"ts":"2026-11-22T12:00:00.123Z","level":"info","event":"connected","ex
 Values are serialized with orjson; anything it cannot serialize is rendered with ``str``.
 
 Every line is passed through :func:`engine.redact.redact` as the last step, so credentials
-(AWS key ids, secret keys, session tokens, SigV4 signatures, ``Authorization`` headers, and the
-exact values of this process's AWS credential variables) never reach the output, whichever
-field or exception message carried them.
+(AWS key ids, secret keys, session tokens in query or header form, SigV4 signatures,
+``Authorization`` headers, and the exact values of this process's AWS credential variables and
+of the credentials botocore resolved) never reach the output, whichever field or exception
+message carried them.
+
+``event`` is always a fixed snake_case name (``^[a-z][a-z0-9_]*$``), so a CloudWatch filter
+such as ``{ $.event = "upload_retry" }`` matches every line of its kind: the formatter keeps the
+name given to :func:`log_event`, and a line logged with a free-text message (another library's,
+or a plain ``logger.warning("...")``) gets its logger's name as ``event`` (``botocore.endpoint``
+-> ``botocore_endpoint``) with the text in ``message``.
 
 Other libraries' warnings and errors (botocore, aiobotocore, websockets, asyncio, Python's
 ``warnings``) are not left to Python's plain-text fallback: :func:`configure_logging` gives the
@@ -22,13 +29,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any, TextIO
 
 import orjson
 
-from engine.redact import redact, secrets_of, set_known_secrets
+from engine.redact import add_known_secrets, redact, secrets_of
 
 LOGGER_NAME = "feedvault"
 OTHER_LIBRARIES_LEVEL = logging.WARNING
@@ -43,10 +51,32 @@ def get_logger(name: str = "") -> logging.Logger:
     return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
 
 
-def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
-    """Log ``event`` with structured ``fields`` (kept apart from the message)."""
+EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+"""What every line's ``event`` matches: a fixed snake_case name."""
+_NOT_NAME = re.compile(r"[^a-z0-9]+")
+
+
+def log_event(
+    logger: logging.Logger, level: int, event: str, *, exc_info: bool = False, **fields: Any
+) -> None:
+    """Log ``event`` (a fixed snake_case name, :data:`EVENT_NAME`) with structured ``fields``
+    (kept apart from the name). ``exc_info=True`` adds the exception being handled (``error``
+    and ``traceback`` fields), as ``logger.exception`` does."""
     if logger.isEnabledFor(level):
-        logger.log(level, event, extra={"fields": fields})
+        logger.log(level, event, exc_info=exc_info, extra={"fields": fields})
+
+
+def event_name(record: logging.LogRecord) -> tuple[str, str | None]:
+    """``(event, message)`` of ``record``: its own message when that is a fixed name
+    (:func:`log_event`'s, or a plain ``log.info("ready")``) and no message; otherwise the
+    logger's name made a snake_case name (``feedvault.sink`` -> ``feedvault_sink``) and the
+    free text as the message."""
+    if isinstance(record.msg, str) and not record.args and EVENT_NAME.match(record.msg):
+        return record.msg, None
+    name = _NOT_NAME.sub("_", record.name.lower()).strip("_")
+    if not name or not name[0].isalpha():
+        name = "log_" + name if name else "log"
+    return name, record.getMessage()
 
 
 def _iso(created: float) -> str:
@@ -58,11 +88,14 @@ def _iso(created: float) -> str:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        event, message = event_name(record)
         doc: dict[str, Any] = {
             "ts": _iso(record.created),
             "level": record.levelname.lower(),
-            "event": record.getMessage(),
+            "event": event,
         }
+        if message is not None:
+            doc["message"] = message
         if not _ours(record):
             doc["logger"] = record.name
         fields = getattr(record, "fields", None)
@@ -100,9 +133,10 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
     """Send feedvault's logs to ``stream`` (stdout by default) in ``fmt`` (json or text), and
     other libraries' lines of ``WARNING`` and above there too, formatted and redacted alike.
 
-    The credential values of the environment are read here for redaction. Calling it again
+    The credential values of the environment are added here to the known secrets (those
+    registered before, e.g. by an S3 writer already open, stay known). Calling it again
     replaces the handlers it installed; handlers installed by others are left alone."""
-    set_known_secrets(secrets_of(os.environ))
+    add_known_secrets(secrets_of(os.environ))
     formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(formatter)

@@ -48,12 +48,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.clock import Clock
 from engine.errors import IntegrityError, ObjectNotFound, StorageError
-from engine.logs import get_logger
+from engine.logs import get_logger, log_event
 from sinks.manifest import Manifest, Recovered, StoredObjectEntry, iso_utc, manifest_key
 from sinks.spill import (
     SpilledEntry,
@@ -156,14 +157,16 @@ async def recover_spilled(
         except StorageError as exc:  # alive or not is unknown: leave it for the next attempt
             report.problems.append(f"run {run_id}: {exc}")
             report.left += len(seen.mine)
-            log.warning("cannot claim run %s: %s", run_id, exc)
+            log_event(log, logging.WARNING, "recovery_claim_failed", run_id=run_id, error=str(exc))
             continue
         if lock is None:
             report.live.append(run_id)  # alive, or being recovered by another process
             continue
         try:
             if not lock.locked:
-                log.warning("recovering run %s without its lock: %s", run_id, lock.problem)
+                log_event(
+                    log, logging.WARNING, "recovery_unlocked", run_id=run_id, problem=lock.problem
+                )
             # What is there now that the run is ours: another recovery may have done (some
             # of) it since the scan above.
             fresh = await asyncio.to_thread(scan_spilled, spill_dir, run_id)
@@ -256,10 +259,10 @@ async def _recover_claimed(
     except IntegrityError as exc:  # a malformed manifest: leave this run as it is
         report.problems.append(f"run {run_id}: {exc}")
         report.stuck += len(spill.mine)
-        log.error("cannot recover run %s: %s", run_id, exc)
+        log_event(log, logging.ERROR, "recovery_run_failed", run_id=run_id, error=str(exc))
     except StorageError as exc:
         report.storage_error = str(exc)
-        log.warning("recovery of run %s stopped: %s", run_id, exc)
+        log_event(log, logging.WARNING, "recovery_run_stopped", run_id=run_id, error=str(exc))
         return True
     return False
 
@@ -314,10 +317,8 @@ async def _recover_run(
         for entry, *_ in uploaded:
             await _remove(entry, report)
     elif uploaded:
-        log.warning(
-            "run %s left %d spilled windows but no manifest: uploaded without one",
-            run_id,
-            len(uploaded),
+        log_event(  # a run killed before its manifest: its windows go up without one
+            log, logging.WARNING, "recovery_without_manifest", run_id=run_id, windows=len(uploaded)
         )
     report.uploaded += [entry.key for entry, *_ in uploaded]
 

@@ -1,9 +1,13 @@
-"""Credentials never reach the logs or the manifest (issue 7).
+"""Credentials never reach the logs or the manifest (issues 7 and 12).
 
-Unit tests of :func:`engine.redact.redact` on the shapes botocore and HTTP put secrets in, the
-log formatters, and two real ``feedvault stream`` runs with recognisable credentials in the
-environment (moto accepts any): one that succeeds against moto's S3 server, one whose bucket
-does not exist. Every byte they print and every object they store is searched for the values.
+Unit tests of :func:`engine.redact.redact` on the shapes botocore and HTTP put secrets in
+(query strings, headers, requests botocore really signed), the log formatters, and two real
+``feedvault stream`` runs with recognisable credentials in the environment (moto accepts any):
+one that succeeds against moto's S3 server, one whose bucket does not exist. Every byte they
+print and every object they store is searched for the values. Credentials that botocore
+resolves elsewhere (a shared credentials file, a container credentials endpoint, rotated) are
+redacted once the S3 writer has used them; short values are no secrets, so a load test keeps its
+bucket and prefix names.
 """
 
 from __future__ import annotations
@@ -12,7 +16,11 @@ import importlib
 import io
 import json
 import logging
+import subprocess
+import threading
 import warnings
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +30,16 @@ from hypothesis import strategies as st
 
 from engine.config import load_stream_config
 from engine.logs import configure_logging, get_logger, log_event
-from engine.redact import REDACTED, redact, set_known_secrets
+from engine.redact import (
+    MIN_SECRET_LENGTH,
+    REDACTED,
+    add_known_secrets,
+    redact,
+    set_known_secrets,
+)
+from sinks.s3 import S3Writer
 from tests.conftest import S3Server
-from tests.harness import exchange_stream_env, fake_exchange, run_stream
+from tests.harness import FEEDVAULT, base_env, exchange_stream_env, fake_exchange, run_stream
 
 KEY_ID = "AKIAFEEDVAULT7EST2QZ"
 SESSION_KEY_ID = "ASIAFEEDVAULT7EST2QZ"
@@ -256,4 +271,266 @@ def test_a_log_level_above_warning_quiets_other_libraries_warnings_too() -> None
     configure_logging("ERROR", "json", stream=out)
     logging.getLogger("botocore.credentials").warning("a warning")
     logging.getLogger("asyncio").error("an error")
-    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["an error"]
+    docs = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(doc["event"], doc["message"]) for doc in docs] == [("asyncio", "an error")]
+
+
+# -- issue 12: header forms, resolved credentials, only secrets -----------------------------------
+
+UNKNOWN_TOKEN = "FwoGZXIvYXdzEHeaderFormTOKEN/+0123456789abcdefghij=="
+"""A session token the redactor was never told about: only its shape can give it away."""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"X-Amz-Security-Token: {UNKNOWN_TOKEN}",
+        f"x-amz-security-token:{UNKNOWN_TOKEN}\r\nhost: b.s3.amazonaws.com",
+        f"GET /k?x-amz-security-token={UNKNOWN_TOKEN}&x-amz-signature={SIGNATURE} failed",
+        f"headers={{'X-Amz-Security-Token': b'{UNKNOWN_TOKEN}', 'Authorization': b'AWS4-HMAC-"
+        f"SHA256 Credential={KEY_ID}/20260101/us-east-1/s3/aws4_request, Signature={SIGNATURE}'}}",
+        json.dumps({"error": f'headers {{"X-Amz-Security-Token": "{UNKNOWN_TOKEN}"}}'}),
+        json.dumps({"error": f'{{"Authorization": "AWS4-HMAC-SHA256 Signature={SIGNATURE}"}}'}),
+        f'{{"AccessKeyId": "x", "SecretAccessKey": "{SECRET}x", "SessionToken": "{UNKNOWN_TOKEN}"}}',
+        f"('authorization', 'AWS4-HMAC-SHA256 Credential=fv/2026/s3, Signature={SIGNATURE}')",
+    ],
+)
+def test_header_forms_of_tokens_and_signatures_are_redacted(text: str) -> None:
+    out = redact(text)
+    for secret in (UNKNOWN_TOKEN, SIGNATURE, KEY_ID, SECRET):
+        assert secret not in out, out
+    if text.startswith("{") and '"error"' in text:
+        json.loads(out)  # a JSON line stays JSON
+
+
+def _signed_request(key_id: str, secret: str, token: str) -> Any:
+    """A PUT signed by botocore's SigV4 with a session token, prepared as botocore sends it."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method="PUT", url="https://b.s3.amazonaws.com/k", data=b"x")
+    S3SigV4Auth(Credentials(key_id, secret, token), "s3", "us-east-1").add_auth(request)
+    return request.prepare()
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_log_line_with_a_security_token_header_is_redacted(fmt: str) -> None:
+    """Lines carrying a request botocore really signed, as ours and as another library's."""
+    prepared = _signed_request("FVHEADERKEYID0123456", "fvHeaderSecret", UNKNOWN_TOKEN)
+    signature = str(prepared.headers["Authorization"]).rsplit("Signature=", 1)[1]
+    assert prepared.headers["X-Amz-Security-Token"] == UNKNOWN_TOKEN
+    out = io.StringIO()
+    configure_logging("INFO", fmt, stream=out)
+    log_event(
+        get_logger("test"),
+        logging.WARNING,
+        "upload_failed",
+        error=f"X-Amz-Security-Token: {UNKNOWN_TOKEN}",
+        headers=dict(prepared.headers),
+    )
+    logging.getLogger("botocore.endpoint").warning("Sending http request: %r", prepared)
+    logging.getLogger("aiohttp.client").error("request headers: %s", prepared.headers)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    for secret in (UNKNOWN_TOKEN, signature):
+        assert secret not in out.getvalue(), out.getvalue()
+    assert all(REDACTED in line for line in lines)
+    if fmt == "json":
+        assert [json.loads(line)["event"] for line in lines][0] == "upload_failed"
+
+
+@pytest.mark.parametrize("version", ["s3", "s3v4"])
+def test_a_presigned_url_keeps_no_token(version: str) -> None:
+    """URLs botocore presigns with a session token, in both query-string signing schemes."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        region_name="us-east-1",
+        aws_access_key_id="FVPRESIGNKEYID012345",
+        aws_secret_access_key="fvPresignSecret",
+        aws_session_token=UNKNOWN_TOKEN,
+        config=Config(signature_version=version),
+    )
+    url = client.generate_presigned_url("get_object", Params={"Bucket": "b", "Key": "k"})
+    assert "x-amz-security-token=" in url.lower()
+    out = redact(f"GET {url} failed")
+    assert "FwoGZXIvYXdzEHeaderFormTOKEN" not in out
+    assert "FVPRESIGNKEYID012345" not in out
+    assert "Signature=" in out and "Signature=[REDACTED]" in out.replace("X-Amz-", "")
+
+
+def test_only_values_of_secret_length_are_known_secrets() -> None:
+    """``loadtest``, ``testing``: short values would mangle bucket names and ordinary words."""
+    text = "s3://feedvault-loadtest/loadtest/ testing 0123456789abcde"
+    set_known_secrets(["loadtest", "testing", "0123456789abcde", None, ""])
+    assert redact(text) == text
+    add_known_secrets(["x" * (MIN_SECRET_LENGTH - 1)])
+    assert redact(text) == text
+    add_known_secrets(["feedvault-loadte"])  # 16 characters: a secret, whatever it looks like
+    assert redact(text) == f"s3://{REDACTED}st/loadtest/ testing 0123456789abcde"
+
+
+def test_configure_logging_keeps_the_secrets_registered_before() -> None:
+    set_known_secrets([])
+    add_known_secrets(["fvResolvedSecret0123456789"])
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    get_logger("test").warning("value %s", "fvResolvedSecret0123456789")
+    assert "fvResolvedSecret" not in out.getvalue()
+
+
+_NO_ENV_CREDENTIALS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+)
+
+
+def _credentials_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, s3_server: S3Server, tmp_path: Path, **env: str
+) -> None:
+    """Point the SDK at moto with no credential variable: only ``env`` says where they are."""
+    for name in _NO_ENV_CREDENTIALS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    set_known_secrets([])  # as a process starts: the environment holds no credential
+
+
+def _leak_attempts(out: io.StringIO, values: list[str]) -> list[str]:
+    """Log ``values`` as another library and as feedvault would; the lines printed."""
+    logging.getLogger("botocore.credentials").warning("resolved %s", " ".join(values))
+    log_event(get_logger("test"), logging.ERROR, "s3_failed", error=repr(values))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    return lines
+
+
+async def test_credentials_from_a_shared_credentials_file_are_redacted(
+    s3_server: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_id, secret = "fvfile-key-id-0123456789", "fvFileSecret/0123456789+abcdefghijKLMNOPqr"
+    token = "FwoGZXIvYXdzEFileTOKEN/0123456789+abcdefghij=="
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"
+        f"aws_session_token = {token}\n"
+    )
+    _credentials_elsewhere(
+        monkeypatch, s3_server, tmp_path, AWS_SHARED_CREDENTIALS_FILE=str(credentials)
+    )
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    async with S3Writer.open(bucket) as writer:
+        await writer.put("red/file.txt", b"x")
+    for line in _leak_attempts(out, [key_id, secret, token]):
+        assert REDACTED in line
+        for value in (key_id, secret, token):
+            assert value not in line, line
+
+
+class _ContainerCredentials:
+    """A container credentials endpoint on loopback (``AWS_CONTAINER_CREDENTIALS_FULL_URI``)
+    serving version :attr:`version` of a credential set. Each expires in 12 minutes: inside
+    botocore's 15-minute advisory window, so it is fetched again before every use, as credentials
+    about to rotate are."""
+
+    def __init__(self) -> None:
+        self.version = 1
+        self.served: set[int] = set()
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                endpoint.served.add(endpoint.version)
+                expires = datetime.now(UTC) + timedelta(minutes=12)
+                body = json.dumps(
+                    {
+                        **endpoint.values(endpoint.version),
+                        "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/creds"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @staticmethod
+    def values(version: int) -> dict[str, str]:
+        return {
+            "AccessKeyId": f"fvcontainer-key-{version}-0123456789",
+            "SecretAccessKey": f"fvContainerSecret{version}/0123456789+abcdefghijKLM",
+            "Token": f"IQoJcontainerTOKEN{version}/0123456789+abcdefghijklmn==",
+        }
+
+    def __enter__(self) -> _ContainerCredentials:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+async def test_container_credentials_are_redacted_also_once_rotated(
+    s3_server: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _ContainerCredentials() as endpoint:
+        _credentials_elsewhere(
+            monkeypatch, s3_server, tmp_path, AWS_CONTAINER_CREDENTIALS_FULL_URI=endpoint.url
+        )
+        out = io.StringIO()
+        configure_logging("INFO", "json", stream=out)
+        async with S3Writer.open(bucket) as writer:
+            await writer.put("red/one.txt", b"1")
+            endpoint.version = 2  # rotated: the next request signs with the new set
+            await writer.put("red/two.txt", b"2")
+        assert endpoint.served == {1, 2}
+    values = [v for version in (1, 2) for v in endpoint.values(version).values()]
+    for line in _leak_attempts(out, values):
+        for value in values:
+            assert value not in line, line
+
+
+def test_the_loadtest_report_keeps_its_bucket_and_prefix(tmp_path: Path) -> None:
+    """The local S3 server's throwaway credentials are random: the engine redacts them, and
+    nothing else (they were ``loadtest``, which redacted ``feedvault-loadtest``, ``loadtest/``)."""
+    report_dir = tmp_path / "report"
+    done = subprocess.run(
+        [*FEEDVAULT, "loadtest", "--rate", "200", "--symbols", "1", "--duration", "1",
+         "--report", str(report_dir)],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    text = (report_dir / "loadtest.json").read_text()
+    report = json.loads(text)
+    config = report["settings"]["engine_config"]
+    assert config["destination"] == "s3://feedvault-loadtest/loadtest/", done.stderr[-2000:]
+    assert REDACTED not in text
+    assert REDACTED not in (report_dir / "engine.log").read_text()
