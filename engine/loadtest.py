@@ -5,7 +5,8 @@ memory are its own:
 
 1. S3: the bucket in ``S3_BUCKET`` (prefix ``S3_PREFIX``, else ``loadtest/<run id>/``) when the
    environment names one; otherwise a local S3 server (:mod:`engine.s3local`, moto) on loopback
-   with the bucket ``feedvault-loadtest`` and the prefix ``loadtest/``.
+   with the bucket ``feedvault-loadtest`` and the prefix ``loadtest/``, reached with random
+   throwaway credentials (:func:`throwaway_credentials`).
 2. ``feedvault fake-exchange --protocol P --rate R --symbols <K generated symbols> --ledger
    DIR/ledger.jsonl``: its ``listening`` line gives the URL.
 3. ``feedvault stream``, configured by environment variables only (the parent's environment
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import secrets
 import signal
 import sys
 import time
@@ -163,8 +165,18 @@ def _s3_target(environ: Mapping[str, str], run_id: str, children: _Children) -> 
         keep_stdin=True,
     )
     url = str(server.wait_for_event("listening", START_TIMEOUT)["url"])
-    env = {"AWS_ENDPOINT_URL_S3": url, **s3local.CREDENTIALS}
+    env = {"AWS_ENDPOINT_URL_S3": url, **s3local.CREDENTIALS, **throwaway_credentials()}
     return S3Target(LOCAL_BUCKET, LOCAL_PREFIX, env, url)
+
+
+def throwaway_credentials() -> dict[str, str]:
+    """Fresh random credentials for the local S3 server (moto accepts any). The engine redacts
+    its credentials' values wherever they appear; random ones never match the bucket or the
+    prefix, as a fixed word such as ``loadtest`` did."""
+    return {
+        "AWS_ACCESS_KEY_ID": secrets.token_hex(10).upper(),
+        "AWS_SECRET_ACCESS_KEY": secrets.token_hex(20),
+    }
 
 
 @contextlib.contextmanager
