@@ -30,11 +30,13 @@ queued and in-flight windows plus the failed ones that could not be spilled.
 
 Retries and spill: the writer retries each request itself (botocore standard mode). When a put
 still fails with :class:`~engine.errors.StorageError`, the sink retries it with capped
-exponential backoff and jitter until ``retry_budget_seconds`` (measured on the injected clock)
-would be exceeded; then the window *spills* to ``spill`` (a :class:`~sinks.spill.SpillDir`, in a
-worker thread) and leaves memory, or stays in memory as failed if there is no spill directory
-or the disk write fails. Spilled and failed windows form the *backlog*, retried by one
-background task (owned by the sink's task group) while the run goes on:
+exponential backoff and jitter until ``retry_budget_seconds`` (measured on the injected clock
+from the start of its first attempt) would be exceeded, so it fails at most one attempt (one
+writer deadline: :func:`sinks.s3.call_deadline`) after the budget; then the window *spills*
+to ``spill`` (a :class:`~sinks.spill.SpillDir`, in a worker thread) and leaves memory, or
+stays in memory as failed if there is no spill directory or the disk write fails. Spilled and
+failed windows form the *backlog*, retried by one background task (owned by the sink's task
+group) while the run goes on:
 
 - a pass tries the backlog oldest first (failed in memory before spilled on disk), one window
   at a time (one spilled body in memory at a time), one put each, and stops at the first
@@ -538,15 +540,16 @@ class WindowedSink:
         return base * (0.5 + 0.5 * jitter)
 
     async def _put_with_retry(self, window: ClosedWindow) -> StoredObject:
-        started: float | None = None
+        """Put ``window``, retrying while the next attempt would start within
+        ``retry_budget_seconds`` of the first one's start: the last :class:`StorageError` is
+        raised at most one attempt (one writer deadline) after the budget."""
+        started = self.clock.monotonic()
         attempt = 0
         while True:
             try:
                 return await self.writer.put(window.key, window.body)
             except StorageError as exc:
                 now = self.clock.monotonic()
-                if started is None:
-                    started = now
                 delay = self._backoff(attempt)
                 if now - started + delay > self.retry_budget_seconds:
                     raise

@@ -11,7 +11,9 @@ error, never on the time it took.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import signal
 import subprocess
 import time
@@ -21,11 +23,17 @@ from typing import Any
 
 import pytest
 
+from engine.clock import FakeClock
 from engine.errors import StorageError
+from engine.records import Trade
 from sinks.encoders import decode_body
+from sinks.keys import KeyTemplate
+from sinks.memory import MemoryWriter
 from sinks.s3 import DEADLINE_FLOOR_SECONDS, MIN_BYTES_PER_SECOND, S3Writer, call_deadline
-from sinks.spill import load_spilled
-from sinks.writer import MiB
+from sinks.sink import WindowedSink
+from sinks.spill import SpillDir, load_spilled
+from sinks.windowing import Windower, WindowPolicy
+from sinks.writer import MiB, StoredObject
 from tests import faultproxy as fp
 from tests.conftest import S3Server
 from tests.harness import (
@@ -137,6 +145,76 @@ async def test_a_manifest_create_to_a_hanging_s3_fails_with_a_storage_error(
         with pytest.raises(StorageError) as err:
             await s3.create("p/_manifests/run.json", b"{}")
     assert_past_deadline(err, "PutObject")
+
+
+# -- the sink: a window spills within UPLOAD_RETRY_SECONDS plus one attempt -----------------
+
+
+class HungWriter(MemoryWriter):
+    """Every put fails after ``seconds`` of the fake clock: an S3 that hangs until the
+    writer's deadline, as :class:`S3Writer` meets it (shown above), on the sink's own clock."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        super().__init__()
+        self.clock = clock
+        self.seconds = seconds
+        self.attempts_at: list[float] = []
+
+    async def put(self, key: str, body: bytes) -> StoredObject:
+        self.attempts_at.append(self.clock.monotonic())
+        self.clock.advance(self.seconds)
+        await asyncio.sleep(0)
+        raise StorageError(f"S3 PutObject {key} failed: no answer within its deadline")
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_a_window_spills_within_the_retry_budget_plus_one_attempt(
+    seed: int, tmp_path: Path
+) -> None:
+    """``UPLOAD_RETRY_SECONDS`` counts from the start of the window's first attempt: the last
+    attempt starts within it, so the window spills at most one attempt after it (with attempts
+    of 20 s and a budget of 60 s: within 80 s of its upload's start, not 100)."""
+    clock = FakeClock(start_ns=1_700_000_040 * 1_000_000_000)
+    writer = HungWriter(clock, seconds=20.0)
+    windower = Windower(
+        WindowPolicy(60, 1 << 30, 4),
+        KeyTemplate(),
+        prefix="p/",
+        run_id="run1",
+        format="ndjson.gz",
+        clock=clock,
+    )
+    spill = SpillDir(tmp_path / "spill", "run1", "s3://b/p/")
+
+    async def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        await asyncio.sleep(0)
+
+    sink = WindowedSink(
+        windower,
+        writer,
+        clock=clock,
+        retry_budget_seconds=60.0,
+        spill=spill,
+        sleep=sleep,
+        rng=random.Random(seed),
+    )
+    async with sink:
+        trades = [
+            Trade("binance", "BTC-USDT", "BTCUSDT", str(n), "1", "1", "buy", 7, clock.time_ns())
+            for n in range(4)
+        ]
+        await sink.write(trades)  # four records: the window closes and its upload starts
+        for _ in range(10_000):
+            if sink.windows_spilled:
+                break
+            await asyncio.sleep(0)
+        spilled_at = clock.monotonic()
+        sink.cancel_uploads()
+    assert sink.windows_spilled == 1
+    first = writer.attempts_at[0]
+    assert writer.attempts_at[-1] - first <= 60.0  # the last attempt began within the budget
+    assert spilled_at - first <= 60.0 + writer.seconds
 
 
 # -- feedvault stream with S3 hanging mid-run -----------------------------------------------
