@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -539,7 +540,8 @@ def files(root: Path) -> dict[Path, bytes]:
 
 
 def bucket_names(s3: S3Server) -> set[str]:
-    return {b["Name"] for b in s3.client().list_buckets()["Buckets"]}
+    client: Any = s3.client()  # type: ignore[no-untyped-call]
+    return {b["Name"] for b in client.list_buckets()["Buckets"]}
 
 
 @pytest.mark.usefixtures("aws_env")
