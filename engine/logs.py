@@ -56,13 +56,12 @@ EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 
 
-def log_event(
-    logger: logging.Logger, level: int, event: str, *, exc_info: bool = False, **fields: Any
-) -> None:
+def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
     """Log ``event`` (a fixed snake_case name, :data:`EVENT_NAME`) with structured ``fields``
-    (kept apart from the name). ``exc_info=True`` adds the exception being handled (``error``
-    and ``traceback`` fields), as ``logger.exception`` does."""
+    (kept apart from the name). ``exc_info=True``, a reserved field, adds the exception being
+    handled instead (``error`` and ``traceback`` fields), as ``logger.exception`` does."""
     if logger.isEnabledFor(level):
+        exc_info = bool(fields.pop("exc_info", False))
         logger.log(level, event, exc_info=exc_info, extra={"fields": fields})
 
 
