@@ -205,7 +205,7 @@ def _seconds_between(start: str, stop: str | None) -> float | None:
 
 
 def _duration(seconds: float | None) -> str:
-    """``42.0s``, ``12m05s``, ``3h07m``; ``-`` when unknown."""
+    """``42.0s``, ``12m05s``, ``3h07m00s``; ``-`` when unknown."""
     if seconds is None:
         return "-"
     if seconds < 60:
@@ -213,4 +213,4 @@ def _duration(seconds: float | None) -> str:
     whole = round(seconds)
     if whole < 3600:
         return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m{whole % 60:02d}s"
