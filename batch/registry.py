@@ -108,6 +108,16 @@ def job_names() -> list[str]:
     return sorted(JOBS)
 
 
+def jobs_help(*, reading_input_only: bool = False) -> str:
+    """Every job (or those that read input) on its own line with its one-line summary, in
+    name order, for ``--help``: ``"  compact      streamed trades ..."``."""
+    specs = [JOBS[name] for name in job_names()]
+    if reading_input_only:
+        specs = [spec for spec in specs if spec.needs_input]
+    width = max(len(spec.name) for spec in specs)
+    return "\n".join(f"  {spec.name:<{width}}  {spec.summary}" for spec in specs)
+
+
 def get_spec(name: str) -> JobSpec:
     """The spec of ``name``; :class:`ConfigError` (variable ``JOB``) if unknown."""
     spec = JOBS.get(name)

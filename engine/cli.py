@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from engine import __version__, aio, signals
@@ -27,9 +28,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from batch.registry import job_names, jobs_help
+
+    jobs = ", ".join(job_names())
     parser = _Parser(
         prog="feedvault",
         description="Stream exchange trades into S3; batch jobs on the same sink.",
+        epilog=f"batch jobs (feedvault batch JOB):\n{jobs_help()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"feedvault {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -110,13 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch = sub.add_parser(
         "batch",
-        help="run a batch job (SPEC §9): computation",
-        description="Configured by environment variables (OUTPUT_BUCKET, OUTPUT_PREFIX; "
-        "INPUT_BUCKET with INPUT_PREFIX or INPUT_KEY for jobs that read input; "
-        "MAX_RUNTIME_SECONDS optional; the job's own parameters); flags override them. "
-        "Exit 0 only when the job completed and its manifest is written.",
+        help=f"run a batch job (SPEC §9): {jobs}",
+        description=textwrap.fill(
+            "Configured by environment variables (OUTPUT_BUCKET, OUTPUT_PREFIX; "
+            "INPUT_BUCKET with INPUT_PREFIX or INPUT_KEY for jobs that read input; "
+            "MAX_RUNTIME_SECONDS optional; the job's own parameters); flags override them. "
+            "Exit 0 only when the job completed and its manifest is written.",
+            width=78,
+        ),
+        epilog=f"jobs:\n{jobs_help()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    batch.add_argument("job", metavar="JOB", help="the job: computation")
+    batch.add_argument("job", metavar="JOB", help=f"the job: one of {jobs} (below)")
     batch.add_argument(
         "--in", dest="in_url", help="s3://bucket/prefix/ | s3://bucket/key | file:///dir/"
     )
@@ -127,8 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser(
         "sample",
         help="write seeded, realistic input for a batch job that reads input",
+        epilog=f"jobs that read input:\n{jobs_help(reading_input_only=True)}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sample.add_argument("job", metavar="JOB", help="a job that reads input")
+    sample.add_argument("job", metavar="JOB", help="a job that reads input (below)")
     sample.add_argument("--out", required=True, help="s3://bucket/prefix/ or file:///dir/")
     sample.add_argument("--seed", help="the generator's seed (default SAMPLE_SEED, else 0)")
     return parser
