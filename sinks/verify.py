@@ -415,7 +415,7 @@ async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = Non
         f"({lost['reason']})"
         for lost in manifest.lost
     ]
-    checker = _DuplicateChecker(problems)
+    checker = _DuplicateChecker(problems, manifest.resets)
     keys: set[str] = set()
     for entry in manifest.objects:
         if not entry.key.startswith(recorded):
@@ -571,12 +571,16 @@ def _is_recording_line(obj: dict[str, object]) -> bool:
 
 
 class _DuplicateChecker:
-    """Finds trade ids seen more than once across a run's objects."""
+    """Finds trade ids seen more than once across a run's objects, in any order (a late trade
+    is stored after higher ids). A symbol whose sequence restarted (``resets`` of the manifest,
+    by ``"exchange:symbol"``) may hold an id once per sequence: once plus once per reset."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], resets: dict[str, list[Reset]] | None = None) -> None:
         self._problems = problems
         self._seen: dict[str, dict[str, str]] = {}
         self._duplicates = 0
+        self._sequences = {name: 1 + len(items) for name, items in (resets or {}).items()}
+        self._copies: dict[tuple[str, str], int] = {}
 
     def add(self, symbol: str, trade_id: str, key: str) -> None:
         seen = self._seen.setdefault(symbol, {})
@@ -584,6 +588,11 @@ class _DuplicateChecker:
         if first_key is None:
             seen[trade_id] = key
             return
+        if symbol in self._sequences:
+            copies = self._copies.get((symbol, trade_id), 1) + 1
+            self._copies[(symbol, trade_id)] = copies
+            if copies <= self._sequences[symbol]:
+                return
         self._duplicates += 1
         if self._duplicates <= MAX_DUPLICATES_LISTED:
             where = "again in the same object" if first_key == key else f"first in {first_key}"

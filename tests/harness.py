@@ -69,6 +69,7 @@ def fake_exchange(
     faults: str | None = None,
     protocol: str = "binance",
     name: str = "fake",
+    first_id: int | None = None,
 ) -> Iterator[FakeExchangeProcess]:
     ledger = tmp_path / f"{name}-ledger.jsonl"
     cmd = [
@@ -87,6 +88,8 @@ def fake_exchange(
     ]
     if faults:
         cmd += ["--faults", faults]
+    if first_id is not None:
+        cmd += ["--first-id", str(first_id)]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base_env()
     )

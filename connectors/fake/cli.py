@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--faults",
         default="",
         help="comma list of disconnect-every=N, stall=S@E, malformed=P, oversized=P, "
-        "shutdown-notice-every=N, reject-unknown, drop-pongs, hostile=P "
+        "shutdown-notice-every=N, reject-unknown, drop-pongs, hostile=P, restart-ids=N "
         "(e.g. disconnect-every=5,stall=3@10,malformed=0.01)",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic market")

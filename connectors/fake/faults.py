@@ -18,7 +18,11 @@
   JSON nested 100,000 deep, a number far beyond the float range, and trades whose symbol holds
   ``/``, ``..`` or NUL (the replaced trades are not in the ledger);
 - ``drop-pongs``: never answer the client's application-level pings (OKX ``ping``, Bybit
-  ``op: ping``, Bitstamp ``bts:heartbeat``, Kraken ``method: ping``).
+  ``op: ping``, Bitstamp ``bts:heartbeat``, Kraken ``method: ping``);
+- ``restart-ids=N``: when connection N (N >= 2, counted from 1 in accept order) opens, every
+  symbol's trade ids start again at 1, once, as an exchange that restarted its sequence (a
+  market started at a high ``--first-id`` makes that a jump back well beyond a client's reorder
+  window; a recording played ignores it).
 
 All times are seconds on the server's (injectable) monotonic clock.
 """
@@ -55,6 +59,7 @@ class Faults:
     oversized: float = 0.0
     drop_pongs: bool = False
     hostile: float = 0.0
+    restart_ids: int | None = None
 
     @classmethod
     def parse(cls, text: str | None) -> Faults:
@@ -91,6 +96,8 @@ class Faults:
             parts.append("drop-pongs")
         if self.hostile:
             parts.append(f"hostile={self.hostile:g}")
+        if self.restart_ids is not None:
+            parts.append(f"restart-ids={self.restart_ids}")
         return ",".join(parts)
 
 
@@ -122,11 +129,15 @@ def _parse_item(name: str, value: str) -> object:
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fault {name}: must be between 0 and 1")
         return fraction
+    if name == "restart-ids":
+        if not value.isdigit() or int(value) < 2:
+            raise ValueError(f"fault {name}: expected a connection number >= 2, e.g. {name}=2")
+        return int(value)
     if name in ("reject-unknown", "drop-pongs"):
         if value not in ("", "1", "true", "yes"):
             raise ValueError(f"fault {name} takes no value")
         return True
     raise ValueError(
         f"unknown fault {name!r} (known: disconnect-every, stall, malformed, oversized, "
-        "shutdown-notice-every, reject-unknown, drop-pongs, hostile)"
+        "shutdown-notice-every, reject-unknown, drop-pongs, hostile, restart-ids)"
     )

@@ -161,6 +161,12 @@ class Market:
         """The id the next trade of ``raw_symbol`` will get."""
         return self._books[raw_symbol].next_id
 
+    def restart_ids(self) -> None:
+        """Every symbol's next trade id is 1 again (the ``restart-ids`` fault: an exchange that
+        restarted its sequence)."""
+        for book in self._order:
+            book.next_id = 1
+
     def _room(self, wanted: int) -> int:
         if self._max_trades is None:
             return wanted

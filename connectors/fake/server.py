@@ -24,6 +24,8 @@ frame itself, counts the rest as undelivered and closes the connection (1001). O
 frames went out ahead of the oversized one are in the ledger. ``hostile`` replaces a trade's
 frame by hostile input (:mod:`connectors.fake.hostile`; the trade is not sent), the kinds in
 turn across the server, so every kind goes out once that many frames were replaced.
+``restart-ids=N`` restarts the market's trade ids at 1 when connection N opens (before it
+subscribes): that connection's trades, and later ones, continue the new sequence.
 
 A third mode plays a recording (``recording=RecordedFeed(...)``, see
 :mod:`connectors.fake.recorded`): no market; each connection, once it has subscribed to anything
@@ -31,6 +33,14 @@ A third mode plays a recording (``recording=RecordedFeed(...)``, see
 frames of the exchange, unchanged and in order, at the recorded pace, faster, or as fast as the
 socket takes them, once or in a loop. The ledger holds the trades those frames carry, parsed
 with the exchange's client protocol. Faults other than ``reject-unknown`` do not apply to it.
+
+What "sent" means: a trade is in the ledger once its frame's bytes are in the kernel's socket
+buffer. The server's write buffer limit is 0 (``write_limit=0``): a send returns only when the
+transport has handed every byte to the kernel, so nothing counted as sent can still sit in the
+server's own buffer. When a connection ends (the client went away, or websockets aborted it after
+its close timeout) the trades still queued for it, and those of a send that did not complete, are
+counted as undelivered, never as sent. What the kernel had taken is sent: if the client then
+discards it (it aborted its socket with data unread), the loss is the client's.
 
 Time-based faults (disconnect, stall, shutdown notices) use the injected clock's monotonic time
 measured from the connection's opening; a test drives them with ``engine.clock.FakeClock`` and
@@ -283,6 +293,8 @@ class FakeExchange:
                     compression=None,
                     max_size=1 << 16,
                     close_timeout=2,
+                    # A send returns once the kernel has every byte (see "What sent means").
+                    write_limit=0,
                 )
             )
             self._port = self._server.sockets[0].getsockname()[1]
@@ -319,6 +331,8 @@ class FakeExchange:
         if session is None:  # pragma: no cover - _check_path answered 404 already
             return
         number = next(self._numbers)
+        if number == self.faults.restart_ids and self.market is not None:
+            self.market.restart_ids()
         opened = self.clock.monotonic()
         conn = _Conn(number, ws, session, opened, self.seed, self.queue_batches)
         self.connections_opened += 1
@@ -487,8 +501,11 @@ class FakeExchange:
             self.ledger.undelivered += sum(len(routes.get(t.raw_symbol, ())) for t in trades)
 
     def _undeliver_queue(self, conn: _Conn) -> None:
+        """The connection ended: the trades queued for it and those of a send in progress (both
+        in ``backlog_trades``) were never sent."""
         while not conn.queue.empty():
-            self.ledger.undelivered += _trade_count(conn.queue.get_nowait())
+            conn.queue.get_nowait()
+        self.ledger.undelivered += conn.backlog_trades
         conn.backlog_trades = 0
 
     async def _timed_send_loop(self, conn: _Conn) -> None:
@@ -527,7 +544,12 @@ class FakeExchange:
                         await conn.changed.wait()
                 continue
             items = [frame(conn, t, stream) for t in trades for stream in routes[t.raw_symbol]]
-            if await self._send_items(conn, items):
+            try:
+                closing = await self._send_items(conn, items)
+            except ConnectionClosed:
+                self.ledger.undelivered += sum(1 for t, _, _ in items if t is not None)
+                raise
+            if closing:
                 await ws.close(1001, "fake exchange: oversized fault")
                 raise _Done
             await asyncio.sleep(0)  # one yield per batch even when the socket never pushes back
