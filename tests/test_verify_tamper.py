@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ from sinks.memory import MemoryWriter
 from sinks.verify import run_id_of_key, verify_run
 from tests.conftest import S3Server
 from tests.harness import (
+    FEEDVAULT,
+    base_env,
     exchange_stream_env,
     fake_exchange,
     run_stream,
@@ -40,6 +43,10 @@ NEWER_RUN = "20260101T000500Z-killed01"
 class SourceRun:
     bucket: str
     manifest: dict[str, Any]
+
+    @property
+    def manifest_records(self) -> int:
+        return sum(int(entry["records"]) for entry in self.manifest["objects"])
 
 
 @pytest.fixture(scope="module")
@@ -299,8 +306,9 @@ def test_manifest_deleted_after_a_run(
 def test_a_run_killed_by_sigkill_is_reported(
     s3_server: S3Server, bucket: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """A real stream killed (SIGKILL) once it has uploaded objects: no manifest, and verify
-    names the run, its objects and their bytes, and exits 1."""
+    """A real stream killed (SIGKILL) once it has uploaded objects leaves the manifest it wrote
+    at its start (``running``): verify names the run as never finished, checks and lists its
+    objects, and exits 1."""
     killed = "20260101T001000Z-sigkill1"
     with fake_exchange(tmp_path_factory.mktemp("kill"), symbols="BTCUSDT", rate="300") as fx:
         env = exchange_stream_env(
@@ -330,16 +338,144 @@ def test_a_run_killed_by_sigkill_is_reported(
             proc.kill()
             proc.communicate(timeout=30)
     assert proc.returncode == -9
+    running = f"{PREFIX}_manifests/{killed}.json"
     keys = s3_server.keys(bucket, PREFIX)
-    assert keys and not any("_manifests/" in key for key in keys)
-    size = sum(len(get(s3_server, bucket, key)) for key in keys)
+    assert running in keys  # written at the start, never replaced
+    assert json.loads(get(s3_server, bucket, running))["status"] == "running"
+    objects = [key for key in keys if key != running]
+    assert objects
     done = verify(s3_server, bucket)
     failed_with(
         done,
         f"run {killed}: FAILED",
-        f"run {killed} has no manifest: it left {len(keys)} objects ({size} bytes)",
-        f"    {killed}: {len(keys)} objects, {size} bytes",
+        f"run {killed} never finished (killed?): {len(objects)} objects of it found",
+        f"  objects of the unfinished run: {len(objects)}",
     )
+    for key in objects:
+        assert f"    {key} (" in done.stdout
+    assert "stray" not in done.stdout
+
+
+# -- issue 12: copies, exact run ids, unfinished runs, objects outside the prefix ---------------
+
+
+def download(s3_server: S3Server, bucket: str, prefix: str, root: Path, strip: str) -> int:
+    """Every object under ``prefix`` into ``root``, its key without ``strip``: ``aws s3 sync``
+    of ``s3://bucket/{strip}`` (or, ``strip=""``, what ``feedvault demo`` copies out)."""
+    keys = s3_server.keys(bucket, prefix)
+    for key in keys:
+        target = root / key[len(strip) :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(get(s3_server, bucket, key))
+    return len(keys)
+
+
+def verify_dir(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``feedvault verify file://{root}/ [args...]``."""
+    return subprocess.run(
+        [*FEEDVAULT, "verify", f"file://{root}/", *args],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_an_aws_s3_sync_copy_verifies(
+    s3_server: S3Server, source_run: SourceRun, tmp_path: Path
+) -> None:
+    """``aws s3 sync s3://b/streaming/tamper/ ./copy/`` verifies as ``file:///.../copy/``."""
+    copy = tmp_path / "copy"
+    assert download(s3_server, source_run.bucket, PREFIX, copy, PREFIX) > 3
+    done = verify_dir(copy)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(f"run {RUN_ID}: OK")
+    assert f"a copy: keys written under {PREFIX!r} looked up under ''" in done.stdout
+    # A damaged copy fails, naming the copy's key.
+    entry = trade_entries(source_run.manifest)[0]
+    local = entry["key"][len(PREFIX) :]
+    (copy / local).write_bytes(b"")
+    failed_with(verify_dir(copy), f"{local}: size is 0 bytes, manifest says {entry['bytes']}")
+
+
+def test_a_copy_of_the_bucket_says_where_the_runs_are(
+    s3_server: S3Server, source_run: SourceRun, tmp_path: Path
+) -> None:
+    """The layout ``feedvault demo`` copies out (full keys): its root has no run of its own and
+    says where the runs are; the run's own directory verifies."""
+    out = tmp_path / "demo-output"
+    download(s3_server, source_run.bucket, PREFIX, out, "")
+    failed_with(verify_dir(out), f"no runs here; runs found under {PREFIX}")
+    assert "has no manifest" not in verify_dir(out).stdout
+    done = verify_dir(out / PREFIX.rstrip("/"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    # A directory that does not exist says so.
+    failed_with(verify_dir(tmp_path / "nope"), f"directory {tmp_path / 'nope'} does not exist")
+
+
+def test_a_run_whose_id_extends_the_checked_one_is_not_its_stray(
+    s3_server: S3Server, run_copy: str, source_run: SourceRun
+) -> None:
+    """Run ``...-tamper010`` beside ``...-tamper01``: each verifies (today the first fails, the
+    second's objects being taken for its strays)."""
+    longer = f"{RUN_ID}0"
+    manifest = json.loads(json.dumps(source_run.manifest).replace(RUN_ID, longer))
+    client = s3_server.client()
+    for entry in source_run.manifest["objects"]:
+        client.copy_object(
+            Bucket=run_copy,
+            Key=entry["key"].replace(RUN_ID, longer),
+            CopySource={"Bucket": source_run.bucket, "Key": entry["key"]},
+        )
+    put(s3_server, run_copy, f"{PREFIX}_manifests/{longer}.json", json.dumps(manifest).encode())
+    for run_id in (RUN_ID, longer):
+        done = verify(s3_server, run_copy, "--run", run_id)
+        assert done.returncode == 0, done.stdout
+        assert "stray" not in done.stdout
+
+
+def test_a_running_manifest_is_a_run_that_never_finished(
+    s3_server: S3Server, run_copy: str, source_run: SourceRun
+) -> None:
+    """The manifest a run writes at its start, left as is (the task was killed)."""
+    manifest = dict(source_run.manifest, status="running", stopped_at=None, stop_reason=None)
+    manifest["objects"] = []
+    rewrite_manifest(s3_server, run_copy, manifest)
+    keys = [entry["key"] for entry in source_run.manifest["objects"]]
+    done = verify(s3_server, run_copy)
+    failed_with(
+        done,
+        f"run {RUN_ID}: FAILED ({len(keys)} objects, {source_run.manifest_records} records, "
+        "1 problem)",
+        f"run {RUN_ID} never finished (killed?): {len(keys)} objects of it found",
+    )
+    for key in keys:
+        assert f"    {key} (" in done.stdout
+    assert "stray" not in done.stdout
+    report = json.loads(verify(s3_server, run_copy, "--json").stdout)
+    assert sorted(obj["key"] for obj in report["unfinished_objects"]) == sorted(keys)
+
+
+@pytest.mark.parametrize("claim", [False, True], ids=["as-copied", "prefix-edited"])
+def test_a_manifest_listing_objects_outside_the_prefix_fails(
+    s3_server: S3Server, run_copy: str, source_run: SourceRun, claim: bool
+) -> None:
+    """The run's manifest put under another prefix, its objects left where they are (intact):
+    verifying that prefix fails (today it passes). Edited to claim that prefix, its keys lie
+    outside it."""
+    other = "streaming/other/"
+    manifest = json.loads(json.dumps(source_run.manifest))
+    if claim:
+        manifest["prefix"] = other
+        manifest["config"]["destination"] = f"s3://{run_copy}/{other}"
+    put(s3_server, run_copy, f"{other}_manifests/{RUN_ID}.json", json.dumps(manifest).encode())
+    done = run_verify(s3_server.env(), run_copy, other)
+    entry = source_run.manifest["objects"][0]
+    if claim:
+        failed_with(done, f"{entry['key']}: outside the run's prefix {other!r}, not checked")
+    else:
+        local = other + entry["key"][len(PREFIX) :]
+        failed_with(done, f"{local}: missing (listed in the manifest, not in storage)")
 
 
 # -- in-process: run ids from key names -----------------------------------------------------------
