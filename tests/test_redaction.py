@@ -39,6 +39,7 @@ from engine.redact import (
 )
 from sinks.s3 import S3Writer
 from tests.conftest import S3Server
+from tests.faultproxy import ERROR500, FaultProxy, not_manifest
 from tests.harness import FEEDVAULT, base_env, exchange_stream_env, fake_exchange, run_stream
 
 KEY_ID = "AKIAFEEDVAULT7EST2QZ"
@@ -183,13 +184,38 @@ def test_a_stream_run_prints_and_stores_no_credentials(
     _assert_nowhere([done.stdout, done.stderr, *stored])
 
 
-def test_a_failing_s3_run_prints_no_credentials(s3_server: S3Server, tmp_path: Path) -> None:
-    """The bucket does not exist: every S3 request fails, errors are logged and recorded."""
+def test_a_run_refused_by_its_destination_prints_no_credentials(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """The bucket does not exist: the run's first write is refused, one line says so."""
+    env = exchange_stream_env(
+        _credentials(s3_server),
+        bucket="no-such-bucket-redaction",
+        prefix="red/",
+        streams="binance:BTCUSDT",
+        url_variable="BINANCE_WS_URL",
+        url="ws://127.0.0.1:1",
+        runtime="2",
+    )
+    done = run_stream(env, timeout=90)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "no-such-bucket-redaction" in done.stderr
+    _assert_nowhere([done.stdout, done.stderr])
+
+
+def test_a_failing_s3_run_prints_no_credentials(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """Every upload but the manifest's fails (500, retried by botocore): windows are spilled."""
     spill = tmp_path / "spill"
-    with fake_exchange(tmp_path, symbols="BTCUSDT", rate="200") as fx:
+    with (
+        fake_exchange(tmp_path, symbols="BTCUSDT", rate="200") as fx,
+        FaultProxy(s3_server.endpoint) as proxy,
+    ):
+        proxy.set_outage(ERROR500, where=not_manifest)
         env = exchange_stream_env(
-            _credentials(s3_server),
-            bucket="no-such-bucket-redaction",
+            {**_credentials(s3_server), "AWS_ENDPOINT_URL_S3": proxy.url},
+            bucket=bucket,
             prefix="red/",
             streams="binance:BTCUSDT",
             url_variable="BINANCE_WS_URL",
@@ -200,8 +226,9 @@ def test_a_failing_s3_run_prints_no_credentials(s3_server: S3Server, tmp_path: P
         )
         env["SPILL_DIR"] = str(spill)
         done = run_stream(env, timeout=90)
+        sent = [r.headers.get("x-amz-security-token") for r in proxy.requests]
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "no-such-bucket-redaction" in done.stdout + done.stderr
+    assert TOKEN in sent  # the token did travel, and was logged nowhere
     spilled = _files(spill)
     assert spilled, "the run spilled nothing"
     _assert_nowhere([done.stdout, done.stderr, *spilled])
