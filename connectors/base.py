@@ -32,10 +32,28 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class ExchangeError:
-    """The exchange reported an error. ``fatal`` is true for a rejected subscription."""
+    """The exchange reported an error. ``fatal`` is true for a rejected subscription.
+
+    ``symbols``: the raw symbols the exchange's message names as refused (Kraken's ``symbol``,
+    OKX's ``instId:..``, Bybit's ``publicTrade.X``, Coinbase's ``X is not a valid product``,
+    Bitstamp's ``live_trades_x`` channel), empty when it names none (Binance's ``Invalid
+    symbol``): :func:`rejected_symbols` then names every symbol of the connection."""
 
     message: str
     fatal: bool = False
+    symbols: tuple[str, ...] = ()
+
+
+def rejected_symbols(event: ExchangeError, connection: Sequence[str]) -> tuple[str, ...]:
+    """The symbols a rejection is about, spelled as configured: those of ``connection`` that
+    ``event`` names (compared without case: Bitstamp's channels are lower case); the names of
+    ``event`` as they are when ``connection`` holds none of them; every symbol of
+    ``connection`` when ``event`` names none (the exchange did not say which one it refused)."""
+    named = {symbol.lower() for symbol in event.symbols}
+    if not named:
+        return tuple(connection)
+    ours = tuple(symbol for symbol in connection if symbol.lower() in named)
+    return ours or event.symbols
 
 
 @dataclass(frozen=True, slots=True)

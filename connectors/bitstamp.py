@@ -208,7 +208,14 @@ class BitstampProtocol:
             text = data.get("message") if isinstance(data, dict) else None
             if text is not None and type(text) is not str:
                 raise MalformedFrame("type", "error message must be a string")
-            return ExchangeError(f"bitstamp {event[4:]}: {text or 'no message'}", fatal=True)
+            channel = msg.get("channel")
+            # "bts:error" names no channel: the session then names the connection's pairs
+            pair = pair_of(channel) if type(channel) is str else None
+            return ExchangeError(
+                f"bitstamp {event[4:]}: {text or 'no message'}",
+                fatal=True,
+                symbols=(pair,) if pair else (),
+            )
         return _NOTHING  # order books, live orders and other channels
 
 

@@ -58,6 +58,7 @@ _SYMBOL_TEXT: Final = re.compile(r"[0-9A-Za-z]{2,40}", re.ASCII).fullmatch
 _PREFIX_LEN: Final = len(TOPIC_PREFIX)
 _SIDES: Final = {"Buy": BUY, "Sell": SELL}
 _SEQ_TEXT: Final = re.compile(r"[0-9]{1,18}", re.ASCII).fullmatch
+_REFUSED_TOPIC: Final = re.compile(r"publicTrade\.([0-9A-Za-z]{2,40})", re.ASCII)
 _NOTHING: Final[tuple[Trade, ...]] = ()
 _loads: Final = orjson.loads
 
@@ -201,7 +202,11 @@ class BybitProtocol:
         if type(success) is not bool or type(text) is not str:
             raise MalformedFrame("type", "success must be a boolean, ret_msg a string")
         if not success:
-            return ExchangeError(f"bybit {op} failed: {text}", fatal=op == "subscribe")
+            # "Invalid symbol :[publicTrade.NOPEUSDT]": the refused topics' symbols
+            refused = tuple(dict.fromkeys(_REFUSED_TOPIC.findall(text)))
+            return ExchangeError(
+                f"bybit {op} failed: {text}", fatal=op == "subscribe", symbols=refused
+            )
         if op == "ping":
             return Heartbeat()
         return Ack(f"{op} req_id={msg.get('req_id')}")

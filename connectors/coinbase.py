@@ -57,6 +57,9 @@ _NOTHING: Final[tuple[Trade, ...]] = ()
 _MAX_TRADE_ID: Final = (1 << 63) - 1
 _DECIMAL: Final = re.compile(r"[0-9]{1,40}(?:\.[0-9]{1,40})?", re.ASCII).fullmatch
 _PRODUCT: Final = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}", re.ASCII).fullmatch
+_INVALID_PRODUCT: Final = re.compile(
+    r"([0-9A-Za-z]{1,20}-[0-9A-Za-z]{1,20}) is not a valid product", re.ASCII
+)
 _JSON_SAFE: Final = re.compile(r"[0-9A-Za-z.:-]*", re.ASCII).fullmatch
 _loads: Final = orjson.loads
 
@@ -191,7 +194,9 @@ class CoinbaseProtocol:
                 raise MalformedFrame("type", "error message and reason must be strings")
             text = f"{_text(message)}: {_text(reason)}" if reason else _text(message)
             fatal = message.strip().lower().startswith("failed to subscribe")
-            return ExchangeError(f"coinbase error: {text}", fatal=fatal)
+            # "NOPE-USD is not a valid product": the refused product
+            refused = tuple(dict.fromkeys(_INVALID_PRODUCT.findall(reason or "")))
+            return ExchangeError(f"coinbase error: {text}", fatal=fatal, symbols=refused)
         if kind is None:
             raise MalformedFrame("missing-field", "message has no type")
         if type(kind) is not str:

@@ -287,7 +287,10 @@ def _response(msg: dict[str, object], method: str) -> Ack | ExchangeError:
         raise MalformedFrame("type", "success must be a boolean")
     error = _text(msg.get("error", "no error text"))
     fatal = method == "subscribe" and "already subscribed" not in error.lower()
-    return ExchangeError(f"kraken {_text(method, 40)} failed{where}: {error}", fatal=fatal)
+    refused = (_text(symbol, 40),) if type(symbol) is str else ()
+    return ExchangeError(
+        f"kraken {_text(method, 40)} failed{where}: {error}", fatal=fatal, symbols=refused
+    )
 
 
 # -- server side (the fake exchange) ----------------------------------------------------------

@@ -60,6 +60,7 @@ NOTICE_MSG: Final = "The connection will soon be closed for a service upgrade. P
 _INST_ID: Final = re.compile(r"[0-9A-Za-z]{1,20}-[0-9A-Za-z]{1,20}", re.ASCII).fullmatch
 _SIDES: Final = {"buy": BUY, "sell": SELL}
 _SEQ_TEXT: Final = re.compile(r"[0-9]{1,18}", re.ASCII).fullmatch
+_REFUSED_INSTRUMENT: Final = re.compile(r"instId:([0-9A-Za-z]{1,20}-[0-9A-Za-z]{1,20})", re.ASCII)
 _NOTHING: Final[tuple[Trade, ...]] = ()
 _loads: Final = orjson.loads
 
@@ -190,7 +191,9 @@ class OkxProtocol:
             if type(code) is not str or type(text) is not str:
                 raise MalformedFrame("type", "code and msg must be strings")
             if event == "error":
-                return ExchangeError(f"okx error {code}: {text}", fatal=True)
+                # "Wrong URL or channel:trades,instId:NOPE-USDT doesn't exist": the instrument
+                refused = tuple(dict.fromkeys(_REFUSED_INSTRUMENT.findall(text)))
+                return ExchangeError(f"okx error {code}: {text}", fatal=True, symbols=refused)
             if code == NOTICE_RECONNECT:
                 return ReconnectNotice(f"okx notice {code}")
             return ExchangeError(f"okx notice {code}: {text}")

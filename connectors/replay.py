@@ -232,7 +232,8 @@ class ReplaySource:
         if isinstance(result, ExchangeError):
             if result.fatal:
                 await self._flush_all()
-                raise SubscriptionRejected(exchange, result.message)
+                # a recording holds no connection's symbols: only those the exchange named
+                raise SubscriptionRejected(exchange, result.message, result.symbols)
             log_event(
                 log, logging.WARNING, "exchange_error", exchange=exchange, message=result.message
             )

@@ -14,12 +14,47 @@ Lifecycle of one connection:
 3. read frames; each is stamped with its receive time and parsed; trades go into a pending
    batch, which is put on the queue when it is full or every ``flush_interval`` seconds;
 4. a supervisor sends the protocol's keepalive message when it has one (OKX, Bybit,
-   Bitstamp), and closes the connection when the run stops, when no frame arrived for
-   ``stale_seconds``, when the connection is older than ``max_age_seconds`` (Binance drops
-   connections at 24 h) or on the exchange's reconnect notice. Pings from the server are answered
-   by the websockets library (Binance requires a pong within a minute).
+   Bitstamp) and a WebSocket ping every ``ping_interval`` (see "Keepalive under backpressure"),
+   and closes the connection when the run stops, when no frame arrived for ``stale_seconds``,
+   when a ping's pong is overdue, when the connection is older than ``max_age_seconds``
+   (Binance drops connections at 24 h) or on the exchange's reconnect notice. Pings from the
+   server are answered by the websockets library (Binance requires a pong within a minute). The
+   supervisor never waits for queue room: it flushes the pending batch only when it fits.
 5. after a close the reader still drains every frame already received, so a clean stop loses
-   nothing the socket delivered.
+   nothing the socket delivered (see "Reading to the end").
+
+Backpressure (``OVERFLOW=block``): when the queue has no room, the reader waits for it and stops
+reading the socket; websockets' own buffer (``max_queue`` frames) fills, it stops reading the
+transport, and the exchange sees TCP backpressure. Memory stays bounded by the queue, that
+buffer and the kernel's socket buffers. A wait of ``BACKPRESSURE_LOG_SECONDS`` or more is logged
+(``reads_paused``) when the reads resume.
+
+Reading to the end (the graceful stop): once the connection is closing (the stop, and any other
+close the supervisor decides) the reader no longer waits for queue room: its batches are queued
+past the bound (:meth:`BatchQueue.put_or_hand_over` with a release event), a wait already in
+progress is woken, and the reader reads at full speed up to the peer's close frame. That is
+bounded: the peer stops sending once it reads our close frame, so what is left is what the
+socket buffers hold. The wait for the peer's close frame is bounded by the run's drain deadline
+(``drain_deadline``: what the runner leaves of the stop grace for it), not by a fixed timeout;
+without one, by ``close_timeout``. A connection that ends after the stop without the peer's
+close frame (the deadline passed and websockets aborted the socket, or the peer reset it) may
+have lost trades that were on their way: it is counted (``Counters.unclean_closes``) and logged
+(``unclean_close``), and the run's manifest is then not ``complete``.
+
+Keepalive under backpressure: websockets' own keepalive is off (``ping_interval=None``): it
+would close the connection (1011) when a pong is not read within its timeout, and while the
+reader waits for queue room nothing is read, pongs included (a pong arrives behind every data
+frame the exchange sent before it). The supervisor pings instead, every ``ping_interval``, one
+ping at a time, and closes the connection (1011, ``keepalive timeout``) when the pong has not come
+``ping_timeout`` after the ping *in reading time*: while the reader waits for queue room the
+deadline is held ``ping_timeout`` ahead, so it starts running again only once the reads resume.
+A slow sink therefore never costs the connection on our side, and a dead peer is still found
+(within ``ping_timeout`` of reading, or by ``stale_seconds``; a silence during backpressure is
+ours and does not count as staleness either). Reading frames into a larger local buffer would
+not help: a pong is behind everything the peer sent before it, so any bound is filled before it
+arrives, and no bound at all is unbounded memory. The same holds for the exchange's own pings:
+a backpressure longer than the exchange's pong deadline (Binance: a minute) lets the exchange
+close the connection; ``OVERFLOW=drop-oldest`` keeps reading instead.
 
 A frame the protocol rejects is counted and logged once per kind (``InvalidFrameLog``), its
 kind refined on that slow path only (:func:`connectors.limits.classify`: ``utf8``,
@@ -47,9 +82,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -57,7 +92,14 @@ from websockets.frames import CloseCode
 
 from connectors import capture as raw
 from connectors.backoff import Backoff
-from connectors.base import Ack, ExchangeError, ExchangeProtocol, Heartbeat, ReconnectNotice
+from connectors.base import (
+    Ack,
+    ExchangeError,
+    ExchangeProtocol,
+    Heartbeat,
+    ReconnectNotice,
+    rejected_symbols,
+)
 from connectors.gaps import GapTracker
 from connectors.limits import classify, oversized
 from connectors.tally import StreamTally
@@ -75,6 +117,12 @@ DEFAULT_MAX_AGE_SECONDS: Final = 23.5 * 3600
 DEFAULT_BATCH_SIZE: Final = 512
 DEFAULT_FLUSH_INTERVAL: Final = 0.05
 DEFAULT_CONTROL_RATE: Final = 4.0
+DEFAULT_PING_INTERVAL: Final = 20.0
+DEFAULT_PING_TIMEOUT: Final = 20.0
+BACKPRESSURE_LOG_SECONDS: Final = 5.0
+"""A wait for queue room this long or longer is logged (``reads_paused``) when reads resume."""
+
+T = TypeVar("T")
 
 log = get_logger("session")
 
@@ -92,6 +140,10 @@ class SessionSettings:
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     control_rate: float = DEFAULT_CONTROL_RATE
     """Control messages per second we send at most (Binance allows 5 incoming per second)."""
+    ping_interval: float | None = DEFAULT_PING_INTERVAL
+    """Seconds between our WebSocket pings (None: no pings)."""
+    ping_timeout: float = DEFAULT_PING_TIMEOUT
+    """Seconds of reading (time waiting for queue room excluded) a pong may take."""
 
 
 class InvalidFrameLog:
@@ -137,7 +189,11 @@ class WebSocketSession:
         backoff: Backoff | None = None,
         clock: Clock = SYSTEM_CLOCK,
         capture: BatchQueue[raw.RawFrame] | None = None,
+        drain_deadline: Callable[[], float | None] | None = None,
     ) -> None:
+        """``drain_deadline``: called when the stop closes a connection, the ``clock``'s
+        monotonic time by which the peer's close frame must have been read (None, or no
+        callable: ``close_timeout`` from then)."""
         self.protocol = protocol
         self.symbols = list(symbols)
         self.url = protocol.connection_url(base_url, self.symbols)
@@ -156,6 +212,17 @@ class WebSocketSession:
         self.connections = 0
         #: Frames received by this session (all connections), valid or not.
         self.frames = 0
+        self.drain_deadline = drain_deadline
+        self._stop = asyncio.Event()  # the run's stop (set in run())
+        #: Set when the current connection is closing: the reader no longer waits for room.
+        self._release = asyncio.Event()
+        #: Since when (the clock's monotonic time) the reader waits for queue room, else None.
+        self.paused_since: float | None = None
+        #: Set while the reader waits for queue room (its socket is not read meanwhile).
+        self.backpressured = asyncio.Event()
+        self._ping_sent: float | None = None  # when the unanswered ping went out
+        self._close_received = False  # the peer's close frame was read (this connection)
+        self._close_error: BaseException | None = None  # why websockets ended it, if not clean
         #: Per-stream figures for the manifest (connections, subscription, trades per symbol).
         self.tally = StreamTally(protocol.name, self.symbols)
 
@@ -165,6 +232,7 @@ class WebSocketSession:
         Returns once the last connection is closed and every received trade is queued.
         Raises :class:`SubscriptionRejected` when the exchange refuses the subscription.
         """
+        self._stop = stop
         try:
             while not stop.is_set():
                 delivered = await self._one_connection(stop)
@@ -200,6 +268,9 @@ class WebSocketSession:
     async def _one_connection(self, stop: asyncio.Event) -> bool:
         """One connection from open to close. True when it delivered at least one frame."""
         self._close_reason = None
+        self._release = asyncio.Event()
+        self._close_received = False
+        self._close_error = None
         settings = self.settings
         try:
             ws = await connect(
@@ -209,8 +280,9 @@ class WebSocketSession:
                 max_size=settings.max_size,
                 max_queue=1024,
                 compression=None,
-                ping_interval=20,
-                ping_timeout=20,
+                # Our own keepalive, aware of backpressure (see the module docstring).
+                ping_interval=None,
+                ping_timeout=None,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             self._close_reason = f"connect failed: {type(exc).__name__}: {exc}"
@@ -252,8 +324,42 @@ class WebSocketSession:
             if self._close_reason is not None and self._close_reason.startswith("closed by"):
                 self.tally.error(self._close_reason)
             # Normally closed already; on cancellation or error make sure the socket goes.
+            self._release.set()
             await ws.close()
+        if stop.is_set() and not self._close_received:
+            self._unclean_close(ws)
         return self.frames > frames_before
+
+    def _unclean_close(self, ws: ClientConnection) -> None:
+        """The connection ended after the stop without the peer's close frame: trades on their
+        way may be lost. Counted and logged; the run is then not complete."""
+        self.counters.unclean_closes += 1
+        error = self._close_error
+        log_event(
+            log,
+            logging.WARNING,
+            "unclean_close",
+            exchange=self.protocol.name,
+            url=self.url,
+            reason=self._close_reason,
+            error=f"{type(error).__name__}: {error}" if error is not None else None,
+            close_timeout_s=round(ws.close_timeout, 3) if ws.close_timeout is not None else None,
+            note="the peer's close frame was not read: trades still in the socket are lost",
+        )
+
+    def pong_waited(self) -> float | None:
+        """How long (the clock's seconds) our unanswered ping has waited; None when no ping is
+        waiting for its pong."""
+        sent = self._ping_sent
+        return None if sent is None else self.clock.monotonic() - sent
+
+    def _drain_seconds(self) -> float:
+        """How long a stopping connection may wait for the peer's close frame: until the
+        run's drain deadline, else ``close_timeout``."""
+        deadline = self.drain_deadline() if self.drain_deadline is not None else None
+        if deadline is None:
+            return self.settings.close_timeout
+        return max(0.0, deadline - self.clock.monotonic())
 
     async def _subscribe(self, ws: ClientConnection) -> None:
         interval = 1.0 / self.settings.control_rate
@@ -268,20 +374,27 @@ class WebSocketSession:
                 await ws.send(message)
 
     async def _supervise(self, ws: ClientConnection, stop: asyncio.Event, opened: float) -> None:
-        """Flush the pending batch every ``flush_interval``; close the socket on stop,
-        staleness or age. Ends when it has closed the socket (or is cancelled)."""
+        """Flush the pending batch every ``flush_interval`` when it fits (never waits for
+        room); send keepalives and pings; close the socket on stop, staleness, an overdue pong
+        or age. Ends when it has closed the socket (or is cancelled)."""
         settings = self.settings
         last_count = self.frames
         last_change = opened
         keepalive_every = self.protocol.keepalive_interval
         last_keepalive = opened
+        ping_every = settings.ping_interval
+        last_ping = opened
+        pong: Awaitable[float] | None = None
+        pong_due = 0.0
+        self._ping_sent = None
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(settings.flush_interval):
                     await stop.wait()
             if self._pending or self._raw:
-                await self._flush()
+                self._flush_if_room()
             now = self.clock.monotonic()
+            paused = self.paused_since is not None
             if keepalive_every is not None and now - last_keepalive >= keepalive_every:
                 last_keepalive = now
                 message = self.protocol.keepalive_message()
@@ -289,7 +402,18 @@ class WebSocketSession:
                     self._capture_sent(message)
                     with contextlib.suppress(ConnectionClosed):
                         await ws.send(message)
-            if self.frames != last_count:
+            if pong is not None and asyncio.ensure_future(pong).done():
+                pong, self._ping_sent = None, None
+            if ping_every is not None and pong is None and now - last_ping >= ping_every:
+                last_ping = now
+                with contextlib.suppress(ConnectionClosed):
+                    pong = await ws.ping()
+                    self._ping_sent, pong_due = now, now + settings.ping_timeout
+            elif pong is not None and paused:
+                # Nothing is read while the reader waits for queue room: the pong's deadline
+                # runs in reading time only.
+                pong_due = max(pong_due, now + settings.ping_timeout)
+            if self.frames != last_count or paused:
                 last_count = self.frames
                 last_change = now
             reason = None
@@ -299,6 +423,8 @@ class WebSocketSession:
                 reason = "stop"
             elif now - last_change >= settings.stale_seconds:
                 reason = "stale"
+            elif pong is not None and now >= pong_due:
+                reason = "keepalive timeout"
             elif now - opened >= settings.max_age_seconds:
                 reason = "max-age"
             if reason is not None:
@@ -310,7 +436,14 @@ class WebSocketSession:
                     exchange=self.protocol.name,
                     reason=reason,
                 )
-                await ws.close()
+                # From here the reader reads to the end without waiting for queue room.
+                self._release.set()
+                if reason == "stop":
+                    ws.close_timeout = self._drain_seconds()
+                if reason == "keepalive timeout":
+                    await ws.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                else:
+                    await ws.close()
                 return
 
     async def _read(self, ws: ClientConnection) -> None:
@@ -351,6 +484,8 @@ class WebSocketSession:
                 else:
                     await self._control(ws, result)
         except ConnectionClosed as exc:
+            self._close_received = exc.rcvd is not None
+            self._close_error = exc.__cause__
             if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
                 # websockets refused a frame over max_size and failed the connection (1009).
                 self.invalid_log.record(name, oversized(self.settings.max_size))
@@ -372,7 +507,8 @@ class WebSocketSession:
         if isinstance(event, ExchangeError):
             if event.fatal:
                 await self._flush()
-                raise SubscriptionRejected(name, event.message)
+                refused = rejected_symbols(event, self.symbols)
+                raise SubscriptionRejected(name, event.message, refused)
             log_event(log, logging.WARNING, "exchange_error", exchange=name, message=event.message)
 
     def _take_pending(self) -> list[Trade]:
@@ -404,13 +540,66 @@ class WebSocketSession:
         return batch
 
     async def _flush(self) -> None:
-        """Put the pending batch on the queue (waits for room under ``block``), and the raw
-        records on the capture queue.
+        """Put the pending batch on the queue (waits for room under ``block``, unless the
+        connection is closing), and the raw records on the capture queue. Only the reader
+        (and the session's own end) call this; the supervisor uses :meth:`_flush_if_room`.
 
         Cancelled while waiting for room (an aborted stop cancels the sources while the queue
         is full), a batch already taken is handed over regardless of the bound (``put`` is
         cancel-safe: it queued nothing), so the stop path writes or spills it."""
         if self._pending:
-            await self.queue.put_or_hand_over(self._take_pending())
+            await self._put(self.queue, self._take_pending())
         if self._raw and self.capture is not None:
-            await self.capture.put_or_hand_over(self._take_raw())
+            await self._put(self.capture, self._take_raw())
+
+    async def _put(self, queue: BatchQueue[T], batch: Sequence[T]) -> None:
+        """Queue ``batch``: at once when it fits or the connection is closing, else wait for
+        room (the reads pause: :attr:`paused_since` is set meanwhile)."""
+        if self._release.is_set():
+            queue.force_put(batch)
+            return
+        if queue.fits(len(batch)):
+            queue.put_nowait(batch)
+            return
+        started = self.paused_since = self.clock.monotonic()
+        pong_waited = None if self._ping_sent is None else started - self._ping_sent
+        self.backpressured.set()
+        try:
+            await queue.put_or_hand_over(batch, self._release)
+        finally:
+            self.paused_since = None
+            self.backpressured.clear()
+        paused = self.clock.monotonic() - started
+        if paused >= BACKPRESSURE_LOG_SECONDS:
+            if self._ping_sent is not None:
+                pong_waited = self.clock.monotonic() - self._ping_sent
+            log_event(
+                log,
+                logging.INFO,
+                "reads_paused",
+                exchange=self.protocol.name,
+                paused_s=round(paused, 3),
+                pong_waited_s=None if pong_waited is None else round(pong_waited, 3),
+                note="the queue was full (OVERFLOW=block): the socket was not read meanwhile",
+            )
+
+    def _flush_if_room(self) -> None:
+        """The supervisor's flush: queue the pending batch (and raw records) only if that needs
+        no wait (or the connection is closing), and never ahead of a batch the reader is
+        waiting to queue."""
+        if self.paused_since is not None:
+            return
+        closing = self._release.is_set()
+        if self._pending and (closing or self.queue.fits(len(self._pending))):
+            batch = self._take_pending()
+            if closing:
+                self.queue.force_put(batch)
+            else:
+                self.queue.put_nowait(batch)
+        capture = self.capture
+        if self._raw and capture is not None and (closing or capture.fits(len(self._raw))):
+            records = self._take_raw()
+            if closing:
+                capture.force_put(records)
+            else:
+                capture.put_nowait(records)

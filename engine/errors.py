@@ -10,6 +10,8 @@ exit 1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class FeedvaultError(Exception):
     """Base of every error feedvault raises on purpose."""
@@ -48,13 +50,19 @@ class SubscriptionRejected(FeedvaultError):
     """The exchange refused a subscription (for example an unknown symbol).
 
     A configuration error discovered at run time: the run flushes what it received, writes its
-    manifest and exits 1 with the exchange's message.
+    manifest and exits 1 with the exchange's message. ``symbols`` are those refused, as
+    ``STREAMS`` spells them (the ones the exchange named, else those of the connection it
+    refused); ``streams`` the same as ``exchange:SYMBOL``, named in ``str(err)``:
+    ``"kraken rejected the subscription to kraken:NOPE/USD: kraken subscribe failed ..."``.
     """
 
-    def __init__(self, exchange: str, message: str) -> None:
-        super().__init__(f"{exchange} rejected the subscription: {message}")
+    def __init__(self, exchange: str, message: str, symbols: Sequence[str] = ()) -> None:
         self.exchange = exchange
         self.message = message
+        self.symbols = tuple(symbols)
+        self.streams = tuple(f"{exchange}:{symbol}" for symbol in self.symbols)
+        named = f" to {', '.join(self.streams)}" if self.streams else ""
+        super().__init__(f"{exchange} rejected the subscription{named}: {message}")
 
 
 class ConnectError(FeedvaultError):

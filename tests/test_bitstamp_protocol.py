@@ -173,6 +173,13 @@ def test_round_trip_upper_case_market_symbol_and_escapes() -> None:
             ExchangeError("bitstamp error: Bad subscription string.", True),
         ),
         ('{"event":"bts:error"}', ExchangeError("bitstamp error: no message", fatal=True)),
+        (
+            '{"event":"bts:subscription_failed","channel":"live_trades_nopeusd",'
+            '"data":{"message":"Invalid channel"}}',
+            ExchangeError(
+                "bitstamp subscription_failed: Invalid channel", fatal=True, symbols=("nopeusd",)
+            ),
+        ),
         ('{"event":"data","channel":"order_book_btcusd","data":{"bids":[],"asks":[]}}', ()),
         ('{"event":"order_created","channel":"live_orders_btcusd","data":{}}', ()),
         ("{}", ()),

@@ -72,4 +72,5 @@ def test_refused_subscription_exits_1_with_bybits_message(
     manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["stop_reason"] == "error"
     assert "Invalid symbol :[publicTrade.NOPEUSDT]" in manifest["error"]
+    assert "rejected the subscription to bybit:NOPEUSDT:" in manifest["error"]  # named
     assert manifest["counters"]["parsed"] == 0  # the whole request was refused

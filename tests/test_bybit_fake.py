@@ -113,7 +113,9 @@ async def test_unknown_symbol_is_refused_and_the_connection_stays_open() -> None
     ):
         assert await subscribe(ws, proto, ["NOPEUSDT", "BTCUSDT"], 1) == [
             ExchangeError(
-                "bybit subscribe failed: Invalid symbol :[publicTrade.NOPEUSDT]", fatal=True
+                "bybit subscribe failed: Invalid symbol :[publicTrade.NOPEUSDT]",
+                fatal=True,
+                symbols=("NOPEUSDT",),
             )
         ]  # nothing of the request is subscribed
         assert await subscribe(ws, proto, ["BTCUSDT"], 1) == [Ack("subscribe req_id=2")]

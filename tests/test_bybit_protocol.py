@@ -181,8 +181,32 @@ def test_1024_trades_in_one_push_all_in_order() -> None:
             '{"success":false,"ret_msg":"Invalid symbol :[publicTrade.NOPEUSDT]",'
             '"conn_id":"c","req_id":"1","op":"subscribe"}',
             ExchangeError(
-                "bybit subscribe failed: Invalid symbol :[publicTrade.NOPEUSDT]", fatal=True
+                "bybit subscribe failed: Invalid symbol :[publicTrade.NOPEUSDT]",
+                fatal=True,
+                symbols=("NOPEUSDT",),
             ),
+        ),
+        (
+            '{"success":false,"ret_msg":"Invalid symbol :[publicTrade.NOPEUSDT,publicTrade.X1]",'
+            '"op":"subscribe"}',
+            ExchangeError(
+                "bybit subscribe failed: Invalid symbol :[publicTrade.NOPEUSDT,publicTrade.X1]",
+                fatal=True,
+                symbols=("NOPEUSDT", "X1"),
+            ),
+        ),
+        (
+            '{"success":false,"ret_msg":"error:handler not found,topic:publicTrade.NOPEUSDT",'
+            '"op":"subscribe"}',
+            ExchangeError(
+                "bybit subscribe failed: error:handler not found,topic:publicTrade.NOPEUSDT",
+                fatal=True,
+                symbols=("NOPEUSDT",),
+            ),
+        ),
+        (
+            '{"success":false,"ret_msg":"args size >10","op":"subscribe"}',
+            ExchangeError("bybit subscribe failed: args size >10", fatal=True),
         ),
         ('{"success":true,"ret_msg":"pong","conn_id":"c","op":"ping"}', Heartbeat()),
         (encode_response("ping", "9", "c", ret_msg="pong"), Heartbeat()),

@@ -125,7 +125,9 @@ async def test_unknown_product_is_refused_and_closed() -> None:
         await subscribe(ws, "BTC-USD", "NOPE-USD")
         event = await next_event(ws, CoinbaseProtocol())
         assert event == ExchangeError(
-            "coinbase error: Failed to subscribe: NOPE-USD is not a valid product", fatal=True
+            "coinbase error: Failed to subscribe: NOPE-USD is not a valid product",
+            fatal=True,
+            symbols=("NOPE-USD",),
         )
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), WAIT)

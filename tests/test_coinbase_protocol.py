@@ -242,7 +242,9 @@ def test_recording_every_frame_parses_and_exactly_the_matches_become_trades() ->
             '{"type":"error","message":"Failed to subscribe",'
             '"reason":"BTC-XYZ is not a valid product"}',
             ExchangeError(
-                "coinbase error: Failed to subscribe: BTC-XYZ is not a valid product", fatal=True
+                "coinbase error: Failed to subscribe: BTC-XYZ is not a valid product",
+                fatal=True,
+                symbols=("BTC-XYZ",),
             ),
         ),
         (
@@ -252,8 +254,14 @@ def test_recording_every_frame_parses_and_exactly_the_matches_become_trades() ->
         (
             encode_error("Failed to subscribe", "NOPE-USD is not a valid product"),
             ExchangeError(
-                "coinbase error: Failed to subscribe: NOPE-USD is not a valid product", True
+                "coinbase error: Failed to subscribe: NOPE-USD is not a valid product",
+                True,
+                ("NOPE-USD",),
             ),
+        ),
+        (
+            encode_error("Failed to subscribe", "full is not a valid channel"),
+            ExchangeError("coinbase error: Failed to subscribe: full is not a valid channel", True),
         ),
         (encode_heartbeat("ETH-USD", 7, 1_700_000_000_000_000), Heartbeat()),
         (encode_subscriptions({"matches": ["BTC-USD"], "heartbeat": []}), Ack("subscriptions")),

@@ -128,12 +128,16 @@ async def test_unknown_pair_is_refused_the_connection_stays_and_the_rest_flows()
         refused = orjson.loads(await asyncio.wait_for(ws.recv(), WAIT))
         assert refused["success"] is False and refused["symbol"] == "NOPE/USD"
         assert proto.parse(orjson.dumps(refused), 0) == ExchangeError(
-            "kraken subscribe failed NOPE/USD: Currency pair not supported NOPE/USD", fatal=True
+            "kraken subscribe failed NOPE/USD: Currency pair not supported NOPE/USD",
+            fatal=True,
+            symbols=("NOPE/USD",),
         )
         assert await next_event(ws, proto) == Ack("subscribe BTC/USD req_id=1")
         await ws.send(proto.subscribe_messages(["BTC/USD"])[0])
         again = await next_event(ws, proto)
-        assert again == ExchangeError("kraken subscribe failed BTC/USD: Already subscribed")
+        assert again == ExchangeError(
+            "kraken subscribe failed BTC/USD: Already subscribed", symbols=("BTC/USD",)
+        )
         clock.advance(1.0)
         got = Received()
         await read_until(ws, proto, got, lambda: len(got.trades) >= 20)

@@ -212,12 +212,18 @@ def test_reconnect_without_snapshot_records_a_gap_and_no_duplicate() -> None:
         (
             REFUSED,
             ExchangeError(
-                "kraken subscribe failed XBT/USD: Currency pair not supported XBT/USD", fatal=True
+                "kraken subscribe failed XBT/USD: Currency pair not supported XBT/USD",
+                fatal=True,
+                symbols=("XBT/USD",),
             ),
         ),
         (
             encode_response("subscribe", 3, 0, 0, error="Already subscribed", symbol="BTC/USD"),
-            ExchangeError("kraken subscribe failed BTC/USD: Already subscribed", fatal=False),
+            ExchangeError(
+                "kraken subscribe failed BTC/USD: Already subscribed",
+                fatal=False,
+                symbols=("BTC/USD",),
+            ),
         ),
         (
             encode_response("unsubscribe", 3, 0, 0, error="Subscription Not Found"),

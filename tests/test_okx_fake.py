@@ -92,7 +92,7 @@ async def test_unknown_instrument_is_refused_and_the_connection_stays_open() -> 
     ):
         # Answered per argument: the unknown one is refused, the known one subscribed.
         assert await subscribe(ws, proto, ["NOPE-USDT", "BTC-USDT"], 2) == [
-            ExchangeError(NOPE, fatal=True),
+            ExchangeError(NOPE, fatal=True, symbols=("NOPE-USDT",)),
             Ack("subscribe trades:BTC-USDT"),
         ]
         clock.advance(1.0)

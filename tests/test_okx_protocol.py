@@ -183,7 +183,9 @@ def test_many_trades_in_one_push_all_in_order() -> None:
                 "60018", "Wrong URL or channel:trades,instId:NOPE-USDT doesn't exist.", "x"
             ),
             ExchangeError(
-                "okx error 60018: Wrong URL or channel:trades,instId:NOPE-USDT doesn't exist.", True
+                "okx error 60018: Wrong URL or channel:trades,instId:NOPE-USDT doesn't exist.",
+                True,
+                ("NOPE-USDT",),
             ),
         ),
         (encode_notice("a4d3ae55"), ReconnectNotice("okx notice 64008")),
