@@ -28,6 +28,9 @@ aioboto3 session and one client (one connection pool of ``max_pool_connections``
 - Bodies above ``multipart_threshold`` go up as a multipart upload of ``part_size`` parts (S3
   requires >= 5 MiB for all parts but the last); on any failure or cancellation the upload is
   aborted (best effort: a lifecycle rule should also expire incomplete uploads).
+- Credentials: botocore's own chain (environment, shared credentials file, profile, container,
+  instance metadata). The values it resolved are registered with the redactor when the client
+  opens and before each request is sent, so rotated ones are too (:mod:`engine.redact`).
 - Security (:mod:`sinks.s3security`): ``S3_SSE``/``S3_SSE_KMS_KEY_ID`` go on ``PutObject``
   and ``CreateMultipartUpload`` (not on the parts or the completion, which S3 refuses), and
   ``S3_EXPECTED_BUCKET_OWNER`` on every request; read from the process environment when
