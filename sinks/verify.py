@@ -38,7 +38,8 @@ checked (decoded, counted, duplicate trade ids) and listed, rather than called s
 The report also shows the manifest's ``warnings`` (streams subscribed that saw no trade), the
 streams that stored no record with their last error, and trade-id ``resets``.
 
-Runs without a manifest (a task killed by SIGKILL or out of memory never writes one): every
+Runs without a manifest (a task of a version that did not write the ``running`` manifest at its
+start, killed by SIGKILL or out of memory): every
 object under the prefix whose file name has the default layout
 ``{window_start}-{run_id}-{seq}.{ext}`` (:func:`run_id_of_key`) belongs to that run; a run id
 with objects but no ``{prefix}_manifests/{run_id}.json`` is reported in
