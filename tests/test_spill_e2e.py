@@ -164,8 +164,11 @@ def test_s3_down_through_the_stop_spills_and_the_next_run_recovers_it(
     assert proxy.outcomes("reset") > 0
     assert log_events(out, "manifest_failed")
     assert log_events(out, "manifest_spilled")
-    # What S3 holds of run 1, and what is on disk: together every ledger trade, once.
-    assert s3_server.keys(bucket, PREFIX + "_manifests/") == []
+    # What S3 holds of run 1, and what is on disk: together every ledger trade, once. Of its
+    # manifest S3 holds the running one of its start only.
+    assert s3_server.keys(bucket, PREFIX + "_manifests/") == [f"{PREFIX}_manifests/{first}.json"]
+    running = s3_server.client().get_object(Bucket=bucket, Key=f"{PREFIX}_manifests/{first}.json")
+    assert json.loads(running["Body"].read())["status"] == "running"
     spilled = load_spilled(spill_dir, first)
     assert spilled, "nothing was spilled"
     on_disk = [t for s in spilled for t in decode_body(s.window.body, s.window.format)]
