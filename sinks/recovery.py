@@ -346,7 +346,8 @@ def updated_manifest(
     """``base`` with ``uploaded`` (windows it had left spilled, now durable) recorded: they
     join ``objects`` (a key already there is not added twice), leave ``spilled`` and are listed
     in ``recovered`` (a key already there keeps its first entry). ``status`` becomes
-    ``complete`` when something was uploaded, nothing is left spilled and ``error`` is None;
+    ``complete`` when something was uploaded, nothing is left spilled or lost, ``error`` is
+    None and the run finished (a ``running`` manifest, of a killed run, stays ``running``);
     everything else (counters, gaps, stop reason, times) is the run's own and is kept."""
     keys = {entry.key for entry in base.objects}
     objects = list(base.objects)
@@ -364,7 +365,9 @@ def updated_manifest(
         if entry.key not in already
     ]
     status = base.status
-    if uploaded and not spilled and base.error is None:
+    # A run killed before its end left its running manifest: what is recovered joins it, and
+    # it stays a run that never finished. Windows it lost are not made whole by recovery.
+    if uploaded and not spilled and base.error is None and not base.lost and status != "running":
         status = "complete"
     return dataclasses.replace(
         base, status=status, objects=objects, spilled=spilled, recovered=recovered

@@ -20,7 +20,7 @@ from engine.clock import FakeClock
 from engine.errors import IntegrityError, StorageError
 from engine.records import Trade
 from sinks.keys import KeyTemplate
-from sinks.manifest import Manifest, StoredObjectEntry, iso_utc, manifest_key
+from sinks.manifest import Lost, Manifest, StoredObjectEntry, iso_utc, manifest_key
 from sinks.memory import MemoryWriter
 from sinks.recovery import RecoveryReport, recover_spilled, updated_manifest
 from sinks.s3 import S3Writer
@@ -305,6 +305,23 @@ def test_updating_a_manifest_twice_with_the_same_uploads_changes_nothing_more() 
     assert Manifest.from_json(twice.to_json()) == twice
     # Nothing recovered: a run's own incomplete status is not changed.
     assert updated_manifest(base, [], recovered_by="x", now_ns=0).status == "incomplete"
+
+
+def test_recovery_never_makes_a_killed_or_lossy_run_complete() -> None:
+    clock = FakeClock()
+    made = windows("run-1", 2, clock)
+    entries = [StoredObjectEntry.of(w, StoredObject(w.key, len(w.body), "0" * 64), 5) for w in made]
+    killed = dataclasses.replace(
+        manifest("run-1", [], [made[1].key]), status="running", stop_reason=None, stopped_at=None
+    )
+    after = updated_manifest(killed, entries, recovered_by="run-2", now_ns=10 * NS)
+    assert after.status == "running"  # what was recovered joins it; it never finished
+    assert [e.key for e in after.objects] == [w.key for w in made]
+    lossy = dataclasses.replace(
+        manifest("run-1", entries[:1], [made[1].key]),
+        lost=[Lost(key="p/trades/x.ndjson.gz", records=7, reason="spill files are gone")],
+    )
+    assert updated_manifest(lossy, entries[1:], recovered_by="r", now_ns=0).status == "incomplete"
 
 
 HOLD_LOCK = (
