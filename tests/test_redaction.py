@@ -471,29 +471,41 @@ async def test_credentials_from_a_shared_credentials_file_are_redacted(
             assert value not in line, line
 
 
-class _ContainerCredentials:
-    """A container credentials endpoint on loopback (``AWS_CONTAINER_CREDENTIALS_FULL_URI``)
-    serving version :attr:`version` of a credential set. Each expires in 12 minutes: inside
-    botocore's 15-minute advisory window, so it is fetched again before every use, as credentials
-    about to rotate are."""
+class _CredentialsEndpoint:
+    """A credentials endpoint on loopback serving version :attr:`version` of a credential set,
+    as the ECS container endpoint does (any ``GET``: ``AWS_CONTAINER_CREDENTIALS_FULL_URI`` =
+    :attr:`url`) and as the instance metadata service does (IMDSv2: a token, the role's name,
+    its credentials; ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` = :attr:`root`). Each set expires
+    ``expires_in`` after it is served."""
 
-    def __init__(self) -> None:
+    ROLE = "fv-role"
+
+    def __init__(self, expires_in: timedelta) -> None:
         self.version = 1
         self.served: set[int] = set()
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:  # IMDSv2's session token
+                self._send(b"fv-imds-session-token", "text/plain")
+
             def do_GET(self) -> None:
+                if self.path.endswith("/security-credentials/"):
+                    self._send(endpoint.ROLE.encode(), "text/plain")
+                    return
                 endpoint.served.add(endpoint.version)
-                expires = datetime.now(UTC) + timedelta(minutes=12)
-                body = json.dumps(
-                    {
-                        **endpoint.values(endpoint.version),
-                        "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    }
-                ).encode()
+                expires = datetime.now(UTC) + expires_in
+                document = {
+                    "Code": "Success",
+                    "Type": "AWS-HMAC",
+                    **endpoint.values(endpoint.version),
+                    "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+                self._send(json.dumps(document).encode(), "application/json")
+
+            def _send(self, body: bytes, content_type: str) -> None:
                 self.send_response(200)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -502,18 +514,19 @@ class _ContainerCredentials:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/creds"
+        self.root = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.url = self.root + "creds"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @staticmethod
     def values(version: int) -> dict[str, str]:
         return {
-            "AccessKeyId": f"fvcontainer-key-{version}-0123456789",
-            "SecretAccessKey": f"fvContainerSecret{version}/0123456789+abcdefghijKLM",
-            "Token": f"IQoJcontainerTOKEN{version}/0123456789+abcdefghijklmn==",
+            "AccessKeyId": f"fvendpoint-key-{version}-0123456789",
+            "SecretAccessKey": f"fvEndpointSecret{version}/0123456789+abcdefghijKLM",
+            "Token": f"IQoJendpointTOKEN{version}/0123456789+abcdefghijklmn==",
         }
 
-    def __enter__(self) -> _ContainerCredentials:
+    def __enter__(self) -> _CredentialsEndpoint:
         self.thread.start()
         return self
 
@@ -526,7 +539,9 @@ class _ContainerCredentials:
 async def test_container_credentials_are_redacted_also_once_rotated(
     s3_server: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with _ContainerCredentials() as endpoint:
+    """Each set expires in 12 minutes: inside botocore's 15-minute advisory window, so it is
+    fetched again before every use, as credentials about to rotate are."""
+    with _CredentialsEndpoint(timedelta(minutes=12)) as endpoint:
         _credentials_elsewhere(
             monkeypatch, s3_server, tmp_path, AWS_CONTAINER_CREDENTIALS_FULL_URI=endpoint.url
         )
@@ -561,3 +576,27 @@ def test_the_loadtest_report_keeps_its_bucket_and_prefix(tmp_path: Path) -> None
     assert config["destination"] == "s3://feedvault-loadtest/loadtest/", done.stderr[-2000:]
     assert REDACTED not in text
     assert REDACTED not in (report_dir / "engine.log").read_text()
+
+
+async def test_instance_metadata_credentials_are_redacted(
+    s3_server: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _CredentialsEndpoint(timedelta(hours=6)) as endpoint:
+        _credentials_elsewhere(
+            monkeypatch,
+            s3_server,
+            tmp_path,
+            AWS_EC2_METADATA_DISABLED="false",
+            AWS_EC2_METADATA_SERVICE_ENDPOINT=endpoint.root,
+            AWS_METADATA_SERVICE_TIMEOUT="10",  # a loaded machine: not botocore's 1 s
+            AWS_METADATA_SERVICE_NUM_ATTEMPTS="3",
+        )
+        out = io.StringIO()
+        configure_logging("INFO", "json", stream=out)
+        async with S3Writer.open(bucket) as writer:
+            await writer.put("red/imds.txt", b"1")
+        assert endpoint.served == {1}
+    values = list(endpoint.values(1).values())
+    for line in _leak_attempts(out, values):
+        for value in values:
+            assert value not in line, line
