@@ -4,7 +4,7 @@ answered), and ``feedvault stream`` end to end with S3 hanging mid-run.
 
 Each S3 call is bounded by its deadline (:func:`sinks.s3.call_deadline`): past it the call
 fails with :class:`~engine.errors.StorageError`, and the sink's retries and spill take over, so
-windows spill and the run goes on reading. The writer tests use a 1 s deadline floor and a
+windows spill and the run goes on reading. The writer tests use a 3 s deadline floor and a
 botocore read timeout far above it, so it is the deadline that ends the call; they assert on the
 error, never on the time it took.
 """
@@ -45,8 +45,9 @@ from tests.harness import (
     stored_trades,
 )
 
-FLOOR = 1.0
-"""The writer tests' deadline floor (seconds)."""
+FLOOR = 3.0
+"""The writer tests' deadline floor (seconds): each hung call waits it out, and the only calls
+made under it that must succeed move no bytes (a multipart create)."""
 READ_TIMEOUT = 120.0
 """Far above any deadline of these tests: botocore's read timeout never ends a call here."""
 
@@ -101,6 +102,7 @@ async def test_a_put_to_a_hanging_s3_fails_with_a_storage_error_and_the_next_one
         assert_past_deadline(err, "PutObject")
         assert proxy.outcomes("hang") >= 1
         proxy.set_outage(None)
+        s3.deadline_floor_seconds = DEADLINE_FLOOR_SECONDS  # the default: a loaded machine
         await s3.put("hung.txt", b"x" * 1000)  # the client is not left broken
     assert s3_server.keys(bucket) == ["hung.txt"]
 
@@ -108,7 +110,7 @@ async def test_a_put_to_a_hanging_s3_fails_with_a_storage_error_and_the_next_one
 async def test_a_multipart_part_that_hangs_fails_the_put(
     proxy: fp.FaultProxy, bucket: str, s3_server: S3Server
 ) -> None:
-    proxy.set_outage(fp.HANG, where=fp.upload_part(2))
+    proxy.set_outage(fp.HANG, where=fp.upload_part(1))
     body = bytes(range(256)) * (11 * MiB // 256)  # three parts of 5 MiB (the last 1 MiB)
     async with writer(proxy, bucket, multipart_threshold=5 * MiB, part_size=5 * MiB) as s3:
         with pytest.raises(StorageError) as err:
@@ -120,10 +122,10 @@ async def test_a_multipart_part_that_hangs_fails_the_put(
 
 @pytest.mark.parametrize("operation", ["GetObject", "HeadObject", "ListObjectsV2", "DeleteObject"])
 async def test_every_other_call_to_a_hanging_s3_fails_with_a_storage_error(
-    operation: str, proxy: fp.FaultProxy, bucket: str
+    operation: str, proxy: fp.FaultProxy, bucket: str, s3_server: S3Server
 ) -> None:
+    s3_server.client().put_object(Bucket=bucket, Key="k", Body=b"body")  # straight to S3
     async with writer(proxy, bucket) as s3:
-        await s3.put("k", b"body")
         proxy.set_outage(fp.HANG)
         with pytest.raises(StorageError) as err:
             if operation == "GetObject":
