@@ -12,6 +12,15 @@ Two overflow policies:
 
 A single batch larger than the bound is accepted when the queue is empty, so a put can never wait
 forever. After :meth:`close`, ``get()`` returns the remaining batches and then ``None``.
+
+Releasing the bound: a source that stops (the run's graceful stop) must read its socket to the
+end, and a source waiting for room would not. :meth:`put_or_hand_over` takes a ``release`` event:
+once it is set, the batch is queued at once whatever the bound (as :meth:`force_put`), and a put
+already waiting is woken to do so. What a stopping source still has to queue is bounded by its
+socket buffers (the peer stops sending when it reads the close frame), so memory stays bounded.
+A put that must not wait at all (a source's timer flushing a small batch while its reader may be
+the one waiting) checks :meth:`fits` and calls :meth:`put_nowait`; ``fits`` is False while another
+put waits, so batches keep their order.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ class BatchQueue(Generic[T]):
         self._empty.set()
         self.dropped = 0
         self.high_water = 0
+        self._waiting = 0  # puts waiting for room
 
     @property
     def size(self) -> int:
@@ -61,25 +71,50 @@ class BatchQueue(Generic[T]):
     def _has_room(self, n: int) -> bool:
         return self._size == 0 or self._size + n <= self.maxsize
 
+    def fits(self, n: int) -> bool:
+        """Whether a put of ``n`` records would not wait now: always under ``drop-oldest``;
+        under ``block`` when there is room and no other put is waiting (so order is kept)."""
+        return self.overflow != "block" or (self._waiting == 0 and self._has_room(n))
+
+    def put_nowait(self, batch: Sequence[T]) -> None:
+        """Queue one batch that :meth:`fits` (drops the oldest under ``drop-oldest``). Raises
+        :class:`QueueClosed` once closed, ``RuntimeError`` when the batch would have to wait."""
+        if not batch:
+            return
+        if self._closed:
+            raise QueueClosed
+        if not self.fits(len(batch)):
+            raise RuntimeError("put_nowait() of a batch that does not fit")
+        self._append(batch)
+
     async def put(self, batch: Sequence[T]) -> None:
         """Queue one batch. With ``block``, waits for room; cancel-safe (a cancelled put has
         queued nothing). Raises :class:`QueueClosed` once the queue is closed."""
         if not batch:
             return
         n = len(batch)
-        if self.overflow == "block":
-            while not self._has_room(n):
-                if self._closed:
-                    raise QueueClosed
-                self._not_full.clear()
-                await self._not_full.wait()
-        else:
+        if self.overflow == "block" and not self._has_room(n):
+            self._waiting += 1
+            try:
+                while not self._has_room(n):
+                    if self._closed:
+                        raise QueueClosed
+                    self._not_full.clear()
+                    await self._not_full.wait()
+            finally:
+                self._waiting -= 1
+        if self._closed:
+            raise QueueClosed
+        self._append(batch)
+
+    def _append(self, batch: Sequence[T]) -> None:
+        """Queue ``batch``: under ``drop-oldest`` dropping the oldest batches to make room."""
+        n = len(batch)
+        if self.overflow != "block":
             while not self._has_room(n):
                 old = self._batches.popleft()
                 self._size -= len(old)
                 self.dropped += len(old)
-        if self._closed:
-            raise QueueClosed
         self._batches.append(batch)
         self._size += n
         self._empty.clear()
@@ -87,15 +122,57 @@ class BatchQueue(Generic[T]):
             self.high_water = self._size
         self._not_empty.set()
 
-    async def put_or_hand_over(self, batch: Sequence[T]) -> None:
+    async def put_or_hand_over(
+        self, batch: Sequence[T], release: asyncio.Event | None = None
+    ) -> None:
         """:meth:`put`; if cancelled while waiting for room, :meth:`force_put` the batch and
         re-raise. For a source whose batch is already taken out of its own buffer and counted:
-        a cancellation (the stop's abort) hands it over to be written or spilled, never lost."""
+        a cancellation (the stop's abort) hands it over to be written or spilled, never lost.
+
+        ``release``: once it is set (before or while this waits), the batch is queued at once
+        regardless of the bound and of the closed state (:meth:`force_put`): a stopping source
+        reads its socket to the end instead of waiting on a slow consumer."""
         try:
-            await self.put(batch)
+            if release is None or self.overflow != "block":
+                await self.put(batch)
+            else:
+                await self._put_unless_released(batch, release)
         except asyncio.CancelledError:
             self.force_put(batch)
             raise
+
+    async def _put_unless_released(self, batch: Sequence[T], release: asyncio.Event) -> None:
+        """:meth:`put` under ``block``, until ``release`` is set; then :meth:`force_put`."""
+        if not batch:
+            return
+        n = len(batch)
+        if self._has_room(n) or release.is_set():
+            if release.is_set():
+                self.force_put(batch)
+            else:
+                await self.put(batch)
+            return
+        self._waiting += 1
+        released = asyncio.ensure_future(release.wait())
+        try:
+            while not self._has_room(n) and not release.is_set():
+                if self._closed:
+                    raise QueueClosed
+                self._not_full.clear()
+                room = asyncio.ensure_future(self._not_full.wait())
+                try:
+                    await asyncio.wait((room, released), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    room.cancel()
+        finally:
+            released.cancel()
+            self._waiting -= 1
+        if release.is_set():
+            self.force_put(batch)
+            return
+        if self._closed:
+            raise QueueClosed
+        self._append(batch)
 
     def force_put(self, batch: Sequence[T]) -> None:
         """Queue ``batch`` ignoring the bound and the closed state. Only for the stop path: a

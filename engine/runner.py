@@ -21,11 +21,13 @@ Sources are pluggable (:class:`Source`, :meth:`StreamRun.build_sources`): ``feed
 (:mod:`engine.replay`) runs this same pipeline with a recording as its one source.
 
 Stop sequence, on the deadline or the first SIGTERM/SIGINT: the sessions close their sockets and
-queue what they received; the queue is closed and drained; every window is closed and uploaded;
-the manifest is written last; exit 0. If that does not finish within ``STOP_GRACE_SECONDS``, or a
-second signal arrives, the pipeline is cancelled, everything not yet durable is spilled to
-``SPILL_DIR``, the manifest is written as ``incomplete`` naming the spilled objects, and the exit
-status is 1.
+queue what they received, reading each socket to the peer's close frame past the queue's bound
+(within ``SOCKET_DRAIN_FRACTION`` of the grace; a connection that ends without that close frame
+is an unclean close, counted, and the run is not complete); the queue is closed and drained;
+every window is closed and uploaded; the manifest is written last; exit 0. If that does not
+finish within ``STOP_GRACE_SECONDS``, or a second signal arrives, the pipeline is cancelled,
+everything not yet durable is spilled to ``SPILL_DIR``, the manifest is written as
+``incomplete`` naming the spilled objects, and the exit status is 1.
 
 Spill and recovery (SPEC §5): a window whose upload fails past ``UPLOAD_RETRY_SECONDS`` spills
 to ``SPILL_DIR`` during the run and is retried in the background and once more at the stop
@@ -48,7 +50,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -112,6 +114,9 @@ MANIFEST_MIN_SECONDS: Final = 2.0
 """The manifest write always gets at least this share of the grace, and this many seconds."""
 EXIT_MARGIN_SECONDS: Final = 0.5
 """Kept from the grace after the manifest write for the process to exit."""
+SOCKET_DRAIN_FRACTION: Final = 0.5
+"""Share of the stop grace (from the stop) within which the sessions must have read their sockets
+to the peer's close frame; the rest is for the queue, the last uploads and the manifest."""
 RECOVERY_RETRY_INITIAL_SECONDS: Final = 1.0
 RECOVERY_RETRY_MAX_SECONDS: Final = 30.0
 """Backoff between recovery attempts of earlier runs' spill while the store is down."""
@@ -168,9 +173,11 @@ def build_sessions(
     gaps: GapTracker,
     clock: Clock,
     capture: BatchQueue[RawFrame] | None = None,
+    drain_deadline: Callable[[], float | None] | None = None,
 ) -> list[WebSocketSession]:
     """One session per exchange connection; an exchange's symbols are split into groups no
-    larger than its per-connection stream limit. ``capture``: the raw frames' queue."""
+    larger than its per-connection stream limit. ``capture``: the raw frames' queue;
+    ``drain_deadline``: when the stopping sessions must have read their sockets to the end."""
     invalid_log = InvalidFrameLog(counters)
     settings = SessionSettings(stale_seconds=config.stale_seconds)
     by_exchange: dict[str, list[str]] = {}
@@ -195,6 +202,7 @@ def build_sessions(
                     settings=settings,
                     clock=clock,
                     capture=capture,
+                    drain_deadline=drain_deadline,
                 )
             )
     return sessions
@@ -339,8 +347,22 @@ class StreamRun:
     def build_sources(self) -> Sequence[Source]:
         """The run's sources: one WebSocket session per exchange connection."""
         return build_sessions(
-            self.config, self.queue, self.counters, self.gaps, self.clock, self.raw_queue
+            self.config,
+            self.queue,
+            self.counters,
+            self.gaps,
+            self.clock,
+            self.raw_queue,
+            drain_deadline=self._drain_deadline,
         )
+
+    def _drain_deadline(self) -> float | None:
+        """When (this run's clock) the stopping sessions must have read their sockets to the
+        peer's close frame: ``SOCKET_DRAIN_FRACTION`` of the stop grace after the stop."""
+        requested = self.controller.requested_at
+        if requested is None:
+            return None
+        return requested + self.config.runtime.stop_grace_seconds * SOCKET_DRAIN_FRACTION
 
     def _make_sink(
         self, writer: ObjectWriter, template: KeyTemplate, dataset: str, trade_ids: bool
@@ -758,6 +780,7 @@ class StreamRun:
             if figures["records"] == 0 and figures["subscribed_seconds"] > 0
         ]
         complete = not self.aborted and not spilled and not lost and error is None
+        complete = complete and not self.counters.unclean_closes  # trades may be lost in one
         reason: StopReason = self.controller.reason or "error"
         if error is not None:
             reason = "error"

@@ -37,6 +37,9 @@ class Counters:
     dropped: int = 0
     reconnects: int = 0
     duplicates: int = 0
+    unclean_closes: int = 0
+    """Connections that ended after the stop without the peer's close frame (trades on their
+    way may be lost: the run is not complete)."""
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
