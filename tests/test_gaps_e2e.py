@@ -56,7 +56,7 @@ def test_a_reset_after_a_reconnect_stores_both_ranges_and_the_manifest_records_i
     is stored once, the manifest has the reset (from the highest id of the first sequence to
     the first of the second) and the gaps of each sequence, the run is complete and verifies.
     Before the reorder window, the second sequence was dropped as duplicates."""
-    faults = "disconnect-every=1.5,restart-ids=2"
+    faults = "disconnect-every=2.5,restart-ids=2"
     with fake_exchange(
         tmp_path, symbols="BTCUSDT", rate="600", faults=faults, first_id=FIRST_ID
     ) as fx:
