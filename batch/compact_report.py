@@ -24,6 +24,7 @@ from typing import Any
 
 from batch.compact import CompactTrade, DedupStats, SymbolKey, is_numeric_id
 from connectors.timefmt import format_us, parse_us
+from engine.text import plural
 from sinks.manifest import Manifest
 
 
@@ -324,8 +325,9 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         f"# Compaction gap report: {report['range']}",
         "",
-        f"Input `{report['input']}`: {report['objects_read']} objects, "
-        f"{report['records_read']} records read, {report['trades']} trades kept, "
+        f"Input `{report['input']}`: {plural(report['objects_read'], 'object')}, "
+        f"{plural(report['records_read'], 'record')} read, "
+        f"{plural(report['trades'], 'trade')} kept, "
         f"{sum(report['rejected'].values())} rejected.  ",
         f"Missing trade ids: {report['missing_ids']}. Time not covered by any run: "
         f"{report['uncovered_seconds']:.3f} s.",

@@ -47,6 +47,7 @@ from batch.config import InputLocation
 from batch.job import InputReader, JobContext, JobError
 from engine.errors import FeedvaultError, ObjectNotFound
 from engine.logs import get_logger, log_event
+from engine.text import plural
 from sinks.writer import ObjectWriter
 
 PROCESSED_DIR: Final = "processed/"
@@ -94,7 +95,8 @@ async def new_inputs(reader: InputReader) -> NewInputs:
     archived = frozenset(key for key in keys if key.startswith(done))
     if not fresh:
         raise JobError(
-            f"no new input under {reader.url}: all {len(archived)} input objects are "
+            f"no new input under {reader.url}: {'the' if len(archived) == 1 else 'all'} "
+            f"{plural(len(archived), 'input object', verb=('is', 'are'))} "
             f"already under {object_url(location, done)} (processed by earlier runs); "
             "the outputs of the last run are left as they are"
         )

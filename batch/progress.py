@@ -21,6 +21,7 @@ from engine.clock import Clock
 from engine.emf import Metric, emf_document
 from engine.logs import METRICS_LOGGER, get_logger, log_event
 from engine.progress import Progress
+from engine.text import plural
 
 log = get_logger("batch")
 metrics_log = logging.getLogger(METRICS_LOGGER)
@@ -126,7 +127,7 @@ class ProgressReporter:
         if p.total_files:
             parts.insert(0, f"{p.rows:,} {p.unit}")
         elif p.files:
-            parts.append(f"{p.files} files done")
+            parts.append(f"{plural(p.files, 'file')} done")
         return "  ".join(parts)
 
     def show(self) -> None:

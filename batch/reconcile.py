@@ -65,6 +65,7 @@ from batch.csvutil import (
     to_jsonl,
     to_parquet,
 )
+from engine.text import plural
 
 __all__ = [
     "DETAIL_SCHEMA",
@@ -380,10 +381,10 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         "# Reconciliation summary",
         "",
-        f"Ledger `{ledger['source']}`: {ledger['rows']} rows, {ledger['rejected']} rejected, "
-        f"{ledger['duplicates']} duplicates.  ",
-        f"Processor `{processor['source']}`: {processor['rows']} rows, "
-        f"{processor['rejected']} rejected, {processor['duplicates']} duplicates.  ",
+        f"Ledger `{ledger['source']}`: {plural(ledger['rows'], 'row')}, "
+        f"{ledger['rejected']} rejected, {plural(ledger['duplicates'], 'duplicate')}.  ",
+        f"Processor `{processor['source']}`: {plural(processor['rows'], 'row')}, "
+        f"{processor['rejected']} rejected, {plural(processor['duplicates'], 'duplicate')}.  ",
         f"Balanced: {'yes' if report['balanced'] else 'no'}.",
         "",
         "| status | count |",

@@ -18,6 +18,7 @@ from batch.registry import create_job, get_spec
 from engine import aio
 from engine.config import Env
 from engine.errors import ConfigError, StorageError
+from engine.text import plural
 from sinks.writer import Destination, open_writer, parse_destination
 
 
@@ -79,5 +80,5 @@ def run_sample(job_name: str, environ: Mapping[str, str], out_url: str, seed: st
         return 1
     for key in keys:
         print(key)
-    print(f"wrote {len(keys)} objects to {destination.url} (seed {number})")
+    print(f"wrote {plural(len(keys), 'object')} to {destination.url} (seed {number})")
     return 0

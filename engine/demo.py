@@ -21,6 +21,7 @@ from engine import aio
 from engine.config import load_stream_config
 from engine.logs import configure_logging
 from engine.runner import StreamRun
+from engine.text import plural
 from sinks.encoders import decode_body, format_from_key
 from sinks.verify import verify_run
 from sinks.writer import Destination, open_writer
@@ -119,7 +120,7 @@ async def _report(run_id: str, seconds: float, output: Path, sent: int) -> int:
             _say(f"  problem: {problem}")
         listed = await writer.list(PREFIX)
         _say(
-            f"{report.objects} objects, {report.records} trades, "
+            f"{plural(report.objects, 'object')}, {plural(report.records, 'trade')}, "
             f"{report.records / seconds:,.0f} trades/s; the exchange sent {sent}"
         )
         sample: list[dict[str, Any]] = []
@@ -134,5 +135,6 @@ async def _report(run_id: str, seconds: float, output: Path, sent: int) -> int:
         for record in sample:
             _say(f"  {record}")
         _say()
-        _say(f"copied {len(listed)} objects to ./{output}/ (open the .ndjson.gz files with zcat)")
+        copied = plural(len(listed), "object")
+        _say(f"copied {copied} to ./{output}/ (open the .ndjson.gz files with zcat)")
     return 0 if report.ok else 1

@@ -43,6 +43,7 @@ import orjson
 
 from engine.errors import MetadataError
 from engine.logs import get_logger, log_event
+from engine.text import plural
 from sinks.manifest import EcsTask
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ async def _get_with_retry(
             return await _get_json(session, url, lookup.attempt_timeout)
         except _Retryable as exc:
             if attempt == lookup.attempts:
-                raise MetadataError(f"{exc} (after {attempt} attempts)") from exc
+                raise MetadataError(f"{exc} (after {plural(attempt, 'attempt')})") from exc
         await sleep(delay)
         delay *= 2
     raise AssertionError("unreachable: attempts must be at least 1")

@@ -59,6 +59,7 @@ from engine.loadtest_report import (
 from engine.pngchart import render_chart
 from engine.progress import Progress
 from engine.subproc import Child, ChildError
+from engine.text import plural
 from sinks.encoders import FORMATS, decompress, format_from_key
 from sinks.manifest import Manifest, StoredObjectEntry, manifest_key
 from sinks.writer import Destination, open_writer
@@ -387,7 +388,7 @@ async def read_stored(target: S3Target, run_id: str, readback: Readback) -> None
         named = {entry.key for entry in manifest.objects}
         if listed - named:
             readback.problems.append(
-                f"{len(listed - named)} objects of the run not in its manifest"
+                f"{plural(len(listed - named), 'object')} of the run not in its manifest"
             )
         # Fetch ahead at most GET_CONCURRENCY objects, in manifest order: bodies are held only
         # until they are checked, so memory does not grow with the size of the run.
@@ -459,7 +460,7 @@ def run_loadtest(
         shown = ", ".join(symbols[:5]) + (", ..." if len(symbols) > 5 else "")
         progress.note(
             f"fake {options.protocol} exchange on {url}: rate {options.rate}, "
-            f"{len(symbols)} symbols ({shown})"
+            f"{plural(len(symbols), 'symbol')} ({shown})"
         )
         engine_env = _child_env(
             environ,
@@ -496,7 +497,7 @@ def run_loadtest(
         render_chart(
             chart_panels(run.stats),
             title=f"feedvault loadtest: {options.protocol}, rate {options.rate}, "
-            f"{len(symbols)} symbols, {options.duration:g} s",
+            f"{plural(len(symbols), 'symbol')}, {options.duration:g} s",
             x_label="seconds since start",
             x_max=options.duration,
         )

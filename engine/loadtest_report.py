@@ -25,6 +25,7 @@ from typing import Any
 
 from engine.loadtest_check import CheckResult, Identity
 from engine.pngchart import BLUE, ORANGE, RED, Panel
+from engine.text import plural
 
 
 def percentile(sorted_values: Sequence[int] | Sequence[float], q: float) -> float:
@@ -165,7 +166,8 @@ def summary_table(report: dict[str, Any]) -> str:
     ]
     head = (
         f"feedvault loadtest  {settings.get('protocol')}  rate {settings.get('rate')}  "
-        f"{len(settings.get('symbols', []))} symbols  {_fmt(settings.get('duration_s'), 'g')} s  "
+        f"{plural(len(settings.get('symbols', [])), 'symbol')}  "
+        f"{_fmt(settings.get('duration_s'), 'g')} s  "
         f"{settings.get('format')}  run {report['run_id']}"
     )
     width = max(len(name) for name, _ in rows)

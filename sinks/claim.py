@@ -38,6 +38,7 @@ from engine.errors import (
     StorageRefused,
 )
 from engine.logs import get_logger, log_event
+from engine.text import plural
 from sinks.manifest import Manifest, manifest_key
 from sinks.writer import Destination, ObjectWriter, StoredObject
 
@@ -114,7 +115,7 @@ async def claim_run(
 
 
 def _attempts(count: int) -> str:
-    return f"{count} attempt" if count == 1 else f"{count} attempts"
+    return plural(count, "attempt")
 
 
 def _where(destination: Destination, key: str) -> str:

@@ -19,6 +19,7 @@ import orjson
 import zstandard
 
 from engine.errors import ConfigError, IntegrityError
+from engine.text import plural
 
 GZIP: Final = "ndjson.gz"
 ZSTD: Final = "ndjson.zst"
@@ -134,7 +135,8 @@ def decompress(body: bytes, format: str) -> bytes:
     if not complete:
         raise IntegrityError(f"truncated {format} data")
     if rest:
-        raise IntegrityError(f"{len(rest)} bytes of trailing data after the {format} stream")
+        trailing = plural(len(rest), "byte")
+        raise IntegrityError(f"{trailing} of trailing data after the {format} stream")
     return text
 
 

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from engine.errors import IntegrityError, ObjectNotFound
+from engine.text import plural
 from sinks.manifest import Manifest, manifest_key
 from sinks.verify import RunObjects, missing_directory, no_runs_here, survey_prefix
 from sinks.writer import ObjectWriter
@@ -110,7 +111,7 @@ class RunsReport:
             if run.problem is not None:
                 lines.append(f"{run.run_id}: {run.problem}")
             if run.lost:
-                lines.append(f"{run.run_id}: {run.lost} windows lost")
+                lines.append(f"{run.run_id}: {plural(run.lost, 'window')} lost")
             lines += [f"{run.run_id}: warning: {warning}" for warning in run.warnings]
         if self.nested:
             lines.append(f"more runs under {', '.join(self.nested)}")

@@ -41,6 +41,7 @@ from typing import Any, Final
 import orjson
 
 from engine.errors import IntegrityError, StorageError
+from engine.text import plural
 from sinks.fsutil import atomic_write
 from sinks.keys import sanitize
 from sinks.manifest import JSON_OPTIONS as MANIFEST_JSON_OPTIONS
@@ -157,7 +158,7 @@ class SpillFailed(StorageError):
         self, entries: list[SpilledEntry], failures: list[tuple[ClosedWindow, str]]
     ) -> None:
         super().__init__(
-            f"could not spill {len(failures)} window{'s' if len(failures) != 1 else ''}: "
+            f"could not spill {plural(len(failures), 'window')}: "
             + "; ".join(f"{window.key}: {reason}" for window, reason in failures)
         )
         self.entries = entries

@@ -64,6 +64,7 @@ from typing import Final
 
 from engine.errors import ConfigError, IntegrityError, ObjectNotFound, StorageError
 from engine.records import Trade
+from engine.text import plural
 from sinks.encoders import decode_body, format_from_key
 from sinks.keys import RAW_DATASET, is_raw_key, sanitize
 from sinks.local import FileWriter
@@ -178,7 +179,7 @@ class RunObjects:
         return sum(obj.size for obj in self.objects)
 
     def line(self) -> str:
-        return f"{self.run_id}: {len(self.objects)} objects, {self.bytes} bytes"
+        return f"{self.run_id}: {plural(len(self.objects), 'object')}, {plural(self.bytes, 'byte')}"
 
 
 @dataclass(slots=True)
@@ -263,8 +264,8 @@ class VerifyReport:
         verdict = "OK" if self.ok else "FAILED"
         lines = [
             f"run {self.run_id or '?'}: {verdict} "
-            f"({self.objects} objects, {self.records} records, "
-            f"{_plural(len(self.problems), 'problem')})"
+            f"({plural(self.objects, 'object')}, {plural(self.records, 'record')}, "
+            f"{plural(len(self.problems), 'problem')})"
         ]
         if self.recorded_prefix is not None and self.recorded_prefix != self.prefix:
             lines.append(
@@ -277,7 +278,7 @@ class VerifyReport:
             error = figures["last_error"]
             lines.append(
                 f"  no data from {name}: subscribed {figures['subscribed_seconds']:.1f} s, "
-                f"{_plural(figures['reconnects'], 'reconnect')}"
+                f"{plural(figures['reconnects'], 'reconnect')}"
                 + (f", last error: {error}" if error else "")
             )
         for name, resets in sorted(self.resets.items()):
@@ -289,14 +290,14 @@ class VerifyReport:
         if self.unfinished:
             lines.append(f"  objects of the unfinished run: {len(self.unfinished)}")
             shown = self.unfinished[:MAX_ORPHAN_OBJECTS_LISTED]
-            lines += [f"    {obj.key} ({obj.size} bytes)" for obj in shown]
+            lines += [f"    {obj.key} ({plural(obj.size, 'byte')})" for obj in shown]
             if len(self.unfinished) > len(shown):
-                lines.append(f"    ... and {len(self.unfinished) - len(shown)} more objects")
+                more = plural(len(self.unfinished) - len(shown), "more object")
+                lines.append(f"    ... and {more}")
         for name, gaps in sorted(self.gaps.items()):
             missing = sum(gap["missing"] for gap in gaps)
             lines.append(
-                f"  gaps {name}: {_plural(len(gaps), 'gap')}, "
-                f"{_plural(missing, 'trade id')} missing"
+                f"  gaps {name}: {plural(len(gaps), 'gap')}, {plural(missing, 'trade id')} missing"
             )
             lines += [
                 f"    ids {gap['from_id']}..{gap['to_id']}: {gap['missing']} missing"
@@ -311,9 +312,10 @@ class VerifyReport:
                 if run.run_id != self.run_id:
                     continue
                 shown = run.objects[:MAX_ORPHAN_OBJECTS_LISTED]
-                lines += [f"      {obj.key} ({obj.size} bytes)" for obj in shown]
+                lines += [f"      {obj.key} ({plural(obj.size, 'byte')})" for obj in shown]
                 if len(run.objects) > len(shown):
-                    lines.append(f"      ... and {len(run.objects) - len(shown)} more objects")
+                    more = plural(len(run.objects) - len(shown), "more object")
+                    lines.append(f"      ... and {more}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, object]:
@@ -336,10 +338,6 @@ class VerifyReport:
             "resets": self.resets,
             "recorded_prefix": self.recorded_prefix,
         }
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = None) -> VerifyReport:
@@ -376,10 +374,10 @@ async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = Non
     if manifest is None:
         if found is not None:
             problems.append(
-                f"run {run_id} has no manifest: it left {len(found.objects)} objects "
-                f"({found.bytes} bytes) under {prefix!r} with no proof that they are all it "
-                "received; the task was stopped before writing its manifest (SIGKILL, out of "
-                "memory): the run is incomplete"
+                f"run {run_id} has no manifest: it left {plural(len(found.objects), 'object')} "
+                f"({plural(found.bytes, 'byte')}) under {prefix!r} with no proof that they are "
+                "all it received; the task was stopped before writing its manifest (SIGKILL, "
+                "out of memory): the run is incomplete"
             )
         elif survey is not None and survey.nested:
             problems.append(no_runs_here(survey.nested))
@@ -400,7 +398,8 @@ async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = Non
     running = manifest.status == "running"
     if running:
         count = len(found.objects) if found is not None else 0
-        problems.append(f"run {run_id} never finished (killed?): {count} objects of it found")
+        found_text = plural(count, "object")
+        problems.append(f"run {run_id} never finished (killed?): {found_text} of it found")
     elif manifest.status != "complete":
         detail = f": {manifest.error}" if manifest.error else ""
         problems.append(
@@ -408,11 +407,11 @@ async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = Non
         )
     if manifest.spilled:
         problems.append(
-            f"{len(manifest.spilled)} windows were left in the spill directory: "
-            + ", ".join(manifest.spilled)
+            f"{plural(len(manifest.spilled), 'window', verb=('was', 'were'))} left in the "
+            "spill directory: " + ", ".join(manifest.spilled)
         )
     problems += [
-        f"{lost['key']}: lost, {lost['records']} records neither uploaded nor spilled "
+        f"{lost['key']}: lost, {plural(lost['records'], 'record')} neither uploaded nor spilled "
         f"({lost['reason']})"
         for lost in manifest.lost
     ]
@@ -488,7 +487,7 @@ async def _check_object(
         problems.append(f"{key}: missing (listed in the manifest, not in storage)")
         return 0
     if len(body) != entry.bytes:
-        problems.append(f"{key}: size is {len(body)} bytes, manifest says {entry.bytes}")
+        problems.append(f"{key}: size is {plural(len(body), 'byte')}, manifest says {entry.bytes}")
     digest = sha256_hex(body)
     if digest != entry.sha256:
         problems.append(f"{key}: sha256 is {digest}, manifest says {entry.sha256}")
@@ -526,11 +525,12 @@ def _check_body(
         problems.append(f"{key}: cannot decode: {exc}")
         return 0
     if entry is not None and len(records) != entry.records:
-        problems.append(f"{key}: holds {len(records)} records, manifest says {entry.records}")
+        held = plural(len(records), "record")
+        problems.append(f"{key}: holds {held}, manifest says {entry.records}")
     if raw:
         bad = sum(1 for obj in records if not _is_recording_line(obj))
         if bad:
-            problems.append(f"{key}: {bad} lines are not recording lines")
+            problems.append(f"{key}: {plural(bad, 'line', verb=('is', 'are'))} not recording lines")
         if entry is not None and entry.symbols:
             problems.append(f"{key}: a raw object lists trade ids in the manifest")
         return len(records)
@@ -550,7 +550,7 @@ def _check_body(
         else:
             ids[1] = trade.trade_id
     if invalid:
-        problems.append(f"{key}: {invalid} records are not valid trades")
+        problems.append(f"{key}: {plural(invalid, 'record', verb=('is', 'are'))} not valid trades")
     found = {name: (ids[0], ids[1]) for name, ids in symbols.items()}
     if entry is not None and not invalid and found != entry.symbols:
         problems.append(f"{key}: first/last trade ids per symbol {found} differ from the manifest")

@@ -108,7 +108,7 @@ async def test_runs_newest_first_with_their_figures() -> None:
         "kraken:XBT/USD:trades",
     ]
     assert table[3].split()[5:] == ["1m00s", "3", "55", "-"]
-    assert "20231114T230000Z-bbbb: 1 windows lost" in table
+    assert "20231114T230000Z-bbbb: 1 window lost" in table
 
 
 async def test_runs_without_a_manifest_and_unreadable_manifests_are_listed() -> None:

@@ -212,7 +212,7 @@ async def test_incomplete_run() -> None:
     report = await verify_run(writer, PREFIX, manifest.run_id)
     assert report.problems == [
         "run status is incomplete (stop reason signal): second signal",
-        "1 windows were left in the spill directory: p/trades/x.ndjson.gz",
+        "1 window was left in the spill directory: p/trades/x.ndjson.gz",
     ]
     assert "FAILED" in report.summary()
 

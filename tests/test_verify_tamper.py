@@ -509,7 +509,7 @@ async def test_only_manifest_less_objects_in_process() -> None:
     assert not report.ok
     assert report.problems == [
         "manifest p/_manifests/R1.json not found",
-        "run R1 has no manifest: it left 1 objects (5 bytes) under 'p/' with no proof that they "
+        "run R1 has no manifest: it left 1 object (5 bytes) under 'p/' with no proof that they "
         "are all it received; the task was stopped before writing its manifest (SIGKILL, out of "
         "memory): the run is incomplete",
     ]
