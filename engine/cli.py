@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from engine import __version__, aio, signals
 from engine.errors import ConfigError
+from engine.redact import redact
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -314,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
-        print(f"feedvault {args.command}: configuration error: {exc}", file=sys.stderr)
+        # a value echoed back (a URL's password, a pasted secret) is redacted like a log line
+        print(redact(f"feedvault {args.command}: configuration error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAILURE

@@ -600,3 +600,21 @@ async def test_instance_metadata_credentials_are_redacted(
     for line in _leak_attempts(out, values):
         for value in values:
             assert value not in line, line
+
+
+def test_a_configuration_error_on_stderr_echoes_no_password(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """The one stderr line of a rejected setting quotes the value, redacted."""
+    env = base_env(
+        **s3_server.env(),
+        S3_BUCKET="redaction-bucket",
+        S3_PREFIX="red/",
+        STREAMS="binance:BTCUSDT",
+        MAX_RUNTIME_SECONDS="1",
+        BINANCE_WS_URL="https://feeduser:url-pass%2Fword-0123@stream.example.com/ws",
+    )
+    done = run_stream(env, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "BINANCE_WS_URL" in done.stderr and "stream.example.com" in done.stderr
+    assert "url-pass" not in done.stdout + done.stderr
