@@ -215,7 +215,9 @@ class S3Writer:
 
         ``security`` None: read ``S3_SSE``, ``S3_SSE_KMS_KEY_ID`` and
         ``S3_EXPECTED_BUCKET_OWNER`` from the environment (a bad value raises
-        :class:`~engine.errors.ConfigError`, before any client is created)."""
+        :class:`~engine.errors.ConfigError`, before any client is created).
+        ``deadline_floor_seconds`` and ``min_bytes_per_second``: every call's deadline
+        (:func:`call_deadline`; the defaults suit S3, no setting exposes them)."""
         if security is None:
             security = s3_security(os.environ)
         config = Config(
@@ -283,9 +285,10 @@ class S3Writer:
             ) from exc
         except _TRANSPORT_ERRORS as exc:
             if deadline.expired():
+                moved = f" for {nbytes} bytes" if nbytes else ""
                 raise StorageError(
                     f"S3 {operation} s3://{self.bucket}/{key} failed: no answer within its "
-                    f"deadline of {seconds:g} s ({nbytes} bytes to move)"
+                    f"deadline of {seconds:g} s{moved}"
                 ) from exc
             raise StorageError(
                 redact(
