@@ -34,8 +34,10 @@ one lie inside the window, so there are at most ``REORDER_WINDOW // 2 + 1`` of t
 gaps and the resets are the run's findings and are kept whole.
 
 The tracker is shared by every session of a run (a symbol may move between connections). It
-checks whole batches with C-level iteration (``map``/``zip``); in the common case a trade costs
-about a third of a microsecond (``id == high + 1``: one dictionary lookup and one store).
+checks whole batches with C-level iteration (``map``/``zip``); in the common case
+(``id == high + 1``: one dictionary lookup, one comparison, one store) a trade costs about a
+quarter of a microsecond, as before the reorder window; with 1% of trades late by one, under
+half a microsecond on average.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ class GapTracker:
         self.gaps: dict[str, list[Gap]] = {}
         """Final gaps (pending ones are in :attr:`pending_gaps` until they are final)."""
         self.resets: dict[str, list[Reset]] = {}
+        """Sequence restarts, in the order they happened."""
         self.duplicates = 0
         """Trades dropped because their id was seen before."""
         self.out_of_order = 0
