@@ -102,6 +102,7 @@ RANGES: Final[Mapping[str, Range]] = {
     "COMPUTATION_SEED": Range(0, MAX_SEED),
     "SAMPLE_SEED": Range(0, MAX_SEED),
     "--seed": Range(0, MAX_SEED),
+    "REPLAY_SPEED": Range(0.001, 1_000_000),
 }
 """The range of every numeric setting read through :class:`Env` (the README's configuration
 tables list them). :meth:`Env.integer` and :meth:`Env.number` check a listed variable against

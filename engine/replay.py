@@ -37,6 +37,7 @@ from connectors.session import InvalidFrameLog
 from engine.clock import SYSTEM_CLOCK, Clock, ReplayClock
 from engine.config import (
     DEFAULT_QUEUE_MAXSIZE,
+    RANGES,
     Env,
     StreamConfig,
     new_run_id,
@@ -70,15 +71,18 @@ class ReplayConfig:
 
 
 def parse_speed(text: str, variable: str = "--speed") -> float | None:
-    """``max`` -> None; a positive finite number -> itself; else :class:`ConfigError`."""
+    """``max`` -> None; a number in ``REPLAY_SPEED``'s range (:data:`engine.config.RANGES`,
+    0.001 .. 1000000 times the recorded pace) -> itself; else :class:`ConfigError` naming the
+    range."""
     if text.strip().lower() == "max":
         return None
+    bounds = RANGES["REPLAY_SPEED"]
     try:
         speed = float(text)
     except ValueError:
-        raise ConfigError(variable, f"must be 'max' or a positive number, got {text!r}") from None
-    if not math.isfinite(speed) or speed <= 0:
-        raise ConfigError(variable, f"must be 'max' or a positive number, got {text!r}")
+        speed = math.nan
+    if not math.isfinite(speed) or not bounds.holds(speed):
+        raise ConfigError(variable, f"must be 'max' or a number {bounds.describe()}, got {text!r}")
     return speed
 
 

@@ -10,6 +10,7 @@ from batch.computation import RiskParameters
 from batch.config import load_batch_config
 from engine.config import RANGES, Env, StreamSpec, load_stream_config
 from engine.errors import ConfigError
+from engine.replay import parse_speed
 from sinks.writer import parse_destination
 from tests.harness import FEEDVAULT, base_env
 
@@ -165,6 +166,15 @@ def test_batch_settings_have_ranges_too(variable: str, value: str, words: str) -
         load_batch_config("computation", dict(BATCH, **{variable: value}), needs_input=False)
     assert info.value.variable == variable
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize("speed", ["1e-300", "0", "1e9", ABSURD])
+def test_a_replay_speed_outside_its_range_is_refused(speed: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_speed(speed)
+    assert str(info.value) == (
+        f"--speed: must be 'max' or a number from 0.001 to 1000000, got {speed!r}"
+    )
 
 
 def test_a_seed_beyond_64_bits_is_refused() -> None:
