@@ -594,6 +594,8 @@ class StreamRun:
         self.counters.received = sum(session.frames for session in self.sessions)
         self.counters.dropped = self.queue.dropped
         self.counters.duplicates = self.gaps.duplicates
+        self.counters.out_of_order = self.gaps.out_of_order
+        self.counters.resets = sum(len(found) for found in self.gaps.resets.values())
 
     def _upload_seconds(self) -> list[float]:
         """Durations of the uploads (every sink) completed since the last call."""

@@ -37,6 +37,11 @@ class Counters:
     dropped: int = 0
     reconnects: int = 0
     duplicates: int = 0
+    out_of_order: int = 0
+    """Trades whose id arrived late, inside the reorder window: stored, filling their gap."""
+    resets: int = 0
+    """Times a symbol's trade ids jumped back beyond the reorder window (the manifest's
+    ``resets`` lists them)."""
     unclean_closes: int = 0
     """Connections that ended after the stop without the peer's close frame (trades on their
     way may be lost: the run is not complete)."""
