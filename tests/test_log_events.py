@@ -143,7 +143,9 @@ def test_every_event_of_a_run_through_an_s3_outage_and_its_recovery_is_a_fixed_n
             url_variable="BINANCE_WS_URL",
             url=fx.url,
             runtime="300",
-            UPLOAD_RETRY_SECONDS="1",  # one sink retry (backoff 0.25-0.5 s), then the spill
+            # Counted from the first attempt, which fails within its 20 s S3 deadline: at least
+            # one sink retry (backoff 0.25-0.5 s) follows, then the spill.
+            UPLOAD_RETRY_SECONDS="25",
             RUN_ID=killed,
         )
         env.update(WINDOW_SECONDS="1", SPILL_DIR=str(spill_dir))
