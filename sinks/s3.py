@@ -52,6 +52,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, Final, TypedDict, TypeVar
 
 import aioboto3
@@ -131,6 +132,27 @@ async def _redact_resolved_credentials(session: Any, client: Any) -> None:
             redact(f"cannot resolve the S3 credentials: {type(exc).__name__}: {exc}")
         ) from exc
     client.meta.events.register("before-send.s3", register)
+
+
+_LAST_ANSWER: ContextVar[str | None] = ContextVar("feedvault_s3_last_answer", default=None)
+"""What the last attempt of the current task's S3 call got (an S3 error code, an HTTP status or
+a transport exception's name), for the message of a call ended by its deadline."""
+
+
+def _note_answer(
+    response: tuple[Any, dict[str, Any]] | None = None,
+    caught_exception: BaseException | None = None,
+    **_: Any,
+) -> None:
+    """A ``needs-retry`` handler (the SDK emits it after every attempt, in the calling task):
+    remember the attempt's outcome in :data:`_LAST_ANSWER`. Returns None: it never decides a
+    retry."""
+    if caught_exception is not None:
+        _LAST_ANSWER.set(type(caught_exception).__name__)
+    elif response is not None:
+        http, parsed = response
+        code = parsed.get("Error", {}).get("Code") if isinstance(parsed, dict) else None
+        _LAST_ANSWER.set(str(code) if code else f"HTTP {http.status_code}")
 
 
 def call_deadline(
@@ -243,6 +265,7 @@ class S3Writer:
                 raise StorageError(redact(f"cannot create an S3 client: {exc}")) from exc
             try:
                 await _redact_resolved_credentials(session, client)
+                client.meta.events.register("needs-retry.s3", _note_answer)
                 yield cls(
                     client,
                     bucket,
@@ -272,6 +295,7 @@ class S3Writer:
         failure to :class:`StorageError` (past the deadline too)."""
         seconds = self.deadline(nbytes)
         deadline = asyncio.timeout(seconds)
+        _LAST_ANSWER.set(None)
         try:
             async with deadline:
                 return await call
@@ -286,9 +310,11 @@ class S3Writer:
         except _TRANSPORT_ERRORS as exc:
             if deadline.expired():
                 moved = f" for {nbytes} bytes" if nbytes else ""
+                last = _LAST_ANSWER.get()
+                before = f" (the last attempt before it: {last})" if last else ""
                 raise StorageError(
                     f"S3 {operation} s3://{self.bucket}/{key} failed: no answer within its "
-                    f"deadline of {seconds:g} s{moved}"
+                    f"deadline of {seconds:g} s{moved}{before}"
                 ) from exc
             raise StorageError(
                 redact(

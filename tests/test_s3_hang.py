@@ -139,6 +139,19 @@ async def test_every_other_call_to_a_hanging_s3_fails_with_a_storage_error(
     assert_past_deadline(err, operation)
 
 
+async def test_a_deadline_that_ends_the_sdk_retries_names_what_the_last_attempt_got(
+    proxy: fp.FaultProxy, bucket: str
+) -> None:
+    """S3 throttles every request: the SDK's backoff between ten attempts outlasts the deadline,
+    whose error still says why the call was being retried."""
+    proxy.set_outage(fp.SLOWDOWN)
+    async with writer(proxy, bucket, max_attempts=10) as s3:
+        with pytest.raises(StorageError) as err:
+            await s3.put("throttled", b"x")
+    assert_past_deadline(err, "PutObject")
+    assert "the last attempt before it: SlowDown" in str(err.value)
+
+
 async def test_a_manifest_create_to_a_hanging_s3_fails_with_a_storage_error(
     proxy: fp.FaultProxy, bucket: str
 ) -> None:
