@@ -37,7 +37,8 @@ aioboto3 session and one client (one connection pool of ``max_pool_connections``
   ``security`` is not given, so every writer of the process applies them.
 - Errors: ``NoSuchKey``/404 -> :class:`~engine.errors.ObjectNotFound`; everything else,
   including a missing bucket, connection failures and timeouts ->
-  :class:`~engine.errors.StorageError` with the operation, key and S3 error code.
+  :class:`~engine.errors.StorageError` with the operation, key and S3 error code (past a
+  deadline: the deadline, and what the SDK's last attempt got, e.g. ``SlowDown``).
 
 ``put`` is durable when it returns and idempotent (same key and body -> one object). A cancelled
 ``put`` may or may not have stored the object.
