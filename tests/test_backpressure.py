@@ -13,35 +13,50 @@ far fewer trades than the fake exchange offers. Observable signals:
 * bounded memory: the engine's own peak RSS (``VmHWM``, the ``run_end`` line) stays small.
 
 At the deadline S3 is healthy again, so the stop uploads everything: a complete manifest.
+
+The stop under backpressure (issue 12): a stop that finds the sessions waiting for queue room
+reads every socket to the peer's close frame past the bound (S3 slow through the stop: nothing
+lost, no unclean close); a peer that never answers our close costs the trades still on their way,
+which the run owns up to: an ``unclean_close``, an ``incomplete`` manifest, exit 1. ``make bench``
+runs these tests and the stop moments under CPU-burning load (``benchmarks/stress_stop.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 from connectors.session import DEFAULT_BATCH_SIZE
+from engine.batchqueue import BatchQueue
 from sinks.spill import load_spilled
 from tests.conftest import S3Server
 from tests.faultproxy import put_object, slow
 from tests.harness import (
     assert_stored_exactly_once,
     decode_object,
+    fake_exchange,
+    parse_logs,
     read_manifest,
     run_verify,
+    start_stream,
     stored_objects,
     stored_trades,
     trade_identity,
     wait_for_log,
 )
 from tests.stop_harness import (
+    EXIT_TIMEOUT,
     GRACE,
     PREFIX,
     StopRun,
     WatchedProxy,
     run_with_signals,
     send,
+    stream_env,
 )
 
 RATE = 20_000
@@ -86,6 +101,7 @@ def test_slow_s3_with_block_backpressures_the_socket_in_bounded_memory(
     manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "complete"
     assert manifest["counters"]["dropped"] == 0
+    assert manifest["counters"]["unclean_closes"] == 0, manifest["counters"]
     stored = stored_trades(s3_server.client(), bucket, PREFIX)
     assert_stored_exactly_once(run.ledger, stored)
 
@@ -139,14 +155,22 @@ def test_slow_s3_with_drop_oldest_counts_every_dropped_trade(
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
+BACKPRESSURED_STATS = 3
+"""Consecutive stats lines (one a second) with the queue at least half full before the signal:
+two seconds of reads slower than the feed, so the fake exchange's send backlog has grown."""
+
+
 def _signal_when_backpressured(
     proc: subprocess.Popen[str], logs: list[dict[str, Any]]
 ) -> list[float]:
+    backpressured = 0
     for _ in range(30):  # stats lines, one a second
         logs += wait_for_log(proc, "stats", timeout=10)
-        if logs[-1]["queue_depth"] >= 0.5 * QUEUE_MAXSIZE:
+        full = logs[-1]["queue_depth"] >= 0.5 * QUEUE_MAXSIZE
+        backpressured = backpressured + 1 if full else 0
+        if backpressured >= BACKPRESSURED_STATS:
             return [send(proc)]
-    raise AssertionError("the queue never filled up")
+    raise AssertionError("the queue never stayed full")
 
 
 def test_sigterm_while_backpressured_stops_within_the_grace_with_nothing_lost(
@@ -174,11 +198,13 @@ def test_sigterm_while_backpressured_stops_within_the_grace_with_nothing_lost(
     assert run.took < GRACE, f"exit {run.took:.1f}s after SIGTERM"
     manifest = read_manifest(s3_server.client(), bucket, PREFIX)
     assert manifest["status"] == "complete" and manifest["counters"]["dropped"] == 0
+    # the stop read every socket to the peer's close frame
+    assert manifest["counters"]["unclean_closes"] == 0 and not run.events("unclean_close")
     assert_stored_exactly_once(run.ledger, stored_trades(s3_server.client(), bucket, PREFIX))
     # trades waited for the socket: the engine read slower than the feed came. A quarter of a
-    # second's trades: more than a late tick of the fake's own loop brings at once; the stop's
-    # slow drain (about 6,000 trades/s against 20,000 offered) makes the backlog grow to
-    # 11,000-64,000 in the runs measured.
+    # second's trades: more than a late tick of the fake's own loop brings at once; two seconds
+    # of reads at about 6,000 trades/s (what the slow sink takes) against 20,000 offered make
+    # it grow well past that before the signal.
     assert run.summary is not None and run.summary["send_backlog_peak"] >= RATE // 4, run.summary
 
 
@@ -236,3 +262,68 @@ def test_s3_too_slow_for_the_grace_aborts_spills_and_exits_1_within_it(
         newest_kept[symbol] = max(newest_kept.get(symbol, -1), int(trade_id))
     unread = sent - set(kept)
     assert all(int(t[2]) > newest_kept.get(t[1], -1) for t in unread), "a trade was lost"
+
+
+def test_a_peer_that_hangs_at_the_stop_makes_an_unclean_close_and_an_incomplete_run(
+    s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy
+) -> None:
+    """The exchange hangs (SIGSTOP) just before the SIGTERM: our close frame is never
+    answered. The stop waits for it only until its drain deadline (half the 6 s grace), then
+    websockets aborts the socket: whatever was still on its way is lost, so the run counts the
+    unclean close, logs it, and its manifest is ``incomplete`` (exit 1), within the grace.
+    Everything the engine did read is stored once."""
+    grace = 6.0
+    with fake_exchange(tmp_path, rate="3000") as fx:
+        env = stream_env(watched, bucket, fx.url, tmp_path, "60", STOP_GRACE_SECONDS=str(grace))
+        proc = start_stream(env)
+        try:
+            logs = wait_for_log(proc, "stats", timeout=30)  # trades are flowing
+            fx.proc.send_signal(signal.SIGSTOP)
+            try:
+                signalled = send(proc)
+                out, err = proc.communicate(timeout=EXIT_TIMEOUT)
+                took = time.monotonic() - signalled
+            finally:
+                fx.proc.send_signal(signal.SIGCONT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        ledger = fx.stop()
+    watched.wait_settled()
+    logs += parse_logs(out)
+
+    assert proc.returncode == 1, err[-2000:]
+    assert took < grace, f"exit {took:.1f}s after SIGTERM, over the {grace:g} s grace"
+    (unclean,) = [doc for doc in logs if doc.get("event") == "unclean_close"]
+    assert unclean["reason"] == "stop" and unclean["exchange"] == "binance", unclean
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
+    assert manifest["status"] == "incomplete" and manifest["stop_reason"] == "signal"
+    assert manifest["counters"]["unclean_closes"] == 1, manifest["counters"]
+    assert manifest["spilled"] == []
+    stored = [trade_identity(t) for t in stored_trades(s3_server.client(), bucket, PREFIX)]
+    assert stored and len(set(stored)) == len(stored), "a trade was stored twice"
+    assert set(stored) <= {trade_identity(t) for t in ledger}
+    assert len(stored) == manifest["counters"]["parsed"]
+
+
+def test_a_released_put_queues_past_the_bound() -> None:
+    """The queue's side of the stop: a put waiting for room is woken by the release and queues
+    its batch past the bound; later puts with the release set do not wait at all."""
+
+    async def scenario() -> tuple[int, int]:
+        queue: BatchQueue[int] = BatchQueue(4)
+        release = asyncio.Event()
+        await queue.put_or_hand_over([1, 2, 3], release)
+        waiting = asyncio.create_task(queue.put_or_hand_over([4, 5], release))
+        await asyncio.sleep(0)
+        assert not waiting.done() and not queue.fits(1)
+        release.set()
+        async with asyncio.timeout(5):
+            await waiting
+        await queue.put_or_hand_over([6, 7, 8], release)
+        return queue.size, queue.high_water
+
+    size, high_water = asyncio.run(scenario())
+    assert size == 8
+    assert high_water == 3, "the bound's high-water mark counts bound-respecting puts only"
