@@ -123,8 +123,8 @@ def manifest_put(r: RequestInfo) -> bool:
 
 
 def not_manifest(r: RequestInfo) -> bool:
-    """Every request but those on a run's manifest (any method)."""
-    return "/_manifests/" not in r.path
+    """Every request but those on a run's manifests (any method, and listings of them)."""
+    return "/_manifests/" not in r.path and "_manifests/" not in r.query.get("prefix", "")
 
 
 class FaultProxy:
