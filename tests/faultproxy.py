@@ -218,8 +218,9 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        """Drop held requests and stop serving; again, it does nothing."""
         loop, stopping = self._loop, self._stopping
-        if loop is not None and stopping is not None:
+        if loop is not None and stopping is not None and not loop.is_closed():
             loop.call_soon_threadsafe(stopping.set)
         if self._thread is not None:
             self._thread.join(15)

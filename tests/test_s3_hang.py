@@ -44,6 +44,7 @@ from tests.harness import (
     start_stream,
     stored_trades,
 )
+from tests.stop_harness import WatchedProxy
 
 FLOOR = 3.0
 """The writer tests' deadline floor (seconds): each hung call waits it out, and the only calls
@@ -78,6 +79,34 @@ def writer(proxy: fp.FaultProxy, bucket: str, **options: Any) -> Any:
 def assert_past_deadline(err: pytest.ExceptionInfo[StorageError], operation: str) -> None:
     message = str(err.value)
     assert f"S3 {operation} " in message and "deadline" in message, message
+
+
+# -- the fault ------------------------------------------------------------------------------
+
+
+async def test_a_hung_request_is_held_until_the_proxy_stops_then_dropped(
+    s3_server: S3Server, bucket: str
+) -> None:
+    """``hang`` never answers, and lasts no longer than the proxy: its stop drops the
+    connection, which the client sees as a dropped connection, well before its deadline."""
+    with WatchedProxy(s3_server.endpoint) as proxy:
+        proxy.set_outage(fp.HANG)
+        async with S3Writer.open(
+            bucket,
+            endpoint_url=proxy.url,
+            region="us-east-1",
+            max_attempts=1,
+            read_timeout=READ_TIMEOUT,
+            deadline_floor_seconds=READ_TIMEOUT,
+        ) as s3:
+            put = asyncio.create_task(s3.put("held", b"x"))
+            await asyncio.to_thread(proxy.wait_applied, 1, 30)
+            assert not put.done()
+            await asyncio.to_thread(proxy.stop)
+            with pytest.raises(StorageError) as err:
+                await put
+    assert "deadline" not in str(err.value), err.value
+    assert s3_server.keys(bucket) == []
 
 
 # -- the deadline --------------------------------------------------------------------------
