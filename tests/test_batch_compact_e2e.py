@@ -38,15 +38,18 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def compact_env(s3: S3Server, bucket: str, prefix: str, **extra: str) -> dict[str, str]:
-    return base_env(
+    """A compact task's environment, run id ``compact-1`` unless ``extra`` says otherwise
+    (a run id is used once per destination)."""
+    env = base_env(
         INPUT_BUCKET=bucket,
         INPUT_PREFIX=prefix,
         OUTPUT_BUCKET=bucket,
         OUTPUT_PREFIX=OUT_PREFIX,
         RUN_ID="compact-1",
         **s3.env(),
-        **extra,
     )
+    env.update(extra)
+    return env
 
 
 def get(s3: S3Server, bucket: str, key: str) -> bytes:
@@ -58,8 +61,8 @@ def put(s3: S3Server, bucket: str, key: str, body: bytes) -> None:
     s3.client().put_object(Bucket=bucket, Key=key, Body=body)
 
 
-def batch_manifest(s3: S3Server, bucket: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(get(s3, bucket, f"{OUT_PREFIX}_manifests/compact-1.json"))
+def batch_manifest(s3: S3Server, bucket: str, run_id: str = "compact-1") -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(get(s3, bucket, f"{OUT_PREFIX}_manifests/{run_id}.json"))
     return loaded
 
 
@@ -124,7 +127,10 @@ def test_sample_then_compact_finds_what_was_planted(s3_server: S3Server, bucket:
 
     # a rerun over the same input replaces the outputs: same keys, same bytes
     before = {key: get(s3_server, bucket, key) for key in keys}
-    again = run(["batch", "compact"], compact_env(s3_server, bucket, STREAM_PREFIX, **RANGE))
+    again = run(
+        ["batch", "compact"],
+        compact_env(s3_server, bucket, STREAM_PREFIX, RUN_ID="compact-2", **RANGE),
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert {key: get(s3_server, bucket, key) for key in keys} == before
 
@@ -134,10 +140,14 @@ def first_object(s3: S3Server, bucket: str) -> str:
 
 
 def assert_failed_with_nothing(
-    result: subprocess.CompletedProcess[str], s3: S3Server, bucket: str, words: str
+    result: subprocess.CompletedProcess[str],
+    s3: S3Server,
+    bucket: str,
+    words: str,
+    run_id: str = "compact-1",
 ) -> None:
     assert result.returncode == 1, result.stderr[-2000:]
-    manifest = batch_manifest(s3, bucket)
+    manifest = batch_manifest(s3, bucket, run_id)
     assert manifest["status"] == "incomplete" and manifest["stop_reason"] == "error"
     assert words in manifest["error"], manifest["error"]
     assert manifest["objects"] == []
@@ -169,8 +179,9 @@ def test_a_broken_manifest_or_object_fails_the_run(s3_server: S3Server, bucket: 
     s3_server.client().delete_object(Bucket=bucket, Key=STREAM_PREFIX + "_manifests/broken.json")
     orphan = STREAM_PREFIX + "trades/exchange=x/symbol=Y/date=2026-01-05/hour=03/T-r-1.ndjson.gz"
     put(s3_server, bucket, orphan, b"not gzip")
-    result = run(["batch", "compact"], compact_env(s3_server, bucket, STREAM_PREFIX, **RANGE))
-    assert_failed_with_nothing(result, s3_server, bucket, "cannot read trade object")
+    env = compact_env(s3_server, bucket, STREAM_PREFIX, RUN_ID="compact-2", **RANGE)
+    result = run(["batch", "compact"], env)
+    assert_failed_with_nothing(result, s3_server, bucket, "cannot read trade object", "compact-2")
 
 
 def test_a_range_without_trades_fails(s3_server: S3Server, bucket: str) -> None:
