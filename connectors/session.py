@@ -272,6 +272,7 @@ class WebSocketSession:
         self._close_received = False
         self._close_error = None
         settings = self.settings
+        self.tally.attempting(self.clock.monotonic())
         try:
             ws = await connect(
                 self.url,

@@ -55,6 +55,8 @@ class StreamTally:
     ever_subscribed: bool = False
     connected_seconds: float = 0.0
     subscribed_seconds: float = 0.0
+    first_attempt_at: float | None = None
+    """When the session first tried to connect (None: the run stopped before it tried)."""
     _connected_at: float | None = None
     _subscribed_at: float | None = None
     _by_canonical: dict[str, SymbolTally] = field(default_factory=dict)
@@ -66,6 +68,20 @@ class StreamTally:
             except ValueError:
                 canonical = symbol
             self._by_canonical.setdefault(canonical, SymbolTally())
+
+    def attempting(self, now: float) -> None:
+        """A connection attempt begins."""
+        if self.first_attempt_at is None:
+            self.first_attempt_at = now
+
+    def failed_to_subscribe(self, now: float, patience: float) -> bool:
+        """Whether the stream was never subscribed although it had its chance: an attempt
+        failed (an error is recorded), or it kept trying for ``patience`` seconds (an open
+        timeout's worth: a connect that hangs until the stop). A run stopped before its first
+        attempt, or moments after it, is not the exchange's failure."""
+        if self.ever_subscribed or self.first_attempt_at is None:
+            return False
+        return self.last_error is not None or now - self.first_attempt_at >= patience
 
     def connected(self, now: float) -> None:
         """A connection opened (not yet subscribed: see :meth:`subscribed`)."""

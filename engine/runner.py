@@ -742,10 +742,17 @@ class StreamRun:
     def never_subscribed(self) -> list[str]:
         """The configured streams no connection was ever subscribed to during the run, each
         with its last connection error: a run with any is not a success."""
+        now = self.clock.monotonic()
         found = []
         for source in self.sessions:
-            if isinstance(source, WebSocketSession) and not source.tally.ever_subscribed:
-                error = source.tally.last_error or "no connection was subscribed"
+            if not isinstance(source, WebSocketSession):
+                continue
+            tally = source.tally
+            if tally.failed_to_subscribe(now, source.settings.open_timeout):
+                error = tally.last_error or (
+                    f"still not subscribed {now - (tally.first_attempt_at or now):.1f} s "
+                    "after its first attempt"
+                )
                 for symbol in source.symbols:
                     found.append(f"{source.protocol.name}:{symbol}:trades ({error})")
         return found
@@ -778,8 +785,10 @@ class StreamRun:
             log_event(log, logging.ERROR, "streams_never_subscribed", streams=never)
         warnings = [
             f"{name}: subscribed for {figures['subscribed_seconds']:g} s but saw no trade"
+            if figures["subscribed_seconds"] > 0
+            else f"{name}: the run stopped before it was subscribed"
             for name, figures in streams.items()
-            if figures["records"] == 0 and figures["subscribed_seconds"] > 0
+            if figures["records"] == 0 and not any(item.startswith(name) for item in never)
         ]
         complete = not self.aborted and not spilled and not lost and error is None
         complete = complete and not self.counters.unclean_closes  # trades may be lost in one

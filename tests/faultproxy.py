@@ -122,6 +122,21 @@ def manifest_put(r: RequestInfo) -> bool:
     return r.method == "PUT" and "/_manifests/" in r.path
 
 
+def final_manifest_put() -> Matcher:
+    """The PUT of a run's final manifest: every manifest PUT after the first one the matcher
+    sees (the running manifest a run creates at its start). One matcher per run."""
+    seen = 0
+
+    def match(r: RequestInfo) -> bool:
+        nonlocal seen
+        if not manifest_put(r):
+            return False
+        seen += 1
+        return seen > 1
+
+    return match
+
+
 def not_manifest(r: RequestInfo) -> bool:
     """Every request but those on a run's manifests (any method, and listings of them)."""
     return "/_manifests/" not in r.path and "_manifests/" not in r.query.get("prefix", "")

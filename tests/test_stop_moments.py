@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import S3Server
-from tests.faultproxy import complete_multipart, manifest_put, put_object, slow, upload_part
+from tests.faultproxy import complete_multipart, final_manifest_put, put_object, slow, upload_part
 from tests.harness import (
     assert_stored_exactly_once,
     read_manifest,
@@ -272,7 +272,7 @@ def _manifest(
 ) -> StopRun:
     """The manifest is written by the stop sequence, so the run stops at its deadline and the
     SIGTERM lands while the manifest PUT is held: the run must still end complete, exit 0."""
-    proxy.schedule(manifest_put, slow(MANIFEST_HOLD_SECONDS))
+    proxy.schedule(final_manifest_put(), slow(MANIFEST_HOLD_SECONDS))
     return _held_upload(
         proxy,
         bucket,
@@ -371,7 +371,7 @@ def test_a_slow_manifest_write_gets_the_rest_of_the_grace(
 ) -> None:
     """The manifest PUT answered after 5 s (a throttled, retried request takes as long): the
     stop has most of its grace left, so the run still ends complete, exit 0, within it."""
-    watched.schedule(manifest_put, slow(5.0))
+    watched.schedule(final_manifest_put(), slow(5.0))
 
     def trigger(proc: subprocess.Popen[str], logs: list[dict[str, Any]]) -> list[float]:
         logs += wait_for_log(proc, "stats", timeout=30)
