@@ -374,3 +374,37 @@ async def test_cli_process_listening_line_sigterm_and_ledger(tmp_path: Path) -> 
     assert stopped["event"] == "stopped" and stopped["trades"] == len(lines) >= 100
     assert [x["trade_id"] for x in lines[:100]] == [t.trade_id for t in got.trades[:100]]
     assert [x["price"] for x in lines[:100]] == [t.price for t in got.trades[:100]]
+
+
+async def test_what_its_send_buffer_held_when_it_aborts_is_undelivered_not_sent() -> None:
+    """The client stops reading with more trades on their way than the socket's buffers hold;
+    the fake exchange then stops: its close frame waits behind the unread trades, its close
+    timeout passes and websockets aborts the connection, discarding what the server's own
+    buffer held. Those trades are undelivered, never sent: the client, reading what the kernel
+    still delivers, gets exactly the ledger's trades, and every trade made is sent or
+    undelivered."""
+    clock = FakeClock()
+    fx = FakeExchange(rate=1000, symbols=["BTCUSDT"], clock=clock)
+    got = Received()
+    async with fx:
+        sock = await small_receive_buffer_socket(fx)
+        ws = await connect(combined(fx, "BTCUSDT"), sock=sock, max_queue=4, ping_interval=None)
+        await fx.wait_ready(1)
+        await read_trades(ws, got, 0)
+        clock.advance(0.5)
+        await read_trades(ws, got, 500)
+        frame_bytes = 4 + min(len(encode_trade(t, combined=True)) for t in got.trades)
+        big = frames_beyond_the_buffers(sock, frame_bytes)
+        if big > Market.MAX_BATCH:  # one tick's batch is at most this
+            pytest.skip(f"this host's socket buffers take {big} trades' frames")
+        clock.advance(big / 1000)  # more than the buffers hold: the send waits for the client
+        await fx.wait_tick()
+    try:
+        await read_until_closed(ws, got)  # what the kernel had taken still arrives
+    finally:
+        await ws.close()
+    ledger, market = fx.ledger, fx.market
+    assert market is not None
+    assert ledger.undelivered > 0, "the server's buffer held nothing when it aborted"
+    assert got.ids("BTCUSDT") == ledger.sent_ids("BTCUSDT")
+    assert ledger.total + ledger.undelivered == market.produced

@@ -34,32 +34,40 @@ frames of the exchange, unchanged and in order, at the recorded pace, faster, or
 socket takes them, once or in a loop. The ledger holds the trades those frames carry, parsed
 with the exchange's client protocol. Faults other than ``reject-unknown`` do not apply to it.
 
-What "sent" means: a trade is in the ledger once its frame's bytes are in the kernel's socket
-buffer. The server's write buffer limit is 0 (``write_limit=0``): a send returns only when the
-transport has handed every byte to the kernel, so nothing counted as sent can still sit in the
-server's own buffer. When a connection ends (the client went away, or websockets aborted it after
-its close timeout) the trades still queued for it, and those of a send that did not complete, are
-counted as undelivered, never as sent. What the kernel had taken is sent: if the client then
-discards it (it aborted its socket with data unread), the loss is the client's.
+What "sent" means: a trade is in the ledger once its frame's bytes have left this process (the
+kernel's socket buffer has them). The server's write buffer limit is 0 (``write_limit=0``): a
+send returns only when the transport has handed every byte to the kernel, so nothing recorded
+as sent can still sit in the server's own buffer. A send that does not complete (the client went
+away, or websockets aborted the connection after its close timeout, discarding what its buffer
+held) is settled once the connection is closed: the frames that had wholly left by then are
+recorded (:class:`_TrackedConnection` counts the bytes written and those still buffered when the
+transport was torn down), the rest, with the trades still queued for the connection, are counted
+as undelivered, never as sent. What the
+kernel had taken is sent: if the client then discards it (it aborted its socket with data
+unread), the loss is the client's.
 
 Time-based faults (disconnect, stall, shutdown notices) use the injected clock's monotonic time
 measured from the connection's opening; a test drives them with ``engine.clock.FakeClock`` and
 never sleeps. Every connection's tasks are owned by a TaskGroup inside its handler; the ticker is
-owned by the server's TaskGroup; leaving the context closes every connection (1001) and waits.
+owned by the server's TaskGroup; leaving the context closes every connection (1001) and waits,
+aborting after ``CLOSE_TIMEOUT`` (and a second) a connection whose close is still stuck (its
+close frame waits behind data a client does not read: websockets' close would wait for it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import random
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from functools import cache
 from http import HTTPStatus
 from types import TracebackType
-from typing import Final
+from typing import Final, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -81,6 +89,8 @@ __all__ = ["FakeExchange", "Faults", "Ledger", "RecordedFeed", "Stall", "send_ma
 
 PING_INTERVAL: Final = 20.0
 PING_TIMEOUT: Final = 60.0
+CLOSE_TIMEOUT: Final = 2.0
+"""How long a closing connection waits for the client's close frame before it is aborted."""
 WAIT_LIMIT: Final = 10.0
 """Bound of :meth:`FakeExchange.wait_ready` and :meth:`FakeExchange.wait_tick`."""
 BLAST_BATCH: Final = 256
@@ -108,22 +118,87 @@ def oversized_frame() -> str:
     return head + "." * (OVERSIZED_BYTES - len(head))
 
 
-async def send_many(ws: ServerConnection, frames: Sequence[str]) -> None:
+class _TrackedConnection(ServerConnection):
+    """A server connection that knows how many of the bytes written to it have left the process
+    (were handed to the kernel), even after an abort discarded what its buffer still held."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        #: Bytes written to the transport so far (frames, control frames, the handshake).
+        self.written = 0
+        #: Bytes the transport still held when it was torn down (an abort or an error).
+        self.unsent_at_end: int | None = None
+        tracked = cast(asyncio.Transport, transport)
+        write = tracked.write
+        # Every abort and fatal error of a selector transport goes through _force_close, which
+        # discards the buffer: take its size first (abort() where there is no _force_close).
+        name = "_force_close" if hasattr(tracked, "_force_close") else "abort"
+        teardown = getattr(tracked, name)
+
+        def counting_write(data: bytes | bytearray | memoryview) -> None:
+            self.written += len(data)
+            write(data)
+
+        def counting_teardown(*args: object) -> None:
+            if self.unsent_at_end is None:
+                self.unsent_at_end = tracked.get_write_buffer_size()
+            teardown(*args)
+
+        setattr(tracked, "write", counting_write)  # noqa: B010 - an instance's own attribute
+        setattr(tracked, name, counting_teardown)
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes that have left the process for the kernel so far."""
+        if self.unsent_at_end is not None:
+            return self.written - self.unsent_at_end
+        return self.written - self.transport.get_write_buffer_size()
+
+
+class SendProgress:
+    """Where a :func:`send_many`'s frames lie in its connection's byte stream, so a send that
+    did not complete can tell which frames wholly left the process before the end."""
+
+    def __init__(self) -> None:
+        self.ends: list[int] = []
+        """Offset (in the connection's written bytes) just past each frame, in order."""
+
+    def frames_out(self, ws: ServerConnection) -> int:
+        """How many of the frames, from the first, have wholly left the process (all of them
+        when ``ws`` is not tracked)."""
+        if not isinstance(ws, _TrackedConnection):  # pragma: no cover - always tracked here
+            return sys.maxsize
+        return bisect.bisect_right(self.ends, ws.bytes_out)
+
+
+async def send_many(
+    ws: ServerConnection, frames: Sequence[str], progress: SendProgress | None = None
+) -> None:
     """Send each text as its own WebSocket message, written to the socket in one piece.
 
     Equivalent to ``for f in frames: await ws.send(f)`` (same framing, same write flow
     control: it waits while the write buffer is above its high-water mark), without a system
     call per message. Uses websockets' Sans-I/O layer (``protocol.send_text``) inside the
-    connection's ``send_context()``. Raises ``ConnectionClosed`` like ``send``.
+    connection's ``send_context()``. Raises ``ConnectionClosed`` like ``send``. ``progress``
+    receives where each frame lies in the connection's byte stream.
     """
     while ws.send_in_progress is not None:
         await asyncio.shield(ws.send_in_progress)
     async with ws.send_context():
         protocol = ws.protocol
+        ends: list[int] | None = None
+        if progress is not None and isinstance(ws, _TrackedConnection):
+            ends, offset = progress.ends, ws.written
+        chunks: list[bytes] = []
         for frame in frames:
             # surrogateescape: the hostile fault's invalid UTF-8 travels as lone surrogates
             protocol.send_text(frame.encode("utf-8", "surrogateescape"))
-        chunks = protocol.data_to_send()
+            if ends is not None:
+                written = protocol.data_to_send()
+                offset += sum(len(chunk) for chunk in written)
+                ends.append(offset)
+                chunks += written
+        chunks += protocol.data_to_send()
         if all(chunks):
             ws.transport.write(b"".join(chunks))
         else:  # pragma: no cover - an end-of-stream marker; let websockets handle it
@@ -174,6 +249,9 @@ class _Conn:
         self.rng = random.Random(f"{seed}:conn:{number}")
         self.changed = asyncio.Event()
         self.subscribed = False
+        self.inflight: tuple[SendProgress, Callable[[int], None]] | None = None
+        """A send in progress: where its frames lie, and how to record its first N frames as
+        sent and the rest as undelivered (settled when the connection has closed)."""
 
 
 class FakeExchange:
@@ -292,9 +370,10 @@ class FakeExchange:
                     ping_timeout=PING_TIMEOUT,
                     compression=None,
                     max_size=1 << 16,
-                    close_timeout=2,
+                    close_timeout=CLOSE_TIMEOUT,
                     # A send returns once the kernel has every byte (see "What sent means").
                     write_limit=0,
+                    create_connection=_TrackedConnection,
                 )
             )
             self._port = self._server.sockets[0].getsockname()[1]
@@ -316,7 +395,17 @@ class FakeExchange:
     ) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
-            await stack.aclose()
+            loop = asyncio.get_running_loop()
+            stuck = loop.call_later(CLOSE_TIMEOUT + 1.0, self._abort_connections)
+            try:
+                await stack.aclose()
+            finally:
+                stuck.cancel()
+
+    def _abort_connections(self) -> None:
+        """Abort the connections still open (the exit's bound on a stuck close)."""
+        for conn in list(self._conns.values()):
+            conn.ws.transport.abort()
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -355,6 +444,13 @@ class FakeExchange:
             pass
         finally:
             del self._conns[number]
+            if conn.inflight is not None:
+                # A send did not complete: once the connection is closed (its buffer flushed,
+                # or discarded by an abort), what left is known.
+                progress, settle = conn.inflight
+                conn.inflight = None
+                await ws.close()
+                settle(progress.frames_out(ws))
             self._undeliver_queue(conn)
 
     async def _reply(self, conn: _Conn, reply: Reply) -> bool:
@@ -413,9 +509,33 @@ class FakeExchange:
         if self.faults.oversized:  # scan only when the fault is on (max mode's hot path)
             cut = next((i for i, item in enumerate(items) if item[2] == _OVERSIZED), None)
         sent = items if cut is None else items[: cut + 1]
-        await send_many(conn.ws, [frame for _, frame, _ in sent])
+        progress = SendProgress()
+
+        def settle(frames_out: int) -> None:
+            out = min(frames_out, len(items) if cut is None else cut)
+            self._record_sent(conn, items[:out])
+            self.ledger.undelivered += sum(1 for t, _, _ in items[out:] if t is not None)
+
+        conn.inflight = (progress, settle)
+        await send_many(conn.ws, [frame for _, frame, _ in sent], progress)
+        conn.inflight = None
+        if progress.frames_out(conn.ws) < len(sent):
+            # websockets' drain also returns when an abort tore the connection down
+            settle(progress.frames_out(conn.ws))
+            raise _Done
+        ledger = self.ledger
+        self._record_sent(conn, items if cut is None else items[:cut])
+        if cut is None:
+            return False
+        conn.closing = True
+        ledger.oversized_sent += 1
+        ledger.undelivered += sum(1 for t, _, _ in items[cut + 1 :] if t is not None)
+        return True
+
+    def _record_sent(self, conn: _Conn, items: list[_Item]) -> None:
+        """Record frames that left for ``conn`` in the ledger."""
         add, ledger, number = self.ledger.add, self.ledger, conn.number
-        for trade, _, kind in items if cut is None else items[:cut]:
+        for trade, _, kind in items:
             if kind == _TRADE:
                 assert trade is not None
                 add(number, trade)
@@ -424,12 +544,6 @@ class FakeExchange:
             elif kind >= _HOSTILE:
                 name = HOSTILE_KINDS[kind - _HOSTILE]
                 ledger.hostile_sent[name] = ledger.hostile_sent.get(name, 0) + 1
-        if cut is None:
-            return False
-        conn.closing = True
-        ledger.oversized_sent += 1
-        ledger.undelivered += sum(1 for t, _, _ in items[cut + 1 :] if t is not None)
-        return True
 
     # -- timed mode ------------------------------------------------------------------------------
 
@@ -515,8 +629,11 @@ class FakeExchange:
             if isinstance(item, _Close):
                 await ws.close(1001, "fake exchange: disconnect fault")
                 raise _Done
-            closing = await self._send_items(conn, item)
-            conn.backlog_trades -= _trade_count(item)  # the socket took them (or they are cut)
+            try:
+                closing = await self._send_items(conn, item)
+            finally:
+                # sent or cut, or (a send that did not complete) settled with the connection
+                conn.backlog_trades -= _trade_count(item)
             if closing:
                 await ws.close(1001, "fake exchange: oversized fault")
                 raise _Done
@@ -544,12 +661,7 @@ class FakeExchange:
                         await conn.changed.wait()
                 continue
             items = [frame(conn, t, stream) for t in trades for stream in routes[t.raw_symbol]]
-            try:
-                closing = await self._send_items(conn, items)
-            except ConnectionClosed:
-                self.ledger.undelivered += sum(1 for t, _, _ in items if t is not None)
-                raise
-            if closing:
+            if await self._send_items(conn, items):
                 await ws.close(1001, "fake exchange: oversized fault")
                 raise _Done
             await asyncio.sleep(0)  # one yield per batch even when the socket never pushes back
@@ -615,14 +727,33 @@ class FakeExchange:
     async def _send_recorded(
         self, conn: _Conn, protocol: ExchangeProtocol, stamps: list[int], texts: list[str]
     ) -> None:
-        """Send ``texts`` (then clear both lists) and record the trades they carry."""
+        """Send ``texts`` (then clear both lists) and record the trades they carry (those of the
+        frames that wholly left, when the connection ends during the send)."""
         if not texts:
             return
-        await send_many(conn.ws, texts)
+        progress = SendProgress()
+        sent_stamps, sent_texts = stamps.copy(), texts.copy()
+        stamps.clear()
+        texts.clear()
+
+        def settle(frames_out: int) -> None:
+            out = frames_out
+            self._record_recorded(conn, protocol, sent_stamps[:out], sent_texts[:out])
+
+        conn.inflight = (progress, settle)
+        await send_many(conn.ws, sent_texts, progress)
+        conn.inflight = None
+        if progress.frames_out(conn.ws) < len(sent_texts):
+            # websockets' drain also returns when an abort tore the connection down
+            settle(progress.frames_out(conn.ws))
+            raise _Done
+        self._record_recorded(conn, protocol, sent_stamps, sent_texts)
+
+    def _record_recorded(
+        self, conn: _Conn, protocol: ExchangeProtocol, stamps: list[int], texts: list[str]
+    ) -> None:
         add, number, trades_in = self.ledger.add, conn.number, RecordedFeed.trades_in
         for ts, text in zip(stamps, texts, strict=True):
             for trade in trades_in(protocol, text, ts):
                 add(number, trade)
         self.recorded_frames_sent += len(texts)
-        stamps.clear()
-        texts.clear()
