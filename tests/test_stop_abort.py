@@ -99,7 +99,7 @@ def test_second_sigterm_spills_what_is_not_durable_and_exits_1(
     assert "incomplete" in verified.stdout + verified.stderr
 
 
-def test_sigkill_leaves_a_run_that_verify_reports_without_a_manifest(
+def test_sigkill_leaves_a_running_manifest_that_verify_reports_as_never_finished(
     s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy
 ) -> None:
     rng = random.Random("issue7-sigkill")
@@ -127,20 +127,24 @@ def test_sigkill_leaves_a_run_that_verify_reports_without_a_manifest(
     assert run.returncode == -signal.SIGKILL
     assert not run.events("run_end")
     (run_id,) = run_ids
-    assert s3_server.keys(bucket, PREFIX + "_manifests/") == []
+    # Its manifest is the running one of its start: the run is visible, not only its objects.
+    [key] = s3_server.keys(bucket, PREFIX + "_manifests/")
+    assert key == f"{PREFIX}_manifests/{run_id}.json"
+    running = json.loads(s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert running["status"] == "running" and running["stop_reason"] is None
     objects = s3_server.keys(bucket, PREFIX + "trades/")
     assert len(objects) >= 2
 
     verified = run_verify(s3_server.env(), bucket, PREFIX)
     assert verified.returncode == 1, verified.stdout + verified.stderr
     text = verified.stdout + verified.stderr
-    assert run_id in text and "no manifest" in text, text
+    assert f"run {run_id} never finished (killed?)" in text, text
 
     as_json = run_verify(s3_server.env(), bucket, PREFIX, "--json")
     assert as_json.returncode == 1
     report = json.loads(as_json.stdout)
-    (orphan,) = report["runs_without_manifest"]
-    assert orphan["run_id"] == run_id and orphan["objects"] == len(objects)
+    assert sorted(item["key"] for item in report["unfinished_objects"]) == sorted(objects)
+    assert report["runs_without_manifest"] == []
     # what it did upload is intact: each object decodes to ledger trades, none twice
     stored = stored_trades(s3_server.client(), bucket, PREFIX)
     sent = {(t["symbol"], t["trade_id"]) for t in run.ledger}
