@@ -354,3 +354,24 @@ async def test_leaving_with_an_error_cancels_the_background_retries(
     assert len(sink.spilled_keys) == 1
     assert len(load_spilled(tmp_path)) == 1
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_a_spill_deleted_from_disk_is_lost_not_spilled(
+    clock: FakeClock, timers: Timers, tmp_path: Path
+) -> None:
+    """``spilled`` names only what is on disk: a spilled window whose files were removed
+    (the directory deleted, a volume gone) is reported lost, with its record count."""
+    feed = Feed(clock)
+    writer = MemoryWriter()
+    writer.fail_next(10_000)
+    spill_dir = tmp_path / "spill"
+    async with make_sink(clock, timers, writer, spill_dir) as sink:
+        await sink.write(feed.trades(8))  # two windows of 4
+        await fail_past_budget(sink, timers, 2)
+        first, second = sink.spilled_keys
+        [gone] = [s for s in load_spilled(spill_dir, "run1") if s.window.key == first]
+        gone.entry.path.unlink()
+        on_disk, lost = sink.spilled_on_disk()
+        sink.cancel_uploads()
+    assert on_disk == [second]
+    assert lost == [{"key": first, "records": 4, "reason": "spill files are gone"}]

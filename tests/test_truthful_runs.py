@@ -271,3 +271,21 @@ def test_windows_that_could_not_be_spilled_are_lost_not_spilled(
     [end] = [d for d in parse_logs(done.stdout) if d.get("event") == "run_end"]
     assert end["lost_records"] == len(ledger)
     assert blocker.is_file()
+
+
+def test_a_replay_claims_its_destination_and_refuses_a_used_run_id(tmp_path: Path) -> None:
+    from tests.test_capture_replay_e2e import RECORDINGS, convert, replay
+
+    recording = tmp_path / "binance.jsonl.zst"
+    convert(RECORDINGS / "BINANCE.ws.1.0", recording, "binance")
+    out = tmp_path / "out"
+    args = (str(recording), "--speed", "max", "--out", f"file://{out}/", "--run-id", "replay-1")
+    first = replay(base_env(), *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    second = replay(base_env(), *args)
+    assert second.returncode == 2, second.stderr[-2000:]
+    [line] = stderr_lines(second.stderr)
+    assert "RUN_ID: run id 'replay-1' is already used" in line
+    assert f"{out}/_manifests/replay-1.json exists" in line
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
