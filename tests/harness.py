@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +70,7 @@ def fake_exchange(
     protocol: str = "binance",
     name: str = "fake",
     first_id: int | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[FakeExchangeProcess]:
     ledger = tmp_path / f"{name}-ledger.jsonl"
     cmd = [
@@ -90,6 +91,7 @@ def fake_exchange(
         cmd += ["--faults", faults]
     if first_id is not None:
         cmd += ["--first-id", str(first_id)]
+    cmd += args  # any other flag, e.g. ("--backlog-seconds", "120")
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base_env()
     )

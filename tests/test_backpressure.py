@@ -24,17 +24,20 @@ runs these tests and the stop moments under CPU-burning load (``benchmarks/stres
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from connectors.session import DEFAULT_BATCH_SIZE
+import pytest
+
+from connectors.session import DEFAULT_BATCH_SIZE, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT
 from engine.batchqueue import BatchQueue
 from sinks.spill import load_spilled
 from tests.conftest import S3Server
-from tests.faultproxy import put_object, slow
+from tests.faultproxy import put_object, slow, timeout
 from tests.harness import (
     assert_stored_exactly_once,
     decode_object,
@@ -56,6 +59,7 @@ from tests.stop_harness import (
     WatchedProxy,
     run_with_signals,
     send,
+    sleep_until,
     stream_env,
 )
 
@@ -327,3 +331,73 @@ def test_a_released_put_queues_past_the_bound() -> None:
     size, high_water = asyncio.run(scenario())
     assert size == 8
     assert high_water == 3, "the bound's high-water mark counts bound-respecting puts only"
+
+
+S3_HELD_SECONDS = 45.0
+BENCH = os.environ.get("FEEDVAULT_BENCH") == "1"
+"""``make bench`` sets it: the 45 s keepalive run takes over a minute of wall time."""
+
+
+@pytest.mark.skipif(
+    not BENCH,
+    reason="make bench (FEEDVAULT_BENCH=1): over a minute of wall time; the suite's variant is "
+    "tests/test_session.py::test_a_slow_sink_does_not_cost_the_connection_its_keepalive",
+)
+def test_s3_held_for_45_s_costs_no_connection_and_no_trade(
+    s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy
+) -> None:
+    """Every S3 request hangs for 45 s (each attempt held 2 s, then dropped; the sink retries
+    without spilling): one upload at a time, the sink takes nothing, the queue fills and the
+    session stops reading its socket for longer than our ping interval and pong timeout
+    together (40 s), so under websockets' own keepalive the connection would be closed (1011)
+    and replaced, leaving a gap. It stays: one connection, no reconnect, no gap, every trade
+    the fake exchange sent stored once. The fake exchange keeps three minutes of backlog, so
+    nothing is lost on its side either."""
+    with fake_exchange(tmp_path, rate="1000", args=("--backlog-seconds", "180")) as fx:
+        env = stream_env(
+            watched,
+            bucket,
+            fx.url,
+            tmp_path,
+            "600",
+            QUEUE_MAXSIZE="1000",
+            UPLOAD_CONCURRENCY="1",
+            WINDOW_SECONDS="1",
+            UPLOAD_RETRY_SECONDS="600",
+        )
+        proc = start_stream(env)
+        try:
+            logs = wait_for_log(proc, "stats", timeout=30)  # trades are flowing and stored
+            watched.set_outage(timeout(2.0))
+            held = watched.wait_applied(1, timeout=30)[0].at
+            sleep_until(held + S3_HELD_SECONDS)  # the scenario: S3 answers nothing for 45 s
+            watched.set_outage(None)
+            logs += wait_for_log(proc, "reads_paused", timeout=90)  # the reads resumed
+            logs += wait_for_log(proc, "stats", timeout=30)
+            send(proc)
+            out, err = proc.communicate(timeout=EXIT_TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        ledger = fx.stop()
+    watched.wait_settled()
+    logs += parse_logs(out)
+
+    assert proc.returncode == 0, err[-2000:]
+    events = [doc.get("event") for doc in logs]
+    assert events.count("connected") == 1 and "reconnecting" not in events, [
+        doc for doc in logs if doc.get("event") in ("closing", "reconnecting")
+    ]
+    paused = max(
+        (doc for doc in logs if doc.get("event") == "reads_paused"), key=lambda d: d["paused_s"]
+    )
+    # the reads stopped long enough for websockets' keepalive to have closed the connection
+    assert paused["paused_s"] >= DEFAULT_PING_INTERVAL + DEFAULT_PING_TIMEOUT, paused
+    assert paused["pong_waited_s"] > DEFAULT_PING_TIMEOUT, paused
+    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
+    assert manifest["status"] == "complete", manifest
+    assert manifest["counters"]["reconnects"] == 0 and manifest["gaps"] == {}, manifest
+    assert manifest["counters"]["unclean_closes"] == 0
+    assert_stored_exactly_once(ledger, stored_trades(s3_server.client(), bucket, PREFIX))
+    print(f"reads paused {paused['paused_s']} s, pong waited {paused['pong_waited_s']} s")

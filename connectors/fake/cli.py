@@ -33,7 +33,7 @@ from connectors.fake.adapters import ADAPTERS
 from connectors.fake.faults import Faults
 from connectors.fake.ledger import Ledger
 from connectors.fake.recorded import RecordedFeed, Scan
-from connectors.fake.server import FakeExchange
+from connectors.fake.server import TICK_SECONDS, FakeExchange
 from engine.errors import ConfigError, RecordingError
 
 
@@ -62,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-trades", type=int, default=None, help="stop producing after N")
     parser.add_argument("--ledger", default=None, help="write sent trades to this JSONL file")
     parser.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    parser.add_argument(
+        "--backlog-seconds",
+        type=float,
+        default=10.0,
+        help="a connection's send backlog holds this many seconds of ticks; a reader further "
+        "behind loses trades (counted as undelivered)",
+    )
     parser.add_argument(
         "--recording",
         action="append",
@@ -107,6 +114,8 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--duration", "must be positive")
     if args.max_trades is not None and args.max_trades < 0:
         raise ConfigError("--max-trades", "must not be negative")
+    if not 0 < args.backlog_seconds <= 3600:
+        raise ConfigError("--backlog-seconds", "must be in (0, 3600]")
     feed, scan = _recording(args)
     if scan is not None:
         symbols += sorted(scan.symbols - set(symbols))
@@ -174,6 +183,7 @@ async def run(args: argparse.Namespace) -> int:
             ledger=ledger,
             max_trades=args.max_trades,
             recording=config["recording"],
+            queue_batches=max(1, round(args.backlog_seconds / TICK_SECONDS)),
         )
         async with fake:
             _print(

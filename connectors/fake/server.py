@@ -89,6 +89,8 @@ __all__ = ["FakeExchange", "Faults", "Ledger", "RecordedFeed", "Stall", "send_ma
 
 PING_INTERVAL: Final = 20.0
 PING_TIMEOUT: Final = 60.0
+TICK_SECONDS: Final = 0.01
+"""The timed market's default tick."""
 CLOSE_TIMEOUT: Final = 2.0
 """How long a closing connection waits for the client's close frame before it is aborted."""
 WAIT_LIMIT: Final = 10.0
@@ -280,7 +282,7 @@ class FakeExchange:
         clock: Clock = SYSTEM_CLOCK,
         ledger: Ledger | None = None,
         max_trades: int | None = None,
-        tick: float = 0.01,
+        tick: float = TICK_SECONDS,
         queue_batches: int = 1000,
         recording: RecordedFeed | None = None,
     ) -> None:
