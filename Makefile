@@ -38,10 +38,13 @@ unit: $(DEV)
 demo: $(DEMO)
 	$(BIN)/feedvault demo
 
-## bench: SPEC §11 figures from one run, then all 20 stop moments and the 10-minute soak (~20 min)
+## bench: SPEC §11 figures from one run, all 20 stop moments, the 45 s S3 hold, the stop under
+## CPU-burning load (20 repetitions of the stop and backpressure tests) and the 10-minute soak
 bench: $(DEV)
 	$(BIN)/python -m benchmarks
 	FEEDVAULT_STOP_MOMENTS=all $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_stop_moments.py
+	FEEDVAULT_BENCH=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_backpressure.py -k held
+	$(BIN)/python -m benchmarks.stress_stop --repetitions 20
 	$(BIN)/python -m benchmarks.soak
 
 ## soak: a 10-minute feedvault loadtest at 20,000 trades/s; RSS must stay flat (bench-output/soak/)
