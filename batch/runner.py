@@ -151,6 +151,8 @@ class BatchRun:
                     self.running_manifest(started_ns),
                     retry_seconds=START_RETRY_SECONDS,
                     clock=self.clock,
+                    stop=self.controller.stop,
+                    stop_grace_seconds=self.config.runtime.stop_grace_seconds / 4,
                 )
                 reader = await self._open_input(stack)
                 executor = stack.enter_context(cpu_executor(self.config.cpu_workers))

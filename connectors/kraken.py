@@ -178,8 +178,8 @@ class KrakenProtocol:
         """Decode one received frame.
 
         A ``trade`` update or snapshot gives a tuple of :class:`Trade` (one per entry, price and
-        size as the exact number text); ``heartbeat`` and ``pong`` give :class:`Heartbeat`; an
-        ``online`` status and successful requests :class:`Ack`; a refused subscription a fatal
+        size as the exact number text); ``heartbeat``, ``pong`` and an ``online`` status give :class:`Heartbeat`;
+        successful requests :class:`Ack`; a refused subscription a fatal
         :class:`ExchangeError` with Kraken's message; any other failed request, or a system
         status other than ``online``, a non-fatal one; other channels an empty tuple. Raises
         only :class:`MalformedFrame`.
@@ -263,14 +263,17 @@ class KrakenProtocol:
         return _response(msg, method)
 
 
-def _status(msg: dict[str, object]) -> Ack | ExchangeError:
+def _status(msg: dict[str, object]) -> Heartbeat | ExchangeError:
+    """The system status Kraken sends on connect: ``online`` proves the connection is alive
+    (a :class:`Heartbeat`), not that a subscription is served; anything else means no
+    trading."""
     data = msg.get("data")
     entry = data[0] if type(data) is list and data else None
     system = entry.get("system") if type(entry) is dict else None
     if type(system) is not str:
         raise MalformedFrame("type", "status needs data[0].system as a string")
     if system == "online":
-        return Ack("status online")
+        return Heartbeat()
     return ExchangeError(f"kraken system status {_text(system, 40)}: no trading", fatal=False)
 
 

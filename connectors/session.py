@@ -496,8 +496,12 @@ class WebSocketSession:
 
     async def _control(self, ws: ClientConnection, event: object) -> None:
         name = self.protocol.name
-        if isinstance(event, (Ack, Heartbeat)):
+        if isinstance(event, Ack):
+            # A confirmed request (the subscription) makes the connection subscribed; a
+            # heartbeat or pong only proves it is alive.
             self.tally.subscribed(self.clock.monotonic())
+            return
+        if isinstance(event, Heartbeat):
             return
         if isinstance(event, ReconnectNotice):
             log_event(log, logging.INFO, "reconnect_notice", exchange=name, reason=event.reason)

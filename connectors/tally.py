@@ -5,9 +5,11 @@ follows its connections: when one opened, when its subscription became live, whe
 why, and the trades each of its symbols delivered (counted per batch, after duplicates are
 dropped, so a record counted here is a record handed to the sink).
 
-A connection counts as *subscribed* from the first sign that the exchange serves it: an
-acknowledgement, a heartbeat or a trade; for an exchange subscribed by its URL alone (no
-subscribe message), from the moment it opened. A stream that was never subscribed during the
+A connection counts as *subscribed* from the first sign that the exchange serves its
+subscription: the exchange's acknowledgement of it, or a trade (a heartbeat or a pong only
+proves the connection is alive); for an exchange subscribed by its URL alone (no subscribe
+message), from the moment it opened. Per connection: every symbol of it is subscribed together
+(a symbol the exchange refuses ends the run as a rejected subscription). A stream that was never subscribed during the
 whole run is a failed run (the runner's decision); one that was subscribed and saw no trade is
 a warning.
 
@@ -32,7 +34,8 @@ _ts_event_of = attrgetter("ts_event")
 
 @dataclass(slots=True)
 class SymbolTally:
-    """Trades of one symbol: how many, and the first and last ``ts_event`` (µs)."""
+    """Trades of one symbol handed to the run's queue (duplicates already dropped): how many,
+    and the first and last ``ts_event`` (µs)."""
 
     records: int = 0
     first_ts_event: int | None = None
@@ -88,7 +91,7 @@ class StreamTally:
         self._connected_at = now
 
     def subscribed(self, now: float) -> None:
-        """The exchange serves the open connection (ack, heartbeat or trade). Idempotent."""
+        """The exchange serves the open connection (its ack, or a trade). Idempotent."""
         if self._subscribed_at is None and self._connected_at is not None:
             self._subscribed_at = now
             self.ever_subscribed = True

@@ -404,6 +404,8 @@ class StreamRun:
             self.running_manifest(started_ns),
             retry_seconds=config.sink.upload_retry_seconds,
             clock=self.clock,
+            stop=self.controller.stop,
+            stop_grace_seconds=config.runtime.stop_grace_seconds * MANIFEST_MIN_FRACTION,
         )
         template = KeyTemplate(config.sink.key_template or DEFAULT_KEY_TEMPLATE)
         self.sink = self._make_sink(writer, template, "trades", trade_ids=True)

@@ -25,6 +25,7 @@ run's signal handling has anything to stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from typing import Final
@@ -40,7 +41,7 @@ from engine.errors import (
 from engine.logs import get_logger, log_event
 from engine.text import plural
 from sinks.manifest import Manifest, manifest_key
-from sinks.writer import Destination, ObjectWriter, StoredObject
+from sinks.writer import Destination, ObjectWriter, StoredObject, sha256_hex
 
 log = get_logger("claim")
 
@@ -58,13 +59,23 @@ async def claim_run(
     retry_seconds: float,
     clock: Clock = SYSTEM_CLOCK,
     rng: random.Random | None = None,
+    stop: asyncio.Event | None = None,
+    stop_grace_seconds: float = MIN_ATTEMPT_SECONDS,
 ) -> StoredObject:
     """Create ``manifest`` (``status: running``) at its key under ``destination``.
 
     Raises :class:`~engine.errors.ConfigError` (the destination refused, or the run id is
     taken) or :class:`~engine.errors.DestinationUnavailable` (transient failures for longer
-    than ``retry_seconds``). Cancel-safe: a cancelled create may or may not have stored the
-    manifest, which is only ever the same running manifest."""
+    than ``retry_seconds``, or ``stop`` set while the store did not answer).
+
+    An ``AlreadyExists`` answer is read back: when the manifest there is this very body, an
+    earlier attempt of this claim landed although its answer was lost (a timeout, a dropped
+    connection, the SDK's own retry), and the claim has succeeded.
+
+    ``stop`` (the run's stop request, a signal): no further attempt is made; the attempt in
+    flight is given ``stop_grace_seconds`` more to finish, so a signal during a start-up that
+    is going well still ends in a normal stop. Cancel-safe: a cancelled create may or may not
+    have stored the manifest, which is only ever the same running manifest."""
     key = manifest_key(destination.prefix, manifest.run_id)
     body = manifest.to_json()
     jitter = rng or random.Random()
@@ -77,15 +88,16 @@ async def claim_run(
         # that accepts connections and never answers is a failing store.
         bound = max(deadline - clock.monotonic(), MIN_ATTEMPT_SECONDS)
         try:
-            async with asyncio.timeout(bound):
-                return await writer.create(key, body)
+            return await _attempt(writer, key, body, bound, stop, stop_grace_seconds)
         except TimeoutError as exc:  # the attempt had all the budget left (or the minimum)
             raise DestinationUnavailable(
-                f"{destination.variable}: {destination.url} did not answer for "
-                f"{retry_seconds:g} s ({_attempts(attempt)}; the last got no answer within "
-                f"{bound:.3g} s)"
+                f"{destination.variable}: {destination.url} did not answer "
+                f"({_attempts(attempt)} in {retry_seconds:g} s; the last got no answer "
+                f"within {bound:.3g} s{_stopped(stop)})"
             ) from exc
         except AlreadyExists as exc:
+            if await _holds(writer, key, body):
+                return StoredObject(key=key, bytes=len(body), sha256=sha256_hex(body))
             raise ConfigError(
                 "RUN_ID",
                 f"run id {manifest.run_id!r} is already used at {destination.url}: "
@@ -95,10 +107,10 @@ async def claim_run(
             raise ConfigError(destination.variable, _refusal(destination, exc)) from exc
         except StorageError as exc:
             left = deadline - clock.monotonic()
-            if left <= 0:
+            if left <= 0 or (stop is not None and stop.is_set()):
                 raise DestinationUnavailable(
-                    f"{destination.variable}: {destination.url} did not answer for "
-                    f"{retry_seconds:g} s ({_attempts(attempt)}): {exc}"
+                    f"{destination.variable}: {destination.url} did not answer "
+                    f"({_attempts(attempt)} in {retry_seconds:g} s{_stopped(stop)}): {exc}"
                 ) from exc
             pause = min(left, jitter.uniform(0, delay))
             log_event(
@@ -110,8 +122,59 @@ async def claim_run(
                 delay_s=round(pause, 3),
                 error=str(exc),
             )
-            await asyncio.sleep(pause)
+            await _pause(pause, stop)
             delay = min(delay * 2, MAX_DELAY_SECONDS)
+
+
+async def _attempt(
+    writer: ObjectWriter,
+    key: str,
+    body: bytes,
+    bound: float,
+    stop: asyncio.Event | None,
+    stop_grace_seconds: float,
+) -> StoredObject:
+    """One create within ``bound`` seconds, cut to ``stop_grace_seconds`` once ``stop`` is
+    set (TimeoutError either way)."""
+    async with asyncio.timeout(bound) as scope:
+        if stop is None:
+            return await writer.create(key, body)
+        create = asyncio.ensure_future(writer.create(key, body))
+        waiter = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({create, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not create.done():
+                loop = asyncio.get_running_loop()
+                when = scope.when()
+                cut = loop.time() + stop_grace_seconds
+                scope.reschedule(cut if when is None else min(when, cut))
+            return await create
+        finally:
+            waiter.cancel()
+            create.cancel()
+
+
+async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+
+
+async def _holds(writer: ObjectWriter, key: str, body: bytes) -> bool:
+    """Whether the object at ``key`` is ``body`` (a create of ours that landed unanswered)."""
+    try:
+        async with asyncio.timeout(MIN_ATTEMPT_SECONDS):
+            return await writer.get(key) == body
+    except (StorageError, TimeoutError):
+        return False
+
+
+def _stopped(stop: asyncio.Event | None) -> str:
+    return "; the run was asked to stop" if stop is not None and stop.is_set() else ""
 
 
 def _attempts(count: int) -> str:

@@ -15,7 +15,9 @@ Faults: ``slowdown`` (503 ``SlowDown``, as S3 throttles), ``error500`` (500 ``In
 without a response for ``seconds``, then dropped: the client's read timeout fires first),
 ``slow`` (forwarded after ``seconds``), ``hang`` (the connection is accepted and the request read
 whole, and no answer ever comes: an S3 that hangs; the request is held until the proxy stops,
-then dropped). Every wait is bounded, by the fault's seconds or the proxy's own lifetime:
+then dropped), ``lost-answer`` (forwarded to S3, which does it, and the connection is then
+dropped without the answer: a PUT that landed although its client saw a failure). Every wait
+is bounded, by the fault's seconds or the proxy's own lifetime:
 ``stop()`` drops held requests.
 ``proxy.log`` records ``(method, path, query, outcome)`` of the last requests (bounded);
 ``proxy.requests`` the same requests with their headers (:class:`RecordedRequest`, names in
@@ -58,7 +60,15 @@ class Fault:
     seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("slowdown", "error500", "reset", "timeout", "slow", "hang"):
+        if self.kind not in (
+            "slowdown",
+            "error500",
+            "reset",
+            "timeout",
+            "slow",
+            "hang",
+            "lost-answer",
+        ):
             raise ValueError(f"unknown fault {self.kind!r}")
 
 
@@ -66,6 +76,8 @@ SLOWDOWN: Final = Fault("slowdown")
 ERROR500: Final = Fault("error500")
 RESET: Final = Fault("reset")
 HANG: Final = Fault("hang")
+LOST_ANSWER: Final = Fault("lost-answer")
+"""The request reaches S3 and is done there; its answer is lost (the connection dropped)."""
 
 
 def timeout(seconds: float = 20.0) -> Fault:
@@ -289,6 +301,10 @@ class FaultProxy:
                 text = _S3_ERROR.format(code=code, message=f"injected {fault.kind}")
                 return web.Response(status=status, text=text, content_type="application/xml")
             if fault.kind == "reset":
+                _drop(request)
+                raise asyncio.CancelledError
+            if fault.kind == "lost-answer":
+                await self._forward(request, body)
                 _drop(request)
                 raise asyncio.CancelledError
             if fault.kind in ("timeout", "hang"):

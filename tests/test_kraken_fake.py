@@ -33,7 +33,7 @@ async def connect_and_subscribe(
     fx: FakeExchange, ws: ClientConnection, proto: KrakenProtocol, *pairs: str
 ) -> None:
     """Expect the status update, subscribe to ``pairs`` and expect one ack each."""
-    assert await next_event(ws, proto) == Ack("status online")
+    assert await next_event(ws, proto) == Heartbeat()
     (request,) = proto.subscribe_messages(list(pairs))
     await ws.send(request)
     for pair in pairs:
@@ -103,7 +103,7 @@ async def test_ping_pong_and_the_drop_pongs_fault(drop: bool) -> None:
         ) as fx,
         client(f"{fx.url}/v2") as ws,
     ):
-        assert await next_event(ws, proto) == Ack("status online")
+        assert await next_event(ws, proto) == Heartbeat()
         await ws.send(proto.subscribe_messages(["BTC/USD"])[0])
         assert await next_event(ws, proto) == Ack("subscribe BTC/USD req_id=1")
         await ws.send(proto.keepalive_message() or "")
@@ -123,7 +123,7 @@ async def test_unknown_pair_is_refused_the_connection_stays_and_the_rest_flows()
         FakeExchange("kraken", rate=20, symbols=["BTC/USD"], clock=clock) as fx,
         client(f"{fx.url}/v2") as ws,
     ):
-        assert await next_event(ws, proto) == Ack("status online")
+        assert await next_event(ws, proto) == Heartbeat()
         await ws.send(proto.subscribe_messages(["NOPE/USD", "BTC/USD"])[0])
         refused = orjson.loads(await asyncio.wait_for(ws.recv(), WAIT))
         assert refused["success"] is False and refused["symbol"] == "NOPE/USD"
@@ -150,7 +150,7 @@ async def test_other_requests_are_answered_with_errors() -> None:
         FakeExchange("kraken", rate=10, symbols=["BTC/USD"], clock=FakeClock()) as fx,
         client(f"{fx.url}/v2") as ws,
     ):
-        assert await next_event(ws, proto) == Ack("status online")
+        assert await next_event(ws, proto) == Heartbeat()
         await ws.send("garbage")
         await ws.send('{"method":"subscribe","params":{"channel":"book","symbol":["BTC/USD"]}}')
         await ws.send('{"method":"add_order","req_id":9}')
@@ -209,7 +209,7 @@ async def test_paths() -> None:
     async with FakeExchange("kraken", rate=10, symbols=["BTC/USD"], clock=FakeClock()) as fx:
         for path in ("/v2", "/v2/", "", "/"):  # "/" is an alias, for KRAKEN_WS_URL=<fake url>
             async with client(fx.url + path) as ws:
-                assert await next_event(ws, proto) == Ack("status online")
+                assert await next_event(ws, proto) == Heartbeat()
         for path in ("/v1", "/ws"):
             with pytest.raises(InvalidStatus) as info:
                 async with client(fx.url + path):

@@ -198,8 +198,8 @@ def test_reconnect_without_snapshot_records_a_gap_and_no_duplicate() -> None:
 @pytest.mark.parametrize(
     ("frame", "expected"),
     [
-        (STATUS, Ack("status online")),
-        (encode_status("online", 7), Ack("status online")),
+        (STATUS, Heartbeat()),
+        (encode_status("online", 7), Heartbeat()),
         (
             encode_status("maintenance"),
             ExchangeError("kraken system status maintenance: no trading", fatal=False),

@@ -289,3 +289,53 @@ def test_a_replay_claims_its_destination_and_refuses_a_used_run_id(tmp_path: Pat
     assert "RUN_ID: run id 'replay-1' is already used" in line
     assert f"{out}/_manifests/replay-1.json exists" in line
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
+def test_a_first_write_that_landed_unanswered_is_the_runs_own_not_a_reused_id(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """The running manifest's PUT reaches S3 but its answer is lost: the retry finds the
+    manifest there, reads it back, sees its own, and the run goes on (not exit 2)."""
+    from tests.faultproxy import LOST_ANSWER, FaultProxy, manifest_put
+
+    with FaultProxy(s3_server.endpoint) as proxy, fake_exchange(tmp_path, rate="300") as fx:
+        proxy.schedule(manifest_put, LOST_ANSWER)
+        env = env_for(s3_server, bucket, fx.url, "3", RUN_ID="unanswered")
+        env["AWS_ENDPOINT_URL_S3"] = proxy.url
+        done = run_stream(env, timeout=90)
+        ledger = fx.stop()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert proxy.outcomes("lost-answer") == 1
+    manifest = manifests(s3_server, bucket)[f"{PREFIX}_manifests/unanswered.json"]
+    assert manifest["status"] == "complete"
+    assert manifest["streams"]["binance:BTCUSDT:trades"]["records"] == len(ledger)
+
+
+def test_a_sigterm_while_the_store_does_not_answer_ends_the_start_at_once(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """The store hangs on the first write and the retry budget is long: a SIGTERM still ends
+    the run within its stop grace (exit 1, one line), it does not wait out the budget."""
+    from tests.faultproxy import HANG, FaultProxy
+
+    with FaultProxy(s3_server.endpoint) as proxy, fake_exchange(tmp_path, rate="300") as fx:
+        proxy.set_outage(HANG)
+        env = env_for(
+            s3_server, bucket, fx.url, "600", UPLOAD_RETRY_SECONDS="3600", STOP_GRACE_SECONDS="8"
+        )
+        env["AWS_ENDPOINT_URL_S3"] = proxy.url
+        proc = start_stream(env)
+        try:
+            wait_for_log(proc, "run_start", timeout=60)
+            proc.send_signal(signal.SIGTERM)
+            # Bounded by the stop grace, not by UPLOAD_RETRY_SECONDS (an hour).
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        fx.stop()
+    assert proc.returncode == 1, err[-2000:]
+    [line] = stderr_lines(err)
+    assert "did not answer" in line and "the run was asked to stop" in line
+    assert not [d for d in parse_logs(out) if d.get("event") == "connected"]
