@@ -542,16 +542,22 @@ class WindowedSink:
     async def _put_with_retry(self, window: ClosedWindow) -> StoredObject:
         """Put ``window``, retrying while the next attempt would start within
         ``retry_budget_seconds`` of the first one's start: the last :class:`StorageError` is
-        raised at most one attempt (one writer deadline) after the budget."""
+        raised at most one attempt (one writer deadline) after the budget. While the backlog
+        holds windows (outside :meth:`close`), one attempt only."""
         started = self.clock.monotonic()
         attempt = 0
+        # Windows are already waiting in the backlog: the store is known to be failing, and
+        # the background retries probe it. A new window gets one attempt (it is the probe that
+        # wakes the backlog when it succeeds), not a budget of retries that would hold its
+        # upload slot, so closed windows keep spilling and reading goes on.
+        budget = 0.0 if self.backlog and not self._closing else self.retry_budget_seconds
         while True:
             try:
                 return await self.writer.put(window.key, window.body)
             except StorageError as exc:
                 now = self.clock.monotonic()
                 delay = self._backoff(attempt)
-                if now - started + delay > self.retry_budget_seconds:
+                if now - started + delay > budget:
                     raise
                 attempt += 1
                 self.upload_retries += 1

@@ -249,10 +249,11 @@ async def test_a_window_spills_within_the_retry_budget_plus_one_attempt(
             for n in range(4)
         ]
         await sink.write(trades)  # four records: the window closes and its upload starts
-        for _ in range(10_000):
-            if sink.windows_spilled:
-                break
-            await asyncio.sleep(0)
+        # The spill is written in a worker thread: wait for it (bounded), however slow the
+        # machine, never for a number of loop turns.
+        async with asyncio.timeout(60):
+            while not sink.windows_spilled:  # noqa: ASYNC110 - set from a worker thread's result
+                await asyncio.sleep(0)
         spilled_at = clock.monotonic()
         sink.cancel_uploads()
     assert sink.windows_spilled == 1

@@ -375,3 +375,25 @@ async def test_a_spill_deleted_from_disk_is_lost_not_spilled(
         sink.cancel_uploads()
     assert on_disk == [second]
     assert lost == [{"key": first, "records": 4, "reason": "spill files are gone"}]
+
+
+async def test_while_the_backlog_waits_a_new_window_gets_one_attempt_then_spills(
+    clock: FakeClock, timers: Timers, tmp_path: Path
+) -> None:
+    """The store is known to fail (a window is in the backlog): a new window does not hold
+    its upload slot for a whole retry budget, it spills after one attempt, so windows keep
+    leaving memory and reading goes on whatever the number of streams."""
+    feed = Feed(clock)
+    writer = MemoryWriter()
+    writer.fail_next(10_000)
+    async with make_sink(clock, timers, writer, tmp_path) as sink:
+        await sink.write(feed.trades(4))
+        await fail_past_budget(sink, timers, 1)  # retried within its budget, then spilled
+        await until(lambda: timers.waiting > 0)  # the background retries' first pass failed
+        attempts, backoffs = writer.put_attempts, len(timers.requested)
+        await sink.write(feed.trades(4))
+        await until(lambda: sink.backlog >= 2)
+        assert writer.put_attempts == attempts + 1  # one attempt, no retry
+        assert len(timers.requested) == backoffs  # no backoff waited for it
+        assert len(sink.spilled_keys) == 2
+        sink.cancel_uploads()
