@@ -143,8 +143,11 @@ class BatchRun:
                     output = await stack.enter_async_context(
                         open_writer(self.config.output, security=self.config.s3)
                     )
-                # The first write, before any input is read: the destination takes it and the
-                # run id is new (ConfigError, exit 2, otherwise); a killed job stays visible.
+                # The input's client first (it reads nothing yet: a failure here leaves no
+                # running manifest behind), then the first write, before any input is read:
+                # the destination takes it and the run id is new (ConfigError, exit 2,
+                # otherwise); a killed job stays visible.
+                reader = await self._open_input(stack)
                 await claim_run(
                     output,
                     self.config.output,
@@ -154,7 +157,6 @@ class BatchRun:
                     stop=self.controller.stop,
                     stop_grace_seconds=self.config.runtime.stop_grace_seconds / 4,
                 )
-                reader = await self._open_input(stack)
                 executor = stack.enter_context(cpu_executor(self.config.cpu_workers))
                 ctx = JobContext(
                     job=self.job.name,
@@ -176,6 +178,7 @@ class BatchRun:
             return EXIT_FAILURE
         except StorageError as exc:  # a writer could not even be opened
             log_event(log, logging.ERROR, "run_failed", error=str(exc))
+            print(f"feedvault batch: {exc}", file=sys.stderr, flush=True)
             return EXIT_FAILURE
         finally:
             if self.install_signal_handlers:

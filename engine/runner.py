@@ -304,8 +304,9 @@ class StreamRun:
             log_event(log, logging.ERROR, "destination_unavailable", error=str(exc))
             print(f"feedvault: {exc}", file=sys.stderr, flush=True)
             return 1
-        except StorageError as exc:
+        except StorageError as exc:  # the store could not even be opened
             log_event(log, logging.ERROR, "run_failed", error=str(exc))
+            print(f"feedvault: {self.config.destination.variable}: {exc}", file=sys.stderr)
             return 1
         finally:
             if self.install_signal_handlers:

@@ -198,12 +198,15 @@ def spill_windows(
             "symbols": {name: list(ids) for name, ids in window.symbols.items()},
             "format": window.format,
         }
+        body_written = False
         try:
             atomic_write(path, window.body)
+            body_written = True
             atomic_write(sidecar, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
         except OSError as exc:
-            with contextlib.suppress(OSError):  # a body without its sidecar is not a spill
-                path.unlink(missing_ok=True)
+            if body_written:  # a body without its (matching) sidecar is not a spill
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
             failures.append((window, f"{type(exc).__name__}: {exc}"))
             continue
         entries.append(

@@ -166,7 +166,7 @@ def test_a_stream_never_subscribed_makes_the_run_incomplete_and_names_it(
             s3_server,
             bucket,
             fx.url,
-            "4",
+            "8",
             STREAMS="binance:BTCUSDT,kraken:BTC/USD",
             KRAKEN_WS_URL=refused,
             RUN_ID="half",
@@ -196,7 +196,7 @@ def test_per_stream_figures_and_a_quiet_stream_is_a_warning_not_a_failure(
     # The fake serves BTCUSDT only: ETHUSDT is subscribed and sees no trade.
     with fake_exchange(tmp_path, rate="500", symbols="BTCUSDT") as fx:
         env = env_for(
-            s3_server, bucket, fx.url, "3", STREAMS="binance:BTCUSDT,binance:ETHUSDT", RUN_ID="q"
+            s3_server, bucket, fx.url, "8", STREAMS="binance:BTCUSDT,binance:ETHUSDT", RUN_ID="q"
         )
         done = run_stream(env)
         ledger = fx.stop()
