@@ -12,8 +12,9 @@ fake exchange's ledger is stored exactly once (zero missing), and the stop tests
 finished within its grace. The burners are stopped (by their process ids) at the end, whatever
 happens.
 
-Tests: ``tests/test_backpressure.py`` (its 45 s keepalive run only with ``--with-held``) and the
-stop moments of ``tests/test_stop_moments.py`` (seeds 0 and 1 of each kind, 10 runs; all 20 with
+Tests: ``tests/test_session.py`` (the session's stop and keepalive against the fake exchange),
+``tests/test_backpressure.py`` (its 45 s keepalive run only with ``--with-held``) and the stop
+moments of ``tests/test_stop_moments.py`` (seeds 0 and 1 of each kind, 10 runs; all 20 with
 ``--all-moments``). One repetition takes two to four minutes on a loaded 2-core machine.
 
 Each repetition's outcome (exit status, duration, failed tests) is printed as it ends and all
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 TESTS = (
+    "tests/test_session.py",
     "tests/test_backpressure.py",
     "tests/test_stop_moments.py::test_sigterm_at_a_moment_stores_every_trade_once",
 )
