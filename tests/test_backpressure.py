@@ -215,12 +215,14 @@ def test_sigterm_while_backpressured_stops_within_the_grace_with_nothing_lost(
 def test_s3_too_slow_for_the_grace_aborts_spills_and_exits_1_within_it(
     s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy
 ) -> None:
-    """One-second windows queued behind uploads that take 2 s each, one at a time: more than
-    the stop can upload in its grace (12 s). At 80% of it the stop aborts, spills what is not
-    durable and writes the manifest incomplete (exit 1), within the grace; S3 and the spill
-    directory together hold every ledger trade once."""
+    """One-second windows queued behind uploads that take 4 s each, one at a time: more than
+    the stop can upload in its grace (12 s): at the stop each of the three symbols has an open
+    window at least, and the stop reads the sockets to the end at once, so three uploads or
+    more (12 s or more) wait. At 80% of the grace the stop aborts, spills what is not durable
+    and writes the manifest incomplete (exit 1), within the grace; S3 and the spill directory
+    together hold every ledger trade once."""
     grace = 12.0  # its last 20% (2.4 s) is for the spill and the manifest, on a loaded machine
-    watched.schedule(put_object("/trades/"), *[slow(S3_DELAY_SECONDS)] * 500)
+    watched.schedule(put_object("/trades/"), *[slow(2 * S3_DELAY_SECONDS)] * 500)
     run = run_with_signals(
         watched,
         bucket,
