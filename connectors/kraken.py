@@ -178,8 +178,8 @@ class KrakenProtocol:
         """Decode one received frame.
 
         A ``trade`` update or snapshot gives a tuple of :class:`Trade` (one per entry, price and
-        size as the exact number text); ``heartbeat``, ``pong`` and an ``online`` status give :class:`Heartbeat`;
-        successful requests :class:`Ack`; a refused subscription a fatal
+        size as the exact number text); ``heartbeat``, ``pong`` and an ``online`` status give
+        :class:`Heartbeat`; successful requests :class:`Ack`; a refused subscription a fatal
         :class:`ExchangeError` with Kraken's message; any other failed request, or a system
         status other than ``online``, a non-fatal one; other channels an empty tuple. Raises
         only :class:`MalformedFrame`.

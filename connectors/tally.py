@@ -9,9 +9,9 @@ A connection counts as *subscribed* from the first sign that the exchange serves
 subscription: the exchange's acknowledgement of it, or a trade (a heartbeat or a pong only
 proves the connection is alive); for an exchange subscribed by its URL alone (no subscribe
 message), from the moment it opened. Per connection: every symbol of it is subscribed together
-(a symbol the exchange refuses ends the run as a rejected subscription). A stream that was never subscribed during the
-whole run is a failed run (the runner's decision); one that was subscribed and saw no trade is
-a warning.
+(a symbol the exchange refuses ends the run as a rejected subscription). A stream that was
+never subscribed during the whole run although it had its chance is a failed run (the runner's
+decision); one that was subscribed and saw no trade is a warning.
 
 Counting costs one C-level pass per batch (``Counter``/``dict`` over ``map``), never a Python
 loop per trade.

@@ -408,3 +408,26 @@ async def test_what_its_send_buffer_held_when_it_aborts_is_undelivered_not_sent(
     assert ledger.undelivered > 0, "the server's buffer held nothing when it aborted"
     assert got.ids("BTCUSDT") == ledger.sent_ids("BTCUSDT")
     assert ledger.total + ledger.undelivered == market.produced
+
+
+def test_the_fake_serves_and_counts_on_uvloop_as_in_feedvault_demo() -> None:
+    """`feedvault demo` runs the fake in-process on uvloop, whose transports' methods cannot
+    be replaced: the fake still serves, and its ledger still equals what was received."""
+    pytest.importorskip("uvloop")
+    from engine import aio
+
+    async def main() -> tuple[list[int], list[int]]:
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        clock = FakeClock()
+        async with (
+            FakeExchange(rate=100, symbols=["BTCUSDT"], clock=clock) as fx,
+            client(combined(fx, "BTCUSDT")) as ws,
+        ):
+            await fx.wait_ready(1)
+            got = Received()
+            clock.advance(1.0)
+            await read_trades(ws, got, 100)
+            return got.ids("BTCUSDT"), fx.ledger.sent_ids("BTCUSDT")
+
+    received, sent = aio.run(main())  # on uvloop, as the demo runs
+    assert received == list(range(1, 101)) == sent

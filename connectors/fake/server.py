@@ -67,7 +67,7 @@ from contextlib import AsyncExitStack
 from functools import cache
 from http import HTTPStatus
 from types import TracebackType
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -146,8 +146,16 @@ class _TrackedConnection(ServerConnection):
                 self.unsent_at_end = tracked.get_write_buffer_size()
             teardown(*args)
 
-        setattr(tracked, "write", counting_write)  # noqa: B010 - an instance's own attribute
-        setattr(tracked, name, counting_teardown)
+        try:
+            setattr(tracked, "write", counting_write)  # noqa: B010 - an instance's own attribute
+            setattr(tracked, name, counting_teardown)
+        except AttributeError:
+            # uvloop's transports are C types whose methods cannot be replaced (the fake runs
+            # on uvloop inside `feedvault demo`): count through a delegating wrapper instead.
+            # Only the connection's own aborts are seen there, not uvloop's internal ones.
+            self.transport = cast(
+                asyncio.Transport, _CountingTransport(tracked, counting_write, counting_teardown)
+            )
 
     @property
     def bytes_out(self) -> int:
@@ -155,6 +163,24 @@ class _TrackedConnection(ServerConnection):
         if self.unsent_at_end is not None:
             return self.written - self.unsent_at_end
         return self.written - self.transport.get_write_buffer_size()
+
+
+class _CountingTransport:
+    """A transport whose ``write`` and ``abort`` go through the given counters; everything
+    else is the wrapped transport's."""
+
+    def __init__(
+        self,
+        inner: asyncio.Transport,
+        write: Callable[[bytes | bytearray | memoryview], None],
+        abort: Callable[..., None],
+    ) -> None:
+        self._inner = inner
+        self.write = write
+        self.abort = abort
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 class SendProgress:
