@@ -186,14 +186,11 @@ class BatchRun:
 
     def running_manifest(self, started_ns: int) -> Manifest:
         """The manifest written at the start (:mod:`sinks.claim`): ``status: running``."""
-        return Manifest(
+        return Manifest.running(
             run_id=self.config.run_id,
             version=__version__,
             command=" ".join(self.command),
             started_at=iso_utc(started_ns),
-            stopped_at=None,
-            stop_reason=None,
-            status="running",
             config=self.public_config(),
             ecs=self.ecs,
             destination=self.config.output.url,

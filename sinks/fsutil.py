@@ -31,13 +31,8 @@ def atomic_write(path: Path, data: bytes) -> None:
     the directory is fsynced: durable when this returns. Missing parent directories are
     created. Raises ``OSError``; the temporary file is removed on failure.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+    tmp = _synced_temp(path, data)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -50,13 +45,8 @@ def exclusive_write(path: Path, data: bytes) -> None:
     this returns. A temporary file is written and fsynced, then hard-linked to ``path`` (which
     fails with ``FileExistsError`` if ``path`` exists, atomically) and removed. Missing parent
     directories are created. Raises ``OSError``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+    tmp = _synced_temp(path, data)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         try:
             os.link(tmp, path)
         except OSError as exc:
@@ -81,3 +71,19 @@ def _create_exclusive(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _synced_temp(path: Path, data: bytes) -> Path:
+    """``data`` in a new fsynced temporary file beside ``path`` (its directory created);
+    removed again if writing it fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp

@@ -268,6 +268,35 @@ class Manifest:
     prefix: str | None = None
     """The key prefix of the destination (``""`` for ``file://``); ``None`` in older ones."""
 
+    @classmethod
+    def running(
+        cls,
+        *,
+        run_id: str,
+        command: str,
+        started_at: str,
+        config: dict[str, Any],
+        destination: str,
+        prefix: str,
+        ecs: EcsTask | None = None,
+        version: str,
+    ) -> Manifest:
+        """The manifest a run writes first (:mod:`sinks.claim`): ``status: running``, no stop
+        time nor reason, no objects yet."""
+        return cls(
+            run_id=run_id,
+            version=version,
+            command=command,
+            started_at=started_at,
+            stopped_at=None,
+            stop_reason=None,
+            status="running",
+            config=config,
+            ecs=ecs,
+            destination=destination,
+            prefix=prefix,
+        )
+
     @property
     def records(self) -> int:
         """Records in the run's objects (raw capture and batch outputs included)."""
