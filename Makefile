@@ -44,7 +44,7 @@ bench: $(DEV)
 	$(BIN)/python -m benchmarks
 	FEEDVAULT_STOP_MOMENTS=all $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_stop_moments.py
 	FEEDVAULT_BENCH=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_backpressure.py -k held
-	$(BIN)/python -m benchmarks.stress_stop --repetitions 20
+	$(BIN)/python -m benchmarks.stress_stop --repetitions 20 --all-moments
 	$(BIN)/python -m benchmarks.soak
 
 ## soak: a 10-minute feedvault loadtest at 20,000 trades/s; RSS must stay flat (bench-output/soak/)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -45,10 +46,16 @@ BURN = "while True:\n    pass\n"
 """A burner's program: one core busy until it is killed."""
 
 
-def start_burners(count: int) -> list[subprocess.Popen[bytes]]:
-    """``count`` processes spinning on a core each (lowest priority is not asked for: the load
-    must compete with the tests, as colleagues' work does)."""
-    return [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(count)]
+REPETITION_TIMEOUT_SECONDS = 1800
+"""One repetition's bound: a hung pytest (and its servers) is killed, the repetition failed."""
+
+
+def start_burners(count: int, into: list[subprocess.Popen[bytes]]) -> None:
+    """Start ``count`` processes spinning on a core each into ``into`` (appended one by one, so
+    the caller can stop those started if a later one fails). Lowest priority is not asked for:
+    the load must compete with the tests, as colleagues' work does."""
+    for _ in range(count):
+        into.append(subprocess.Popen([sys.executable, "-c", BURN]))
 
 
 def stop_burners(burners: list[subprocess.Popen[bytes]]) -> None:
@@ -68,18 +75,27 @@ def failed_tests(output: str) -> list[str]:
 def run_once(env: dict[str, str]) -> dict[str, Any]:
     """One repetition: pytest on :data:`TESTS` (no worker processes, no cache)."""
     started = time.monotonic()
-    done = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        check=False,
+        start_new_session=True,  # its servers too can be killed as one group
     )
-    tail = done.stdout.strip().splitlines()[-1:] or [""]
+    try:
+        stdout, _ = proc.communicate(timeout=REPETITION_TIMEOUT_SECONDS)
+        returncode = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, _ = proc.communicate()
+        stdout += f"\nERROR repetition killed after {REPETITION_TIMEOUT_SECONDS} s\n"
+        returncode = -signal.SIGKILL
+    tail = stdout.strip().splitlines()[-1:] or [""]
     return {
-        "returncode": done.returncode,
+        "returncode": returncode,
         "seconds": round(time.monotonic() - started, 1),
-        "failed": failed_tests(done.stdout),
+        "failed": failed_tests(stdout),
         "summary": tail[0],
     }
 
@@ -102,8 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.with_held:
         env["FEEDVAULT_BENCH"] = "1"
     results: list[dict[str, Any]] = []
-    burners = start_burners(args.burners)
+    burners: list[subprocess.Popen[bytes]] = []
+    # SIGTERM (a cancelled CI job) unwinds like Ctrl-C, so the burners are always stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
+        start_burners(args.burners, burners)
         for number in range(1, args.repetitions + 1):
             result = run_once(env)
             results.append(result)

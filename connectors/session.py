@@ -326,7 +326,13 @@ class WebSocketSession:
                 self.tally.error(self._close_reason)
             # Normally closed already; on cancellation or error make sure the socket goes.
             self._release.set()
-            await ws.close()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # An abort of the stop: the socket goes now; a close handshake could wait for
+                # the rest of the drain deadline while the spill and the manifest wait.
+                ws.transport.abort()
+            else:
+                await ws.close()
         if stop.is_set() and not self._close_received:
             self._unclean_close(ws)
         return self.frames > frames_before

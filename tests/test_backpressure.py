@@ -27,7 +27,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -274,21 +273,24 @@ def test_a_peer_that_hangs_at_the_stop_makes_an_unclean_close_and_an_incomplete_
     s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy
 ) -> None:
     """The exchange hangs (SIGSTOP) just before the SIGTERM: our close frame is never
-    answered. The stop waits for it only until its drain deadline (half the 6 s grace), then
+    answered. The stop waits for it only until its drain deadline (half the 12 s grace), then
     websockets aborts the socket: whatever was still on its way is lost, so the run counts the
-    unclean close, logs it, and its manifest is ``incomplete`` (exit 1), within the grace.
-    Everything the engine did read is stored once."""
-    grace = 6.0
+    unclean close, logs it, and its manifest is ``incomplete`` (exit 1), within the grace (the
+    engine's own guard never had to abort). Everything the engine did read is stored once."""
+    grace = 12.0
     with fake_exchange(tmp_path, rate="3000") as fx:
         env = stream_env(watched, bucket, fx.url, tmp_path, "60", STOP_GRACE_SECONDS=str(grace))
         proc = start_stream(env)
         try:
-            logs = wait_for_log(proc, "stats", timeout=30)  # trades are flowing
+            logs: list[dict[str, Any]] = []
+            for _ in range(30):  # trades are flowing: a stats line with some
+                logs += wait_for_log(proc, "stats", timeout=30)
+                if logs[-1]["trades_per_s"] > 0:
+                    break
             fx.proc.send_signal(signal.SIGSTOP)
             try:
-                signalled = send(proc)
+                send(proc)
                 out, err = proc.communicate(timeout=EXIT_TIMEOUT)
-                took = time.monotonic() - signalled
             finally:
                 fx.proc.send_signal(signal.SIGCONT)
         finally:
@@ -300,7 +302,7 @@ def test_a_peer_that_hangs_at_the_stop_makes_an_unclean_close_and_an_incomplete_
     logs += parse_logs(out)
 
     assert proc.returncode == 1, err[-2000:]
-    assert took < grace, f"exit {took:.1f}s after SIGTERM, over the {grace:g} s grace"
+    assert not [doc for doc in logs if doc.get("event") == "abort"]  # the stop kept its grace
     (unclean,) = [doc for doc in logs if doc.get("event") == "unclean_close"]
     assert unclean["reason"] == "stop" and unclean["exchange"] == "binance", unclean
     manifest = read_manifest(s3_server.client(), bucket, PREFIX)
@@ -340,6 +342,7 @@ BENCH = os.environ.get("FEEDVAULT_BENCH") == "1"
 """``make bench`` sets it: the 45 s keepalive run takes over a minute of wall time."""
 
 
+@pytest.mark.timeout(300)  # a 45 s hold, then the stop: over the suite's 120 s bound
 @pytest.mark.skipif(
     not BENCH,
     reason="make bench (FEEDVAULT_BENCH=1): over a minute of wall time; the suite's variant is "

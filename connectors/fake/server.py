@@ -50,7 +50,7 @@ Time-based faults (disconnect, stall, shutdown notices) use the injected clock's
 measured from the connection's opening; a test drives them with ``engine.clock.FakeClock`` and
 never sleeps. Every connection's tasks are owned by a TaskGroup inside its handler; the ticker is
 owned by the server's TaskGroup; leaving the context closes every connection (1001) and waits,
-aborting after ``CLOSE_TIMEOUT`` (and a second) a connection whose close is still stuck (its
+aborting after ``EXIT_ABORT_SECONDS`` a connection whose close is still stuck (its
 close frame waits behind data a client does not read: websockets' close would wait for it).
 """
 
@@ -91,8 +91,13 @@ PING_INTERVAL: Final = 20.0
 PING_TIMEOUT: Final = 60.0
 TICK_SECONDS: Final = 0.01
 """The timed market's default tick."""
-CLOSE_TIMEOUT: Final = 2.0
-"""How long a closing connection waits for the client's close frame before it is aborted."""
+CLOSE_TIMEOUT: Final = 30.0
+"""How long a closing connection waits for the client's close frame before it is aborted: a
+client that stopped and now reads megabytes of buffered trades before it reaches the close
+handshake must get the time a loaded machine needs (a short bound would discard the close
+frame and make a clean stop look unclean)."""
+EXIT_ABORT_SECONDS: Final = 3.0
+"""At the fake's own exit, how long a connection's close may stay stuck before it is aborted."""
 WAIT_LIMIT: Final = 10.0
 """Bound of :meth:`FakeExchange.wait_ready` and :meth:`FakeExchange.wait_tick`."""
 BLAST_BATCH: Final = 256
@@ -424,7 +429,7 @@ class FakeExchange:
         stack, self._stack = self._stack, None
         if stack is not None:
             loop = asyncio.get_running_loop()
-            stuck = loop.call_later(CLOSE_TIMEOUT + 1.0, self._abort_connections)
+            stuck = loop.call_later(EXIT_ABORT_SECONDS, self._abort_connections)
             try:
                 await stack.aclose()
             finally:
