@@ -273,8 +273,8 @@ class WebSocketSession:
         self._close_error = None
         settings = self.settings
         self.tally.attempting(self.clock.monotonic())
-        try:
-            ws = await connect(
+        connecting = asyncio.ensure_future(
+            connect(
                 self.url,
                 open_timeout=settings.open_timeout,
                 close_timeout=settings.close_timeout,
@@ -285,6 +285,23 @@ class WebSocketSession:
                 ping_interval=None,
                 ping_timeout=None,
             )
+        )
+        try:
+            # The stop does not wait for a connection still opening (up to open_timeout):
+            # nothing was received on it yet, so nothing is lost by giving it up.
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                await asyncio.wait({connecting})  # never raises; bounded by the cancellation
+                if not connecting.cancelled() and connecting.exception() is None:
+                    connecting.result().transport.abort()  # it opened as it was given up
+                self._close_reason = "stop"
+                return False
+            ws = connecting.result()
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             self._close_reason = f"connect failed: {type(exc).__name__}: {exc}"
             self.tally.error(self._close_reason)
@@ -297,6 +314,9 @@ class WebSocketSession:
                 error=f"{type(exc).__name__}: {exc}",
             )
             return False
+        except BaseException:  # cancelled while connecting: the attempt goes too
+            connecting.cancel()
+            raise
         self.connections += 1
         self.tally.connected(self.clock.monotonic())
         if self._raw is not None:
@@ -333,7 +353,9 @@ class WebSocketSession:
                 ws.transport.abort()
             else:
                 await ws.close()
-        if stop.is_set() and not self._close_received:
+        if stop.is_set() and not self._close_received and self.frames > frames_before:
+            # Only a connection that delivered data can have lost some on the way; one opened
+            # just as the stop came, and closed before any frame, lost nothing.
             self._unclean_close(ws)
         return self.frames > frames_before
 

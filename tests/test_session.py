@@ -231,3 +231,34 @@ def _overdue(session: WebSocketSession, seconds: float) -> bool:
 async def _consume(queue: BatchQueue[Trade], ids: list[str]) -> None:
     while (batch := await queue.get()) is not None:
         ids += [t.trade_id for t in batch]
+
+
+async def test_a_stop_does_not_wait_for_a_connection_still_opening() -> None:
+    """The exchange accepts TCP and never answers the handshake: the stop gives the attempt
+    up at once instead of waiting out the open timeout, and counts no unclean close (nothing
+    was received on it)."""
+    accepted = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        accepted.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    session, _ = make_session(f"ws://127.0.0.1:{port}", SYSTEM_CLOCK, open_timeout=600.0)
+    stop = asyncio.Event()
+    try:
+        async with asyncio.timeout(30):  # far below the 600 s open timeout
+            running = asyncio.create_task(session.run(stop))
+            await accepted.wait()
+            stop.set()
+            await running
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert session.connections == 0
+    assert session.counters.unclean_closes == 0
+    assert session.tally.first_attempt_at is not None and not session.tally.ever_subscribed
