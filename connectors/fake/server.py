@@ -476,15 +476,20 @@ class FakeExchange:
         except* (ConnectionClosed, _Done):
             pass
         finally:
-            del self._conns[number]
-            if conn.inflight is not None:
-                # A send did not complete: once the connection is closed (its buffer flushed,
-                # or discarded by an abort), what left is known.
-                progress, settle = conn.inflight
-                conn.inflight = None
-                await ws.close()
-                settle(progress.frames_out(ws))
-            self._undeliver_queue(conn)
+            try:
+                if conn.inflight is not None:
+                    # A send did not complete: once the connection is closed (its buffer
+                    # flushed, or discarded by an abort), what left is known. Still listed
+                    # meanwhile, so the exit's abort can end a close stuck behind unread data.
+                    progress, settle = conn.inflight
+                    conn.inflight = None
+                    try:
+                        await ws.close()
+                    finally:
+                        settle(progress.frames_out(ws))
+            finally:
+                del self._conns[number]
+                self._undeliver_queue(conn)
 
     async def _reply(self, conn: _Conn, reply: Reply) -> bool:
         """Send a reply's frames, then apply it; True when the connection was closed."""
