@@ -11,6 +11,7 @@ request to ``upstream`` unchanged, unless a fault applies:
   ``matcher`` selects (e.g. everything but the manifests: ``where=not_manifest``).
 
 Faults: ``slowdown`` (503 ``SlowDown``, as S3 throttles), ``error500`` (500 ``InternalError``),
+``denied`` (403 ``AccessDenied``, a role without the permission),
 ``reset`` (the connection is dropped without a response), ``timeout`` (the request is held
 without a response for ``seconds``, then dropped: the client's read timeout fires first),
 ``slow`` (forwarded after ``seconds``), ``hang`` (the connection is accepted and the request read
@@ -68,6 +69,7 @@ class Fault:
             "slow",
             "hang",
             "lost-answer",
+            "denied",
         ):
             raise ValueError(f"unknown fault {self.kind!r}")
 
@@ -76,6 +78,8 @@ SLOWDOWN: Final = Fault("slowdown")
 ERROR500: Final = Fault("error500")
 RESET: Final = Fault("reset")
 HANG: Final = Fault("hang")
+DENIED: Final = Fault("denied")
+"""403 ``AccessDenied``, as S3 answers a role without the permission."""
 LOST_ANSWER: Final = Fault("lost-answer")
 """The request reaches S3 and is done there; its answer is lost (the connection dropped)."""
 
@@ -294,10 +298,12 @@ class FaultProxy:
             )
             if fault is None:
                 return await self._forward(request, body)
-            if fault.kind in ("slowdown", "error500"):
-                status, code = (
-                    (503, "SlowDown") if fault.kind == "slowdown" else (500, "InternalError")
-                )
+            if fault.kind in ("slowdown", "error500", "denied"):
+                status, code = {
+                    "slowdown": (503, "SlowDown"),
+                    "error500": (500, "InternalError"),
+                    "denied": (403, "AccessDenied"),
+                }[fault.kind]
                 text = _S3_ERROR.format(code=code, message=f"injected {fault.kind}")
                 return web.Response(status=status, text=text, content_type="application/xml")
             if fault.kind == "reset":

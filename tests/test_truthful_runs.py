@@ -339,3 +339,31 @@ def test_a_sigterm_while_the_store_does_not_answer_ends_the_start_at_once(
     [line] = stderr_lines(err)
     assert "did not answer" in line and "the run was asked to stop" in line
     assert not [d for d in parse_logs(out) if d.get("event") == "connected"]
+
+
+def test_access_denied_exits_2_and_a_5xx_store_exits_1_each_with_one_line(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """The two kinds of refusal at the first write: 403 AccessDenied is permanent (exit 2 at
+    once, the variable named); 500s are transient (retried for UPLOAD_RETRY_SECONDS, exit 1)."""
+    from tests.faultproxy import DENIED, ERROR500, FaultProxy
+
+    results = {}
+    with FaultProxy(s3_server.endpoint) as proxy, fake_exchange(tmp_path, rate="200") as fx:
+        for name, fault in (("denied", DENIED), ("error500", ERROR500)):
+            proxy.set_outage(fault)
+            env = env_for(s3_server, bucket, fx.url, "60", UPLOAD_RETRY_SECONDS="2")
+            env["AWS_ENDPOINT_URL_S3"] = proxy.url
+            results[name] = run_stream(env, timeout=120)
+        fx.stop()
+    denied, failing = results["denied"], results["error500"]
+    assert denied.returncode == 2, denied.stderr[-2000:]
+    [line] = stderr_lines(denied.stderr)
+    assert line.startswith("feedvault stream: configuration error: S3_BUCKET: ")
+    assert "(AccessDenied)" in line
+    assert failing.returncode == 1, failing.stderr[-2000:]
+    [line] = stderr_lines(failing.stderr)
+    assert line.startswith(f"feedvault: S3_BUCKET: s3://{bucket}/{PREFIX} did not answer")
+    assert s3_server.keys(bucket) == []  # nothing written by either
+    for done in results.values():
+        assert not [d for d in parse_logs(done.stdout) if d.get("event") == "connected"]
