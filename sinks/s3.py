@@ -360,26 +360,19 @@ class S3Writer:
         if len(body) > self.multipart_threshold:
             await self._put_multipart(key, body)
         else:
-            await self._call(
-                "PutObject",
-                key,
-                self._client.put_object(
-                    Bucket=self.bucket,
-                    Key=key,
-                    Body=body,
-                    ChecksumAlgorithm="SHA256",
-                    ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
-                    **self._encryption,
-                    **self._owner,
-                ),
-                nbytes=len(body),
-            )
+            await self._put_object(key, body, digest)
         return StoredObject(key=key, bytes=len(body), sha256=digest.hex())
 
     async def create(self, key: str, body: bytes) -> StoredObject:
         """One ``PutObject`` with ``If-None-Match: *``: :class:`AlreadyExists` if ``key`` has
         an object. Meant for small bodies (a manifest): never multipart."""
         digest = _sha256(body)
+        await self._put_object(key, body, digest, IfNoneMatch="*")
+        return StoredObject(key=key, bytes=len(body), sha256=digest.hex())
+
+    async def _put_object(self, key: str, body: bytes, digest: bytes, **extra: str) -> None:
+        """One ``PutObject`` with the body's SHA-256, the encryption and owner settings, and
+        ``extra`` request parameters."""
         await self._call(
             "PutObject",
             key,
@@ -387,15 +380,14 @@ class S3Writer:
                 Bucket=self.bucket,
                 Key=key,
                 Body=body,
-                IfNoneMatch="*",
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
+                **extra,
                 **self._encryption,
                 **self._owner,
             ),
             nbytes=len(body),
         )
-        return StoredObject(key=key, bytes=len(body), sha256=digest.hex())
 
     async def _put_multipart(self, key: str, body: bytes) -> None:
         created = await self._call(
