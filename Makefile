@@ -38,7 +38,7 @@ unit: $(DEV)
 demo: $(DEMO)
 	$(BIN)/feedvault demo
 
-## bench: SPEC §11 figures from one run, all 20 stop moments, the 45 s S3 hold, the stop under
+## bench: the README's Performance figures from one run, all 20 stop moments, the 45 s S3 hold, the stop under
 ## CPU-burning load (20 repetitions of the stop and backpressure tests) and the 10-minute soak
 bench: $(DEV)
 	$(BIN)/python -m benchmarks

@@ -213,7 +213,6 @@ class WebSocketSession:
         #: Frames received by this session (all connections), valid or not.
         self.frames = 0
         self.drain_deadline = drain_deadline
-        self._stop = asyncio.Event()  # the run's stop (set in run())
         #: Set when the current connection is closing: the reader no longer waits for room.
         self._release = asyncio.Event()
         #: Since when (the clock's monotonic time) the reader waits for queue room, else None.
@@ -232,7 +231,6 @@ class WebSocketSession:
         Returns once the last connection is closed and every received trade is queued.
         Raises :class:`SubscriptionRejected` when the exchange refuses the subscription.
         """
-        self._stop = stop
         try:
             while not stop.is_set():
                 delivered = await self._one_connection(stop)

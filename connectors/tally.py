@@ -63,6 +63,9 @@ class StreamTally:
     _connected_at: float | None = None
     _subscribed_at: float | None = None
     _by_canonical: dict[str, SymbolTally] = field(default_factory=dict)
+    _per_symbol: list[SymbolTally] = field(default_factory=list)
+    """The tally of each configured symbol, in :attr:`symbols` order (two spellings of one
+    canonical symbol share theirs)."""
 
     def __post_init__(self) -> None:
         for symbol in self.symbols:
@@ -70,7 +73,11 @@ class StreamTally:
                 canonical = canonical_symbol(symbol, self.exchange)
             except ValueError:
                 canonical = symbol
-            self._by_canonical.setdefault(canonical, SymbolTally())
+            self._per_symbol.append(self._by_canonical.setdefault(canonical, SymbolTally()))
+
+    def stream_name(self, symbol: str) -> str:
+        """A configured symbol's stream, as the manifest names it: ``exchange:SYMBOL:channel``."""
+        return f"{self.exchange}:{symbol}:{self.channel}"
 
     def attempting(self, now: float) -> None:
         """A connection attempt begins."""
@@ -148,8 +155,8 @@ class StreamTally:
         if self._subscribed_at is not None:
             subscribed += max(now - self._subscribed_at, 0.0)
         figures: dict[str, dict[str, Any]] = {}
-        for symbol, tally in zip(self.symbols, self._tallies(), strict=True):
-            figures[f"{self.exchange}:{symbol}:{self.channel}"] = {
+        for symbol, tally in zip(self.symbols, self._per_symbol, strict=True):
+            figures[self.stream_name(symbol)] = {
                 "records": tally.records,
                 "subscribed_seconds": round(subscribed, 3),
                 "connected_seconds": round(connected, 3),
@@ -159,13 +166,3 @@ class StreamTally:
                 "last_error": self.last_error,
             }
         return figures
-
-    def _tallies(self) -> list[SymbolTally]:
-        found = []
-        for symbol in self.symbols:
-            try:
-                canonical = canonical_symbol(symbol, self.exchange)
-            except ValueError:
-                canonical = symbol
-            found.append(self._by_canonical[canonical])
-        return found

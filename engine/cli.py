@@ -10,11 +10,15 @@ import argparse
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from engine import __version__, aio, signals
 from engine.errors import ConfigError
 from engine.redact import redact
+
+if TYPE_CHECKING:
+    from sinks.writer import ObjectWriter
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -110,14 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     loadtest = sub.add_parser(
         "loadtest",
-        help="run the engine against the fake exchange; check and measure it (SPEC §8)",
+        help="run the engine against the fake exchange; check and measure it (README 'Load test')",
         description=loadtest_cli.DESCRIPTION,
     )
     loadtest_cli.add_arguments(loadtest)
 
     batch = sub.add_parser(
         "batch",
-        help=f"run a batch job (SPEC §9): {jobs}",
+        help=f"run a batch job (README 'Batch jobs'): {jobs}",
         description=textwrap.fill(
             "Configured by environment variables (OUTPUT_BUCKET, OUTPUT_PREFIX; "
             "INPUT_BUCKET with INPUT_PREFIX or INPUT_KEY for jobs that read input; "
@@ -175,45 +179,43 @@ def cmd_stream(args: argparse.Namespace) -> int:
     return aio.run(StreamRun(config, command=command).run())
 
 
-async def _verify(location: str, run_id: str | None, as_json: bool) -> int:
+class _Report(Protocol):
+    """What ``verify`` and ``runs`` print: a report with a verdict."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+_R = TypeVar("_R", bound=_Report)
+
+
+async def _read_report(
+    command: str,
+    location: str,
+    as_json: bool,
+    build: Callable[[ObjectWriter, str], Awaitable[_R]],
+    text: Callable[[_R], str],
+) -> int:
+    """``feedvault verify``/``runs``: open ``location``, build its report, print it (text or
+    JSON); exit 0 when the report is OK, 1 otherwise or on a storage error (one stderr line)."""
     import orjson
 
     from engine.errors import StorageError
-    from sinks.verify import verify_run
     from sinks.writer import open_writer, parse_destination
 
     destination = parse_destination(location, "location")
     try:
         async with open_writer(destination) as writer:
-            report = await verify_run(writer, destination.prefix, run_id)
+            report = await build(writer, destination.prefix)
     except StorageError as exc:
-        print(f"feedvault verify: {exc}", file=sys.stderr)
+        print(f"feedvault {command}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     if as_json:
         print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
-        print(report.summary())
-    return EXIT_OK if report.ok else EXIT_FAILURE
-
-
-async def _runs(location: str, as_json: bool) -> int:
-    import orjson
-
-    from engine.errors import StorageError
-    from sinks.runs import list_runs
-    from sinks.writer import open_writer, parse_destination
-
-    destination = parse_destination(location, "location")
-    try:
-        async with open_writer(destination) as writer:
-            report = await list_runs(writer, destination.prefix)
-    except StorageError as exc:
-        print(f"feedvault runs: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    if as_json:
-        print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(report.table())
+        print(text(report))
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
@@ -242,11 +244,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    return aio.run(_verify(args.location, args.run_id, args.json))
+    from sinks.verify import VerifyReport, verify_run
+
+    async def build(writer: ObjectWriter, prefix: str) -> VerifyReport:
+        return await verify_run(writer, prefix, args.run_id)
+
+    return aio.run(_read_report("verify", args.location, args.json, build, VerifyReport.summary))
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    return aio.run(_runs(args.location, args.json))
+    from sinks.runs import RunsReport, list_runs
+
+    return aio.run(_read_report("runs", args.location, args.json, list_runs, RunsReport.table))
 
 
 def cmd_fake_exchange(args: argparse.Namespace) -> int:

@@ -739,11 +739,12 @@ class StreamRun:
         left = requested + grace - EXIT_MARGIN_SECONDS - self.clock.monotonic()
         return max(left, reserve)
 
-    def never_subscribed(self) -> list[str]:
-        """The configured streams no connection was ever subscribed to during the run, each
-        with its last connection error: a run with any is not a success."""
+    def never_subscribed(self) -> dict[str, str]:
+        """The configured streams no connection was ever subscribed to during the run although
+        they had their chance, each with its last connection error: a run with any is not a
+        success."""
         now = self.clock.monotonic()
-        found = []
+        found: dict[str, str] = {}
         for source in self.sessions:
             if not isinstance(source, WebSocketSession):
                 continue
@@ -754,7 +755,7 @@ class StreamRun:
                     "after its first attempt"
                 )
                 for symbol in source.symbols:
-                    found.append(f"{source.protocol.name}:{symbol}:trades ({error})")
+                    found[tally.stream_name(symbol)] = error
         return found
 
     def stream_figures(self) -> dict[str, StreamFigures]:
@@ -781,14 +782,15 @@ class StreamRun:
         never = self.never_subscribed()
         error = str(self.error) if self.error is not None else None
         if never and error is None:
-            error = "never subscribed during the run: " + "; ".join(never)
-            log_event(log, logging.ERROR, "streams_never_subscribed", streams=never)
+            named = [f"{name} ({last_error})" for name, last_error in never.items()]
+            error = "never subscribed during the run: " + "; ".join(named)
+            log_event(log, logging.ERROR, "streams_never_subscribed", streams=named)
         warnings = [
             f"{name}: subscribed for {figures['subscribed_seconds']:g} s but saw no trade"
             if figures["subscribed_seconds"] > 0
             else f"{name}: the run stopped before it was subscribed"
             for name, figures in streams.items()
-            if figures["records"] == 0 and not any(item.startswith(name) for item in never)
+            if figures["records"] == 0 and name not in never
         ]
         complete = not self.aborted and not spilled and not lost and error is None
         complete = complete and not self.counters.unclean_closes  # trades may be lost in one

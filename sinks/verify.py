@@ -87,7 +87,7 @@ MAX_DUPLICATES_LISTED: Final = 10
 MAX_ORPHAN_OBJECTS_LISTED: Final = 20
 #: At most this many deeper prefixes holding runs are named by "runs found under".
 MAX_NESTED_LISTED: Final = 10
-#: The data sets a run's keys start with after its prefix (SPEC §6, §8).
+#: The data sets a run's keys start with after its prefix (README: "Objects and the manifest").
 _DATASET_SEGMENTS: Final = ("trades/", f"{RAW_DATASET}/")
 #: A manifest key relative to the surveyed prefix: ``{sub}_manifests/{run_id}.json``.
 _MANIFEST_KEY: Final = re.compile(r"(?P<sub>(?:[^/]+/)*)_manifests/(?P<run>[^/]+)\.json")

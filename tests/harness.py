@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,12 +161,17 @@ def parse_logs(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def wait_for_log(proc: subprocess.Popen[str], event: str, timeout: float) -> list[dict[str, Any]]:
-    """Read JSON log lines from ``proc`` until one has ``event``; return the lines read."""
+def read_logs_until(
+    proc: subprocess.Popen[str],
+    until: Callable[[dict[str, Any]], bool],
+    timeout: float,
+    seen: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Read ``proc``'s JSON log lines into ``seen`` until one satisfies ``until`` (returned);
+    fail after ``timeout`` s without one (the caller kills the process)."""
     assert proc.stdout is not None
-    seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
         line = proc.stdout.readline()
         if not line:
             break
@@ -174,10 +179,21 @@ def wait_for_log(proc: subprocess.Popen[str], event: str, timeout: float) -> lis
             doc = json.loads(line)
         except ValueError:
             continue
-        seen.append(doc)
-        if doc.get("event") == event:
-            return seen
-    raise AssertionError(f"no {event!r} log line within {timeout}s; saw {seen[-5:]}")
+        if isinstance(doc, dict):
+            seen.append(doc)
+            if until(doc):
+                return doc
+    raise AssertionError(f"no such log line within {timeout}s; last lines: {seen[-5:]}")
+
+
+def wait_for_log(proc: subprocess.Popen[str], event: str, timeout: float) -> list[dict[str, Any]]:
+    """Read JSON log lines from ``proc`` until one has ``event``; return the lines read."""
+    seen: list[dict[str, Any]] = []
+    try:
+        read_logs_until(proc, lambda doc: doc.get("event") == event, timeout, seen)
+    except AssertionError:
+        raise AssertionError(f"no {event!r} log line within {timeout}s; saw {seen[-5:]}") from None
+    return seen
 
 
 def decode_object(body: bytes, key: str) -> list[dict[str, Any]]:

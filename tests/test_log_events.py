@@ -14,7 +14,6 @@ import json
 import logging
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,31 +97,26 @@ class _Reader:
     """Reads a process's stdout to its end on a thread (the pipe never fills while the test
     waits on something else)."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], until: str) -> None:
         assert proc.stdout is not None
         self.lines: list[str] = []
         self._stdout = proc.stdout
+        self._until = until
+        #: Set once a line with event ``until`` has been read.
+        self.reached = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
         for line in self._stdout:
             self.lines.append(line)
+            if f'"event":"{self._until}"' in line.replace(" ", ""):
+                self.reached.set()
 
     def join(self, timeout: float = 30.0) -> str:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "stdout still open"
         return "".join(self.lines)
-
-
-def _wait_for_spill(spill_dir: Path, run_id: str, timeout: float) -> None:
-    """Poll the spill directory (files on disk: nothing to wait on) until a window is there."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if scan_spilled(spill_dir, run_id).entries:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"nothing spilled within {timeout}s")
 
 
 def _bad_events(docs: list[dict[str, Any]]) -> list[object]:
@@ -155,8 +149,10 @@ def test_every_event_of_a_run_through_an_s3_outage_and_its_recovery_is_a_fixed_n
         try:
             first = wait_for_log(proc, "connected", timeout=60)
             proxy.set_outage(SLOWDOWN)
-            reader = _Reader(proc)
-            _wait_for_spill(spill_dir, killed, timeout=120)
+            # The sink logs window_spilled once the window's files are durable on disk.
+            reader = _Reader(proc, until="window_spilled")
+            assert reader.reached.wait(timeout=120), "nothing spilled within 120 s"
+            assert scan_spilled(spill_dir, killed).entries
         finally:
             proc.kill()
             proc.wait(timeout=30)

@@ -12,12 +12,9 @@ error, never on the time it took.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import signal
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +37,7 @@ from tests.harness import (
     assert_stored_exactly_once,
     exchange_stream_env,
     fake_exchange,
+    read_logs_until,
     read_manifest,
     start_stream,
     stored_trades,
@@ -274,31 +272,6 @@ def is_stats(doc: dict[str, Any]) -> bool:
     return doc.get("event") == "stats"
 
 
-def read_until(
-    proc: subprocess.Popen[str],
-    until: Callable[[dict[str, Any]], bool],
-    timeout: float,
-    seen: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """Read ``proc``'s JSON log lines into ``seen`` until one satisfies ``until`` (returned);
-    fail after ``timeout`` s without one (the caller kills the process)."""
-    assert proc.stdout is not None
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict):
-            seen.append(doc)
-            if until(doc):
-                return doc
-    raise AssertionError(f"no such log line within {timeout}s; last lines: {seen[-5:]}")
-
-
 def test_stream_with_s3_hanging_spills_windows_reads_on_and_exits_1(
     s3_server: S3Server, bucket: str, proxy: fp.FaultProxy, tmp_path: Path
 ) -> None:
@@ -330,14 +303,16 @@ def test_stream_with_s3_hanging_spills_windows_reads_on_and_exits_1(
         env["SPILL_DIR"] = str(spill_dir)
         proc = start_stream(env)
         try:
-            read_until(proc, lambda doc: is_stats(doc) and doc["objects"] >= 1, 60, seen)
+            read_logs_until(proc, lambda doc: is_stats(doc) and doc["objects"] >= 1, 60, seen)
             proxy.set_outage(fp.HANG, where=fp.not_manifest)
             hang_began = len(seen)
             # Before the fix no upload failed for 5 x 30 s: nothing spilled in this bound.
-            read_until(proc, lambda doc: is_stats(doc) and doc["upload_backlog"] >= 1, 75, seen)
+            read_logs_until(
+                proc, lambda doc: is_stats(doc) and doc["upload_backlog"] >= 1, 75, seen
+            )
             first_spill = len(seen)
             for _ in range(3):  # the stream is still read after windows spilled
-                read_until(proc, is_stats, 30, seen)
+                read_logs_until(proc, is_stats, 30, seen)
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=90)
         finally:
