@@ -34,6 +34,7 @@ COPY engine ./engine
 COPY connectors ./connectors
 COPY sinks ./sinks
 COPY batch ./batch
+COPY feedvault ./feedvault
 RUN /opt/feedvault/bin/pip install --no-cache-dir --no-deps . \
     && /opt/feedvault/bin/feedvault --help > /dev/null \
     && /opt/feedvault/bin/pip uninstall --yes pip setuptools
@@ -45,7 +46,7 @@ RUN site=/opt/feedvault/lib/python3.11/site-packages/pyarrow \
     && rm -rf "$site/tests" "$site/include" "$site/src" \
         "$site"/*flight* "$site"/_pyarrow_cpp_tests* \
     && find "$site" \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' \) -delete \
-    && /opt/feedvault/bin/python -I -c "import pyarrow, pyarrow.parquet, pyarrow.dataset, pyarrow.compute, pyarrow.csv, pyarrow.fs, numpy, aioboto3, orjson, zstandard, uvloop, websockets, engine.cli, batch.registry"
+    && /opt/feedvault/bin/python -I -c "import pyarrow, pyarrow.parquet, pyarrow.dataset, pyarrow.compute, pyarrow.csv, pyarrow.fs, numpy, aioboto3, orjson, zstandard, uvloop, websockets, feedvault.cli, batch.registry"
 
 # ---- final: the virtualenv on the same slim base, run as a non-root user ----
 FROM ${BASE_IMAGE}

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batch.compact import CompactTrade, DedupStats, SymbolKey, is_numeric_id
-from connectors.timefmt import format_us, parse_us
 from engine.text import plural
+from engine.timefmt import format_us, parse_us
 from sinks.manifest import Manifest
 
 

@@ -52,8 +52,8 @@ import numpy.typing as npt
 import orjson
 
 from batch.job import JobContext
-from engine.config import Env
 from engine.errors import ConfigError
+from feedvault.config import Env
 
 NAME: Final = "computation"
 TRADING_DAYS_PER_YEAR: Final = 252

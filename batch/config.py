@@ -27,7 +27,7 @@ directory, ``file:///dir/name.csv`` one file.
 
 Every problem raises :class:`~engine.errors.ConfigError` naming the variable (or flag); the
 CLI turns it into exit status 2 with one line on stderr, before anything is read or written.
-Numeric settings are checked against their ranges in :data:`engine.config.RANGES` (the job
+Numeric settings are checked against their ranges in :data:`feedvault.config.RANGES` (the job
 parameters ``COMPUTATION_SEED`` and ``SAMPLE_SEED`` included), so the message names the range.
 """
 
@@ -41,7 +41,8 @@ from pathlib import PurePosixPath
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
-from engine.config import (
+from engine.errors import ConfigError
+from feedvault.config import (
     RANGES,
     Env,
     RuntimeSettings,
@@ -49,7 +50,6 @@ from engine.config import (
     runtime_settings,
     s3_destination,
 )
-from engine.errors import ConfigError
 from sinks.keys import validate_prefix
 from sinks.s3security import S3Security, s3_security
 from sinks.writer import Destination, parse_destination

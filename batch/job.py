@@ -3,7 +3,7 @@
 A job is an object satisfying :class:`Job`, built by its factory in :mod:`batch.registry` from
 the environment (its parameters are validated there, before any storage is touched: a bad one
 raises :class:`~engine.errors.ConfigError` naming the variable). The runner
-(:mod:`batch.runner`) then awaits ``job.run(ctx)`` once, with a :class:`JobContext`:
+(:mod:`feedvault.batch_run`) then awaits ``job.run(ctx)`` once, with a :class:`JobContext`:
 
 * ``ctx.input`` (:class:`InputReader`, jobs with ``needs_input``): the input objects' keys
   (every object under ``INPUT_PREFIX``, or the one ``INPUT_KEY``) and their bytes;
@@ -17,7 +17,7 @@ raises :class:`~engine.errors.ConfigError` naming the variable). The runner
 * ``ctx.count(name, n)``: a job's own counter (``inputs_moved``, ...), written to the manifest's
   ``counters`` beside the runner's ``rows``, ``files`` and ``outputs``, whether the run completes
   or not;
-* ``ctx.env`` (:class:`~engine.config.Env`), ``ctx.run_id``, ``ctx.clock`` (injected time).
+* ``ctx.env`` (:class:`~feedvault.config.Env`), ``ctx.run_id``, ``ctx.clock`` (injected time).
 
 A job must not catch :class:`asyncio.CancelledError`: the runner cancels it on the deadline or
 a signal, and the run is then incomplete. A job that finds bad input raises :class:`JobError`
@@ -39,8 +39,8 @@ from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 from batch.config import InputLocation
 from batch.progress import JobProgress
 from engine.clock import Clock
-from engine.config import Env
 from engine.errors import FeedvaultError
+from feedvault.config import Env
 from sinks.manifest import OUTPUT_KIND, StoredObjectEntry
 from sinks.writer import ObjectWriter, StoredObject
 

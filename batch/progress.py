@@ -2,9 +2,9 @@
 
 A job counts on :class:`JobProgress` (rows read, files done, optional totals); the runner's
 :class:`ProgressReporter` shows them as a redrawn bar on a TTY (stderr, through
-:class:`engine.progress.Progress`) or, otherwise, as a ``progress`` log line every
+:class:`feedvault.progress.Progress`) or, otherwise, as a ``progress`` log line every
 ``STATS_INTERVAL_SECONDS``, and one last line when the job ends. With ``emf`` dimensions
-(``METRICS=emf``) each of those lines is also a CloudWatch EMF document (:mod:`engine.emf`) with
+(``METRICS=emf``) each of those lines is also a CloudWatch EMF document (:mod:`feedvault.emf`) with
 the interval's ``RowsPerSecond`` (Count/Second), ``Rows`` and ``FilesDone`` (Count, increments
 since the previous line), logged through the metrics logger (whatever ``LOG_LEVEL`` says); a bar
 on a TTY carries none.
@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from typing import Any, Final, TextIO
 
 from engine.clock import Clock
-from engine.emf import Metric, emf_document
 from engine.logs import METRICS_LOGGER, get_logger, log_event
-from engine.progress import Progress
 from engine.text import plural
+from feedvault.emf import Metric, emf_document
+from feedvault.progress import Progress
 
 log = get_logger("batch")
 metrics_log = logging.getLogger(METRICS_LOGGER)

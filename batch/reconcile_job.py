@@ -31,7 +31,7 @@ from batch.reconcile import (
     summary_markdown,
 )
 from batch.samples import SAMPLERS
-from engine.config import Env
+from feedvault.config import Env
 
 NAME: Final = "reconcile"
 SIDES: Final = ("ledger", "processor")

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from batch.job import Job
-from engine.config import Env
 from engine.errors import ConfigError
+from feedvault.config import Env
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,9 @@ from typing import Protocol, runtime_checkable
 from batch.job import SampleSource
 from batch.registry import create_job, get_spec
 from engine import aio
-from engine.config import Env
 from engine.errors import ConfigError, StorageError
 from engine.text import plural
+from feedvault.config import Env
 from sinks.writer import Destination, open_writer, parse_destination
 
 

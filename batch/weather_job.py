@@ -34,7 +34,7 @@ from batch.weather import (
     parse_weather,
     quality_report,
 )
-from engine.config import Env
+from feedvault.config import Env
 
 NAME: Final = "weather"
 

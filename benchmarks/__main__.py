@@ -110,7 +110,7 @@ class Bench:
             [
                 PY,
                 "-m",
-                "engine",
+                "feedvault",
                 "fake-exchange",
                 "--protocol",
                 "binance",
@@ -176,7 +176,7 @@ class Bench:
             SPILL_DIR=str(REPO / "bench-output" / "spill"),
         )
         started = time.monotonic()
-        status, out, usage = run_child([PY, "-m", "engine", "stream"], env, seconds + 120)
+        status, out, usage = run_child([PY, "-m", "feedvault", "stream"], env, seconds + 120)
         wall = time.monotonic() - started
         (REPO / "bench-output" / f"{name}.log").write_text(out)
         manifest = self.manifest(prefix)

@@ -42,7 +42,7 @@ RunChild = Callable[[list[str], dict[str, str], float], tuple[int, str, Any]]
 
 def replay_available() -> bool:
     """True when the ``feedvault replay`` command exists (engine/replay.py)."""
-    return importlib.util.find_spec("engine.replay") is not None
+    return importlib.util.find_spec("feedvault.replay") is not None
 
 
 def generate(bench: _Host, run_child: RunChild, path: Path, frames: int) -> dict[str, Any]:
@@ -80,7 +80,17 @@ def replay(bench: _Host, run_child: RunChild, path: Path, frames: int, out_dir: 
         MAX_RUNTIME_SECONDS="900",
         SPILL_DIR=str(out_dir / "spill"),
     )
-    cmd = [PY, "-m", "engine", "replay", str(path), "--speed", "max", "--out", "s3://bench/replay/"]
+    cmd = [
+        PY,
+        "-m",
+        "feedvault",
+        "replay",
+        str(path),
+        "--speed",
+        "max",
+        "--out",
+        "s3://bench/replay/",
+    ]
     started = time.monotonic()
     status, out, usage = run_child(cmd, env, 120 + frames / 10_000)
     wall = time.monotonic() - started

@@ -54,7 +54,7 @@ def run_loadtest(report: Path, duration: float, rate: int) -> int:
     cmd = [
         PY,
         "-m",
-        "engine",
+        "feedvault",
         "loadtest",
         "--duration",
         f"{duration:g}",

@@ -38,9 +38,9 @@ import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult
 from connectors.symbols import SymbolCache
-from connectors.timefmt import format_us, parse_us
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
+from engine.timefmt import format_us, parse_us
 
 COINBASE_URL: Final = "wss://ws-feed.exchange.coinbase.com"
 MAX_PRODUCTS_PER_CONNECTION: Final = 50

@@ -45,9 +45,9 @@ import orjson
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult
 from connectors.limits import MAX_JSON_DEPTH, exceeds_depth
 from connectors.symbols import SymbolCache
-from connectors.timefmt import format_us, parse_us
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
+from engine.timefmt import format_us, parse_us
 
 KRAKEN_URL: Final = "wss://ws.kraken.com/v2"
 MAX_SYMBOLS_PER_CONNECTION: Final = 50

@@ -118,4 +118,4 @@ class RecordingError(FeedvaultError):
 
 class MetadataError(FeedvaultError):
     """The ECS task metadata endpoint did not answer, or not with task metadata. Never fatal:
-    the run goes on without the metadata (:mod:`engine.ecs`)."""
+    the run goes on without the metadata (:mod:`feedvault.ecs`)."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from engine.emf import Metric, emf_document, summary_values
+from feedvault.emf import Metric, emf_document, summary_values
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -110,7 +110,7 @@ class StreamMetrics:
     interval's increments, so CloudWatch's Sum over any period is that period's total;
     ``QueueDepth`` (Count) is the depth at the moment; ``UploadLatency`` (Milliseconds) holds the
     duration of each upload completed in the interval (at most 100 values standing for them
-    all, see :func:`engine.emf.summary_values`), so CloudWatch's p50/p99/Maximum are those of
+    all, see :func:`feedvault.emf.summary_values`), so CloudWatch's p50/p99/Maximum are those of
     the uploads; it is left out when no upload completed.
     """
 

@@ -195,7 +195,7 @@ class StoredObjectEntry:
 
 @dataclass(frozen=True, slots=True)
 class EcsTask:
-    """The ECS task a run ran in (from the task metadata endpoint, :mod:`engine.ecs`): the
+    """The ECS task a run ran in (from the task metadata endpoint, :mod:`feedvault.ecs`): the
     manifest's ``ecs`` section. ``task_definition`` is ``family:revision``; ``image_digest`` is
     the container image's ``sha256:...`` id. The optional fields are ``null`` when unknown."""
 

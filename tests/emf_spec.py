@@ -1,6 +1,6 @@
 """A validator of CloudWatch Embedded Metric Format documents, written from the specification
 ("Specification: Embedded metric format", Amazon CloudWatch User Guide) independently of
-``engine.emf``, so the tests check the product against the spec and not against itself.
+``feedvault.emf``, so the tests check the product against the spec and not against itself.
 
 :func:`emf_problems` returns every rule a log line breaks (empty: valid). The rules:
 

@@ -19,7 +19,7 @@ from typing import Any
 import zstandard
 
 REPO = Path(__file__).resolve().parent.parent
-FEEDVAULT = [sys.executable, "-m", "engine"]
+FEEDVAULT = [sys.executable, "-m", "feedvault"]
 
 
 def base_env(**extra: str) -> dict[str, str]:

@@ -20,8 +20,8 @@ from batch.computation import (
     simulate_chunk,
     tail_size,
 )
-from engine.config import Env
 from engine.errors import ConfigError
+from feedvault.config import Env
 
 
 def _lognormal(params: RiskParameters, horizon: int) -> tuple[float, float]:

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from batch.job import JobContext
-from batch.runner import BatchRun, prepare_batch, run_batch
 from engine.clock import SYSTEM_CLOCK
-from engine.config import Env
 from engine.errors import StorageError
+from feedvault.batch_run import BatchRun, prepare_batch, run_batch
+from feedvault.config import Env
 from sinks.local import FileWriter
 from sinks.memory import MemoryWriter
 from sinks.writer import StoredObject

@@ -16,10 +16,10 @@ from batch import registry
 from batch.config import load_batch_config, parse_input_url
 from batch.job import JobContext, JobError, check_relative_key
 from batch.registry import JobSpec
-from batch.runner import BatchRun, prepare_batch, run_batch
 from batch.sample_cli import run_sample
-from engine.config import Env
 from engine.errors import ConfigError
+from feedvault.batch_run import BatchRun, prepare_batch, run_batch
+from feedvault.config import Env
 from sinks.manifest import Manifest, StoredObjectEntry
 from sinks.memory import MemoryWriter
 from sinks.verify import VerifyReport, verify_run

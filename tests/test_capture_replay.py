@@ -17,12 +17,12 @@ from connectors.replay import ReplaySource
 from connectors.session import InvalidFrameLog
 from engine.batchqueue import BatchQueue
 from engine.clock import FakeClock, ReplayClock
-from engine.config import load_stream_config
 from engine.errors import ConfigError
 from engine.records import Trade
-from engine.replay import ReplayRun, load_replay_config, parse_speed
-from engine.runner import StreamRun
 from engine.stats import Counters
+from feedvault.config import load_stream_config
+from feedvault.replay import ReplayRun, load_replay_config, parse_speed
+from feedvault.runner import StreamRun
 from sinks.encoders import decode_body, format_from_key
 from sinks.manifest import Manifest, manifest_key
 from sinks.memory import MemoryWriter

@@ -8,9 +8,9 @@ import pytest
 
 from batch.computation import RiskParameters
 from batch.config import load_batch_config
-from engine.config import RANGES, Env, StreamSpec, load_stream_config
 from engine.errors import ConfigError
-from engine.replay import parse_speed
+from feedvault.config import RANGES, Env, StreamSpec, load_stream_config
+from feedvault.replay import parse_speed
 from sinks.writer import parse_destination
 from tests.harness import FEEDVAULT, base_env
 

@@ -44,9 +44,9 @@ from botocore.parsers import ResponseParserError
 from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
 
 from batch.registry import JOBS
-from batch.runner import prepare_batch
-from engine.cli import build_parser
-from engine.config import load_stream_config
+from feedvault.batch_run import prepare_batch
+from feedvault.cli import build_parser
+from feedvault.config import load_stream_config
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "feedvault.yaml"
 DOCKERFILE = TEMPLATE.parent.parent / "Dockerfile"

@@ -199,7 +199,7 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
     patterns = dockerignore_patterns()
     for path in (".venv", ".git", "tests", ".venv/lib/x.py", "tests/test_x.py"):
         assert ignored(path, patterns), f".dockerignore does not exclude {path}"
-    for path in ("engine/__pycache__/cli.cpython-311.pyc", "feedvault.egg-info/PKG-INFO"):
+    for path in ("feedvault/__pycache__/cli.cpython-311.pyc", "feedvault.egg-info/PKG-INFO"):
         assert ignored(path, patterns), f".dockerignore does not exclude {path}"
     # What the Dockerfile copies from the context must not be excluded.
     _, stages = parse()

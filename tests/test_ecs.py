@@ -16,14 +16,14 @@ from typing import Any
 import orjson
 import pytest
 
-from batch.runner import BatchRun, prepare_batch
 from connectors.fake.server import FakeExchange
 from engine.clock import FakeClock, ReplayClock
-from engine.config import Env
-from engine.ecs import EcsLookup, fetch_ecs_task, parse_task_metadata, run_id_with_task
 from engine.errors import IntegrityError, MetadataError
-from engine.replay import ReplayRun
-from engine.runner import StreamRun
+from feedvault.batch_run import BatchRun, prepare_batch
+from feedvault.config import Env
+from feedvault.ecs import EcsLookup, fetch_ecs_task, parse_task_metadata, run_id_with_task
+from feedvault.replay import ReplayRun
+from feedvault.runner import StreamRun
 from sinks.manifest import EcsTask, Manifest, manifest_key
 from sinks.memory import MemoryWriter
 from tests.conftest import free_port

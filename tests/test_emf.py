@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 
 from batch.progress import JobProgress, ProgressReporter
-from batch.runner import BatchRun, prepare_batch
 from connectors.fake.server import FakeExchange
 from engine.clock import FakeClock, ReplayClock
-from engine.config import Env, load_stream_config
-from engine.emf import MAX_METRICS, Metric, emf_document, summary_values
 from engine.errors import ConfigError
-from engine.replay import ReplayRun, load_replay_config
-from engine.runner import StreamRun
 from engine.stats import RunTotals, StreamMetrics
+from feedvault.batch_run import BatchRun, prepare_batch
+from feedvault.config import Env, load_stream_config
+from feedvault.emf import MAX_METRICS, Metric, emf_document, summary_values
+from feedvault.replay import ReplayRun, load_replay_config
+from feedvault.runner import StreamRun
 from sinks.memory import MemoryWriter
 from sinks.writer import StoredObject
 from tests.emf_spec import assert_valid_emf, emf_problems

@@ -192,7 +192,7 @@ async def test_cli_serves_a_converted_binance_capture(tmp_path: Path) -> None:
         for frame in convert_cryptofeed(BINANCE_FILE, "binance"):
             writer.write(frame)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine", "fake-exchange", "--recording", str(path),
+        sys.executable, "-m", "feedvault", "fake-exchange", "--recording", str(path),
         "--speed", "max", "--ledger", str(tmp_path / "ledger.jsonl"),
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=asyncio.subprocess.PIPE,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.png import decode_png
-from engine.subproc import Child
+from feedvault.png import decode_png
+from feedvault.subproc import Child
 from tests.conftest import S3Server
 from tests.harness import FEEDVAULT, base_env
 
@@ -100,7 +100,7 @@ def test_child_that_ignores_sigterm_is_killed_and_reaped(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("line", ['{"event": "other"}', "not json"])
 def test_child_exiting_before_its_event_is_an_error(tmp_path: Path, line: str) -> None:
-    from engine.subproc import ChildError
+    from feedvault.subproc import ChildError
 
     child = Child(
         "quitter",

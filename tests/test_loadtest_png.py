@@ -7,13 +7,13 @@ import zlib
 
 import pytest
 
-from engine.bitmapfont import GLYPH_HEIGHT, glyph, has_glyph
-from engine.png import SIGNATURE, Canvas, PngError, decode_png, encode_png
-from engine.pngchart import BLUE, RED, Panel, format_tick, nice_ticks, render_chart
+from feedvault.bitmapfont import GLYPH_HEIGHT, glyph, has_glyph
+from feedvault.png import SIGNATURE, Canvas, PngError, decode_png, encode_png
+from feedvault.pngchart import BLUE, RED, Panel, format_tick, nice_ticks, render_chart
 
 
 def chunks(data: bytes) -> list[tuple[bytes, bytes, int]]:
-    """(kind, body, stored CRC) of every chunk, parsed independently of engine.png."""
+    """(kind, body, stored CRC) of every chunk, parsed independently of feedvault.png."""
     out, pos = [], len(SIGNATURE)
     while pos < len(data):
         (length,) = struct.unpack(">I", data[pos : pos + 4])

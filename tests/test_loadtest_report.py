@@ -9,12 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.config import parse_streams
 from engine.errors import ConfigError, IntegrityError
-from engine.loadtest import SPELLING, LoadtestOptions, check_options, generate_symbols
-from engine.loadtest_check import ExactlyOnceCheck, iter_ndjson, iter_ndjson_file
-from engine.loadtest_cli import PROTOCOLS
-from engine.loadtest_report import (
+from feedvault.config import parse_streams
+from feedvault.loadtest import SPELLING, LoadtestOptions, check_options, generate_symbols
+from feedvault.loadtest_check import ExactlyOnceCheck, iter_ndjson, iter_ndjson_file
+from feedvault.loadtest_cli import PROTOCOLS
+from feedvault.loadtest_report import (
     RunFacts,
     build_report,
     chart_panels,
@@ -22,7 +22,7 @@ from engine.loadtest_report import (
     percentile,
     summary_table,
 )
-from engine.progress import Progress, render_bar
+from feedvault.progress import Progress, render_bar
 
 MS = 1_000_000
 

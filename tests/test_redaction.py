@@ -28,7 +28,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.config import load_stream_config
 from engine.logs import configure_logging, get_logger, log_event
 from engine.redact import (
     MIN_SECRET_LENGTH,
@@ -37,6 +36,7 @@ from engine.redact import (
     redact,
     set_known_secrets,
 )
+from feedvault.config import load_stream_config
 from sinks.s3 import S3Writer
 from tests.conftest import S3Server
 from tests.faultproxy import ERROR500, FaultProxy, not_manifest

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from batch.config import load_batch_config
-from engine.config import load_stream_config
 from engine.errors import ConfigError, StorageError
+from feedvault.config import load_stream_config
 from sinks.s3 import S3Writer
 from sinks.s3security import S3Security, s3_security
 from tests import faultproxy as fp

@@ -351,8 +351,8 @@ CHECKS = {
 
 
 def test_multipart_threshold_is_configurable_and_at_least_five_mib() -> None:
-    from engine.config import load_stream_config
     from engine.errors import ConfigError
+    from feedvault.config import load_stream_config
 
     env = {
         "S3_BUCKET": "b-bucket",

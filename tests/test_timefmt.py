@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.timefmt import format_us, parse_us, parse_us_strict
+from engine.timefmt import format_us, parse_us, parse_us_strict
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

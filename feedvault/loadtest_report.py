@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.loadtest_check import CheckResult, Identity
-from engine.pngchart import BLUE, ORANGE, RED, Panel
 from engine.text import plural
+from feedvault.loadtest_check import CheckResult, Identity
+from feedvault.pngchart import BLUE, ORANGE, RED, Panel
 
 
 def percentile(sorted_values: Sequence[int] | Sequence[float], q: float) -> float:

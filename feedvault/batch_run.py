@@ -16,7 +16,7 @@ TaskGroup beside a guard and a progress reporter:
   with reason ``error`` naming the error, exit 1.
 
 On ECS (``ECS_CONTAINER_METADATA_URI_V4``) the task's metadata is read first (bounded, never
-fatal: :mod:`engine.ecs`): the manifest's ``ecs`` section names the task, and a generated run id
+fatal: :mod:`feedvault.ecs`): the manifest's ``ecs`` section names the task, and a generated run id
 holds the task id.
 
 An incomplete manifest lists the outputs that were written before the stop (durable, but not a
@@ -45,11 +45,11 @@ from batch.progress import JobProgress, ProgressReporter
 from batch.registry import create_job, get_spec
 from engine import __version__, aio, signals
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.config import Env
-from engine.ecs import DEFAULT_LOOKUP, EcsLookup, identify_config
 from engine.errors import ConfigError, DestinationUnavailable, FeedvaultError, StorageError
 from engine.logs import configure_logging, get_logger, log_event
-from engine.runner import StopController
+from feedvault.config import Env
+from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup, identify_config
+from feedvault.runner import StopController
 from sinks.claim import claim_run
 from sinks.manifest import EcsTask, Manifest, StopReason, iso_utc, write_manifest
 from sinks.writer import ObjectWriter, open_writer
@@ -116,7 +116,7 @@ class BatchRun:
         self.manifest: Manifest | None = None
         self.ecs_lookup = ecs_lookup
         #: The ECS task the job runs in (read at the start of :meth:`run`, never fatal: see
-        #: :mod:`engine.ecs`), else None; a generated run id then holds the task id.
+        #: :mod:`feedvault.ecs`), else None; a generated run id then holds the task id.
         self.ecs: EcsTask | None = None
 
     async def run(self) -> int:

@@ -1,10 +1,10 @@
 """``feedvault loadtest`` (SPEC §8): the real engine against the fake exchange, measured.
 
-One run, every piece in a process of its own (:mod:`engine.subproc`), so each one's CPU and
+One run, every piece in a process of its own (:mod:`feedvault.subproc`), so each one's CPU and
 memory are its own:
 
 1. S3: the bucket in ``S3_BUCKET`` (prefix ``S3_PREFIX``, else ``loadtest/<run id>/``) when the
-   environment names one; otherwise a local S3 server (:mod:`engine.s3local`, moto) on loopback
+   environment names one; otherwise a local S3 server (:mod:`feedvault.s3local`, moto) on loopback
    with the bucket ``feedvault-loadtest`` and the prefix ``loadtest/``, reached with random
    throwaway credentials (:func:`throwaway_credentials`).
 2. ``feedvault fake-exchange --protocol P --rate R --symbols <K generated symbols> --ledger
@@ -16,8 +16,8 @@ memory are its own:
    ``--format`` is given). Its JSON log lines are read live (progress, the stats series) and
    kept in ``DIR/engine.log``; it is reaped with ``os.wait4`` for its CPU time.
 4. The fake exchange is stopped; its ledger, the run's manifest and every object it names are
-   read back and compared (:mod:`engine.loadtest_check`).
-5. ``DIR/loadtest.json`` and ``DIR/loadtest.png`` are written (:mod:`engine.loadtest_report`)
+   read back and compared (:mod:`feedvault.loadtest_check`).
+5. ``DIR/loadtest.json`` and ``DIR/loadtest.png`` are written (:mod:`feedvault.loadtest_report`)
    and a summary table printed. Exit 0 when the run passed, 1 otherwise, 2 for bad options.
 
 Every wait is bounded; on any error or Ctrl-C the children are stopped (SIGTERM, then SIGKILL).
@@ -44,22 +44,22 @@ from typing import Any, Final, TextIO
 
 import orjson
 
-from engine import s3local
-from engine.config import DEFAULT_FORMAT, DEFAULT_STOP_GRACE_SECONDS, new_run_id
 from engine.errors import ConfigError, FeedvaultError, ObjectNotFound
-from engine.loadtest_check import ExactlyOnceCheck, iter_ndjson, iter_ndjson_file
-from engine.loadtest_cli import DEFAULT_REPORT_DIR, PROTOCOLS
-from engine.loadtest_report import (
+from engine.text import plural
+from feedvault import s3local
+from feedvault.config import DEFAULT_FORMAT, DEFAULT_STOP_GRACE_SECONDS, new_run_id
+from feedvault.loadtest_check import ExactlyOnceCheck, iter_ndjson, iter_ndjson_file
+from feedvault.loadtest_cli import DEFAULT_REPORT_DIR, PROTOCOLS
+from feedvault.loadtest_report import (
     RunFacts,
     build_report,
     chart_panels,
     latency_summary,
     summary_table,
 )
-from engine.pngchart import render_chart
-from engine.progress import Progress
-from engine.subproc import Child, ChildError
-from engine.text import plural
+from feedvault.pngchart import render_chart
+from feedvault.progress import Progress
+from feedvault.subproc import Child, ChildError
 from sinks.encoders import FORMATS, decompress, format_from_key
 from sinks.manifest import Manifest, StoredObjectEntry, manifest_key
 from sinks.writer import Destination, open_writer
@@ -90,7 +90,7 @@ SPELLING: Final = {
     "kraken": "{}/USD",
 }
 """How each exchange spells a pair, by the exchange's own symbol conventions (one entry for
-each of :data:`~engine.loadtest_cli.PROTOCOLS`)."""
+each of :data:`~feedvault.loadtest_cli.PROTOCOLS`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +161,7 @@ def _s3_target(environ: Mapping[str, str], run_id: str, children: _Children) -> 
         raise ConfigError("S3_BUCKET", f"is not set and {s3local.INSTALL_HINT}")
     server = children.start(
         "s3-server",
-        [sys.executable, "-m", "engine.s3local", "--bucket", LOCAL_BUCKET],
+        [sys.executable, "-m", "feedvault.s3local", "--bucket", LOCAL_BUCKET],
         _child_env(environ),
         keep_stdin=True,
     )
@@ -242,7 +242,7 @@ def _start_fake(
     fake = children.start(
         "fake-exchange",
         [
-            sys.executable, "-m", "engine", "fake-exchange",
+            sys.executable, "-m", "feedvault", "fake-exchange",
             "--protocol", options.protocol,
             "--port", "0",
             "--rate", options.rate,
@@ -478,7 +478,7 @@ def run_loadtest(
         )
         engine_env.setdefault("SPILL_DIR", str(report_dir / "spill"))
         progress.note(f"engine: feedvault stream for {options.duration:g} s, run {run_id}")
-        engine = children.start("engine", [sys.executable, "-m", "engine", "stream"], engine_env)
+        engine = children.start("engine", [sys.executable, "-m", "feedvault", "stream"], engine_env)
         limit = options.duration + _stop_grace(environ) + START_TIMEOUT
         with open(report_dir / "engine.log", "w", encoding="utf-8") as log:
             run = follow_engine(engine, limit=limit, progress=progress, log=log)

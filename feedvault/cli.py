@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=300.0, help="trades/s from the fake exchange")
     demo.add_argument("--output", default="demo-output", help="where to copy the objects")
 
-    from engine import loadtest_cli
+    from feedvault import loadtest_cli
 
     loadtest = sub.add_parser(
         "loadtest",
@@ -166,9 +166,9 @@ def _stream_environ(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from engine.config import load_stream_config
     from engine.logs import configure_logging
-    from engine.runner import StreamRun
+    from feedvault.config import load_stream_config
+    from feedvault.runner import StreamRun
 
     config = load_stream_config(_stream_environ(args), out=args.out, is_tty=sys.stdout.isatty())
     configure_logging(config.runtime.log_level, config.runtime.log_format)
@@ -222,7 +222,7 @@ async def _read_report(
 def cmd_replay(args: argparse.Namespace) -> int:
     from engine.errors import FeedvaultError
     from engine.logs import configure_logging
-    from engine.replay import load_replay_config, run_replay
+    from feedvault.replay import load_replay_config, run_replay
 
     environ = dict(os.environ)
     if args.max_runtime:
@@ -265,7 +265,7 @@ def cmd_fake_exchange(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import run_demo
+    from feedvault.demo import run_demo
 
     return run_demo(seconds=args.seconds, rate=args.rate, output=args.output)
 
@@ -277,13 +277,13 @@ def cmd_recording(args: argparse.Namespace) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from engine import loadtest_cli
+    from feedvault import loadtest_cli
 
     return loadtest_cli.main(args)
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from batch.runner import run_batch
+    from feedvault.batch_run import run_batch
 
     environ = dict(os.environ)
     if args.max_runtime:

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from engine import aio
-from engine.config import load_stream_config
 from engine.logs import configure_logging
-from engine.runner import StreamRun
 from engine.text import plural
+from feedvault.config import load_stream_config
+from feedvault.runner import StreamRun
 from sinks.encoders import decode_body, format_from_key
 from sinks.verify import verify_run
 from sinks.writer import Destination, open_writer

@@ -1,4 +1,4 @@
-"""Stacked line charts as PNG files, with no plotting library (see :mod:`engine.png`).
+"""Stacked line charts as PNG files, with no plotting library (see :mod:`feedvault.png`).
 
 ::
 
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from engine.png import Canvas, Color
+from feedvault.png import Canvas, Color
 
 BLACK: Final[Color] = (0, 0, 0)
 GREY: Final[Color] = (110, 110, 110)

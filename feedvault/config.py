@@ -170,7 +170,7 @@ class RuntimeSettings:
     spill_dir: str = DEFAULT_SPILL_DIR
     ecs_metadata_uri: str | None = None
     """``ECS_CONTAINER_METADATA_URI_V4`` (set by ECS in every container), read at the start of a
-    run by :mod:`engine.ecs`; None outside ECS. Not validated here: a bad value is logged and
+    run by :mod:`feedvault.ecs`; None outside ECS. Not validated here: a bad value is logged and
     the run goes on, as for any metadata failure."""
 
 
@@ -195,7 +195,7 @@ class StreamConfig:
     """``CAPTURE``/``--capture``: also write every raw frame under ``{prefix}raw/`` (SPEC §8)."""
     run_id_generated: bool = False
     """True when ``RUN_ID`` was not given and ``run_id`` is :func:`new_run_id`'s: a run on ECS
-    then puts its task id into it (:func:`engine.ecs.run_id_with_task`)."""
+    then puts its task id into it (:func:`feedvault.ecs.run_id_with_task`)."""
     s3: S3Security = field(default_factory=S3Security)
     """``S3_SSE``, ``S3_SSE_KMS_KEY_ID``, ``S3_EXPECTED_BUCKET_OWNER`` (checked here; the S3
     writer applies them to every request, :mod:`sinks.s3security`)."""

@@ -18,7 +18,7 @@ objects are listed in the same manifest, and the stop sequence drains and flushe
 the manifest is written.
 
 Sources are pluggable (:class:`Source`, :meth:`StreamRun.build_sources`): ``feedvault replay``
-(:mod:`engine.replay`) runs this same pipeline with a recording as its one source.
+(:mod:`feedvault.replay`) runs this same pipeline with a recording as its one source.
 
 Stop sequence, on the deadline or the first SIGTERM/SIGINT: the sessions close their sockets and
 queue what they received, reading each socket to the peer's close frame past the queue's bound
@@ -62,8 +62,6 @@ from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSessio
 from engine import __version__, signals
 from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.config import StreamConfig
-from engine.ecs import DEFAULT_LOOKUP, EcsLookup, identify_config
 from engine.errors import (
     DestinationUnavailable,
     FeedvaultError,
@@ -80,6 +78,8 @@ from engine.stats import (
     peak_rss_bytes,
     rss_bytes,
 )
+from feedvault.config import StreamConfig
+from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup, identify_config
 from sinks.claim import claim_run
 from sinks.keys import DEFAULT_KEY_TEMPLATE, RAW_DATASET, RAW_KEY_TEMPLATE, KeyTemplate
 from sinks.manifest import (
@@ -215,7 +215,7 @@ class StreamRun:
     closes it); ``clock`` drives the deadline, the stop grace, windows and staleness.
 
     On ECS (``ECS_CONTAINER_METADATA_URI_V4``) the run first reads its task's metadata
-    (:mod:`engine.ecs`, bounded by ``ecs_lookup``, never fatal) into :attr:`ecs` and the
+    (:mod:`feedvault.ecs`, bounded by ``ecs_lookup``, never fatal) into :attr:`ecs` and the
     manifest's ``ecs`` section, and a generated run id gets the task id; the deadline counts
     from before that lookup.
     """

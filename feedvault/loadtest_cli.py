@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``feedvault loadtest`` with parsed ``args``; the exit status."""
-    from engine.loadtest import LoadtestOptions, run_loadtest
+    from feedvault.loadtest import LoadtestOptions, run_loadtest
 
     options = LoadtestOptions(
         protocol=args.protocol,

@@ -7,7 +7,7 @@ Only what the load-test chart needs (no matplotlib in the image):
 - :func:`decode_png` reads such a file back (any of the five scanline filters), checking the
   signature, every CRC and the IHDR, so tests can prove the output is a valid, decodable PNG;
 - :class:`Canvas` is a mutable RGB raster with clipped pixels, lines, rectangles and text in the
-  5x7 bitmap font of :mod:`engine.bitmapfont`.
+  5x7 bitmap font of :mod:`feedvault.bitmapfont`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import struct
 import zlib
 from typing import Final
 
-from engine.bitmapfont import GLYPH_HEIGHT, GLYPH_WIDTH, glyph
+from feedvault.bitmapfont import GLYPH_HEIGHT, GLYPH_WIDTH, glyph
 
 SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 Color = tuple[int, int, int]

@@ -1,6 +1,6 @@
 """``feedvault replay FILE... [--speed 1|N|max] [--out URL]`` (SPEC §8).
 
-Runs the streaming pipeline of :class:`~engine.runner.StreamRun` (bounded queue, windowed sink,
+Runs the streaming pipeline of :class:`~feedvault.runner.StreamRun` (bounded queue, windowed sink,
 manifest, stop sequence, signals) with one :class:`~connectors.replay.ReplaySource` in place of
 the WebSocket sessions, and a :class:`~engine.clock.ReplayClock` so the sink keys and closes
 windows by recorded time. The trades it writes equal those of the recorded live run, field for
@@ -35,7 +35,9 @@ from connectors.recording_input import open_recording
 from connectors.replay import Pause, ReplaySource, pause_until_stop
 from connectors.session import InvalidFrameLog
 from engine.clock import SYSTEM_CLOCK, Clock, ReplayClock
-from engine.config import (
+from engine.errors import ConfigError, FeedvaultError
+from engine.logs import get_logger, log_event
+from feedvault.config import (
     DEFAULT_QUEUE_MAXSIZE,
     RANGES,
     Env,
@@ -45,10 +47,8 @@ from engine.config import (
     s3_destination,
     sink_settings,
 )
-from engine.ecs import DEFAULT_LOOKUP, EcsLookup
-from engine.errors import ConfigError, FeedvaultError
-from engine.logs import get_logger, log_event
-from engine.runner import Source, StopController, StreamRun
+from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup
+from feedvault.runner import Source, StopController, StreamRun
 from sinks.manifest import StopReason
 from sinks.s3security import s3_security
 from sinks.writer import ObjectWriter, parse_destination
@@ -71,7 +71,7 @@ class ReplayConfig:
 
 
 def parse_speed(text: str, variable: str = "--speed") -> float | None:
-    """``max`` -> None; a number in ``REPLAY_SPEED``'s range (:data:`engine.config.RANGES`,
+    """``max`` -> None; a number in ``REPLAY_SPEED``'s range (:data:`feedvault.config.RANGES`,
     0.001 .. 1000000 times the recorded pace) -> itself; else :class:`ConfigError` naming the
     range."""
     if text.strip().lower() == "max":

@@ -1,6 +1,6 @@
 """An S3 server on loopback for ``feedvault loadtest``, as a process of its own.
 
-``python -m engine.s3local --bucket NAME`` starts moto's S3 server (``moto[server]``, from the
+``python -m feedvault.s3local --bucket NAME`` starts moto's S3 server (``moto[server]``, from the
 ``demo``/``dev`` extras) on 127.0.0.1 on a free port, creates the bucket, and prints one line::
 
     {"event":"listening","url":"http://127.0.0.1:PORT","bucket":"NAME"}
@@ -41,7 +41,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.s3local")
+    parser = argparse.ArgumentParser(prog="python -m feedvault.s3local")
     parser.add_argument("--bucket", required=True)
     args = parser.parse_args(argv)
     if not available():

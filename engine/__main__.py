@@ -1,5 +1,0 @@
-"""``python -m engine`` is the ``feedvault`` command."""
-
-from engine.cli import main
-
-raise SystemExit(main())
