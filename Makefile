@@ -25,6 +25,7 @@ test: $(DEV) lint typecheck unit
 lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(DEV)
 	$(BIN)/mypy

@@ -63,7 +63,7 @@ from batch.compact_report import (
 from batch.csvutil import Rejected, count_kinds, rejected_csv, to_json
 from batch.job import InputReader, JobContext, JobError
 from engine.errors import ConfigError, IntegrityError
-from feedvault.config import Env
+from engine.settings import Env
 from sinks.encoders import decode_body, format_from_key
 from sinks.keys import sanitize
 from sinks.manifest import MANIFEST_DIR, Manifest

@@ -53,7 +53,7 @@ import orjson
 
 from batch.job import JobContext
 from engine.errors import ConfigError
-from feedvault.config import Env
+from engine.settings import Env
 
 NAME: Final = "computation"
 TRADING_DAYS_PER_YEAR: Final = 252

@@ -27,7 +27,7 @@ directory, ``file:///dir/name.csv`` one file.
 
 Every problem raises :class:`~engine.errors.ConfigError` naming the variable (or flag); the
 CLI turns it into exit status 2 with one line on stderr, before anything is read or written.
-Numeric settings are checked against their ranges in :data:`feedvault.config.RANGES` (the job
+Numeric settings are checked against their ranges in :data:`engine.settings.RANGES` (the job
 parameters ``COMPUTATION_SEED`` and ``SAMPLE_SEED`` included), so the message names the range.
 """
 
@@ -42,17 +42,10 @@ from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from engine.errors import ConfigError
-from feedvault.config import (
-    RANGES,
-    Env,
-    RuntimeSettings,
-    new_run_id,
-    runtime_settings,
-    s3_destination,
-)
+from engine.settings import RANGES, Env, RuntimeSettings, new_run_id, runtime_settings
 from sinks.keys import validate_prefix
 from sinks.s3security import S3Security, s3_security
-from sinks.writer import Destination, parse_destination
+from sinks.writer import Destination, parse_destination, s3_destination
 
 MAX_CPU_WORKERS: Final = int(RANGES["BATCH_CPU_WORKERS"].high)
 _RUN_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")

@@ -41,7 +41,7 @@ from batch.job import JobContext
 from batch.jobinput import input_errors, read_inputs
 from batch.processed import MOVED_COUNTER, check_targets, move_to_processed, new_inputs
 from batch.samples import SAMPLERS
-from feedvault.config import Env
+from engine.settings import Env
 
 NAME: Final = "ecommerce"
 

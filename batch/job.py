@@ -17,7 +17,7 @@ raises :class:`~engine.errors.ConfigError` naming the variable). The runner
 * ``ctx.count(name, n)``: a job's own counter (``inputs_moved``, ...), written to the manifest's
   ``counters`` beside the runner's ``rows``, ``files`` and ``outputs``, whether the run completes
   or not;
-* ``ctx.env`` (:class:`~feedvault.config.Env`), ``ctx.run_id``, ``ctx.clock`` (injected time).
+* ``ctx.env`` (:class:`~engine.settings.Env`), ``ctx.run_id``, ``ctx.clock`` (injected time).
 
 A job must not catch :class:`asyncio.CancelledError`: the runner cancels it on the deadline or
 a signal, and the run is then incomplete. A job that finds bad input raises :class:`JobError`
@@ -40,7 +40,7 @@ from batch.config import InputLocation
 from batch.progress import JobProgress
 from engine.clock import Clock
 from engine.errors import FeedvaultError
-from feedvault.config import Env
+from engine.settings import Env
 from sinks.manifest import OUTPUT_KIND, StoredObjectEntry
 from sinks.writer import ObjectWriter, StoredObject
 

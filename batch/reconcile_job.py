@@ -31,7 +31,7 @@ from batch.reconcile import (
     summary_markdown,
 )
 from batch.samples import SAMPLERS
-from feedvault.config import Env
+from engine.settings import Env
 
 NAME: Final = "reconcile"
 SIDES: Final = ("ledger", "processor")

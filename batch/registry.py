@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from batch.job import Job
 from engine.errors import ConfigError
-from feedvault.config import Env
+from engine.settings import Env
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from batch.job import SampleSource
 from batch.registry import create_job, get_spec
 from engine import aio
 from engine.errors import ConfigError, StorageError
+from engine.settings import Env
 from engine.text import plural
-from feedvault.config import Env
 from sinks.writer import Destination, open_writer, parse_destination
 
 

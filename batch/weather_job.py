@@ -34,7 +34,7 @@ from batch.weather import (
     parse_weather,
     quality_report,
 )
-from feedvault.config import Env
+from engine.settings import Env
 
 NAME: Final = "weather"
 

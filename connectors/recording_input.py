@@ -27,22 +27,44 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, Protocol
 from urllib.parse import unquote, urlsplit
 
 import zstandard
 
 from connectors.recording import GZIP_MAGIC, ZSTD_MAGIC, RecordedFrame, iter_records, parse_line
 from engine.errors import ConfigError, RecordingError, StorageError
-from sinks.writer import ObjectWriter
 
 CHUNK_FRAMES: Final = 1024
 VARIABLE: Final = "FILE"
+
+
+class ListedObject(Protocol):
+    """One object of a listing: its key."""
+
+    @property
+    def key(self) -> str: ...
+
+
+class BucketReader(Protocol):
+    """What a replay needs of an object store (one bucket): list a prefix, get an object.
+
+    The application hands one in (the S3 writer of the storage layer satisfies it); this
+    module never imports the storage layer. Failures raise
+    :class:`~engine.errors.StorageError`."""
+
+    async def list(self, prefix: str) -> Sequence[ListedObject]: ...
+
+    async def get(self, key: str) -> bytes: ...
+
+
+OpenBucket = Callable[[str], AbstractAsyncContextManager[BucketReader]]
+"""Opens a :class:`BucketReader` for a bucket name, closed when its context exits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +91,7 @@ def _local(spec: str, text: str) -> list[InputObject]:
     raise ConfigError(VARIABLE, f"{spec}: no such file or directory")
 
 
-async def _s3(spec: str, bucket: str, key: str, writer: ObjectWriter) -> list[InputObject]:
+async def _s3(spec: str, bucket: str, key: str, writer: BucketReader) -> list[InputObject]:
     try:
         listed = await writer.list(key)
     except StorageError as exc:
@@ -113,7 +135,7 @@ class Recording:
     """The resolved inputs of a replay; :meth:`chunks` reads them. Made by
     :func:`open_recording`, valid inside its ``async with``."""
 
-    def __init__(self, inputs: Sequence[InputObject], writers: dict[str, ObjectWriter]) -> None:
+    def __init__(self, inputs: Sequence[InputObject], writers: dict[str, BucketReader]) -> None:
         self.inputs = list(inputs)
         self._writers = writers
 
@@ -131,12 +153,15 @@ class Recording:
 
 
 @asynccontextmanager
-async def open_recording(specs: Sequence[str]) -> AsyncIterator[Recording]:
-    """Resolve ``specs`` (see the module docstring) and yield the :class:`Recording`; S3
-    clients (one per bucket, endpoint from the standard AWS settings) are closed on exit.
+async def open_recording(
+    specs: Sequence[str], open_bucket: OpenBucket | None = None
+) -> AsyncIterator[Recording]:
+    """Resolve ``specs`` (see the module docstring) and yield the :class:`Recording`; the
+    bucket readers ``open_bucket`` opens (one per bucket) are closed on exit. Without
+    ``open_bucket`` an ``s3://`` input is a :class:`ConfigError`.
     Raises :class:`ConfigError` (variable ``FILE``) for an input that does not exist."""
     async with AsyncExitStack() as stack:
-        writers: dict[str, ObjectWriter] = {}
+        writers: dict[str, BucketReader] = {}
         inputs: list[InputObject] = []
         for spec in specs:
             parts = urlsplit(spec)
@@ -144,10 +169,10 @@ async def open_recording(specs: Sequence[str]) -> AsyncIterator[Recording]:
                 bucket, key = parts.netloc, unquote(parts.path.lstrip("/"))
                 if not bucket:
                     raise ConfigError(VARIABLE, f"{spec}: no bucket")
+                if open_bucket is None:
+                    raise ConfigError(VARIABLE, f"{spec}: s3:// inputs are not available here")
                 if bucket not in writers:
-                    from sinks.s3 import S3Writer
-
-                    writers[bucket] = await stack.enter_async_context(S3Writer.open(bucket))
+                    writers[bucket] = await stack.enter_async_context(open_bucket(bucket))
                 inputs += await _s3(spec, bucket, key, writers[bucket])
             elif parts.scheme == "file":
                 inputs += _local(spec, unquote(parts.path))

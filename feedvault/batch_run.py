@@ -41,13 +41,14 @@ from typing import Any, Final, TextIO
 
 from batch.config import BatchConfig, load_batch_config
 from batch.job import InputReader, Job, JobContext
-from batch.progress import JobProgress, ProgressReporter
+from batch.progress import JobProgress
 from batch.registry import create_job, get_spec
 from engine import __version__, aio, signals
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import ConfigError, DestinationUnavailable, FeedvaultError, StorageError
 from engine.logs import configure_logging, get_logger, log_event
-from feedvault.config import Env
+from engine.settings import Env
+from feedvault.batch_progress import ProgressReporter
 from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup, identify_config
 from feedvault.runner import StopController
 from sinks.claim import claim_run

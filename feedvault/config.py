@@ -14,10 +14,7 @@ that names the variable and the range, rather than reaching code that cannot wor
 
 from __future__ import annotations
 
-import math
 import re
-import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -25,14 +22,20 @@ from typing import Final
 from connectors.registry import PROTOCOLS
 from engine.errors import ConfigError
 from engine.redact import redact
-from sinks.keys import KeyTemplate, validate_prefix
+from engine.settings import (
+    Env,
+    RuntimeSettings,
+    new_run_id,
+    runtime_settings,
+)
+from sinks.keys import KeyTemplate
 from sinks.s3security import S3Security, s3_security
 from sinks.writer import (
     DEFAULT_MULTIPART_THRESHOLD,
     DEFAULT_PART_SIZE,
-    MIN_PART_SIZE,
     Destination,
     parse_destination,
+    s3_destination,
 )
 
 DEFAULT_WINDOW_SECONDS: Final = 60
@@ -42,84 +45,14 @@ DEFAULT_FORMAT: Final = "ndjson.gz"
 STREAM_FORMATS: Final = ("ndjson.gz", "ndjson.zst")
 DEFAULT_QUEUE_MAXSIZE: Final = 200_000
 OVERFLOW_POLICIES: Final = ("block", "drop-oldest")
-DEFAULT_STOP_GRACE_SECONDS: Final = 20.0
-DEFAULT_STATS_INTERVAL_SECONDS: Final = 10.0
 DEFAULT_STALE_SECONDS: Final = 60.0
 DEFAULT_UPLOAD_CONCURRENCY: Final = 4
 DEFAULT_UPLOAD_RETRY_SECONDS: Final = 60.0
-DEFAULT_SPILL_DIR: Final = "/tmp/feedvault-spill"
-LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
-LOG_FORMATS: Final = ("json", "text")
-METRICS_MODES: Final = ("none", "emf")
-
-MIB: Final = 1024 * 1024
-GIB: Final = 1024 * MIB
-DAY_SECONDS: Final = 86_400
-MAX_SEED: Final = 2**63 - 1
-"""The largest seed (``COMPUTATION_SEED``, ``SAMPLE_SEED``): a signed 64-bit integer, as the
-manifest's JSON and every consumer of it can hold."""
-
-
-@dataclass(frozen=True, slots=True)
-class Range:
-    """The accepted values of a numeric setting: ``low`` .. ``high`` inclusive, except that
-    ``low`` itself is refused when ``low_open`` (a duration must be greater than 0)."""
-
-    low: float
-    high: float
-    low_open: bool = False
-
-    def holds(self, value: float) -> bool:
-        above = value > self.low if self.low_open else value >= self.low
-        return above and value <= self.high
-
-    def describe(self, unit: str = "") -> str:
-        """``"greater than 0 and at most 3600 seconds"`` / ``"from 1 to 64"``."""
-        tail = f" {unit}" if unit else ""
-        if self.low_open:
-            return f"greater than {_num(self.low)} and at most {_num(self.high)}{tail}"
-        return f"from {_num(self.low)} to {_num(self.high)}{tail}"
-
-
-def _num(value: float) -> str:
-    """A bound as written in the README: an integral value without a fraction."""
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-RANGES: Final[Mapping[str, Range]] = {
-    "MAX_RUNTIME_SECONDS": Range(0, 366 * DAY_SECONDS, low_open=True),
-    "WINDOW_SECONDS": Range(1, DAY_SECONDS),
-    "WINDOW_MAX_BYTES": Range(1024, GIB),
-    "WINDOW_MAX_RECORDS": Range(1, 100_000_000),
-    "QUEUE_MAXSIZE": Range(1, 10_000_000),
-    "UPLOAD_CONCURRENCY": Range(1, 64),
-    "UPLOAD_RETRY_SECONDS": Range(0, 3600, low_open=True),
-    "S3_MULTIPART_THRESHOLD": Range(MIN_PART_SIZE, 5 * GIB),
-    "STOP_GRACE_SECONDS": Range(0, 3600, low_open=True),
-    "STATS_INTERVAL_SECONDS": Range(0, DAY_SECONDS, low_open=True),
-    "STALE_SECONDS": Range(0, 7 * DAY_SECONDS, low_open=True),
-    "BATCH_CPU_WORKERS": Range(1, 64),
-    "COMPUTATION_SEED": Range(0, MAX_SEED),
-    "SAMPLE_SEED": Range(0, MAX_SEED),
-    "--seed": Range(0, MAX_SEED),
-    "REPLAY_SPEED": Range(0.001, 1_000_000),
-}
-"""The range of every numeric setting read through :class:`Env` (the README's configuration
-tables list them). :meth:`Env.integer` and :meth:`Env.number` check a listed variable against
-its range; a variable not listed is checked against the caller's ``minimum`` only.
-
-Why these bounds: a window is held in memory until uploaded (``WINDOW_MAX_BYTES`` at most
-1 GiB) and must fit one S3 partition of time (``WINDOW_SECONDS``, :func:`check_window_seconds`);
-a single PUT holds at most 5 GiB (``S3_MULTIPART_THRESHOLD``); the queue holds about half a
-kilobyte per trade (``QUEUE_MAXSIZE`` at most 10 million, some 5 GB); the durations are bounded
-where a longer one only hides a mistake (a stop grace of more than an hour, a run of more than
-a year); seeds fit the 64-bit integers of the manifest's JSON."""
 
 #: ``WINDOW_SECONDS`` of more than an hour: whole hours that divide a day.
 _WINDOW_HOURS: Final = tuple(h * 3600 for h in (2, 3, 4, 6, 8, 12, 24))
 
 _RUN_ID_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SYMBOL_RE: Final = re.compile(r"^[A-Za-z0-9._/-]{1,40}$")
 
 
@@ -156,22 +89,6 @@ class SinkSettings:
     def part_size(self) -> int:
         """The multipart part size: 8 MiB, or the threshold when that is smaller."""
         return min(DEFAULT_PART_SIZE, self.multipart_threshold)
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeSettings:
-    """Logging, stats and stop behaviour."""
-
-    stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS
-    log_level: str = "INFO"
-    log_format: str = "json"
-    stats_interval_seconds: float = DEFAULT_STATS_INTERVAL_SECONDS
-    metrics: str = "none"
-    spill_dir: str = DEFAULT_SPILL_DIR
-    ecs_metadata_uri: str | None = None
-    """``ECS_CONTAINER_METADATA_URI_V4`` (set by ECS in every container), read at the start of a
-    run by :mod:`feedvault.ecs`; None outside ECS. Not validated here: a bad value is logged and
-    the run goes on, as for any metadata failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,99 +147,6 @@ class StreamConfig:
         }
 
 
-class Env:
-    """Typed reads of a mapping of settings; every failure names the variable."""
-
-    def __init__(self, values: Mapping[str, str]) -> None:
-        self._values = values
-
-    def raw(self, name: str) -> str | None:
-        value = self._values.get(name)
-        if value is None:
-            return None
-        value = value.strip()
-        return value or None
-
-    def required(self, name: str) -> str:
-        value = self.raw(name)
-        if value is None:
-            raise ConfigError(name, "is required but not set")
-        return value
-
-    def integer(
-        self, name: str, default: int, *, minimum: int = 1, maximum: int | None = None
-    ) -> int:
-        """``name`` as an integer (``default`` when unset) within its range: :data:`RANGES`'s
-        entry for ``name`` if it has one, else ``minimum`` .. ``maximum`` (no upper bound when
-        None). A refusal names the variable and the range."""
-        value = self.raw(name)
-        if value is None:
-            return default
-        bounds = RANGES.get(name) or Range(minimum, math.inf if maximum is None else maximum)
-        try:
-            number = int(value)
-        except ValueError:
-            number = None
-        if number is None or not bounds.holds(number):
-            if math.isinf(bounds.high):
-                accepted = f"an integer of at least {_num(bounds.low)}"
-            else:
-                accepted = f"an integer {bounds.describe()}"
-            raise ConfigError(name, f"must be {accepted}, got {_shown(value)}")
-        return number
-
-    def number(
-        self, name: str, default: float | None, *, minimum: float = 0.0, strict: bool = True
-    ) -> float:
-        """``name`` as a finite number of seconds (``default`` when unset; required when
-        ``default`` is None) within its range: :data:`RANGES`'s entry for ``name`` if it has
-        one, else greater than ``minimum`` (at least ``minimum`` when not ``strict``). A
-        refusal names the variable and the range."""
-        value = self.raw(name)
-        if value is None:
-            if default is None:
-                raise ConfigError(name, "is required but not set")
-            return default
-        bounds = RANGES.get(name) or Range(minimum, math.inf, low_open=strict)
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number) or not bounds.holds(number):
-            if math.isinf(bounds.high):
-                bound = "greater than" if bounds.low_open else "at least"
-                accepted = f"a finite number of seconds {bound} {_num(bounds.low)}"
-            else:
-                accepted = f"a number of seconds {bounds.describe()}"
-            raise ConfigError(name, f"must be {accepted}, got {_shown(value)}")
-        return number
-
-    def flag(self, name: str, default: bool = False) -> bool:
-        """A boolean: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``."""
-        value = self.raw(name)
-        if value is None:
-            return default
-        lowered = value.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(name, f"must be 1/true/yes/on or 0/false/no/off, got {value!r}")
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if value not in choices:
-            raise ConfigError(name, f"must be one of {', '.join(choices)}; got {value!r}")
-        return value
-
-
-def _shown(value: str) -> str:
-    """A refused value as quoted in the one-line message (a pasted megabyte stays short)."""
-    return repr(value if len(value) <= 40 else value[:37] + "...")
-
-
 def check_window_seconds(seconds: int) -> int:
     """``WINDOW_SECONDS`` keeps every window inside one partition of time: it divides an hour
     (1 .. 3600: the window never crosses an ``hour=`` boundary) or is a whole number of hours
@@ -336,11 +160,6 @@ def check_window_seconds(seconds: int) -> int:
         "must divide an hour (1 .. 3600, e.g. 1, 5, 60, 300, 900, 3600) or be a whole number "
         f"of hours that divides a day (2, 3, 4, 6, 8, 12 or 24 h), got {seconds}",
     )
-
-
-def new_run_id() -> str:
-    """A sortable run id: UTC time to the second, then a random suffix."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
 def _check_symbol(exchange: str, symbol: str, item: str, variable: str) -> None:
@@ -387,16 +206,6 @@ def parse_streams(text: str, variable: str = "STREAMS") -> tuple[StreamSpec, ...
     return tuple(specs)
 
 
-def s3_destination(env: Env, bucket_var: str, prefix_var: str) -> Destination:
-    """Destination from a bucket variable and a prefix variable, both required: there is no
-    silent default for a location."""
-    bucket = env.required(bucket_var)
-    if not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise ConfigError(bucket_var, f"{bucket!r} is not a valid S3 bucket name")
-    prefix = validate_prefix(env.required(prefix_var), prefix_var)
-    return Destination("s3", prefix, bucket=bucket, variable=bucket_var)
-
-
 def sink_settings(env: Env) -> SinkSettings:
     template = env.raw("KEY_TEMPLATE")
     if template is not None:
@@ -415,29 +224,6 @@ def sink_settings(env: Env) -> SinkSettings:
         upload_concurrency=env.integer("UPLOAD_CONCURRENCY", DEFAULT_UPLOAD_CONCURRENCY),
         upload_retry_seconds=env.number("UPLOAD_RETRY_SECONDS", DEFAULT_UPLOAD_RETRY_SECONDS),
         multipart_threshold=env.integer("S3_MULTIPART_THRESHOLD", DEFAULT_MULTIPART_THRESHOLD),
-    )
-
-
-def runtime_settings(env: Env, *, is_tty: bool) -> RuntimeSettings:
-    level = (env.raw("LOG_LEVEL") or "INFO").upper()
-    if level not in LOG_LEVELS:
-        raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}; got {level!r}")
-    metrics = env.choice("METRICS", "none", METRICS_MODES)
-    # EMF documents are JSON log lines: METRICS=emf makes JSON the default even on a TTY, and
-    # refuses an explicit LOG_FORMAT=text (its stats lines would carry no metrics).
-    log_format = env.choice(
-        "LOG_FORMAT", "text" if is_tty and metrics != "emf" else "json", LOG_FORMATS
-    )
-    if metrics == "emf" and log_format != "json":
-        raise ConfigError("METRICS", "emf needs LOG_FORMAT=json (EMF documents are JSON lines)")
-    return RuntimeSettings(
-        stop_grace_seconds=env.number("STOP_GRACE_SECONDS", DEFAULT_STOP_GRACE_SECONDS),
-        log_level=level,
-        log_format=log_format,
-        stats_interval_seconds=env.number("STATS_INTERVAL_SECONDS", DEFAULT_STATS_INTERVAL_SECONDS),
-        metrics=metrics,
-        spill_dir=env.raw("SPILL_DIR") or DEFAULT_SPILL_DIR,
-        ecs_metadata_uri=env.raw("ECS_CONTAINER_METADATA_URI_V4"),
     )
 
 

@@ -49,7 +49,7 @@ from sinks.manifest import EcsTask
 if TYPE_CHECKING:
     import aiohttp
 
-    from feedvault.config import RuntimeSettings
+    from engine.settings import RuntimeSettings
 
 METADATA_VARIABLE: Final = "ECS_CONTAINER_METADATA_URI_V4"
 MAX_BODY_BYTES: Final = 1024 * 1024
@@ -267,7 +267,7 @@ async def identify_config(
 
 
 def run_id_with_task(run_id: str, task_id: str) -> str:
-    """A default run id (``{UTC time}-{random}``, :func:`feedvault.config.new_run_id`) with the task
+    """A default run id (``{UTC time}-{random}``, :func:`engine.settings.new_run_id`) with the task
     id after its time: ``{UTC time}-{task id}-{random}``, still sortable by time. Characters a
     run id cannot hold become ``-``; the task id is cut to :data:`MAX_TASK_ID_CHARS`."""
     safe = _UNSAFE.sub("-", task_id)[:MAX_TASK_ID_CHARS].strip("-")

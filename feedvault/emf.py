@@ -165,3 +165,72 @@ def summary_values(samples: Sequence[float], limit: int = MAX_VALUES) -> list[fl
     ordered = sorted(samples)
     last = len(ordered) - 1
     return [ordered[round(i * last / (limit - 1))] for i in range(limit)]
+
+
+@dataclass(frozen=True, slots=True)
+class RunTotals:
+    """Cumulative counts of a run at one moment (what :class:`StreamMetrics` differences)."""
+
+    parsed: int = 0
+    bytes_uploaded: int = 0
+    reconnects: int = 0
+    gaps: int = 0
+    dropped: int = 0
+    invalid: int = 0
+
+
+class StreamMetrics:
+    """The metrics of a stream (or replay) run per stats interval, as an EMF document.
+
+    Each call of :meth:`document` covers the interval since the previous call (or since
+    construction): ``TradesPerSecond`` (Count/Second) is the interval's rate; ``BytesUploaded``
+    (Bytes), ``Reconnects``, ``Gaps``, ``DroppedTrades`` and ``InvalidFrames`` (Count) are the
+    interval's increments, so CloudWatch's Sum over any period is that period's total;
+    ``QueueDepth`` (Count) is the depth at the moment; ``UploadLatency`` (Milliseconds) holds the
+    duration of each upload completed in the interval (at most 100 values standing for them
+    all, see :func:`summary_values`), so CloudWatch's p50/p99/Maximum are those of
+    the uploads; it is left out when no upload completed.
+    """
+
+    def __init__(
+        self, *, dimensions: Mapping[str, str], properties: Mapping[str, Any], now: float
+    ) -> None:
+        self.dimensions = dict(dimensions)
+        self.properties = dict(properties)
+        self._at = now
+        self._last = RunTotals()
+
+    def document(
+        self,
+        *,
+        now: float,
+        wall_ns: int,
+        totals: RunTotals,
+        queue_depth: int,
+        upload_seconds: Sequence[float],
+    ) -> dict[str, Any]:
+        """The EMF document of the interval ending at ``now`` (monotonic seconds), stamped
+        ``wall_ns`` (wall time, ns since the epoch)."""
+        last = self._last
+        elapsed = max(now - self._at, 1e-9)
+        self._at, self._last = now, totals
+        metrics = [
+            Metric(
+                "TradesPerSecond", "Count/Second", round((totals.parsed - last.parsed) / elapsed, 3)
+            ),
+            Metric("QueueDepth", "Count", queue_depth),
+            Metric("BytesUploaded", "Bytes", totals.bytes_uploaded - last.bytes_uploaded),
+            Metric("Reconnects", "Count", totals.reconnects - last.reconnects),
+            Metric("Gaps", "Count", totals.gaps - last.gaps),
+            Metric("DroppedTrades", "Count", totals.dropped - last.dropped),
+            Metric("InvalidFrames", "Count", totals.invalid - last.invalid),
+        ]
+        if upload_seconds:
+            values = [round(s * 1000, 3) for s in summary_values(upload_seconds)]
+            metrics.append(Metric("UploadLatency", "Milliseconds", values))
+        return emf_document(
+            timestamp_ms=wall_ns // 1_000_000,
+            dimensions=self.dimensions,
+            metrics=metrics,
+            properties=self.properties,
+        )

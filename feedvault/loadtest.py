@@ -45,9 +45,10 @@ from typing import Any, Final, TextIO
 import orjson
 
 from engine.errors import ConfigError, FeedvaultError, ObjectNotFound
+from engine.settings import DEFAULT_STOP_GRACE_SECONDS, new_run_id
 from engine.text import plural
 from feedvault import s3local
-from feedvault.config import DEFAULT_FORMAT, DEFAULT_STOP_GRACE_SECONDS, new_run_id
+from feedvault.config import DEFAULT_FORMAT
 from feedvault.loadtest_check import ExactlyOnceCheck, iter_ndjson, iter_ndjson_file
 from feedvault.loadtest_cli import DEFAULT_REPORT_DIR, PROTOCOLS
 from feedvault.loadtest_report import (

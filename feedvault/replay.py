@@ -37,21 +37,14 @@ from connectors.session import InvalidFrameLog
 from engine.clock import SYSTEM_CLOCK, Clock, ReplayClock
 from engine.errors import ConfigError, FeedvaultError
 from engine.logs import get_logger, log_event
-from feedvault.config import (
-    DEFAULT_QUEUE_MAXSIZE,
-    RANGES,
-    Env,
-    StreamConfig,
-    new_run_id,
-    runtime_settings,
-    s3_destination,
-    sink_settings,
-)
+from engine.settings import RANGES, Env, new_run_id, runtime_settings
+from feedvault.config import DEFAULT_QUEUE_MAXSIZE, StreamConfig, sink_settings
 from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup
 from feedvault.runner import Source, StopController, StreamRun
 from sinks.manifest import StopReason
+from sinks.s3 import S3Writer
 from sinks.s3security import s3_security
-from sinks.writer import ObjectWriter, parse_destination
+from sinks.writer import ObjectWriter, parse_destination, s3_destination
 
 END_OF_INPUT: Final[StopReason] = "end"
 """The manifest's stop reason when the input ends (to become ``"end"``)."""
@@ -217,7 +210,7 @@ async def run_replay(
 ) -> int:
     """Resolve the inputs (:class:`ConfigError` if one does not exist, before anything is
     written), then replay them; return the exit status (0, or 1 on a failure)."""
-    async with open_recording(config.inputs) as recording:
+    async with open_recording(config.inputs, S3Writer.open) as recording:
         chunks = recording.chunks()
         try:
             first = await anext(chunks, None)

@@ -70,16 +70,10 @@ from engine.errors import (
 )
 from engine.logs import METRICS_LOGGER, get_logger, log_event
 from engine.records import Trade
-from engine.stats import (
-    Counters,
-    RunTotals,
-    StatsReporter,
-    StreamMetrics,
-    peak_rss_bytes,
-    rss_bytes,
-)
+from engine.stats import Counters, StatsReporter, peak_rss_bytes, rss_bytes
 from feedvault.config import StreamConfig
 from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup, identify_config
+from feedvault.emf import RunTotals, StreamMetrics
 from sinks.claim import claim_run
 from sinks.keys import DEFAULT_KEY_TEMPLATE, RAW_DATASET, RAW_KEY_TEMPLATE, KeyTemplate
 from sinks.manifest import (

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol, Unpack
 from urllib.parse import unquote, urlsplit
 
 from engine.errors import ConfigError
+from engine.settings import Env
 from sinks.keys import validate_prefix
 
 if TYPE_CHECKING:
@@ -166,3 +167,16 @@ async def open_writer(
         yield writer
     finally:
         await writer.aclose()
+
+
+_BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def s3_destination(env: Env, bucket_var: str, prefix_var: str) -> Destination:
+    """Destination from a bucket variable and a prefix variable, both required: there is no
+    silent default for a location."""
+    bucket = env.required(bucket_var)
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise ConfigError(bucket_var, f"{bucket!r} is not a valid S3 bucket name")
+    prefix = validate_prefix(env.required(prefix_var), prefix_var)
+    return Destination("s3", prefix, bucket=bucket, variable=bucket_var)

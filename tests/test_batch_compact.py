@@ -27,7 +27,7 @@ from batch.compact_plan import DayRange, plan_objects, run_id_from_key
 from batch.compact_report import Continuity, RunSeen, recorded_gaps, uncovered
 from batch.compact_sample import generate_compact
 from engine.errors import ConfigError
-from feedvault.config import Env
+from engine.settings import Env
 from sinks.manifest import OUTPUT_KIND, Gap, Manifest, StoredObjectEntry
 from sinks.writer import ListedObject
 from tests.strategies import json_values

@@ -21,7 +21,7 @@ from batch.computation import (
     tail_size,
 )
 from engine.errors import ConfigError
-from feedvault.config import Env
+from engine.settings import Env
 
 
 def _lognormal(params: RiskParameters, horizon: int) -> tuple[float, float]:

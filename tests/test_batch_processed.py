@@ -14,8 +14,8 @@ import pytest
 from batch.job import JobContext
 from engine.clock import SYSTEM_CLOCK
 from engine.errors import StorageError
+from engine.settings import Env
 from feedvault.batch_run import BatchRun, prepare_batch, run_batch
-from feedvault.config import Env
 from sinks.local import FileWriter
 from sinks.memory import MemoryWriter
 from sinks.writer import StoredObject

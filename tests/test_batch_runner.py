@@ -18,8 +18,8 @@ from batch.job import JobContext, JobError, check_relative_key
 from batch.registry import JobSpec
 from batch.sample_cli import run_sample
 from engine.errors import ConfigError
+from engine.settings import Env
 from feedvault.batch_run import BatchRun, prepare_batch, run_batch
-from feedvault.config import Env
 from sinks.manifest import Manifest, StoredObjectEntry
 from sinks.memory import MemoryWriter
 from sinks.verify import VerifyReport, verify_run

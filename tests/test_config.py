@@ -9,7 +9,8 @@ import pytest
 from batch.computation import RiskParameters
 from batch.config import load_batch_config
 from engine.errors import ConfigError
-from feedvault.config import RANGES, Env, StreamSpec, load_stream_config
+from engine.settings import RANGES, Env
+from feedvault.config import StreamSpec, load_stream_config
 from feedvault.replay import parse_speed
 from sinks.writer import parse_destination
 from tests.harness import FEEDVAULT, base_env

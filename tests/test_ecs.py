@@ -19,8 +19,8 @@ import pytest
 from connectors.fake.server import FakeExchange
 from engine.clock import FakeClock, ReplayClock
 from engine.errors import IntegrityError, MetadataError
+from engine.settings import Env
 from feedvault.batch_run import BatchRun, prepare_batch
-from feedvault.config import Env
 from feedvault.ecs import EcsLookup, fetch_ecs_task, parse_task_metadata, run_id_with_task
 from feedvault.replay import ReplayRun
 from feedvault.runner import StreamRun

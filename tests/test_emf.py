@@ -13,14 +13,21 @@ from typing import Any
 
 import pytest
 
-from batch.progress import JobProgress, ProgressReporter
+from batch.progress import JobProgress
 from connectors.fake.server import FakeExchange
 from engine.clock import FakeClock, ReplayClock
 from engine.errors import ConfigError
-from engine.stats import RunTotals, StreamMetrics
+from feedvault.batch_progress import ProgressReporter
 from feedvault.batch_run import BatchRun, prepare_batch
 from feedvault.config import Env, load_stream_config
-from feedvault.emf import MAX_METRICS, Metric, emf_document, summary_values
+from feedvault.emf import (
+    MAX_METRICS,
+    Metric,
+    RunTotals,
+    StreamMetrics,
+    emf_document,
+    summary_values,
+)
 from feedvault.replay import ReplayRun, load_replay_config
 from feedvault.runner import StreamRun
 from sinks.memory import MemoryWriter
