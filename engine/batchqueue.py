@@ -21,6 +21,11 @@ socket buffers (the peer stops sending when it reads the close frame), so memory
 A put that must not wait at all (a source's timer flushing a small batch while its reader may be
 the one waiting) checks :meth:`fits` and calls :meth:`put_nowait`; ``fits`` is False while another
 put waits, so batches keep their order.
+
+High-water marks: :attr:`BatchQueue.high_water` is the largest depth a put reached over the
+queue's life; :meth:`BatchQueue.take_peak` the largest since its previous call (the stats line's
+``queue_depth_peak``: a 1 s point sample misses the bursts between samples). Both cost the put
+path one comparison.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class BatchQueue(Generic[T]):
         self._empty.set()
         self.dropped = 0
         self.high_water = 0
+        self._peak = 0  # largest depth since the last take_peak()
         self._waiting = 0  # puts waiting for room
 
     @property
@@ -67,6 +73,16 @@ class BatchQueue(Generic[T]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def take_peak(self) -> int:
+        """The largest number of records queued since the previous call (or since the queue was
+        made), at least the depth now; the mark then restarts from the depth now. Counts what
+        puts queued as :attr:`high_water` does, and a :meth:`force_put` through the depth now."""
+        peak = max(self._peak, self._size)
+        # Never above high_water (a force_put can exceed it), so the put path's one comparison
+        # against the peak also keeps high_water right.
+        self._peak = min(self._size, self.high_water)
+        return peak
 
     def _has_room(self, n: int) -> bool:
         return self._size == 0 or self._size + n <= self.maxsize
@@ -118,8 +134,10 @@ class BatchQueue(Generic[T]):
         self._batches.append(batch)
         self._size += n
         self._empty.clear()
-        if self._size > self.high_water:
-            self.high_water = self._size
+        if self._size > self._peak:
+            self._peak = self._size
+            if self._size > self.high_water:
+                self.high_water = self._size
         self._not_empty.set()
 
     async def put_or_hand_over(

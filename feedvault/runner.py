@@ -632,6 +632,7 @@ class StreamRun:
             "stats",
             **rates,
             queue_depth=self.queue.size,
+            queue_depth_peak=self.queue.take_peak(),
             queue_high_water=self.queue.high_water,
             open_windows=self.sink.open_windows,
             uploads_in_flight=self.sink.uploads_in_flight,

@@ -79,3 +79,31 @@ async def test_a_cancelled_put_or_hand_over_queues_its_batch_past_the_bound() ->
     with pytest.raises(asyncio.CancelledError):
         await put
     assert q.get_nowait() == [1, 2] and q.get_nowait() == [3]
+
+
+async def test_take_peak_is_the_high_water_mark_since_the_previous_take() -> None:
+    q: BatchQueue[int] = BatchQueue(10, "block")
+    assert q.take_peak() == 0
+    await q.put([1, 2, 3])
+    await q.put([4, 5])
+    assert q.get_nowait() == [1, 2, 3]
+    assert q.size == 2
+    assert q.take_peak() == 5, "the burst between two takes, not the depth now"
+    assert q.take_peak() == 2, "a new interval starts from the depth now"
+    assert q.get_nowait() == [4, 5]
+    assert q.take_peak() == 2
+    assert q.take_peak() == 0
+    await q.put([6])
+    assert (q.take_peak(), q.high_water) == (1, 5)
+
+
+async def test_take_peak_counts_a_forced_depth_and_keeps_high_water_right() -> None:
+    q: BatchQueue[int] = BatchQueue(3, "block")
+    await q.put([1, 2])
+    q.force_put(list(range(8)))  # beyond the bound: the stop path
+    assert q.take_peak() == 10 and q.high_water == 2
+    while q.get_nowait() is not None:
+        pass
+    await q.put([1, 2, 3])
+    assert q.high_water == 3, "a later put above the old mark still raises high_water"
+    assert q.take_peak() == 3

@@ -317,6 +317,8 @@ async def test_with_metrics_none_the_stats_line_carries_no_emf(
     for doc in lines.docs("stats"):
         assert "_aws" not in doc and "TradesPerSecond" not in doc and "run_id" not in doc
         assert {"trades_per_s", "queue_depth", "bytes_uploaded", "reconnects"} <= set(doc)
+        # the interval's high-water mark, at least the depth sampled at its end
+        assert doc["queue_depth_peak"] >= doc["queue_depth"]
 
 
 def test_replay_metrics_have_command_replay_and_real_timestamps(tmp_path: Path) -> None:
