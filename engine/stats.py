@@ -7,19 +7,18 @@ application's :class:`feedvault.emf.StreamMetrics` turns them into CloudWatch EM
 
 from __future__ import annotations
 
-import os
 import resource
 from dataclasses import asdict, dataclass
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+import psutil
 
 
 def rss_bytes() -> int:
-    """This process's resident set size now (Linux ``/proc``), else its peak."""
+    """This process's resident set size now (psutil's ``memory_info().rss``: on Linux the
+    resident pages of ``/proc/self/statm``), else, where psutil cannot read it, its peak."""
     try:
-        with open("/proc/self/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
+        return int(psutil.Process().memory_info().rss)
+    except (psutil.Error, OSError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -72,8 +71,10 @@ class StatsReporter:
 def peak_rss_bytes() -> int:
     """The largest resident set size of this process image (``VmHWM`` on Linux).
 
-    Not ``ru_maxrss``: Linux carries the pre-``exec`` image's high-water mark into it, so a
-    process started by a large parent would report the parent's size.
+    Read from ``/proc/self/status``, not through psutil: psutil has no peak RSS on Linux (its
+    ``memory_info`` gives a peak working set on Windows only). Not ``ru_maxrss`` either, except
+    where ``/proc`` cannot be read: Linux carries the pre-``exec`` image's high-water mark into
+    it, so a process started by a large parent would report the parent's size.
     """
     try:
         with open("/proc/self/status", "rb") as fh:
