@@ -35,14 +35,16 @@ import asyncio
 import dataclasses
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, TypeVar
 
 import orjson
 
 from engine.errors import MetadataError
 from engine.logs import get_logger, log_event
+from engine.retry import Jitter, RetryPolicy, Sleep, retry
 from engine.text import plural
 from sinks.manifest import EcsTask
 
@@ -59,7 +61,6 @@ MAX_TASK_ID_CHARS: Final = 64
 log = get_logger("ecs")
 
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
-Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,12 @@ class EcsLookup:
     attempts: int = 3
     budget: float = 3.0
     backoff: float = 0.1
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The per-document retries: ``attempts`` in all, waits of ``backoff`` doubling, no
+        jitter (one client of a local endpoint: nothing to spread out)."""
+        return RetryPolicy(initial=self.backoff, jitter=Jitter.NONE, max_attempts=self.attempts)
 
 
 DEFAULT_LOOKUP: Final = EcsLookup()
@@ -109,16 +116,19 @@ async def _get_json(session: aiohttp.ClientSession, url: str, limit: float) -> o
 async def _get_with_retry(
     session: aiohttp.ClientSession, url: str, lookup: EcsLookup, sleep: Sleep
 ) -> object:
-    delay = lookup.backoff
-    for attempt in range(1, lookup.attempts + 1):
-        try:
-            return await _get_json(session, url, lookup.attempt_timeout)
-        except _Retryable as exc:
-            if attempt == lookup.attempts:
-                raise MetadataError(f"{exc} (after {plural(attempt, 'attempt')})") from exc
-        await sleep(delay)
-        delay *= 2
-    raise AssertionError("unreachable: attempts must be at least 1")
+    """GET ``url`` under :attr:`EcsLookup.policy`: a :class:`_Retryable` failure is retried,
+    every wait through ``sleep``; after the last attempt it is raised as a
+    :class:`MetadataError` naming the attempts. Any other :class:`MetadataError` is not
+    retried. Cancel-safe (the lookup's overall timeout cancels it)."""
+    try:
+        return await retry(
+            partial(_get_json, session, url, lookup.attempt_timeout),
+            lookup.policy,
+            retry_on=(_Retryable,),
+            sleep=sleep,
+        )
+    except _Retryable as exc:
+        raise MetadataError(f"{exc} (after {plural(lookup.attempts, 'attempt')})") from exc
 
 
 def _string(doc: Mapping[str, Any], name: str, where: str) -> str:
@@ -236,7 +246,7 @@ async def resolve_ecs_task(
     return task
 
 
-class _RunConfig(Protocol):
+class RunConfig(Protocol):
     """A run's configuration (stream or batch), as :func:`identify_config` reads it."""
 
     __dataclass_fields__: ClassVar[dict[str, Any]]
@@ -251,7 +261,7 @@ class _RunConfig(Protocol):
     def run_id_generated(self) -> bool: ...
 
 
-_Config = TypeVar("_Config", bound=_RunConfig)
+_Config = TypeVar("_Config", bound=RunConfig)
 
 
 async def identify_config(

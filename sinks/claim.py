@@ -17,9 +17,9 @@ exclusive file on ``file://``). That one write proves, before any data is at sta
 A run killed after this point leaves its ``running`` manifest behind: ``feedvault verify`` and
 ``feedvault runs`` report it as a run that never finished. The final manifest replaces it.
 
-Written here rather than with a retry library because the loop is four lines over the
-writer's own errors and its sleeps must be interruptible by nothing else: it runs before the
-run's signal handling has anything to stop.
+The retries are :func:`engine.retry.retry` under :data:`START_RETRY` (what is retried: a
+:class:`~engine.errors.StorageError` other than a refusal or an existing manifest); each wait
+is interruptible by the run's stop request.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
+from dataclasses import replace
+from functools import partial
+from random import Random
 from typing import Final
 
 from engine.clock import SYSTEM_CLOCK, Clock
@@ -39,6 +41,7 @@ from engine.errors import (
     StorageRefused,
 )
 from engine.logs import get_logger, log_event
+from engine.retry import AtBudget, Jitter, RetryEvent, RetryPolicy, retry
 from engine.text import plural
 from sinks.manifest import Manifest, manifest_key
 from sinks.writer import Destination, ObjectWriter, StoredObject, sha256_hex
@@ -47,6 +50,12 @@ log = get_logger("claim")
 
 FIRST_DELAY_SECONDS: Final = 0.5
 MAX_DELAY_SECONDS: Final = 8.0
+START_RETRY: Final = RetryPolicy(
+    initial=FIRST_DELAY_SECONDS, cap=MAX_DELAY_SECONDS, jitter=Jitter.FULL, at_budget=AtBudget.CUT
+)
+"""The first write's retries (its budget is the run's ``retry_seconds``): full jitter, as many
+tasks may start against one store at once; the last wait is cut to end at the budget, for one
+last attempt there."""
 MIN_ATTEMPT_SECONDS: Final = 5.0
 """An attempt is given the budget left, and never less than this."""
 
@@ -58,7 +67,7 @@ async def claim_run(
     *,
     retry_seconds: float,
     clock: Clock = SYSTEM_CLOCK,
-    rng: random.Random | None = None,
+    rng: Random | None = None,
     stop: asyncio.Event | None = None,
     stop_grace_seconds: float = MIN_ATTEMPT_SECONDS,
 ) -> StoredObject:
@@ -78,52 +87,67 @@ async def claim_run(
     have stored the manifest, which is only ever the same running manifest."""
     key = manifest_key(destination.prefix, manifest.run_id)
     body = manifest.to_json()
-    jitter = rng or random.Random()
-    deadline = clock.monotonic() + retry_seconds
-    delay = FIRST_DELAY_SECONDS
-    attempt = 0
-    while True:
-        attempt += 1
+    policy = replace(START_RETRY, budget=retry_seconds).using(rng)
+    started = clock.monotonic()
+    deadline = started + retry_seconds
+    attempts = 0
+    bound = MIN_ATTEMPT_SECONDS
+
+    async def create() -> StoredObject:
+        nonlocal attempts, bound
+        attempts += 1
         # Each attempt is bounded (real time: an injected clock may stand still), so a store
         # that accepts connections and never answers is a failing store.
         bound = max(deadline - clock.monotonic(), MIN_ATTEMPT_SECONDS)
-        try:
-            return await _attempt(writer, key, body, bound, stop, stop_grace_seconds)
-        except TimeoutError as exc:  # the attempt had all the budget left (or the minimum)
-            raise DestinationUnavailable(
-                f"{destination.variable}: {destination.url} did not answer "
-                f"({_attempts(attempt)} in {retry_seconds:g} s; the last got no answer "
-                f"within {bound:.3g} s{_stopped(stop)})"
-            ) from exc
-        except AlreadyExists as exc:
-            if await _holds(writer, key, body):
-                return StoredObject(key=key, bytes=len(body), sha256=sha256_hex(body))
-            raise ConfigError(
-                "RUN_ID",
-                f"run id {manifest.run_id!r} is already used at {destination.url}: "
-                f"{_where(destination, key)} exists (choose a new RUN_ID, or leave it unset)",
-            ) from exc
-        except StorageRefused as exc:
-            raise ConfigError(destination.variable, _refusal(destination, exc)) from exc
-        except StorageError as exc:
-            left = deadline - clock.monotonic()
-            if left <= 0 or (stop is not None and stop.is_set()):
-                raise DestinationUnavailable(
-                    f"{destination.variable}: {destination.url} did not answer "
-                    f"({_attempts(attempt)} in {retry_seconds:g} s{_stopped(stop)}): {exc}"
-                ) from exc
-            pause = min(left, jitter.uniform(0, delay))
-            log_event(
-                log,
-                logging.WARNING,
-                "destination_retry",
-                destination=destination.url,
-                attempt=attempt,
-                delay_s=round(pause, 3),
-                error=str(exc),
-            )
-            await _pause(pause, stop)
-            delay = min(delay * 2, MAX_DELAY_SECONDS)
+        return await _attempt(writer, key, body, bound, stop, stop_grace_seconds)
+
+    def retrying(event: RetryEvent) -> None:
+        log_event(
+            log,
+            logging.WARNING,
+            "destination_retry",
+            destination=destination.url,
+            attempt=event.attempt,
+            delay_s=round(event.delay, 3),
+            error=str(event.error),
+        )
+
+    try:
+        return await retry(
+            create,
+            policy,
+            retry_on=(StorageError,),
+            # No retry fixes these; and a stop request ends the start-up.
+            unless=lambda exc: (
+                isinstance(exc, (AlreadyExists, StorageRefused))
+                or (stop is not None and stop.is_set())
+            ),
+            clock=clock,
+            sleep=partial(_pause, stop=stop),
+            on_retry=retrying,
+            started=started,
+        )
+    except TimeoutError as exc:  # the attempt had all the budget left (or the minimum)
+        raise DestinationUnavailable(
+            f"{destination.variable}: {destination.url} did not answer "
+            f"({_attempts(attempts)} in {retry_seconds:g} s; the last got no answer "
+            f"within {bound:.3g} s{_stopped(stop)})"
+        ) from exc
+    except AlreadyExists as exc:
+        if await _holds(writer, key, body):
+            return StoredObject(key=key, bytes=len(body), sha256=sha256_hex(body))
+        raise ConfigError(
+            "RUN_ID",
+            f"run id {manifest.run_id!r} is already used at {destination.url}: "
+            f"{_where(destination, key)} exists (choose a new RUN_ID, or leave it unset)",
+        ) from exc
+    except StorageRefused as exc:
+        raise ConfigError(destination.variable, _refusal(destination, exc)) from exc
+    except StorageError as exc:  # past the budget, or asked to stop
+        raise DestinationUnavailable(
+            f"{destination.variable}: {destination.url} did not answer "
+            f"({_attempts(attempts)} in {retry_seconds:g} s{_stopped(stop)}): {exc}"
+        ) from exc
 
 
 async def _attempt(
@@ -154,7 +178,7 @@ async def _attempt(
             create.cancel()
 
 
-async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
+async def _pause(seconds: float, *, stop: asyncio.Event | None) -> None:
     """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
     if stop is None:
         await asyncio.sleep(seconds)

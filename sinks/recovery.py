@@ -51,10 +51,12 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from engine.clock import Clock
 from engine.errors import IntegrityError, ObjectNotFound, StorageError
 from engine.logs import get_logger, log_event
+from engine.retry import Jitter, RetryPolicy
 from sinks.manifest import Manifest, Recovered, StoredObjectEntry, iso_utc, manifest_key
 from sinks.spill import (
     SpilledEntry,
@@ -71,6 +73,11 @@ from sinks.windowing import ClosedWindow
 from sinks.writer import ObjectWriter, StoredObject
 
 log = get_logger("recovery")  # under "feedvault": JSON lines, redacted
+
+RECOVERY_RETRY: Final = RetryPolicy(initial=1.0, cap=30.0, jitter=Jitter.NONE)
+"""The wait before the next :func:`recover_spilled` attempt while the store fails (the report is
+not :attr:`~RecoveryReport.done`): ``RECOVERY_RETRY.delay(n)`` after failed attempt ``n`` (from
+0), 1 s doubling up to 30 s. No jitter: one recovery per process, against its own store."""
 
 
 @dataclass(slots=True)

@@ -78,24 +78,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from functools import partial
+from random import Random
 from types import TracebackType
 from typing import Final
 
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import StorageError
 from engine.logs import get_logger, log_event
+from engine.retry import Jitter, RetryEvent, RetryPolicy, Sleep, retry
 from sinks.manifest import Lost, StoredObjectEntry
 from sinks.spill import SpillDir, SpilledEntry
 from sinks.windowing import ClosedWindow, Windower, WindowRecord
 from sinks.writer import ObjectWriter, StoredObject
 
 log = get_logger("sink")  # under "feedvault": JSON lines, redacted
-
-Sleep = Callable[[float], Awaitable[None]]
 
 RETRIER_STOP_SECONDS: Final = 10.0
 """Bound on waiting for the background retries to finish cancelling (they stop at once: a
@@ -129,7 +129,7 @@ class WindowedSink:
         retry_max_seconds: float = 10.0,
         spill: SpillDir | None = None,
         sleep: Sleep = asyncio.sleep,
-        rng: random.Random | None = None,
+        rng: Random | None = None,
         yield_every_records: int = 2048,
         latency_samples: int = 1000,
     ) -> None:
@@ -144,7 +144,13 @@ class WindowedSink:
         self.retry_max_seconds = retry_max_seconds
         self.spill = spill
         self._sleep = sleep
-        self._rng = rng if rng is not None else random.Random()
+        #: Upload retries and the backlog's waits: equal jitter (see :mod:`engine.retry`).
+        self.retry_policy = RetryPolicy(
+            initial=retry_initial_seconds,
+            cap=retry_max_seconds,
+            jitter=Jitter.EQUAL,
+            budget=retry_budget_seconds,
+        ).using(rng)
         self._yield_every = yield_every_records
         self._since_yield = 0
         #: Durable objects, in upload-completion order (the manifest's ``objects``).
@@ -449,7 +455,7 @@ class WindowedSink:
             if await self._drain_backlog():
                 failures = 0
                 continue
-            delay = self._backoff(failures)
+            delay = self.retry_policy.delay(failures)
             failures += 1
             log_event(
                 log,
@@ -532,43 +538,38 @@ class WindowedSink:
         self.windows_recovered += 1
         log_event(log, logging.INFO, "backlog_uploaded", key=window.key)
 
-    def _backoff(self, attempt: int) -> float:
-        """The wait after failure number ``attempt`` (from 0): capped exponential, with
-        jitter between half and all of it."""
-        base: float = min(self.retry_max_seconds, self.retry_initial_seconds * 2**attempt)
-        jitter: float = self._rng.random()
-        return base * (0.5 + 0.5 * jitter)
-
     async def _put_with_retry(self, window: ClosedWindow) -> StoredObject:
-        """Put ``window``, retrying while the next attempt would start within
-        ``retry_budget_seconds`` of the first one's start: the last :class:`StorageError` is
-        raised at most one attempt (one writer deadline) after the budget. While the backlog
-        holds windows (outside :meth:`close`), one attempt only."""
-        started = self.clock.monotonic()
-        attempt = 0
+        """Put ``window`` under :attr:`retry_policy` (:func:`engine.retry.retry`): a
+        :class:`StorageError` is retried while the next attempt would start within
+        ``retry_budget_seconds`` of the first one's start, so the last one is raised at most
+        one attempt (one writer deadline) after the budget. Any other exception is not retried.
+        While the backlog holds windows (outside :meth:`close`), one attempt only."""
         # Windows are already waiting in the backlog: the store is known to be failing, and
         # the background retries probe it. A new window gets one attempt (it is the probe that
         # wakes the backlog when it succeeds), not a budget of retries that would hold its
         # upload slot, so closed windows keep spilling and reading goes on.
-        budget = 0.0 if self.backlog and not self._closing else self.retry_budget_seconds
-        while True:
-            try:
-                return await self.writer.put(window.key, window.body)
-            except StorageError as exc:
-                now = self.clock.monotonic()
-                delay = self._backoff(attempt)
-                if now - started + delay > budget:
-                    raise
-                attempt += 1
-                self.upload_retries += 1
-                self.last_error = str(exc)
-                log_event(
-                    log,
-                    logging.WARNING,
-                    "upload_retry",
-                    key=window.key,
-                    attempt=attempt,
-                    delay_s=round(delay, 3),
-                    error=str(exc),
-                )
-                await self._sleep(delay)
+        policy = self.retry_policy
+        if self.backlog and not self._closing:
+            policy = replace(policy, budget=0.0)
+
+        def retrying(event: RetryEvent) -> None:
+            self.upload_retries += 1
+            self.last_error = str(event.error)
+            log_event(
+                log,
+                logging.WARNING,
+                "upload_retry",
+                key=window.key,
+                attempt=event.attempt,
+                delay_s=round(event.delay, 3),
+                error=str(event.error),
+            )
+
+        return await retry(
+            partial(self.writer.put, window.key, window.body),
+            policy,
+            retry_on=(StorageError,),
+            clock=self.clock,
+            sleep=self._sleep,
+            on_retry=retrying,
+        )
