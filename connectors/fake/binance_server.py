@@ -13,12 +13,9 @@ the connection is closed (code 1008).
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
-
-import orjson
 
 from connectors.binance import (
     ClientRequest,
@@ -31,27 +28,33 @@ from connectors.binance import (
     parse_client_request,
     parse_stream_name,
 )
-from connectors.fake.adapters import Reply
+from connectors.fake.adapters import Malformations, Reply, SessionBase
 from connectors.fake.faults import Faults
 from engine.records import Trade
 
 _INVALID_SYMBOL: Final = "Invalid symbol"
 _REJECT_CLOSE: Final = (1008, "invalid symbol")
 _DATA_KINDS: Final[dict[str, StreamType]] = {"trade": "trade", "aggTrade": "aggTrade"}
+_MISSING: Final = ("p", "q", "T", "s", "m")
+_WRONG: Final = {"p": 1.5, "q": 2, "T": "soon", "m": "yes"}
+_MALFORMATIONS: Final = {
+    False: Malformations(item=(), missing=_MISSING, wrong=_WRONG),
+    True: Malformations(item=("data",), missing=_MISSING, wrong=_WRONG),
+}
+"""Raw form: the trade is the frame; combined form: it is the frame's ``data``."""
 
 
-class BinanceSession:
-    """One connection to the fake Binance (implements ``ServerSession``)."""
+class BinanceSession(SessionBase):
+    """One connection to the fake Binance (implements ``ServerSession``). ``malformed`` spoils
+    ``p``, ``q``, ``T``, ``s`` or ``m`` (see :func:`connectors.fake.adapters.malformed_frame`)."""
 
     def __init__(
         self, combined: bool, url_streams: Sequence[str], symbols: frozenset[str], faults: Faults
     ) -> None:
+        super().__init__(symbols, faults)
         self.combined = combined
         self._url_streams = tuple(url_streams)
-        self._symbols = symbols
         self._reject_unknown = faults.reject_unknown
-        self.streams: dict[str, None] = {}  # ordered set of subscribed stream names
-        self._routes: dict[str, list[str]] = {}
         self._kinds: dict[str, StreamType] = {}
 
     def _unknown(self, streams: Sequence[str]) -> bool:
@@ -84,60 +87,31 @@ class BinanceSession:
             )
         return Reply(frames=(encode_ack(request.id),), subscribe=request.params)
 
-    def apply(self, reply: Reply) -> None:
-        for name in reply.unsubscribe:
-            self.streams.pop(name, None)
-        for name in reply.subscribe:
-            self.streams[name] = None
-        if reply.subscribe or reply.unsubscribe:
-            self._rebuild_routes()
+    def market_symbol(self, stream: str) -> str | None:
+        parsed = parse_stream_name(stream)
+        if parsed is None or parsed[1] not in _DATA_KINDS or parsed[0] not in self._symbols:
+            return None
+        return parsed[0]
 
-    def _rebuild_routes(self) -> None:
-        routes: dict[str, list[str]] = {}
-        kinds: dict[str, StreamType] = {}
-        for name in self.streams:
-            parsed = parse_stream_name(name)
-            if parsed is None:
-                continue
-            symbol, kind = parsed
-            stream_type = _DATA_KINDS.get(kind)
-            if stream_type is not None and symbol in self._symbols:
-                routes.setdefault(symbol, []).append(name)
-                kinds[name] = stream_type
-        self._routes, self._kinds = routes, kinds
-
-    def routes(self) -> Mapping[str, Sequence[str]]:
-        return self._routes
+    def rebuild_routes(self) -> None:
+        super().rebuild_routes()
+        self._kinds = {
+            name: _DATA_KINDS[name.partition("@")[2]]
+            for names in self._routes.values()
+            for name in names
+        }
 
     def encode(self, trade: Trade, stream: str) -> str:
         kind = self._kinds.get(stream, "trade")
         return encode_trade(trade, combined=self.combined, stream_type=kind)
 
-    def heartbeats(self, ts_ms: int) -> Sequence[str]:
-        return ()  # Binance keeps connections alive with WebSocket pings, not messages
+    # heartbeats: none, Binance keeps connections alive with WebSocket pings, not messages
 
     def shutdown_notice(self, ts_ms: int) -> str | None:
         return encode_server_shutdown(ts_ms, self.combined)
 
-    def malformed(self, trade: Trade, stream: str, rng: random.Random) -> str:
-        """One of: a truncated frame, non-JSON text, a missing field, a wrong-typed field,
-        a JSON array. Every one makes ``BinanceProtocol.parse`` raise ``MalformedFrame``."""
-        good = self.encode(trade, stream)
-        choice = rng.randrange(5)
-        if choice == 0:
-            return good[: rng.randrange(1, len(good) - 1)]
-        if choice == 1:
-            return "\x00not json " + good[:20]
-        msg = orjson.loads(good)
-        data = msg["data"] if self.combined else msg
-        if choice == 2:
-            del data[rng.choice(("p", "q", "T", "s", "m"))]
-        elif choice == 3:
-            field = rng.choice(("p", "q", "T", "m"))
-            data[field] = {"p": 1.5, "q": 2, "T": "soon", "m": "yes"}[field]
-        else:
-            msg = [msg]
-        return orjson.dumps(msg).decode()
+    def malformations(self, trade: Trade) -> Malformations:
+        return _MALFORMATIONS[self.combined]
 
 
 class BinanceServer:

@@ -16,10 +16,6 @@ tests). Bybit has no reconnect notice: :meth:`BybitSession.shutdown_notice` is N
 from __future__ import annotations
 
 import itertools
-import random
-from collections.abc import Mapping, Sequence
-
-import orjson
 
 from connectors.bybit import (
     MAX_ARGS_PER_REQUEST,
@@ -30,27 +26,29 @@ from connectors.bybit import (
     parse_client_request,
     symbol_of,
 )
-from connectors.fake.adapters import Reply
+from connectors.fake.adapters import Malformations, Reply, SessionBase
 from connectors.fake.faults import Faults
 from engine.records import Trade
 
 
-class BybitSession:
-    """One connection to the fake Bybit (implements ``ServerSession``)."""
+class BybitSession(SessionBase):
+    """One connection to the fake Bybit (implements ``ServerSession``; ``streams`` are the
+    subscribed topics). Bybit subscribes by message only, sends no heartbeats of its own (the
+    client sends op ping; the server answers) and announces no reconnects."""
+
+    MALFORMATIONS = Malformations(
+        item=("data", 0),
+        missing=("i", "p", "v", "S", "T", "s"),
+        wrong={"i": 7, "p": 1.5, "v": 2, "S": "buy", "T": "soon"},
+    )
 
     def __init__(self, conn_id: str, symbols: frozenset[str], faults: Faults) -> None:
+        super().__init__(symbols, faults)
         self.conn_id = conn_id
-        self._symbols = symbols
-        self._drop_pongs = faults.drop_pongs
-        self.topics: dict[str, None] = {}  # ordered set of subscribed topics
-        self._routes: dict[str, list[str]] = {}
 
-    def _market_symbol(self, topic: str) -> str | None:
-        symbol = symbol_of(topic)
+    def market_symbol(self, stream: str) -> str | None:
+        symbol = symbol_of(stream)
         return symbol if symbol is not None and symbol in self._symbols else None
-
-    def opening(self) -> Reply:
-        return Reply()  # Bybit subscribes by message only
 
     def on_message(self, frame: str | bytes) -> Reply:
         request = parse_client_request(frame)
@@ -66,7 +64,7 @@ class BybitSession:
         if request.op == "unsubscribe":
             done = encode_response("unsubscribe", request.req_id, conn_id)
             return Reply(frames=(done,), unsubscribe=request.args)
-        unknown = [t for t in request.args if self._market_symbol(t) is None]
+        unknown = [t for t in request.args if self.market_symbol(t) is None]
         if unknown or len(request.args) > MAX_ARGS_PER_REQUEST:
             reason = (
                 f"Invalid symbol :[{','.join(unknown)}]"
@@ -80,50 +78,8 @@ class BybitSession:
         done = encode_response("subscribe", request.req_id, conn_id, ret_msg="subscribe")
         return Reply(frames=(done,), subscribe=request.args)
 
-    def apply(self, reply: Reply) -> None:
-        for topic in reply.unsubscribe:
-            self.topics.pop(topic, None)
-        for topic in reply.subscribe:
-            self.topics[topic] = None
-        if reply.subscribe or reply.unsubscribe:
-            routes: dict[str, list[str]] = {}
-            for topic in self.topics:
-                symbol = self._market_symbol(topic)
-                if symbol is not None:
-                    routes.setdefault(symbol, []).append(topic)
-            self._routes = routes
-
-    def routes(self) -> Mapping[str, Sequence[str]]:
-        return self._routes
-
     def encode(self, trade: Trade, stream: str) -> str:
         return encode_trade(trade)
-
-    def heartbeats(self, ts_ms: int) -> Sequence[str]:
-        return ()  # the client sends op ping; the server only answers
-
-    def shutdown_notice(self, ts_ms: int) -> str | None:
-        return None  # Bybit announces no reconnects
-
-    def malformed(self, trade: Trade, stream: str, rng: random.Random) -> str:
-        """One of: a truncated frame, non-JSON text, a missing field, a wrong-typed field,
-        a JSON array. Every one makes ``BybitProtocol.parse`` raise ``MalformedFrame``."""
-        good = self.encode(trade, stream)
-        choice = rng.randrange(5)
-        if choice == 0:
-            return good[: rng.randrange(1, len(good) - 1)]
-        if choice == 1:
-            return "\x00not json " + good[:20]
-        msg = orjson.loads(good)
-        item = msg["data"][0]
-        if choice == 2:
-            del item[rng.choice(("i", "p", "v", "S", "T", "s"))]
-        elif choice == 3:
-            field = rng.choice(("i", "p", "v", "S", "T"))
-            item[field] = {"i": 7, "p": 1.5, "v": 2, "S": "buy", "T": "soon"}[field]
-        else:
-            msg = [msg]
-        return orjson.dumps(msg).decode()
 
 
 class BybitServer:

@@ -30,12 +30,9 @@ here, and no reconnect notice (``shutdown_notice`` is None).
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlsplit
-
-import orjson
 
 from connectors.coinbase import (
     ClientRequest,
@@ -46,7 +43,7 @@ from connectors.coinbase import (
     encode_subscriptions,
     parse_client_request,
 )
-from connectors.fake.adapters import Reply
+from connectors.fake.adapters import Malformations, Reply, SessionBase
 from connectors.fake.faults import Faults
 from engine.records import Trade
 
@@ -59,19 +56,23 @@ def _stream(channel: str, product: str) -> str:
     return f"{channel}:{product}"
 
 
-class CoinbaseSession:
-    """One connection to the fake Coinbase (implements ``ServerSession``)."""
+class CoinbaseSession(SessionBase):
+    """One connection to the fake Coinbase (implements ``ServerSession``; ``streams`` are
+    ``"<channel>:<product>"``). Coinbase has no reconnect notice."""
 
     def __init__(self, symbols: frozenset[str]) -> None:
-        self._symbols = symbols
-        self._subs: dict[str, dict[str, None]] = {name: {} for name in CHANNELS}
-        self._routes: dict[str, list[str]] = {}
+        super().__init__(symbols, Faults())
         self._started: set[str] = set()
         self._last_id: dict[str, int] = {}
         self._beat_second: int | None = None
 
-    def opening(self) -> Reply:
-        return Reply()
+    def _products(self, channel: str, streams: Sequence[str]) -> list[str]:
+        """The products of ``channel`` among ``streams``, in order."""
+        return [p for c, _, p in (s.partition(":") for s in streams) if c == channel]
+
+    def market_symbol(self, stream: str) -> str | None:
+        channel, _, product = stream.partition(":")
+        return product if channel == "matches" else None
 
     def on_message(self, frame: str | bytes) -> Reply:
         request = parse_client_request(frame)
@@ -94,14 +95,14 @@ class CoinbaseSession:
             for channel, products in request.channels.items()
             for product in products
         )
-        after = {name: dict(subs) for name, subs in self._subs.items()}
-        for channel, products in request.channels.items():
-            for product in products:
-                if request.type == "subscribe":
-                    after[channel][product] = None
-                else:
-                    after[channel].pop(product, None)
-        frames = (encode_subscriptions({name: list(subs) for name, subs in after.items()}),)
+        after = dict(self.streams)
+        for stream in streams:
+            if request.type == "subscribe":
+                after[stream] = None
+            else:
+                after.pop(stream, None)
+        listed = list(after)
+        frames = (encode_subscriptions({c: self._products(c, listed) for c in CHANNELS}),)
         if request.type == "subscribe":
             return Reply(frames=frames, subscribe=streams)
         return Reply(frames=frames, unsubscribe=streams)
@@ -109,17 +110,9 @@ class CoinbaseSession:
     def apply(self, reply: Reply) -> None:
         for stream in reply.unsubscribe:
             channel, _, product = stream.partition(":")
-            self._subs[channel].pop(product, None)
             if channel == "matches":
                 self._started.discard(product)  # a new subscription gets a new last_match
-        for stream in reply.subscribe:
-            channel, _, product = stream.partition(":")
-            self._subs[channel][product] = None
-        if reply.subscribe or reply.unsubscribe:
-            self._routes = {p: [_stream("matches", p)] for p in self._subs["matches"]}
-
-    def routes(self) -> Mapping[str, Sequence[str]]:
-        return self._routes
+        super().apply(reply)
 
     def encode(self, trade: Trade, stream: str) -> str:
         product = trade.raw_symbol
@@ -130,7 +123,7 @@ class CoinbaseSession:
         return encode_match(trade, last=first)
 
     def heartbeats(self, ts_ms: int) -> Sequence[str]:
-        products = self._subs["heartbeat"]
+        products = self._products("heartbeat", list(self.streams))
         second = ts_ms // 1000
         if not products or second == self._beat_second:
             return ()
@@ -138,33 +131,22 @@ class CoinbaseSession:
         ts_us = ts_ms * 1000
         return [encode_heartbeat(p, self._last_id.get(p, 0), ts_us) for p in products]
 
-    def shutdown_notice(self, ts_ms: int) -> str | None:
-        return None  # Coinbase has no reconnect notice
+    def plain_frame(self, trade: Trade, stream: str) -> str:
+        return encode_match(trade)  # encode() also marks the product's first trade as sent
 
-    def malformed(self, trade: Trade, stream: str, rng: random.Random) -> str:
-        """One of: a truncated frame, non-JSON text, a missing field, a wrong-typed field, a
-        JSON array. Every one makes ``CoinbaseProtocol.parse`` raise ``MalformedFrame``."""
-        good = encode_match(trade)
-        choice = rng.randrange(5)
-        if choice == 0:
-            return good[: rng.randrange(1, len(good) - 1)]
-        if choice == 1:
-            return "\x00not json " + good[:20]
-        msg = orjson.loads(good)
-        if choice == 2:
-            del msg[rng.choice(("trade_id", "price", "size", "side", "time", "product_id"))]
-        elif choice == 3:
-            field = rng.choice(("trade_id", "price", "size", "side", "time"))
-            msg[field] = {
-                "trade_id": str(msg["trade_id"]),
+    def malformations(self, trade: Trade) -> Malformations:
+        """A trade id sent as a JSON string among the wrong-typed fields."""
+        return Malformations(
+            item=(),
+            missing=("trade_id", "price", "size", "side", "time", "product_id"),
+            wrong={
+                "trade_id": str(int(trade.trade_id)),
                 "price": 1.5,
                 "size": None,
                 "side": "up",
                 "time": "yesterday",
-            }[field]
-        else:
-            msg = [msg]
-        return orjson.dumps(msg).decode()
+            },
+        )
 
 
 class CoinbaseServer:

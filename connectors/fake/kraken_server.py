@@ -27,14 +27,11 @@ session (heartbeat ticks, trade times), or the system clock before there is one.
 from __future__ import annotations
 
 import itertools
-import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
-import orjson
-
-from connectors.fake.adapters import Reply
+from connectors.fake.adapters import Malformations, Reply, SessionBase
 from connectors.fake.faults import Faults
 from connectors.kraken import (
     HEARTBEAT,
@@ -58,15 +55,13 @@ def _stream(symbol: str) -> str:
     return f"trade:{symbol}"
 
 
-class KrakenSession:
-    """One connection to the fake Kraken (implements ``ServerSession``)."""
+class KrakenSession(SessionBase):
+    """One connection to the fake Kraken (implements ``ServerSession``; ``streams`` are
+    ``"trade:<symbol>"``)."""
 
     def __init__(self, symbols: frozenset[str], faults: Faults, ids: Iterator[int]) -> None:
-        self._symbols = symbols
-        self._drop_pongs = faults.drop_pongs
+        super().__init__(symbols, faults)
         self._ids = ids
-        self._subscribed: dict[str, None] = {}
-        self._routes: dict[str, list[str]] = {}
         self._now_us = SYSTEM_CLOCK.time_ns() // 1000
         self._quiet_since_ms: int | None = None
 
@@ -92,27 +87,27 @@ class KrakenSession:
             return Reply(frames=(encode_response(method, req_id, now, now, error=refusal),))
         frames: list[str] = []
         changed: list[str] = []
-        pending = dict(self._subscribed)
+        pending = dict(self.streams)
         for symbol in request.symbols:
             error: str | None = None
             if symbol not in self._symbols:
                 error = f"Currency pair not supported {symbol}"
-            elif method == "subscribe" and symbol in pending:
+            elif method == "subscribe" and _stream(symbol) in pending:
                 error = "Already subscribed"
-            elif method == "unsubscribe" and symbol not in pending:
+            elif method == "unsubscribe" and _stream(symbol) not in pending:
                 error = "Subscription Not Found"
             if error is not None:
                 frames.append(encode_response(method, req_id, now, now, error=error, symbol=symbol))
                 continue
             if method == "subscribe":
-                pending[symbol] = None
+                pending[_stream(symbol)] = None
                 result: dict[str, object] = {
                     "channel": "trade",
                     "snapshot": request.snapshot,
                     "symbol": symbol,
                 }
             else:
-                pending.pop(symbol, None)
+                pending.pop(_stream(symbol), None)
                 result = {"channel": "trade", "symbol": symbol}
             frames.append(encode_response(method, req_id, now, now, result=result))
             changed.append(_stream(symbol))
@@ -120,16 +115,8 @@ class KrakenSession:
             return Reply(frames=tuple(frames), subscribe=tuple(changed))
         return Reply(frames=tuple(frames), unsubscribe=tuple(changed))
 
-    def apply(self, reply: Reply) -> None:
-        for stream in reply.unsubscribe:
-            self._subscribed.pop(stream.partition(":")[2], None)
-        for stream in reply.subscribe:
-            self._subscribed[stream.partition(":")[2]] = None
-        if reply.subscribe or reply.unsubscribe:
-            self._routes = {s: [_stream(s)] for s in self._subscribed}
-
-    def routes(self) -> Mapping[str, Sequence[str]]:
-        return self._routes
+    def market_symbol(self, stream: str) -> str | None:
+        return stream.partition(":")[2]  # only pairs the server trades are subscribed
 
     def encode(self, trade: Trade, stream: str) -> str:
         ts_ms = trade.ts_event // 1000
@@ -140,7 +127,7 @@ class KrakenSession:
 
     def heartbeats(self, ts_ms: int) -> Sequence[str]:
         self._now_us = ts_ms * 1000
-        if not self._subscribed:
+        if not self.streams:
             return ()
         if self._quiet_since_ms is None:
             self._quiet_since_ms = ts_ms  # the quiet period starts with the first subscription
@@ -150,35 +137,22 @@ class KrakenSession:
         self._quiet_since_ms = ts_ms
         return (HEARTBEAT,)
 
-    def shutdown_notice(self, ts_ms: int) -> str | None:
-        return None  # Kraken has no reconnect notice
+    def plain_frame(self, trade: Trade, stream: str) -> str:
+        return encode_trades((trade,))  # encode() also moves the heartbeat's quiet period
 
-    def malformed(self, trade: Trade, stream: str, rng: random.Random) -> str:
-        """One of: a truncated frame, non-JSON text, a missing field, a wrong-typed field (a
-        price sent as a JSON string among them), a JSON array. Every one makes
-        ``KrakenProtocol.parse`` raise ``MalformedFrame``."""
-        good = encode_trades((trade,))
-        choice = rng.randrange(5)
-        if choice == 0:
-            return good[: rng.randrange(1, len(good) - 1)]
-        if choice == 1:
-            return "\x00not json " + good[:20]
-        msg = orjson.loads(good)
-        entry = msg["data"][0]
-        if choice == 2:
-            del entry[rng.choice(("symbol", "side", "price", "qty", "trade_id", "timestamp"))]
-        elif choice == 3:
-            field = rng.choice(("price", "qty", "trade_id", "side", "timestamp"))
-            entry[field] = {
-                "price": trade.price,  # the right digits, but a JSON string
+    def malformations(self, trade: Trade) -> Malformations:
+        """A price sent as a JSON string (the right digits) among the wrong-typed fields."""
+        return Malformations(
+            item=("data", 0),
+            missing=("symbol", "side", "price", "qty", "trade_id", "timestamp"),
+            wrong={
+                "price": trade.price,
                 "qty": None,
                 "trade_id": 1.5,
                 "side": "up",
                 "timestamp": 1700000000,
-            }[field]
-        else:
-            msg = [msg]
-        return orjson.dumps(msg).decode()
+            },
+        )
 
 
 class KrakenServer:

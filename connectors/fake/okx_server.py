@@ -15,13 +15,9 @@ not batch (OKX itself may; :func:`connectors.okx.encode_trades` builds such push
 from __future__ import annotations
 
 import itertools
-import random
-from collections.abc import Mapping, Sequence
 from typing import Final
 
-import orjson
-
-from connectors.fake.adapters import Reply
+from connectors.fake.adapters import Malformations, Reply, SessionBase
 from connectors.fake.faults import Faults
 from connectors.okx import (
     CHANNEL,
@@ -40,18 +36,23 @@ from engine.records import Trade
 _STREAM_PREFIX: Final = CHANNEL + ":"
 
 
-class OkxSession:
-    """One connection to the fake OKX (implements ``ServerSession``)."""
+class OkxSession(SessionBase):
+    """One connection to the fake OKX (implements ``ServerSession``; ``streams`` are
+    ``"trades:<instId>"``). OKX subscribes by message only and sends no heartbeats of its own
+    (the client sends "ping"; the server answers)."""
+
+    MALFORMATIONS = Malformations(
+        item=("data", 0),
+        missing=("tradeId", "px", "sz", "side", "ts", ("arg", "instId")),
+        wrong={"tradeId": 7, "px": 1.5, "sz": 2, "side": "up", "ts": "soon"},
+    )
 
     def __init__(self, conn_id: str, symbols: frozenset[str], faults: Faults) -> None:
+        super().__init__(symbols, faults)
         self.conn_id = conn_id
-        self._symbols = symbols
-        self._drop_pongs = faults.drop_pongs
-        self.streams: dict[str, None] = {}  # ordered set of "trades:<instId>"
-        self._routes: dict[str, list[str]] = {}
 
-    def opening(self) -> Reply:
-        return Reply()  # OKX subscribes by message only
+    def market_symbol(self, stream: str) -> str | None:
+        return stream[len(_STREAM_PREFIX) :]  # only subscribed instruments the server trades
 
     def on_message(self, frame: str | bytes) -> Reply:
         request = parse_client_request(frame)
@@ -74,49 +75,11 @@ class OkxSession:
             return Reply(frames=tuple(frames), unsubscribe=tuple(streams))
         return Reply(frames=tuple(frames), subscribe=tuple(streams))
 
-    def apply(self, reply: Reply) -> None:
-        for name in reply.unsubscribe:
-            self.streams.pop(name, None)
-        for name in reply.subscribe:
-            self.streams[name] = None
-        if reply.subscribe or reply.unsubscribe:
-            self._routes = {name[len(_STREAM_PREFIX) :]: [name] for name in self.streams}
-
-    def routes(self) -> Mapping[str, Sequence[str]]:
-        return self._routes
-
     def encode(self, trade: Trade, stream: str) -> str:
         return encode_trade(trade)
 
-    def heartbeats(self, ts_ms: int) -> Sequence[str]:
-        return ()  # the client sends "ping"; the server only answers
-
     def shutdown_notice(self, ts_ms: int) -> str | None:
         return encode_notice(self.conn_id)
-
-    def malformed(self, trade: Trade, stream: str, rng: random.Random) -> str:
-        """One of: a truncated frame, non-JSON text, a missing field, a wrong-typed field,
-        a JSON array. Every one makes ``OkxProtocol.parse`` raise ``MalformedFrame``."""
-        good = self.encode(trade, stream)
-        choice = rng.randrange(5)
-        if choice == 0:
-            return good[: rng.randrange(1, len(good) - 1)]
-        if choice == 1:
-            return "\x00not json " + good[:20]
-        msg = orjson.loads(good)
-        item = msg["data"][0]
-        if choice == 2:
-            field = rng.choice(("tradeId", "px", "sz", "side", "ts", "-"))
-            if field == "-":
-                del msg["arg"]["instId"]
-            else:
-                del item[field]
-        elif choice == 3:
-            field = rng.choice(("tradeId", "px", "sz", "side", "ts"))
-            item[field] = {"tradeId": 7, "px": 1.5, "sz": 2, "side": "up", "ts": "soon"}[field]
-        else:
-            msg = [msg]
-        return orjson.dumps(msg).decode()
 
 
 class OkxServer:
