@@ -61,8 +61,16 @@ kind refined on that slow path only (:func:`connectors.limits.classify`: ``utf8`
 ``nesting``, ``number``); a frame over ``max_size`` ends the connection (1009) and is counted
 as kind ``oversized``. See :mod:`connectors.limits` for every input limit.
 
-Failed connection attempts back off exponentially with full jitter (injectable ``Backoff``);
-the backoff is reset once a connection has delivered data.
+Failed connection attempts back off exponentially with full jitter (an injectable
+:class:`~engine.retry.RetryPolicy`, default :data:`RECONNECT`); the count of failures is reset
+once a connection has delivered data. A reconnect notice reconnects at once.
+
+Why a connection ended is a :class:`CloseReason` (with a detail for a failed connect or a
+close by the peer), reset as each connection starts. The first reason recorded wins: the
+supervisor's close (``stop``, ``stale``, ``keepalive timeout``, ``max-age``), a failed connect,
+an oversized frame or the peer's close, whichever comes first; except that a reconnect notice
+(``notice``) is recorded whenever it is read (the reader drains frames after a close), so the
+session then reconnects at once.
 
 Raw capture (``capture``, SPEC §8): when the session is given a capture queue, every frame it
 receives is also kept as a :class:`~connectors.capture.RawFrame` stamped with the same ``ts``
@@ -84,6 +92,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Final, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -91,7 +100,6 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import CloseCode
 
 from connectors import capture as raw
-from connectors.backoff import Backoff
 from connectors.base import (
     Ack,
     ExchangeError,
@@ -108,6 +116,7 @@ from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import MalformedFrame, SubscriptionRejected
 from engine.logs import get_logger, log_event
 from engine.records import Trade
+from engine.retry import Jitter, RetryPolicy
 from engine.stats import Counters
 
 DEFAULT_OPEN_TIMEOUT: Final = 10.0
@@ -121,10 +130,43 @@ DEFAULT_PING_INTERVAL: Final = 20.0
 DEFAULT_PING_TIMEOUT: Final = 20.0
 BACKPRESSURE_LOG_SECONDS: Final = 5.0
 """A wait for queue room this long or longer is logged (``reads_paused``) when reads resume."""
+RECONNECT: Final = RetryPolicy(initial=0.5, cap=30.0, jitter=Jitter.FULL)
+"""The reconnect backoff: 0.5 s doubling up to 30 s, full jitter, so many tasks that lost their
+connections together (an exchange outage) do not reconnect in lock-step."""
 
 T = TypeVar("T")
 
 log = get_logger("session")
+
+
+class CloseReason(Enum):
+    """Why a connection ended (the ``reason`` of the ``closing``, ``reconnecting`` and
+    ``unclean_close`` log lines is its value, with the detail for ``CONNECT_FAILED`` and
+    ``CLOSED_BY_PEER``)."""
+
+    STOP = "stop"
+    """The run stopped (also: a connection still opening was given up)."""
+    NOTICE = "notice"
+    """The exchange announced a reconnect: reconnect at once, without backoff."""
+    STALE = "stale"
+    KEEPALIVE_TIMEOUT = "keepalive timeout"
+    MAX_AGE = "max-age"
+    OVERSIZED = "oversized frame"
+    CONNECT_FAILED = "connect failed"
+    CLOSED_BY_PEER = "closed by peer"
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """A :class:`CloseReason` with its detail; ``str()`` is the text the logs carry."""
+
+    reason: CloseReason
+    detail: str | None = None
+
+    def __str__(self) -> str:
+        if self.detail is None:
+            return self.reason.value
+        return f"{self.reason.value}: {self.detail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +228,7 @@ class WebSocketSession:
         gaps: GapTracker,
         invalid_log: InvalidFrameLog,
         settings: SessionSettings | None = None,
-        backoff: Backoff | None = None,
+        backoff: RetryPolicy | None = None,
         clock: Clock = SYSTEM_CLOCK,
         capture: BatchQueue[raw.RawFrame] | None = None,
         drain_deadline: Callable[[], float | None] | None = None,
@@ -202,13 +244,15 @@ class WebSocketSession:
         self.gaps = gaps
         self.invalid_log = invalid_log
         self.settings = settings or SessionSettings()
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or RECONNECT
+        #: Failed connections since the last one that delivered data (the backoff's attempt).
+        self.failures = 0
         self.clock = clock
         self._pending: list[Trade] = []
         self.capture = capture
         #: Raw records not yet queued; None when capture is off (the hot loop tests this).
         self._raw: list[raw.RawFrame] | None = [] if capture is not None else None
-        self._close_reason: str | None = None
+        self._closed: Closed | None = None  # why the current connection ends, once known
         self.connections = 0
         #: Frames received by this session (all connections), valid or not.
         self.frames = 0
@@ -240,15 +284,19 @@ class WebSocketSession:
                 self.counters.reconnects += 1
                 self.tally.reconnects += 1
                 if delivered:
-                    self.backoff.reset()
+                    self.failures = 0
                 # A reconnect notice means "come back now"; anything else backs off.
-                delay = 0.0 if self._close_reason == "notice" else self.backoff.next_delay()
+                if self._is_closing(CloseReason.NOTICE):
+                    delay = 0.0
+                else:
+                    delay = self.backoff.delay(self.failures)
+                    self.failures += 1
                 log_event(
                     log,
                     logging.INFO,
                     "reconnecting",
                     exchange=self.protocol.name,
-                    reason=self._close_reason,
+                    reason=self._close_text(),
                     delay_s=round(delay, 3),
                 )
                 if delay > 0:
@@ -265,7 +313,7 @@ class WebSocketSession:
 
     async def _one_connection(self, stop: asyncio.Event) -> bool:
         """One connection from open to close. True when it delivered at least one frame."""
-        self._close_reason = None
+        self._closed = None
         self._release = asyncio.Event()
         self._close_received = False
         self._close_error = None
@@ -297,12 +345,12 @@ class WebSocketSession:
                 await asyncio.wait({connecting})  # never raises; bounded by the cancellation
                 if not connecting.cancelled() and connecting.exception() is None:
                     connecting.result().transport.abort()  # it opened as it was given up
-                self._close_reason = "stop"
+                self._close(CloseReason.STOP)
                 return False
             ws = connecting.result()
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            self._close_reason = f"connect failed: {type(exc).__name__}: {exc}"
-            self.tally.error(self._close_reason)
+            self._close(CloseReason.CONNECT_FAILED, f"{type(exc).__name__}: {exc}")
+            self.tally.error(str(self._closed))
             log_event(
                 log,
                 logging.WARNING,
@@ -340,8 +388,8 @@ class WebSocketSession:
             raise group.exceptions[0] from None
         finally:
             self.tally.disconnected(self.clock.monotonic())
-            if self._close_reason is not None and self._close_reason.startswith("closed by"):
-                self.tally.error(self._close_reason)
+            if self._is_closing(CloseReason.CLOSED_BY_PEER):
+                self.tally.error(str(self._closed))
             # Normally closed already; on cancellation or error make sure the socket goes.
             self._release.set()
             task = asyncio.current_task()
@@ -357,6 +405,20 @@ class WebSocketSession:
             self._unclean_close(ws)
         return self.frames > frames_before
 
+    def _close(self, reason: CloseReason, detail: str | None = None) -> None:
+        """Record why the current connection ends: the first reason wins, except a reconnect
+        notice, recorded whenever it is read (see the module docstring)."""
+        if self._closed is None or reason is CloseReason.NOTICE:
+            self._closed = Closed(reason, detail)
+
+    def _is_closing(self, reason: CloseReason) -> bool:
+        closed = self._closed
+        return closed is not None and closed.reason is reason
+
+    def _close_text(self) -> str | None:
+        """The recorded reason as the logs carry it (None: none recorded)."""
+        return None if self._closed is None else str(self._closed)
+
     def _unclean_close(self, ws: ClientConnection) -> None:
         """The connection ended after the stop without the peer's close frame: trades on their
         way may be lost. Counted and logged; the run is then not complete."""
@@ -368,7 +430,7 @@ class WebSocketSession:
             "unclean_close",
             exchange=self.protocol.name,
             url=self.url,
-            reason=self._close_reason,
+            reason=self._close_text(),
             error=f"{type(error).__name__}: {error}" if error is not None else None,
             close_timeout_s=round(ws.close_timeout, 3) if ws.close_timeout is not None else None,
             note="the peer's close frame was not read: trades still in the socket are lost",
@@ -444,30 +506,30 @@ class WebSocketSession:
                 last_count = self.frames
                 last_change = now
             reason = None
-            if self._close_reason == "notice":
-                reason = "notice"
+            if self._is_closing(CloseReason.NOTICE):
+                reason = CloseReason.NOTICE
             elif stop.is_set():
-                reason = "stop"
+                reason = CloseReason.STOP
             elif now - last_change >= settings.stale_seconds:
-                reason = "stale"
+                reason = CloseReason.STALE
             elif pong is not None and now >= pong_due:
-                reason = "keepalive timeout"
+                reason = CloseReason.KEEPALIVE_TIMEOUT
             elif now - opened >= settings.max_age_seconds:
-                reason = "max-age"
+                reason = CloseReason.MAX_AGE
             if reason is not None:
-                self._close_reason = self._close_reason or reason
+                self._close(reason)
                 log_event(
                     log,
-                    logging.INFO if reason == "stop" else logging.WARNING,
+                    logging.INFO if reason is CloseReason.STOP else logging.WARNING,
                     "closing",
                     exchange=self.protocol.name,
-                    reason=reason,
+                    reason=reason.value,
                 )
                 # From here the reader reads to the end without waiting for queue room.
                 self._release.set()
-                if reason == "stop":
+                if reason is CloseReason.STOP:
                     ws.close_timeout = self._drain_seconds()
-                if reason == "keepalive timeout":
+                if reason is CloseReason.KEEPALIVE_TIMEOUT:
                     await ws.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
                 else:
                     await ws.close()
@@ -516,9 +578,8 @@ class WebSocketSession:
             if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
                 # websockets refused a frame over max_size and failed the connection (1009).
                 self.invalid_log.record(name, oversized(self.settings.max_size))
-                self._close_reason = self._close_reason or "oversized frame"
-            if self._close_reason is None:
-                self._close_reason = f"closed by peer: code {exc.rcvd.code if exc.rcvd else None}"
+                self._close(CloseReason.OVERSIZED)
+            self._close(CloseReason.CLOSED_BY_PEER, f"code {exc.rcvd.code if exc.rcvd else None}")
 
     async def _control(self, ws: ClientConnection, event: object) -> None:
         name = self.protocol.name
@@ -533,7 +594,7 @@ class WebSocketSession:
             log_event(log, logging.INFO, "reconnect_notice", exchange=name, reason=event.reason)
             # The supervisor closes the socket at its next tick; this coroutine keeps
             # draining frames meanwhile.
-            self._close_reason = "notice"
+            self._close(CloseReason.NOTICE)
             return
         if isinstance(event, ExchangeError):
             if event.fatal:

@@ -14,7 +14,6 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
-from connectors.backoff import Backoff
 from connectors.base import ExchangeProtocol
 from connectors.binance import BinanceProtocol
 from connectors.fake.faults import Faults
@@ -26,6 +25,7 @@ from engine.batchqueue import BatchQueue
 from engine.clock import FakeClock
 from engine.errors import MalformedFrame
 from engine.records import Trade
+from engine.retry import RetryPolicy
 from engine.stats import Counters
 from tests.wsclient import WAIT, Received, read_until, trade_view
 
@@ -118,7 +118,7 @@ def make_session(
         gaps=gaps,
         invalid_log=InvalidFrameLog(counters),
         settings=SessionSettings(),
-        backoff=Backoff(base=0.01, cap=0.02),
+        backoff=RetryPolicy(initial=0.01, cap=0.02),
         clock=clock,
     )
     return session, queue, gaps

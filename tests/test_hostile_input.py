@@ -20,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.backoff import Backoff
 from connectors.fake.adapters import ServerSession, get_adapter
 from connectors.fake.faults import Faults
 from connectors.fake.hostile import HOSTILE_KINDS, HOSTILE_SYMBOLS, hostile_frame
@@ -33,6 +32,7 @@ from engine.batchqueue import BatchQueue
 from engine.clock import FakeClock
 from engine.errors import MalformedFrame
 from engine.records import Trade
+from engine.retry import RetryPolicy
 from engine.stats import Counters
 from sinks.keys import KeyTemplate
 from tests.conftest import S3Server
@@ -238,7 +238,7 @@ async def test_the_session_counts_each_kind_and_logs_it_once() -> None:
             gaps=GapTracker(),
             invalid_log=InvalidFrameLog(counters),
             settings=SessionSettings(),
-            backoff=Backoff(base=0.01, cap=0.02),
+            backoff=RetryPolicy(initial=0.01, cap=0.02),
             clock=clock,
         )
         stop = asyncio.Event()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from connectors.backoff import Backoff
 from connectors.binance import BinanceProtocol
 from connectors.fake.server import FakeExchange
 from connectors.gaps import GapTracker
@@ -18,6 +17,7 @@ from connectors.session import (
 from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock, FakeClock
 from engine.records import Trade
+from engine.retry import RetryPolicy
 from engine.stats import Counters
 from tests.logcapture import captured_logs
 
@@ -41,7 +41,7 @@ def make_session(
         gaps=GapTracker(),
         invalid_log=InvalidFrameLog(counters),
         settings=SessionSettings(**settings),  # type: ignore[arg-type]
-        backoff=Backoff(base=0.01, cap=0.02),
+        backoff=RetryPolicy(initial=0.01, cap=0.02),
         clock=clock,
         drain_deadline=drain_deadline,
     )

@@ -27,13 +27,13 @@ from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from connectors.backoff import Backoff
 from connectors.binance import BinanceProtocol
 from connectors.gaps import GapTracker
 from connectors.registry import PROTOCOLS, get_protocol
 from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
 from engine.batchqueue import BatchQueue
 from engine.records import Trade
+from engine.retry import RetryPolicy
 from engine.stats import Counters
 from tests.harness import REPO
 from tests.logcapture import captured_logs
@@ -114,7 +114,7 @@ async def test_a_self_signed_certificate_is_refused(tmp_path: Path) -> None:
             gaps=GapTracker(),
             invalid_log=InvalidFrameLog(counters),
             settings=SessionSettings(open_timeout=5),
-            backoff=Backoff(base=0.01, cap=0.04, rng=_Ceiling()),
+            backoff=RetryPolicy(initial=0.01, cap=0.04, rng=_Ceiling()),
         )
         stop = asyncio.Event()
         with captured_logs("INFO") as logs:

@@ -9,7 +9,6 @@ import asyncio
 
 import pytest
 
-from connectors.backoff import Backoff
 from connectors.base import ExchangeError, rejected_symbols
 from connectors.fake.faults import Faults
 from connectors.fake.server import FakeExchange
@@ -20,6 +19,7 @@ from engine.batchqueue import BatchQueue
 from engine.clock import FakeClock
 from engine.errors import SubscriptionRejected
 from engine.records import Trade
+from engine.retry import RetryPolicy
 from engine.stats import Counters
 
 
@@ -64,7 +64,7 @@ async def _rejection(
             counters=counters,
             gaps=GapTracker(),
             invalid_log=InvalidFrameLog(counters),
-            backoff=Backoff(base=0.01, cap=0.02),
+            backoff=RetryPolicy(initial=0.01, cap=0.02),
             clock=clock,
         )
         with pytest.raises(SubscriptionRejected) as info:

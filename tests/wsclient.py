@@ -13,7 +13,6 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from connectors.backoff import Backoff
 from connectors.base import Ack, ControlEvent, ExchangeProtocol, Heartbeat, ParseResult
 from connectors.fake.faults import Faults
 from connectors.fake.server import FakeExchange
@@ -23,6 +22,7 @@ from engine.batchqueue import BatchQueue
 from engine.clock import Clock, FakeClock
 from engine.errors import MalformedFrame
 from engine.records import Trade
+from engine.retry import RetryPolicy
 from engine.stats import Counters
 
 WAIT = 10.0
@@ -101,7 +101,7 @@ def make_session(
         gaps=GapTracker(),
         invalid_log=InvalidFrameLog(counters),
         settings=SessionSettings(**settings),  # type: ignore[arg-type]
-        backoff=Backoff(base=0.01, cap=0.02),
+        backoff=RetryPolicy(initial=0.01, cap=0.02),
         clock=clock,
     )
     return session, queue
