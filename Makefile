@@ -6,7 +6,7 @@ DEV    := $(VENV)/.installed-dev
 DEMO   := $(VENV)/.installed-demo
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: test demo bench soak lint typecheck unit clean image image-test
+.PHONY: test demo bench soak lint typecheck docs unit test-unit test-integration test-e2e clean image image-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,8 @@ $(DEMO): pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[demo]'
 	touch $@
 
-## test: lint, type-check and the whole test suite (installs what it needs)
-test: $(DEV) lint typecheck unit
+## test: lint, type-check, the docs site and the whole test suite (installs what it needs)
+test: $(DEV) lint typecheck docs unit
 
 lint: $(DEV)
 	$(BIN)/ruff check .
@@ -30,10 +30,18 @@ lint: $(DEV)
 typecheck: $(DEV)
 	$(BIN)/mypy
 
+## docs: the documentation site (docs/, mkdocs.yml), built strictly (a broken link fails) into site/
+docs: $(DEV)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 # Two workers: most end-to-end tests wait on real time (deadlines, grace periods), so two of
 # them side by side halve the wall time on a 2-core machine.
 unit: $(DEV)
 	$(BIN)/python -m pytest -q -n 2
+
+## test-unit, test-integration, test-e2e: one tier of the suite (tests/conftest.py says which)
+test-unit test-integration test-e2e: test-%: $(DEV)
+	$(BIN)/python -m pytest -q -n 2 -m $*
 
 ## demo: fake exchange + embedded S3 server + engine + verify, on loopback
 demo: $(DEMO)
@@ -65,4 +73,4 @@ image-test: $(DEV)
 	$(BIN)/python deploy/image/image_test.py
 
 clean:
-	rm -rf $(VENV) demo-output bench-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-output bench-output site .pytest_cache .mypy_cache .ruff_cache
