@@ -30,7 +30,7 @@ from typing import Final, Literal
 import orjson
 
 from connectors.base import Ack, ExchangeError, ParseResult, ReconnectNotice
-from connectors.symbols import SymbolCache
+from connectors.wire import SymbolCached
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
 
@@ -66,7 +66,7 @@ def stream_name(raw_symbol: str, stream_type: StreamType) -> str:
     return f"{raw_symbol.lower()}@{stream_type}"
 
 
-class BinanceProtocol:
+class BinanceProtocol(SymbolCached):
     """The client side of Binance's trade streams (implements ``ExchangeProtocol``).
 
     ``stream_type`` chooses what :meth:`connection_url` and :meth:`subscribe_messages` ask for;
@@ -95,9 +95,7 @@ class BinanceProtocol:
         self.default_url = default_url
         self.stream_type: StreamType = stream_type
         self._request_ids = itertools.count(1)
-        cache = SymbolCache(self.name)
-        self._symbols = cache.known
-        self._canonical = cache.resolve
+        super().__init__()
 
     # -- client requests ------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult, ReconnectNotice
 from connectors.symbols import canonical_symbol
-from connectors.wire import DIGITS_US, MAX_US, json_number, json_text, short
+from connectors.wire import DIGITS_US, MAX_US, json_number, json_text, short, stream_names
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
 
@@ -106,12 +106,8 @@ class BitstampProtocol:
 
     def channels(self, symbols: Sequence[str]) -> list[str]:
         """Channel names for these symbols; ValueError beyond the limit or on a bad name."""
-        if len(symbols) > MAX_STREAMS_PER_CONNECTION:
-            raise ValueError(
-                f"bitstamp: at most {MAX_STREAMS_PER_CONNECTION} channels per connection, "
-                f"got {len(symbols)}"
-            )
-        return [channel_name(symbol) for symbol in symbols]
+        limit = MAX_STREAMS_PER_CONNECTION
+        return stream_names(self.name, "channels", limit, symbols, channel_name)
 
     def connection_url(self, base_url: str, symbols: Sequence[str]) -> str:
         """``base_url`` itself (Bitstamp has one endpoint; channels are subscribed by message).

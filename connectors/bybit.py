@@ -31,13 +31,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
-from urllib.parse import urlsplit
 
 import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult
-from connectors.symbols import SymbolCache
-from connectors.wire import MAX_MS, json_text
+from connectors.wire import MAX_MS, SymbolCached, json_text, stream_names, with_default_path
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
 
@@ -81,7 +79,7 @@ def symbol_of(topic: str) -> str | None:
     return symbol if _SYMBOL_TEXT(symbol) else None
 
 
-class BybitProtocol:
+class BybitProtocol(SymbolCached):
     """The client side of Bybit's spot ``publicTrade`` topics (implements ``ExchangeProtocol``).
 
     Request ids (``req_id``) count up from 1 per instance, shared by subscriptions and pings.
@@ -95,10 +93,8 @@ class BybitProtocol:
     keepalive_interval: float | None = KEEPALIVE_SECONDS
 
     def __init__(self) -> None:
+        super().__init__()
         self._request_ids = itertools.count(1)
-        cache = SymbolCache(self.name)
-        self._symbols = cache.known
-        self._canonical = cache.resolve
 
     # -- client requests ------------------------------------------------------------------------
 
@@ -107,20 +103,14 @@ class BybitProtocol:
 
     def topics(self, symbols: Sequence[str]) -> list[str]:
         """Trade topics for these symbols; ValueError beyond the limit or on a bad name."""
-        if len(symbols) > MAX_STREAMS_PER_CONNECTION:
-            raise ValueError(
-                f"bybit: at most {MAX_STREAMS_PER_CONNECTION} topics per connection, "
-                f"got {len(symbols)}"
-            )
-        return [topic_name(symbol) for symbol in symbols]
+        return stream_names(self.name, "topics", MAX_STREAMS_PER_CONNECTION, symbols, topic_name)
 
     def connection_url(self, base_url: str, symbols: Sequence[str]) -> str:
         """``base_url`` when it names a path, else ``{base_url}/v5/public/spot`` (so
         ``BYBIT_WS_URL=ws://127.0.0.1:9001`` reaches the spot endpoint). Raises ValueError for
         too many or ill-formed symbols."""
         self.topics(symbols)
-        base = base_url.rstrip("/")
-        return base if urlsplit(base).path else base + SPOT_PATH
+        return with_default_path(base_url, SPOT_PATH)
 
     def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
         """``subscribe`` frames of at most 10 topics each (Bybit spot's limit)."""

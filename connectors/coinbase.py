@@ -37,7 +37,7 @@ from typing import Final, Literal
 import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult
-from connectors.symbols import SymbolCache
+from connectors.wire import SymbolCached, stream_names
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
 from engine.timefmt import format_us, parse_us
@@ -76,21 +76,17 @@ def product_ids(symbols: Sequence[str]) -> list[str]:
     Raises ValueError for more than :data:`MAX_PRODUCTS_PER_CONNECTION` or for a symbol that is
     not ``BASE-QUOTE`` of ASCII letters and digits.
     """
-    if len(symbols) > MAX_PRODUCTS_PER_CONNECTION:
-        raise ValueError(
-            f"coinbase: at most {MAX_PRODUCTS_PER_CONNECTION} products per connection, "
-            f"got {len(symbols)}"
-        )
-    out = []
-    for symbol in symbols:
-        product = symbol.upper()
-        if not _PRODUCT(product):
-            raise ValueError(f"coinbase product {symbol!r} is not BASE-QUOTE (e.g. BTC-USD)")
-        out.append(product)
-    return out
+    return stream_names("coinbase", "products", MAX_PRODUCTS_PER_CONNECTION, symbols, _product)
 
 
-class CoinbaseProtocol:
+def _product(symbol: str) -> str:
+    product = symbol.upper()
+    if not _PRODUCT(product):
+        raise ValueError(f"coinbase product {symbol!r} is not BASE-QUOTE (e.g. BTC-USD)")
+    return product
+
+
+class CoinbaseProtocol(SymbolCached):
     """The client side of Coinbase's ``matches`` channel (implements ``ExchangeProtocol``)."""
 
     name = "coinbase"
@@ -103,11 +99,6 @@ class CoinbaseProtocol:
 
     keepalive_interval: float | None = None
     """The ``heartbeat`` channel proves liveness once a second; silence means stale."""
-
-    def __init__(self) -> None:
-        cache = SymbolCache(self.name)
-        self._symbols = cache.known
-        self._canonical = cache.resolve
 
     # -- client requests ------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult
 from connectors.limits import MAX_JSON_DEPTH, exceeds_depth
-from connectors.symbols import SymbolCache
+from connectors.wire import SymbolCached, stream_names
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
 from engine.timefmt import format_us, parse_us
@@ -114,20 +114,17 @@ def pairs(symbols: Sequence[str]) -> list[str]:
     ``BASE/QUOTE`` of ASCII letters and digits. Legacy names (``XBT/USD``) are passed on as
     given: Kraken v2 refuses them, and that refusal is the configuration error to report.
     """
-    if len(symbols) > MAX_SYMBOLS_PER_CONNECTION:
-        raise ValueError(
-            f"kraken: at most {MAX_SYMBOLS_PER_CONNECTION} pairs per connection, got {len(symbols)}"
-        )
-    out = []
-    for symbol in symbols:
-        pair = symbol.upper()
-        if not _PAIR(pair):
-            raise ValueError(f"kraken pair {symbol!r} is not BASE/QUOTE (e.g. BTC/USD)")
-        out.append(pair)
-    return out
+    return stream_names("kraken", "pairs", MAX_SYMBOLS_PER_CONNECTION, symbols, _pair)
 
 
-class KrakenProtocol:
+def _pair(symbol: str) -> str:
+    pair = symbol.upper()
+    if not _PAIR(pair):
+        raise ValueError(f"kraken pair {symbol!r} is not BASE/QUOTE (e.g. BTC/USD)")
+    return pair
+
+
+class KrakenProtocol(SymbolCached):
     """The client side of Kraken v2's ``trade`` channel (implements ``ExchangeProtocol``)."""
 
     name = "kraken"
@@ -142,10 +139,8 @@ class KrakenProtocol:
     """An application ping every 30 s, on top of Kraken's ~1/s heartbeats."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._request_ids = itertools.count(1)
-        cache = SymbolCache(self.name)
-        self._symbols = cache.known
-        self._canonical = cache.resolve
 
     # -- client requests ------------------------------------------------------------------------
 

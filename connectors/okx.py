@@ -33,13 +33,19 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
-from urllib.parse import urlsplit
 
 import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult, ReconnectNotice
-from connectors.symbols import SymbolCache
-from connectors.wire import DIGITS_MS, MAX_MS, json_text, short
+from connectors.wire import (
+    DIGITS_MS,
+    MAX_MS,
+    SymbolCached,
+    json_text,
+    short,
+    stream_names,
+    with_default_path,
+)
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
 
@@ -76,7 +82,7 @@ def inst_id(raw_symbol: str) -> str:
     return raw_symbol.upper()
 
 
-class OkxProtocol:
+class OkxProtocol(SymbolCached):
     """The client side of OKX's public ``trades`` channel (implements ``ExchangeProtocol``)."""
 
     name = "okx"
@@ -86,11 +92,6 @@ class OkxProtocol:
     """``tradeId`` skips when fills are aggregated (``count`` > 1)."""
     keepalive_interval: float | None = KEEPALIVE_SECONDS
 
-    def __init__(self) -> None:
-        cache = SymbolCache(self.name)
-        self._symbols = cache.known
-        self._canonical = cache.resolve
-
     # -- client requests ------------------------------------------------------------------------
 
     def keepalive_message(self) -> str | None:
@@ -98,20 +99,14 @@ class OkxProtocol:
 
     def inst_ids(self, symbols: Sequence[str]) -> list[str]:
         """Instrument ids for these symbols; ValueError beyond the limit or on a bad id."""
-        if len(symbols) > MAX_STREAMS_PER_CONNECTION:
-            raise ValueError(
-                f"okx: at most {MAX_STREAMS_PER_CONNECTION} instruments per connection, "
-                f"got {len(symbols)}"
-            )
-        return [inst_id(symbol) for symbol in symbols]
+        return stream_names(self.name, "instruments", MAX_STREAMS_PER_CONNECTION, symbols, inst_id)
 
     def connection_url(self, base_url: str, symbols: Sequence[str]) -> str:
         """``base_url`` when it names a path, else ``{base_url}/ws/v5/public`` (so
         ``OKX_WS_URL=ws://127.0.0.1:9001`` reaches the public endpoint). Raises ValueError for
         too many or ill-formed symbols."""
         self.inst_ids(symbols)
-        base = base_url.rstrip("/")
-        return base if urlsplit(base).path else base + PUBLIC_PATH
+        return with_default_path(base_url, PUBLIC_PATH)
 
     def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
         """One ``subscribe`` frame with a ``trades`` argument per instrument; empty without

@@ -1,17 +1,23 @@
-"""Small wire-format helpers shared by the protocol modules of Bitstamp, OKX and Bybit.
+"""Small wire-format helpers shared by the exchanges' protocol modules.
 
 Pure functions only: strict decimal-digit integers (``int()`` alone would accept ``" 1"``,
 ``"+1"``, ``"1_0"`` and non-ASCII digits), the time ranges a trade may carry, JSON string
-escaping for the encoders of the fake exchange, and a length-capped ``repr`` for messages.
+escaping for the encoders of the fake exchange, a length-capped ``repr`` for messages, the
+per-connection symbol limit and the default endpoint path of a base URL. :class:`SymbolCached`
+gives a protocol its hot-path symbol cache.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from typing import Final
+from urllib.parse import urlsplit
 
 import orjson
+
+from connectors.symbols import SymbolCache
 
 MAX_MS: Final = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z in milliseconds: the latest trade time a parser accepts."""
@@ -49,3 +55,36 @@ def short(value: object, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters, for error messages."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def stream_names(
+    exchange: str, what: str, limit: int, symbols: Sequence[str], name: Callable[[str], str]
+) -> list[str]:
+    """``name(symbol)`` for each symbol, in order: the exchange's spelling of one connection's
+    streams (``what``: "topics", "pairs" ...). ValueError ``"<exchange>: at most <limit> <what>
+    per connection, got <n>"`` for more than ``limit`` symbols; ``name`` raises ValueError for
+    a symbol it cannot spell."""
+    if len(symbols) > limit:
+        raise ValueError(f"{exchange}: at most {limit} {what} per connection, got {len(symbols)}")
+    return [name(symbol) for symbol in symbols]
+
+
+def with_default_path(base_url: str, path: str) -> str:
+    """``base_url`` (without a trailing ``/``) when it names a path, else ``base_url + path``:
+    so ``OKX_WS_URL=ws://127.0.0.1:9001`` reaches the exchange's endpoint on a fake exchange."""
+    base = base_url.rstrip("/")
+    return base if urlsplit(base).path else base + path
+
+
+class SymbolCached:
+    """A protocol's raw -> canonical symbol cache for its parser's hot path:
+    ``self._symbols.get(raw)`` (one dict lookup), on a miss ``self._canonical(raw)``, which
+    raises ``MalformedFrame`` (see :class:`connectors.symbols.SymbolCache`). ``name`` must be
+    set before ``__init__`` runs."""
+
+    name: str
+
+    def __init__(self) -> None:
+        cache = SymbolCache(self.name)
+        self._symbols = cache.known
+        self._canonical = cache.resolve
