@@ -209,6 +209,15 @@ def to_jsonl(rows: Iterable[Row]) -> bytes:
     return b"".join(sorted(encode_row(row) + b"\n" for row in rows))
 
 
+def table_outputs(stem: str, rows: Sequence[Row], schema: Any) -> list[tuple[str, bytes, int]]:
+    """One table as a job's two outputs, ``(key, body, records)``: ``{stem}.jsonl``
+    (:func:`to_jsonl`) and ``{stem}.parquet`` (:func:`to_parquet` with ``schema``)."""
+    return [
+        (f"{stem}.jsonl", to_jsonl(rows), len(rows)),
+        (f"{stem}.parquet", to_parquet(rows, schema), len(rows)),
+    ]
+
+
 def to_json(document: Mapping[str, Any]) -> bytes:
     """A report as indented JSON with sorted keys and a final newline (deterministic)."""
     text = json.dumps(

@@ -25,10 +25,9 @@ are written, with the moves undone, when moving an input fails (the error names 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Final
+from typing import Final
 
-from batch.csvutil import rejected_csv, to_jsonl, to_parquet
+from batch.csvutil import rejected_csv, table_outputs
 from batch.ecommerce import (
     CATEGORY_KPI_SCHEMA,
     ORDER_KPI_SCHEMA,
@@ -37,11 +36,9 @@ from batch.ecommerce import (
     order_kpis,
     parse_orders,
 )
-from batch.job import JobContext
+from batch.job import FileJob, JobContext
 from batch.jobinput import input_errors, read_inputs
 from batch.processed import MOVED_COUNTER, check_targets, move_to_processed, new_inputs
-from batch.samples import SAMPLERS
-from engine.settings import Env
 
 NAME: Final = "ecommerce"
 
@@ -51,29 +48,16 @@ def render(parsed: ParsedOrders) -> list[tuple[str, bytes, int]]:
     orders = order_kpis(parsed.orders)
     categories = category_kpis(parsed.orders)
     return [
-        ("orders_kpis.jsonl", to_jsonl(orders), len(orders)),
-        ("orders_kpis.parquet", to_parquet(orders, ORDER_KPI_SCHEMA), len(orders)),
-        ("category_kpis.jsonl", to_jsonl(categories), len(categories)),
-        ("category_kpis.parquet", to_parquet(categories, CATEGORY_KPI_SCHEMA), len(categories)),
+        *table_outputs("orders_kpis", orders, ORDER_KPI_SCHEMA),
+        *table_outputs("category_kpis", categories, CATEGORY_KPI_SCHEMA),
         ("rejected/rejected.csv", rejected_csv(parsed.rejected), len(parsed.rejected)),
     ]
 
 
-class EcommerceJob:
+class EcommerceJob(FileJob):
     """The job object (:class:`batch.job.Job`, :class:`batch.job.SampleSource`)."""
 
-    name: Final = NAME
-    needs_input: Final = True
-
-    @classmethod
-    def from_env(cls, env: Env) -> EcommerceJob:
-        return cls()
-
-    def parameters(self) -> dict[str, Any]:
-        return {}
-
-    def sample(self, seed: int) -> Iterator[tuple[str, bytes]]:
-        yield from sorted(SAMPLERS[NAME](seed).items())
+    name = NAME
 
     async def run(self, ctx: JobContext) -> None:
         reader = ctx.require_input()

@@ -34,7 +34,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
-from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Final, Protocol, Self, TypeVar, runtime_checkable
 
 from batch.config import InputLocation
 from batch.progress import JobProgress
@@ -75,6 +75,29 @@ class Job(Protocol):
         """Do the work: read through ``ctx.input``, compute through ``ctx.run_cpu``, write
         through ``ctx.write_output``. Return normally only when every output is written."""
         ...
+
+
+class FileJob:
+    """What the jobs over a prefix of input files share (``ecommerce``, ``weather``,
+    ``reconcile``): they need input, take no parameter from the environment, report the
+    :meth:`parameters` a subclass fixes (none by default) and make their sample input with
+    their sampler in :data:`batch.samples.SAMPLERS`. A subclass sets ``name`` and writes
+    :meth:`run` (a :class:`Job` and a :class:`SampleSource`)."""
+
+    name: ClassVar[str]
+    needs_input: ClassVar[bool] = True
+
+    @classmethod
+    def from_env(cls, env: Env) -> Self:
+        return cls()
+
+    def parameters(self) -> dict[str, Any]:
+        return {}
+
+    def sample(self, seed: int) -> Iterator[tuple[str, bytes]]:
+        from batch.samples import SAMPLERS  # the samplers are for `feedvault sample` only
+
+        yield from sorted(SAMPLERS[self.name](seed).items())
 
 
 @runtime_checkable

@@ -15,11 +15,10 @@ Outputs, under ``{OUTPUT_PREFIX}reconcile/``, written after everything is comput
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, Final
 
-from batch.csvutil import rejected_csv, to_json, to_jsonl, to_parquet
-from batch.job import JobContext, JobError
+from batch.csvutil import rejected_csv, table_outputs, to_json
+from batch.job import FileJob, JobContext, JobError
 from batch.jobinput import input_errors, read_inputs
 from batch.reconcile import (
     DETAIL_SCHEMA,
@@ -30,8 +29,6 @@ from batch.reconcile import (
     summary,
     summary_markdown,
 )
-from batch.samples import SAMPLERS
-from engine.settings import Env
 
 NAME: Final = "reconcile"
 SIDES: Final = ("ledger", "processor")
@@ -72,29 +69,20 @@ def compute(
     report = summary(rec)
     rejected = rec.ledger.rejected + rec.processor.rejected
     return [
-        ("details.jsonl", to_jsonl(details), len(details)),
-        ("details.parquet", to_parquet(details, DETAIL_SCHEMA), len(details)),
+        *table_outputs("details", details, DETAIL_SCHEMA),
         ("summary.json", to_json(report), 1),
         ("summary.md", summary_markdown(report).encode("utf-8"), 1),
         ("rejected.csv", rejected_csv(rejected), len(rejected)),
     ]
 
 
-class ReconcileJob:
+class ReconcileJob(FileJob):
     """The job object (:class:`batch.job.Job`, :class:`batch.job.SampleSource`)."""
 
-    name: Final = NAME
-    needs_input: Final = True
-
-    @classmethod
-    def from_env(cls, env: Env) -> ReconcileJob:
-        return cls()
+    name = NAME
 
     def parameters(self) -> dict[str, Any]:
         return {"ledger_pattern": "ledger*.csv", "processor_pattern": "processor*.csv"}
-
-    def sample(self, seed: int) -> Iterator[tuple[str, bytes]]:
-        yield from sorted(SAMPLERS[NAME](seed).items())
 
     async def run(self, ctx: JobContext) -> None:
         reader = ctx.require_input()

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from batch.ecommerce import COLUMNS as ORDER_COLUMNS
 from batch.reconcile import MINOR_UNITS
 
 ECOMMERCE_BAD_SHARE = 0.05
@@ -89,16 +90,6 @@ _CATEGORIES = {
     "toys": (5.0, 80.0),
     "apparel": (9.99, 150.0),
 }
-_ORDER_COLUMNS = (
-    "order_id",
-    "customer_id",
-    "order_date",
-    "category",
-    "product_id",
-    "quantity",
-    "unit_price",
-    "returned",
-)
 
 
 def generate_ecommerce(
@@ -137,7 +128,7 @@ def generate_ecommerce(
             else:
                 valid_ids.append(fields[0])
             lines.append(fields)
-        out[name] = _csv_bytes(_ORDER_COLUMNS, lines)
+        out[name] = _csv_bytes(ORDER_COLUMNS, lines)
     return Sample(out, frozenset(planted))
 
 

@@ -16,13 +16,11 @@ manifest, exit 1). Everything is computed before the first write.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Final
+from typing import Final
 
-from batch.csvutil import rejected_csv, to_json, to_jsonl, to_parquet
-from batch.job import JobContext
+from batch.csvutil import rejected_csv, table_outputs, to_json
+from batch.job import FileJob, JobContext
 from batch.jobinput import input_errors, read_inputs
-from batch.samples import SAMPLERS
 from batch.weather import (
     ANOMALY_SCHEMA,
     DAILY_SCHEMA,
@@ -34,7 +32,6 @@ from batch.weather import (
     parse_weather,
     quality_report,
 )
-from engine.settings import Env
 
 NAME: Final = "weather"
 
@@ -47,28 +44,16 @@ def render(parsed: ParsedWeather) -> list[tuple[str, bytes, int]]:
         ("daily", daily_summaries(parsed.observations), DAILY_SCHEMA),
         ("anomalies", anomalies(parsed.observations), ANOMALY_SCHEMA),
     ):
-        outputs.append((f"{stem}.jsonl", to_jsonl(rows), len(rows)))
-        outputs.append((f"{stem}.parquet", to_parquet(rows, schema), len(rows)))
+        outputs += table_outputs(stem, rows, schema)
     outputs.append(("quality.json", to_json(quality_report(parsed)), 1))
     outputs.append(("rejected/rejected.csv", rejected_csv(parsed.rejected), len(parsed.rejected)))
     return outputs
 
 
-class WeatherJob:
+class WeatherJob(FileJob):
     """The job object (:class:`batch.job.Job`, :class:`batch.job.SampleSource`)."""
 
-    name: Final = NAME
-    needs_input: Final = True
-
-    @classmethod
-    def from_env(cls, env: Env) -> WeatherJob:
-        return cls()
-
-    def parameters(self) -> dict[str, Any]:
-        return {}
-
-    def sample(self, seed: int) -> Iterator[tuple[str, bytes]]:
-        yield from sorted(SAMPLERS[NAME](seed).items())
+    name = NAME
 
     async def run(self, ctx: JobContext) -> None:
         reader = ctx.require_input()
