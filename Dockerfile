@@ -10,7 +10,7 @@
 # with --build-arg PIP_CERT=/path/in/build (and PIP_INDEX_URL): they reach the build stage only.
 ARG BASE_IMAGE=python:3.11-slim
 
-# ---- build: a virtualenv with the package and its runtime dependencies (no extras) ----
+# ---- build: a virtualenv with the package, its dependencies and the `all` extra ----
 FROM ${BASE_IMAGE} AS build
 
 ARG PIP_INDEX_URL
@@ -23,9 +23,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 RUN python -m venv /opt/feedvault
 
-# Dependencies first, from pyproject.toml alone, so a source change does not reinstall them.
+# Dependencies first, from pyproject.toml alone, so a source change does not reinstall them: the
+# base dependencies and the `all` extra (batch jobs, load-test chart), its `feedvault[...]` entries
+# resolved to the extras they name.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; own = p['name'] + '['; print('\n'.join(sorted(set(p['dependencies'] + [r for a in x['all'] for r in (sum((x[e] for e in a[len(own):].rstrip(']').split(',')), []) if a.startswith(own) else [a])]))))" \
         > requirements.txt \
     && /opt/feedvault/bin/pip install --no-cache-dir --requirement requirements.txt
 
@@ -46,7 +48,7 @@ RUN site=/opt/feedvault/lib/python3.11/site-packages/pyarrow \
     && rm -rf "$site/tests" "$site/include" "$site/src" \
         "$site"/*flight* "$site"/_pyarrow_cpp_tests* \
     && find "$site" \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' \) -delete \
-    && /opt/feedvault/bin/python -I -c "import pyarrow, pyarrow.parquet, pyarrow.dataset, pyarrow.compute, pyarrow.csv, pyarrow.fs, numpy, aioboto3, orjson, zstandard, uvloop, websockets, feedvault.cli, batch.registry"
+    && /opt/feedvault/bin/python -I -c "import pyarrow, pyarrow.parquet, pyarrow.dataset, pyarrow.compute, pyarrow.csv, pyarrow.fs, numpy, aioboto3, orjson, zstandard, uvloop, websockets, psutil, tqdm, matplotlib.backends.backend_agg, feedvault.cli, feedvault.loadtest_chart, batch.registry"
 
 # ---- final: the virtualenv on the same slim base, run as a non-root user ----
 FROM ${BASE_IMAGE}

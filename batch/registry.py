@@ -126,9 +126,22 @@ def get_spec(name: str) -> JobSpec:
     return spec
 
 
+BATCH_LIBRARIES = ("numpy", "pyarrow")
+"""What the ``batch`` extra installs for the jobs (``pip install 'feedvault[batch]'``)."""
+
+
 def create_job(spec: JobSpec, env: Env) -> Job:
-    """Build the job of ``spec`` from ``env`` (validating its parameters)."""
-    job = spec.factory(env)
+    """Build the job of ``spec`` from ``env`` (validating its parameters). :class:`ConfigError`
+    naming the ``batch`` extra when a library of it is not installed."""
+    try:
+        job = spec.factory(env)
+    except ImportError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in BATCH_LIBRARIES:
+            raise
+        raise ConfigError(
+            missing, "is not installed; batch jobs need it: pip install 'feedvault[batch]'"
+        ) from None
     if job.name != spec.name or job.needs_input != spec.needs_input:
         raise RuntimeError(f"job {spec.name!r} does not match its registry entry")
     return job

@@ -1,6 +1,6 @@
 """The reporter that shows a batch job's progress (:class:`batch.progress.JobProgress`).
 
-On a TTY a redrawn bar (stderr, through :class:`feedvault.progress.Progress`); otherwise a
+On a TTY a redrawn bar (stderr, tqdm's, through :class:`feedvault.progress.Progress`); otherwise a
 ``progress`` log line every ``STATS_INTERVAL_SECONDS`` and one last line when the job ends. With
 ``emf`` dimensions (``METRICS=emf``) each of those lines is also a CloudWatch EMF document
 (:mod:`feedvault.emf`) with the interval's ``RowsPerSecond`` (Count/Second), ``Rows`` and

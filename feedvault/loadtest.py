@@ -17,8 +17,10 @@ memory are its own:
    kept in ``DIR/engine.log``; it is reaped with ``os.wait4`` for its CPU time.
 4. The fake exchange is stopped; its ledger, the run's manifest and every object it names are
    read back and compared (:mod:`feedvault.loadtest_check`).
-5. ``DIR/loadtest.json`` and ``DIR/loadtest.png`` are written (:mod:`feedvault.loadtest_report`)
-   and a summary table printed. Exit 0 when the run passed, 1 otherwise, 2 for bad options.
+5. ``DIR/loadtest.json`` (:mod:`feedvault.loadtest_report`) and its chart ``DIR/loadtest.png``
+   (:mod:`feedvault.loadtest_chart`, matplotlib: the ``chart`` extra, checked before anything
+   starts) are written and a summary table printed. Exit 0 when the run passed, 1 otherwise, 2
+   for bad options or a missing extra.
 
 Every wait is bounded; on any error or Ctrl-C the children are stopped (SIGTERM, then SIGKILL).
 """
@@ -47,18 +49,17 @@ import orjson
 from engine.errors import ConfigError, FeedvaultError, ObjectNotFound
 from engine.settings import DEFAULT_STOP_GRACE_SECONDS, new_run_id
 from engine.text import plural
-from feedvault import s3local
+from feedvault import loadtest_chart, s3local
 from feedvault.config import DEFAULT_FORMAT
 from feedvault.loadtest_check import ExactlyOnceCheck, iter_ndjson, iter_ndjson_file
 from feedvault.loadtest_cli import DEFAULT_REPORT_DIR, PROTOCOLS
 from feedvault.loadtest_report import (
     RunFacts,
     build_report,
-    chart_panels,
+    latency_series,
     latency_summary,
     summary_table,
 )
-from feedvault.pngchart import render_chart
 from feedvault.progress import Progress
 from feedvault.subproc import Child, ChildError
 from sinks.encoders import FORMATS, decompress, format_from_key
@@ -444,8 +445,10 @@ def run_loadtest(
 ) -> int:
     """Run the load test; write the report; print the summary to ``out``. Exit 0 pass, 1 fail.
 
-    :class:`ConfigError` for bad options or a missing local S3 server (the CLI exits 2)."""
+    :class:`ConfigError` for bad options, a missing local S3 server or a missing ``chart``
+    extra (the CLI exits 2)."""
     check_options(options)
+    loadtest_chart.require()
     environ = dict(os.environ if environ is None else environ)
     out = out if out is not None else sys.stdout
     report_dir = options.report_dir
@@ -494,15 +497,7 @@ def run_loadtest(
     (report_dir / "loadtest.json").write_bytes(
         orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     )
-    (report_dir / "loadtest.png").write_bytes(
-        render_chart(
-            chart_panels(run.stats),
-            title=f"feedvault loadtest: {options.protocol}, rate {options.rate}, "
-            f"{plural(len(symbols), 'symbol')}, {options.duration:g} s",
-            x_label="seconds since start",
-            x_max=options.duration,
-        )
-    )
+    loadtest_chart.write_chart(report, report_dir / "loadtest.png")
     out.write(summary_table(report) + "\n")
     out.write(f"report: {report_dir / 'loadtest.json'}, chart: {report_dir / 'loadtest.png'}\n")
     out.flush()
@@ -528,6 +523,7 @@ def _facts(
             result, (record for chunk in iter_ndjson_file(ledger) for record in chunk)
         )
     config = (run.run_start or {}).get("config", {})
+    origin = _log_time(run.run_start) if run.run_start is not None else None
     return RunFacts(
         settings={
             "protocol": options.protocol,
@@ -550,4 +546,6 @@ def _facts(
         fake_exchange=fake_summary,
         problems=run.problems + readback.problems,
         examples=examples,
+        latency_series=latency_series(check.latency_by_second, origin),
+        started_at=(readback.manifest or {}).get("started_at") or (run.run_start or {}).get("ts"),
     )

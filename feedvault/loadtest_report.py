@@ -3,7 +3,7 @@
 :func:`build_report` turns a :class:`RunFacts` (the engine's exit status and CPU time, its stats
 and ``run_end`` log lines, the manifest, the exactly-once result, the latency samples) into the
 JSON document written to ``loadtest.json``; :func:`summary_table` renders its figures for the
-terminal; :func:`chart_panels` gives the three panels of ``loadtest.png``.
+terminal; :mod:`feedvault.loadtest_chart` draws ``loadtest.png`` from that document alone.
 
 Definitions (SPEC §8):
 
@@ -14,18 +14,22 @@ Definitions (SPEC §8):
 - queue high-water = the largest ``queue_high_water`` of its stats lines;
 - latency = per stored record, its object's ``stored_at`` minus its ``ts_recv``; p50/p99 by the
   nearest-rank method over every stored record.
+
+Over time (the chart's data): ``series`` has one point per stats line (``t``: seconds since the
+engine's ``run_start`` line, at the end of the interval; ``queue_depth_peak``: the interval's
+high-water mark); ``latency_series`` one per second of receive time (``t``: the end of that
+second, on the same axis) with the p50/p99/max latency of the records received in it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.text import plural
 from feedvault.loadtest_check import CheckResult, Identity
-from feedvault.pngchart import BLUE, ORANGE, RED, Panel
 
 
 def percentile(sorted_values: Sequence[int] | Sequence[float], q: float) -> float:
@@ -54,6 +58,22 @@ def latency_summary(latencies_ns: Sequence[int]) -> dict[str, float | int | None
     }
 
 
+def latency_series(
+    by_second: Mapping[int, Sequence[int]], origin_s: float | None
+) -> list[dict[str, float | int | None]]:
+    """:func:`latency_summary` of each receive second (epoch seconds -> latencies in ns), in
+    order, with ``t`` = the end of that second minus ``origin_s`` (the run's start, epoch
+    seconds; None: the first second's start)."""
+    if not by_second:
+        return []
+    seconds = sorted(by_second)
+    origin = float(seconds[0]) if origin_s is None else origin_s
+    return [
+        {"t": round(second + 1 - origin, 3), **latency_summary(by_second[second])}
+        for second in seconds
+    ]
+
+
 @dataclass
 class RunFacts:
     """Everything measured about one load-test run (inputs of :func:`build_report`)."""
@@ -71,6 +91,9 @@ class RunFacts:
     fake_exchange: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
     examples: list[Identity] = field(default_factory=list)
+    latency_series: list[dict[str, float | int | None]] = field(default_factory=list)
+    started_at: str | None = None
+    """When the run started (ISO 8601 UTC, the manifest's ``started_at``), for the chart."""
 
 
 def build_report(facts: RunFacts) -> dict[str, Any]:
@@ -107,6 +130,7 @@ def build_report(facts: RunFacts) -> dict[str, Any]:
     return {
         "passed": not problems and bool(check["passed"]),
         "run_id": facts.run_id,
+        "started_at": facts.started_at,
         "settings": facts.settings,
         "figures": {
             "trades": records,
@@ -134,10 +158,12 @@ def build_report(facts: RunFacts) -> dict[str, Any]:
                 "t": s.get("t"),
                 "trades_per_s": s.get("trades_per_s"),
                 "queue_depth": s.get("queue_depth"),
+                "queue_depth_peak": s.get("queue_depth_peak"),
                 "rss_mb": s.get("rss_mb"),
             }
             for s in facts.stats
         ],
+        "latency_series": facts.latency_series,
     }
 
 
@@ -176,20 +202,3 @@ def summary_table(report: dict[str, Any]) -> str:
     lines += [f"problem: {problem}" for problem in report["problems"]]
     lines.append("RESULT: " + ("PASS" if report["passed"] else "FAIL"))
     return "\n".join(lines)
-
-
-def chart_panels(stats: Sequence[dict[str, Any]]) -> list[Panel]:
-    """Trades/s, queue depth and RSS over time (``t`` seconds) from the stats lines."""
-
-    def series(name: str) -> list[tuple[float, float]]:
-        return [
-            (float(s["t"]), float(s[name]))
-            for s in stats
-            if isinstance(s.get("t"), int | float) and isinstance(s.get(name), int | float)
-        ]
-
-    return [
-        Panel("trades/s", series("trades_per_s"), BLUE),
-        Panel("queue depth (records)", series("queue_depth"), ORANGE),
-        Panel("RSS MB", series("rss_mb"), RED),
-    ]

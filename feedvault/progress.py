@@ -9,20 +9,36 @@
 On a TTY the bar is redrawn in place (``\\r``) at most every ``redraw_seconds``; otherwise one
 line is printed every ``line_seconds`` of elapsed time, so logs stay short. Output goes to
 ``stream`` (stderr by default), leaving stdout for results.
+
+The bar is tqdm's (the ``chart`` and ``batch`` extras; imported only when a bar is drawn, so a
+log-only run never needs it): :func:`tqdm.tqdm.format_meter` renders the meter and
+:func:`tqdm.tqdm.status_printer` redraws the line in place, blanking what a longer line left.
+tqdm rather than rich: one small package with no dependencies of its own (rich brings pygments
+and markdown-it), and its ASCII meter draws the bar this command always drew, so the output is
+unchanged. The redraws stay paced by the ``elapsed`` value callers pass rather than by tqdm's
+wall clock, and the bar is not redrawn on finish: what callers (and tests, with no clock) see
+depends only on what they report.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import Final, TextIO
+
+BAR_CHARS: Final = ".#"
+"""tqdm's meter characters: empty, then full (an ASCII bar: ``[#####.....]``)."""
 
 
 def render_bar(elapsed: float, total: float, width: int = 30) -> str:
     """``[#########.....]`` filled in proportion to ``elapsed / total`` (clamped to 0..1)."""
+    from tqdm import tqdm
+
     fraction = 0.0 if total <= 0 else min(max(elapsed / total, 0.0), 1.0)
-    filled = round(fraction * width)
-    return "[" + "#" * filled + "." * (width - filled) + "]"
+    meter: str = tqdm.format_meter(
+        fraction, 1.0, 0.0, bar_format=f"[{{bar:{width}}}]", ascii=BAR_CHARS
+    )
+    return meter
 
 
 def progress_text(
@@ -60,6 +76,7 @@ class Progress:
         self._next_line = line_seconds
         self._last_draw = float("-inf")
         self._width = 0
+        self._printer: Callable[[str], None] | None = None
 
     def update(self, elapsed: float, detail: str = "") -> None:
         """Report ``elapsed`` seconds of ``total``, with a short ``detail``."""
@@ -70,8 +87,7 @@ class Progress:
                 return
             self._last_draw = elapsed
             line = f"{render_bar(elapsed, self.total)} {text}"
-            self.stream.write("\r" + line.ljust(self._width))
-            self._width = len(line)
+            self._redraw(line)
         elif elapsed >= self._next_line:
             while self._next_line <= elapsed:
                 self._next_line += self.line_seconds
@@ -80,12 +96,23 @@ class Progress:
             return
         self.stream.flush()
 
+    def _redraw(self, line: str) -> None:
+        """``\\r`` and ``line`` over the bar drawn before (tqdm's status printer pads it)."""
+        if self._printer is None:
+            from tqdm import tqdm
+
+            self._printer = tqdm.status_printer(self.stream)
+        self._printer(line)
+        self._width = len(line)
+
     def note(self, text: str) -> None:
         """A message of its own line (clears the bar first on a TTY)."""
         if self.is_tty and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
+            self._redraw("")
+            self.stream.write("\r")
             self._width = 0
             self._last_draw = float("-inf")
+            self._printer = None
         self.stream.write(text + "\n")
         self.stream.flush()
 

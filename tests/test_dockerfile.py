@@ -13,6 +13,7 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,6 +180,45 @@ def test_runtime_dependencies_only() -> None:
     text = DOCKERFILE.read_text()
     for forbidden in ("[dev", "[demo", "moto", "pytest", "hypothesis"):
         assert forbidden not in text, forbidden
+
+
+def _resolve(project: dict[str, Any], extra: str) -> set[str]:
+    """The requirements of ``extra``, its ``feedvault[...]`` entries expanded (as pip does)."""
+    own = f"{project['name']}["
+    found: set[str] = set()
+    for requirement in project["optional-dependencies"][extra]:
+        if requirement.startswith(own):
+            for name in requirement[len(own) :].rstrip("]").split(","):
+                found |= _resolve(project, name)
+        else:
+            found.add(requirement)
+    return found
+
+
+def test_the_image_installs_the_all_extra() -> None:
+    """The build's requirements (its ``python -c`` run on pyproject.toml) are the base
+    dependencies and the ``all`` extra: the batch jobs' and the chart's libraries."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    _, stages = parse()
+    (command,) = [
+        run for run in stages[0].all("RUN") if "requirements.txt" in run and "tomllib" in run
+    ]
+    match = re.match(r'python -c "(.*?)"\s+> requirements\.txt', command)
+    assert match, command
+    printed = subprocess.run(
+        [sys.executable, "-c", match.group(1)],  # the shell passes it as it stands
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    installed = set(printed.splitlines())
+    assert installed == set(project["dependencies"]) | _resolve(project, "all")
+    assert _resolve(project, "batch") | _resolve(project, "chart") <= installed
+    names = {re.split(r"[<>=;\[ ]", requirement)[0] for requirement in installed}
+    assert {"pyarrow", "numpy", "matplotlib", "psutil", "websockets"} <= names
+    assert "moto" not in names, "the local S3 stand-in stays out of the image"
 
 
 def test_every_package_is_copied() -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from feedvault.png import decode_png
 from feedvault.subproc import Child
 from tests.conftest import S3Server
 from tests.harness import FEEDVAULT, base_env
@@ -42,8 +42,12 @@ def check_report(tmp_path: Path, done: subprocess.CompletedProcess[str]) -> dict
     assert latency["samples"] == check["stored"]
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"] < 30_000
     assert len(report["series"]) >= 2
-    width, height, _ = decode_png((tmp_path / "report" / "loadtest.png").read_bytes())
+    png = (tmp_path / "report" / "loadtest.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", png[16:24])
     assert width > 0 and height > 0
+    assert len(report["latency_series"]) >= 2
+    assert all(p["queue_depth_peak"] >= p["queue_depth"] for p in report["series"])
     for label in ("sustained trades/s", "latency p99 ms", "RESULT: PASS"):
         assert label in done.stdout
     return report

@@ -17,7 +17,7 @@ from feedvault.loadtest_cli import PROTOCOLS
 from feedvault.loadtest_report import (
     RunFacts,
     build_report,
-    chart_panels,
+    latency_series,
     latency_summary,
     percentile,
     summary_table,
@@ -199,11 +199,37 @@ def test_summary_table_lists_every_figure() -> None:
     assert "n/a" not in table
 
 
-def test_chart_panels_from_stats() -> None:
-    panels = chart_panels([*facts().stats, {"t": None, "trades_per_s": 1.0}])
-    assert [p.title for p in panels] == ["trades/s", "queue depth (records)", "RSS MB"]
-    assert panels[0].points == [(1.0, 10.0), (2.0, 12.0)]
-    assert panels[2].points == [(1.0, 60.0), (2.0, 61.5)]
+def test_series_for_the_chart() -> None:
+    # The chart's panels (tests/test_loadtest_chart.py) draw these from the report alone.
+    stats_lines = [{**line, "queue_depth_peak": 7} for line in facts().stats]
+    report = build_report(facts(stats=stats_lines, started_at="2026-12-06T06:27:00.623Z"))
+    assert report["started_at"] == "2026-12-06T06:27:00.623Z"
+    assert report["series"] == [
+        {"t": 1.0, "trades_per_s": 10.0, "queue_depth": 3, "queue_depth_peak": 7, "rss_mb": 60.0},
+        {"t": 2.0, "trades_per_s": 12.0, "queue_depth": 0, "queue_depth_peak": 7, "rss_mb": 61.5},
+    ]
+    assert report["latency_series"] == []
+
+
+def test_latency_by_receive_second() -> None:
+    check = ExactlyOnceCheck()
+    second = 1_000_000_000
+    # received in seconds 100 and 101, durable at 103.5 s and 104 s
+    check.add_stored([trade(1, ts_recv=100 * second), trade(2, ts_recv=100 * second + MS)], None)
+    check.add_stored(
+        [trade(3, ts_recv=100 * second + 500 * MS), trade(4, ts_recv=101 * second)],
+        int(103.5 * second),
+    )
+    check.add_stored([trade(5, ts_recv=101 * second + 250 * MS)], 104 * second)
+    assert sorted(check.latency_by_second) == [100, 101]
+    assert list(check.latencies_ns) == [3000 * MS, 2500 * MS, 2750 * MS]
+    series = latency_series(check.latency_by_second, origin_s=99.5)
+    assert series == [
+        {"t": 1.5, "samples": 1, "p50_ms": 3000.0, "p99_ms": 3000.0, "max_ms": 3000.0},
+        {"t": 2.5, "samples": 2, "p50_ms": 2500.0, "p99_ms": 2750.0, "max_ms": 2750.0},
+    ]
+    assert latency_series(check.latency_by_second, None)[0]["t"] == 1.0
+    assert latency_series({}, 99.5) == []
 
 
 # -- progress ----------------------------------------------------------------------------------
