@@ -220,8 +220,10 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "Windows, objects and uploads",
         (STREAM, REPLAY),
         "windows close at wall-clock multiples of this",
-        "an integer that divides an hour (1 .. 3600: 1, 5, 60, 300, 900, ...) or 2, 3, 4, 6, "
-        "8, 12 or 24 hours, so a window never crosses an `hour=`/`date=` partition",
+        "an integer "
+        + _range("WINDOW_SECONDS", _SEC)
+        + " that divides an hour (1, 5, 60, 300, 900, 3600, ...) or is 2, 3, 4, 6, 8, 12 or 24 "
+        "hours, so a window never crosses an `hour=`/`date=` partition",
         default=DEFAULT_WINDOW_SECONDS,
         unit="s",
     ),
