@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import sys
-import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,21 +42,19 @@ from batch.config import BatchConfig, load_batch_config
 from batch.job import InputReader, Job, JobContext
 from batch.progress import JobProgress
 from batch.registry import create_job, get_spec
-from engine import __version__, aio, signals
+from engine import aio
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.errors import ConfigError, DestinationUnavailable, FeedvaultError, StorageError
+from engine.errors import ConfigError, FeedvaultError
+from engine.lifecycle import StopPolicy, StopReason
 from engine.logs import configure_logging, get_logger, log_event
 from engine.settings import Env
 from feedvault.batch_progress import ProgressReporter
-from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup, identify_config
-from feedvault.runner import StopController
-from sinks.claim import claim_run
-from sinks.manifest import EcsTask, Manifest, StopReason, iso_utc, write_manifest
-from sinks.writer import ObjectWriter, open_writer
+from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup
+from feedvault.run import ManifestRun
+from sinks.writer import Destination, ObjectWriter, open_writer
 
 log = get_logger("batch")
 
-GUARD_TICK_SECONDS: Final = 0.1
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
@@ -76,14 +73,19 @@ def cpu_executor(workers: int) -> Iterator[ThreadPoolExecutor]:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-class BatchRun:
+class BatchRun(ManifestRun[BatchConfig]):
     """One execution of a job. Create, then ``await run()`` for the exit status (0 or 1).
 
     ``output`` / ``input_store`` replace the writers opened from the configuration (the caller
     owns and closes them); ``clock`` drives the deadline and the manifest's times;
     ``progress_stream``/``is_tty`` choose where and how progress is shown (default: a bar on
-    stderr when it is a TTY, log lines otherwise).
+    stderr when it is a TTY, log lines otherwise). The deadline counts from the start of
+    :meth:`run`, as a stream's does.
     """
+
+    stop_policy = StopPolicy.CANCEL
+    program = "feedvault batch"
+    cancel_event = "job_cancelled"
 
     def __init__(
         self,
@@ -100,13 +102,17 @@ class BatchRun:
         is_tty: bool | None = None,
         ecs_lookup: EcsLookup = DEFAULT_LOOKUP,
     ) -> None:
-        self.config = config
+        super().__init__(
+            config,
+            command=list(command) or ["feedvault", "batch", config.job],
+            clock=clock,
+            controller=None,
+            install_signal_handlers=install_signal_handlers,
+            max_runtime_seconds=config.max_runtime_seconds,
+            ecs_lookup=ecs_lookup,
+        )
         self.job = job
         self.env = env
-        self.command = list(command) or ["feedvault", "batch", config.job]
-        self.clock = clock
-        self.install_signal_handlers = install_signal_handlers
-        self.controller = StopController(clock=clock)
         self._output = output
         self._input_store = input_store
         self._progress_stream = progress_stream
@@ -114,89 +120,41 @@ class BatchRun:
         self.progress = JobProgress()
         self.completed = False
         self.error: BaseException | None = None
-        self.manifest: Manifest | None = None
-        self.ecs_lookup = ecs_lookup
-        #: The ECS task the job runs in (read at the start of :meth:`run`, never fatal: see
-        #: :mod:`feedvault.ecs`), else None; a generated run id then holds the task id.
-        self.ecs: EcsTask | None = None
 
-    async def run(self) -> int:
-        """Run the job; return 0 when it completed and its manifest is written, else 1."""
-        started_ns = self.clock.time_ns()
-        self._real_started = (time.monotonic(), time.process_time())
-        loop = asyncio.get_running_loop()
-        if self.install_signal_handlers:
-            signals.install_on_loop(loop, self.controller.on_signal)
-        try:
-            self.ecs, self.config = await identify_config(self.config, self.ecs_lookup)
-            log_event(
-                log,
-                logging.INFO,
-                "run_start",
-                run_id=self.config.run_id,
-                version=__version__,
-                config=self.public_config(),
-                ecs=self.ecs.to_dict() if self.ecs is not None else None,
+    @property
+    def destination(self) -> Destination:
+        return self.config.output
+
+    async def execute(self) -> int:
+        async with contextlib.AsyncExitStack() as stack:
+            output = self._output
+            if output is None:
+                output = await stack.enter_async_context(
+                    open_writer(self.config.output, security=self.config.s3)
+                )
+            # The input's client first (it reads nothing yet: a failure here leaves no running
+            # manifest behind), then the first write, before any input is read.
+            reader = await self._open_input(stack)
+            await self.claim(
+                output,
+                retry_seconds=START_RETRY_SECONDS,
+                stop_grace_seconds=self.config.runtime.stop_grace_seconds / 4,
             )
-            async with contextlib.AsyncExitStack() as stack:
-                output = self._output
-                if output is None:
-                    output = await stack.enter_async_context(
-                        open_writer(self.config.output, security=self.config.s3)
-                    )
-                # The input's client first (it reads nothing yet: a failure here leaves no
-                # running manifest behind), then the first write, before any input is read:
-                # the destination takes it and the run id is new (ConfigError, exit 2,
-                # otherwise); a killed job stays visible.
-                reader = await self._open_input(stack)
-                await claim_run(
-                    output,
-                    self.config.output,
-                    self.running_manifest(started_ns),
-                    retry_seconds=START_RETRY_SECONDS,
-                    clock=self.clock,
-                    stop=self.controller.stop,
-                    stop_grace_seconds=self.config.runtime.stop_grace_seconds / 4,
-                )
-                executor = stack.enter_context(cpu_executor(self.config.cpu_workers))
-                ctx = JobContext(
-                    job=self.job.name,
-                    run_id=self.config.run_id,
-                    env=self.env,
-                    output=output,
-                    output_prefix=self.config.output.prefix,
-                    executor=executor,
-                    cpu_workers=self.config.cpu_workers,
-                    clock=self.clock,
-                    input=reader,
-                    progress=self.progress,
-                )
-                await self._supervise(ctx)
-                return await self._finish(output, ctx, started_ns)
-        except DestinationUnavailable as exc:
-            log_event(log, logging.ERROR, "destination_unavailable", error=str(exc))
-            print(f"feedvault batch: {exc}", file=sys.stderr, flush=True)
-            return EXIT_FAILURE
-        except StorageError as exc:  # a writer could not even be opened
-            log_event(log, logging.ERROR, "run_failed", error=str(exc))
-            print(f"feedvault batch: {exc}", file=sys.stderr, flush=True)
-            return EXIT_FAILURE
-        finally:
-            if self.install_signal_handlers:
-                signals.remove_from_loop(loop)
-
-    def running_manifest(self, started_ns: int) -> Manifest:
-        """The manifest written at the start (:mod:`sinks.claim`): ``status: running``."""
-        return Manifest.running(
-            run_id=self.config.run_id,
-            version=__version__,
-            command=" ".join(self.command),
-            started_at=iso_utc(started_ns),
-            config=self.public_config(),
-            ecs=self.ecs,
-            destination=self.config.output.url,
-            prefix=self.config.output.prefix,
-        )
+            executor = stack.enter_context(cpu_executor(self.config.cpu_workers))
+            ctx = JobContext(
+                job=self.job.name,
+                run_id=self.config.run_id,
+                env=self.env,
+                output=output,
+                output_prefix=self.config.output.prefix,
+                executor=executor,
+                cpu_workers=self.config.cpu_workers,
+                clock=self.clock,
+                input=reader,
+                progress=self.progress,
+            )
+            await self._supervise(ctx)
+            return await self._finish(output, ctx)
 
     def public_config(self) -> dict[str, Any]:
         """The runner's settings and the job's parameters (no secrets)."""
@@ -231,7 +189,7 @@ class BatchRun:
         try:
             async with asyncio.TaskGroup() as tg:
                 job_task = tg.create_task(self._run_job(ctx), name=f"job-{self.job.name}")
-                guard = tg.create_task(self._guard(job_task), name="guard")
+                guard = tg.create_task(self.guard(job_task), name="guard")
                 shower = tg.create_task(reporter.run(), name="progress")
 
                 def _job_done(_: object) -> None:
@@ -254,28 +212,12 @@ class BatchRun:
         await self.job.run(ctx)
         self.completed = True
 
-    async def _guard(self, job_task: asyncio.Task[None]) -> None:
-        """Cancel the job at the deadline or on the first signal."""
-        controller = self.controller
-        limit = self.config.max_runtime_seconds
-        deadline = None if limit is None else self.clock.monotonic() + limit
-        while not controller.stop.is_set():
-            if deadline is not None and self.clock.monotonic() >= deadline:
-                log_event(log, logging.WARNING, "deadline", max_runtime_s=limit)
-                controller.request_stop("deadline")
-                break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(GUARD_TICK_SECONDS):
-                    await controller.stop.wait()
-        log_event(log, logging.WARNING, "job_cancelled", reason=controller.reason)
-        job_task.cancel()
-
     def _log_error(self, exc: BaseException) -> None:
         log_event(log, logging.ERROR, "job_failed", job=self.job.name, error=_describe(exc))
         if not isinstance(exc, FeedvaultError):  # a bug: keep the traceback
             traceback.print_exception(exc, file=sys.stderr)
 
-    async def _finish(self, output: ObjectWriter, ctx: JobContext, started_ns: int) -> int:
+    async def _finish(self, output: ObjectWriter, ctx: JobContext) -> int:
         """Write the manifest (last) and decide the exit status."""
         complete = self.completed and self.error is None
         reason: StopReason = "end"
@@ -294,28 +236,14 @@ class BatchRun:
             error: str | None = f"job did not finish: {detail.get(reason, reason)}"
         else:
             error = _describe(self.error) if self.error is not None else None
-        manifest = Manifest(
-            run_id=self.config.run_id,
-            version=__version__,
-            command=" ".join(self.command),
-            started_at=iso_utc(started_ns),
-            stopped_at=iso_utc(self.clock.time_ns()),
-            stop_reason=reason,
+        manifest = self.new_manifest(
             status="complete" if complete else "incomplete",
-            config=self.public_config(),
+            stop_reason=reason,
             objects=ctx.outputs,
             counters=counters,
             error=error,
-            ecs=self.ecs,
-            destination=self.config.output.url,
-            prefix=self.config.output.prefix,
         )
-        self.manifest = manifest
-        try:
-            async with asyncio.timeout(self.config.runtime.stop_grace_seconds):
-                await write_manifest(output, self.config.output.prefix, manifest)
-        except (StorageError, TimeoutError) as exc:
-            log_event(log, logging.ERROR, "manifest_failed", error=_describe(exc))
+        if not await self.write_final(output, manifest, self.config.runtime.stop_grace_seconds):
             return EXIT_FAILURE
         log_event(
             log,
@@ -328,8 +256,7 @@ class BatchRun:
             outputs=len(manifest.objects),
             counters=counters,
             error=error,
-            elapsed_s=round(time.monotonic() - self._real_started[0], 3),
-            cpu_s=round(time.process_time() - self._real_started[1], 3),
+            **self.real_figures(),
         )
         return EXIT_OK if complete else EXIT_FAILURE
 

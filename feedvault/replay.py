@@ -36,12 +36,13 @@ from connectors.replay import Pause, ReplaySource, pause_until_stop
 from connectors.session import InvalidFrameLog
 from engine.clock import SYSTEM_CLOCK, Clock, ReplayClock
 from engine.errors import ConfigError, FeedvaultError
+from engine.lifecycle import StopController, StopReason
 from engine.logs import get_logger, log_event
+from engine.pipeline import Source
 from engine.settings import RANGES, Env, new_run_id, runtime_settings
 from feedvault.config import DEFAULT_QUEUE_MAXSIZE, StreamConfig, sink_settings
 from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup
-from feedvault.runner import Source, StopController, StreamRun
-from sinks.manifest import StopReason
+from feedvault.runner import StreamRun
 from sinks.s3 import S3Writer
 from sinks.s3security import s3_security
 from sinks.writer import ObjectWriter, parse_destination, s3_destination

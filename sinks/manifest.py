@@ -18,6 +18,7 @@ from typing import Any, Final, Literal, TypedDict, TypeVar, cast
 import orjson
 
 from engine.errors import IntegrityError
+from engine.lifecycle import StopReason
 from sinks.windowing import ClosedWindow
 from sinks.writer import ObjectWriter, StoredObject
 
@@ -32,8 +33,6 @@ JSON_OPTIONS: Final = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_AP
 
 _T = TypeVar("_T")
 
-StopReason = Literal["deadline", "signal", "error", "end"]
-"""``end``: a replay reached the end of its input, or a batch job finished."""
 Status = Literal["complete", "incomplete", "running"]
 """``running``: the manifest a run writes at its start (:func:`running_manifest`); a run that
 was killed leaves it behind. Its ``stopped_at`` and ``stop_reason`` are ``null``."""

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from connectors.fake.server import FakeExchange
 from engine.clock import FakeClock
+from engine.lifecycle import StopController
 from engine.records import Trade
 from feedvault.config import StreamConfig, load_stream_config
-from feedvault.runner import StopController, StreamRun
+from feedvault.runner import StreamRun
 from sinks.encoders import decode_body, format_from_key
 from sinks.keys import KeyTemplate
 from sinks.manifest import Manifest, iso_utc, manifest_key
@@ -167,7 +168,7 @@ def test_more_symbols_than_one_connection_carries_open_more_connections(tmp_path
     from connectors.gaps import GapTracker
     from engine.batchqueue import BatchQueue
     from engine.stats import Counters
-    from feedvault.runner import build_sessions
+    from feedvault.sessions import build_sessions
 
     symbols = [f"S{n:04d}USDT" for n in range(2050)]
     cfg = config("ws://127.0.0.1:9", tmp_path, STREAMS=",".join(f"binance:{s}" for s in symbols))
