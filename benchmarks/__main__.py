@@ -46,6 +46,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from benchmarks import replay_path
+from benchmarks.figures import last_json
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -149,12 +150,8 @@ class Bench:
         stream_url = f"{self.url}/stream?streams=" + "/".join(
             f"{s.lower()}@trade" for s in SYMBOLS.split(",")
         )
-        _, out, _ = run_child(
-            [PY, "-m", "benchmarks.bare_recv", stream_url, str(self.seconds)],
-            self.env(),
-            self.seconds + 60,
-        )
-        doc = json.loads(out.strip().splitlines()[-1])
+        cmd = [PY, "-m", "benchmarks.bare_recv", stream_url, str(self.seconds)]
+        doc = self.child(cmd, self.seconds + 60)
         self.results["bare"] = {
             "trades_per_s": doc["msgs_per_s"],
             "cpu_us_per_trade": doc["cpu_us_per_msg"],
@@ -210,25 +207,19 @@ class Bench:
 
     def naive(self) -> None:
         window = str(max(self.seconds / 3, 1))
-        _, out, _ = run_child(
-            [
-                PY,
-                "-m",
-                "benchmarks.naive",
-                f"{self.url}/stream?streams=btcusdt@trade/ethusdt@trade/bnbusdt@trade",
-                str(self.seconds),
-                "bench",
-                window,
-            ],
-            self.env(),
-            self.seconds + 120,
-        )
-        doc = json.loads(out.strip().splitlines()[-1])
+        url = f"{self.url}/stream?streams=btcusdt@trade/ethusdt@trade/bnbusdt@trade"
+        cmd = [PY, "-m", "benchmarks.naive", url, str(self.seconds), "bench", window]
+        doc = self.child(cmd, self.seconds + 120)
         self.results["naive"] = {
             "trades_per_s": doc["trades_per_s"],
             "cpu_us_per_trade": doc["cpu_us_per_trade"],
             "peak_rss_mb": doc["peak_rss_mb"],
         }
+
+    def child(self, cmd: list[str], timeout: float) -> dict[str, Any]:
+        """Run a child benchmark with the bench's environment; the line it printed."""
+        _, out, _ = run_child(cmd, self.env(), timeout)
+        return last_json(out)
 
     def manifest(self, prefix: str) -> dict[str, Any] | None:
         listing = self.client.list_objects_v2(Bucket="bench", Prefix=prefix + "_manifests/")

@@ -23,81 +23,71 @@ import boto3
 import zstandard
 from websockets.asyncio.client import connect
 
-from engine.stats import peak_rss_bytes
+from benchmarks.figures import Stopwatch, rates
+
+
+class _Windows:
+    """The naive window: trades as dicts in a list; :meth:`flush` gzips the whole list (level 9)
+    and puts it with boto3, blocking, as ``{key_dir}/{seq:06d}.ndjson.gz``."""
+
+    def __init__(self, bucket: str, key_dir: str) -> None:
+        self.s3 = boto3.client("s3")
+        self.bucket, self.key_dir = bucket, key_dir
+        self.trades: list[dict[str, Any]] = []
+        self.count = self.seq = 0
+
+    def add(self, data: dict[str, Any], ts_recv: int) -> None:
+        """Keep a Binance ``trade`` event (other events are passed over)."""
+        if data.get("e") == "trade":
+            self.trades.append(
+                {
+                    "exchange": "binance",
+                    "symbol": data["s"],
+                    "trade_id": str(data["t"]),
+                    "price": data["p"],
+                    "size": data["q"],
+                    "side": "sell" if data["m"] else "buy",
+                    "ts_event": data["T"] * 1000,
+                    "ts_recv": ts_recv,
+                }
+            )
+            self.count += 1
+
+    def flush(self) -> None:
+        if self.trades:
+            body = gzip.compress("\n".join(json.dumps(t) for t in self.trades).encode())
+            key = f"{self.key_dir}/{self.seq:06d}.ndjson.gz"
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+            self.seq += 1
+            self.trades = []
 
 
 async def run(url: str, seconds: float, bucket: str, window: float) -> dict[str, float]:
-    s3 = boto3.client("s3")
-    trades: list[dict[str, object]] = []
-    count = 0
-    seq = 0
-
-    def flush() -> None:
-        nonlocal trades, seq
-        if trades:
-            body = gzip.compress("\n".join(json.dumps(t) for t in trades).encode())
-            s3.put_object(Bucket=bucket, Key=f"naive/{seq:06d}.ndjson.gz", Body=body)
-            seq += 1
-            trades = []
-
+    windows = _Windows(bucket, "naive")
     async with connect(url, max_size=1 << 20) as ws:
-        started = time.monotonic()
-        cpu0 = time.process_time()
-        next_flush = started + window
-        end = started + seconds
+        watch = Stopwatch()
+        next_flush = watch.started + window
+        end = watch.started + seconds
         async for frame in ws:
             msg = json.loads(frame)
-            data = msg.get("data", msg)
-            if data.get("e") == "trade":
-                trades.append(
-                    {
-                        "exchange": "binance",
-                        "symbol": data["s"],
-                        "trade_id": str(data["t"]),
-                        "price": data["p"],
-                        "size": data["q"],
-                        "side": "sell" if data["m"] else "buy",
-                        "ts_event": data["T"] * 1000,
-                        "ts_recv": time.time_ns(),
-                    }
-                )
-                count += 1
+            windows.add(msg.get("data", msg), time.time_ns())
             now = time.monotonic()
             if now >= next_flush:
-                flush()
+                windows.flush()
                 next_flush = now + window
             if now >= end:
                 break
-        flush()
-        elapsed = time.monotonic() - started
-        cpu = time.process_time() - cpu0
-    return {
-        "trades": count,
-        "seconds": round(elapsed, 3),
-        "trades_per_s": round(count / elapsed, 1),
-        "cpu_us_per_trade": round(cpu / max(count, 1) * 1e6, 3),
-        "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
-    }
+        windows.flush()
+        elapsed, cpu = watch.read()
+    return {"trades": windows.count, **rates(windows.count, elapsed, cpu)}
 
 
 def run_file(path: str, bucket: str, window: float) -> dict[str, float]:
     """The naive pipeline over a recording (zstd or plain), read to its end; windows close
     every ``window`` seconds of wall time, as in :func:`run`."""
-    s3 = boto3.client("s3")
-    trades: list[dict[str, Any]] = []
-    count = seq = 0
-
-    def flush() -> None:
-        nonlocal trades, seq
-        if trades:
-            body = gzip.compress("\n".join(json.dumps(t) for t in trades).encode())
-            s3.put_object(Bucket=bucket, Key=f"naive-replay/{seq:06d}.ndjson.gz", Body=body)
-            seq += 1
-            trades = []
-
-    started = time.monotonic()
-    cpu0 = time.process_time()
-    next_flush = started + window
+    windows = _Windows(bucket, "naive-replay")
+    watch = Stopwatch()
+    next_flush = watch.started + window
     with open(path, "rb") as raw:
         binary: Any = raw
         if raw.read(4) == b"\x28\xb5\x2f\xfd":
@@ -110,34 +100,13 @@ def run_file(path: str, bucket: str, window: float) -> dict[str, float]:
             if record["dir"] != "in":
                 continue
             msg = json.loads(record["frame"])
-            data = msg.get("data", msg)
-            if data.get("e") == "trade":
-                trades.append(
-                    {
-                        "exchange": "binance",
-                        "symbol": data["s"],
-                        "trade_id": str(data["t"]),
-                        "price": data["p"],
-                        "size": data["q"],
-                        "side": "sell" if data["m"] else "buy",
-                        "ts_event": data["T"] * 1000,
-                        "ts_recv": record["ts"],
-                    }
-                )
-                count += 1
-            if count & 1023 == 0 and time.monotonic() >= next_flush:
-                flush()
+            windows.add(msg.get("data", msg), record["ts"])
+            if windows.count & 1023 == 0 and time.monotonic() >= next_flush:
+                windows.flush()
                 next_flush = time.monotonic() + window
-    flush()
-    elapsed = time.monotonic() - started
-    cpu = time.process_time() - cpu0
-    return {
-        "trades": count,
-        "seconds": round(elapsed, 3),
-        "trades_per_s": round(count / elapsed, 1),
-        "cpu_us_per_trade": round(cpu / max(count, 1) * 1e6, 3),
-        "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
-    }
+    windows.flush()
+    elapsed, cpu = watch.read()
+    return {"trades": windows.count, **rates(windows.count, elapsed, cpu)}
 
 
 def main() -> None:

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from benchmarks.figures import last_json
+
 PY = sys.executable
 
 
@@ -51,20 +53,19 @@ def generate(bench: _Host, run_child: RunChild, path: Path, frames: int) -> dict
     status, out, _ = run_child(cmd, bench.env(), 600)
     if status != 0:
         raise SystemExit(f"bench: generating the recording failed (exit {status})")
-    doc: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return doc
+    return last_json(out)
+
+
+def _child_row(bench: _Host, run_child: RunChild, cmd: list[str], timeout: float) -> dict[str, Any]:
+    """Run a child benchmark; its row: trades, trades/s, CPU per trade, peak RSS."""
+    _, out, _ = run_child(cmd, bench.env(), timeout)
+    doc = last_json(out)
+    return {k: doc[k] for k in ("trades", "trades_per_s", "cpu_us_per_trade", "peak_rss_mb")}
 
 
 def ceiling(bench: _Host, run_child: RunChild, path: Path) -> None:
     cmd = [PY, "-m", "benchmarks.replay_ceiling", str(path)]
-    _, out, _ = run_child(cmd, bench.env(), 600)
-    doc = json.loads(out.strip().splitlines()[-1])
-    bench.results["replay-ceiling"] = {
-        "trades": doc["trades"],
-        "trades_per_s": doc["trades_per_s"],
-        "cpu_us_per_trade": doc["cpu_us_per_trade"],
-        "peak_rss_mb": doc["peak_rss_mb"],
-    }
+    bench.results["replay-ceiling"] = _child_row(bench, run_child, cmd, 600)
 
 
 def replay(bench: _Host, run_child: RunChild, path: Path, frames: int, out_dir: Path) -> None:
@@ -140,14 +141,7 @@ def replay(bench: _Host, run_child: RunChild, path: Path, frames: int, out_dir: 
 def naive(bench: _Host, run_child: RunChild, path: Path) -> None:
     window = str(bench.window_seconds)
     cmd = [PY, "-m", "benchmarks.naive", "--file", str(path), "bench", window]
-    _, out, _ = run_child(cmd, bench.env(), 900)
-    doc = json.loads(out.strip().splitlines()[-1])
-    bench.results["replay-naive"] = {
-        "trades": doc["trades"],
-        "trades_per_s": doc["trades_per_s"],
-        "cpu_us_per_trade": doc["cpu_us_per_trade"],
-        "peak_rss_mb": doc["peak_rss_mb"],
-    }
+    bench.results["replay-naive"] = _child_row(bench, run_child, cmd, 900)
 
 
 def run_all(bench: _Host, run_child: RunChild, out_dir: Path, frames: int) -> None:
