@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 INSTALL_HINT: Final = "pip install 'feedvault[chart]'"
-CHART_MODULES: Final = ("matplotlib", "tqdm")
-"""What the ``chart`` extra installs: the chart's library and the progress bar's."""
+CHART_MODULES: Final = {"matplotlib": "the load test's chart", "tqdm": "its progress bar"}
+"""What the ``chart`` extra installs, and what needs it."""
 
 PANEL_TITLES: Final = (
     "throughput (trades/s)",
@@ -69,13 +69,11 @@ DPI: Final = 100
 
 def require() -> None:
     """:class:`ConfigError` naming the ``chart`` extra unless its libraries import."""
-    for name in CHART_MODULES:
+    for name, user in CHART_MODULES.items():
         try:
             __import__(name)
         except ImportError:
-            raise ConfigError(
-                name, f"is not installed; the load test's chart needs it: {INSTALL_HINT}"
-            ) from None
+            raise ConfigError(name, f"is not installed; {user} needs it: {INSTALL_HINT}") from None
 
 
 def _points(series: Sequence[Mapping[str, Any]], name: str) -> tuple[list[float], list[float]]:

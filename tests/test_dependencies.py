@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from feedvault.loadtest_chart import INSTALL_HINT as CHART_HINT
 from tests.harness import base_env
 
@@ -52,13 +54,18 @@ def test_the_stream_replay_verify_and_fake_exchange_paths_import_no_extra() -> N
     assert ast.literal_eval(done.stdout.strip()) == []
 
 
-def test_a_load_test_without_matplotlib_names_the_chart_extra(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("module", "user"), [("matplotlib", "the load test's chart"), ("tqdm", "its progress bar")]
+)
+def test_a_load_test_without_the_chart_extra_names_it(
+    tmp_path: Path, module: str, user: str
+) -> None:
     report = tmp_path / "report"
-    done = feedvault_without("matplotlib", "loadtest", "--duration", "1", "--report", str(report))
+    done = feedvault_without(module, "loadtest", "--duration", "1", "--report", str(report))
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.splitlines() == [
-        "feedvault loadtest: configuration error: matplotlib: is not installed; "
-        f"the load test's chart needs it: {CHART_HINT}"
+        f"feedvault loadtest: configuration error: {module}: is not installed; "
+        f"{user} needs it: {CHART_HINT}"
     ]
     assert CHART_HINT == "pip install 'feedvault[chart]'"
     assert not report.exists(), "nothing started, nothing written"
