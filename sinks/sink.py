@@ -25,6 +25,10 @@ the clock's wall time at that moment). A window that is not is in exactly one pl
 - on local disk, durable there (fsynced) but not in the store: *spilled*
   (:attr:`WindowedSink.spilled_keys`), body not held in memory.
 
+Each closed window the sink holds is one record in one container, in exactly one
+:class:`WindowState` (queued, uploading, failed, spilled, unreadable), changed only along the
+transitions the enum documents; a durable window leaves it for :attr:`WindowedSink.objects`.
+
 So nothing accepted by :meth:`write` is lost silently, and memory holds at most the open,
 queued and in-flight windows plus the failed ones that could not be spilled.
 
@@ -80,8 +84,10 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from enum import Enum
 from functools import partial
+from itertools import count
 from random import Random
 from types import TracebackType
 from typing import Final
@@ -102,16 +108,57 @@ RETRIER_STOP_SECONDS: Final = 10.0
 cancelled put or worker-thread wait returns immediately)."""
 
 
-class _Upload:
-    """One upload attempt of a window (identity-hashed: a window may be uploaded again)."""
+class WindowState(Enum):
+    """Where a window the sink holds is, from its close until it is durable. The transitions::
 
-    __slots__ = ("closed_at", "task", "window")
+        (closed) -> QUEUED -> UPLOADING -> (durable: out of the sink, into ``objects``)
+                      ^           |  |---> FAILED   -> (durable)
+                      +-----------+  +---> SPILLED  -> (durable) | UNREADABLE
+                    (cancelled)
 
-    task: asyncio.Task[None]
+    A window leaves UPLOADING for FAILED or SPILLED once its retries are spent (the backlog);
+    the backlog's retries make FAILED and SPILLED windows durable; a spilled window whose files
+    cannot be read back is UNREADABLE (named in ``spilled_keys``, never retried by this sink).
+    """
 
-    def __init__(self, window: ClosedWindow, closed_at: float) -> None:
-        self.window = window
-        self.closed_at = closed_at
+    QUEUED = "queued"
+    """Closed, waiting for an upload slot (in memory)."""
+    UPLOADING = "uploading"
+    """Its upload task runs: puts, retries, then the spill if they all fail (in memory)."""
+    FAILED = "failed"
+    """In the backlog, held in memory (no spill directory, or spilling it failed)."""
+    SPILLED = "spilled"
+    """In the backlog, on local disk (fsynced); the body is no longer held."""
+    UNREADABLE = "unreadable"
+    """Spilled, but its files could not be read back: left on disk, named, not retried."""
+
+
+_TRANSITIONS: Final[dict[WindowState, frozenset[WindowState]]] = {
+    WindowState.QUEUED: frozenset({WindowState.UPLOADING}),
+    WindowState.UPLOADING: frozenset({WindowState.QUEUED, WindowState.FAILED, WindowState.SPILLED}),
+    WindowState.FAILED: frozenset(),
+    WindowState.SPILLED: frozenset({WindowState.UNREADABLE}),
+    WindowState.UNREADABLE: frozenset(),
+}
+"""The state changes a held window may make (becoming durable is leaving the sink)."""
+
+
+@dataclass(eq=False, slots=True)
+class _Held:
+    """One window the sink holds until it is durable (identity-hashed).
+
+    ``window`` is the closed window (None once spilled: its body is on disk, ``entry``);
+    ``closed_at`` the clock's monotonic time of its close; ``task`` its upload task while
+    UPLOADING; ``order`` ranks it among the windows of its state (set on each state change;
+    negative for a window requeued in front of the queue)."""
+
+    key: str
+    closed_at: float
+    state: WindowState
+    order: int
+    window: ClosedWindow | None
+    entry: SpilledEntry | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
 class WindowedSink:
@@ -168,13 +215,11 @@ class WindowedSink:
         #: Monotonic seconds each upload took, from its first put to durable (retries
         #: included), for the last ``latency_samples``; see :meth:`upload_durations_since`.
         self.upload_durations: deque[float] = deque(maxlen=latency_samples)
-        self._queue: deque[tuple[ClosedWindow, float]] = deque()
-        self._in_flight: dict[_Upload, None] = {}  # insertion-ordered set
-        # The backlog: failed in memory, spilled on disk (each with its close time), and spilled
-        # windows whose files could not be read back (named, never retried by this sink).
-        self._failed: dict[str, tuple[ClosedWindow, float]] = {}
-        self._spilled: dict[str, tuple[SpilledEntry, float]] = {}
-        self._unreadable: dict[str, SpilledEntry] = {}
+        # Every window held until durable, each in one WindowState (see _move), and how many
+        # are in each state.
+        self._held: dict[_Held, None] = {}  # insertion-ordered set
+        self._counts: dict[WindowState, int] = dict.fromkeys(WindowState, 0)
+        self._ranks = count(1)
         self._changed = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._retrier: asyncio.Task[None] | None = None
@@ -215,39 +260,49 @@ class WindowedSink:
 
     @property
     def uploads_in_flight(self) -> int:
-        return len(self._in_flight)
+        return self._counts[WindowState.UPLOADING]
 
     @property
     def uploads_queued(self) -> int:
         """Closed windows waiting for an upload slot."""
-        return len(self._queue)
+        return self._counts[WindowState.QUEUED]
 
     @property
     def open_windows(self) -> int:
         return self.windower.open_count
 
     @property
+    def states(self) -> dict[WindowState, int]:
+        """How many closed windows the sink holds in each :class:`WindowState` (a copy)."""
+        return dict(self._counts)
+
+    @property
     def failed(self) -> list[ClosedWindow]:
         """Windows whose upload failed past the retry budget and that are held in memory (no
         spill directory, or spilling them failed): kept, not lost, and retried."""
-        return [window for window, _ in self._failed.values()]
+        return [held.window for held in self._in_state(WindowState.FAILED) if held.window]
 
     @property
     def spilled_keys(self) -> list[str]:
         """Keys of the windows on local disk (spilled) and not (yet) durable in the store,
         oldest first; the files of those that could not be read back come last."""
-        return [*self._spilled, *(k for k in self._unreadable if k not in self._spilled)]
+        return [entry.key for entry in self._spilled_entries()]
+
+    def _spilled_entries(self) -> list[SpilledEntry]:
+        """The spill entries of the SPILLED windows, oldest first, then those of the
+        UNREADABLE ones (a key once each)."""
+        spilled = {h.key: h.entry for h in self._in_state(WindowState.SPILLED) if h.entry}
+        unreadable = {h.key: h.entry for h in self._in_state(WindowState.UNREADABLE) if h.entry}
+        return [*spilled.values(), *(e for k, e in unreadable.items() if k not in spilled)]
 
     def spilled_on_disk(self) -> tuple[list[str], list[Lost]]:
         """:attr:`spilled_keys` checked against the disk: the keys whose files are still
         there (the manifest's ``spilled``), and those whose files are gone (deleted, the
         directory removed: the manifest's ``lost``, with their record counts). Blocking
         ``stat`` calls, one per spilled window: call it once, at the end of a run."""
-        entries = [entry for entry, _ in self._spilled.values()]
-        entries += [e for k, e in self._unreadable.items() if k not in self._spilled]
         there: list[str] = []
         gone: list[Lost] = []
-        for entry in entries:
+        for entry in self._spilled_entries():
             if entry.path.is_file() and entry.sidecar.is_file():
                 there.append(entry.key)
             else:
@@ -259,7 +314,7 @@ class WindowedSink:
     @property
     def backlog(self) -> int:
         """Windows waiting for the background retries (failed in memory + spilled)."""
-        return len(self._failed) + len(self._spilled)
+        return self._counts[WindowState.FAILED] + self._counts[WindowState.SPILLED]
 
     def upload_durations_since(self, mark: int) -> tuple[list[float], int]:
         """The durations (seconds, on the injected clock) of the uploads that completed after
@@ -278,11 +333,44 @@ class WindowedSink:
         also complete, which is harmless (same key, same body)."""
         for window in self.windower.close_all():
             self.windows_closed += 1
-            self._queue.append((window, self.clock.monotonic()))
-        windows = [upload.window for upload in self._in_flight]
-        windows += [window for window, _ in self._queue]
-        windows += self.failed
-        return windows
+            self._add(window, self.clock.monotonic())
+        held = self._in_state(WindowState.UPLOADING) + self._in_state(WindowState.QUEUED)
+        return [h.window for h in held if h.window] + self.failed
+
+    # -- the windows held: one state each ----------------------------------------------------
+
+    def _in_state(self, state: WindowState) -> list[_Held]:
+        """The held windows in ``state``, in their order (the queue: front first)."""
+        if not self._counts[state]:
+            return []
+        return sorted((h for h in self._held if h.state is state), key=lambda h: h.order)
+
+    def _front(self) -> _Held:
+        """The QUEUED window at the front of the queue (there is one)."""
+        queued = (h for h in self._held if h.state is WindowState.QUEUED)
+        return min(queued, key=lambda h: h.order)
+
+    def _add(self, window: ClosedWindow, closed_at: float) -> None:
+        """A window just closed: QUEUED, at the back of the queue."""
+        held = _Held(window.key, closed_at, WindowState.QUEUED, next(self._ranks), window)
+        self._held[held] = None
+        self._counts[WindowState.QUEUED] += 1
+
+    def _move(self, held: _Held, state: WindowState, *, front: bool = False) -> None:
+        """Change ``held``'s state (one of :data:`_TRANSITIONS`), last in its new state's
+        order, or first with ``front``."""
+        if state not in _TRANSITIONS[held.state]:
+            raise AssertionError(f"window {held.key}: no transition {held.state} -> {state}")
+        self._counts[held.state] -= 1
+        self._counts[state] += 1
+        held.state = state
+        rank = next(self._ranks)
+        held.order = -rank if front else rank
+
+    def _durable(self, held: _Held) -> None:
+        """``held`` is durable in the store: the sink no longer holds it."""
+        del self._held[held]
+        self._counts[held.state] -= 1
 
     # -- input -----------------------------------------------------------------------------
 
@@ -291,7 +379,7 @@ class WindowedSink:
         closed = self.windower.add(batch)
         if closed:
             self._enqueue(closed)
-        if self._queue:
+        if self._counts[WindowState.QUEUED]:
             await self._pump()
         self._since_yield += len(batch)
         if self._since_yield >= self._yield_every:
@@ -303,7 +391,7 @@ class WindowedSink:
         closed = self.windower.due()
         if closed:
             self._enqueue(closed)
-        if self._queue:
+        if self._counts[WindowState.QUEUED]:
             await self._pump()
 
     async def close(self) -> None:
@@ -322,7 +410,7 @@ class WindowedSink:
             self._enqueue(self.windower.close_all())
             while True:
                 await self._pump()
-                if not self._in_flight and (not self._queue or self._stopped):
+                if not self.uploads_in_flight and (not self.uploads_queued or self._stopped):
                     break
                 self._changed.clear()
                 await self._changed.wait()
@@ -336,8 +424,9 @@ class WindowedSink:
         """Cancel in-flight uploads and the background retries, and start no new ones; their
         windows stay unfinished (in memory) or spilled (on disk)."""
         self._stopped = True
-        for upload in self._in_flight:
-            upload.task.cancel()
+        for held in self._in_state(WindowState.UPLOADING):
+            if held.task is not None:
+                held.task.cancel()
         self._cancel_retrier()
 
     # -- uploads ---------------------------------------------------------------------------
@@ -346,50 +435,50 @@ class WindowedSink:
         now = self.clock.monotonic()
         for window in windows:
             self.windows_closed += 1
-            self._queue.append((window, now))
+            self._add(window, now)
 
     async def _pump(self) -> None:
-        while self._queue and not self._stopped:
-            if len(self._in_flight) >= self.max_concurrent_uploads:
+        while self._counts[WindowState.QUEUED] and not self._stopped:
+            if self.uploads_in_flight >= self.max_concurrent_uploads:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
-            self._start(*self._queue.popleft())
+            self._start(self._front())
 
-    def _start(self, window: ClosedWindow, closed_at: float) -> None:
+    def _start(self, held: _Held) -> None:
         if self._tg is None:
-            self._queue.appendleft((window, closed_at))
             raise RuntimeError("use 'async with WindowedSink(...)' before writing")
-        upload = _Upload(window, closed_at)
-        upload.task = self._tg.create_task(self._upload(upload), name=f"upload {window.key}")
-        upload.task.add_done_callback(partial(self._upload_done, upload))
-        self._in_flight[upload] = None
+        self._move(held, WindowState.UPLOADING)
+        held.task = self._tg.create_task(self._upload(held), name=f"upload {held.key}")
+        held.task.add_done_callback(partial(self._upload_done, held))
 
-    async def _upload(self, upload: _Upload) -> None:
-        window = upload.window
+    async def _upload(self, held: _Held) -> None:
+        window = held.window
+        assert window is not None  # in memory until spilled
         started = self.clock.monotonic()
         try:
             stored = await self._put_with_retry(window)
         except StorageError as exc:
             self.last_error = str(exc)
             log_event(log, logging.ERROR, "upload_failed", key=window.key, error=str(exc))
-            await self._park(window, upload.closed_at)
+            await self._park(held)
         except Exception as exc:  # a bug must not take the other uploads down
             self.last_error = f"{type(exc).__name__}: {exc}"
             log_event(log, logging.ERROR, "upload_error", key=window.key, exc_info=True)
-            await self._park(window, upload.closed_at)
+            await self._park(held)
         else:
-            self._record(window, stored, upload.closed_at, started)
+            self._durable(held)
+            self._record(window, stored, held.closed_at, started)
             if self.backlog:
                 self._wakeup.set()  # the store answers again: retry the backlog now
-        # Not in a finally: a cancelled upload stays in flight until _upload_done requeues it.
-        del self._in_flight[upload]
+        # Cancelled, it stays UPLOADING until _upload_done requeues it.
+        held.task = None
 
-    def _upload_done(self, upload: _Upload, task: asyncio.Task[None]) -> None:
-        if upload in self._in_flight:
+    def _upload_done(self, held: _Held, task: asyncio.Task[None]) -> None:
+        if held in self._held and held.state is WindowState.UPLOADING and held.task is task:
             # Cancelled (possibly before it started): back to the queue, still unfinished.
-            del self._in_flight[upload]
-            self._queue.appendleft((upload.window, upload.closed_at))
+            held.task = None
+            self._move(held, WindowState.QUEUED, front=True)
         self._changed.set()
 
     def _record(
@@ -404,17 +493,20 @@ class WindowedSink:
 
     # -- backlog: spill and background retries --------------------------------------------
 
-    async def _park(self, window: ClosedWindow, closed_at: float) -> None:
-        """Move a window that failed past the retry budget into the backlog: spilled to disk
-        (and out of memory) when possible, else held in memory. Cancel-safe: if cancelled, the
-        window is still the caller's (in flight, requeued by :meth:`_upload_done`)."""
+    async def _park(self, held: _Held) -> None:
+        """Move a window that failed past the retry budget into the backlog: SPILLED to disk
+        (and out of memory) when possible, else FAILED (held in memory). Cancel-safe: if
+        cancelled, the window is still UPLOADING (requeued by :meth:`_upload_done`)."""
+        window = held.window
+        assert window is not None
         if self.spill is not None:
             try:
                 entry = await asyncio.to_thread(self.spill.spill, window)
             except StorageError as exc:
                 log_event(log, logging.ERROR, "window_spill_failed", key=window.key, error=str(exc))
             else:
-                self._spilled[window.key] = (entry, closed_at)
+                held.entry, held.window = entry, None
+                self._move(held, WindowState.SPILLED)
                 self.windows_spilled += 1
                 log_event(
                     log,
@@ -426,7 +518,7 @@ class WindowedSink:
                 )
                 self._ensure_retrier()
                 return
-        self._failed[window.key] = (window, closed_at)
+        self._move(held, WindowState.FAILED)
         self._ensure_retrier()
 
     def _ensure_retrier(self) -> None:
@@ -482,43 +574,44 @@ class WindowedSink:
         await self._sleep(seconds)
 
     async def _drain_backlog(self) -> bool:
-        """One pass: upload backlog windows oldest first, failed (memory) before spilled
+        """One pass: upload backlog windows oldest first, FAILED (memory) before SPILLED
         (disk), one at a time; stop at the first failure. True if nothing failed."""
-        for key in list(self._failed):
-            item = self._failed.get(key)
-            if item is None:
+        for held in self._in_state(WindowState.FAILED):
+            window = held.window
+            if held.state is not WindowState.FAILED or held not in self._held or window is None:
                 continue
-            window, closed_at = item
             started = self.clock.monotonic()
             stored = await self._put_once(window)
             if stored is None:
                 return False
-            del self._failed[key]
-            self._record_recovered(window, stored, closed_at, started)
+            if held in self._held:
+                self._durable(held)
+                self._record_recovered(window, stored, held.closed_at, started)
         spill = self.spill
-        for key in list(self._spilled):
-            spilled = self._spilled.get(key)
-            if spilled is None or spill is None:
+        for held in self._in_state(WindowState.SPILLED):
+            entry = held.entry
+            if held.state is not WindowState.SPILLED or spill is None or entry is None:
                 continue
-            entry, closed_at = spilled
             started = self.clock.monotonic()
             try:
                 window = await asyncio.to_thread(spill.read, entry)
             except StorageError as exc:  # IntegrityError included: named, not retried here
-                log_event(log, logging.ERROR, "spill_read_failed", key=key, error=str(exc))
-                del self._spilled[key]
-                self._unreadable[key] = entry
+                log_event(log, logging.ERROR, "spill_read_failed", key=held.key, error=str(exc))
+                if held.state is WindowState.SPILLED:
+                    self._move(held, WindowState.UNREADABLE)
                 continue
             stored = await self._put_once(window)
             if stored is None:
                 return False
             # Durable: record it (no await in between), then remove its files.
-            del self._spilled[key]
-            self._record_recovered(window, stored, closed_at, started)
+            if held.state is not WindowState.SPILLED:
+                continue  # another pass (one still cancelling) recorded it meanwhile
+            self._durable(held)
+            self._record_recovered(window, stored, held.closed_at, started)
             try:
                 await asyncio.to_thread(spill.remove, entry)
             except StorageError as exc:
-                log_event(log, logging.WARNING, "spill_remove_failed", key=key, error=str(exc))
+                log_event(log, logging.WARNING, "spill_remove_failed", key=held.key, error=str(exc))
         return True
 
     async def _put_once(self, window: ClosedWindow) -> StoredObject | None:
