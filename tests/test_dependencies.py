@@ -22,10 +22,13 @@ from tests.harness import base_env
 EXTRAS_LIBRARIES = ("pyarrow", "numpy", "matplotlib", "moto", "tqdm")
 
 
-def feedvault_without(module: str, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``feedvault ARGV`` in a process where ``module`` cannot be imported."""
+def feedvault_without(
+    modules: str | tuple[str, ...], *argv: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``feedvault ARGV`` in a process where ``modules`` cannot be imported."""
+    blocked = (modules,) if isinstance(modules, str) else modules
     code = (
-        f"import sys; sys.modules[{module!r}] = None; "
+        f"import sys; sys.modules.update(dict.fromkeys({blocked!r})); "
         "from feedvault.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     return subprocess.run(
@@ -33,7 +36,7 @@ def feedvault_without(module: str, *argv: str, **env: str) -> subprocess.Complet
         env=base_env(**env),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=90,
     )
 
 
@@ -52,6 +55,21 @@ def test_the_stream_replay_verify_and_fake_exchange_paths_import_no_extra() -> N
         check=True,
     )
     assert ast.literal_eval(done.stdout.strip()) == []
+
+
+def test_the_demo_streams_and_verifies_without_the_batch_and_chart_extras(tmp_path: Path) -> None:
+    """``feedvault demo`` (fake exchange, local S3, stream, verify, in one process) runs whole
+    with none of the batch and chart extras' libraries importable."""
+    done = feedvault_without(
+        ("pyarrow", "numpy", "matplotlib", "tqdm"),
+        "demo",
+        "--seconds",
+        "3",
+        "--output",
+        str(tmp_path / "demo"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert any((tmp_path / "demo").rglob("*.ndjson.gz"))
 
 
 @pytest.mark.parametrize(
