@@ -32,7 +32,7 @@ typecheck: $(DEV)
 
 ## docs: the documentation site (docs/, mkdocs.yml), built strictly (a broken link fails) into site/
 docs: $(DEV)
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # Two workers: most end-to-end tests wait on real time (deadlines, grace periods), so two of
 # them side by side halve the wall time on a 2-core machine.
