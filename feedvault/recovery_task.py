@@ -15,18 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Final
 
 from engine.clock import Clock
 from engine.logs import get_logger, log_event
-from sinks.recovery import recover_spilled
+from sinks.recovery import RECOVERY_RETRY, recover_spilled
 from sinks.writer import ObjectWriter
 
 log = get_logger("run")
-
-RECOVERY_RETRY_INITIAL_SECONDS: Final = 1.0
-RECOVERY_RETRY_MAX_SECONDS: Final = 30.0
-"""Backoff between recovery attempts of earlier runs' spill while the store is down."""
 
 
 async def recover_in_background(
@@ -39,7 +34,7 @@ async def recover_in_background(
     clock: Clock,
 ) -> None:
     """Recover until done or cancelled; see the module docstring."""
-    delay = RECOVERY_RETRY_INITIAL_SECONDS
+    attempt = 0
     while True:
         try:
             report = await recover_spilled(
@@ -71,5 +66,5 @@ async def recover_in_background(
             )
         if report.done:
             return
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, RECOVERY_RETRY_MAX_SECONDS)
+        await asyncio.sleep(RECOVERY_RETRY.delay(attempt))
+        attempt += 1
