@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from connectors.base import Ack, ExchangeError, ReconnectNotice
 from connectors.binance import (
@@ -28,37 +23,21 @@ from connectors.binance import (
 from connectors.registry import PROTOCOLS, get_protocol
 from engine.errors import MalformedFrame
 from engine.records import Trade
-from tests.strategies import json_values
+from tests.strategies import (
+    BINANCE_TRADE,
+    DROP,
+    RECORDINGS,
+    edited,
+    make_trade,
+    read_cryptofeed,
+)
 
-FIXTURE = os.path.join(
-    os.path.dirname(__file__),
-    "..",
-    "..",
-    "shared",
-    "fixtures",
-    "cryptofeed-recordings",
-    "BINANCE.ws.1.0",
-)
-RAW_TRADE = (
-    '{"e":"trade","E":1672515782136,"s":"BNBBTC","t":12345,"p":"0.00100000",'
-    '"q":"100.00000000","T":1672515782136,"m":true,"M":true}'
-)
+FIXTURE = RECORDINGS / "BINANCE.ws.1.0"
 
 
 def _trade(**changes: Any) -> Trade:
-    fields: dict[str, Any] = {
-        "exchange": "binance",
-        "symbol": "BTC-USDT",
-        "raw_symbol": "BTCUSDT",
-        "trade_id": "42",
-        "price": "27123.45000000",
-        "size": "0.01230000",
-        "side": "buy",
-        "ts_event": 1_700_000_000_123_000,
-        "ts_recv": 7,
-    }
-    fields.update(changes)
-    return Trade(**fields)
+    defaults: dict[str, Any] = {"ts_event": 1_700_000_000_123_000}
+    return make_trade("binance", "BTC-USDT", "BTCUSDT", **{**defaults, **changes})
 
 
 # -- client requests ------------------------------------------------------------------------------
@@ -108,7 +87,7 @@ def test_identity_and_registry() -> None:
 
 
 def test_parse_raw_trade_exact() -> None:
-    (trade,) = BinanceProtocol().parse(RAW_TRADE, 99)  # type: ignore[misc]
+    (trade,) = BinanceProtocol().parse(BINANCE_TRADE, 99)  # type: ignore[misc]
     assert trade == Trade(
         "binance",
         "BNB-BTC",
@@ -124,7 +103,7 @@ def test_parse_raw_trade_exact() -> None:
 
 def test_parse_bytes_and_exchange_name() -> None:
     proto = BinanceProtocol(exchange="binanceus")
-    (trade,) = proto.parse(RAW_TRADE.encode(), 1)  # type: ignore[misc]
+    (trade,) = proto.parse(BINANCE_TRADE.encode(), 1)  # type: ignore[misc]
     assert trade.exchange == "binanceus" and trade.side == "sell"
     assert proto.sequenced and int(trade.trade_id) == 12345
 
@@ -154,28 +133,8 @@ def test_encode_escapes_unsafe_text() -> None:
 # -- the recorded fixture -------------------------------------------------------------------------
 
 
-def _read_cryptofeed(path: str) -> tuple[list[str], list[str], list[tuple[int, str]]]:
-    """(connect urls, client frames, [(ts_recv ns, received frame)]) of a cryptofeed capture."""
-    connects: list[str] = []
-    sent: list[str] = []
-    received: list[tuple[int, str]] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            if " <-> " in line:
-                connects.append(line.split(" <-> ")[0])
-            elif " <- " in line:
-                sent.append(line.split(": ", 1)[1])
-            else:
-                epoch, text = line.split(": ", 1)
-                received.append((int(Decimal(epoch) * 1_000_000_000), text))
-    return connects, sent, received
-
-
 def test_fixture_parses_exact_aggtrades() -> None:
-    connects, sent, received = _read_cryptofeed(FIXTURE)
+    connects, sent, received = read_cryptofeed(FIXTURE)
     assert len(connects) == 1 and "@aggTrade" in connects[0]
     assert sent == []  # combined streams: subscribed by the URL
     assert len(received) == 265
@@ -250,16 +209,7 @@ def test_controls_and_other_events(frame: str, expected: object) -> None:
 
 
 def _with(**changes: Any) -> str:
-    msg = orjson.loads(RAW_TRADE)
-    for key, value in changes.items():
-        if value is _DROP:
-            del msg[key]
-        else:
-            msg[key] = value
-    return orjson.dumps(msg).decode()
-
-
-_DROP = object()
+    return edited(BINANCE_TRADE, changes)
 
 
 @pytest.mark.parametrize(
@@ -280,12 +230,12 @@ _DROP = object()
         ('{"e":["trade"]}', "type"),
         ('{"e":5}', "type"),
         ('{"code":"2","msg":"x"}', "type"),
-        (_with(p=_DROP), "missing-field"),
-        (_with(q=_DROP), "missing-field"),
-        (_with(T=_DROP), "missing-field"),
-        (_with(t=_DROP), "missing-field"),
-        (_with(s=_DROP), "missing-field"),
-        (_with(m=_DROP), "missing-field"),
+        (_with(p=DROP), "missing-field"),
+        (_with(q=DROP), "missing-field"),
+        (_with(T=DROP), "missing-field"),
+        (_with(t=DROP), "missing-field"),
+        (_with(s=DROP), "missing-field"),
+        (_with(m=DROP), "missing-field"),
         (_with(p=0.001), "type"),
         (_with(q=100), "type"),
         (_with(p=""), "type"),
@@ -302,73 +252,14 @@ _DROP = object()
         (_with(s=["BNBBTC"]), "type"),
         (_with(s=5), "type"),
         (_with(s="FOO"), "symbol"),
-        (RAW_TRADE.replace("12345", "123456789012345678901234567890"), "type"),
-        (RAW_TRADE.replace("1672515782136", "1e400"), "json"),
+        (BINANCE_TRADE.replace("12345", "123456789012345678901234567890"), "type"),
+        (BINANCE_TRADE.replace("1672515782136", "1e400"), "json"),
     ],
 )
 def test_malformed(frame: str | bytes, kind: str) -> None:
     with pytest.raises(MalformedFrame) as info:
         BinanceProtocol().parse(frame, 0)
     assert info.value.kind == kind
-
-
-def _check(frame: str | bytes) -> None:
-    try:
-        result = BinanceProtocol().parse(frame, 0)
-    except MalformedFrame as exc:
-        assert exc.kind and isinstance(exc.detail, str)
-        return
-    if isinstance(result, tuple):
-        assert all(isinstance(t, Trade) for t in result)
-    else:
-        assert isinstance(result, Ack | ExchangeError | ReconnectNotice)
-
-
-@given(st.text())
-def test_fuzz_text(frame: str) -> None:
-    _check(frame)
-
-
-@given(st.binary())
-def test_fuzz_bytes(frame: bytes) -> None:
-    _check(frame)
-
-
-@given(st.integers(min_value=0, max_value=len(RAW_TRADE)), st.booleans())
-def test_fuzz_truncated(cut: int, combined: bool) -> None:
-    frame = encode_trade(_trade(), combined=combined)[:cut] if combined else RAW_TRADE[:cut]
-    _check(frame)
-    _check(frame.encode())
-
-
-@settings(max_examples=300)
-@given(
-    st.sampled_from(["e", "E", "s", "t", "a", "p", "q", "T", "m", "stream", "data", "result"]),
-    json_values,
-    st.booleans(),
-)
-def test_fuzz_field_values(field: str, value: Any, combined: bool) -> None:
-    msg = orjson.loads(RAW_TRADE)
-    msg[field] = value
-    frame = json.dumps({"stream": "bnbbtc@trade", "data": msg} if combined else msg)
-    _check(frame)
-
-
-@given(json_values)
-def test_fuzz_any_json(value: Any) -> None:
-    _check(json.dumps(value))
-    _check(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-
-
-@given(st.integers(min_value=1, max_value=5000))
-def test_fuzz_deep_nesting(depth: int) -> None:
-    _check('{"e":"trade","data":' * depth + "1" + "}" * depth)
-    _check("[" * depth + "]" * depth)
-
-
-@given(st.integers(min_value=-(10**40), max_value=10**40), st.sampled_from(["t", "T", "E"]))
-def test_fuzz_huge_numbers(number: int, field: str) -> None:
-    _check(RAW_TRADE.replace(f'"{field}":', f'"{field}":{number},"_":', 1))
 
 
 # -- server side helpers --------------------------------------------------------------------------

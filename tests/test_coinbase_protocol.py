@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import collections
 import json
-from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from connectors.base import Ack, ExchangeError, Heartbeat
 from connectors.coinbase import (
@@ -29,38 +25,20 @@ from connectors.gaps import GapTracker
 from connectors.registry import get_protocol
 from engine.errors import MalformedFrame
 from engine.records import Trade
-from tests.strategies import json_values
+from tests.strategies import (
+    COINBASE_MATCH,
+    DROP,
+    RECORDINGS,
+    edited,
+    make_trade,
+    read_cryptofeed,
+)
 
-RECORDING = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "fixtures"
-    / "cryptofeed-recordings"
-    / "COINBASE.ws.28.0"
-)
-# PROTOCOLS.md's example, verbatim.
-MATCH = (
-    '{"type":"match","trade_id":1568268,"maker_order_id":"cac01d6d-8009-4c33-8e0d-f7f853d7c1bc",'
-    '"taker_order_id":"3dec64e4-f6ad-4ca8-ad3f-e5b1a0eb0d06","side":"sell","size":"450",'
-    '"price":"0.791","product_id":"SKL-USD","sequence":201390075,'
-    '"time":"2021-04-17T16:43:37.121358Z"}'
-)
+RECORDING = RECORDINGS / "COINBASE.ws.28.0"
 
 
 def _trade(**changes: Any) -> Trade:
-    fields: dict[str, Any] = {
-        "exchange": "coinbase",
-        "symbol": "BTC-USD",
-        "raw_symbol": "BTC-USD",
-        "trade_id": "42",
-        "price": "27123.45000000",
-        "size": "0.01230000",
-        "side": "buy",
-        "ts_event": 1_700_000_000_123_456,
-        "ts_recv": 7,
-    }
-    fields.update(changes)
-    return Trade(**fields)
+    return make_trade("coinbase", "BTC-USD", "BTC-USD", **changes)
 
 
 # -- client requests ------------------------------------------------------------------------------
@@ -106,11 +84,11 @@ def test_bad_and_too_many_products() -> None:
 
 def test_protocols_md_example_by_hand() -> None:
     # side "sell" is the maker's: the taker bought. 2021-04-17T16:43:37Z is 1618677817 s.
-    assert CoinbaseProtocol().parse(MATCH, 5) == (
+    assert CoinbaseProtocol().parse(COINBASE_MATCH, 5) == (
         Trade("coinbase", "SKL-USD", "SKL-USD", "1568268", "0.791", "450", "buy",
               1_618_677_817_121_358, 5),
     )  # fmt: skip
-    last = MATCH.replace('"match"', '"last_match"').replace('"sell"', '"buy"')
+    last = COINBASE_MATCH.replace('"match"', '"last_match"').replace('"sell"', '"buy"')
     (trade,) = CoinbaseProtocol().parse(last.encode(), 5)  # type: ignore[misc]
     assert trade.side == "sell" and trade.trade_id == "1568268"
 
@@ -149,28 +127,8 @@ def test_last_match_repeated_after_reconnect_is_a_duplicate() -> None:
 # -- the real recording -------------------------------------------------------------------------
 
 
-def _read_cryptofeed(path: Path) -> tuple[list[str], list[str], list[tuple[int, str]]]:
-    """(connect urls, client frames, [(ts_recv ns, received frame)]) of a cryptofeed capture."""
-    connects: list[str] = []
-    sent: list[str] = []
-    received: list[tuple[int, str]] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            if " <-> " in line:
-                connects.append(line.split(" <-> ")[0])
-            elif " <- " in line:
-                sent.append(line.split(": ", 1)[1])
-            else:
-                epoch, text = line.split(": ", 1)
-                received.append((int(Decimal(epoch) * 1_000_000_000), text))
-    return connects, sent, received
-
-
 def test_recording_every_frame_parses_and_exactly_the_matches_become_trades() -> None:
-    connects, sent, received = _read_cryptofeed(RECORDING)
+    connects, sent, received = read_cryptofeed(RECORDING)
     assert connects == ["wss://ws-feed.pro.coinbase.com"] and len(sent) == 3
     assert len(received) == 9946
     raw = [json.loads(text) for _, text in received]
@@ -290,17 +248,9 @@ def test_heartbeat_encoding() -> None:
 
 # -- malformed ------------------------------------------------------------------------------------
 
-_DROP = object()
-
 
 def _with(**changes: Any) -> str:
-    msg = orjson.loads(MATCH)
-    for key, value in changes.items():
-        if value is _DROP:
-            del msg[key]
-        else:
-            msg[key] = value
-    return orjson.dumps(msg).decode()
+    return edited(COINBASE_MATCH, changes)
 
 
 @pytest.mark.parametrize(
@@ -319,12 +269,12 @@ def _with(**changes: Any) -> str:
         ('{"type":["match"]}', "type"),
         ('{"type":"error","message":5}', "type"),
         ('{"type":"error","message":"x","reason":[1]}', "type"),
-        (_with(trade_id=_DROP), "missing-field"),
-        (_with(price=_DROP), "missing-field"),
-        (_with(size=_DROP), "missing-field"),
-        (_with(side=_DROP), "missing-field"),
-        (_with(time=_DROP), "missing-field"),
-        (_with(product_id=_DROP), "missing-field"),
+        (_with(trade_id=DROP), "missing-field"),
+        (_with(price=DROP), "missing-field"),
+        (_with(size=DROP), "missing-field"),
+        (_with(side=DROP), "missing-field"),
+        (_with(time=DROP), "missing-field"),
+        (_with(product_id=DROP), "missing-field"),
         (_with(price=0.791), "type"),
         (_with(size=450), "type"),
         (_with(price=None), "type"),
@@ -348,82 +298,13 @@ def _with(**changes: Any) -> str:
         (_with(product_id=5), "type"),
         (_with(product_id="SKL-USD-EUR"), "symbol"),
         (_with(product_id="SKL_USD"), "symbol"),
-        (MATCH.replace("1568268", "1" * 30), "type"),
+        (COINBASE_MATCH.replace("1568268", "1" * 30), "type"),
     ],
 )
 def test_malformed(frame: str | bytes, kind: str) -> None:
     with pytest.raises(MalformedFrame) as info:
         CoinbaseProtocol().parse(frame, 0)
     assert info.value.kind == kind
-
-
-def _check(frame: str | bytes) -> None:
-    try:
-        result = CoinbaseProtocol().parse(frame, 0)
-    except MalformedFrame as exc:
-        assert exc.kind and isinstance(exc.detail, str)
-        return
-    if isinstance(result, tuple):
-        for trade in result:
-            assert isinstance(trade, Trade) and trade.side in ("buy", "sell")
-            orjson.dumps(trade)  # everything in a trade can be written by the sink
-    else:
-        assert isinstance(result, Ack | Heartbeat | ExchangeError)
-        if isinstance(result, ExchangeError):
-            result.message.encode("utf-8")  # printable: no lone surrogates from the frame
-
-
-@given(st.text())
-def test_fuzz_text(frame: str) -> None:
-    _check(frame)
-
-
-@given(st.binary())
-def test_fuzz_bytes(frame: bytes) -> None:
-    _check(frame)
-
-
-@given(st.integers(min_value=0, max_value=len(MATCH)))
-def test_fuzz_truncated(cut: int) -> None:
-    _check(MATCH[:cut])
-    _check(MATCH[:cut].encode())
-
-
-@settings(max_examples=300)
-@given(
-    st.sampled_from(
-        ["type", "trade_id", "price", "size", "side", "time", "product_id", "message", "reason"]
-    ),
-    json_values,
-)
-def test_fuzz_field_values(field: str, value: Any) -> None:
-    msg = orjson.loads(MATCH)
-    msg[field] = value
-    _check(json.dumps(msg))
-    msg["type"] = "error"
-    _check(json.dumps(msg))
-
-
-@given(json_values)
-def test_fuzz_any_json(value: Any) -> None:
-    _check(json.dumps(value))
-    _check(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-
-
-@given(st.integers(min_value=1, max_value=5000))
-def test_fuzz_deep_nesting(depth: int) -> None:
-    _check('{"type":"match","price":' * depth + "1" + "}" * depth)
-    _check("[" * depth + "]" * depth)
-
-
-@given(st.integers(min_value=-(10**40), max_value=10**40), st.sampled_from(["trade_id", "size"]))
-def test_fuzz_huge_numbers(number: int, field: str) -> None:
-    _check(MATCH.replace(f'"{field}":', f'"{field}":{number},"_":', 1))
-
-
-@given(st.text(min_size=1, max_size=30), st.sampled_from(["price", "size", "time", "product_id"]))
-def test_fuzz_unicode_fields(text: str, field: str) -> None:
-    _check(_with(**{field: text}))
 
 
 # -- server side helpers --------------------------------------------------------------------------

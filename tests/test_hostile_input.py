@@ -2,10 +2,10 @@
 symbols with ``/``, ``..`` and NUL. Counted as invalid, logged once per kind, never a crash,
 never a key outside the prefix.
 
-Three levels: the pure limits (:mod:`connectors.limits`) and every protocol's parser under
-hypothesis; the session against the in-process fake exchange's ``hostile`` fault; and a real
-``feedvault stream`` run against ``feedvault fake-exchange --faults hostile=...,oversized=...``
-into moto's S3 server.
+Three levels: the pure limits (:mod:`connectors.limits`; every protocol's parser under
+hypothesis is in tests/test_protocol_contract.py); the session against the in-process fake
+exchange's ``hostile`` fault; and a real ``feedvault stream`` run against ``feedvault
+fake-exchange --faults hostile=...,oversized=...`` into moto's S3 server.
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.fake.adapters import ServerSession, get_adapter
 from connectors.fake.faults import Faults
-from connectors.fake.hostile import HOSTILE_KINDS, HOSTILE_SYMBOLS, hostile_frame
+from connectors.fake.hostile import HOSTILE_KINDS
 from connectors.fake.server import FakeExchange
 from connectors.gaps import GapTracker
 from connectors.limits import MAX_JSON_DEPTH, classify, exceeds_depth
-from connectors.registry import PROTOCOLS, get_protocol
+from connectors.registry import get_protocol
 from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
 from engine.batchqueue import BatchQueue
 from engine.clock import FakeClock
@@ -34,7 +32,6 @@ from engine.errors import MalformedFrame
 from engine.records import Trade
 from engine.retry import RetryPolicy
 from engine.stats import Counters
-from sinks.keys import KeyTemplate
 from tests.conftest import S3Server
 from tests.harness import (
     assert_stored_exactly_once,
@@ -47,20 +44,6 @@ from tests.harness import (
 )
 from tests.logcapture import captured_logs
 from tests.strategies import json_values
-
-#: One raw symbol each exchange trades, and a server path that subscribes to it.
-SYMBOLS = {
-    "binance": "BTCUSDT",
-    "binanceus": "BTCUSD",
-    "coinbase": "BTC-USD",
-    "kraken": "BTC/USD",
-    "bitstamp": "BTCUSD",
-    "okx": "BTC-USDT",
-    "bybit": "BTCUSDT",
-}
-CANONICAL = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}")
-NS = 1_000_000_000
-
 
 # -- the limits -----------------------------------------------------------------------------------
 
@@ -103,115 +86,6 @@ def test_classify_names_the_problem() -> None:
     assert classify(b"{", json_error) is json_error
     symbol = MalformedFrame("symbol", "x")
     assert classify(b"[" * 100, symbol) is symbol  # a parser's own diagnosis is kept
-
-
-# -- every parser ---------------------------------------------------------------------------------
-
-
-def server_session(exchange: str) -> tuple[ServerSession, str]:
-    """A fake-exchange session of ``exchange`` subscribed to its symbol, and a stream name."""
-    adapter = get_adapter(exchange)
-    symbol = SYMBOLS[exchange]
-    paths = (
-        "/stream?streams=btcusdt@trade/btcusd@trade",
-        "/v2",
-        "/ws/v5/public",
-        "/v5/public/spot",
-        "/",
-    )
-    for path in paths:
-        session = adapter.session(path, frozenset([symbol]), Faults())
-        if session is not None:
-            return session, next(iter(session.opening().subscribe), "trades")
-    raise AssertionError(exchange)
-
-
-def a_trade(exchange: str, raw_symbol: str | None = None, trade_id: int = 12345) -> Trade:
-    raw = raw_symbol if raw_symbol is not None else SYMBOLS[exchange]
-    return Trade(
-        exchange, "BTC-USD", raw, str(trade_id), "1.5", "2", "buy", 1_700_000_000 * 10**6, 1
-    )
-
-
-def parse_safely(exchange: str, frame: bytes) -> Any:
-    """Parse ``frame``; a rejection is fine, any other exception fails the test. Every trade
-    that comes out has a canonical symbol and renders to a key under the prefix."""
-    try:
-        result = get_protocol(exchange).parse(frame, 1)
-    except MalformedFrame as exc:
-        return classify(frame, exc)
-    for trade in result if isinstance(result, tuple | list) else ():
-        assert CANONICAL.fullmatch(trade.symbol), trade
-        key = KeyTemplate().render(
-            prefix="p/",
-            dataset="trades",
-            partition={"exchange": trade.exchange, "symbol": trade.symbol},
-            window_start_ns=0,
-            run_id="r",
-            seq=0,
-            ext="ndjson.gz",
-        )
-        assert key.startswith("p/trades/") and "/../" not in key and "\x00" not in key
-    return result
-
-
-@pytest.mark.parametrize("exchange", sorted(PROTOCOLS))
-def test_every_hostile_frame_of_the_fault_is_rejected(exchange: str) -> None:
-    session, stream = server_session(exchange)
-    for number in range(len(HOSTILE_KINDS) * len(HOSTILE_SYMBOLS)):
-        frame = hostile_frame(session, a_trade(exchange), stream, number)
-        with pytest.raises(MalformedFrame):
-            get_protocol(exchange).parse(frame.encode("utf-8", "surrogateescape"), 1)
-
-
-_hostile_text = st.text(
-    alphabet=st.sampled_from(["/", ".", "\x00", "\\", "A", "B", "1", "-", "é", "\u202e", " "]),
-    min_size=1,
-    max_size=24,
-)
-
-
-@pytest.mark.parametrize("exchange", sorted(PROTOCOLS))
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(symbol=_hostile_text | st.sampled_from(HOSTILE_SYMBOLS))
-def test_hostile_symbols_never_leave_the_prefix(exchange: str, symbol: str) -> None:
-    session, stream = server_session(exchange)
-    frame = session.encode(a_trade(exchange, symbol), stream).encode()
-    parse_safely(exchange, frame)
-
-
-@pytest.mark.parametrize("exchange", sorted(PROTOCOLS))
-@settings(max_examples=40)
-@given(digits=st.integers(min_value=19, max_value=2000), sign=st.sampled_from(["", "-"]))
-def test_huge_numbers_in_place_of_every_number(exchange: str, digits: int, sign: str) -> None:
-    session, stream = server_session(exchange)
-    good = session.encode(a_trade(exchange), stream)
-    huge = re.sub(r"(?<![\w.\"])\d+(?![\w\"])", sign + "9" * digits, good)
-    parse_safely(exchange, huge.encode())
-
-
-@pytest.mark.parametrize("exchange", sorted(PROTOCOLS))
-@settings(max_examples=40)
-@given(levels=st.integers(min_value=1, max_value=3000), where=st.sampled_from(["front", "all"]))
-def test_deep_nesting_anywhere_in_a_frame(exchange: str, levels: int, where: str) -> None:
-    session, stream = server_session(exchange)
-    good = session.encode(a_trade(exchange), stream)
-    deep = "[" * levels + "]" * levels
-    frame = '{"deep":' + deep + "," + good[1:] if where == "front" else deep[:levels] + good
-    result = parse_safely(exchange, frame.encode())
-    if exchange == "kraken" and levels + 1 > MAX_JSON_DEPTH:
-        assert isinstance(result, MalformedFrame) and result.kind == "nesting"
-
-
-@pytest.mark.parametrize("exchange", sorted(PROTOCOLS))
-@settings(max_examples=40)
-@given(position=st.integers(min_value=0, max_value=400), junk=st.binary(min_size=1, max_size=4))
-def test_invalid_utf8_anywhere_in_a_frame(exchange: str, position: int, junk: bytes) -> None:
-    session, stream = server_session(exchange)
-    good = session.encode(a_trade(exchange), stream).encode()
-    at = position % (len(good) + 1)
-    frame = good[:at] + b"\xff" + junk + good[at:]
-    assert isinstance(parse_safely(exchange, frame), MalformedFrame)
 
 
 # -- the session against the in-process fake exchange ---------------------------------------------

@@ -1,0 +1,572 @@
+"""The protocol contract, one suite for the seven exchanges (connectors/registry.py).
+
+Every client protocol's ``parse``:
+
+- lets only :class:`MalformedFrame` escape (with a kind and a text detail), for any text, any
+  bytes, any truncation of a documented trade, any JSON value in place of any field, any JSON
+  document, deep nesting, huge numbers, any text in the text fields, and the fake exchange's
+  hostile frames (issue 7: invalid UTF-8, symbols with ``/``, ``..`` and NUL);
+- returns only well-formed results: trades with a taker side, text prices and ids, a canonical
+  symbol whose key stays under the prefix, writable by the sink; or the controls its exchange
+  has (:attr:`Contract.controls`), their messages printable;
+- reads back exactly the trade the fake exchange wrote (records -> frames, written by the fake's
+  server side for a client subscribed as feedvault subscribes -> records).
+
+What differs by exchange is in :data:`CONTRACTS`, one row each: its documented sample frame,
+where its fields sit, its nesting, its numbers and its text fields. Exchange-specific tests
+(documented examples by hand, the recordings, controls, malformed tables) stay in
+tests/test_<exchange>_protocol.py. The numbers of hypothesis examples are those of the
+per-exchange tests this suite replaced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.base import Ack, ExchangeError, Heartbeat, ReconnectNotice
+from connectors.binance import encode_trade as binance_encode_trade
+from connectors.fake.hostile import HOSTILE_KINDS, HOSTILE_SYMBOLS, hostile_frame
+from connectors.limits import MAX_JSON_DEPTH, classify
+from connectors.registry import PROTOCOLS, get_protocol
+from engine.errors import MalformedFrame
+from engine.records import Trade
+from sinks.keys import KeyTemplate
+from tests.strategies import (
+    BINANCE_TRADE,
+    BITSTAMP_TRADE,
+    BYBIT_TRADE,
+    COINBASE_MATCH,
+    KRAKEN_REFUSED,
+    KRAKEN_STATUS,
+    KRAKEN_SUBSCRIBED,
+    KRAKEN_TRADE,
+    OKX_TRADE,
+    Locate,
+    edited,
+    json_values,
+    make_trade,
+    subscribed_session,
+)
+
+Frames = Callable[[str, Any], Sequence[str | bytes]]
+"""(field, value) -> frames that carry ``value`` in that field."""
+
+
+def _replacing(sample: str) -> Callable[[str, int], str]:
+    """A huge number put in front of ``field``'s value in ``sample`` (the old value follows
+    under ``"_"``)."""
+    return lambda name, number: sample.replace(f'"{name}":', f'"{name}":{number},"_":', 1)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What the contract tests need to know of one exchange."""
+
+    exchange: str
+    sample: str
+    """A documented trade frame."""
+    locate: Locate | None
+    """Where a field of :attr:`sample` sits (None: the top level)."""
+    controls: tuple[type, ...]
+    """What ``parse`` may return besides trades."""
+    server_symbol: str
+    """A raw symbol the fake exchange trades; :attr:`raw_symbol` is how the client reads it."""
+    raw_symbol: str
+    symbol: str
+    ts_step: int
+    """The exchange's time resolution in microseconds (1000: milliseconds)."""
+    fields: dict[str, tuple[tuple[str, ...], Frames]]
+    """Name -> fields fuzzed with any JSON value, and the frames that carry one."""
+    nesting: tuple[tuple[str, str, str], ...]
+    """(open, core, close): the frame ``open * depth + core + close * depth``."""
+    huge_fields: tuple[str, ...]
+    huge_bound: int = 10**40
+    huge: Callable[[str, int], str] | None = None
+    """(field, number) -> the sample with a huge number there (default: put in front)."""
+    unicode: st.SearchStrategy[str | bytes] | None = None
+    """Frames with any text in the text fields."""
+    truncated: tuple[str, ...] = field(default=())
+    """Frames truncated anywhere besides :attr:`sample`."""
+
+    def with_huge(self, name: str, number: int) -> str:
+        return (self.huge or _replacing(self.sample))(name, number)
+
+    def edit(self, **changes: Any) -> str:
+        return edited(self.sample, changes, self.locate)
+
+
+def _binance_frames(name: str, value: Any) -> list[str]:
+    msg = orjson.loads(BINANCE_TRADE)
+    msg[name] = value
+    return [json.dumps(msg), json.dumps({"stream": "bnbbtc@trade", "data": msg})]
+
+
+def _coinbase_frames(name: str, value: Any) -> list[str]:
+    msg = orjson.loads(COINBASE_MATCH)
+    msg[name] = value
+    as_error = {**msg, "type": "error"}
+    return [json.dumps(msg), json.dumps(as_error)]
+
+
+def _kraken_entry(msg: Any, name: str) -> Any:
+    return msg["data"][0]
+
+
+def _kraken_entry_frames(name: str, value: Any) -> list[str]:
+    return [edited(KRAKEN_TRADE, {name: value}, _kraken_entry)]
+
+
+def _kraken_top_frames(name: str, value: Any) -> list[str]:
+    bases = (KRAKEN_TRADE, KRAKEN_STATUS, KRAKEN_SUBSCRIBED, KRAKEN_REFUSED)
+    return [edited(base, {name: value}) for base in bases]
+
+
+def _bitstamp_locate(msg: Any, name: str) -> Any:
+    return msg if name in ("channel", "event", "data") else msg["data"]
+
+
+def _okx_locate(msg: Any, name: str) -> Any:
+    if name in ("arg", "data"):
+        return msg
+    return msg["arg"] if name in ("channel", "instId") else msg["data"][0]
+
+
+def _bybit_locate(msg: Any, name: str) -> Any:
+    return msg if name in ("topic", "data", "op") else msg["data"][0]
+
+
+def _editing(sample: str, locate: Locate | None) -> Frames:
+    return lambda name, value: [edited(sample, {name: value}, locate)]
+
+
+_text = st.text(min_size=1)
+_TRADES_AND_ERRORS = (Ack, Heartbeat, ExchangeError)
+_WITH_NOTICES = (Ack, Heartbeat, ExchangeError, ReconnectNotice)
+_BINANCE_FIELDS = ("e", "E", "s", "t", "a", "p", "q", "T", "m", "stream", "data", "result")
+_COINBASE_FIELDS = ("type", "trade_id", "price", "size", "side", "time", "product_id", "message")
+_COINBASE_FIELDS += ("reason",)
+_OKX_FIELDS = ("arg", "data", "channel", "instId", "tradeId", "px", "sz", "side", "ts", "event")
+_OKX_FIELDS += ("code",)
+_BINANCE = dict(
+    sample=BINANCE_TRADE,
+    locate=None,
+    controls=(Ack, ExchangeError, ReconnectNotice),
+    ts_step=1000,
+    fields={"fields": (_BINANCE_FIELDS, _binance_frames)},
+    nesting=(('{"e":"trade","data":', "1", "}"), ("[", "", "]")),
+    huge_fields=("t", "T", "E"),
+    unicode=st.builds(
+        lambda p, q, s: edited(BINANCE_TRADE, {"p": p, "q": q, "s": s}), _text, _text, st.text()
+    ),
+    truncated=(binance_encode_trade(make_trade("binance", "BTC-USDT", "BTCUSDT"), combined=True),),
+)
+
+CONTRACTS: dict[str, Contract] = {
+    contract.exchange: contract
+    for contract in [
+        Contract(
+            "binance", server_symbol="BTCUSDT", raw_symbol="BTCUSDT", symbol="BTC-USDT", **_BINANCE
+        ),
+        Contract(
+            "binanceus", server_symbol="BTCUSD", raw_symbol="BTCUSD", symbol="BTC-USD", **_BINANCE
+        ),
+        Contract(
+            "coinbase",
+            sample=COINBASE_MATCH,
+            locate=None,
+            controls=_TRADES_AND_ERRORS,
+            server_symbol="BTC-USD",
+            raw_symbol="BTC-USD",
+            symbol="BTC-USD",
+            ts_step=1,
+            fields={
+                "fields": (
+                    _COINBASE_FIELDS,
+                    _coinbase_frames,
+                )
+            },
+            nesting=(('{"type":"match","price":', "1", "}"), ("[", "", "]")),
+            huge_fields=("trade_id", "size"),
+            unicode=st.builds(
+                lambda text, name: edited(COINBASE_MATCH, {name: text}),
+                st.text(min_size=1, max_size=30),
+                st.sampled_from(["price", "size", "time", "product_id"]),
+            ),
+        ),
+        Contract(
+            "kraken",
+            sample=KRAKEN_TRADE,
+            locate=_kraken_entry,
+            controls=_TRADES_AND_ERRORS,
+            server_symbol="BTC/USD",
+            raw_symbol="BTC/USD",
+            symbol="BTC-USD",
+            ts_step=1,
+            fields={
+                "entry": (
+                    ("symbol", "side", "price", "qty", "trade_id", "timestamp", "ord_type"),
+                    _kraken_entry_frames,
+                ),
+                "top": (
+                    ("channel", "type", "data", "method", "success", "error", "symbol", "result"),
+                    _kraken_top_frames,
+                ),
+            },
+            nesting=(('{"channel":"trade","data":', "1", "}"), ("[", "", "]")),
+            huge_fields=("price", "qty", "trade_id"),
+            huge_bound=10**60,
+            unicode=st.builds(
+                lambda text, name: json.dumps(
+                    edited_object(KRAKEN_TRADE, {name: text}, _kraken_entry), ensure_ascii=False
+                ).encode("utf-8", "surrogatepass"),
+                st.text(min_size=1, max_size=30),
+                st.sampled_from(["symbol", "side", "timestamp"]),
+            ),
+        ),
+        Contract(
+            "bitstamp",
+            sample=BITSTAMP_TRADE,
+            locate=_bitstamp_locate,
+            controls=_WITH_NOTICES,
+            server_symbol="BTCUSD",
+            raw_symbol="btcusd",
+            symbol="BTC-USD",
+            ts_step=1,
+            fields={
+                "fields": (
+                    (
+                        "id",
+                        "price_str",
+                        "amount_str",
+                        "type",
+                        "microtimestamp",
+                        "channel",
+                        "event",
+                        "data",
+                    ),
+                    _editing(BITSTAMP_TRADE, _bitstamp_locate),
+                )
+            },
+            nesting=(
+                ('{"event":"trade","data":', "1", "}"),
+                ('{"event":"bts:error","data":', "{}", "}"),
+            ),
+            huge_fields=("id", "type"),
+            unicode=st.builds(
+                lambda p, s, c: edited(
+                    BITSTAMP_TRADE,
+                    {"price_str": p, "amount_str": s, "channel": c},
+                    _bitstamp_locate,
+                ),
+                _text,
+                _text,
+                st.sampled_from(["live_trades_btcusd", "ü"]),
+            ),
+        ),
+        Contract(
+            "okx",
+            sample=OKX_TRADE,
+            locate=_okx_locate,
+            controls=_WITH_NOTICES,
+            server_symbol="BTC-USDT",
+            raw_symbol="BTC-USDT",
+            symbol="BTC-USDT",
+            ts_step=1000,
+            fields={
+                "fields": (
+                    _OKX_FIELDS,
+                    _editing(OKX_TRADE, _okx_locate),
+                )
+            },
+            nesting=(
+                ('{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":', "[]", "}"),
+                ("[", "", "]"),
+            ),
+            huge_fields=("ts", "seqId"),
+            huge=lambda name, number: edited(OKX_TRADE, {name: number}, _okx_locate),
+            unicode=st.builds(
+                lambda p, s, i: edited(OKX_TRADE, {"px": p, "sz": s, "tradeId": i}, _okx_locate),
+                _text,
+                _text,
+                st.text(),
+            ),
+        ),
+        Contract(
+            "bybit",
+            sample=BYBIT_TRADE,
+            locate=_bybit_locate,
+            controls=_WITH_NOTICES,
+            server_symbol="BTCUSDT",
+            raw_symbol="BTCUSDT",
+            symbol="BTC-USDT",
+            ts_step=1000,
+            fields={
+                "fields": (
+                    ("topic", "data", "op", "i", "T", "p", "v", "S", "s", "seq"),
+                    _editing(BYBIT_TRADE, _bybit_locate),
+                )
+            },
+            nesting=(
+                ('{"topic":"publicTrade.BTCUSDT","data":', "[]", "}"),
+                ('{"op":"subscribe","success":', "true", "}"),
+            ),
+            huge_fields=("T", "seq", "ts"),
+            unicode=st.builds(
+                lambda p, v, s: edited(BYBIT_TRADE, {"p": p, "v": v, "s": s}, _bybit_locate),
+                _text,
+                _text,
+                st.text(),
+            ),
+        ),
+    ]
+}
+EXCHANGES = sorted(CONTRACTS)
+FIELD_CASES = [
+    pytest.param(CONTRACTS[name], fields, frames, id=f"{name}-{label}")
+    for name in EXCHANGES
+    for label, (fields, frames) in CONTRACTS[name].fields.items()
+]
+CANONICAL = re.compile(r"[A-Z0-9]{1,20}-[A-Z0-9]{1,20}")
+
+
+def edited_object(frame: str, changes: dict[str, Any], locate: Locate) -> Any:
+    """:func:`edited`, decoded."""
+    return json.loads(edited(frame, changes, locate))
+
+
+def test_every_exchange_has_its_contract() -> None:
+    assert set(CONTRACTS) == set(PROTOCOLS)
+
+
+def check(exchange: str, frame: str | bytes) -> Any:
+    """Parse ``frame``: a :class:`MalformedFrame` (returned, classified) is the only exception
+    allowed; anything returned is well-formed (see the module docstring)."""
+    contract = CONTRACTS[exchange]
+    try:
+        result = get_protocol(exchange).parse(frame, 0)
+    except MalformedFrame as exc:
+        assert exc.kind and isinstance(exc.detail, str)
+        return classify(frame, exc)
+    if isinstance(result, tuple | list):
+        for trade in result:
+            assert isinstance(trade, Trade) and trade.side in ("buy", "sell")
+            assert type(trade.price) is str and type(trade.trade_id) is str
+            orjson.dumps(trade)  # everything in a trade can be written by the sink
+            assert CANONICAL.fullmatch(trade.symbol), trade
+            key = KeyTemplate().render(
+                prefix="p/",
+                dataset="trades",
+                partition={"exchange": trade.exchange, "symbol": trade.symbol},
+                window_start_ns=0,
+                run_id="r",
+                seq=0,
+                ext="ndjson.gz",
+            )
+            assert key.startswith("p/trades/") and "/../" not in key and "\x00" not in key
+    else:
+        assert isinstance(result, contract.controls), result
+        if isinstance(result, ExchangeError):
+            result.message.encode("utf-8")  # printable: no lone surrogates from the frame
+    return result
+
+
+# -- only MalformedFrame escapes ------------------------------------------------------------------
+
+per_exchange = pytest.mark.parametrize("exchange", EXCHANGES)
+
+
+@per_exchange
+@given(st.text())
+def test_fuzz_text(exchange: str, frame: str) -> None:
+    check(exchange, frame)
+
+
+@per_exchange
+@given(st.binary())
+def test_fuzz_bytes(exchange: str, frame: bytes) -> None:
+    check(exchange, frame)
+
+
+@per_exchange
+@given(st.data())
+def test_fuzz_truncated(exchange: str, data: st.DataObject) -> None:
+    contract = CONTRACTS[exchange]
+    frame = data.draw(st.sampled_from((contract.sample, *contract.truncated)))
+    cut = data.draw(st.integers(min_value=0, max_value=len(frame)))
+    check(exchange, frame[:cut])
+    check(exchange, frame.encode()[:cut])
+
+
+@pytest.mark.parametrize(("contract", "fields", "frames"), FIELD_CASES)
+@settings(max_examples=300)
+@given(st.data(), json_values)
+def test_fuzz_field_values(
+    contract: Contract, fields: tuple[str, ...], frames: Frames, data: st.DataObject, value: Any
+) -> None:
+    for frame in frames(data.draw(st.sampled_from(fields)), value):
+        check(contract.exchange, frame)
+
+
+@per_exchange
+@given(json_values)
+def test_fuzz_any_json(exchange: str, value: Any) -> None:
+    check(exchange, json.dumps(value))
+    check(exchange, json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+@per_exchange
+@given(st.integers(min_value=1, max_value=5000))
+def test_fuzz_deep_nesting(exchange: str, depth: int) -> None:
+    for opening, core, closing in CONTRACTS[exchange].nesting:
+        check(exchange, opening * depth + core + closing * depth)
+
+
+@per_exchange
+@given(st.data())
+def test_fuzz_huge_numbers(exchange: str, data: st.DataObject) -> None:
+    contract = CONTRACTS[exchange]
+    bound = contract.huge_bound
+    number = data.draw(st.integers(min_value=-bound, max_value=bound))
+    check(exchange, contract.with_huge(data.draw(st.sampled_from(contract.huge_fields)), number))
+
+
+@per_exchange
+@given(st.data())
+def test_fuzz_unicode_text_fields(exchange: str, data: st.DataObject) -> None:
+    unicode = CONTRACTS[exchange].unicode
+    assert unicode is not None
+    check(exchange, data.draw(unicode))
+
+
+# -- records -> frames (the fake's server side) -> records ----------------------------------------
+
+_decimal_text = st.builds(
+    lambda whole, fraction: f"{whole}.{fraction}" if fraction else str(whole),
+    st.integers(min_value=0, max_value=10**9),
+    st.text(alphabet="0123456789", max_size=8),
+).filter(lambda text: text.strip("0.") != "")
+
+
+@per_exchange
+@given(
+    trade_id=st.integers(min_value=1, max_value=2**53),
+    price=_decimal_text,
+    size=_decimal_text,
+    side=st.sampled_from(["buy", "sell"]),
+    ms=st.integers(min_value=1_500_000_000_000, max_value=2_500_000_000_000),
+    us=st.integers(min_value=0, max_value=999),
+)
+def test_round_trip_through_the_fake_exchange(
+    exchange: str, trade_id: int, price: str, size: str, side: str, ms: int, us: int
+) -> None:
+    contract = CONTRACTS[exchange]
+    session, stream = subscribed_session(exchange, contract.server_symbol)
+    ts_event = ms * 1000 + us - us % contract.ts_step
+    sent = make_trade(
+        exchange,
+        contract.symbol,
+        contract.server_symbol,
+        trade_id=str(trade_id),
+        price=price,
+        size=size,
+        side=side,
+        ts_event=ts_event,
+        ts_recv=5,
+    )
+    frame = session.encode(sent, stream)
+    got = get_protocol(exchange).parse(frame, 5)
+    assert isinstance(got, tuple | list)
+    assert list(got) == [dataclasses.replace(sent, raw_symbol=contract.raw_symbol)]
+    assert list(get_protocol(exchange).parse(frame.encode(), 5)) == list(got)
+
+
+# -- the fake exchange's hostile frames (issue 7) --------------------------------------------------
+
+
+def a_trade(exchange: str, raw_symbol: str | None = None) -> Trade:
+    contract = CONTRACTS[exchange]
+    raw = raw_symbol if raw_symbol is not None else contract.server_symbol
+    return Trade(exchange, "BTC-USD", raw, "12345", "1.5", "2", "buy", 1_700_000_000 * 10**6, 1)
+
+
+@pytest.mark.parametrize(
+    "exchange",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the fake's hostile symbols cannot reach Bitstamp: its symbol is in the "
+                "channel, and hostile_frame changes only the trade's raw symbol",
+            ),
+        )
+        if name == "bitstamp"
+        else name
+        for name in EXCHANGES
+    ],
+)
+def test_every_hostile_frame_of_the_fault_is_rejected(exchange: str) -> None:
+    session, stream = subscribed_session(exchange, CONTRACTS[exchange].server_symbol)
+    for number in range(len(HOSTILE_KINDS) * len(HOSTILE_SYMBOLS)):
+        frame = hostile_frame(session, a_trade(exchange), stream, number)
+        with pytest.raises(MalformedFrame):
+            get_protocol(exchange).parse(frame.encode("utf-8", "surrogateescape"), 1)
+
+
+_hostile_text = st.text(
+    alphabet=st.sampled_from(["/", ".", "\x00", "\\", "A", "B", "1", "-", "é", "\u202e", " "]),
+    min_size=1,
+    max_size=24,
+)
+
+
+@per_exchange
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(symbol=_hostile_text | st.sampled_from(HOSTILE_SYMBOLS))
+def test_hostile_symbols_never_leave_the_prefix(exchange: str, symbol: str) -> None:
+    session, stream = subscribed_session(exchange, CONTRACTS[exchange].server_symbol)
+    check(exchange, session.encode(a_trade(exchange, symbol), stream).encode())
+
+
+@per_exchange
+@settings(max_examples=40)
+@given(digits=st.integers(min_value=19, max_value=2000), sign=st.sampled_from(["", "-"]))
+def test_huge_numbers_in_place_of_every_number(exchange: str, digits: int, sign: str) -> None:
+    session, stream = subscribed_session(exchange, CONTRACTS[exchange].server_symbol)
+    good = session.encode(a_trade(exchange), stream)
+    huge = re.sub(r"(?<![\w.\"])\d+(?![\w\"])", sign + "9" * digits, good)
+    check(exchange, huge.encode())
+
+
+@per_exchange
+@settings(max_examples=40)
+@given(levels=st.integers(min_value=1, max_value=3000), where=st.sampled_from(["front", "all"]))
+def test_deep_nesting_anywhere_in_a_frame(exchange: str, levels: int, where: str) -> None:
+    session, stream = subscribed_session(exchange, CONTRACTS[exchange].server_symbol)
+    good = session.encode(a_trade(exchange), stream)
+    deep = "[" * levels + "]" * levels
+    frame = '{"deep":' + deep + "," + good[1:] if where == "front" else deep[:levels] + good
+    result = check(exchange, frame.encode())
+    if exchange == "kraken" and levels + 1 > MAX_JSON_DEPTH:
+        assert isinstance(result, MalformedFrame) and result.kind == "nesting"
+
+
+@per_exchange
+@settings(max_examples=40)
+@given(position=st.integers(min_value=0, max_value=400), junk=st.binary(min_size=1, max_size=4))
+def test_invalid_utf8_anywhere_in_a_frame(exchange: str, position: int, junk: bytes) -> None:
+    session, stream = subscribed_session(exchange, CONTRACTS[exchange].server_symbol)
+    good = session.encode(a_trade(exchange), stream).encode()
+    at = position % (len(good) + 1)
+    frame = good[:at] + b"\xff" + junk + good[at:]
+    assert isinstance(check(exchange, frame), MalformedFrame)
