@@ -1,4 +1,6 @@
-"""The WebSocket session loop: connect, subscribe, read, keep alive, reconnect (SPEC §7).
+"""The WebSocket session loop: connect, subscribe, read, keep alive, reconnect.
+
+See docs/exchanges.md.
 
 One :class:`WebSocketSession` owns one logical connection to one exchange for a fixed set of
 symbols. It reconnects until told to stop, and puts batches of trades on the run's
@@ -72,12 +74,13 @@ an oversized frame or the peer's close, whichever comes first; except that a rec
 (``notice``) is recorded whenever it is read (the reader drains frames after a close), so the
 session then reconnects at once.
 
-Raw capture (``capture``, SPEC §8): when the session is given a capture queue, every frame it
-receives is also kept as a :class:`~connectors.capture.RawFrame` stamped with the same ``ts``
-as its trades' ``ts_recv``, every frame it sends (subscribe, keepalive) as ``dir="out"``, and
-every connection it opens as a :class:`~connectors.capture.RawConnect` with the URL. Raw records
-are batched and queued like trades (same batch size, same flush interval, same backpressure).
-With capture off the hot loop pays one ``is not None`` test per frame.
+Raw capture (``capture``, see docs/recording-and-replay.md): when the session is given a
+capture queue, every frame it receives is also kept as a :class:`~connectors.capture.RawFrame`
+stamped with the same ``ts`` as its trades' ``ts_recv``, every frame it sends (subscribe,
+keepalive) as ``dir="out"``, and every connection it opens as a
+:class:`~connectors.capture.RawConnect` with the URL. Raw records are batched and queued like
+trades (same batch size, same flush interval, same backpressure). With capture off the hot loop
+pays one ``is not None`` test per frame.
 
 Cancel-safety: cancelling :meth:`WebSocketSession.run` closes the socket; trades (and raw
 records) already received but not yet queued are force-queued (the run's abort path then spills

@@ -1,4 +1,6 @@
-"""Recovery of what earlier runs left in ``SPILL_DIR`` (SPEC §5): upload it, complete the proof.
+"""Recovery of what earlier runs left in ``SPILL_DIR``: upload it, complete the proof.
+
+See docs/operations.md (spill and recovery).
 
 :func:`recover_spilled` is what a run does at its start, beside ingest: for every earlier run
 with windows or a manifest in the spill directory (runs of another destination are left alone,

@@ -1,4 +1,6 @@
-"""The windowed sink (SPEC §5): windows in, durable objects out, with bounded concurrency.
+"""The windowed sink: windows in, durable objects out, with bounded concurrency.
+
+See docs/architecture.md.
 
 :class:`WindowedSink` feeds batches to a :class:`~sinks.windowing.Windower` and uploads every
 closed window through an :class:`~sinks.writer.ObjectWriter`, at most
@@ -33,19 +35,20 @@ So nothing accepted by :meth:`write` is lost silently, and memory holds at most 
 queued and in-flight windows plus the failed ones that could not be spilled.
 
 Retries and spill: the writer retries each request itself (botocore standard mode). When a put
-still fails with :class:`~engine.errors.StorageError`, the sink retries it with capped
-exponential backoff and jitter until ``retry_budget_seconds`` (measured on the injected clock
-from the start of its first attempt) would be exceeded, so it fails at most one attempt (one
-writer deadline: :func:`sinks.s3.call_deadline`) after the budget; then the window *spills*
-to ``spill`` (a :class:`~sinks.spill.SpillDir`, in a worker thread) and leaves memory, or
-stays in memory as failed if there is no spill directory or the disk write fails. Spilled and
-failed windows form the *backlog*, retried by one background task (owned by the sink's task
-group) while the run goes on:
+still fails with :class:`~engine.errors.StorageError`, the sink retries it under
+:attr:`WindowedSink.retry_policy` (:mod:`engine.retry`: capped exponential backoff with equal
+jitter, every wait through the injected ``sleep``) until ``retry_budget_seconds`` (measured
+on the injected clock from the start of its first attempt) would be exceeded, so it fails at
+most one attempt (one writer deadline: :func:`sinks.s3.call_deadline`) after the budget; then
+the window *spills* to ``spill`` (a :class:`~sinks.spill.SpillDir`, in a worker thread)
+and leaves memory, or stays in memory as failed if there is no spill directory or the disk
+write fails. Spilled and failed windows form the *backlog*, retried by one background task
+(owned by the sink's task group) while the run goes on:
 
 - a pass tries the backlog oldest first (failed in memory before spilled on disk), one window
   at a time (one spilled body in memory at a time), one put each, and stops at the first
   failure (the store is still down: no point hammering it);
-- between passes it waits with capped exponential backoff and jitter (``retry_initial_seconds``
+- between passes it waits ``retry_policy.delay(n)`` (``retry_initial_seconds``
   doubling up to ``retry_max_seconds``), and is woken at once when a regular upload succeeds
   (the store is back); it ends when the backlog is empty and starts again when it is not;
 - a spilled window that was uploaded is recorded in :attr:`objects` first, then its files are
