@@ -431,3 +431,29 @@ def test_the_fake_serves_and_counts_on_uvloop_as_in_feedvault_demo() -> None:
 
     received, sent = aio.run(main())  # on uvloop, as the demo runs
     assert received == list(range(1, 101)) == sent
+
+
+def test_the_fake_aborts_a_connection_on_uvloop_without_an_error() -> None:
+    """An abort of a connection on uvloop (a stuck close at the fake's exit, or websockets
+    giving up a close) goes through the counting wrapper to the transport's own abort(): no
+    TypeError from uvloop's _force_close, and the bytes it still held are counted."""
+    pytest.importorskip("uvloop")
+    from engine import aio
+
+    async def main() -> tuple[list[int | None], bool]:
+        clock = FakeClock()
+        async with (
+            FakeExchange(rate=100, symbols=["BTCUSDT"], clock=clock) as fx,
+            client(combined(fx, "BTCUSDT")) as ws,
+        ):
+            await fx.wait_ready(1)
+            clock.advance(1.0)
+            await read_trades(ws, Received(), 100)
+            conns = list(fx._conns.values())
+            fx._abort_connections()  # what the fake's exit does with a stuck close
+            async with asyncio.timeout(10):
+                await ws.wait_closed()
+            return [conn.ws.unsent_at_end for conn in conns], ws.state.name == "CLOSED"
+
+    unsent, closed = aio.run(main())
+    assert closed and unsent == [0]

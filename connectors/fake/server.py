@@ -1,4 +1,4 @@
-"""The fake exchange: a real WebSocket server on loopback speaking an exchange's protocol (SPEC §7).
+"""The fake exchange: a real WebSocket server on loopback speaking an exchange's protocol (docs: testing.md#the-fake-exchange).
 
 ::
 
@@ -156,10 +156,19 @@ class _TrackedConnection(ServerConnection):
             setattr(tracked, name, counting_teardown)
         except AttributeError:
             # uvloop's transports are C types whose methods cannot be replaced (the fake runs
-            # on uvloop inside `feedvault demo`): count through a delegating wrapper instead.
-            # Only the connection's own aborts are seen there, not uvloop's internal ones.
+            # on uvloop inside `feedvault demo`): count through a delegating wrapper instead,
+            # whose abort() is the transport's own abort() (uvloop's _force_close takes the
+            # error as an argument). Only the connection's own aborts are seen there, not
+            # uvloop's internal ones.
+            abort = tracked.abort
+
+            def counting_abort() -> None:
+                if self.unsent_at_end is None:
+                    self.unsent_at_end = tracked.get_write_buffer_size()
+                abort()
+
             self.transport = cast(
-                asyncio.Transport, _CountingTransport(tracked, counting_write, counting_teardown)
+                asyncio.Transport, _CountingTransport(tracked, counting_write, counting_abort)
             )
 
     @property
