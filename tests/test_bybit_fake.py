@@ -1,7 +1,8 @@
 """The fake Bybit over real WebSockets on 127.0.0.1, driven by an injected clock.
 
 No test sleeps to synchronise: each waits for the frames it expects (bounded), and trades
-appear only when a test advances the FakeClock.
+appear only when a test advances the FakeClock. The tests it shares with the other fakes
+are in tests/test_fake_exchanges.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import asyncio
 
 import orjson
 import pytest
-from websockets.exceptions import InvalidStatus
 
 from connectors.base import Ack, ExchangeError, Heartbeat
 from connectors.bybit import BybitProtocol
@@ -19,32 +19,13 @@ from connectors.fake.server import FakeExchange
 from engine.clock import FakeClock
 from tests.wsclient import (
     Received,
-    check_keepalive,
     client,
     next_event,
     read_until,
     subscribe,
-    trade_view,
 )
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
-
-
-async def test_subscribe_ack_then_trades_equal_the_ledger() -> None:
-    clock, proto = FakeClock(), BybitProtocol()
-    async with FakeExchange("bybit", rate=200, symbols=SYMBOLS, clock=clock, seed=4) as fx:
-        async with client(proto.connection_url(fx.url, SYMBOLS)) as ws:
-            assert await subscribe(ws, proto, SYMBOLS, 1) == [Ack("subscribe req_id=1")]
-            got = Received()
-            for second in range(1, 4):
-                clock.advance(1.0)
-                await read_until(ws, proto, got, lambda n=second: len(got.trades) >= 200 * n)
-        assert len(got.trades) == 600 and got.malformed == [] and got.controls == []
-        for symbol in SYMBOLS:
-            ids = got.ids(symbol)
-            assert ids == list(range(1, len(ids) + 1)) == fx.ledger.sent_ids(symbol)
-        assert trade_view(got.trades) == trade_view(list(fx.ledger.trades()))
-        assert [t.raw_symbol for t in got.trades] == [t.raw_symbol for t in fx.ledger.trades()]
 
 
 async def test_subscriptions_beyond_ten_topics_take_several_requests() -> None:
@@ -130,34 +111,3 @@ async def test_unknown_symbol_is_refused_and_the_connection_stays_open() -> None
         assert await next_event(ws, proto) == ExchangeError(
             "bybit  failed: Invalid request: not JSON", fatal=False
         )
-
-
-async def test_only_the_spot_path_exists() -> None:
-    async with FakeExchange("bybit", rate=10, symbols=SYMBOLS, clock=FakeClock()) as fx:
-        for path in ("", "/v5/public/linear"):
-            with pytest.raises(InvalidStatus) as info:
-                async with client(f"{fx.url}{path}"):
-                    pass
-            assert info.value.response.status_code == 404
-
-
-async def test_malformed_frames_are_malformed_and_not_in_the_ledger() -> None:
-    clock, proto = FakeClock(), BybitProtocol()
-    faults = Faults(malformed=0.3)
-    async with (
-        FakeExchange("bybit", rate=1000, symbols=SYMBOLS, clock=clock, faults=faults) as fx,
-        client(proto.connection_url(fx.url, SYMBOLS)) as ws,
-    ):
-        await subscribe(ws, proto, SYMBOLS, 1)
-        clock.advance(1.0)
-        got = Received()
-        await read_until(ws, proto, got, lambda: got.frames >= 1000)
-        assert len(got.malformed) == fx.ledger.malformed_sent and 200 < len(got.malformed) < 400
-        assert trade_view(got.trades) == trade_view(list(fx.ledger.trades()))
-
-
-@pytest.mark.parametrize("drop_pongs", [False, True])
-async def test_session_pings_keep_a_quiet_connection_alive(drop_pongs: bool) -> None:
-    """The session's keepalive: answered pings count as traffic; unanswered ones let the
-    connection go stale and be replaced."""
-    await check_keepalive("bybit", BybitProtocol(), SYMBOLS, acks=1, drop_pongs=drop_pongs)
