@@ -1,4 +1,4 @@
-# feedvault: one image for every workload (SPEC §10).
+# feedvault: one image for every workload (docs: operations.md#the-image).
 #
 # No ENTRYPOINT and no CMD: the ECS task definition's command picks the workload
 # (["feedvault", "stream"], ["feedvault", "batch", "ecommerce"], ...), configured by environment

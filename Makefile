@@ -47,7 +47,7 @@ test-unit test-integration test-e2e: test-%: $(DEV)
 demo: $(DEMO)
 	$(BIN)/feedvault demo
 
-## bench: the README's Performance figures from one run, all 20 stop moments, the 45 s S3 hold, the stop under
+## bench: the figures of docs/load-testing.md from one run, all 20 stop moments, the 45 s S3 hold, the stop under
 ## CPU-burning load (20 repetitions of the stop and backpressure tests) and the 10-minute soak
 bench: $(DEV)
 	$(BIN)/python -m benchmarks

@@ -3,8 +3,9 @@
 Everything here is pure (records in, rows and bytes out), so the job runs it through
 ``ctx.run_cpu``.
 
-* :func:`parse_records` checks each decoded record of a trade object (SPEC §3 fields and types;
-  prices and sizes exact decimals) and returns :class:`CompactTrade` values, or a
+* :func:`parse_records` checks each decoded record of a trade object (the fields and types of
+  docs/data-formats.md#trade-records; prices and sizes exact decimals) and returns
+  :class:`CompactTrade` values, or a
   :class:`~batch.csvutil.Rejected` naming the object, the line and the problem.
 * :class:`DayTrades` collects one UTC day's trades of every symbol and deduplicates them by
   ``(exchange, symbol, trade_id)``: of several copies (overlapping runs, a rerun) the one received

@@ -1,4 +1,4 @@
-"""``feedvault batch computation``: Monte Carlo risk of GBM price paths (SPEC §9).
+"""``feedvault batch computation``: Monte Carlo risk of GBM price paths (docs: batch.md).
 
 The model. One long position worth ``V0 = COMPUTATION_NOTIONAL`` in an asset priced
 ``S0 = COMPUTATION_S0`` follows geometric Brownian motion with annual drift ``mu`` and

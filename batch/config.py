@@ -1,4 +1,4 @@
-"""Configuration of ``feedvault batch JOB`` (SPEC §4, §9), checked fully before any storage.
+"""Configuration of ``feedvault batch JOB`` (docs: batch.md), checked fully before any storage.
 
 The environment contract:
 

@@ -1,4 +1,4 @@
-"""The ``ecommerce`` job's data logic (SPEC §9): validate order CSVs, compute daily KPIs.
+"""The ``ecommerce`` job's data logic: validate order CSVs, compute daily KPIs (docs: batch.md).
 
 Pure: bytes in, objects/bytes out. The runner reads the input objects, calls :func:`parse_orders`
 once with every file, then writes :func:`order_kpis` / :func:`category_kpis` through

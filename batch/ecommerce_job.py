@@ -1,4 +1,4 @@
-"""``feedvault batch ecommerce``: order CSVs -> daily and category KPIs (SPEC §9).
+"""``feedvault batch ecommerce``: order CSVs -> daily and category KPIs (docs: batch.md#ecommerce).
 
 Reads every *new* input object (keys sorted; each must be an order CSV, see
 :mod:`batch.ecommerce`): everything under ``INPUT_PREFIX`` except ``{INPUT_PREFIX}processed/``,

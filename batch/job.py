@@ -1,4 +1,4 @@
-"""The batch job contract (SPEC §9): what a job is, and what the runner gives it.
+"""The batch job contract (docs: batch.md): what a job is, and what the runner gives it.
 
 A job is an object satisfying :class:`Job`, built by its factory in :mod:`batch.registry` from
 the environment (its parameters are validated there, before any storage is touched: a bad one

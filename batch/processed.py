@@ -1,4 +1,4 @@
-"""Processed inputs move under ``processed/`` (the ``ecommerce`` job, SPEC §9).
+"""Processed inputs move under ``processed/`` (the ``ecommerce`` job, docs: batch.md#ecommerce).
 
 Where an input goes: ``{INPUT_PREFIX}{rel}`` -> ``{INPUT_PREFIX}processed/{rel}`` (the same
 relative key, so sub-directories are kept); a single ``INPUT_KEY`` ``dir/name`` ->

@@ -1,4 +1,4 @@
-"""The ``reconcile`` job's data logic (SPEC §9): a ledger file against a processor file.
+"""The ``reconcile`` job's data logic: a ledger file against a processor file (docs: batch.md).
 
 Pure: bytes in, objects/bytes out. Inputs (CSV, columns in any order, no extra or missing one):
 

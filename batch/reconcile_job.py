@@ -1,4 +1,4 @@
-"""``feedvault batch reconcile``: a ledger file against a processor file (SPEC §9).
+"""``feedvault batch reconcile``: a ledger file against a processor file (docs: batch.md#reconcile).
 
 The input is a prefix (``INPUT_PREFIX`` / ``--in s3://bucket/prefix/``) holding exactly two CSV
 objects, told apart by file name (the last ``/`` segment, any case): ``ledger*.csv`` is the

@@ -1,4 +1,4 @@
-"""``feedvault sample JOB --out URL [--seed N]``: realistic, seeded input for a job (SPEC §9).
+"""``feedvault sample JOB --out URL [--seed N]``: seeded, realistic job input (docs: batch.md).
 
 Every job that reads input offers :meth:`~batch.job.SampleSource.sample`; its objects are
 written under the ``--out`` prefix, which can then be the job's ``INPUT_PREFIX`` (or ``--in``).

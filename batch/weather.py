@@ -1,4 +1,4 @@
-"""The ``weather`` job's data logic (SPEC §9): hourly station observations -> daily summaries.
+"""The ``weather`` job's data logic: station observations to daily summaries (docs: batch.md).
 
 Pure: bytes in, objects/bytes out.
 

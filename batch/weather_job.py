@@ -1,4 +1,4 @@
-"""``feedvault batch weather``: station observations -> daily summaries and anomalies (SPEC §9).
+"""``feedvault batch weather``: station observations -> daily summaries, anomalies (docs: batch.md).
 
 Reads every input object (keys sorted; CSV or NDJSON, see :mod:`batch.weather`), validates and
 normalizes them to SI units in one ``run_cpu`` call, then writes, under

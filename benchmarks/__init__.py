@@ -1,1 +1,1 @@
-"""The benchmark harness of SPEC §11 (`make bench`)."""
+"""The benchmark harness of `make bench` (docs: load-testing.md#make-bench)."""

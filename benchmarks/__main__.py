@@ -1,4 +1,4 @@
-"""`make bench`: SPEC §11 figures from one run, with ratios.
+"""`make bench`: the figures of docs/load-testing.md#make-bench from one run, with ratios.
 
 WebSocket path: the fake exchange blasts Binance trade frames as fast as a client takes them;
 measured in the same run, one after the other against the same server:
@@ -6,7 +6,7 @@ measured in the same run, one after the other against the same server:
 * `bare`   - a bare `websockets` receive loop, no parsing (the ceiling);
 * `zst`    - `feedvault stream` end to end into S3 (moto's server on loopback), FORMAT=ndjson.zst;
 * `gz`     - the same with the default FORMAT=ndjson.gz;
-* `naive`  - json + list + gzip level 9 + boto3 per window (the baseline of SPEC §12);
+* `naive`  - json + list + gzip level 9 + boto3 per window (the naive baseline);
 * `zst-long` - a 3x longer zst run, to show peak RSS does not grow with run length.
 
 Replay path (:mod:`benchmarks.replay_path`): a synthetic recording of ``--replay-frames``

@@ -1,4 +1,6 @@
-"""The naive baseline of SPEC §11/§12: json + a list + gzip (level 9) + boto3, per window.
+"""The naive baseline of `make bench`: json + a list + gzip (level 9) + boto3, per window.
+
+See docs/load-testing.md#make-bench.
 
 What a first prototype does: parse every frame with `json`, keep dicts in a list, and at each
 window end `gzip.compress` the whole window and `put_object` it with boto3, blocking the loop.

@@ -1,4 +1,4 @@
-"""The replay half of `make bench` (SPEC §11): one synthetic recording, three readers of it.
+"""The replay half of `make bench` (docs: load-testing.md): one synthetic recording, three readers.
 
 * ``replay-ceiling`` - ``iter_records`` + ``BinanceProtocol.parse`` and nothing else;
 * ``replay``         - ``feedvault replay FILE --speed max --out s3://bench/replay/`` end to end

@@ -1,4 +1,4 @@
-"""What every exchange protocol module provides (SPEC §7), with no network code.
+"""What every exchange protocol module provides (docs: exchanges.md), with no network code.
 
 A protocol module turns text frames into trades and control events, and (for the fake exchange)
 trades back into frames. It never opens a socket, never sleeps and never reads a clock: the caller

@@ -1,4 +1,4 @@
-"""Binance spot (and Binance.US) trade protocol, both directions (SPEC §7, PROTOCOLS.md).
+"""Binance spot (and Binance.US) trade protocol, both directions (docs: exchanges.md).
 
 Pure: no network, no clock, no sleeping. The client side (:class:`BinanceProtocol`) builds the
 connection URL and subscribe frames and parses received frames; the server side (the ``encode_*``

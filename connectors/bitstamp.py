@@ -1,4 +1,4 @@
-"""Bitstamp WebSocket API v2 ``live_trades`` protocol, both directions (SPEC §7, PROTOCOLS.md).
+"""Bitstamp WebSocket API v2 ``live_trades`` protocol, both directions (docs: exchanges.md).
 
 Pure: no network, no clock, no sleeping. The client side (:class:`BitstampProtocol`) builds the
 subscribe frames and parses received frames; the server side (the ``encode_*`` functions and

@@ -1,4 +1,4 @@
-"""Bybit v5 public spot ``publicTrade`` topic, both directions (SPEC §7, PROTOCOLS.md).
+"""Bybit v5 public spot ``publicTrade`` topic, both directions (docs: exchanges.md).
 
 Pure: no network, no clock, no sleeping. The client side (:class:`BybitProtocol`) builds the
 connection URL and subscribe frames and parses received frames; the server side (the

@@ -1,4 +1,6 @@
-"""Raw capture (SPEC §8 ``feedvault stream --capture``): the records of the ``raw`` dataset.
+"""Raw capture (``feedvault stream --capture``): the records of the ``raw`` dataset.
+
+See docs/recording-and-replay.md#capture.
 
 With capture on, every session turns each frame it receives (``dir="in"``, stamped with the
 very ``ts`` its trades get as ``ts_recv``), each frame it sends (``dir="out"``: subscribe

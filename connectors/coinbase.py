@@ -1,4 +1,4 @@
-"""Coinbase Exchange ``matches`` channel, both directions (SPEC §7, PROTOCOLS.md).
+"""Coinbase Exchange ``matches`` channel, both directions (docs: exchanges.md).
 
 Pure: no network, no clock, no sleeping. The client side (:class:`CoinbaseProtocol`) builds the
 subscribe frame and parses received frames; the server side (the ``encode_*`` functions and

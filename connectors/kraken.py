@@ -1,4 +1,4 @@
-"""Kraken spot WebSocket v2 ``trade`` channel, both directions (SPEC §7, PROTOCOLS.md).
+"""Kraken spot WebSocket v2 ``trade`` channel, both directions (docs: exchanges.md).
 
 Pure: no network, no clock, no sleeping. The client side (:class:`KrakenProtocol`) builds the
 subscribe and ping frames and parses received frames; the server side (the ``encode_*``

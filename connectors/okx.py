@@ -1,4 +1,4 @@
-"""OKX API v5 public ``trades`` channel, both directions (SPEC §7, PROTOCOLS.md).
+"""OKX API v5 public ``trades`` channel, both directions (docs: exchanges.md).
 
 Pure: no network, no clock, no sleeping. The client side (:class:`OkxProtocol`) builds the
 connection URL and subscribe frame and parses received frames; the server side (the

@@ -1,4 +1,6 @@
-"""The recording format (SPEC §8): raw WebSocket frames, one JSON object per line.
+"""The recording format: raw WebSocket frames, one JSON object per line.
+
+See docs/recording-and-replay.md#the-recording-format.
 
 A line is ``{"ts": <int ns>, "exchange": "binance", "dir": "in"|"out", "frame": "<text>"}`` plus
 ``"url"`` on connect lines, then ``"\\n"``. Files may be plain, gzip (``.gz``) or zstd (``.zst``).

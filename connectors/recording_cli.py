@@ -1,4 +1,6 @@
-"""``feedvault recording convert``: turn other capture formats into feedvault recordings (SPEC §8).
+"""``feedvault recording convert``: turn other capture formats into feedvault recordings.
+
+See docs/recording-and-replay.md#converting-other-captures.
 
 ::
 
@@ -33,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     convert = sub.add_parser(
         "convert",
         help="convert a capture in another format into a feedvault recording",
-        description="Convert a capture file into the recording format of SPEC §8.",
+        description="Convert a capture file into feedvault's recording format "
+        "(docs/recording-and-replay.md).",
     )
     convert.add_argument(
         "--from", dest="source_format", required=True, choices=FORMATS, help="input format"

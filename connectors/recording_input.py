@@ -1,4 +1,6 @@
-"""Where a replay reads its recording from (SPEC §8 ``feedvault replay FILE...``).
+"""Where a replay reads its recording from (``feedvault replay FILE...``).
+
+See docs/recording-and-replay.md#replay.
 
 Each ``FILE`` is one of
 

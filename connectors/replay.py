@@ -1,4 +1,6 @@
-"""The replay source (SPEC §8 ``feedvault replay``): a recording in place of WebSocket sessions.
+"""The replay source (``feedvault replay``): a recording in place of WebSocket sessions.
+
+See docs/recording-and-replay.md#replay.
 
 :class:`ReplaySource` reads recorded frames in order and does with each received (``dir="in"``)
 frame what a live :class:`~connectors.session.WebSocketSession` did: parse it with the

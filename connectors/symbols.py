@@ -1,4 +1,4 @@
-"""Canonical symbols (SPEC §3): ``BASE-QUOTE``, upper case, the same for every exchange.
+"""Canonical symbols (docs: data-formats.md): ``BASE-QUOTE``, upper case, for every exchange.
 
 Exchanges that separate base and quote (``BTC-USD``, ``XBT/USD``) are split on the separator.
 Exchanges that run them together (``BTCUSDT``) are split with a list of known quote assets,

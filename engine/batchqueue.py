@@ -1,4 +1,4 @@
-"""The one bounded queue between sources and the sink (SPEC §5).
+"""The one bounded queue between sources and the sink (docs: architecture.md).
 
 Sources put *batches* (lists of records) so the per-item cost of the queue is paid once per
 batch. The bound counts records, not batches, so memory is bounded whatever the batch size.

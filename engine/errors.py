@@ -4,8 +4,8 @@ Every error feedvault raises on purpose derives from :class:`FeedvaultError`. Er
 libraries underneath (botocore, websockets, OSError, orjson) are mapped at the boundary where
 they happen, with ``raise X from exc``, so callers never need to know which library failed.
 
-Exit statuses (SPEC §4): :class:`ConfigError` is exit 2; every other error that ends a run is
-exit 1.
+Exit statuses (docs: operations.md#exit-status): :class:`ConfigError` is exit 2; every other
+error that ends a run is exit 1.
 """
 
 from __future__ import annotations
@@ -113,7 +113,10 @@ class VerifyError(FeedvaultError):
 
 
 class RecordingError(FeedvaultError):
-    """A recording file is unreadable or not in the recording format (SPEC §8)."""
+    """A recording file is unreadable or not in the recording format.
+
+    See docs/recording-and-replay.md#the-recording-format.
+    """
 
 
 class MetadataError(FeedvaultError):

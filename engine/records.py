@@ -1,10 +1,10 @@
-"""The normalized trade record (SPEC §3), the same for every exchange.
+"""The normalized trade record (docs: data-formats.md#trade-records), the same for every exchange.
 
 A :class:`Trade` is created once by a protocol module and never changed afterwards: treat it as
 immutable. It is a plain dataclass, deliberately neither frozen nor slotted: a frozen
 ``__init__`` costs about three times as much, and ``orjson`` serializes a ``__dict__`` dataclass
 about four times faster than a slotted one (0.27 µs against 0.92 µs per record here). ``orjson``
-writes exactly the field names of SPEC §3.
+writes exactly the field names of docs/data-formats.md#trade-records.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class Range:
 
 
 def _num(value: float) -> str:
-    """A bound as written in the README: an integral value without a fraction."""
+    """A bound as docs/configuration.md writes it: an integral value without a fraction."""
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
@@ -79,8 +79,8 @@ RANGES: Final[Mapping[str, Range]] = {
     "--seed": Range(0, MAX_SEED),
     "REPLAY_SPEED": Range(0.001, 1_000_000),
 }
-"""The range of every numeric setting read through :class:`Env` (the README's configuration
-tables list them). :meth:`Env.integer` and :meth:`Env.number` check a listed variable against
+"""The range of every numeric setting read through :class:`Env` (docs: configuration.md
+lists them). :meth:`Env.integer` and :meth:`Env.number` check a listed variable against
 its range; a variable not listed is checked against the caller's ``minimum`` only.
 
 Why these bounds: a window is held in memory until uploaded (``WINDOW_MAX_BYTES`` at most

@@ -1,4 +1,4 @@
-"""``feedvault batch JOB``: run one job, write its manifest last, exit (SPEC §4, §9).
+"""``feedvault batch JOB``: run one job, write its manifest last, exit (docs: batch.md).
 
 :func:`run_batch` checks the whole configuration (the runner's settings of
 :mod:`batch.config` and the job's own parameters) before touching storage: a problem exits 2

@@ -1,4 +1,4 @@
-"""The ``feedvault`` command line (SPEC §4): environment first, flags override.
+"""The ``feedvault`` command line (docs: configuration.md): environment first, flags override.
 
 Exit statuses: 0 success, 1 runtime failure or data left undurable, 2 configuration or usage
 error (one line on stderr naming the variable; nothing connected, nothing written).
@@ -114,14 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     loadtest = sub.add_parser(
         "loadtest",
-        help="run the engine against the fake exchange; check and measure it (README 'Load test')",
+        help="run the engine against the fake exchange; check and measure it "
+        "(docs/load-testing.md)",
         description=loadtest_cli.DESCRIPTION,
     )
     loadtest_cli.add_arguments(loadtest)
 
     batch = sub.add_parser(
         "batch",
-        help=f"run a batch job (README 'Batch jobs'): {jobs}",
+        help=f"run a batch job (docs/batch.md): {jobs}",
         description=textwrap.fill(
             "Configured by environment variables (OUTPUT_BUCKET, OUTPUT_PREFIX; "
             "INPUT_BUCKET with INPUT_PREFIX or INPUT_KEY for jobs that read input; "

@@ -1,13 +1,13 @@
-"""Configuration from the environment (SPEC §4), checked fully before anything connects.
+"""Configuration from the environment (docs: configuration.md), checked before anything connects.
 
 Every setting is an environment variable; a CLI flag, where one exists, wins over it. Settings are
 parsed into frozen dataclasses. Any missing or invalid setting raises :class:`ConfigError` naming
 the variable; the CLI turns that into one line on stderr and exit status 2, before any socket is
 opened or any object written. There is no silent default for a location (bucket, prefix).
 
-Every numeric setting has a documented range (:data:`RANGES`, the README's configuration
-table): a value outside it (``WINDOW_SECONDS=100000000000000000000``) is refused with a message
-that names the variable and the range, rather than reaching code that cannot work with it.
+Every numeric setting has a documented range (:data:`RANGES`, docs: configuration.md): a value
+outside it (``WINDOW_SECONDS=100000000000000000000``) is refused with a message that names the
+variable and the range, rather than reaching code that cannot work with it.
 ``WINDOW_SECONDS`` must also keep each window inside one hour (or one day) of the key's
 ``date``/``hour`` partition: see :func:`check_window_seconds`.
 """
@@ -109,7 +109,8 @@ class StreamConfig:
     trades); applies to ``binance`` and ``binanceus``."""
     ws_urls: Mapping[str, str] = field(default_factory=dict)
     capture: bool = False
-    """``CAPTURE``/``--capture``: also write every raw frame under ``{prefix}raw/`` (SPEC §8)."""
+    """``CAPTURE``/``--capture``: also write every raw frame under ``{prefix}raw/``
+    (docs: recording-and-replay.md#capture)."""
     run_id_generated: bool = False
     """True when ``RUN_ID`` was not given and ``run_id`` is :func:`new_run_id`'s: a run on ECS
     then puts its task id into it (:func:`feedvault.ecs.run_id_with_task`)."""

@@ -1,4 +1,4 @@
-"""CloudWatch Embedded Metric Format (EMF) documents for ``METRICS=emf`` (SPEC §4).
+"""CloudWatch Embedded Metric Format (EMF) documents for ``METRICS=emf`` (docs: operations.md).
 
 An EMF document is one JSON object on one log line; CloudWatch Logs (the ECS ``awslogs`` driver
 sends stdout there) extracts the metrics it declares, so a task needs no metrics agent::

@@ -46,6 +46,7 @@ from typing import Any, Final, TextIO
 
 import orjson
 
+from connectors.fake.market import rate_from_text
 from engine.errors import ConfigError, FeedvaultError, ObjectNotFound
 from engine.settings import DEFAULT_STOP_GRACE_SECONDS, new_run_id
 from engine.text import plural
@@ -111,13 +112,7 @@ def check_options(options: LoadtestOptions) -> LoadtestOptions:
     """Return ``options`` if valid; :class:`ConfigError` naming the first bad flag."""
     if options.protocol not in SPELLING:
         raise ConfigError("--protocol", f"must be one of {', '.join(PROTOCOLS)}")
-    if options.rate != "max":
-        try:
-            rate = float(options.rate)
-        except ValueError:
-            raise ConfigError("--rate", f"{options.rate!r} is not a number or 'max'") from None
-        if not 0 < rate < float("inf"):
-            raise ConfigError("--rate", "must be positive")
+    rate_from_text(options.rate)
     if not 1 <= options.symbols <= MAX_SYMBOLS:
         raise ConfigError("--symbols", f"must be 1..{MAX_SYMBOLS}")
     if not 0 < options.duration <= 24 * 3600:

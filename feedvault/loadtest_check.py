@@ -1,7 +1,8 @@
 """The load test's exactly-once check and latency samples, in bounded memory per record.
 
-Every trade is reduced to its identity (SPEC §3 fields that the exchange chose: exchange,
-symbol, trade id, exact price and size text, taker side) and that identity to a 64-bit
+Every trade is reduced to its identity (the record fields the exchange chose, docs:
+data-formats.md#trade-records: exchange, symbol, trade id, exact price and size text, taker
+side) and that identity to a 64-bit
 fingerprint (``hash`` of the tuple; the same process hashes both sides, so the per-process
 hash seed does not matter). The check compares the *multisets* of fingerprints of what the fake
 exchange sent (its ledger) and of what was stored: equal multisets mean every sent trade was

@@ -5,7 +5,7 @@ and ``run_end`` log lines, the manifest, the exactly-once result, the latency sa
 JSON document written to ``loadtest.json``; :func:`summary_table` renders its figures for the
 terminal; :mod:`feedvault.loadtest_chart` draws ``loadtest.png`` from that document alone.
 
-Definitions (SPEC §8):
+Definitions (docs: load-testing.md#the-report):
 
 - sustained trades/s = records in the manifest / ingest seconds (first to last ``ts_recv`` of
   the stored records);

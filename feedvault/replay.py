@@ -1,4 +1,4 @@
-"""``feedvault replay FILE... [--speed 1|N|max] [--out URL]`` (SPEC §8).
+"""``feedvault replay FILE... [--speed 1|N|max] [--out URL]`` (docs: recording-and-replay.md).
 
 Runs the streaming pipeline of :class:`~feedvault.runner.StreamRun` (bounded queue, windowed sink,
 manifest, stop sequence, signals) with one :class:`~connectors.replay.ReplaySource` in place of
@@ -6,12 +6,12 @@ the WebSocket sessions, and a :class:`~engine.clock.ReplayClock` so the sink key
 windows by recorded time. The trades it writes equal those of the recorded live run, field for
 field (``ts_recv`` is the recorded receive time).
 
-Configuration, environment first (SPEC §4): the destination from ``S3_BUCKET``/``S3_PREFIX`` or
-``--out``; ``REPLAY_SPEED`` or ``--speed`` (``max`` default, or a positive factor);
-``MAX_RUNTIME_SECONDS`` optional (real seconds; unset = no deadline); ``RUN_ID``, the window,
-format, queue, stop-grace, spill and log settings as for ``stream``. ``OVERFLOW`` does not apply:
-a replay never drops, the source waits for the sink. Bad settings, and inputs that do not exist,
-exit 2 before anything is written (variable ``FILE`` for inputs).
+Configuration, environment first (docs: configuration.md): the destination from
+``S3_BUCKET``/``S3_PREFIX`` or ``--out``; ``REPLAY_SPEED`` or ``--speed`` (``max`` default, or a
+positive factor); ``MAX_RUNTIME_SECONDS`` optional (real seconds; unset = no deadline); ``RUN_ID``,
+the window, format, queue, stop-grace, spill and log settings as for ``stream``. ``OVERFLOW`` does
+not apply: a replay never drops, the source waits for the sink. Bad settings, and inputs that do not
+exist, exit 2 before anything is written (variable ``FILE`` for inputs).
 
 Stop: the end of the input stops the run with reason :data:`END_OF_INPUT` (``end``);
 SIGTERM/SIGINT stop it with ``signal``, a second signal

@@ -1,4 +1,6 @@
-"""``feedvault stream``: sources -> bounded queue -> windowed sink -> manifest (SPEC §5).
+"""``feedvault stream``: sources -> bounded queue -> windowed sink -> manifest.
+
+See docs/architecture.md#one-trade-from-the-socket-to-the-manifest.
 
 The run, from start to exit:
 
@@ -11,11 +13,11 @@ The run, from start to exit:
   Metric Format document (:class:`~feedvault.emf.StreamMetrics`), logged whatever ``LOG_LEVEL``;
 * a guard watches the deadline (``MAX_RUNTIME_SECONDS``), signals and the stop grace.
 
-With ``CAPTURE``/``--capture`` the sessions also put their raw frames (in and out, SPEC §8) on a
-second bounded queue, and a second consumer feeds them into a second sink whose windows (same
-policy, same format) go under ``{prefix}raw/`` (:data:`~sinks.keys.RAW_KEY_TEMPLATE`); its
-objects are listed in the same manifest, and the stop sequence drains and flushes both before
-the manifest is written.
+With ``CAPTURE``/``--capture`` the sessions also put their raw frames (in and out, docs:
+recording-and-replay.md#capture) on a second bounded queue, and a second consumer feeds them into a
+second sink whose windows (same policy, same format) go under ``{prefix}raw/``
+(:data:`~sinks.keys.RAW_KEY_TEMPLATE`); its objects are listed in the same manifest, and the stop
+sequence drains and flushes both before the manifest is written.
 
 The lifecycle (signals, deadline, guard, exit status) is :class:`~engine.lifecycle.RunLifecycle`,
 the manifest's part of it :class:`~feedvault.run.ManifestRun`, the loop
@@ -32,16 +34,16 @@ finish within ``STOP_GRACE_SECONDS``, or a second signal arrives, the pipeline i
 everything not yet durable is spilled to ``SPILL_DIR``, the manifest is written as
 ``incomplete`` naming the spilled objects, and the exit status is 1.
 
-Spill and recovery (SPEC §5): a window whose upload fails past ``UPLOAD_RETRY_SECONDS`` spills
-to ``SPILL_DIR`` during the run and is retried in the background and once more at the stop
-(:class:`~sinks.sink.WindowedSink`); what is still there at the end is named in the manifest's
-``spilled`` (status ``incomplete``, exit 1). If the manifest itself cannot be written it is
-spilled too (``<SPILL_DIR>/<run_id>/@manifest.spill.json``, :func:`~sinks.spill.spill_manifest`),
-exit 1. At its start a run uploads what earlier runs of the same destination left in
-``SPILL_DIR``, completing their manifests (:mod:`sinks.recovery`): the recovery task starts
-before the sources connect and runs beside them (ingest is never held back: a feed missed is
-lost, a spill on disk is not), is retried with capped backoff while the run lasts, and is
-cancelled when the pipeline has finished (cancel-safe: nothing is removed from the spill
+Spill and recovery (docs: operations.md#spill-and-recovery): a window whose upload fails past
+``UPLOAD_RETRY_SECONDS`` spills to ``SPILL_DIR`` during the run and is retried in the background and
+once more at the stop (:class:`~sinks.sink.WindowedSink`); what is still there at the end is named
+in the manifest's ``spilled`` (status ``incomplete``, exit 1). If the manifest itself cannot be
+written it is spilled too (``<SPILL_DIR>/<run_id>/@manifest.spill.json``,
+:func:`~sinks.spill.spill_manifest`), exit 1. At its start a run uploads what earlier runs of the
+same destination left in ``SPILL_DIR``, completing their manifests (:mod:`sinks.recovery`): the
+recovery task starts before the sources connect and runs beside them (ingest is never held back: a
+feed missed is lost, a spill on disk is not), is retried with capped backoff while the run lasts,
+and is cancelled when the pipeline has finished (cancel-safe: nothing is removed from the spill
 directory before it, and the manifest naming it, are durable); what is left waits for the next
 run.
 """

@@ -1,4 +1,4 @@
-"""The sink side of feedvault (SPEC §5, §6): windows of trades into durable objects.
+"""The sink side of feedvault (docs: data-formats.md): windows of trades into durable objects.
 
 Modules, one concept each:
 

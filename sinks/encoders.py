@@ -1,4 +1,4 @@
-"""Object body formats: NDJSON compressed with gzip or zstd (SPEC §4 ``FORMAT``).
+"""Object body formats: NDJSON compressed with gzip or zstd (``FORMAT``, docs: data-formats.md).
 
 An :class:`Encoder` builds one object body incrementally: each :meth:`Encoder.write` encodes a
 batch of records as NDJSON (``orjson``, exactly the record's field names) and compresses it in

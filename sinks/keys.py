@@ -1,4 +1,4 @@
-"""Object keys (SPEC §6): the key template, and sanitizing every value put into a key.
+"""Object keys (docs: data-formats.md#object-keys): the key template, and sanitizing key values.
 
 A key is ``prefix`` + the rendered template. The prefix is the operator's (checked once by
 :func:`validate_prefix`); every other value (dataset, exchange, symbol, run id, extension) is
@@ -24,8 +24,9 @@ DEFAULT_KEY_TEMPLATE: Final = (
     "{window_start}-{run_id}-{seq:06d}.{ext}"
 )
 
-#: The dataset of raw captured frames (SPEC §8 ``--capture``) and its fixed key template: raw
-#: frames are partitioned by exchange only (a frame may carry many symbols, or none).
+#: The dataset of raw captured frames (``--capture``, docs: recording-and-replay.md#capture) and
+#: its fixed key template: raw frames are partitioned by exchange only (a frame may carry many
+#: symbols, or none).
 RAW_DATASET: Final = "raw"
 RAW_KEY_TEMPLATE: Final = (
     "{prefix}{dataset}/exchange={exchange}/date={date}/hour={hour}/"

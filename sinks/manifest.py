@@ -1,4 +1,4 @@
-"""The run manifest (SPEC §6): ``{prefix}_manifests/{run_id}.json``, written last.
+"""The run manifest (docs: data-formats.md): ``{prefix}_manifests/{run_id}.json``, written last.
 
 The manifest is the run's proof of success: it lists every object the run made durable, the
 counters, the trade-id gaps, what was left in the spill directory, and whether the run is

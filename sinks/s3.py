@@ -14,7 +14,7 @@ aioboto3 session and one client (one connection pool of ``max_pool_connections``
   call past its deadline is abandoned (its connection closed) and raises
   :class:`~engine.errors.StorageError`: an endpoint that accepts connections and never answers
   (or stops reading the body, which no read timeout covers) fails like one that refuses, and
-  the sink's retry and spill take over (README "S3 outages: spill and recovery"). A multipart
+  the sink's retry and spill take over (docs: operations.md#spill-and-recovery). A multipart
   put gives each part its own deadline (by the part's size), the create the floor and the
   completion the whole object's; a ``get`` gives the response the floor and then reading the
   body its deadline by ``ContentLength``; ``list`` gives each page the floor.

@@ -1,4 +1,4 @@
-"""Disk spill (SPEC §5): windows, and manifests, that could not be made durable in the store.
+"""Disk spill (docs: operations.md): the windows and manifests the store could not make durable.
 
 Layout under ``SPILL_DIR`` (every path segment sanitized, so a key cannot escape it)::
 

@@ -1,4 +1,4 @@
-"""Verify a run against its manifest (SPEC §6, ``feedvault verify``).
+"""Verify a run against its manifest (``feedvault verify``, docs: operations.md).
 
 :func:`verify_run` reads the manifest (the newest one under ``{prefix}_manifests/`` when no run
 id is given: run ids sort by time) and checks, reporting one line per finding:
@@ -7,10 +7,10 @@ id is given: run ids sort by time) and checks, reporting one line per finding:
 - every object is present with the recorded size and sha256, decodes, holds the recorded number
   of records, each a valid trade, and its first/last trade ids per symbol match the manifest;
 - no (exchange, symbol, trade_id) appears twice across the run's objects;
-- raw capture objects (``{prefix}raw/...``, SPEC §8) are checked for presence, size, sha256 and
-  record count, and each line must be a recording line (``ts``, ``exchange``, ``dir``,
-  ``frame``); they hold no trades, so the trade checks do not apply to them;
-- batch job outputs (entries of kind ``output``, SPEC §9: JSON, CSV, ...) are checked for
+- raw capture objects (``{prefix}raw/...``, docs: recording-and-replay.md#capture) are checked
+  for presence, size, sha256 and record count, and each line must be a recording line (``ts``,
+  ``exchange``, ``dir``, ``frame``); they hold no trades, so the trade checks do not apply to them;
+- batch job outputs (entries of kind ``output``, docs: batch.md: JSON, CSV, ...) are checked for
   presence, size and sha256 only; their bodies are not decoded and their records not counted;
 - no object under the prefix carries the run id without being in the manifest (stray); the
   run id in a key must equal the checked one (``run1`` is not ``run10``, :func:`key_has_run`);
@@ -87,12 +87,12 @@ MAX_DUPLICATES_LISTED: Final = 10
 MAX_ORPHAN_OBJECTS_LISTED: Final = 20
 #: At most this many deeper prefixes holding runs are named by "runs found under".
 MAX_NESTED_LISTED: Final = 10
-#: The data sets a run's keys start with after its prefix (README: "Objects and the manifest").
+#: The data sets a run's keys start with after its prefix (docs: data-formats.md#object-keys).
 _DATASET_SEGMENTS: Final = ("trades/", f"{RAW_DATASET}/")
 #: A manifest key relative to the surveyed prefix: ``{sub}_manifests/{run_id}.json``.
 _MANIFEST_KEY: Final = re.compile(r"(?P<sub>(?:[^/]+/)*)_manifests/(?P<run>[^/]+)\.json")
 
-#: The file name of an object in the default key layout (SPEC §6):
+#: The file name of an object in the default key layout (docs: data-formats.md#object-keys):
 #: ``{window_start:%Y%m%dT%H%M%SZ}-{run_id}-{seq:06d}.{ext}``. The run id is the longest text
 #: before the last ``-<6+ digits>.`` (run ids may themselves hold ``-``).
 _RUN_FILE: Final = re.compile(

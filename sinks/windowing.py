@@ -1,4 +1,4 @@
-"""Windowing (SPEC §5): group trades into windows and close them by time, bytes or records.
+"""Windowing (docs: architecture.md): group trades into windows, closed by time, bytes or records.
 
 Pure: no asyncio, no I/O; time comes from the injected :class:`~engine.clock.Clock`.
 

@@ -28,7 +28,7 @@ json_values: st.SearchStrategy[Any] = st.recursive(
 """Any JSON document: what a hostile or broken feed may put where a field belongs."""
 
 
-# -- documented sample frames (the exchanges' docs; PROTOCOLS.md) ------------------------------
+# -- documented sample frames (the exchanges' API docs) ------------------------------
 BINANCE_TRADE = (
     '{"e":"trade","E":1672515782136,"s":"BNBBTC","t":12345,"p":"0.00100000",'
     '"q":"100.00000000","T":1672515782136,"m":true,"M":true}'

@@ -1,5 +1,5 @@
-"""Record and replay in-process (SPEC §8): the replay clock, the replay source, and capture ->
-replay round trips through StreamRun with an injected clock. No sleeping."""
+"""Record and replay in-process (docs: recording-and-replay.md): the replay clock, the replay
+source, and capture -> replay round trips through StreamRun with an injected clock. No sleeping."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Record and replay end to end (SPEC §8), as subprocesses over loopback: `feedvault stream
---capture` against the fake exchange into moto's S3, then `feedvault replay` of the captured raw
-objects; and the real cryptofeed recordings, converted, replayed at max and paced speed."""
+"""Record and replay end to end (docs: recording-and-replay.md), as subprocesses over loopback:
+`feedvault stream --capture` against the fake exchange into moto's S3, then `feedvault replay` of
+the captured raw objects; and the real cryptofeed recordings, converted, replayed at max and paced
+speed."""
 
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
-"""deploy/feedvault.yaml (SPEC §10): the CloudFormation template checked offline.
+"""deploy/feedvault.yaml (docs: operations.md#deploy): the CloudFormation template checked offline.
 
 * cfn-lint finds nothing;
-* the six task definitions have the Fargate shape of SPEC §10, a stopTimeout above their
-  ``STOP_GRACE_SECONDS``, and logs in a log group with the retention parameter;
+* the six task definitions have the Fargate shape of docs/operations.md#deploy, a stopTimeout
+  above their ``STOP_GRACE_SECONDS``, and logs in a log group with the retention parameter;
 * every task's command is parsed by the CLI's own parser, and every environment variable a task
   sets is read by the configuration loader that command runs: the loaders get a recording
   mapping, so "read" means looked up by the code, not listed by hand (standard AWS SDK variables
   excepted); the environment is also a valid configuration (no ConfigError);
-* the IAM policies grant exactly the prefixes of SPEC §10 (no wildcard action, no bucket-wide
-  object resource, ListBucket only under an ``s3:prefix`` condition), and each task's role
-  covers the locations its environment names and nothing of the other workload;
+* the IAM policies grant exactly the prefixes of docs/security.md#iam (no wildcard action, no
+  bucket-wide object resource, ListBucket only under an ``s3:prefix`` condition), and each task's
+  role covers the locations its environment names and nothing of the other workload;
 * the optional spill volume (``SpillFileSystemId``): left empty, nothing of it is created and
   the rendered stack is today's; given, an EFS access point (the image's user, from the
   Dockerfile) is mounted in the three streaming tasks as ``SPILL_DIR``, and the streaming role

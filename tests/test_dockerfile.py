@@ -1,4 +1,4 @@
-"""Static checks of the container image's Dockerfile and .dockerignore (SPEC §10).
+"""Static checks of the container image's Dockerfile and .dockerignore (docs: operations.md).
 
 Fast and without a container engine: hadolint, and the image's contract read from the files.
 The image itself is built and run by ``make image-test`` (deploy/image/image_test.py).

@@ -222,7 +222,7 @@ def test_controls_and_other_channels(frame: str, expected: object) -> None:
 
 
 def _with(**changes: Any) -> str:
-    """The PROTOCOLS.md trade with its entry's fields changed (values as JSON text)."""
+    """The documented sample trade with its entry's fields changed (values as JSON text)."""
     msg = orjson.loads(KRAKEN_TRADE)
     entry = msg["data"][0]
     entry["price"], entry["qty"] = "@P", "@Q"

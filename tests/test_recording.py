@@ -1,4 +1,5 @@
-"""The recording format (SPEC §8): lines, files in three encodings, bad input, cryptofeed import."""
+"""The recording format (docs: recording-and-replay.md): lines, files in three encodings, bad input,
+cryptofeed import."""
 
 from __future__ import annotations
 

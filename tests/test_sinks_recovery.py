@@ -535,7 +535,7 @@ def test_a_run_that_cannot_open_its_lock_runs_unlocked_and_removes_nothing(
     assert (tmp_path / "run-5" / "empty").is_dir()  # whose it is is unknown: left alone
 
 
-# Recovery never writes outside the prefix (README "S3 outages: spill and recovery").
+# Recovery never writes outside the prefix (docs: operations.md#spill-and-recovery).
 
 ESCAPING_KEYS = [
     "../escaped-000001.ndjson.gz",  # above the prefix

@@ -1,7 +1,7 @@
 """S3 outages end to end: `feedvault stream` (env only) -> fault proxy -> moto's S3 server.
 
 The fake exchange and the engine run as subprocesses; the proxy (tests/faultproxy.py) makes S3
-unavailable while the run goes on. What must hold (SPEC §5, issue 7):
+unavailable while the run goes on. What must hold (docs: operations.md#spill-and-recovery, issue 7):
 
 - an outage of 30 s mid-run: windows spill past ``UPLOAD_RETRY_SECONDS`` and are uploaded in
   the background once S3 is back; nothing lost, nothing twice, manifest complete, exit 0;

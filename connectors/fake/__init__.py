@@ -1,4 +1,4 @@
-"""The fake exchange (SPEC §7): a real WebSocket server on loopback with a ledger of what it sent.
+"""The fake exchange (docs: testing.md): a real WebSocket server on loopback, with a ledger.
 
 - :mod:`connectors.fake.server`: :class:`~connectors.fake.server.FakeExchange`, the server;
 - :mod:`connectors.fake.market`: the seeded synthetic market;

@@ -32,6 +32,7 @@ import orjson
 from connectors.fake.adapters import ADAPTERS
 from connectors.fake.faults import Faults
 from connectors.fake.ledger import Ledger
+from connectors.fake.market import rate_from_text
 from connectors.fake.recorded import RecordedFeed, Scan
 from connectors.fake.server import TICK_SECONDS, FakeExchange
 from engine.errors import ConfigError, RecordingError
@@ -91,16 +92,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     """Validate the flags; raise ConfigError naming the first bad one."""
     if args.protocol not in ADAPTERS:
         raise ConfigError("--protocol", f"unknown protocol {args.protocol!r}")
-    rate: float | None
-    if str(args.rate).lower() == "max":
-        rate = None
-    else:
-        try:
-            rate = float(args.rate)
-        except ValueError:
-            raise ConfigError("--rate", f"{args.rate!r} is not a number or 'max'") from None
-        if not 0 < rate < float("inf"):
-            raise ConfigError("--rate", "must be positive")
+    rate = rate_from_text(str(args.rate))
     symbols = [s.strip().upper() for s in str(args.symbols).split(",") if s.strip()]
     if not symbols:
         raise ConfigError("--symbols", "is empty")

@@ -1,4 +1,4 @@
-"""Faults the fake exchange injects on demand (SPEC §7), parsed from a CLI string.
+"""Faults the fake exchange injects on demand (docs: testing.md), parsed from a CLI string.
 
 ``disconnect-every=5,stall=3@10,malformed=0.01,shutdown-notice-every=30,reject-unknown``:
 

@@ -1,4 +1,4 @@
-"""What the fake exchange actually sent, so a test can prove what arrived (SPEC §7).
+"""What the fake exchange actually sent, so a test can prove what arrived (docs: testing.md).
 
 A trade is recorded only after the socket accepted its frame (``send`` returned without raising);
 a malformed or oversized replacement frame, a trade skipped by a stall or dropped for a slow reader

@@ -26,10 +26,26 @@ from typing import Final
 
 from connectors.symbols import canonical_symbol
 from engine.clock import SYSTEM_CLOCK, Clock
+from engine.errors import ConfigError
 from engine.records import BUY, SELL, Trade
 
 RENDER_DECIMALS: Final = 8
 """Binance renders every price and quantity with 8 decimals."""
+
+
+def rate_from_text(text: str) -> float | None:
+    """A market's ``rate`` from the ``--rate`` flag's text: trades per second (a positive,
+    finite number), or None for ``max`` (any case). :class:`ConfigError` naming ``--rate``
+    otherwise."""
+    if text.lower() == "max":
+        return None
+    try:
+        rate = float(text)
+    except ValueError:
+        raise ConfigError("--rate", f"{text!r} is not a number or 'max'") from None
+    if not 0 < rate < float("inf"):
+        raise ConfigError("--rate", "must be positive")
+    return rate
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,6 @@
-"""The fake exchange: a real WebSocket server on loopback speaking an exchange's protocol (docs: testing.md#the-fake-exchange).
+"""The fake exchange: a real WebSocket server on loopback speaking an exchange's protocol.
+
+See docs/testing.md#the-fake-exchange.
 
 ::
 
