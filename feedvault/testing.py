@@ -46,7 +46,7 @@ The symbols are the exchange's own spelling (``BTCUSDT`` on Binance and Bybit, `
 Coinbase, ``BTC/USD`` on Kraken, ``BTCUSD`` on Bitstamp, ``BTC-USDT`` on OKX). ``rate=None``
 sends trades as fast as the client reads them instead of at a rate (then the clock does not
 pace the market). ``faults`` takes the ``--faults`` text of ``feedvault fake-exchange`` (e.g.
-``"disconnect-every=2,malformed=0.01"``) or a :class:`Faults`; see docs/exchanges.md.
+``"disconnect-every=2,malformed=0.01"``) or a :class:`Faults`; see docs/testing.md.
 """
 
 from __future__ import annotations
