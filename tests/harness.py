@@ -14,9 +14,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zstandard
+
+if TYPE_CHECKING:
+    from tests.conftest import S3Server
 
 REPO = Path(__file__).resolve().parent.parent
 FEEDVAULT = [sys.executable, "-m", "feedvault"]
@@ -257,6 +260,75 @@ def exchange_stream_env(
         **s3_env,
         **extra,
     )
+
+
+@dataclass
+class FakeExchangeRun:
+    """What a ``feedvault stream`` run against the fake exchange left (:func:`run_against_fake`):
+    its exit code and output, the fake's ledger and closing summary, and what it stored."""
+
+    returncode: int | None
+    out: str
+    err: str
+    ledger: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    client: Any
+    bucket: str
+    prefix: str
+
+    def assert_exit(self, code: int = 0) -> None:
+        assert self.returncode == code, self.err[-2000:] + self.out[-2000:]
+
+    def manifest(self) -> dict[str, Any]:
+        return read_manifest(self.client, self.bucket, self.prefix)
+
+    def stored(self) -> list[dict[str, Any]]:
+        return stored_trades(self.client, self.bucket, self.prefix)
+
+
+def run_against_fake(
+    s3: S3Server,
+    tmp_path: Path,
+    *,
+    bucket: str,
+    prefix: str,
+    protocol: str,
+    symbols: str,
+    streams: str,
+    url_variable: str,
+    url_path: str = "",
+    rate: str = "500",
+    faults: str | None = None,
+    runtime: str = "6",
+    connections: int | None = None,
+    **extra: str,
+) -> FakeExchangeRun:
+    """``feedvault stream`` on ``streams`` against ``feedvault fake-exchange --protocol
+    protocol`` (trading ``symbols`` at ``rate``, with ``faults``), reached through
+    ``url_variable`` (the fake's URL + ``url_path``), into ``s3``. Without ``connections``, the
+    run ends by itself (60 s at most); with it, it is stopped by SIGTERM once it has connected
+    that many times (:func:`stop_after_connections`). Nothing is asserted."""
+    with fake_exchange(
+        tmp_path, protocol=protocol, symbols=symbols, rate=rate, faults=faults
+    ) as fx:
+        env = exchange_stream_env(
+            s3.env(),
+            bucket=bucket,
+            prefix=prefix,
+            streams=streams,
+            url_variable=url_variable,
+            url=fx.url + url_path,
+            runtime=runtime,
+            **extra,
+        )
+        proc = start_stream(env)
+        if connections is None:
+            out, err = proc.communicate(timeout=60)
+        else:
+            out, err = stop_after_connections(proc, connections)
+        ledger = fx.stop()
+    client = s3.client()
+    return FakeExchangeRun(proc.returncode, out, err, ledger, fx.summary, client, bucket, prefix)
 
 
 def assert_stored_exactly_once(ledger: list[dict[str, Any]], stored: list[dict[str, Any]]) -> None:

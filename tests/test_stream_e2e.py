@@ -2,6 +2,8 @@
 
 The engine runs as a subprocess configured only by environment variables; the fake exchange runs
 as another subprocess and keeps a ledger of every trade it sent; S3 is moto's server on loopback.
+The deadline run of every exchange (Binance and Binance.US among them) is in
+tests/test_exchanges_e2e.py.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from tests.harness import (
     manifest_gap_ids,
     read_manifest,
     run_stream,
-    run_verify,
     start_stream,
     stop_after_connections,
     stored_trades,
@@ -44,27 +45,6 @@ def stream_env(s3: S3Server, bucket: str, url: str, runtime: str, **extra: str) 
         runtime=runtime,
         **extra,
     )
-
-
-def test_deadline_run_stores_every_ledger_trade_once(
-    s3_server: S3Server, bucket: str, tmp_path: Path
-) -> None:
-    with fake_exchange(tmp_path, rate="2000") as fx:
-        proc = start_stream(stream_env(s3_server, bucket, fx.url, "6"))
-        out, err = proc.communicate(timeout=60)
-        ledger = fx.stop()
-    assert proc.returncode == 0, err[-2000:] + out[-2000:]
-    manifest = read_manifest(s3_server.client(), bucket, PREFIX)
-    assert manifest["status"] == "complete"
-    assert manifest["stop_reason"] == "deadline"
-    stored = stored_trades(s3_server.client(), bucket, PREFIX)
-    assert_stored_exactly_once(ledger, stored)
-    assert manifest["counters"]["parsed"] == len(stored)
-    assert sum(o["records"] for o in manifest["objects"]) == len(stored)
-    assert {t["symbol"] for t in stored} == {"BTC-USDT", "ETH-USDT", "BNB-USDT"}
-    assert '"event": "stats"' in out or '"event":"stats"' in out
-    result = run_verify(s3_server.env(), bucket, PREFIX)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_sigterm_mid_run_stops_cleanly_with_nothing_lost(
@@ -170,26 +150,3 @@ def test_malformed_frames_are_counted_and_the_session_goes_on(
     # logged once per kind of bad frame, not once per frame
     kinds = [line for line in out.splitlines() if '"invalid_frame"' in line]
     assert 0 < len(kinds) <= 5 < summary["malformed_sent"]
-
-
-def test_binance_us_streams_through_the_same_protocol(
-    s3_server: S3Server, bucket: str, tmp_path: Path
-) -> None:
-    with fake_exchange(tmp_path, protocol="binanceus", symbols="BTCUSD,ETHUSD", rate="500") as fx:
-        env = exchange_stream_env(
-            s3_server.env(),
-            bucket=bucket,
-            prefix=PREFIX,
-            streams="binanceus:BTCUSD,binanceus:ETHUSD",
-            url_variable="BINANCEUS_WS_URL",
-            url=fx.url,
-            runtime="4",
-        )
-        proc = start_stream(env)
-        out, err = proc.communicate(timeout=60)
-        ledger = fx.stop()
-    assert proc.returncode == 0, err[-2000:] + out[-2000:]
-    stored = stored_trades(s3_server.client(), bucket, PREFIX)
-    assert {t["exchange"] for t in stored} == {"binanceus"}
-    assert {t["symbol"] for t in stored} == {"BTC-USD", "ETH-USD"}
-    assert_stored_exactly_once(ledger, stored)

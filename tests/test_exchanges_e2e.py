@@ -1,0 +1,232 @@
+"""End to end, as the Fargate task runs, for every exchange: ``feedvault fake-exchange`` ->
+``feedvault stream`` (environment only) -> moto's S3 server on loopback, both subprocesses; the
+fake keeps a ledger of every trade it sent.
+
+The tests every exchange shares, parametrized by :data:`EXCHANGES` (what differs: symbols, URL
+variable, how trades are stored, and checks only one exchange has). What only one exchange does
+stays in tests/test_<exchange>_e2e.py and tests/test_stream_e2e.py (Binance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import S3Server
+from tests.harness import (
+    FakeExchangeRun,
+    assert_stored_exactly_once,
+    ledger_missing_ids,
+    manifest_gap_ids,
+    run_against_fake,
+    run_verify,
+)
+
+Check = Callable[[FakeExchangeRun, dict[str, Any], list[dict[str, Any]]], None]
+"""An exchange's own check of a run, its manifest and its stored trades."""
+
+
+def _no_check(run: FakeExchangeRun, manifest: dict[str, Any], stored: list[Any]) -> None:
+    pass
+
+
+def _exact_kraken_numbers(
+    run: FakeExchangeRun, manifest: dict[str, Any], stored: list[Any]
+) -> None:
+    # JSON numbers came through as their exact text (the fake writes 8 decimals)
+    assert all(len(t["price"].partition(".")[2]) == 8 for t in stored)
+
+
+def _no_gap_entries(run: FakeExchangeRun, manifest: dict[str, Any], stored: list[Any]) -> None:
+    assert not any(manifest["gaps"].values())  # unsequenced: no gap detection
+
+
+def _milliseconds(run: FakeExchangeRun, manifest: dict[str, Any], stored: list[Any]) -> None:
+    assert all(t["ts_event"] % 1000 == 0 for t in stored)  # ms on the wire, µs in the record
+
+
+def _stats_logged(run: FakeExchangeRun, manifest: dict[str, Any], stored: list[Any]) -> None:
+    assert '"event": "stats"' in run.out or '"event":"stats"' in run.out
+
+
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    symbols: str
+    """The fake's symbols."""
+    streams: str
+    url_variable: str
+    stored_as: set[tuple[str, str, str]]
+    """(exchange, symbol, raw_symbol) of the stored trades."""
+    rate: str = "500"
+    url_path: str = ""
+    check: Check = _no_check
+    refused: tuple[str, str] | None = None
+    """(a stream the exchange refuses, the message it refuses it with)."""
+
+    @property
+    def prefix(self) -> str:
+        return f"streaming/{self.name}/"
+
+    def run(self, s3: S3Server, bucket: str, tmp_path: Path, **options: Any) -> FakeExchangeRun:
+        settings: dict[str, Any] = {
+            "bucket": bucket,
+            "prefix": self.prefix,
+            "protocol": self.name,
+            "symbols": self.symbols,
+            "streams": self.streams,
+            "url_variable": self.url_variable,
+            "url_path": self.url_path,
+            "rate": self.rate,
+        }
+        return run_against_fake(s3, tmp_path, **{**settings, **options})
+
+
+EXCHANGES = {
+    exchange.name: exchange
+    for exchange in [
+        Exchange(
+            "binance",
+            "BTCUSDT,ETHUSDT,BNBUSDT",
+            "binance:BTCUSDT,binance:ETHUSDT,binance:BNBUSDT",
+            "BINANCE_WS_URL",
+            {
+                ("binance", "BTC-USDT", "BTCUSDT"),
+                ("binance", "ETH-USDT", "ETHUSDT"),
+                ("binance", "BNB-USDT", "BNBUSDT"),
+            },
+            rate="2000",
+            check=_stats_logged,
+        ),
+        Exchange(
+            "binanceus",  # the same protocol at another address
+            "BTCUSD,ETHUSD",
+            "binanceus:BTCUSD,binanceus:ETHUSD",
+            "BINANCEUS_WS_URL",
+            {("binanceus", "BTC-USD", "BTCUSD"), ("binanceus", "ETH-USD", "ETHUSD")},
+        ),
+        Exchange(
+            "coinbase",
+            "BTC-USD,ETH-USD",
+            "coinbase:BTC-USD,coinbase:ETH-USD",
+            "COINBASE_WS_URL",
+            {("coinbase", "BTC-USD", "BTC-USD"), ("coinbase", "ETH-USD", "ETH-USD")},
+            refused=("coinbase:NOPE-USD", "NOPE-USD is not a valid product"),
+        ),
+        Exchange(
+            "kraken",
+            "BTC/USD,ETH/USD",
+            "kraken:BTC/USD,kraken:ETH/USD",
+            "KRAKEN_WS_URL",
+            {("kraken", "BTC-USD", "BTC/USD"), ("kraken", "ETH-USD", "ETH/USD")},
+            url_path="/v2",  # the fake's endpoint, as Kraken's: wss://ws.kraken.com/v2
+            check=_exact_kraken_numbers,
+            refused=("kraken:NOPE/USD", "Currency pair not supported NOPE/USD"),
+        ),
+        Exchange(
+            "bitstamp",
+            "BTCUSD,ETHUSD",
+            "bitstamp:BTCUSD,bitstamp:ethusd",  # both spellings are accepted
+            "BITSTAMP_WS_URL",
+            {("bitstamp", "BTC-USD", "btcusd"), ("bitstamp", "ETH-USD", "ethusd")},
+            check=_no_gap_entries,
+        ),
+        Exchange(
+            "okx",
+            "BTC-USDT,ETH-USDT",
+            "okx:BTC-USDT,okx:ETH-USDT",
+            "OKX_WS_URL",
+            {("okx", "BTC-USDT", "BTC-USDT"), ("okx", "ETH-USDT", "ETH-USDT")},
+            check=_milliseconds,
+        ),
+        Exchange(
+            "bybit",
+            "BTCUSDT,ETHUSDT",
+            "bybit:BTCUSDT,bybit:ETHUSDT",
+            "BYBIT_WS_URL",
+            {("bybit", "BTC-USDT", "BTCUSDT"), ("bybit", "ETH-USDT", "ETHUSDT")},
+            refused=("bybit:NOPEUSDT", "Invalid symbol :[publicTrade.NOPEUSDT]"),
+        ),
+    ]
+}
+
+
+def _params(names: list[str]) -> Any:
+    return pytest.mark.parametrize("exchange", [EXCHANGES[n] for n in names], ids=names)
+
+
+@_params(list(EXCHANGES))
+def test_deadline_run_stores_every_ledger_trade_once(
+    s3_server: S3Server, bucket: str, tmp_path: Path, exchange: Exchange
+) -> None:
+    run = exchange.run(s3_server, bucket, tmp_path)
+    run.assert_exit(0)
+    manifest = run.manifest()
+    assert (manifest["status"], manifest["stop_reason"]) == ("complete", "deadline")
+    stored = run.stored()
+    assert_stored_exactly_once(run.ledger, stored)  # exact price/size text and the taker side
+    assert manifest["counters"]["parsed"] == len(stored)
+    assert manifest["counters"]["invalid"] == 0
+    assert sum(o["records"] for o in manifest["objects"]) == len(stored)
+    assert {(t["exchange"], t["symbol"], t["raw_symbol"]) for t in stored} == exchange.stored_as
+    assert {t["side"] for t in stored} == {"buy", "sell"}
+    assert manifest_gap_ids(manifest) == {}
+    exchange.check(run, manifest, stored)
+    result = run_verify(s3_server.env(), bucket, exchange.prefix)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@_params(["coinbase", "kraken"])
+def test_disconnects_reconnect_and_the_gaps_are_what_the_ledger_lacks(
+    s3_server: S3Server, bucket: str, tmp_path: Path, exchange: Exchange
+) -> None:
+    """The run is stopped (SIGTERM) once it has connected three times, however long the start
+    and the reconnects took on a loaded machine: the second connection, between two faults,
+    delivered the trades after the first gap."""
+    run = exchange.run(
+        s3_server,
+        bucket,
+        tmp_path,
+        rate="400",
+        faults="disconnect-every=1.2",
+        runtime="120",
+        connections=3,
+    )
+    run.assert_exit(0)
+    manifest = run.manifest()
+    assert (manifest["status"], manifest["stop_reason"]) == ("complete", "signal")
+    assert manifest["counters"]["reconnects"] >= 2  # three connections
+    assert_stored_exactly_once(run.ledger, run.stored())
+    expected = ledger_missing_ids(run.ledger)
+    assert expected, "the fault produced no gap"
+    assert manifest_gap_ids(manifest) == expected
+
+
+@_params([name for name, exchange in EXCHANGES.items() if exchange.refused])
+def test_a_refused_subscription_ends_the_run_with_the_exchange_message(
+    s3_server: S3Server, bucket: str, tmp_path: Path, exchange: Exchange
+) -> None:
+    assert exchange.refused is not None
+    stream, message = exchange.refused
+    first = exchange.streams.split(",")[0]
+    run = exchange.run(
+        s3_server,
+        bucket,
+        tmp_path,
+        symbols=first.partition(":")[2],
+        streams=f"{first},{stream}",
+        rate="100",
+        runtime="30",
+    )
+    run.assert_exit(1)
+    assert message in run.out + run.err
+    manifest = run.manifest()
+    assert manifest["stop_reason"] == "error"
+    assert message in manifest["error"]
+    assert f"rejected the subscription to {stream}:" in manifest["error"]  # named
+    if exchange.name == "bybit":
+        assert manifest["counters"]["parsed"] == 0  # the whole request was refused
