@@ -1,24 +1,37 @@
-"""The fake exchanges that share their tests (Bitstamp, OKX, Bybit), over real WebSockets on
-127.0.0.1, driven by an injected clock: one test each, parametrized by :data:`FAKES`.
+"""The fake Bitstamp, OKX and Bybit over real WebSockets on 127.0.0.1, driven by an injected
+clock: the tests they share once, parametrized by :data:`FAKES`, then what each does alone.
 
 No test sleeps to synchronise: each waits for the frames it expects (bounded), and trades
-appear only when a test advances the FakeClock. What only one exchange does stays in
-tests/test_<exchange>_fake.py.
+appear only when a test advances the FakeClock. (Binance's fake: tests/test_fake_server.py;
+Coinbase's and Kraken's: tests/test_coinbase_fake.py, tests/test_kraken_fake.py.)
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
+import orjson
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from connectors.base import Ack, ReconnectNotice
+from connectors.base import Ack, ExchangeError, Heartbeat, ReconnectNotice
+from connectors.bitstamp import BitstampProtocol
+from connectors.bybit import BybitProtocol
 from connectors.fake.faults import Faults
 from connectors.fake.server import FakeExchange
+from connectors.okx import OkxProtocol
 from connectors.registry import get_protocol
 from engine.clock import FakeClock
-from tests.wsclient import Received, check_keepalive, client, read_until, subscribe, trade_view
+from tests.wsclient import (
+    Received,
+    check_keepalive,
+    client,
+    next_event,
+    read_until,
+    subscribe,
+    trade_view,
+)
 
 
 @dataclass(frozen=True)
@@ -145,3 +158,195 @@ async def test_session_keepalive_keeps_a_quiet_connection_alive(
     await check_keepalive(
         fake.exchange, proto, fake.symbols, acks=len(fake.acks), drop_pongs=drop_pongs
     )
+
+
+# -- Bitstamp only --------------------------------------------------------------------------------
+
+BITSTAMP_SYMBOLS = FAKES["bitstamp"].symbols
+
+
+@pytest.mark.parametrize("drop_pongs", [False, True])
+async def test_heartbeat_is_answered_unless_pongs_are_dropped(drop_pongs: bool) -> None:
+    proto = BitstampProtocol()
+    faults = Faults(drop_pongs=drop_pongs)
+    async with (
+        FakeExchange(
+            "bitstamp", rate=10, symbols=BITSTAMP_SYMBOLS, clock=FakeClock(), faults=faults
+        ) as fx,
+        client(proto.connection_url(fx.url, BITSTAMP_SYMBOLS)) as ws,
+    ):
+        await ws.send(proto.keepalive_message() or "")
+        if not drop_pongs:
+            assert await next_event(ws, proto) == Heartbeat()
+        # Requests are answered in order: with the pong dropped the ack comes first.
+        assert await subscribe(ws, proto, ["BTCUSD"], 1) == [
+            Ack("subscription_succeeded live_trades_btcusd")
+        ]
+
+
+async def test_unknown_channel_is_refused_and_the_connection_stays_open() -> None:
+    clock, proto = FakeClock(), BitstampProtocol()
+    async with (
+        FakeExchange("bitstamp", rate=100, symbols=BITSTAMP_SYMBOLS, clock=clock) as fx,
+        client(proto.connection_url(fx.url, BITSTAMP_SYMBOLS)) as ws,
+    ):
+        (refusal,) = await subscribe(ws, proto, ["NOPEUSD"], 1)
+        assert refusal == ExchangeError("bitstamp error: Invalid channel provided.", fatal=True)
+        await ws.send('{"event":"bts:subscribe","data":{"channel":"live_trades_BTCUSD"}}')
+        assert isinstance(await next_event(ws, proto), ExchangeError)  # channels are lower case
+        assert await subscribe(ws, proto, ["btcusd"], 1) == [
+            Ack("subscription_succeeded live_trades_btcusd")
+        ]
+        clock.advance(1.0)
+        got = Received()
+        await read_until(ws, proto, got, lambda: len(got.trades) >= 20)
+        assert {t.symbol for t in got.trades} == {"BTC-USD"}
+        await ws.send('{"event":"bts:unsubscribe","data":{"channel":"live_trades_btcusd"}}')
+        await read_until(ws, proto, got, lambda: bool(got.controls))
+        assert got.controls == [Ack("unsubscription_succeeded live_trades_btcusd")]
+        await ws.send("garbage")
+        assert await next_event(ws, proto) == ExchangeError(
+            "bitstamp error: Incorrect JSON format.", fatal=True
+        )
+
+
+# -- OKX only -------------------------------------------------------------------------------------
+
+OKX_SYMBOLS = FAKES["okx"].symbols
+OKX_NOPE = (
+    "okx error 60018: Wrong URL or channel:trades,instId:NOPE-USDT doesn't exist. "
+    "Please use the correct URL, channel and parameters referring to API document."
+)
+
+
+@pytest.mark.parametrize("drop_pongs", [False, True])
+async def test_text_ping_is_answered_unless_pongs_are_dropped(drop_pongs: bool) -> None:
+    proto = OkxProtocol()
+    faults = Faults(drop_pongs=drop_pongs)
+    async with (
+        FakeExchange("okx", rate=10, symbols=OKX_SYMBOLS, clock=FakeClock(), faults=faults) as fx,
+        client(proto.connection_url(fx.url, OKX_SYMBOLS)) as ws,
+    ):
+        await ws.send("ping")
+        if not drop_pongs:
+            assert await asyncio.wait_for(ws.recv(), 10) == "pong"  # bare text, not JSON
+            await ws.send(proto.keepalive_message() or "")
+            assert await next_event(ws, proto) == Heartbeat()
+        # Requests are answered in order: with the pong dropped the ack comes first.
+        assert await subscribe(ws, proto, ["BTC-USDT"], 1) == [Ack("subscribe trades:BTC-USDT")]
+
+
+async def test_unknown_instrument_is_refused_and_the_connection_stays_open() -> None:
+    clock, proto = FakeClock(), OkxProtocol()
+    async with (
+        FakeExchange("okx", rate=100, symbols=OKX_SYMBOLS, clock=clock) as fx,
+        client(proto.connection_url(fx.url, OKX_SYMBOLS)) as ws,
+    ):
+        # Answered per argument: the unknown one is refused, the known one subscribed.
+        assert await subscribe(ws, proto, ["NOPE-USDT", "BTC-USDT"], 2) == [
+            ExchangeError(OKX_NOPE, fatal=True, symbols=("NOPE-USDT",)),
+            Ack("subscribe trades:BTC-USDT"),
+        ]
+        clock.advance(1.0)
+        got = Received()
+        await read_until(ws, proto, got, lambda: len(got.trades) >= 20)
+        assert {t.symbol for t in got.trades} == {"BTC-USDT"}
+        await ws.send('{"op":"unsubscribe","args":[{"channel":"trades","instId":"BTC-USDT"}]}')
+        await read_until(ws, proto, got, lambda: bool(got.controls))
+        assert got.controls == [Ack("unsubscribe trades:BTC-USDT")]
+        await ws.send('{"op":"subscribe"}')
+        assert await next_event(ws, proto) == ExchangeError(
+            'okx error 60012: Invalid request: {"op":"subscribe"}', fatal=True
+        )
+
+
+# -- Bybit only -----------------------------------------------------------------------------------
+
+BYBIT_SYMBOLS = FAKES["bybit"].symbols
+
+
+async def test_subscriptions_beyond_ten_topics_take_several_requests() -> None:
+    clock, proto = FakeClock(), BybitProtocol()
+    symbols = [f"C{i}USDT" for i in range(12)]
+    async with (
+        FakeExchange("bybit", rate=10, symbols=symbols, clock=clock) as fx,
+        client(proto.connection_url(fx.url, symbols)) as ws,
+    ):
+        assert await subscribe(ws, proto, symbols, 2) == [
+            Ack("subscribe req_id=1"),
+            Ack("subscribe req_id=2"),
+        ]
+        await ws.send(
+            orjson.dumps({"op": "subscribe", "args": [f"publicTrade.{s}" for s in symbols]})
+        )
+        refusal = await next_event(ws, proto)
+        assert refusal == ExchangeError("bybit subscribe failed: args size 12 exceeds 10", True)
+
+
+@pytest.mark.parametrize("drop_pongs", [False, True])
+async def test_ping_is_answered_unless_pongs_are_dropped(drop_pongs: bool) -> None:
+    proto = BybitProtocol()
+    faults = Faults(drop_pongs=drop_pongs)
+    async with (
+        FakeExchange(
+            "bybit", rate=10, symbols=BYBIT_SYMBOLS, clock=FakeClock(), faults=faults
+        ) as fx,
+        client(proto.connection_url(fx.url, BYBIT_SYMBOLS)) as ws,
+    ):
+        await ws.send(proto.keepalive_message() or "")
+        if not drop_pongs:
+            pong = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert pong == {
+                "success": True,
+                "ret_msg": "pong",
+                "conn_id": pong["conn_id"],
+                "req_id": "1",
+                "op": "ping",
+            }
+            await ws.send(proto.keepalive_message() or "")
+            assert await next_event(ws, proto) == Heartbeat()
+        # Requests are answered in order: with the pong dropped the ack comes first.
+        (ack,) = await subscribe(ws, proto, ["BTCUSDT"], 1)
+        assert isinstance(ack, Ack)
+
+
+async def test_no_reconnect_notice_even_with_the_fault() -> None:
+    clock, proto = FakeClock(), BybitProtocol()
+    faults = Faults(shutdown_notice_every=1)
+    async with (
+        FakeExchange("bybit", rate=100, symbols=BYBIT_SYMBOLS, clock=clock, faults=faults) as fx,
+        client(proto.connection_url(fx.url, BYBIT_SYMBOLS)) as ws,
+    ):
+        await subscribe(ws, proto, BYBIT_SYMBOLS, 1)
+        got = Received()
+        for second in range(1, 4):
+            clock.advance(1.0)
+            await read_until(ws, proto, got, lambda n=second: len(got.trades) >= 100 * n)
+        assert got.controls == [] and fx.live_connections == 1
+
+
+async def test_unknown_symbol_is_refused_and_the_connection_stays_open() -> None:
+    clock, proto = FakeClock(), BybitProtocol()
+    async with (
+        FakeExchange("bybit", rate=100, symbols=BYBIT_SYMBOLS, clock=clock) as fx,
+        client(proto.connection_url(fx.url, BYBIT_SYMBOLS)) as ws,
+    ):
+        assert await subscribe(ws, proto, ["NOPEUSDT", "BTCUSDT"], 1) == [
+            ExchangeError(
+                "bybit subscribe failed: Invalid symbol :[publicTrade.NOPEUSDT]",
+                fatal=True,
+                symbols=("NOPEUSDT",),
+            )
+        ]  # nothing of the request is subscribed
+        assert await subscribe(ws, proto, ["BTCUSDT"], 1) == [Ack("subscribe req_id=2")]
+        clock.advance(1.0)
+        got = Received()
+        await read_until(ws, proto, got, lambda: len(got.trades) >= 20)
+        assert {t.symbol for t in got.trades} == {"BTC-USDT"}
+        await ws.send('{"req_id":"u","op":"unsubscribe","args":["publicTrade.BTCUSDT"]}')
+        await read_until(ws, proto, got, lambda: bool(got.controls))
+        assert got.controls == [Ack("unsubscribe req_id=u")]
+        await ws.send("garbage")
+        assert await next_event(ws, proto) == ExchangeError(
+            "bybit  failed: Invalid request: not JSON", fatal=False
+        )
