@@ -66,10 +66,9 @@ def test_the_first_reason_wins_but_a_notice_is_always_recorded() -> None:
 
 
 def test_the_default_reconnect_backoff_keeps_its_numbers() -> None:
-    assert s_policy() == (0.5, 30.0, Jitter.FULL, None, None)
-    assert session().backoff is RECONNECT and session().failures == 0
-
-
-def s_policy() -> tuple[object, ...]:
+    """The former Backoff's defaults: 0.5 s doubling up to 30 s, full jitter, no end."""
     p = RECONNECT
-    return (p.initial, p.cap, p.jitter, p.budget, p.max_attempts)
+    assert (p.initial, p.multiplier, p.cap, p.jitter) == (0.5, 2.0, 30.0, Jitter.FULL)
+    assert p.budget is None and p.max_attempts is None
+    s = session()
+    assert s.backoff is RECONNECT and s.failures == 0
