@@ -21,13 +21,10 @@ from connectors.binance import (
     parse_stream_name,
 )
 from connectors.registry import PROTOCOLS, get_protocol
-from engine.errors import MalformedFrame
 from engine.records import Trade
 from tests.strategies import (
     BINANCE_TRADE,
-    DROP,
     RECORDINGS,
-    edited,
     make_trade,
     read_cryptofeed,
 )
@@ -203,63 +200,6 @@ def test_fixture_parses_exact_aggtrades() -> None:
 )
 def test_controls_and_other_events(frame: str, expected: object) -> None:
     assert BinanceProtocol().parse(frame, 0) == expected
-
-
-# -- malformed ------------------------------------------------------------------------------------
-
-
-def _with(**changes: Any) -> str:
-    return edited(BINANCE_TRADE, changes)
-
-
-@pytest.mark.parametrize(
-    ("frame", "kind"),
-    [
-        ("", "json"),
-        ("{", "json"),
-        ("not json", "json"),
-        (b"\xff\xfe{}", "json"),
-        ('{"e":"trade","s":"\ud800"}', "json"),
-        ("[" * 2000 + "]" * 2000, "json"),
-        ("[]", "not-object"),
-        ("1", "not-object"),
-        ('"text"', "not-object"),
-        ("null", "not-object"),
-        ('{"stream":"x","data":[1]}', "not-object"),
-        ('{"stream":"x","data":null}', "not-object"),
-        ('{"e":["trade"]}', "type"),
-        ('{"e":5}', "type"),
-        ('{"code":"2","msg":"x"}', "type"),
-        (_with(p=DROP), "missing-field"),
-        (_with(q=DROP), "missing-field"),
-        (_with(T=DROP), "missing-field"),
-        (_with(t=DROP), "missing-field"),
-        (_with(s=DROP), "missing-field"),
-        (_with(m=DROP), "missing-field"),
-        (_with(p=0.001), "type"),
-        (_with(q=100), "type"),
-        (_with(p=""), "type"),
-        (_with(p=None), "type"),
-        (_with(T="1672515782136"), "type"),
-        (_with(T=1.5), "type"),
-        (_with(T=-1), "type"),
-        (_with(T=10**18), "type"),
-        (_with(t="12345"), "type"),
-        (_with(t=True), "type"),
-        (_with(t=-5), "type"),
-        (_with(m="true"), "type"),
-        (_with(m=1), "type"),
-        (_with(s=["BNBBTC"]), "type"),
-        (_with(s=5), "type"),
-        (_with(s="FOO"), "symbol"),
-        (BINANCE_TRADE.replace("12345", "123456789012345678901234567890"), "type"),
-        (BINANCE_TRADE.replace("1672515782136", "1e400"), "json"),
-    ],
-)
-def test_malformed(frame: str | bytes, kind: str) -> None:
-    with pytest.raises(MalformedFrame) as info:
-        BinanceProtocol().parse(frame, 0)
-    assert info.value.kind == kind
 
 
 # -- server side helpers --------------------------------------------------------------------------

@@ -31,8 +31,6 @@ from engine.errors import MalformedFrame
 from engine.records import Trade
 from tests.strategies import (
     BITSTAMP_TRADE,
-    DROP,
-    edited,
     make_trade,
 )
 
@@ -170,72 +168,6 @@ def test_round_trip_upper_case_market_symbol_and_escapes() -> None:
 )
 def test_controls_and_other_events(frame: str, expected: object) -> None:
     assert BitstampProtocol().parse(frame, 0) == expected
-
-
-# -- malformed ------------------------------------------------------------------------------------
-
-
-def _where(msg: Any, key: str) -> Any:
-    return msg if key in ("channel", "event", "data") else msg["data"]
-
-
-def _with(**changes: Any) -> str:
-    return edited(BITSTAMP_TRADE, changes, _where)
-
-
-@pytest.mark.parametrize(
-    ("frame", "kind"),
-    [
-        ("", "json"),
-        ("{", "json"),
-        (b"\xff\xfe{}", "json"),
-        ('{"event":"trade","channel":"\ud800"}', "json"),
-        ("[" * 2000 + "]" * 2000, "json"),
-        ("[]", "not-object"),
-        ("null", "not-object"),
-        ('"trade"', "not-object"),
-        ('{"event":"trade","channel":"live_trades_btcusd","data":[1]}', "type"),
-        ('{"event":"trade","channel":"live_trades_btcusd","data":null}', "type"),
-        ('{"event":["trade"]}', "type"),
-        ('{"event":5}', "type"),
-        ('{"event":"bts:error","data":{"message":5}}', "type"),
-        (_with(price_str=DROP), "missing-field"),
-        (_with(amount_str=DROP), "missing-field"),
-        (_with(microtimestamp=DROP), "missing-field"),
-        (_with(type=DROP), "missing-field"),
-        (_with(id=DROP), "missing-field"),
-        (_with(channel=DROP), "missing-field"),
-        (_with(data=DROP), "missing-field"),
-        (_with(price_str=3805.44), "type"),
-        (_with(amount_str=None), "type"),
-        (_with(price_str=""), "type"),
-        (_with(microtimestamp=1641343699596000), "type"),
-        (_with(microtimestamp="soon"), "type"),
-        (_with(microtimestamp=" 1641343699596000"), "type"),
-        (_with(microtimestamp="1_641_343_699_596_000"), "type"),
-        (_with(microtimestamp="\uff11\uff16\uff14"), "type"),
-        (_with(microtimestamp="9" * 18), "type"),
-        (_with(microtimestamp="9" * 40), "type"),
-        (_with(type=2), "type"),
-        (_with(type=True), "type"),
-        (_with(type="0"), "type"),
-        (_with(type=0.0), "type"),
-        (_with(id="216000477"), "type"),
-        (_with(id=-1), "type"),
-        (_with(id=1.5), "type"),
-        (_with(channel=["live_trades_btcusd"]), "type"),
-        (_with(channel=5), "type"),
-        (_with(channel="order_book_btcusd"), "symbol"),
-        (_with(channel="live_trades_"), "symbol"),
-        (_with(channel="live_trades_foo"), "symbol"),
-        (BITSTAMP_TRADE.replace("216000477", "1" * 30), "type"),  # orjson: a float
-        (BITSTAMP_TRADE.replace("216000477", "1e400"), "json"),
-    ],
-)
-def test_malformed(frame: str | bytes, kind: str) -> None:
-    with pytest.raises(MalformedFrame) as info:
-        BitstampProtocol().parse(frame, 0)
-    assert info.value.kind == kind
 
 
 # -- server side ----------------------------------------------------------------------------------

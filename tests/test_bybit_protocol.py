@@ -32,8 +32,6 @@ from engine.errors import MalformedFrame
 from engine.records import Trade
 from tests.strategies import (
     BYBIT_TRADE,
-    DROP,
-    edited,
     make_trade,
 )
 
@@ -214,66 +212,6 @@ def test_1024_trades_in_one_push_all_in_order() -> None:
 )
 def test_controls_and_other_events(frame: str, expected: object) -> None:
     assert BybitProtocol().parse(frame, 0) == expected
-
-
-# -- malformed ------------------------------------------------------------------------------------
-
-
-def _where(msg: Any, key: str) -> Any:
-    return msg if key in ("topic", "data", "op") else msg["data"][0]
-
-
-def _with(**changes: Any) -> str:
-    return edited(BYBIT_TRADE, changes, _where)
-
-
-@pytest.mark.parametrize(
-    ("frame", "kind"),
-    [
-        ("", "json"),
-        ("pong", "json"),
-        (b"\xff\xfe{}", "json"),
-        ("[" * 2000 + "]" * 2000, "json"),
-        ("[]", "not-object"),
-        ("null", "not-object"),
-        ('{"topic":5}', "type"),
-        ('{"topic":["publicTrade.BTCUSDT"]}', "type"),
-        ('{"op":5}', "type"),
-        ('{"op":"subscribe","success":"true","ret_msg":""}', "type"),
-        ('{"op":"subscribe","success":false,"ret_msg":5}', "type"),
-        ('{"op":"subscribe"}', "type"),
-        ('{"topic":"publicTrade.BTCUSDT","data":{"p":"1"}}', "type"),
-        ('{"topic":"publicTrade.BTCUSDT","data":null}', "type"),
-        ('{"topic":"publicTrade.BTCUSDT","data":[1]}', "type"),
-        (_with(data=DROP), "missing-field"),
-        (_with(i=DROP), "missing-field"),
-        (_with(p=DROP), "missing-field"),
-        (_with(v=DROP), "missing-field"),
-        (_with(S=DROP), "missing-field"),
-        (_with(T=DROP), "missing-field"),
-        (_with(s=DROP), "missing-field"),
-        (_with(p=115440.7), "type"),
-        (_with(v=None), "type"),
-        (_with(p=""), "type"),
-        (_with(i=2290000000923750370), "type"),
-        (_with(i=""), "type"),
-        (_with(S="buy"), "type"),
-        (_with(S=["Buy"]), "type"),
-        (_with(T="1761583474343"), "type"),
-        (_with(T=1.5), "type"),
-        (_with(T=True), "type"),
-        (_with(T=-1), "type"),
-        (_with(T=10**16), "type"),
-        (_with(T=10**30), "type"),
-        (_with(s=["BTCUSDT"]), "type"),
-        (_with(s=5), "type"),
-        (_with(s="FOO"), "symbol"),
-    ],
-)
-def test_malformed(frame: str | bytes, kind: str) -> None:
-    with pytest.raises(MalformedFrame) as info:
-        BybitProtocol().parse(frame, 0)
-    assert info.value.kind == kind
 
 
 # -- server side ----------------------------------------------------------------------------------

@@ -23,13 +23,10 @@ from connectors.coinbase import (
 )
 from connectors.gaps import GapTracker
 from connectors.registry import get_protocol
-from engine.errors import MalformedFrame
 from engine.records import Trade
 from tests.strategies import (
     COINBASE_MATCH,
-    DROP,
     RECORDINGS,
-    edited,
     make_trade,
     read_cryptofeed,
 )
@@ -244,67 +241,6 @@ def test_heartbeat_encoding() -> None:
         "sequence": 1060,
         "time": "2014-11-07T08:19:28.464459Z",
     }
-
-
-# -- malformed ------------------------------------------------------------------------------------
-
-
-def _with(**changes: Any) -> str:
-    return edited(COINBASE_MATCH, changes)
-
-
-@pytest.mark.parametrize(
-    ("frame", "kind"),
-    [
-        ("", "json"),
-        ("{", "json"),
-        (b"\xff\xfe{}", "json"),
-        ('{"type":"match","product_id":"\ud800"}', "json"),
-        ("[" * 2000 + "]" * 2000, "json"),
-        ("[]", "not-object"),
-        ("null", "not-object"),
-        ('"match"', "not-object"),
-        ("{}", "missing-field"),
-        ('{"type":5}', "type"),
-        ('{"type":["match"]}', "type"),
-        ('{"type":"error","message":5}', "type"),
-        ('{"type":"error","message":"x","reason":[1]}', "type"),
-        (_with(trade_id=DROP), "missing-field"),
-        (_with(price=DROP), "missing-field"),
-        (_with(size=DROP), "missing-field"),
-        (_with(side=DROP), "missing-field"),
-        (_with(time=DROP), "missing-field"),
-        (_with(product_id=DROP), "missing-field"),
-        (_with(price=0.791), "type"),
-        (_with(size=450), "type"),
-        (_with(price=None), "type"),
-        (_with(price=""), "decimal"),
-        (_with(price="1e5"), "decimal"),
-        (_with(size="-1"), "decimal"),
-        (_with(price="NaN"), "decimal"),
-        (_with(price="٣"), "decimal"),
-        (_with(trade_id="1568268"), "type"),
-        (_with(trade_id=-1), "type"),
-        (_with(trade_id=1.5), "type"),
-        (_with(trade_id=True), "type"),
-        (_with(trade_id=2**63), "type"),
-        (_with(side="up"), "type"),
-        (_with(side=None), "type"),
-        (_with(time=1618677817), "type"),
-        (_with(time="2021-04-17 16:43:37"), "time"),
-        (_with(time="2021-02-30T16:43:37Z"), "time"),
-        (_with(time="1969-12-31T23:59:59Z"), "time"),
-        (_with(product_id=["SKL-USD"]), "type"),
-        (_with(product_id=5), "type"),
-        (_with(product_id="SKL-USD-EUR"), "symbol"),
-        (_with(product_id="SKL_USD"), "symbol"),
-        (COINBASE_MATCH.replace("1568268", "1" * 30), "type"),
-    ],
-)
-def test_malformed(frame: str | bytes, kind: str) -> None:
-    with pytest.raises(MalformedFrame) as info:
-        CoinbaseProtocol().parse(frame, 0)
-    assert info.value.kind == kind
 
 
 # -- server side helpers --------------------------------------------------------------------------
