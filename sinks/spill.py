@@ -273,10 +273,7 @@ def read_spilled(entry: SpilledEntry) -> SpilledWindow:
     malformed or the body does not match its recorded size and sha256, :class:`StorageError`
     if a file cannot be read."""
     meta = _read_sidecar(entry.sidecar)
-    try:
-        body = entry.path.read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot read spilled window {entry.path}: {exc}") from exc
+    body = _read(entry.path, "spilled window")
     try:
         window = ClosedWindow(
             key=str(meta["key"]),
@@ -364,11 +361,16 @@ def remove_spilled_manifest(manifest: SpilledManifest) -> None:
         raise StorageError(f"cannot remove spilled manifest {manifest.path}: {exc}") from exc
 
 
-def _read_sidecar(sidecar: Path) -> dict[str, Any]:
+def _read(path: Path, what: str) -> bytes:
+    """The bytes of ``path``; :class:`StorageError` ``cannot read <what> <path>: ...``."""
     try:
-        data = sidecar.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
-        raise StorageError(f"cannot read spill sidecar {sidecar}: {exc}") from exc
+        raise StorageError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def _read_sidecar(sidecar: Path) -> dict[str, Any]:
+    data = _read(sidecar, "spill sidecar")
     try:
         meta = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -396,10 +398,7 @@ def _entry(meta: dict[str, Any], sidecar: Path, path: Path) -> SpilledEntry:
 
 
 def _read_manifest_file(path: Path) -> SpilledManifest:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot read spilled manifest {path}: {exc}") from exc
+    data = _read(path, "spilled manifest")
     try:
         document = orjson.loads(data)
         body = orjson.dumps(document["manifest"], option=MANIFEST_JSON_OPTIONS)
