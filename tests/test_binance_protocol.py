@@ -1,4 +1,8 @@
-"""BinanceProtocol: URLs, subscribe frames, parsing (fixture, controls, malformed), encoders."""
+"""BinanceProtocol: URLs, subscribe frames, parsing (fixture, controls, malformed), encoders.
+
+Its controls, its client requests, its malformed frames and the parser contract are in
+the tables of tests/test_protocol_tables.py and tests/test_protocol_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.base import Ack, ExchangeError, ReconnectNotice
 from connectors.binance import (
     MAX_STREAMS_PER_CONNECTION,
     BinanceProtocol,
-    ClientRequest,
-    RequestError,
-    encode_ack,
-    encode_error,
-    encode_server_shutdown,
     encode_trade,
-    parse_client_request,
     parse_stream_name,
 )
 from connectors.registry import PROTOCOLS, get_protocol
@@ -168,71 +165,7 @@ def test_fixture_parses_exact_aggtrades() -> None:
     ]
 
 
-# -- controls ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("frame", "expected"),
-    [
-        ('{"result":null,"id":1}', Ack("id=1")),
-        ('{"result":["btcusdt@trade"],"id":3}', Ack("id=3")),
-        (
-            '{"code":2,"msg":"Invalid symbol","id":1}',
-            ExchangeError("binance error 2: Invalid symbol", fatal=True),
-        ),
-        ('{"e":"serverShutdown","E":1770123456789}', ReconnectNotice("serverShutdown")),
-        (
-            '{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1770123456789}}',
-            ReconnectNotice("serverShutdown"),
-        ),
-        (encode_server_shutdown(5, False), ReconnectNotice("serverShutdown")),
-        (encode_server_shutdown(5, True), ReconnectNotice("serverShutdown")),
-        (encode_ack(9), Ack("id=9")),
-        (
-            encode_error(2, "Invalid symbol", None),
-            ExchangeError("binance error 2: Invalid symbol", True),
-        ),
-        ('{"u":400900217,"s":"BNBUSDT","b":"25.3","B":"31.2","a":"25.4","A":"40.6"}', ()),
-        ('{"e":"depthUpdate","E":1,"s":"BNBBTC","U":1,"u":2,"b":[],"a":[]}', ()),
-        ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1,"s":"BTCUSDT","k":{}}}', ()),
-        ("{}", ()),
-    ],
-)
-def test_controls_and_other_events(frame: str, expected: object) -> None:
-    assert BinanceProtocol().parse(frame, 0) == expected
-
-
 # -- server side helpers --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("frame", "expected"),
-    [
-        (
-            '{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}',
-            ClientRequest("SUBSCRIBE", ("btcusdt@trade",), 1),
-        ),
-        ('{"method":"UNSUBSCRIBE","params":[],"id":"a"}', ClientRequest("UNSUBSCRIBE", (), "a")),
-        ('{"method":"LIST_SUBSCRIPTIONS","id":3}', ClientRequest("LIST_SUBSCRIPTIONS", (), 3)),
-        ("nope", RequestError(3, "Invalid JSON: frame is not JSON")),
-        ("[1]", RequestError(2, "Invalid request: not a JSON object")),
-        (
-            '{"method":"SUBSCRIBE","params":"x","id":1}',
-            RequestError(2, "Invalid request: params must be a list of strings", 1),
-        ),
-        (
-            '{"method":"SUBSCRIBE","params":[1],"id":1}',
-            RequestError(2, "Invalid request: params must be a list of strings", 1),
-        ),
-        (
-            '{"method":"SUBSCRIBE","params":[],"id":1.5}',
-            RequestError(2, "Invalid request: invalid id"),
-        ),
-        ('{"method":"PING","id":4}', RequestError(2, "Invalid request: unknown method 'PING'", 4)),
-    ],
-)
-def test_parse_client_request(frame: str, expected: object) -> None:
-    assert parse_client_request(frame) == expected
 
 
 def test_parse_stream_name() -> None:

@@ -1,5 +1,9 @@
 """BitstampProtocol: subscribe frames, parsing (documented example, controls, malformed,
-property tests) and the server-side encoders, both directions."""
+property tests) and the server-side encoders, both directions.
+
+Its controls, its client requests, its malformed frames and the parser contract are in
+the tables of tests/test_protocol_tables.py and tests/test_protocol_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,11 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.base import Ack, ExchangeError, Heartbeat, ReconnectNotice
 from connectors.bitstamp import (
-    HEARTBEAT_REPLY,
     HEARTBEAT_REQUEST,
     MAX_STREAMS_PER_CONNECTION,
-    RECONNECT_NOTICE,
     BitstampProtocol,
-    ClientRequest,
-    RequestError,
-    encode_error,
-    encode_subscribed,
     encode_trade,
-    parse_client_request,
 )
 from connectors.fake.adapters import get_adapter
 from connectors.fake.bitstamp_server import BitstampSession
@@ -123,80 +119,7 @@ def test_round_trip_upper_case_market_symbol_and_escapes() -> None:
     assert msg["data"]["price_str"] == '1"2' and msg["data"]["price"] is None
 
 
-# -- controls -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("frame", "expected"),
-    [
-        (
-            '{"event":"bts:subscription_succeeded","channel":"live_trades_btcusd","data":{}}',
-            Ack("subscription_succeeded live_trades_btcusd"),
-        ),
-        (encode_subscribed("live_trades_x"), Ack("subscription_succeeded live_trades_x")),
-        (
-            encode_subscribed("live_trades_x", unsubscribed=True),
-            Ack("unsubscription_succeeded live_trades_x"),
-        ),
-        (HEARTBEAT_REPLY, Heartbeat()),
-        (RECONNECT_NOTICE, ReconnectNotice("bts:request_reconnect")),
-        (
-            '{"event":"bts:request_reconnect","channel":"","data":null}',
-            ReconnectNotice("bts:request_reconnect"),
-        ),
-        (
-            '{"event":"bts:error","channel":"",'
-            '"data":{"code":null,"message":"Invalid channel provided."}}',
-            ExchangeError("bitstamp error: Invalid channel provided.", fatal=True),
-        ),
-        (
-            encode_error("Bad subscription string."),
-            ExchangeError("bitstamp error: Bad subscription string.", True),
-        ),
-        ('{"event":"bts:error"}', ExchangeError("bitstamp error: no message", fatal=True)),
-        (
-            '{"event":"bts:subscription_failed","channel":"live_trades_nopeusd",'
-            '"data":{"message":"Invalid channel"}}',
-            ExchangeError(
-                "bitstamp subscription_failed: Invalid channel", fatal=True, symbols=("nopeusd",)
-            ),
-        ),
-        ('{"event":"data","channel":"order_book_btcusd","data":{"bids":[],"asks":[]}}', ()),
-        ('{"event":"order_created","channel":"live_orders_btcusd","data":{}}', ()),
-        ("{}", ()),
-    ],
-)
-def test_controls_and_other_events(frame: str, expected: object) -> None:
-    assert BitstampProtocol().parse(frame, 0) == expected
-
-
 # -- server side ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("frame", "expected"),
-    [
-        (
-            '{"event":"bts:subscribe","data":{"channel":"live_trades_btcusd"}}',
-            ClientRequest("bts:subscribe", "live_trades_btcusd"),
-        ),
-        (
-            '{"event":"bts:unsubscribe","data":{"channel":"live_trades_btcusd"}}',
-            ClientRequest("bts:unsubscribe", "live_trades_btcusd"),
-        ),
-        (HEARTBEAT_REQUEST, ClientRequest("bts:heartbeat")),
-        ("nope", RequestError("Incorrect JSON format.")),
-        ("[1]", RequestError("Incorrect JSON format.")),
-        ('{"event":"bts:subscribe"}', RequestError("Bad subscription string.")),
-        (
-            '{"event":"bts:subscribe","data":{"channel":5}}',
-            RequestError("Bad subscription string."),
-        ),
-        ('{"event":"bts:explode"}', RequestError("Bad subscription string.")),
-    ],
-)
-def test_parse_client_request(frame: str, expected: object) -> None:
-    assert parse_client_request(frame) == expected
 
 
 def test_server_malformed_frames_are_all_rejected() -> None:

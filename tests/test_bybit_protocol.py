@@ -1,6 +1,10 @@
 """BybitProtocol: URL, subscribe frames (10 args each), parsing (documented example, pushes of
 1024 trades, controls, malformed, property tests) and the server-side encoders, both
-directions."""
+directions.
+
+Its controls, its client requests, its malformed frames and the parser contract are in
+the tables of tests/test_protocol_tables.py and tests/test_protocol_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +15,13 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.base import Ack, ExchangeError, Heartbeat
 from connectors.bybit import (
     MAX_ARGS_CHARS,
     MAX_ARGS_PER_REQUEST,
     MAX_STREAMS_PER_CONNECTION,
     BybitProtocol,
-    ClientRequest,
-    RequestError,
-    encode_response,
     encode_trade,
     encode_trades,
-    parse_client_request,
 )
 from connectors.fake.adapters import get_adapter
 from connectors.fake.bybit_server import BybitSession
@@ -152,96 +151,7 @@ def test_1024_trades_in_one_push_all_in_order() -> None:
         encode_trades([])
 
 
-# -- controls -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("frame", "expected"),
-    [
-        (
-            '{"success":true,"ret_msg":"subscribe","conn_id":"c","req_id":"1","op":"subscribe"}',
-            Ack("subscribe req_id=1"),
-        ),
-        (
-            '{"success":true,"ret_msg":"","op":"subscribe","conn_id":"c"}',
-            Ack("subscribe req_id=None"),
-        ),
-        (
-            '{"success":false,"ret_msg":"Invalid symbol :[publicTrade.NOPEUSDT]",'
-            '"conn_id":"c","req_id":"1","op":"subscribe"}',
-            ExchangeError(
-                "bybit subscribe failed: Invalid symbol :[publicTrade.NOPEUSDT]",
-                fatal=True,
-                symbols=("NOPEUSDT",),
-            ),
-        ),
-        (
-            '{"success":false,"ret_msg":"Invalid symbol :[publicTrade.NOPEUSDT,publicTrade.X1]",'
-            '"op":"subscribe"}',
-            ExchangeError(
-                "bybit subscribe failed: Invalid symbol :[publicTrade.NOPEUSDT,publicTrade.X1]",
-                fatal=True,
-                symbols=("NOPEUSDT", "X1"),
-            ),
-        ),
-        (
-            '{"success":false,"ret_msg":"error:handler not found,topic:publicTrade.NOPEUSDT",'
-            '"op":"subscribe"}',
-            ExchangeError(
-                "bybit subscribe failed: error:handler not found,topic:publicTrade.NOPEUSDT",
-                fatal=True,
-                symbols=("NOPEUSDT",),
-            ),
-        ),
-        (
-            '{"success":false,"ret_msg":"args size >10","op":"subscribe"}',
-            ExchangeError("bybit subscribe failed: args size >10", fatal=True),
-        ),
-        ('{"success":true,"ret_msg":"pong","conn_id":"c","op":"ping"}', Heartbeat()),
-        (encode_response("ping", "9", "c", ret_msg="pong"), Heartbeat()),
-        ('{"req_id":"test","op":"pong","args":["1675418560633"],"conn_id":"c"}', Heartbeat()),
-        (
-            '{"success":false,"ret_msg":"boom","op":"ping"}',
-            ExchangeError("bybit ping failed: boom"),
-        ),
-        (encode_response("unsubscribe", "3", "c"), Ack("unsubscribe req_id=3")),
-        ('{"topic":"orderbook.1.BTCUSDT","type":"snapshot","data":{"b":[],"a":[]}}', ()),
-        ('{"topic":"tickers.BTCUSDT","data":{}}', ()),
-        ("{}", ()),
-    ],
-)
-def test_controls_and_other_events(frame: str, expected: object) -> None:
-    assert BybitProtocol().parse(frame, 0) == expected
-
-
 # -- server side ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("frame", "expected"),
-    [
-        ('{"req_id":"1","op":"ping"}', ClientRequest("ping", (), "1")),
-        ('{"op":"ping"}', ClientRequest("ping")),
-        (
-            '{"req_id":"2","op":"subscribe","args":["publicTrade.BTCUSDT"]}',
-            ClientRequest("subscribe", ("publicTrade.BTCUSDT",), "2"),
-        ),
-        ('{"req_id":3,"op":"unsubscribe","args":["a"]}', ClientRequest("unsubscribe", ("a",), "3")),
-        ("nope", RequestError("", "Invalid request: not JSON")),
-        ("[1]", RequestError("", "Invalid request: not a JSON object")),
-        ('{"op":"auth"}', RequestError("auth", "Invalid op: 'auth'")),
-        (
-            '{"op":"subscribe","args":[1]}',
-            RequestError("subscribe", "Invalid request: args must be a list of topics"),
-        ),
-        (
-            '{"op":"subscribe","args":[]}',
-            RequestError("subscribe", "Invalid request: args must be a list of topics"),
-        ),
-    ],
-)
-def test_parse_client_request(frame: str, expected: object) -> None:
-    assert parse_client_request(frame) == expected
 
 
 def test_server_malformed_frames_are_all_rejected() -> None:

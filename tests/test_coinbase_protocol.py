@@ -1,4 +1,8 @@
-"""CoinbaseProtocol: subscribe frames, parsing (real recording, controls, malformed), encoders."""
+"""CoinbaseProtocol: subscribe frames, parsing (real recording, controls, malformed), encoders.
+
+Its controls, its client requests, its malformed frames and the parser contract are in
+the tables of tests/test_protocol_tables.py and tests/test_protocol_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.base import Ack, ExchangeError, Heartbeat
+from connectors.base import Ack
 from connectors.coinbase import (
     MAX_PRODUCTS_PER_CONNECTION,
-    ClientRequest,
     CoinbaseProtocol,
-    RequestError,
-    encode_error,
     encode_heartbeat,
     encode_match,
-    encode_subscriptions,
-    parse_client_request,
 )
 from connectors.gaps import GapTracker
 from connectors.registry import get_protocol
@@ -181,58 +180,6 @@ def test_recording_every_frame_parses_and_exactly_the_matches_become_trades() ->
 # -- controls -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("frame", "expected"),
-    [
-        (
-            '{"type":"subscriptions","channels":[{"name":"matches","product_ids":["BTC-USD"]}]}',
-            Ack("subscriptions"),
-        ),
-        (
-            '{"type":"heartbeat","sequence":90,"last_trade_id":20,"product_id":"BTC-USD",'
-            '"time":"2014-11-07T08:19:28.464459Z"}',
-            Heartbeat(),
-        ),
-        (
-            '{"type":"error","message":"Failed to subscribe",'
-            '"reason":"BTC-XYZ is not a valid product"}',
-            ExchangeError(
-                "coinbase error: Failed to subscribe: BTC-XYZ is not a valid product",
-                fatal=True,
-                symbols=("BTC-XYZ",),
-            ),
-        ),
-        (
-            '{"type":"error","message":"ErrSlowConsume"}',
-            ExchangeError("coinbase error: ErrSlowConsume", fatal=False),
-        ),
-        (
-            encode_error("Failed to subscribe", "NOPE-USD is not a valid product"),
-            ExchangeError(
-                "coinbase error: Failed to subscribe: NOPE-USD is not a valid product",
-                True,
-                ("NOPE-USD",),
-            ),
-        ),
-        (
-            encode_error("Failed to subscribe", "full is not a valid channel"),
-            ExchangeError("coinbase error: Failed to subscribe: full is not a valid channel", True),
-        ),
-        (encode_heartbeat("ETH-USD", 7, 1_700_000_000_000_000), Heartbeat()),
-        (encode_subscriptions({"matches": ["BTC-USD"], "heartbeat": []}), Ack("subscriptions")),
-        ('{"type":"l2update","product_id":"BTC-USD","changes":[["sell","1","2"]]}', ()),
-        ('{"type":"ticker","product_id":"BTC-USD","price":"1","side":"buy","trade_id":1}', ()),
-        ('{"type":"snapshot","product_id":"BTC-USD","asks":[],"bids":[]}', ()),
-        ('{"type":"received","order_id":"x","side":"buy"}', ()),
-        ('{"type":"open"}', ()),
-        ('{"type":"done","reason":"filled"}', ()),
-        ('{"type":"status","products":[]}', ()),
-    ],
-)
-def test_controls_and_other_messages(frame: str, expected: object) -> None:
-    assert CoinbaseProtocol().parse(frame, 0) == expected
-
-
 def test_heartbeat_encoding() -> None:
     assert orjson.loads(encode_heartbeat("BTC-USD", 20, 1_415_348_368_464_459)) == {
         "type": "heartbeat",
@@ -244,40 +191,3 @@ def test_heartbeat_encoding() -> None:
 
 
 # -- server side helpers --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("frame", "expected"),
-    [
-        (
-            '{"type":"subscribe","product_ids":["BTC-USD"],"channels":["matches","heartbeat"]}',
-            ClientRequest("subscribe", {"matches": ("BTC-USD",), "heartbeat": ("BTC-USD",)}),
-        ),
-        (
-            '{"type":"subscribe","channels":[{"name":"heartbeat","product_ids":["ETH-EUR"]}]}',
-            ClientRequest("subscribe", {"heartbeat": ("ETH-EUR",)}),
-        ),
-        (
-            '{"type":"unsubscribe","product_ids":["A-B"],"channels":["matches",'
-            '{"name":"matches","product_ids":["A-B","C-D"]}]}',
-            ClientRequest("unsubscribe", {"matches": ("A-B", "C-D")}),
-        ),
-        ("nope", RequestError("Malformed JSON", "the message is not JSON")),
-        ("[1]", RequestError("Malformed JSON", "the message is not a JSON object")),
-        ('{"type":"hello"}', RequestError("Unknown message type hello")),
-        (
-            '{"type":"subscribe","product_ids":"BTC-USD","channels":["matches"]}',
-            RequestError("Failed to subscribe", "product_ids must be a list of strings"),
-        ),
-        (
-            '{"type":"subscribe","product_ids":["BTC-USD"],"channels":[]}',
-            RequestError("Failed to subscribe", "channels must be a non-empty list"),
-        ),
-        (
-            '{"type":"subscribe","channels":[{"product_ids":["BTC-USD"]}]}',
-            RequestError("Failed to subscribe", "a channel must be a name or {name, product_ids}"),
-        ),
-    ],
-)
-def test_parse_client_request(frame: str, expected: object) -> None:
-    assert parse_client_request(frame) == expected

@@ -12,7 +12,6 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -20,47 +19,24 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from connectors.base import Ack, ControlEvent, ExchangeError, ReconnectNotice
+from connectors.base import Ack, ExchangeError, ReconnectNotice
 from connectors.binance import BinanceProtocol, encode_trade
 from connectors.fake.cli import add_arguments, run
 from connectors.fake.faults import Faults, Stall
 from connectors.fake.market import Market
 from connectors.fake.server import FakeExchange
 from engine.clock import FakeClock
-from engine.errors import MalformedFrame
 from engine.records import Trade
+from tests.wsclient import WAIT, Received, client
+from tests.wsclient import read_until as read_parsed_until
 
 ROOT = Path(__file__).resolve().parent.parent
-WAIT = 10.0
-
-
-@dataclass
-class Received:
-    trades: list[Trade] = field(default_factory=list)
-    malformed: list[MalformedFrame] = field(default_factory=list)
-    controls: list[ControlEvent] = field(default_factory=list)
-    frames: int = 0
-
-    def ids(self, raw_symbol: str) -> list[int]:
-        return [int(t.trade_id) for t in self.trades if t.raw_symbol == raw_symbol]
 
 
 async def read_until(ws: ClientConnection, got: Received, done: Callable[[], bool]) -> None:
-    """Read and parse frames until ``done()`` (at most WAIT s); ConnectionClosed propagates."""
-    proto = BinanceProtocol()
-    async with asyncio.timeout(WAIT):
-        while not done():
-            frame = await ws.recv()
-            got.frames += 1
-            try:
-                result = proto.parse(frame, 0)
-            except MalformedFrame as exc:
-                got.malformed.append(exc)
-                continue
-            if isinstance(result, tuple):
-                got.trades.extend(result)
-            else:
-                got.controls.append(result)  # type: ignore[arg-type]
+    """Read and parse Binance frames until ``done()`` (at most WAIT s); ConnectionClosed
+    propagates."""
+    await read_parsed_until(ws, BinanceProtocol(), got, done)
 
 
 async def read_trades(ws: ClientConnection, got: Received, count: int) -> None:
@@ -71,12 +47,6 @@ async def read_trades(ws: ClientConnection, got: Received, count: int) -> None:
 async def read_until_closed(ws: ClientConnection, got: Received) -> None:
     with pytest.raises(ConnectionClosed):
         await read_until(ws, got, lambda: False)
-
-
-def client(url: str) -> connect:
-    """A test client. Its receive queue is unbounded: websockets stops reading the socket when
-    the queue is full, and a close handshake then waits out close_timeout behind unread frames."""
-    return connect(url, max_queue=None)
 
 
 def ledger_view(fx: FakeExchange) -> list[Trade]:

@@ -1,5 +1,9 @@
 """KrakenProtocol: subscribe/ping frames, exact JSON-number parsing, controls, malformed input,
-encoders."""
+encoders.
+
+Its controls, its client requests, its malformed frames and the parser contract are in
+the tables of tests/test_protocol_tables.py and tests/test_protocol_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +13,21 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.base import Ack, ExchangeError, Heartbeat
 from connectors.gaps import GapTracker
 from connectors.kraken import (
-    HEARTBEAT,
     MAX_SYMBOLS_PER_CONNECTION,
-    ClientRequest,
     JsonFloat,
     JsonInt,
     KrakenProtocol,
-    RequestError,
     encode_pong,
     encode_response,
-    encode_status,
     encode_trades,
     loads_exact,
-    parse_client_request,
 )
 from connectors.registry import get_protocol
 from engine.records import Trade
 from tests.strategies import (
     KRAKEN_REFUSED,
-    KRAKEN_STATUS,
     KRAKEN_SUBSCRIBED,
     KRAKEN_TRADE,
     make_trade,
@@ -164,97 +161,7 @@ def test_reconnect_without_snapshot_records_a_gap_and_no_duplicate() -> None:
     assert [(g.from_id, g.to_id) for g in gaps.gaps["kraken:BTC-USD"]] == [(4, 6)]
 
 
-# -- controls -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("frame", "expected"),
-    [
-        (KRAKEN_STATUS, Heartbeat()),
-        (encode_status("online", 7), Heartbeat()),
-        (
-            encode_status("maintenance"),
-            ExchangeError("kraken system status maintenance: no trading", fatal=False),
-        ),
-        (
-            encode_status("cancel_only"),
-            ExchangeError("kraken system status cancel_only: no trading", fatal=False),
-        ),
-        (KRAKEN_SUBSCRIBED, Ack("subscribe BTC/USD req_id=1")),
-        (
-            KRAKEN_REFUSED,
-            ExchangeError(
-                "kraken subscribe failed XBT/USD: Currency pair not supported XBT/USD",
-                fatal=True,
-                symbols=("XBT/USD",),
-            ),
-        ),
-        (
-            encode_response("subscribe", 3, 0, 0, error="Already subscribed", symbol="BTC/USD"),
-            ExchangeError(
-                "kraken subscribe failed BTC/USD: Already subscribed",
-                fatal=False,
-                symbols=("BTC/USD",),
-            ),
-        ),
-        (
-            encode_response("unsubscribe", 3, 0, 0, error="Subscription Not Found"),
-            ExchangeError("kraken unsubscribe failed: Subscription Not Found", fatal=False),
-        ),
-        (HEARTBEAT, Heartbeat()),
-        ('{"method":"pong","req_id":101,"time_in":"x","time_out":"y"}', Heartbeat()),
-        (encode_pong(5, 0, 0), Heartbeat()),
-        ('{"error":"EGeneral:Invalid arguments","success":false}', ExchangeError(
-            "kraken error: EGeneral:Invalid arguments", fatal=False)),
-        ('{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[]}]}', ()),
-        ('{"channel":"ticker","type":"snapshot","data":[]}', ()),
-        ('{"channel":"instrument","type":"snapshot","data":{}}', ()),
-        ("{}", ()),
-    ],
-)  # fmt: skip
-def test_controls_and_other_channels(frame: str, expected: object) -> None:
-    assert KrakenProtocol().parse(frame, 0) == expected
-
-
 # -- server side helpers --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("frame", "expected"),
-    [
-        (
-            '{"method":"subscribe","params":{"channel":"trade","symbol":["BTC/USD"],'
-            '"snapshot":false},"req_id":1}',
-            ClientRequest("subscribe", 1, "trade", ("BTC/USD",), False),
-        ),
-        (
-            '{"method":"unsubscribe","params":{"channel":"trade","symbol":["A/B"]}}',
-            ClientRequest("unsubscribe", None, "trade", ("A/B",)),
-        ),
-        ('{"method":"ping","req_id":101}', ClientRequest("ping", 101)),
-        ('{"method":"ping"}', ClientRequest("ping", None)),
-        ("nope", RequestError("", "EGeneral:Invalid arguments: the request is not JSON")),
-        ("[]", RequestError("", "EGeneral:Invalid arguments: the request is not an object")),
-        (
-            '{"method":"ping","req_id":"x"}',
-            RequestError("ping", "EGeneral:Invalid arguments: req_id must be an integer"),
-        ),
-        (
-            '{"method":"add_order","req_id":4}',
-            RequestError("add_order", "Method not found: add_order", 4),
-        ),
-        (
-            '{"method":"subscribe","params":{"symbol":["BTC/USD"]},"req_id":2}',
-            RequestError("subscribe", "EGeneral:Invalid arguments: params.channel missing", 2),
-        ),
-        (
-            '{"method":"subscribe","params":{"channel":"trade","symbol":"BTC/USD"},"req_id":2}',
-            RequestError("subscribe", "EGeneral:Invalid arguments: symbol must be a list", 2),
-        ),
-    ],
-)  # fmt: skip
-def test_parse_client_request(frame: str, expected: object) -> None:
-    assert parse_client_request(frame) == expected
 
 
 def test_responses_encode_as_kraken_does() -> None:

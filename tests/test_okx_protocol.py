@@ -1,5 +1,9 @@
 """OkxProtocol: URL, subscribe frame, parsing (documented example, multi-trade pushes, text
-pong, controls, malformed, property tests) and the server-side encoders, both directions."""
+pong, controls, malformed, property tests) and the server-side encoders, both directions.
+
+Its controls, its client requests, its malformed frames and the parser contract are in
+the tables of tests/test_protocol_tables.py and tests/test_protocol_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +13,14 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.base import Ack, ExchangeError, Heartbeat, ReconnectNotice
 from connectors.fake.adapters import get_adapter
 from connectors.fake.faults import Faults
 from connectors.fake.okx_server import OkxSession
 from connectors.okx import (
     MAX_STREAMS_PER_CONNECTION,
-    ClientRequest,
     OkxProtocol,
-    RequestError,
-    encode_error,
-    encode_event,
-    encode_notice,
     encode_trade,
     encode_trades,
-    parse_client_request,
 )
 from connectors.registry import get_protocol
 from engine.errors import MalformedFrame
@@ -148,53 +145,6 @@ def test_many_trades_in_one_push_all_in_order() -> None:
 # -- controls -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("frame", "expected"),
-    [
-        ("pong", Heartbeat()),
-        (b"pong", Heartbeat()),
-        (
-            '{"event":"subscribe","arg":{"channel":"trades","instId":"BTC-USDT"},"connId":"a4d3ae55"}',
-            Ack("subscribe trades:BTC-USDT"),
-        ),
-        (
-            encode_event("unsubscribe", "trades", "ETH-USDT", "x"),
-            Ack("unsubscribe trades:ETH-USDT"),
-        ),
-        (
-            '{"event":"error","code":"60012","msg":"Invalid request: {\\"op\\": \\"subscribe\\"}"}',
-            ExchangeError('okx error 60012: Invalid request: {"op": "subscribe"}', fatal=True),
-        ),
-        (
-            encode_error(
-                "60018", "Wrong URL or channel:trades,instId:NOPE-USDT doesn't exist.", "x"
-            ),
-            ExchangeError(
-                "okx error 60018: Wrong URL or channel:trades,instId:NOPE-USDT doesn't exist.",
-                True,
-                ("NOPE-USDT",),
-            ),
-        ),
-        (encode_notice("a4d3ae55"), ReconnectNotice("okx notice 64008")),
-        ('{"event":"notice","code":"64008","msg":""}', ReconnectNotice("okx notice 64008")),
-        (
-            '{"event":"notice","code":"64009","msg":"other"}',
-            ExchangeError("okx notice 64009: other"),
-        ),
-        ('{"event":"channel-conn-count","channel":"trades","connCount":"2","connId":"x"}', ()),
-        (
-            '{"event":"channel-conn-count-error","channel":"orders"}',
-            ExchangeError("okx channel-conn-count-error: 'orders'"),
-        ),
-        ('{"event":"login","code":"0","msg":""}', ()),
-        ('{"arg":{"channel":"tickers","instId":"BTC-USDT"},"data":[{"last":"1"}]}', ()),
-        ("{}", ()),
-    ],
-)
-def test_controls_and_other_events(frame: str | bytes, expected: object) -> None:
-    assert OkxProtocol().parse(frame, 0) == expected
-
-
 def test_one_bad_trade_rejects_the_whole_push() -> None:
     msg = orjson.loads(encode_trades([_trade(), _trade(trade_id="2")]))
     msg["data"][1]["px"] = 1.5
@@ -203,38 +153,6 @@ def test_one_bad_trade_rejects_the_whole_push() -> None:
 
 
 # -- server side ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("frame", "expected"),
-    [
-        ("ping", ClientRequest("ping")),
-        (b"ping", ClientRequest("ping")),
-        (
-            '{"op":"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"}]}',
-            ClientRequest("subscribe", (("trades", "BTC-USDT"),)),
-        ),
-        (
-            '{"op":"unsubscribe","args":[{"channel":"trades","instId":"A-B"},{"channel":"x","instId":"C-D"}]}',
-            ClientRequest("unsubscribe", (("trades", "A-B"), ("x", "C-D"))),
-        ),
-        ("nope", RequestError("60012", "Invalid request: nope")),
-        (
-            '{"op":"login","args":[]}',
-            RequestError("60012", 'Invalid request: {"op":"login","args":[]}'),
-        ),
-        (
-            '{"op":"subscribe","args":[]}',
-            RequestError("60012", 'Invalid request: {"op":"subscribe","args":[]}'),
-        ),
-        (
-            '{"op":"subscribe","args":["x"]}',
-            RequestError("60012", 'Invalid request: {"op":"subscribe","args":["x"]}'),
-        ),
-    ],
-)
-def test_parse_client_request(frame: str | bytes, expected: object) -> None:
-    assert parse_client_request(frame) == expected
 
 
 def test_server_malformed_frames_are_all_rejected() -> None:

@@ -7,19 +7,15 @@ from collections.abc import Callable
 
 from connectors.binance import BinanceProtocol
 from connectors.fake.server import FakeExchange
-from connectors.gaps import GapTracker
 from connectors.session import (
     BACKPRESSURE_LOG_SECONDS,
-    InvalidFrameLog,
-    SessionSettings,
     WebSocketSession,
 )
 from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock, FakeClock
 from engine.records import Trade
-from engine.retry import RetryPolicy
-from engine.stats import Counters
 from tests.logcapture import captured_logs
+from tests.wsclient import make_session as any_session
 
 
 def make_session(
@@ -30,22 +26,9 @@ def make_session(
     drain_deadline: Callable[[], float | None] | None = None,
     **settings: float,
 ) -> tuple[WebSocketSession, BatchQueue[Trade]]:
-    counters = Counters()
-    queue: BatchQueue[Trade] = BatchQueue(maxsize)
-    session = WebSocketSession(
-        BinanceProtocol(),
-        url,
-        ["BTCUSDT"],
-        queue,
-        counters=counters,
-        gaps=GapTracker(),
-        invalid_log=InvalidFrameLog(counters),
-        settings=SessionSettings(**settings),  # type: ignore[arg-type]
-        backoff=RetryPolicy(initial=0.01, cap=0.02),
-        clock=clock,
-        drain_deadline=drain_deadline,
-    )
-    return session, queue
+    """A session on BTCUSDT (tests/wsclient.py's :func:`make_session`)."""
+    settings_ = {"maxsize": maxsize, "drain_deadline": drain_deadline, **settings}
+    return any_session(BinanceProtocol(), url, ["BTCUSDT"], clock, **settings_)
 
 
 def drained(queue: BatchQueue[Trade]) -> list[str]:

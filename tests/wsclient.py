@@ -43,7 +43,8 @@ class Received:
 
 
 def client(url: str) -> connect:
-    """A test client with an unbounded receive queue (see tests/test_fake_server.py)."""
+    """A test client. Its receive queue is unbounded: websockets stops reading the socket when
+    the queue is full, and a close handshake then waits out close_timeout behind unread frames."""
     return connect(url, max_queue=None)
 
 
@@ -87,11 +88,19 @@ async def subscribe(
 
 
 def make_session(
-    proto: ExchangeProtocol, url: str, symbols: list[str], clock: Clock, **settings: float
+    proto: ExchangeProtocol,
+    url: str,
+    symbols: list[str],
+    clock: Clock,
+    *,
+    maxsize: int = 100_000,
+    drain_deadline: Callable[[], float | None] | None = None,
+    **settings: float,
 ) -> tuple[WebSocketSession, BatchQueue[Trade]]:
-    """A WebSocketSession for ``symbols`` with a fast backoff and these settings."""
+    """A WebSocketSession for ``symbols`` with a fast backoff, a queue of ``maxsize`` and
+    these settings."""
     counters = Counters()
-    queue: BatchQueue[Trade] = BatchQueue(100_000)
+    queue: BatchQueue[Trade] = BatchQueue(maxsize)
     session = WebSocketSession(
         proto,
         url,
@@ -103,6 +112,7 @@ def make_session(
         settings=SessionSettings(**settings),  # type: ignore[arg-type]
         backoff=RetryPolicy(initial=0.01, cap=0.02),
         clock=clock,
+        drain_deadline=drain_deadline,
     )
     return session, queue
 
