@@ -4,7 +4,7 @@ fake keeps a ledger of every trade it sent.
 
 The tests every exchange shares, parametrized by :data:`EXCHANGES` (what differs: symbols, URL
 variable, how trades are stored, and checks only one exchange has). What only one exchange does
-stays in tests/test_<exchange>_e2e.py and tests/test_stream_e2e.py (Binance).
+is at the end (Bitstamp's reconnect notices) or in tests/test_stream_e2e.py (Binance).
 """
 
 from __future__ import annotations
@@ -230,3 +230,30 @@ def test_a_refused_subscription_ends_the_run_with_the_exchange_message(
     assert f"rejected the subscription to {stream}:" in manifest["error"]  # named
     if exchange.name == "bybit":
         assert manifest["counters"]["parsed"] == 0  # the whole request was refused
+
+
+# -- Bitstamp only: reconnect notices (``bts:request_reconnect``) --------------------------------
+
+
+def test_reconnect_notices_reconnect_and_lose_nothing(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """The run is stopped (SIGTERM) once it has connected three times, however long the start
+    and the reconnects took on a loaded machine."""
+    # a notice at each connection's age 2 s: the second connection lived between two notices
+    run = EXCHANGES["bitstamp"].run(
+        s3_server,
+        bucket,
+        tmp_path,
+        faults="shutdown-notice-every=2",
+        runtime="120",
+        connections=3,
+    )
+    run.assert_exit(0)
+    manifest = run.manifest()
+    assert (manifest["status"], manifest["stop_reason"]) == ("complete", "signal")
+    assert manifest["counters"]["reconnects"] >= 2  # three connections
+    assert len({t["conn"] for t in run.ledger}) >= 2  # the fake saw the client come back
+    stored = run.stored()
+    assert_stored_exactly_once(run.ledger, stored)
+    assert manifest["counters"]["parsed"] == len(stored)
