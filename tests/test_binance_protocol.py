@@ -1,8 +1,5 @@
-"""BinanceProtocol: URLs, subscribe frames, parsing (fixture, controls, malformed), encoders.
-
-Its controls, its client requests, its malformed frames and the parser contract are in
-the tables of tests/test_protocol_tables.py and tests/test_protocol_contract.py.
-"""
+"""BinanceProtocol by hand: URLs, subscribe frames, parsing (the recorded fixture), encoders
+(tables: tests/test_protocol_tables.py; the contract: tests/test_protocol_contract.py)."""
 
 from __future__ import annotations
 

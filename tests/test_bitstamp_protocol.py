@@ -1,9 +1,5 @@
-"""BitstampProtocol: subscribe frames, parsing (documented example, controls, malformed,
-property tests) and the server-side encoders, both directions.
-
-Its controls, its client requests, its malformed frames and the parser contract are in
-the tables of tests/test_protocol_tables.py and tests/test_protocol_contract.py.
-"""
+"""BitstampProtocol: subscribe frames, parsing the documented example, and the server-side
+encoders, both directions."""
 
 from __future__ import annotations
 

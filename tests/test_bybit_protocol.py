@@ -1,10 +1,5 @@
 """BybitProtocol: URL, subscribe frames (10 args each), parsing (documented example, pushes of
-1024 trades, controls, malformed, property tests) and the server-side encoders, both
-directions.
-
-Its controls, its client requests, its malformed frames and the parser contract are in
-the tables of tests/test_protocol_tables.py and tests/test_protocol_contract.py.
-"""
+1024 trades) and the server-side encoders, both directions."""
 
 from __future__ import annotations
 

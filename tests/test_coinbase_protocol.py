@@ -1,8 +1,5 @@
-"""CoinbaseProtocol: subscribe frames, parsing (real recording, controls, malformed), encoders.
-
-Its controls, its client requests, its malformed frames and the parser contract are in
-the tables of tests/test_protocol_tables.py and tests/test_protocol_contract.py.
-"""
+"""CoinbaseProtocol by hand: subscribe frames, parsing (the real recording), encoders; its
+controls and malformed frames are in the tables of tests/test_protocol_*.py."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""KrakenProtocol: subscribe/ping frames, exact JSON-number parsing, controls, malformed input,
-encoders.
-
-Its controls, its client requests, its malformed frames and the parser contract are in
-the tables of tests/test_protocol_tables.py and tests/test_protocol_contract.py.
-"""
+"""KrakenProtocol: subscribe/ping frames, exact JSON-number parsing, encoders (its controls
+and malformed input: tests/test_protocol_tables.py, tests/test_protocol_contract.py)."""
 
 from __future__ import annotations
 

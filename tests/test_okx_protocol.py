@@ -1,9 +1,5 @@
 """OkxProtocol: URL, subscribe frame, parsing (documented example, multi-trade pushes, text
-pong, controls, malformed, property tests) and the server-side encoders, both directions.
-
-Its controls, its client requests, its malformed frames and the parser contract are in
-the tables of tests/test_protocol_tables.py and tests/test_protocol_contract.py.
-"""
+pong, controls) and the server-side encoders, both directions."""
 
 from __future__ import annotations
 
