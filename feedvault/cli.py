@@ -153,14 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stream_environ(args: argparse.Namespace) -> dict[str, str]:
+def _run_environ(args: argparse.Namespace) -> dict[str, str]:
+    """The environment with a run command's ``--max-runtime`` and ``--run-id`` applied."""
     environ = dict(os.environ)
-    if args.streams:
-        environ["STREAMS"] = args.streams
     if args.max_runtime:
         environ["MAX_RUNTIME_SECONDS"] = args.max_runtime
     if args.run_id:
         environ["RUN_ID"] = args.run_id
+    return environ
+
+
+def _stream_environ(args: argparse.Namespace) -> dict[str, str]:
+    environ = _run_environ(args)
+    if args.streams:
+        environ["STREAMS"] = args.streams
     if getattr(args, "capture", False):
         environ["CAPTURE"] = "1"
     return environ
@@ -225,13 +231,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from engine.logs import configure_logging
     from feedvault.replay import load_replay_config, run_replay
 
-    environ = dict(os.environ)
-    if args.max_runtime:
-        environ["MAX_RUNTIME_SECONDS"] = args.max_runtime
-    if args.run_id:
-        environ["RUN_ID"] = args.run_id
     config = load_replay_config(
-        environ, args.inputs, out=args.out, speed=args.speed, is_tty=sys.stdout.isatty()
+        _run_environ(args), args.inputs, out=args.out, speed=args.speed, is_tty=sys.stdout.isatty()
     )
     configure_logging(config.stream.runtime.log_level, config.stream.runtime.log_format)
     aio.tune_gc_for_throughput()
@@ -286,11 +287,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 def cmd_batch(args: argparse.Namespace) -> int:
     from feedvault.batch_run import run_batch
 
-    environ = dict(os.environ)
-    if args.max_runtime:
-        environ["MAX_RUNTIME_SECONDS"] = args.max_runtime
-    if args.run_id:
-        environ["RUN_ID"] = args.run_id
+    environ = _run_environ(args)
     return run_batch(args.job, environ, args.in_url, args.out, command=["feedvault", *sys.argv[1:]])
 
 

@@ -33,21 +33,6 @@ RENDER_DECIMALS: Final = 8
 """Binance renders every price and quantity with 8 decimals."""
 
 
-def rate_from_text(text: str) -> float | None:
-    """A market's ``rate`` from the ``--rate`` flag's text: trades per second (a positive,
-    finite number), or None for ``max`` (any case). :class:`ConfigError` naming ``--rate``
-    otherwise."""
-    if text.lower() == "max":
-        return None
-    try:
-        rate = float(text)
-    except ValueError:
-        raise ConfigError("--rate", f"{text!r} is not a number or 'max'") from None
-    if not 0 < rate < float("inf"):
-        raise ConfigError("--rate", "must be positive")
-    return rate
-
-
 @dataclass(frozen=True, slots=True)
 class SymbolSpec:
     """How one symbol trades: start price in ticks, tick and lot decimals, typical lots."""
@@ -249,3 +234,18 @@ class Market:
         self._rr = (start + count) % width
         self.produced += count
         return out
+
+
+def rate_from_text(text: str) -> float | None:
+    """A market's ``rate`` from the ``--rate`` flag's text: trades per second (a positive,
+    finite number), or None for ``max`` (any case). :class:`ConfigError` naming ``--rate``
+    otherwise."""
+    if text.lower() == "max":
+        return None
+    try:
+        rate = float(text)
+    except ValueError:
+        raise ConfigError("--rate", f"{text!r} is not a number or 'max'") from None
+    if not 0 < rate < float("inf"):
+        raise ConfigError("--rate", "must be positive")
+    return rate
