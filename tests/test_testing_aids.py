@@ -7,6 +7,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from feedvault.config import load_stream_config
 from feedvault.runner import StreamRun
@@ -68,10 +70,14 @@ async def test_fake_exchange_takes_symbols_and_faults_as_text_and_stops_on_leavi
         assert env["OKX_WS_URL"] == fake.url
         assert env["STREAMS"] == "okx:BTC-USDT,okx:ETH-USDT"
         assert env["RUN_ID"] == "mine"
-        port = fake.port
-    with pytest.raises(OSError):  # the server is gone once the block is left
+        client = await connect(fake.url + "/ws/v5/public")
+        await fake.wait_ready(1)
+        assert fake.live_connections == 1
+    assert fake.live_connections == 0  # leaving the block closed the connection (going away)
+    with pytest.raises(ConnectionClosed) as closed:
         async with asyncio.timeout(10):
-            await asyncio.open_connection("127.0.0.1", port)
+            await client.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
 
 
 async def test_fake_exchange_refuses_an_unknown_protocol_and_bad_fault_text() -> None:
