@@ -1,4 +1,4 @@
-"""``feedvault loadtest`` (SPEC §8): the real engine against the fake exchange, measured.
+"""``feedvault loadtest`` (docs: load-testing.md): the engine against the fake exchange, measured.
 
 One run, every piece in a process of its own (:mod:`feedvault.subproc`), so each one's CPU and
 memory are its own:

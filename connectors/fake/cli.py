@@ -1,4 +1,6 @@
-"""``feedvault fake-exchange``: run the fake exchange server from the command line (SPEC §7).
+"""``feedvault fake-exchange``: run the fake exchange server from the command line.
+
+See docs/testing.md#the-fake-exchange.
 
 On start it prints one JSON line to stdout, so a parent process can find the port::
 

@@ -1,4 +1,4 @@
-"""A seeded synthetic market for the fake exchange (SPEC §7).
+"""A seeded synthetic market for the fake exchange (docs: testing.md#the-fake-exchange).
 
 Per symbol: trade ids rise by exactly one from ``first_id``; the price is a random walk on the
 symbol's tick size, rendered as exact decimal text with Binance's 8 decimals
