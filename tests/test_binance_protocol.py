@@ -9,7 +9,6 @@ import orjson
 import pytest
 
 from connectors.binance import (
-    MAX_STREAMS_PER_CONNECTION,
     BinanceProtocol,
     encode_trade,
     parse_stream_name,
@@ -43,14 +42,8 @@ def test_connection_url_combined_lower_case() -> None:
     assert proto.connection_url("ws://h:1", []) == "ws://h:1/ws"
 
 
-def test_stream_limits_and_bad_symbols() -> None:
-    proto = BinanceProtocol()
-    proto.connection_url("ws://h", [f"S{i}USDT" for i in range(MAX_STREAMS_PER_CONNECTION)])
-    with pytest.raises(ValueError):
-        proto.connection_url("ws://h", [f"S{i}USDT" for i in range(MAX_STREAMS_PER_CONNECTION + 1)])
-    for bad in ["btc/usdt", "btcusdt&x=1", "", "B"]:
-        with pytest.raises(ValueError):
-            proto.connection_url("ws://h", [bad])
+def test_only_trade_and_aggtrade_streams() -> None:
+    # bad symbols and the limit per connection: tests/test_protocol_contract.py
     with pytest.raises(ValueError):
         BinanceProtocol("depth")  # type: ignore[arg-type]
 

@@ -57,15 +57,6 @@ def test_connection_url_and_subscribe_one_message_per_channel() -> None:
     assert proto.subscribe_messages([]) == []
 
 
-def test_bad_symbols_and_too_many() -> None:
-    proto = BitstampProtocol()
-    for bad in ["btc/usd", "btc-usd", "", "b", 'btc"usd']:
-        with pytest.raises(ValueError):
-            proto.subscribe_messages([bad])
-    with pytest.raises(ValueError):
-        proto.connection_url("ws://h", [f"x{i}usd" for i in range(MAX_STREAMS_PER_CONNECTION + 1)])
-
-
 # -- parsing trades -------------------------------------------------------------------------------
 
 

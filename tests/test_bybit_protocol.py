@@ -85,15 +85,6 @@ def test_connection_limit_respects_the_args_length_limit() -> None:
     assert MAX_ARGS_PER_REQUEST == 10
 
 
-def test_bad_symbols_and_too_many() -> None:
-    proto = BybitProtocol()
-    for bad in ["BTC-USDT", "BTC/USDT", "", "B", 'BTC"USDT']:
-        with pytest.raises(ValueError):
-            proto.subscribe_messages([bad])
-    with pytest.raises(ValueError):
-        proto.connection_url("ws://h", [f"X{i}USDT" for i in range(MAX_STREAMS_PER_CONNECTION + 1)])
-
-
 # -- parsing trades -------------------------------------------------------------------------------
 
 

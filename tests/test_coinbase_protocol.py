@@ -59,19 +59,6 @@ def test_subscribe_message() -> None:
     }
 
 
-def test_bad_and_too_many_products() -> None:
-    proto = CoinbaseProtocol()
-    for bad in ["BTCUSD", "BTC/USD", "BTC-USD-X", "", "BTC-US D", "BTC-€"]:
-        with pytest.raises(ValueError):
-            proto.subscribe_messages([bad])
-        with pytest.raises(ValueError):
-            proto.connection_url("ws://h", [bad])
-    many = [f"C{i}-USD" for i in range(MAX_PRODUCTS_PER_CONNECTION + 1)]
-    proto.subscribe_messages(many[:-1])
-    with pytest.raises(ValueError):
-        proto.subscribe_messages(many)
-
-
 # -- trades -----------------------------------------------------------------------------------
 
 

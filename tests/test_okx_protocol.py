@@ -75,17 +75,6 @@ def test_subscribe_one_frame_for_all_instruments() -> None:
     assert len(big.encode()) < 64 * 1024  # OKX's request limit (and the fake's frame limit)
 
 
-def test_bad_symbols_and_too_many() -> None:
-    proto = OkxProtocol()
-    for bad in ["BTCUSDT", "BTC/USDT", "BTC-", "-USDT", "", 'BTC-"USDT', "BTC-USDT-SWAP"]:
-        with pytest.raises(ValueError):
-            proto.subscribe_messages([bad])
-    with pytest.raises(ValueError):
-        proto.connection_url(
-            "ws://h", [f"X{i}-USDT" for i in range(MAX_STREAMS_PER_CONNECTION + 1)]
-        )
-
-
 # -- parsing trades -------------------------------------------------------------------------------
 
 

@@ -882,3 +882,60 @@ def test_invalid_utf8_anywhere_in_a_frame(exchange: str, position: int, junk: by
     at = position % (len(good) + 1)
     frame = good[:at] + b"\xff" + junk + good[at:]
     assert isinstance(check(exchange, frame), MalformedFrame)
+
+
+# -- symbols: a bad one is refused, and so is one too many for a connection ----------------------
+
+SYMBOL_RULES: dict[str, tuple[list[str], str, str]] = {
+    "binance": (["btc/usdt", "btcusdt&x=1", "", "B"], "S{}USDT", "connection_url"),
+    "binanceus": (["btc/usdt", "btcusdt&x=1", "", "B"], "S{}USD", "connection_url"),
+    "coinbase": (
+        ["BTCUSD", "BTC/USD", "BTC-USD-X", "", "BTC-US D", "BTC-€"],
+        "C{}-USD",
+        "subscribe_messages",
+    ),
+    "kraken": (
+        ["BTCUSD", "BTC-USD", "BTC/USD/EUR", "", "BTC/U SD"],
+        "C{}/USD",
+        "subscribe_messages",
+    ),
+    "bitstamp": (["btc/usd", "btc-usd", "", "b", 'btc"usd'], "x{}usd", "connection_url"),
+    "okx": (
+        ["BTCUSDT", "BTC/USDT", "BTC-", "-USDT", "", 'BTC-"USDT', "BTC-USDT-SWAP"],
+        "X{}-USDT",
+        "connection_url",
+    ),
+    "bybit": (["BTC-USDT", "BTC/USDT", "", "B", 'BTC"USDT'], "X{}USDT", "connection_url"),
+}
+"""Exchange -> (symbols it refuses, a pattern of valid symbols, the call that refuses one too
+many for a connection)."""
+
+
+def _calls(exchange: str, symbols: list[str]) -> dict[str, Callable[[], object]]:
+    proto = get_protocol(exchange)
+    url = proto.default_url
+    return {
+        "subscribe_messages": lambda: proto.subscribe_messages(symbols),
+        "connection_url": lambda: proto.connection_url(url, symbols),
+    }
+
+
+@per_exchange
+def test_a_bad_symbol_is_refused(exchange: str) -> None:
+    bad_symbols, _, _ = SYMBOL_RULES[exchange]
+    for bad in bad_symbols:
+        for name, call in _calls(exchange, [bad]).items():
+            with pytest.raises(ValueError):
+                call()
+                pytest.fail(f"{name} took {bad!r}")
+
+
+@per_exchange
+def test_one_symbol_too_many_for_a_connection_is_refused(exchange: str) -> None:
+    _, pattern, refusing = SYMBOL_RULES[exchange]
+    limit = get_protocol(exchange).max_streams_per_connection
+    many = [pattern.format(i) for i in range(limit + 1)]
+    for call in _calls(exchange, many[:-1]).values():
+        call()
+    with pytest.raises(ValueError):
+        _calls(exchange, many)[refusing]()
