@@ -122,3 +122,12 @@ class RecordingError(FeedvaultError):
 class MetadataError(FeedvaultError):
     """The ECS task metadata endpoint did not answer, or not with task metadata. Never fatal:
     the run goes on without the metadata (:mod:`feedvault.ecs`)."""
+
+
+def first_leaf(error: BaseException) -> BaseException:
+    """The first error that is not an exception group, looking into nested groups (a
+    TaskGroup inside a TaskGroup raises a group holding a group): what a log line or a
+    manifest should name."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error

@@ -37,7 +37,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from engine import __version__, signals
+from engine import signals
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import DestinationUnavailable, StorageError
 from engine.logs import get_logger, log_event
@@ -84,7 +84,8 @@ class StopController:
         """First signal: stop. Second: abort (spill and exit 1), unless the manifest is already
         being written (then the run finishes as it was going to)."""
         if self.finishing:
-            log_event(log, logging.WARNING, "second_signal", signal=signame, action="none")
+            event = "second_signal" if self.stop.is_set() else "signal"
+            log_event(log, logging.WARNING, event, signal=signame, action="none")
         elif self.stop.is_set():
             log_event(log, logging.WARNING, "second_signal", signal=signame, action="abort")
             self.abort.set()
@@ -110,6 +111,8 @@ class RunLifecycle(ABC):
     """How the one stderr line of an unreachable store begins."""
     cancel_event: str = "abort"
     """The log event of the guard cancelling the work."""
+    deadline_level: int = logging.INFO
+    """The level of the ``deadline`` line (a batch job cut short by it is a warning)."""
 
     def __init__(
         self,
@@ -118,13 +121,11 @@ class RunLifecycle(ABC):
         controller: StopController | None,
         install_signal_handlers: bool,
         max_runtime_seconds: float | None,
-        stop_grace_seconds: float,
     ) -> None:
         self.clock = clock
         self.controller = controller or StopController(clock=clock)
         self.install_signal_handlers = install_signal_handlers
         self.max_runtime_seconds = max_runtime_seconds
-        self.stop_grace_seconds = stop_grace_seconds
         self.aborted = False
         self.started_ns = 0
         self.deadline: float | None = None
@@ -136,15 +137,13 @@ class RunLifecycle(ABC):
         self.started_ns = self.clock.time_ns()
         # Real (not injected) time and CPU, for the run_end figures only.
         self._real_started = (time.monotonic(), time.process_time())
-        limit = self.max_runtime_seconds
-        if limit is not None and not math.isinf(limit):
-            self.deadline = self.clock.monotonic() + limit
+        self.start_deadline()
         loop = asyncio.get_running_loop()
         if self.install_signal_handlers:
             signals.install_on_loop(loop, self.controller.on_signal)
         try:
             await self.identify()
-            log_event(log, logging.INFO, "run_start", version=__version__, **self.start_fields())
+            log_event(log, logging.INFO, "run_start", **self.start_fields())
             return await self.execute()
         except DestinationUnavailable as exc:
             log_event(log, logging.ERROR, "destination_unavailable", error=str(exc))
@@ -158,13 +157,20 @@ class RunLifecycle(ABC):
             if self.install_signal_handlers:
                 signals.remove_from_loop(loop)
 
+    def start_deadline(self) -> None:
+        """Count ``MAX_RUNTIME_SECONDS`` from now (:meth:`run` calls it first; a run whose
+        limit is for its work alone calls it again when the work starts)."""
+        limit = self.max_runtime_seconds
+        if limit is not None and not math.isinf(limit):
+            self.deadline = self.clock.monotonic() + limit
+
     @abstractmethod
     async def identify(self) -> None:
         """Who the run is, before its first log line (e.g. its ECS task). Never fatal."""
 
     @abstractmethod
     def start_fields(self) -> dict[str, Any]:
-        """The ``run_start`` line's fields (run id, configuration, ...)."""
+        """The ``run_start`` line's fields (run id, version, configuration, ...)."""
 
     @abstractmethod
     async def execute(self) -> int:
@@ -182,32 +188,36 @@ class RunLifecycle(ABC):
             "cpu_s": round(time.process_time() - cpu, 3),
         }
 
-    async def guard(self, work: asyncio.Task[Any], *, abort_budget: float = 0.0) -> None:
+    async def guard(self, work: asyncio.Task[Any], *, abort_budget: float) -> None:
         """Watch ``work`` until it is cancelled by this guard, or this guard is cancelled (the
-        owner cancels it when the work ends). Requests the stop at the deadline; then, by the
-        :attr:`stop_policy`: ``CANCEL`` cancels the work at the stop, ``GRACEFUL`` only on the
-        abort event or once ``abort_budget`` seconds have passed since the stop. Cancel-safe."""
+        owner cancels it when the work ends; a work found done is left alone). Requests the stop
+        at the deadline; then, by the :attr:`stop_policy`: ``CANCEL`` cancels the work at the
+        stop, ``GRACEFUL`` only on the abort event or once ``abort_budget`` seconds (the stop
+        grace less what the run keeps for its manifest) have passed since the stop.
+        Cancel-safe."""
         controller = self.controller
         graceful = self.stop_policy is StopPolicy.GRACEFUL
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(GUARD_TICK_SECONDS):
-                    await (controller.abort if graceful else controller.stop).wait()
+        while not work.done():
             now = self.clock.monotonic()
             if not controller.stop.is_set() and self.deadline is not None and now >= self.deadline:
-                log_event(log, logging.INFO, "deadline", max_runtime_s=self.max_runtime_seconds)
+                log_event(
+                    log, self.deadline_level, "deadline", max_runtime_s=self.max_runtime_seconds
+                )
                 controller.request_stop("deadline")
             if graceful:
                 requested = controller.requested_at
                 expired = requested is not None and now - requested >= abort_budget
-                if not controller.abort.is_set() and not expired:
-                    continue
-                cause = "second signal" if controller.abort.is_set() else "stop grace expired"
-                log_event(log, logging.ERROR, self.cancel_event, reason=cause)
+                if controller.abort.is_set() or expired:
+                    cause = "second signal" if controller.abort.is_set() else "stop grace expired"
+                    log_event(log, logging.ERROR, self.cancel_event, reason=cause)
+                    break
             elif controller.stop.is_set():
                 log_event(log, logging.WARNING, self.cancel_event, reason=controller.reason)
-            else:
-                continue
-            self.aborted = True
-            work.cancel()
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GUARD_TICK_SECONDS):
+                    await (controller.abort if graceful else controller.stop).wait()
+        else:
             return
+        self.aborted = True
+        work.cancel()

@@ -38,10 +38,7 @@ T_contra = TypeVar("T_contra", contravariant=True)
 
 
 class Source(Protocol):
-    """What the run needs of a source (a WebSocket session, the replay source)."""
-
-    frames: int
-    """Frames received so far (the manifest's ``received`` counter)."""
+    """What the pipeline needs of a source (a WebSocket session, the replay source)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Put batches on the run's queue until ``stop`` is set (or the source ends); return

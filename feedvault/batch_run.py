@@ -44,7 +44,7 @@ from batch.progress import JobProgress
 from batch.registry import create_job, get_spec
 from engine import aio
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.errors import ConfigError, FeedvaultError
+from engine.errors import ConfigError, FeedvaultError, first_leaf
 from engine.lifecycle import StopPolicy, StopReason
 from engine.logs import configure_logging, get_logger, log_event
 from engine.settings import Env
@@ -79,13 +79,14 @@ class BatchRun(ManifestRun[BatchConfig]):
     ``output`` / ``input_store`` replace the writers opened from the configuration (the caller
     owns and closes them); ``clock`` drives the deadline and the manifest's times;
     ``progress_stream``/``is_tty`` choose where and how progress is shown (default: a bar on
-    stderr when it is a TTY, log lines otherwise). The deadline counts from the start of
-    :meth:`run`, as a stream's does.
+    stderr when it is a TTY, log lines otherwise). ``MAX_RUNTIME_SECONDS`` is the job's own:
+    it counts from the moment the job starts, after the first write.
     """
 
     stop_policy = StopPolicy.CANCEL
     program = "feedvault batch"
     cancel_event = "job_cancelled"
+    deadline_level = logging.WARNING
 
     def __init__(
         self,
@@ -153,6 +154,7 @@ class BatchRun(ManifestRun[BatchConfig]):
                 input=reader,
                 progress=self.progress,
             )
+            self.start_deadline()
             await self._supervise(ctx)
             return await self._finish(output, ctx)
 
@@ -189,7 +191,7 @@ class BatchRun(ManifestRun[BatchConfig]):
         try:
             async with asyncio.TaskGroup() as tg:
                 job_task = tg.create_task(self._run_job(ctx), name=f"job-{self.job.name}")
-                guard = tg.create_task(self.guard(job_task), name="guard")
+                guard = tg.create_task(self.guard(job_task, abort_budget=0.0), name="guard")
                 shower = tg.create_task(reporter.run(), name="progress")
 
                 def _job_done(_: object) -> None:
@@ -198,7 +200,7 @@ class BatchRun(ManifestRun[BatchConfig]):
 
                 job_task.add_done_callback(_job_done)
         except* Exception as group:
-            self.error = group.exceptions[0]
+            self.error = first_leaf(group)
             self._log_error(self.error)
 
     def _tty(self) -> bool:

@@ -38,11 +38,11 @@ from engine.clock import SYSTEM_CLOCK, Clock, ReplayClock
 from engine.errors import ConfigError, FeedvaultError
 from engine.lifecycle import StopController, StopReason
 from engine.logs import get_logger, log_event
-from engine.pipeline import Source
 from engine.settings import RANGES, Env, new_run_id, runtime_settings
 from feedvault.config import DEFAULT_QUEUE_MAXSIZE, StreamConfig, sink_settings
 from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup
 from feedvault.runner import StreamRun
+from feedvault.sessions import CountingSource
 from sinks.s3 import S3Writer
 from sinks.s3security import s3_security
 from sinks.writer import ObjectWriter, parse_destination, s3_destination
@@ -170,7 +170,7 @@ class ReplayRun(StreamRun):
         replay as it runs, and CloudWatch refuses timestamps more than two weeks old."""
         return self.replay_clock.base.time_ns()
 
-    def build_sources(self) -> Sequence[Source]:
+    def build_sources(self) -> Sequence[CountingSource]:
         self.source = ReplaySource(
             self._chunks,
             self.queue,

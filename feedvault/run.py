@@ -59,7 +59,6 @@ class ManifestRun(RunLifecycle, Generic[C]):
             controller=controller,
             install_signal_handlers=install_signal_handlers,
             max_runtime_seconds=max_runtime_seconds,
-            stop_grace_seconds=config.runtime.stop_grace_seconds,
         )
         self.config = config
         self.command = list(command)
@@ -83,6 +82,7 @@ class ManifestRun(RunLifecycle, Generic[C]):
     def start_fields(self) -> dict[str, Any]:
         return {
             "run_id": self.config.run_id,
+            "version": __version__,
             "config": self.public_config(),
             "ecs": self.ecs.to_dict() if self.ecs is not None else None,
         }

@@ -62,17 +62,17 @@ from connectors.gaps import GapTracker
 from connectors.session import WebSocketSession
 from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.errors import FeedvaultError, SubscriptionRejected
+from engine.errors import FeedvaultError, StorageError, SubscriptionRejected, first_leaf
 from engine.lifecycle import StopController, StopReason
 from engine.logs import get_logger, log_event
-from engine.pipeline import Lane, Pipeline, Source
+from engine.pipeline import Lane, Pipeline
 from engine.records import Trade
 from engine.stats import Counters, peak_rss_bytes
 from feedvault.config import StreamConfig
 from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup
 from feedvault.recovery_task import recover_in_background
 from feedvault.run import ManifestRun
-from feedvault.sessions import build_sessions
+from feedvault.sessions import CountingSource, build_sessions
 from feedvault.stream_spill import spill_run_manifest, spill_unfinished
 from feedvault.stream_stats import StreamStats
 from sinks.keys import DEFAULT_KEY_TEMPLATE, RAW_DATASET, RAW_KEY_TEMPLATE, KeyTemplate
@@ -142,7 +142,7 @@ class StreamRun(ManifestRun[StreamConfig]):
         )
         self.raw_sink: WindowedSink | None = None
         self.error: FeedvaultError | None = None
-        self.sessions: Sequence[Source] = []
+        self.sessions: Sequence[CountingSource] = []
         self.stats = StreamStats(
             counters=self.counters,
             queue=self.queue,
@@ -152,10 +152,9 @@ class StreamRun(ManifestRun[StreamConfig]):
             sources=lambda: self.sessions,
             interval=config.runtime.stats_interval_seconds,
             emf_dimensions=self.metric_dimensions() if config.runtime.metrics == "emf" else None,
-            emf_properties={"run_id": config.run_id},
+            emf_properties=lambda: {"run_id": self.config.run_id},
             wall_ns=self.metrics_wall_ns,
         )
-        self.pipeline: Pipeline | None = None
         #: Set once every source has stopped and the queue is closed (the stop is draining).
         self.ingest_done = asyncio.Event()
 
@@ -163,7 +162,7 @@ class StreamRun(ManifestRun[StreamConfig]):
     def destination(self) -> Destination:
         return self.config.destination
 
-    def storage_failure(self, exc: Exception) -> str:
+    def storage_failure(self, exc: StorageError) -> str:
         return f"{self.config.destination.variable}: {exc}"
 
     def public_config(self) -> dict[str, Any]:
@@ -183,7 +182,7 @@ class StreamRun(ManifestRun[StreamConfig]):
         """Wall time for the EMF ``Timestamp`` (the run's clock; a replay uses real time)."""
         return self.clock.time_ns()
 
-    def build_sources(self) -> Sequence[Source]:
+    def build_sources(self) -> Sequence[CountingSource]:
         """The run's sources: one WebSocket session per exchange connection."""
         return build_sessions(
             self.config,
@@ -277,13 +276,12 @@ class StreamRun(ManifestRun[StreamConfig]):
         )
         template = KeyTemplate(config.sink.key_template or DEFAULT_KEY_TEMPLATE)
         self.sink = self._make_sink(writer, template, "trades", trade_ids=True)
-        self.windower = self.sink.windower
         if self.raw_queue is not None:
             self.raw_sink = self._make_sink(
                 writer, KeyTemplate(RAW_KEY_TEMPLATE), RAW_DATASET, trade_ids=False
             )
         self.sessions = self.build_sources()
-        self.pipeline = Pipeline(
+        pipeline = Pipeline(
             self.sessions,
             [Lane(queue, sink) for queue, sink in self._lanes()],
             self.controller.stop,
@@ -307,13 +305,15 @@ class StreamRun(ManifestRun[StreamConfig]):
                             clock=self.clock,
                         )
                     )
-                    pipeline = tg.create_task(self.pipeline.run())
+                    work = tg.create_task(pipeline.run())
                     budget = config.runtime.stop_grace_seconds * (1 - MANIFEST_RESERVE_FRACTION)
-                    guard = tg.create_task(self.guard(pipeline, abort_budget=budget))
-                    pipeline.add_done_callback(lambda _: guard.cancel())
-                    pipeline.add_done_callback(lambda _: recovery.cancel())
+                    guard = tg.create_task(self.guard(work, abort_budget=budget))
+                    work.add_done_callback(lambda _: guard.cancel())
+                    work.add_done_callback(lambda _: recovery.cancel())
             except* FeedvaultError as group:
-                self.error = group.exceptions[0]  # type: ignore[assignment]
+                error = first_leaf(group)
+                assert isinstance(error, FeedvaultError)
+                self.error = error
                 log_event(log, logging.ERROR, "pipeline_failed", error=str(self.error))
             failed = self.aborted or (
                 self.error is not None and not isinstance(self.error, SubscriptionRejected)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from connectors.capture import RawFrame
 from connectors.gaps import GapTracker
@@ -10,9 +11,16 @@ from connectors.registry import BINANCE_FAMILY, get_protocol
 from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
 from engine.batchqueue import BatchQueue
 from engine.clock import Clock
+from engine.pipeline import Source
 from engine.records import Trade
 from engine.stats import Counters
 from feedvault.config import StreamConfig
+
+
+class CountingSource(Source, Protocol):
+    """A source that counts the frames it received (the manifest's ``received`` counter)."""
+
+    frames: int
 
 
 def build_sessions(

@@ -19,10 +19,11 @@ from connectors.gaps import GapTracker
 from engine.batchqueue import BatchQueue
 from engine.clock import Clock
 from engine.logs import METRICS_LOGGER, get_logger, log_event
-from engine.pipeline import HOUSEKEEPING_TICK_SECONDS, Source
+from engine.pipeline import HOUSEKEEPING_TICK_SECONDS
 from engine.records import Trade
 from engine.stats import Counters, StatsReporter, peak_rss_bytes, rss_bytes
 from feedvault.emf import RunTotals, StreamMetrics
+from feedvault.sessions import CountingSource
 from sinks.sink import WindowedSink
 
 log = get_logger("run")
@@ -32,7 +33,8 @@ metrics_log = logging.getLogger(METRICS_LOGGER)
 class StreamStats:
     """The run's counters, folded from its sources, queue and gap tracker, and the periodic
     stats line. ``sinks()`` gives the run's sinks, the trades' sink first (it is called at each
-    line: the sinks exist only once the run has claimed its destination)."""
+    line: the sinks exist only once the run has claimed its destination); ``emf_properties()``
+    the EMF documents' properties (called when the line starts: the run id is final then)."""
 
     def __init__(
         self,
@@ -42,10 +44,10 @@ class StreamStats:
         gaps: GapTracker,
         clock: Clock,
         sinks: Callable[[], Sequence[WindowedSink]],
-        sources: Callable[[], Sequence[Source]],
+        sources: Callable[[], Sequence[CountingSource]],
         interval: float,
         emf_dimensions: Mapping[str, str] | None,
-        emf_properties: Mapping[str, Any],
+        emf_properties: Callable[[], Mapping[str, Any]],
         wall_ns: Callable[[], int],
     ) -> None:
         self.counters = counters
@@ -75,7 +77,7 @@ class StreamStats:
         if self.emf_dimensions is not None:
             metrics = StreamMetrics(
                 dimensions=self.emf_dimensions,
-                properties=self.emf_properties,
+                properties=self.emf_properties(),
                 now=self.clock.monotonic(),
             )
         next_stats = self.clock.monotonic() + self.interval

@@ -12,7 +12,7 @@ import pytest
 
 from engine.batchqueue import BatchQueue
 from engine.clock import FakeClock
-from engine.errors import DestinationUnavailable, StorageError, SubscriptionRejected
+from engine.errors import DestinationUnavailable, StorageError, SubscriptionRejected, first_leaf
 from engine.lifecycle import RunLifecycle, StopController, StopPolicy
 from engine.pipeline import Lane, Pipeline
 from tests.logcapture import captured_logs
@@ -36,7 +36,6 @@ class _Run(RunLifecycle):
             controller=StopController(clock=clock),
             install_signal_handlers=False,
             max_runtime_seconds=max_runtime,
-            stop_grace_seconds=10.0,
         )
         self.stop_policy = policy
         self.failure = failure
@@ -225,3 +224,25 @@ async def test_without_a_handler_a_rejected_subscription_propagates() -> None:
         async with asyncio.timeout(WAIT):
             await pipeline.run()
     assert caught.group_contains(SubscriptionRejected)
+
+
+async def test_the_guard_leaves_finished_work_alone() -> None:
+    """A guard that looks after the work ended (before the owner cancelled it) does not mark
+    the run aborted, even with the stop grace spent."""
+    clock = FakeClock()
+    run = _Run(StopPolicy.GRACEFUL, clock, max_runtime=None)
+    work = asyncio.create_task(asyncio.sleep(0))
+    async with asyncio.timeout(WAIT):
+        await work
+    run.controller.request_stop("signal")
+    clock.advance(100.0)
+    async with asyncio.timeout(WAIT):
+        await run.guard(work, abort_budget=1.0)
+    assert not run.aborted
+
+
+def test_first_leaf_names_the_error_inside_nested_groups() -> None:
+    inner = StorageError("the store said no")
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [inner]), ValueError("later")])
+    assert first_leaf(nested) is inner
+    assert first_leaf(inner) is inner
