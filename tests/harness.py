@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import gzip
 import json
@@ -10,13 +11,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zstandard
+
+from engine.clock import FakeClock
 
 if TYPE_CHECKING:
     from tests.conftest import S3Server
@@ -108,9 +111,58 @@ def fake_exchange(
         info = json.loads(line)
         yield FakeExchangeProcess(proc, info["url"], int(info["port"]), ledger)
     finally:
-        if proc.poll() is None:
+        reap(proc)
+
+
+async def past_the_deadline(run: asyncio.Task[int], clock: FakeClock, seconds: float = 60) -> int:
+    """Move an in-process run's ``clock`` ``seconds`` on (past its deadline) and return its exit
+    code (30 s at most)."""
+    clock.advance(seconds)
+    async with asyncio.timeout(30):
+        return await run
+
+
+@asynccontextmanager
+async def listening_process(
+    *args: str, within: float = 10.0
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, Any]]]:
+    """``python *args`` (a server that prints a JSON ``listening`` line first) started from the
+    test's event loop, with that line (read within ``within`` s); killed on the way out if it
+    still runs."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(within):
+            listening = json.loads(await proc.stdout.readline())
+        yield proc, listening
+    finally:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait(timeout=10)
+            await proc.wait()
+
+
+async def sigterm_exits_0(proc: asyncio.subprocess.Process, within: float = 10.0) -> bytes:
+    """SIGTERM ``proc``, assert it exits 0 within ``within`` s and return the rest of its
+    stdout."""
+    assert proc.stdout is not None
+    proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(within):
+        rest = await proc.stdout.read()
+        assert await proc.wait() == 0
+    return rest
+
+
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` if it still runs (a test failed on the way) and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate(timeout=10)
 
 
 def start_stream(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -139,9 +191,7 @@ def stop_after_connections(
         out, err = proc.communicate(timeout=60)
         return "".join(json.dumps(doc) + "\n" for doc in seen) + out, err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        reap(proc)
 
 
 def run_stream(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -262,6 +312,32 @@ def exchange_stream_env(
     )
 
 
+def fake_stream_env(
+    s3_env: dict[str, str],
+    url: str,
+    bucket: str,
+    prefix: str,
+    runtime: str,
+    symbols: str = "BTCUSDT,ETHUSDT",
+    exchange: str = "binance",
+    **settings: str,
+) -> dict[str, str]:
+    """:func:`exchange_stream_env` for ``symbols`` (comma-separated) of ``exchange`` served at
+    ``url``; ``settings`` are set last, so they may replace its defaults (``WINDOW_SECONDS``,
+    ``SPILL_DIR``, ...)."""
+    env = exchange_stream_env(
+        s3_env,
+        bucket=bucket,
+        prefix=prefix,
+        streams=",".join(f"{exchange}:{symbol}" for symbol in symbols.split(",")),
+        url_variable=f"{exchange.upper()}_WS_URL",
+        url=url,
+        runtime=runtime,
+    )
+    env.update(settings)
+    return env
+
+
 @dataclass
 class FakeExchangeRun:
     """What a ``feedvault stream`` run against the fake exchange left (:func:`run_against_fake`):
@@ -319,8 +395,8 @@ def run_against_fake(
             url_variable=url_variable,
             url=fx.url + url_path,
             runtime=runtime,
-            **extra,
         )
+        env.update(extra)
         proc = start_stream(env)
         if connections is None:
             out, err = proc.communicate(timeout=60)

@@ -21,15 +21,16 @@ from typing import Any
 
 from tests.faultproxy import Fault, FaultProxy, RequestInfo
 from tests.harness import (
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
     parse_logs,
+    reap,
     start_stream,
     wait_for_log,
 )
 
 PREFIX = "streaming/stop/"
-STREAMS = "binance:BTCUSDT,binance:ETHUSDT,binance:BNBUSDT"
+SYMBOLS = "BTCUSDT,ETHUSDT,BNBUSDT"
 GRACE = 20.0
 """STOP_GRACE_SECONDS of the runs (the product's default)."""
 EXIT_TIMEOUT = GRACE + 40
@@ -122,19 +123,8 @@ def stream_env(
     proxy: FaultProxy, bucket: str, url: str, tmp_path: Path, runtime: str, **extra: str
 ) -> dict[str, str]:
     """The run's environment: S3 through ``proxy``; ``extra`` overrides any variable."""
-    env = exchange_stream_env(
-        proxy.env(),
-        bucket=bucket,
-        prefix=PREFIX,
-        streams=STREAMS,
-        url_variable="BINANCE_WS_URL",
-        url=url,
-        runtime=runtime,
-        STOP_GRACE_SECONDS=str(GRACE),
-    )
-    env["SPILL_DIR"] = str(tmp_path / "spill")
-    env.update(extra)
-    return env
+    settings = {"STOP_GRACE_SECONDS": str(GRACE), "SPILL_DIR": str(tmp_path / "spill"), **extra}
+    return fake_stream_env(proxy.env(), url, bucket, PREFIX, runtime, SYMBOLS, **settings)
 
 
 Trigger = Callable[[subprocess.Popen[str], list[dict[str, Any]]], list[float]]
@@ -173,9 +163,7 @@ def run_with_signals(
             out, err = proc.communicate(timeout=EXIT_TIMEOUT)
             ended = time.monotonic()
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+            reap(proc)
         ledger = fx.stop()
     proxy.wait_settled()  # what the engine sent before it exited has reached S3
     return StopRun(

@@ -43,6 +43,7 @@ from tests.harness import (
     fake_exchange,
     parse_logs,
     read_manifest,
+    reap,
     run_verify,
     start_stream,
     stored_objects,
@@ -294,9 +295,7 @@ def test_a_peer_that_hangs_at_the_stop_makes_an_unclean_close_and_an_incomplete_
             finally:
                 fx.proc.send_signal(signal.SIGCONT)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+            reap(proc)
         ledger = fx.stop()
     watched.wait_settled()
     logs += parse_logs(out)
@@ -382,9 +381,7 @@ def test_s3_held_for_45_s_costs_no_connection_and_no_trade(
             send(proc)
             out, err = proc.communicate(timeout=EXIT_TIMEOUT)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+            reap(proc)
         ledger = fx.stop()
     watched.wait_settled()
     logs += parse_logs(out)

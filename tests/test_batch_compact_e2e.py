@@ -21,8 +21,8 @@ from tests.conftest import S3Server
 from tests.harness import (
     FEEDVAULT,
     base_env,
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
     read_manifest,
     run_stream,
 )
@@ -238,15 +238,7 @@ def test_compact_over_a_real_stream_run_keeps_every_ledger_trade_once(
 ) -> None:
     prefix = "streaming/live/"
     with fake_exchange(tmp_path, rate="1500", symbols="BTCUSDT,ETHUSDT") as fx:
-        env = exchange_stream_env(
-            s3_server.env(),
-            bucket=bucket,
-            prefix=prefix,
-            streams="binance:BTCUSDT,binance:ETHUSDT",
-            url_variable="BINANCE_WS_URL",
-            url=fx.url,
-            runtime="5",
-        )
+        env = fake_stream_env(s3_server.env(), fx.url, bucket, prefix, "5")
         done = run_stream(env)
         out, err = done.stdout, done.stderr
         ledger = fx.stop()

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from tests.conftest import S3Server
-from tests.harness import FEEDVAULT, base_env, wait_for_log
+from tests.harness import FEEDVAULT, base_env, reap, wait_for_log
 
 PREFIX = "batch/"
 # Big enough to run for tens of seconds: 10M paths x 250 daily steps.
@@ -149,9 +149,7 @@ def test_sigterm_during_the_computation_stops_promptly_incomplete_exit_1(
         out, err = proc.communicate(timeout=20)
         took = time.monotonic() - signalled
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        reap(proc)
     assert proc.returncode == 1, err[-2000:]
     assert took < 5, f"SIGTERM took {took:.1f}s to stop the job"
     assert '"event":"job_cancelled","reason":"signal"' in out

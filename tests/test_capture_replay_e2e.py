@@ -18,8 +18,8 @@ from tests.conftest import FIXTURES, S3Server
 from tests.harness import (
     FEEDVAULT,
     base_env,
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
     read_manifest,
     run_verify,
     start_stream,
@@ -45,15 +45,7 @@ def test_captured_live_run_replays_to_the_same_trades(
     s3_server: S3Server, bucket: str, tmp_path: Path
 ) -> None:
     with fake_exchange(tmp_path, rate="1500", symbols="BTCUSDT,ETHUSDT") as fx:
-        env = exchange_stream_env(
-            s3_server.env(),
-            bucket=bucket,
-            prefix="live/",
-            streams="binance:BTCUSDT,binance:ETHUSDT",
-            url_variable="BINANCE_WS_URL",
-            url=fx.url,
-            runtime="4",
-        )
+        env = fake_stream_env(s3_server.env(), fx.url, bucket, "live/", "4")
         proc = start_stream(env, "--capture")
         out, err = proc.communicate(timeout=60)
         fx.stop()

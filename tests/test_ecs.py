@@ -27,6 +27,7 @@ from feedvault.runner import StreamRun
 from sinks.manifest import EcsTask, Manifest, manifest_key
 from sinks.memory import MemoryWriter
 from tests.conftest import free_port
+from tests.harness import past_the_deadline
 from tests.logcapture import Lines, captured_logs
 from tests.test_capture_replay import T0, chunked, recording, replay_config
 from tests.test_runner import SYMBOLS, config
@@ -299,9 +300,7 @@ async def stream_run(
         await exchange.wait_ready(1)
         clock.advance(0.3)
         await exchange.wait_tick()
-        clock.advance(60)
-        async with asyncio.timeout(30):
-            assert await task == 0
+        assert await past_the_deadline(task, clock) == 0
     key = manifest_key("streaming/test/", run.config.run_id)
     return run, writer, Manifest.from_json(writer.objects[key])
 

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import sys
 from pathlib import Path
 
 import orjson
@@ -25,6 +22,7 @@ from connectors.recording import RecordedFrame, RecordingWriter, convert_cryptof
 from engine.clock import FakeClock
 from engine.records import SELL, Trade
 from tests.conftest import FIXTURES
+from tests.harness import listening_process, sigterm_exits_0
 from tests.wsclient import client
 
 WAIT = 10.0
@@ -191,16 +189,11 @@ async def test_cli_serves_a_converted_binance_capture(tmp_path: Path) -> None:
     with RecordingWriter(path) as writer:
         for frame in convert_cryptofeed(BINANCE_FILE, "binance"):
             writer.write(frame)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "feedvault", "fake-exchange", "--recording", str(path),
-        "--speed", "max", "--ledger", str(tmp_path / "ledger.jsonl"),
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    try:
-        async with asyncio.timeout(WAIT):
-            listening = orjson.loads(await proc.stdout.readline())
+    command = ["-m", "feedvault", "fake-exchange", "--recording", str(path), "--speed", "max"]
+    async with listening_process(*command, "--ledger", str(tmp_path / "ledger.jsonl")) as (
+        proc,
+        listening,
+    ):
         assert listening["recorded_frames"] == 265 and listening["recorded_trades"] == 2
         url = BinanceProtocol("aggTrade").connection_url(listening["url"], ["NKNUSDT"])
         async with client(url) as ws:
@@ -208,17 +201,10 @@ async def test_cli_serves_a_converted_binance_capture(tmp_path: Path) -> None:
         proto = BinanceProtocol()
         trades = [t for text in got for t in _as_trades(proto.parse(text, 0))]
         assert [t.trade_id for t in trades] == ["15683430", "9213679"]
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(WAIT):
-            stopped = orjson.loads((await proc.stdout.read()).splitlines()[-1])
-            assert await proc.wait() == 0
+        stopped = orjson.loads((await sigterm_exits_0(proc)).splitlines()[-1])
         assert stopped["trades"] == 2 and stopped["recorded_frames_sent"] == 265
         ledger = (tmp_path / "ledger.jsonl").read_text().splitlines()
         assert [orjson.loads(line)["trade_id"] for line in ledger] == ["15683430", "9213679"]
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def test_cli_refuses_a_bad_recording(

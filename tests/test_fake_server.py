@@ -7,10 +7,7 @@ No test sleeps to synchronise: each waits for what it expects (frames, readiness
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from connectors.fake.market import Market
 from connectors.fake.server import FakeExchange
 from engine.clock import FakeClock
 from engine.records import Trade
+from tests.harness import listening_process, sigterm_exits_0
 from tests.wsclient import WAIT, Received, client
 from tests.wsclient import read_until as read_parsed_until
 
@@ -311,16 +309,11 @@ async def test_cli_bad_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 async def test_cli_process_listening_line_sigterm_and_ledger(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.jsonl"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "connectors.fake.cli", "--rate", "2000", "--symbols",
-        "BTCUSDT,ETHUSDT", "--seed", "5", "--ledger", str(ledger),
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    try:
-        async with asyncio.timeout(WAIT):
-            listening = orjson.loads(await proc.stdout.readline())
+    command = ["-m", "connectors.fake.cli", "--rate", "2000", "--symbols", "BTCUSDT,ETHUSDT"]
+    async with listening_process(*command, "--seed", "5", "--ledger", str(ledger)) as (
+        proc,
+        listening,
+    ):
         assert listening == {
             "event": "listening",
             "protocol": "binance",
@@ -331,14 +324,7 @@ async def test_cli_process_listening_line_sigterm_and_ledger(tmp_path: Path) -> 
         url = BinanceProtocol().connection_url(listening["url"], ["BTCUSDT"])
         async with client(url) as ws:
             await read_until(ws, got, lambda: len(got.trades) >= 100)
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(WAIT):
-            rest = await proc.stdout.read()
-            assert await proc.wait() == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        rest = await sigterm_exits_0(proc)
     stopped = orjson.loads(rest.splitlines()[-1])
     lines = [orjson.loads(line) for line in ledger.read_bytes().splitlines()]
     assert stopped["event"] == "stopped" and stopped["trades"] == len(lines) >= 100

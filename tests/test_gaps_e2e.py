@@ -20,8 +20,8 @@ from sinks.windowing import Windower, WindowPolicy
 from tests.conftest import S3Server
 from tests.harness import (
     assert_stored_exactly_once,
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
     read_manifest,
     run_verify,
     start_stream,
@@ -60,15 +60,7 @@ def test_a_reset_after_a_reconnect_stores_both_ranges_and_the_manifest_records_i
     with fake_exchange(
         tmp_path, symbols="BTCUSDT", rate="600", faults=faults, first_id=FIRST_ID
     ) as fx:
-        env = exchange_stream_env(
-            s3_server.env(),
-            bucket=bucket,
-            prefix=PREFIX,
-            streams="binance:BTCUSDT",
-            url_variable="BINANCE_WS_URL",
-            url=fx.url,
-            runtime="120",
-        )
+        env = fake_stream_env(s3_server.env(), fx.url, bucket, PREFIX, "120", "BTCUSDT")
         proc = start_stream(env)
         out, err = stop_after_connections(proc, 3)
         ledger = fx.stop()

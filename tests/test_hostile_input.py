@@ -35,8 +35,8 @@ from engine.stats import Counters
 from tests.conftest import S3Server
 from tests.harness import (
     assert_stored_exactly_once,
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
     read_manifest,
     run_stream,
     run_verify,
@@ -149,15 +149,7 @@ def test_a_stream_run_survives_hostile_input(
     with fake_exchange(
         tmp_path, symbols="BTCUSDT,ETHUSDT", rate="500", faults="hostile=0.03,oversized=0.004"
     ) as fx:
-        env = exchange_stream_env(
-            s3_server.env(),
-            bucket=bucket,
-            prefix=prefix,
-            streams="binance:BTCUSDT,binance:ETHUSDT",
-            url_variable="BINANCE_WS_URL",
-            url=fx.url,
-            runtime="5",
-        )
+        env = fake_stream_env(s3_server.env(), fx.url, bucket, prefix, "5")
         done = run_stream(env, timeout=90)
         ledger = fx.stop()
         summary = fx.summary

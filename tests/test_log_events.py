@@ -25,8 +25,8 @@ from sinks.spill import scan_spilled
 from tests.conftest import S3Server
 from tests.faultproxy import SLOWDOWN, FaultProxy
 from tests.harness import (
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
     parse_logs,
     run_stream,
     start_stream,
@@ -129,14 +129,12 @@ def test_every_event_of_a_run_through_an_s3_outage_and_its_recovery_is_a_fixed_n
     spill_dir = tmp_path / "spill"
     killed = "20261206T000000Z-killed"
     with fake_exchange(tmp_path, rate="300") as fx:
-        env = exchange_stream_env(
+        env = fake_stream_env(
             proxy.env(),
-            bucket=bucket,
-            prefix=PREFIX,
-            streams="binance:BTCUSDT,binance:ETHUSDT",
-            url_variable="BINANCE_WS_URL",
-            url=fx.url,
-            runtime="300",
+            fx.url,
+            bucket,
+            PREFIX,
+            "300",
             # Counted from the first attempt, which fails within its 20 s S3 deadline: at least
             # one sink retry (backoff 0.25-0.5 s) follows, then the spill.
             UPLOAD_RETRY_SECONDS="25",

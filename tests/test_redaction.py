@@ -40,7 +40,13 @@ from feedvault.config import load_stream_config
 from sinks.s3 import S3Writer
 from tests.conftest import S3Server
 from tests.faultproxy import ERROR500, FaultProxy, not_manifest
-from tests.harness import FEEDVAULT, base_env, exchange_stream_env, fake_exchange, run_stream
+from tests.harness import (
+    FEEDVAULT,
+    base_env,
+    fake_exchange,
+    fake_stream_env,
+    run_stream,
+)
 
 KEY_ID = "AKIAFEEDVAULT7EST2QZ"
 SESSION_KEY_ID = "ASIAFEEDVAULT7EST2QZ"
@@ -165,15 +171,7 @@ def test_a_stream_run_prints_and_stores_no_credentials(
     s3_server: S3Server, bucket: str, tmp_path: Path
 ) -> None:
     with fake_exchange(tmp_path, symbols="BTCUSDT", rate="200") as fx:
-        env = exchange_stream_env(
-            _credentials(s3_server),
-            bucket=bucket,
-            prefix="red/",
-            streams="binance:BTCUSDT",
-            url_variable="BINANCE_WS_URL",
-            url=fx.url,
-            runtime="2",
-        )
+        env = fake_stream_env(_credentials(s3_server), fx.url, bucket, "red/", "2", "BTCUSDT")
         done = run_stream(env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"event":"run_end"' in done.stdout
@@ -188,14 +186,13 @@ def test_a_run_refused_by_its_destination_prints_no_credentials(
     s3_server: S3Server, tmp_path: Path
 ) -> None:
     """The bucket does not exist: the run's first write is refused, one line says so."""
-    env = exchange_stream_env(
+    env = fake_stream_env(
         _credentials(s3_server),
-        bucket="no-such-bucket-redaction",
-        prefix="red/",
-        streams="binance:BTCUSDT",
-        url_variable="BINANCE_WS_URL",
-        url="ws://127.0.0.1:1",
-        runtime="2",
+        "ws://127.0.0.1:1",
+        "no-such-bucket-redaction",
+        "red/",
+        "2",
+        "BTCUSDT",
     )
     done = run_stream(env, timeout=90)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
@@ -213,14 +210,13 @@ def test_a_failing_s3_run_prints_no_credentials(
         FaultProxy(s3_server.endpoint) as proxy,
     ):
         proxy.set_outage(ERROR500, where=not_manifest)
-        env = exchange_stream_env(
+        env = fake_stream_env(
             {**_credentials(s3_server), "AWS_ENDPOINT_URL_S3": proxy.url},
-            bucket=bucket,
-            prefix="red/",
-            streams="binance:BTCUSDT",
-            url_variable="BINANCE_WS_URL",
-            url=fx.url,
-            runtime="2",
+            fx.url,
+            bucket,
+            "red/",
+            "2",
+            "BTCUSDT",
             STOP_GRACE_SECONDS="6",
             UPLOAD_RETRY_SECONDS="1",
         )

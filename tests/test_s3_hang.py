@@ -35,10 +35,11 @@ from tests import faultproxy as fp
 from tests.conftest import S3Server
 from tests.harness import (
     assert_stored_exactly_once,
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
     read_logs_until,
     read_manifest,
+    reap,
     start_stream,
     stored_trades,
 )
@@ -284,14 +285,13 @@ def test_stream_with_s3_hanging_spills_windows_reads_on_and_exits_1(
     spill_dir = tmp_path / "spill"
     seen: list[dict[str, Any]] = []
     with fake_exchange(tmp_path, symbols="BTCUSDT", rate="300") as fx:
-        env = exchange_stream_env(
+        env = fake_stream_env(
             proxy.env(),
-            bucket=bucket,
-            prefix=PREFIX,
-            streams="binance:BTCUSDT",
-            url_variable="BINANCE_WS_URL",
-            url=fx.url,
-            runtime="600",  # stopped by SIGTERM below
+            fx.url,
+            bucket,
+            PREFIX,
+            "600",  # stopped by SIGTERM below
+            "BTCUSDT",
             RUN_ID=RUN_ID,
             UPLOAD_RETRY_SECONDS="0.1",
             # A window (2 s) holds a slot for one deadline (20 s) before it spills: 10 slots
@@ -316,9 +316,7 @@ def test_stream_with_s3_hanging_spills_windows_reads_on_and_exits_1(
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=90)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+            reap(proc)
         ledger = fx.stop()
     assert proc.returncode == 1, err[-3000:] + out[-3000:]
     assert proxy.outcomes("hang") > 0

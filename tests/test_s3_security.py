@@ -25,8 +25,8 @@ from tests.conftest import S3Server
 from tests.harness import (
     FEEDVAULT,
     base_env,
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
     run_stream,
     run_verify,
 )
@@ -209,16 +209,7 @@ def test_a_stream_run_and_verify_send_them_on_every_request(
 ) -> None:
     settings = {"S3_SSE": "AES256", "S3_EXPECTED_BUCKET_OWNER": OWNER}
     with fake_exchange(tmp_path, symbols="BTCUSDT,ETHUSDT", rate="300") as fx:
-        env = exchange_stream_env(
-            proxy.env(),
-            bucket=bucket,
-            prefix="sec/",
-            streams="binance:BTCUSDT,binance:ETHUSDT",
-            url_variable="BINANCE_WS_URL",
-            url=fx.url,
-            runtime="3",
-            **settings,
-        )
+        env = fake_stream_env(proxy.env(), fx.url, bucket, "sec/", "3", **settings)
         env["WINDOW_SECONDS"] = "1"
         done = run_stream(env)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -38,8 +38,9 @@ from sinks.writer import ObjectWriter, StoredObject
 from tests.conftest import S3Server
 from tests.harness import (
     REPO,
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
+    reap,
     start_stream,
     wait_for_log,
 )
@@ -760,15 +761,8 @@ def test_a_stream_run_reports_a_refused_key_and_clears_a_killed_runs_lock(
     tamper(entries[0].sidecar, key=escaped)
     killed_run(spill_dir, "killed-0")
     with fake_exchange(tmp_path, symbols="BTCUSDT", rate="50") as fx:
-        env = exchange_stream_env(
-            s3_server.env(),
-            bucket=bucket,
-            prefix=prefix,
-            streams="binance:BTCUSDT",
-            url_variable="BINANCE_WS_URL",
-            url=fx.url,
-            runtime="60",
-            RUN_ID="guarded-run",
+        env = fake_stream_env(
+            s3_server.env(), fx.url, bucket, prefix, "60", "BTCUSDT", RUN_ID="guarded-run"
         )
         env["SPILL_DIR"] = str(spill_dir)
         proc = start_stream(env)
@@ -777,9 +771,7 @@ def test_a_stream_run_reports_a_refused_key_and_clears_a_killed_runs_lock(
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=60)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+            reap(proc)
     assert proc.returncode == 0, err[-3000:] + out[-3000:]
     assert recovery["level"] == "warning"
     assert recovery["uploaded"] == 1 and recovery["cleared_locks"] == ["killed-0"]

@@ -28,10 +28,11 @@ from tests.faultproxy import RESET, SLOWDOWN, FaultProxy
 from tests.harness import (
     assert_stored_exactly_once,
     decode_object,
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
     parse_logs,
     read_manifest,
+    reap,
     run_stream,
     run_verify,
     start_stream,
@@ -39,7 +40,7 @@ from tests.harness import (
 )
 
 PREFIX = "streaming/outage/"
-STREAMS = "binance:BTCUSDT,binance:ETHUSDT,binance:BNBUSDT"
+SYMBOLS = "BTCUSDT,ETHUSDT,BNBUSDT"
 
 
 @pytest.fixture
@@ -51,18 +52,8 @@ def proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
 def stream_env(
     proxy: FaultProxy, bucket: str, url: str, runtime: str, spill_dir: Path, **extra: str
 ) -> dict[str, str]:
-    env = exchange_stream_env(
-        proxy.env(),
-        bucket=bucket,
-        prefix=PREFIX,
-        streams=STREAMS,
-        url_variable="BINANCE_WS_URL",
-        url=url,
-        runtime=runtime,
-        **extra,
-    )
-    env["SPILL_DIR"] = str(spill_dir)
-    return env
+    settings = {**extra, "SPILL_DIR": str(spill_dir)}
+    return fake_stream_env(proxy.env(), url, bucket, PREFIX, runtime, SYMBOLS, **settings)
 
 
 def log_events(out: str, event: str) -> list[dict[str, Any]]:
@@ -107,9 +98,7 @@ def test_s3_down_for_30s_mid_run_loses_nothing_and_the_run_completes(
             out, err = proc.communicate(timeout=60)
         finally:
             proxy.set_outage(None)
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+            reap(proc)
         ledger = fx.stop()
     assert proc.returncode == 0, err[-3000:] + out[-3000:]
     assert proxy.outcomes("slowdown") > 0
@@ -155,9 +144,7 @@ def test_s3_down_through_the_stop_spills_and_the_next_run_recovers_it(
             out, err = proc.communicate(timeout=60)
             took = time.monotonic() - started
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+            reap(proc)
         ledger = fx.stop()
     assert proc.returncode == 1, err[-3000:] + out[-3000:]
     assert took < 8 + 10 + 5, f"run 1 took {took:.1f}s after the outage began"

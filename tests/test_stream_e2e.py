@@ -18,8 +18,8 @@ from tests.conftest import S3Server
 from tests.harness import (
     assert_stored_exactly_once,
     base_env,
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
     ledger_missing_ids,
     manifest_gap_ids,
     read_manifest,
@@ -31,20 +31,11 @@ from tests.harness import (
 )
 
 PREFIX = "streaming/bnbusd/"
-STREAMS = "binance:BTCUSDT,binance:ETHUSDT,binance:BNBUSDT"
+SYMBOLS = "BTCUSDT,ETHUSDT,BNBUSDT"
 
 
 def stream_env(s3: S3Server, bucket: str, url: str, runtime: str, **extra: str) -> dict[str, str]:
-    return exchange_stream_env(
-        s3.env(),
-        bucket=bucket,
-        prefix=PREFIX,
-        streams=STREAMS,
-        url_variable="BINANCE_WS_URL",
-        url=url,
-        runtime=runtime,
-        **extra,
-    )
+    return fake_stream_env(s3.env(), url, bucket, PREFIX, runtime, SYMBOLS, **extra)
 
 
 def test_sigterm_mid_run_stops_cleanly_with_nothing_lost(

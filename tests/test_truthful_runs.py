@@ -17,9 +17,10 @@ from tests.conftest import S3Server, free_port
 from tests.harness import (
     FEEDVAULT,
     base_env,
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
     parse_logs,
+    reap,
     run_stream,
     start_stream,
     wait_for_log,
@@ -30,15 +31,7 @@ PREFIX = "streaming/truth/"
 
 def env_for(s3: S3Server, bucket: str, url: str, runtime: str, **extra: str) -> dict[str, str]:
     """A stream task's environment; ``extra`` adds or replaces variables."""
-    env = exchange_stream_env(
-        s3.env(),
-        bucket=bucket,
-        prefix=PREFIX,
-        streams="binance:BTCUSDT",
-        url_variable="BINANCE_WS_URL",
-        url=url,
-        runtime=runtime,
-    )
+    env = fake_stream_env(s3.env(), url, bucket, PREFIX, runtime, "BTCUSDT")
     env.update(extra)
     return env
 
@@ -145,9 +138,7 @@ def test_a_killed_run_leaves_its_running_manifest(
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=30)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+            reap(proc)
         fx.stop()
     [(key, manifest)] = manifests(s3_server, bucket).items()
     assert key == f"{PREFIX}_manifests/killed.json"
@@ -331,9 +322,7 @@ def test_a_sigterm_while_the_store_does_not_answer_ends_the_start_at_once(
             # Bounded by the stop grace, not by UPLOAD_RETRY_SECONDS (an hour).
             out, err = proc.communicate(timeout=120)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+            reap(proc)
         fx.stop()
     assert proc.returncode == 1, err[-2000:]
     [line] = stderr_lines(err)

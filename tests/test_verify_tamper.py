@@ -27,8 +27,8 @@ from tests.conftest import S3Server
 from tests.harness import (
     FEEDVAULT,
     base_env,
-    exchange_stream_env,
     fake_exchange,
+    fake_stream_env,
     run_stream,
     run_verify,
     start_stream,
@@ -55,16 +55,7 @@ def source_run(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) ->
     tmp = tmp_path_factory.mktemp("tamper")
     bucket = s3_server.make_bucket("verify-tamper-source")
     with fake_exchange(tmp, symbols="BTCUSDT,ETHUSDT", rate="400") as fx:
-        env = exchange_stream_env(
-            s3_server.env(),
-            bucket=bucket,
-            prefix=PREFIX,
-            streams="binance:BTCUSDT,binance:ETHUSDT",
-            url_variable="BINANCE_WS_URL",
-            url=fx.url,
-            runtime="3",
-            RUN_ID=RUN_ID,
-        )
+        env = fake_stream_env(s3_server.env(), fx.url, bucket, PREFIX, "3", RUN_ID=RUN_ID)
         env["WINDOW_SECONDS"] = "1"
         done = run_stream(env)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -311,15 +302,8 @@ def test_a_run_killed_by_sigkill_is_reported(
     objects, and exits 1."""
     killed = "20260101T001000Z-sigkill1"
     with fake_exchange(tmp_path_factory.mktemp("kill"), symbols="BTCUSDT", rate="300") as fx:
-        env = exchange_stream_env(
-            s3_server.env(),
-            bucket=bucket,
-            prefix=PREFIX,
-            streams="binance:BTCUSDT",
-            url_variable="BINANCE_WS_URL",
-            url=fx.url,
-            runtime="60",
-            RUN_ID=killed,
+        env = fake_stream_env(
+            s3_server.env(), fx.url, bucket, PREFIX, "60", "BTCUSDT", RUN_ID=killed
         )
         env["WINDOW_SECONDS"] = "1"
         proc = start_stream(env)
