@@ -13,7 +13,6 @@ from connectors.binance import (
     encode_trade,
     parse_stream_name,
 )
-from connectors.registry import PROTOCOLS, get_protocol
 from engine.records import Trade
 from tests.strategies import (
     BINANCE_TRADE,
@@ -55,16 +54,6 @@ def test_subscribe_messages_count_ids() -> None:
     second = orjson.loads(proto.subscribe_messages(["BNBBTC"])[0])
     assert first == {"method": "SUBSCRIBE", "params": ["btcusdt@trade", "ethusdt@trade"], "id": 1}
     assert second["id"] == 2
-
-
-def test_identity_and_registry() -> None:
-    proto = BinanceProtocol()
-    assert (proto.name, proto.default_url) == ("binance", "wss://stream.binance.com:9443")
-    us = get_protocol("binanceus")
-    assert (us.name, us.default_url) == ("binanceus", "wss://stream.binance.us:9443")
-    assert "binance" in PROTOCOLS and get_protocol("binance") is not get_protocol("binance")
-    with pytest.raises(ValueError, match="unknown exchange"):
-        get_protocol("nope")
 
 
 # -- parsing trades -------------------------------------------------------------------------------

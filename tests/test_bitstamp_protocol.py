@@ -15,10 +15,8 @@ from connectors.bitstamp import (
     BitstampProtocol,
     encode_trade,
 )
-from connectors.fake.adapters import get_adapter
 from connectors.fake.bitstamp_server import BitstampSession
 from connectors.fake.faults import Faults
-from connectors.registry import get_protocol
 from engine.errors import MalformedFrame
 from engine.records import Trade
 from tests.strategies import (
@@ -35,14 +33,10 @@ def _trade(**changes: Any) -> Trade:
 # -- identity and client requests -----------------------------------------------------------------
 
 
-def test_identity_registry_and_limits() -> None:
-    proto = get_protocol("bitstamp")
-    assert isinstance(proto, BitstampProtocol)
-    assert (proto.name, proto.default_url) == ("bitstamp", "wss://ws.bitstamp.net")
-    assert proto.sequenced is False  # ids are global across pairs
-    assert proto.keepalive_interval == 20.0 and proto.keepalive_message() == HEARTBEAT_REQUEST
-    assert proto.max_streams_per_connection == MAX_STREAMS_PER_CONNECTION == 100
-    assert get_adapter("bitstamp").name == "bitstamp"
+def test_keepalive_is_a_heartbeat_request() -> None:
+    # name, URL, limits and the registry: tests/test_protocol_contract.py
+    assert MAX_STREAMS_PER_CONNECTION == 100
+    assert BitstampProtocol().keepalive_message() == HEARTBEAT_REQUEST
 
 
 def test_connection_url_and_subscribe_one_message_per_channel() -> None:

@@ -18,10 +18,8 @@ from connectors.bybit import (
     encode_trade,
     encode_trades,
 )
-from connectors.fake.adapters import get_adapter
 from connectors.fake.bybit_server import BybitSession
 from connectors.fake.faults import Faults
-from connectors.registry import get_protocol
 from engine.errors import MalformedFrame
 from engine.records import Trade
 from tests.strategies import (
@@ -44,16 +42,12 @@ def _trade(**changes: Any) -> Trade:
 # -- identity and client requests -----------------------------------------------------------------
 
 
-def test_identity_registry_and_limits() -> None:
-    proto = get_protocol("bybit")
-    assert isinstance(proto, BybitProtocol)
-    assert (proto.name, proto.default_url) == ("bybit", "wss://stream.bybit.com/v5/public/spot")
-    assert proto.sequenced is False  # "i" is not contiguous
-    assert proto.keepalive_interval == 20.0
+def test_keepalive_is_a_ping_with_a_request_id() -> None:
+    # name, URL, limits and the registry: tests/test_protocol_contract.py
+    assert MAX_STREAMS_PER_CONNECTION == 300
+    proto = BybitProtocol()
     assert orjson.loads(proto.keepalive_message() or "") == {"req_id": "1", "op": "ping"}
     assert orjson.loads(proto.keepalive_message() or "")["req_id"] == "2"
-    assert proto.max_streams_per_connection == MAX_STREAMS_PER_CONNECTION == 300
-    assert get_adapter("bybit").name == "bybit"
 
 
 def test_connection_url_appends_the_spot_path_only_when_missing() -> None:

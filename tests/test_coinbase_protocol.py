@@ -18,7 +18,6 @@ from connectors.coinbase import (
     encode_match,
 )
 from connectors.gaps import GapTracker
-from connectors.registry import get_protocol
 from engine.records import Trade
 from tests.strategies import (
     COINBASE_MATCH,
@@ -37,15 +36,11 @@ def _trade(**changes: Any) -> Trade:
 # -- client requests ------------------------------------------------------------------------------
 
 
-def test_identity_registry_and_url() -> None:
-    proto = get_protocol("coinbase")
-    assert isinstance(proto, CoinbaseProtocol) and proto is not get_protocol("coinbase")
-    assert (proto.name, proto.default_url) == ("coinbase", "wss://ws-feed.exchange.coinbase.com")
-    assert proto.sequenced and proto.keepalive_interval is None
-    assert proto.keepalive_message() is None
-    assert proto.max_streams_per_connection == MAX_PRODUCTS_PER_CONNECTION == 50
+def test_one_url_for_every_product() -> None:
+    # name, URL, limits and the registry: tests/test_protocol_contract.py
+    assert MAX_PRODUCTS_PER_CONNECTION == 50
     url = "wss://ws-feed.exchange.coinbase.com"
-    assert proto.connection_url(url, ["BTC-USD"]) == url
+    assert CoinbaseProtocol().connection_url(url, ["BTC-USD"]) == url
 
 
 def test_subscribe_message() -> None:

@@ -20,7 +20,6 @@ from connectors.kraken import (
     encode_trades,
     loads_exact,
 )
-from connectors.registry import get_protocol
 from engine.records import Trade
 from tests.strategies import (
     KRAKEN_REFUSED,
@@ -37,13 +36,11 @@ def _trade(**changes: Any) -> Trade:
 # -- client requests ------------------------------------------------------------------------------
 
 
-def test_identity_registry_and_url() -> None:
-    proto = get_protocol("kraken")
-    assert isinstance(proto, KrakenProtocol) and proto is not get_protocol("kraken")
-    assert (proto.name, proto.default_url) == ("kraken", "wss://ws.kraken.com/v2")
-    assert proto.sequenced and proto.keepalive_interval == 30
-    assert proto.max_streams_per_connection == MAX_SYMBOLS_PER_CONNECTION == 50
-    assert proto.connection_url("wss://ws.kraken.com/v2", ["BTC/USD"]) == "wss://ws.kraken.com/v2"
+def test_one_url_for_every_pair() -> None:
+    # name, URL, limits and the registry: tests/test_protocol_contract.py
+    assert MAX_SYMBOLS_PER_CONNECTION == 50
+    url = "wss://ws.kraken.com/v2"
+    assert KrakenProtocol().connection_url(url, ["BTC/USD"]) == url
 
 
 def test_subscribe_and_ping_share_request_ids() -> None:

@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.fake.adapters import get_adapter
 from connectors.fake.faults import Faults
 from connectors.fake.okx_server import OkxSession
 from connectors.okx import (
@@ -18,7 +17,6 @@ from connectors.okx import (
     encode_trade,
     encode_trades,
 )
-from connectors.registry import get_protocol
 from engine.errors import MalformedFrame
 from engine.records import Trade
 from tests.strategies import (
@@ -40,15 +38,10 @@ def _trade(**changes: Any) -> Trade:
 # -- identity and client requests -----------------------------------------------------------------
 
 
-def test_identity_registry_and_limits() -> None:
-    proto = get_protocol("okx")
-    assert isinstance(proto, OkxProtocol)
-    assert (proto.name, proto.default_url) == ("okx", "wss://ws.okx.com:8443/ws/v5/public")
-    assert proto.sequenced is False  # tradeId skips on aggregated fills
-    assert proto.keepalive_interval is not None and proto.keepalive_interval < 30
-    assert proto.keepalive_message() == "ping"
-    assert proto.max_streams_per_connection == MAX_STREAMS_PER_CONNECTION == 500
-    assert get_adapter("okx").name == "okx"
+def test_keepalive_is_a_text_ping() -> None:
+    # name, URL, limits and the registry: tests/test_protocol_contract.py
+    assert MAX_STREAMS_PER_CONNECTION == 500
+    assert OkxProtocol().keepalive_message() == "ping"
 
 
 def test_connection_url_appends_the_public_path_only_when_missing() -> None:

@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ReconnectNotice
 from connectors.binance import encode_trade as binance_encode_trade
+from connectors.fake.adapters import get_adapter
 from connectors.fake.hostile import HOSTILE_KINDS, HOSTILE_SYMBOLS, hostile_frame
 from connectors.limits import MAX_JSON_DEPTH, classify
 from connectors.registry import PROTOCOLS, get_protocol
@@ -939,3 +940,37 @@ def test_one_symbol_too_many_for_a_connection_is_refused(exchange: str) -> None:
         call()
     with pytest.raises(ValueError):
         _calls(exchange, many)[refusing]()
+
+
+# -- identity: the registry builds a fresh protocol object of the exchange's kind ----------------
+
+IDENTITY: dict[str, tuple[str, str, bool, float | None, int]] = {
+    "binance": ("BinanceProtocol", "wss://stream.binance.com:9443", True, None, 1024),
+    "binanceus": ("BinanceProtocol", "wss://stream.binance.us:9443", True, None, 1024),
+    "coinbase": ("CoinbaseProtocol", "wss://ws-feed.exchange.coinbase.com", True, None, 50),
+    "kraken": ("KrakenProtocol", "wss://ws.kraken.com/v2", True, 30, 50),
+    # unsequenced: Bitstamp's ids are global across pairs, OKX's tradeId skips on aggregated
+    # fills, Bybit's "i" is not contiguous
+    "bitstamp": ("BitstampProtocol", "wss://ws.bitstamp.net", False, 20, 100),
+    "okx": ("OkxProtocol", "wss://ws.okx.com:8443/ws/v5/public", False, 20, 500),
+    "bybit": ("BybitProtocol", "wss://stream.bybit.com/v5/public/spot", False, 20, 300),
+}
+"""Exchange -> (protocol class, default URL, sequenced ids, keepalive interval (None: the
+exchange pings), streams per connection)."""
+
+
+@per_exchange
+def test_identity_and_limits(exchange: str) -> None:
+    kind, url, sequenced, keepalive, streams = IDENTITY[exchange]
+    proto = get_protocol(exchange)
+    assert type(proto).__name__ == kind and proto is not get_protocol(exchange)
+    assert (proto.name, proto.default_url, proto.sequenced) == (exchange, url, sequenced)
+    assert proto.keepalive_interval == keepalive
+    assert (proto.keepalive_message() is None) == (keepalive is None)
+    assert proto.max_streams_per_connection == streams
+    assert get_adapter(exchange).name == exchange
+
+
+def test_an_unknown_exchange_is_refused_naming_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="unknown exchange 'nope' \\(known: binance, "):
+        get_protocol("nope")
