@@ -14,12 +14,7 @@ from connectors.binance import (
     parse_stream_name,
 )
 from engine.records import Trade
-from tests.strategies import (
-    BINANCE_TRADE,
-    RECORDINGS,
-    make_trade,
-    read_cryptofeed,
-)
+from tests.strategies import BINANCE_TRADE, RECORDINGS, make_trade, read_cryptofeed
 
 FIXTURE = RECORDINGS / "BINANCE.ws.1.0"
 

@@ -19,10 +19,7 @@ from connectors.fake.bitstamp_server import BitstampSession
 from connectors.fake.faults import Faults
 from engine.errors import MalformedFrame
 from engine.records import Trade
-from tests.strategies import (
-    BITSTAMP_TRADE,
-    make_trade,
-)
+from tests.strategies import BITSTAMP_TRADE, make_trade
 
 
 def _trade(**changes: Any) -> Trade:

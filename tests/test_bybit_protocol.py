@@ -22,10 +22,7 @@ from connectors.fake.bybit_server import BybitSession
 from connectors.fake.faults import Faults
 from engine.errors import MalformedFrame
 from engine.records import Trade
-from tests.strategies import (
-    BYBIT_TRADE,
-    make_trade,
-)
+from tests.strategies import BYBIT_TRADE, make_trade
 
 
 def _trade(**changes: Any) -> Trade:

@@ -7,7 +7,6 @@ No test sleeps to synchronise: each waits for what it expects (frames, readiness
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import orjson
 import pytest
@@ -23,11 +22,6 @@ from engine.records import Trade
 from tests.wsclient import WAIT, Received, client, next_event, read_until, trade_view
 
 SYMBOLS = ["BTC-USD", "ETH-USD"]
-
-
-def has_trades(got: Received, count: int) -> Callable[[], bool]:
-    """A condition for ``read_until``: ``got`` holds at least ``count`` trades."""
-    return lambda: len(got.trades) >= count
 
 
 async def subscribe(ws: ClientConnection, *products: str) -> None:
@@ -187,29 +181,6 @@ async def test_unsubscribe_then_subscribe_again_starts_with_last_match() -> None
         assert [f["type"] for f in again] == ["last_match"] + ["match"] * 19
         assert again[0]["trade_id"] == 41
         assert fx.ledger.sent_ids("BTC-USD") == list(range(1, 21)) + list(range(41, 61))
-
-
-async def test_disconnect_fault_gap_matches_the_ledger() -> None:
-    clock = FakeClock()
-    faults = Faults(disconnect_every=2)
-    async with FakeExchange(
-        "coinbase", rate=50, symbols=["BTC-USD"], clock=clock, faults=faults
-    ) as fx:
-        got = Received()
-        proto = CoinbaseProtocol()
-        for number in (1, 2):
-            async with client(fx.url) as ws:
-                await fx.wait_ready(number)
-                await subscribe(ws, "BTC-USD")
-                await read_until(ws, proto, got, lambda: Ack("subscriptions") in got.controls)
-                got.controls.clear()
-                clock.advance(1.0)
-                await read_until(ws, proto, got, has_trades(got, 50 * number))
-                clock.advance(1.0)  # age 2: the server closes; this second's trades are lost
-                with pytest.raises(ConnectionClosed):
-                    await read_until(ws, proto, got, lambda: False)
-        ids = got.ids("BTC-USD")
-        assert ids == fx.ledger.sent_ids("BTC-USD") == list(range(1, 51)) + list(range(101, 151))
 
 
 async def test_malformed_fault_frames_are_all_rejected_by_the_parser() -> None:

@@ -19,12 +19,7 @@ from connectors.coinbase import (
 )
 from connectors.gaps import GapTracker
 from engine.records import Trade
-from tests.strategies import (
-    COINBASE_MATCH,
-    RECORDINGS,
-    make_trade,
-    read_cryptofeed,
-)
+from tests.strategies import COINBASE_MATCH, RECORDINGS, make_trade, read_cryptofeed
 
 RECORDING = RECORDINGS / "COINBASE.ws.28.0"
 

@@ -2,8 +2,9 @@
 clock: the tests they share once, parametrized by :data:`FAKES`, then what each does alone.
 
 No test sleeps to synchronise: each waits for the frames it expects (bounded), and trades
-appear only when a test advances the FakeClock. (Binance's fake: tests/test_fake_server.py;
-Coinbase's and Kraken's: tests/test_coinbase_fake.py, tests/test_kraken_fake.py.)
+appear only when a test advances the FakeClock. At the end, Coinbase's and Kraken's gap across
+a disconnect; the rest of their fakes' tests are in tests/test_coinbase_fake.py and
+tests/test_kraken_fake.py, Binance's in tests/test_fake_server.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ReconnectNotice
 from connectors.bitstamp import BitstampProtocol
@@ -350,3 +351,37 @@ async def test_unknown_symbol_is_refused_and_the_connection_stays_open() -> None
         assert await next_event(ws, proto) == ExchangeError(
             "bybit  failed: Invalid request: not JSON", fatal=False
         )
+
+
+# -- Coinbase and Kraken: sequenced ids across a disconnect ---------------------------------------
+
+#: Exchange -> (symbol, the fake's path, status frames before subscribing, the subscription's ack)
+SEQUENCED = {
+    "coinbase": ("BTC-USD", "", 0, Ack("subscriptions")),
+    "kraken": ("ETH/USD", "/v2", 1, Ack("subscribe ETH/USD req_id=1")),
+}
+
+
+@pytest.mark.parametrize("exchange", list(SEQUENCED))
+async def test_disconnect_fault_gap_matches_the_ledger(exchange: str) -> None:
+    """Each connection reads the trades of its first second; at age 2 the server closes and
+    that second's trades are lost: the ids are two runs with the gap between them."""
+    symbol, path, status, ack = SEQUENCED[exchange]
+    clock = FakeClock()
+    faults = Faults(disconnect_every=2)
+    async with FakeExchange(exchange, rate=50, symbols=[symbol], clock=clock, faults=faults) as fx:
+        got = Received()
+        for number in (1, 2):
+            proto = get_protocol(exchange)
+            async with client(f"{fx.url}{path}") as ws:
+                await fx.wait_ready(number)
+                for _ in range(status):
+                    assert await next_event(ws, proto) == Heartbeat()  # Kraken's status
+                assert await subscribe(ws, proto, [symbol], 1) == [ack]
+                clock.advance(1.0)
+                await read_until(ws, proto, got, lambda n=number: len(got.trades) >= 50 * n)
+                clock.advance(1.0)  # age 2: the server closes; this second's trades are lost
+                with pytest.raises(ConnectionClosed):
+                    await read_until(ws, proto, got, lambda: False)
+        ids = got.ids(symbol)
+        assert ids == fx.ledger.sent_ids(symbol) == list(range(1, 51)) + list(range(101, 151))

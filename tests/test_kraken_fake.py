@@ -7,12 +7,11 @@ No test sleeps to synchronise: each waits for what it expects (frames, readiness
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from connectors.base import Ack, ExchangeError, Heartbeat
 from connectors.fake.faults import Faults
@@ -22,11 +21,6 @@ from engine.clock import FakeClock
 from tests.wsclient import WAIT, Received, client, next_event, read_until, trade_view
 
 SYMBOLS = ["BTC/USD", "ETH/USD"]
-
-
-def has_trades(got: Received, count: int) -> Callable[[], bool]:
-    """A condition for ``read_until``: ``got`` holds at least ``count`` trades."""
-    return lambda: len(got.trades) >= count
 
 
 async def connect_and_subscribe(
@@ -159,27 +153,6 @@ async def test_other_requests_are_answered_with_errors() -> None:
         assert all(isinstance(e, ExchangeError) for e in events), events
         assert [e.fatal for e in events] == [False, True, False, False]
         assert "Subscription Not Found" in events[3].message
-
-
-async def test_disconnect_fault_gap_matches_the_ledger() -> None:
-    clock = FakeClock()
-    faults = Faults(disconnect_every=2)
-    async with FakeExchange(
-        "kraken", rate=50, symbols=["ETH/USD"], clock=clock, faults=faults
-    ) as fx:
-        got = Received()
-        for number in (1, 2):
-            proto = KrakenProtocol()
-            async with client(f"{fx.url}/v2") as ws:
-                await fx.wait_ready(number)
-                await connect_and_subscribe(fx, ws, proto, "ETH/USD")
-                clock.advance(1.0)
-                await read_until(ws, proto, got, has_trades(got, 50 * number))
-                clock.advance(1.0)  # age 2: the server closes; this second's trades are lost
-                with pytest.raises(ConnectionClosed):
-                    await read_until(ws, proto, got, lambda: False)
-        ids = got.ids("ETH/USD")
-        assert ids == fx.ledger.sent_ids("ETH/USD") == list(range(1, 51)) + list(range(101, 151))
 
 
 async def test_malformed_fault_frames_are_all_rejected_by_the_parser() -> None:

@@ -21,12 +21,7 @@ from connectors.kraken import (
     loads_exact,
 )
 from engine.records import Trade
-from tests.strategies import (
-    KRAKEN_REFUSED,
-    KRAKEN_SUBSCRIBED,
-    KRAKEN_TRADE,
-    make_trade,
-)
+from tests.strategies import KRAKEN_REFUSED, KRAKEN_SUBSCRIBED, KRAKEN_TRADE, make_trade
 
 
 def _trade(**changes: Any) -> Trade:

@@ -19,10 +19,7 @@ from connectors.okx import (
 )
 from engine.errors import MalformedFrame
 from engine.records import Trade
-from tests.strategies import (
-    OKX_TRADE,
-    make_trade,
-)
+from tests.strategies import OKX_TRADE, make_trade
 
 
 def _trade(**changes: Any) -> Trade:
