@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import zstandard
 
-from engine.clock import FakeClock
+from engine.clock import Clock, FakeClock
+from sinks.keys import KeyTemplate
+from sinks.windowing import Windower, WindowPolicy
 
 if TYPE_CHECKING:
     from tests.conftest import S3Server
@@ -310,6 +312,15 @@ def exchange_stream_env(
         **s3_env,
         **extra,
     )
+
+
+def make_windower(
+    clock: Clock, max_records: int, prefix: str = "p/", run_id: str = "run1", fmt: str = "ndjson.gz"
+) -> Windower:
+    """A :class:`Windower` of 60 s windows of at most ``max_records`` records (and 1 GiB) under
+    ``prefix`` for ``run_id``, in format ``fmt``, on ``clock``."""
+    policy = WindowPolicy(60, 1 << 30, max_records)
+    return Windower(policy, KeyTemplate(), prefix=prefix, run_id=run_id, format=fmt, clock=clock)
 
 
 def fake_stream_env(

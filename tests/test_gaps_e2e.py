@@ -11,17 +11,16 @@ import pytest
 from connectors.fake.faults import Faults
 from engine.clock import FakeClock
 from engine.records import Trade
-from sinks.keys import KeyTemplate
 from sinks.manifest import Manifest, Reset, iso_utc, write_manifest
 from sinks.memory import MemoryWriter
 from sinks.sink import WindowedSink
 from sinks.verify import verify_run
-from sinks.windowing import Windower, WindowPolicy
 from tests.conftest import S3Server
 from tests.harness import (
     assert_stored_exactly_once,
     fake_exchange,
     fake_stream_env,
+    make_windower,
     read_manifest,
     run_verify,
     start_stream,
@@ -97,14 +96,7 @@ async def stored_run(writer: MemoryWriter, batches: list[list[int]], resets: int
     """A complete run holding ``batches`` (one object each) whose manifest records ``resets``
     resets of ``binance:BTC-USDT``."""
     clock = FakeClock(start_ns=START + 10 * NS)
-    windower = Windower(
-        WindowPolicy(60, 1 << 30, 1_000_000),
-        KeyTemplate(),
-        prefix=PREFIX,
-        run_id="20231114T221400Z-rest",
-        format="ndjson.gz",
-        clock=clock,
-    )
+    windower = make_windower(clock, 1_000_000, PREFIX, "20231114T221400Z-rest")
     async with WindowedSink(windower, writer, clock=clock) as sink:
         for batch in batches:
             await sink.write(trades(batch))

@@ -12,7 +12,6 @@ from engine.records import Trade
 from feedvault.config import StreamConfig, load_stream_config
 from feedvault.runner import StreamRun
 from sinks.encoders import decode_body, format_from_key
-from sinks.keys import KeyTemplate
 from sinks.manifest import Manifest, iso_utc, manifest_key
 from sinks.memory import MemoryWriter
 from sinks.spill import (
@@ -24,8 +23,7 @@ from sinks.spill import (
 )
 from sinks.spilllock import claim_run_lock, run_is_live
 from sinks.verify import verify_run
-from sinks.windowing import Windower, WindowPolicy
-from tests.harness import past_the_deadline
+from tests.harness import make_windower, past_the_deadline
 from tests.logcapture import captured_logs
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
@@ -203,14 +201,7 @@ async def test_a_run_uploads_what_an_earlier_run_left_in_the_spill_dir(tmp_path:
     clock = FakeClock()
     writer = MemoryWriter()
     prefix = "streaming/test/"
-    earlier = Windower(
-        WindowPolicy(60, 1 << 30, 3),
-        KeyTemplate(),
-        prefix=prefix,
-        run_id="earlier",
-        format="ndjson.gz",
-        clock=clock,
-    )
+    earlier = make_windower(clock, 3, prefix, "earlier")
     [window] = earlier.add(
         [Trade("binance", "BTC-USDT", "BTCUSDT", str(i), "1", "1", "buy", 5, 6) for i in (1, 2, 3)]
     )

@@ -24,12 +24,10 @@ from engine.clock import FakeClock
 from engine.errors import StorageError
 from engine.records import Trade
 from sinks.encoders import decode_body
-from sinks.keys import KeyTemplate
 from sinks.memory import MemoryWriter
 from sinks.s3 import DEADLINE_FLOOR_SECONDS, MIN_BYTES_PER_SECOND, S3Writer, call_deadline
 from sinks.sink import WindowedSink
 from sinks.spill import SpillDir, load_spilled
-from sinks.windowing import Windower, WindowPolicy
 from sinks.writer import MiB, StoredObject
 from tests import faultproxy as fp
 from tests.conftest import S3Server
@@ -37,6 +35,7 @@ from tests.harness import (
     assert_stored_exactly_once,
     fake_exchange,
     fake_stream_env,
+    make_windower,
     read_logs_until,
     read_manifest,
     reap,
@@ -219,14 +218,7 @@ async def test_a_window_spills_within_the_retry_budget_plus_one_attempt(
     of 20 s and a budget of 60 s: within 80 s of its upload's start, not 100)."""
     clock = FakeClock(start_ns=1_700_000_040 * 1_000_000_000)
     writer = HungWriter(clock, seconds=20.0)
-    windower = Windower(
-        WindowPolicy(60, 1 << 30, 4),
-        KeyTemplate(),
-        prefix="p/",
-        run_id="run1",
-        format="ndjson.gz",
-        clock=clock,
-    )
+    windower = make_windower(clock, 4)
     spill = SpillDir(tmp_path / "spill", "run1", "s3://b/p/")
 
     async def sleep(seconds: float) -> None:

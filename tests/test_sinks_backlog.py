@@ -17,11 +17,10 @@ import pytest
 
 from engine.clock import FakeClock
 from engine.records import Trade
-from sinks.keys import KeyTemplate
 from sinks.memory import MemoryWriter
 from sinks.sink import WindowedSink
 from sinks.spill import SpillDir, load_spilled, scan_spilled
-from sinks.windowing import Windower, WindowPolicy
+from tests.harness import make_windower
 
 NS = 1_000_000_000
 T0 = 1_700_000_040
@@ -100,14 +99,7 @@ def make_sink(
     spill_dir: Path | None,
     **options: Any,
 ) -> WindowedSink:
-    windower = Windower(
-        WindowPolicy(60, 1 << 30, 4),  # a window every 4 records
-        KeyTemplate(),
-        prefix="p/",
-        run_id="run1",
-        format="ndjson.gz",
-        clock=clock,
-    )
+    windower = make_windower(clock, 4)  # a window every 4 records
     options.setdefault("retry_budget_seconds", 5.0)
     options.setdefault("retry_initial_seconds", 1.0)
     options.setdefault("retry_max_seconds", 8.0)

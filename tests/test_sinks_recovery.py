@@ -19,7 +19,6 @@ import pytest
 from engine.clock import FakeClock
 from engine.errors import IntegrityError, StorageError
 from engine.records import Trade
-from sinks.keys import KeyTemplate
 from sinks.manifest import Lost, Manifest, StoredObjectEntry, iso_utc, manifest_key
 from sinks.memory import MemoryWriter
 from sinks.recovery import RecoveryReport, recover_spilled, updated_manifest
@@ -33,13 +32,14 @@ from sinks.spill import (
 )
 from sinks.spilllock import claim_run_lock, hold_run_lock, run_is_live
 from sinks.verify import verify_run
-from sinks.windowing import ClosedWindow, Windower, WindowPolicy
+from sinks.windowing import ClosedWindow
 from sinks.writer import ObjectWriter, StoredObject
 from tests.conftest import S3Server
 from tests.harness import (
     REPO,
     fake_exchange,
     fake_stream_env,
+    make_windower,
     reap,
     start_stream,
     wait_for_log,
@@ -62,14 +62,7 @@ class ManifestsRefused(MemoryWriter):
 
 
 def windows(run_id: str, n: int, clock: FakeClock, prefix: str = PREFIX) -> list[ClosedWindow]:
-    windower = Windower(
-        WindowPolicy(60, 1 << 30, 4),
-        KeyTemplate(),
-        prefix=prefix,
-        run_id=run_id,
-        format="ndjson.gz",
-        clock=clock,
-    )
+    windower = make_windower(clock, 4, prefix, run_id)
     trades = [
         Trade("binance", "BTC-USDT", "BTCUSDT", str(i), "1.5", "2", "buy", 1_000 + i, 7)
         for i in range(1, 4 * n + 1)

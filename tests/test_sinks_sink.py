@@ -14,14 +14,13 @@ from engine.clock import FakeClock
 from engine.errors import StorageError
 from engine.records import Trade
 from sinks.encoders import decode_body
-from sinks.keys import KeyTemplate
 from sinks.local import FileWriter
 from sinks.memory import MemoryWriter
 from sinks.s3 import S3Writer
 from sinks.sink import WindowedSink
 from sinks.spill import load_spilled, spill_windows
-from sinks.windowing import Windower, WindowPolicy
 from sinks.writer import ObjectWriter
+from tests.harness import make_windower
 
 NS = 1_000_000_000
 T0 = 1_700_000_040  # 2023-11-14T22:14:00Z
@@ -50,14 +49,7 @@ def make_sink(
     max_records: int = 1000,
     **options: Any,
 ) -> WindowedSink:
-    windower = Windower(
-        WindowPolicy(60, 1 << 30, max_records),
-        KeyTemplate(),
-        prefix="p/",
-        run_id="run1",
-        format="ndjson.gz",
-        clock=clock,
-    )
+    windower = make_windower(clock, max_records)
     options.setdefault("rng", random.Random(1))
     return WindowedSink(windower, writer, clock=clock, **options)
 

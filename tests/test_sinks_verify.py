@@ -9,7 +9,6 @@ import pytest
 
 from engine.clock import FakeClock
 from engine.records import Trade
-from sinks.keys import KeyTemplate
 from sinks.local import FileWriter
 from sinks.manifest import (
     Gap,
@@ -25,8 +24,8 @@ from sinks.memory import MemoryWriter
 from sinks.s3 import S3Writer
 from sinks.sink import WindowedSink
 from sinks.verify import verify_run
-from sinks.windowing import Windower, WindowPolicy
 from sinks.writer import ObjectWriter
+from tests.harness import make_windower
 
 NS = 1_000_000_000
 START = 1_700_000_040 * NS
@@ -52,14 +51,7 @@ async def make_run(
     """A run's objects and complete manifest under ``prefix``; ``recorded``: the manifest
     records its ``prefix`` and ``destination`` (else it is an older manifest without them)."""
     clock = FakeClock(start_ns=START + 10 * NS)
-    windower = Windower(
-        WindowPolicy(60, 1 << 30, 25),
-        KeyTemplate(),
-        prefix=prefix,
-        run_id=run_id,
-        format=fmt,
-        clock=clock,
-    )
+    windower = make_windower(clock, 25, prefix, run_id, fmt)
     if batches is None:
         batches = [trades("BTC-USDT", 1, 40), trades("ETH-USDT", 1, 10), trades("BTC-USDT", 41, 5)]
     async with WindowedSink(windower, writer, clock=clock) as sink:

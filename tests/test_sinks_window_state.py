@@ -12,11 +12,10 @@ import pytest
 
 from engine.clock import FakeClock
 from engine.records import Trade
-from sinks.keys import KeyTemplate
 from sinks.memory import MemoryWriter
 from sinks.sink import _TRANSITIONS, WindowedSink, WindowState
 from sinks.spill import SpillDir
-from sinks.windowing import Windower, WindowPolicy
+from tests.harness import make_windower
 
 NS = 1_000_000_000
 T0 = 1_700_000_040
@@ -34,14 +33,7 @@ def make_sink(clock: FakeClock, writer: MemoryWriter, spill_dir: Path | None) ->
         clock.advance(seconds)
         await asyncio.sleep(0)
 
-    windower = Windower(
-        WindowPolicy(60, 1 << 30, 4),  # a window every 4 records
-        KeyTemplate(),
-        prefix="p/",
-        run_id="run1",
-        format="ndjson.gz",
-        clock=clock,
-    )
+    windower = make_windower(clock, 4)  # a window every 4 records
     return WindowedSink(
         windower,
         writer,
