@@ -9,24 +9,22 @@ from typing import Any
 import pytest
 
 from connectors.fake.faults import Faults
-from engine.clock import FakeClock
 from engine.records import Trade
-from sinks.manifest import Manifest, Reset, iso_utc, write_manifest
+from sinks.manifest import Manifest, Reset, iso_utc
 from sinks.memory import MemoryWriter
-from sinks.sink import WindowedSink
 from sinks.verify import verify_run
 from tests.conftest import S3Server
 from tests.harness import (
     assert_stored_exactly_once,
     fake_exchange,
     fake_stream_env,
-    make_windower,
     read_manifest,
     run_verify,
     start_stream,
     stop_after_connections,
     stored_trades,
 )
+from tests.test_sinks_verify import make_run
 
 NS = 1_000_000_000
 START = 1_700_000_040 * NS
@@ -95,25 +93,16 @@ def trades(ids: list[int]) -> list[Trade]:
 async def stored_run(writer: MemoryWriter, batches: list[list[int]], resets: int) -> Manifest:
     """A complete run holding ``batches`` (one object each) whose manifest records ``resets``
     resets of ``binance:BTC-USDT``."""
-    clock = FakeClock(start_ns=START + 10 * NS)
-    windower = make_windower(clock, 1_000_000, PREFIX, "20231114T221400Z-rest")
-    async with WindowedSink(windower, writer, clock=clock) as sink:
-        for batch in batches:
-            await sink.write(trades(batch))
-        await sink.close()
-    manifest = Manifest(
-        run_id="20231114T221400Z-rest",
-        version="0.1.0",
-        command="stream",
-        started_at=iso_utc(START),
-        stopped_at=iso_utc(START + 60 * NS),
-        stop_reason="deadline",
-        status="complete",
-        objects=list(sink.objects),
-        resets={"binance:BTC-USDT": [Reset(from_id=30, to_id=1, at=iso_utc(START))] * resets},
+    reset = Reset(from_id=30, to_id=1, at=iso_utc(START))
+    return await make_run(
+        writer,
+        "20231114T221400Z-rest",
+        [trades(batch) for batch in batches],
+        prefix=PREFIX,
+        max_records=1_000_000,
+        gaps={},
+        resets={"binance:BTC-USDT": [reset] * resets},
     )
-    await write_manifest(writer, PREFIX, manifest)
-    return manifest
 
 
 async def test_verify_accepts_late_ids_and_ids_again_after_a_recorded_reset() -> None:

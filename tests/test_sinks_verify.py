@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,11 +48,14 @@ async def make_run(
     prefix: str = PREFIX,
     *,
     recorded: bool = False,
+    max_records: int = 25,
+    **fields: Any,
 ) -> Manifest:
-    """A run's objects and complete manifest under ``prefix``; ``recorded``: the manifest
-    records its ``prefix`` and ``destination`` (else it is an older manifest without them)."""
+    """A run's objects (windows of ``max_records``) and complete manifest under ``prefix``;
+    ``recorded``: the manifest records its ``prefix`` and ``destination`` (else it is an older
+    manifest without them); ``fields`` replace the manifest's (its gaps, its resets...)."""
     clock = FakeClock(start_ns=START + 10 * NS)
-    windower = make_windower(clock, 25, prefix, run_id, fmt)
+    windower = make_windower(clock, max_records, prefix, run_id, fmt)
     if batches is None:
         batches = [trades("BTC-USDT", 1, 40), trades("ETH-USDT", 1, 10), trades("BTC-USDT", 41, 5)]
     async with WindowedSink(windower, writer, clock=clock) as sink:
@@ -67,9 +71,9 @@ async def make_run(
         stop_reason="deadline",
         status="complete",
         objects=list(sink.objects),
-        gaps={"binance:BTC-USDT": [Gap(from_id=3, to_id=7, missing=5)]},
         prefix=prefix if recorded else None,
         destination=f"s3://b/{prefix}" if recorded else None,
+        **{"gaps": {"binance:BTC-USDT": [Gap(from_id=3, to_id=7, missing=5)]}, **fields},
     )
     await write_manifest(writer, prefix, manifest)
     return manifest
