@@ -54,21 +54,6 @@ def test_subscribe_messages_count_ids() -> None:
 # -- parsing trades -------------------------------------------------------------------------------
 
 
-def test_parse_raw_trade_exact() -> None:
-    (trade,) = BinanceProtocol().parse(BINANCE_TRADE, 99)  # type: ignore[misc]
-    assert trade == Trade(
-        "binance",
-        "BNB-BTC",
-        "BNBBTC",
-        "12345",
-        "0.00100000",
-        "100.00000000",
-        "sell",
-        1672515782136000,
-        99,
-    )
-
-
 def test_parse_bytes_and_exchange_name() -> None:
     proto = BinanceProtocol(exchange="binanceus")
     (trade,) = proto.parse(BINANCE_TRADE.encode(), 1)  # type: ignore[misc]

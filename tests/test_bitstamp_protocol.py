@@ -51,21 +51,6 @@ def test_connection_url_and_subscribe_one_message_per_channel() -> None:
 # -- parsing trades -------------------------------------------------------------------------------
 
 
-def test_documented_trade_exact() -> None:
-    (trade,) = BitstampProtocol().parse(BITSTAMP_TRADE, 99)  # type: ignore[misc]
-    assert trade == Trade(
-        "bitstamp",
-        "ETH-USD",
-        "ethusd",
-        "216000477",
-        "3805.44",
-        "0.07920000",
-        "buy",  # type 0: the taker bought
-        1641343699596000,
-        99,
-    )
-
-
 def test_float_fields_are_never_used() -> None:
     msg = orjson.loads(BITSTAMP_TRADE)
     msg["data"].update(price=1.0, amount=2.0, type=1)

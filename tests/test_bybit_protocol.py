@@ -79,22 +79,6 @@ def test_connection_limit_respects_the_args_length_limit() -> None:
 # -- parsing trades -------------------------------------------------------------------------------
 
 
-def test_documented_trade_exact() -> None:
-    assert BybitProtocol().parse(BYBIT_TRADE, 99) == [
-        Trade(
-            "bybit",
-            "BTC-USDT",
-            "BTCUSDT",
-            "2290000000923750370",
-            "115440.7",
-            "0.00903",
-            "buy",
-            1761583474343000,
-            99,
-        )
-    ]
-
-
 def test_uuid_trade_ids_of_linear_feeds() -> None:
     msg = orjson.loads(BYBIT_TRADE)
     msg["data"][0].update(i="20f43950-d8dd-5b31-9112-a178eb6023af", L="PlusTick")

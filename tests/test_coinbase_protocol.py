@@ -52,12 +52,8 @@ def test_subscribe_message() -> None:
 # -- trades -----------------------------------------------------------------------------------
 
 
-def test_protocols_md_example_by_hand() -> None:
-    # side "sell" is the maker's: the taker bought. 2021-04-17T16:43:37Z is 1618677817 s.
-    assert CoinbaseProtocol().parse(COINBASE_MATCH, 5) == (
-        Trade("coinbase", "SKL-USD", "SKL-USD", "1568268", "0.791", "450", "buy",
-              1_618_677_817_121_358, 5),
-    )  # fmt: skip
+def test_last_match_states_the_makers_side_too() -> None:
+    # the documented match by hand: tests/test_protocol_contract.py
     last = COINBASE_MATCH.replace('"match"', '"last_match"').replace('"sell"', '"buy"')
     (trade,) = CoinbaseProtocol().parse(last.encode(), 5)  # type: ignore[misc]
     assert trade.side == "sell" and trade.trade_id == "1568268"

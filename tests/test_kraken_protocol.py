@@ -78,14 +78,6 @@ def test_loads_exact_keeps_number_text() -> None:
 # -- trades -------------------------------------------------------------------------------------
 
 
-def test_protocols_md_example_by_hand() -> None:
-    # 2023-10-06T17:35:55Z is 1696613755 s; the price keeps its text, never a float repr.
-    assert KrakenProtocol().parse(KRAKEN_TRADE, 9) == (
-        Trade("kraken", "BTC-USD", "BTC/USD", "10218208", "105944.2", "0.00027625", "buy",
-              1_696_613_755_440_295, 9),
-    )  # fmt: skip
-
-
 def test_text_survives_where_a_float_would_not() -> None:
     frame = KRAKEN_TRADE.replace("105944.2", "105944.20000000").replace(
         "0.00027625", "12345678.123456789"

@@ -68,22 +68,6 @@ def test_subscribe_one_frame_for_all_instruments() -> None:
 # -- parsing trades -------------------------------------------------------------------------------
 
 
-def test_documented_trade_exact() -> None:
-    assert OkxProtocol().parse(OKX_TRADE, 99) == [
-        Trade(
-            "okx",
-            "BTC-USDT",
-            "BTC-USDT",
-            "1051102132",
-            "78808.8",
-            "0.00504905",
-            "sell",
-            1788118931677000,
-            99,
-        )
-    ]
-
-
 def test_older_traffic_without_count_source_seq() -> None:
     msg = orjson.loads(OKX_TRADE)
     for key in ("count", "source", "seqId", "instId"):

@@ -974,3 +974,39 @@ def test_identity_and_limits(exchange: str) -> None:
 def test_an_unknown_exchange_is_refused_naming_the_known_ones() -> None:
     with pytest.raises(ValueError, match="unknown exchange 'nope' \\(known: binance, "):
         get_protocol("nope")
+
+
+# -- the documented sample of each exchange, by hand ----------------------------------------------
+
+DOCUMENTED: dict[str, tuple[str, type, str]] = {
+    "binance": (BINANCE_TRADE, tuple, "BNB-BTC BNBBTC 12345 0.00100000 100.00000000 sell"),
+    "binanceus": (BINANCE_TRADE, tuple, "BNB-BTC BNBBTC 12345 0.00100000 100.00000000 sell"),
+    # side "sell" is the maker's: the taker bought. 2021-04-17T16:43:37Z is 1618677817 s.
+    "coinbase": (COINBASE_MATCH, tuple, "SKL-USD SKL-USD 1568268 0.791 450 buy"),
+    # 2023-10-06T17:35:55Z is 1696613755 s; the price keeps its text, never a float repr.
+    "kraken": (KRAKEN_TRADE, tuple, "BTC-USD BTC/USD 10218208 105944.2 0.00027625 buy"),
+    # type 0: the taker bought
+    "bitstamp": (BITSTAMP_TRADE, tuple, "ETH-USD ethusd 216000477 3805.44 0.07920000 buy"),
+    "okx": (OKX_TRADE, list, "BTC-USDT BTC-USDT 1051102132 78808.8 0.00504905 sell"),
+    "bybit": (BYBIT_TRADE, list, "BTC-USDT BTCUSDT 2290000000923750370 115440.7 0.00903 buy"),
+}
+"""Exchange -> (its documented trade frame, the container ``parse`` returns, the trade's symbol,
+raw symbol, id, price, size and taker side); :data:`DOCUMENTED_TIMES` has its ``ts_event``."""
+DOCUMENTED_TIMES = {
+    "binance": 1_672_515_782_136_000,
+    "binanceus": 1_672_515_782_136_000,
+    "coinbase": 1_618_677_817_121_358,
+    "kraken": 1_696_613_755_440_295,
+    "bitstamp": 1_641_343_699_596_000,
+    "okx": 1_788_118_931_677_000,
+    "bybit": 1_761_583_474_343_000,
+}
+
+
+@per_exchange
+def test_the_documented_sample_parses_exactly(exchange: str) -> None:
+    frame, container, fields = DOCUMENTED[exchange]
+    symbol, raw, trade_id, price, size, side = fields.split()
+    ts_event = DOCUMENTED_TIMES[exchange]
+    expected = Trade(exchange, symbol, raw, trade_id, price, size, side, ts_event, 99)
+    assert get_protocol(exchange).parse(frame, 99) == container([expected])
