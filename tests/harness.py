@@ -196,11 +196,18 @@ def stop_after_connections(
         reap(proc)
 
 
+def run_feedvault(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``feedvault *args`` to its end (``timeout`` s at most), its output captured."""
+    return subprocess.run(
+        [*FEEDVAULT, *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def run_stream(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``feedvault stream`` to its end (``timeout`` s at most), its output captured."""
-    return subprocess.run(
-        [*FEEDVAULT, "stream"], env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return run_feedvault(env, "stream", timeout=timeout)
 
 
 def parse_logs(text: str) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from tests.conftest import S3Server
-from tests.harness import FEEDVAULT, base_env, reap, wait_for_log
+from tests.harness import FEEDVAULT, base_env, reap, run_feedvault, run_verify, wait_for_log
 
 PREFIX = "batch/"
 # Big enough to run for tens of seconds: 10M paths x 250 daily steps.
@@ -28,13 +28,7 @@ def batch_env(s3: S3Server, bucket: str, **extra: str) -> dict[str, str]:
 
 
 def run_batch_process(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*FEEDVAULT, "batch", "computation"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_feedvault(env, "batch", "computation", timeout=timeout)
 
 
 def get(s3: S3Server, bucket: str, key: str) -> bytes:
@@ -75,13 +69,7 @@ def test_computation_completes_verifies_and_a_rerun_replaces_its_outputs(
     assert csv_lines[0].startswith("horizon_days,confidence,var,expected_shortfall,")
     assert len(csv_lines) == 5
 
-    verify = subprocess.run(
-        [*FEEDVAULT, "verify", f"s3://{bucket}/{PREFIX}", "--run", "run-1"],
-        env=base_env(**s3_server.env()),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    verify = run_verify(s3_server.env(), bucket, PREFIX, "--run", "run-1")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "OK (2 objects" in verify.stdout
 

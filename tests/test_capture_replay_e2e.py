@@ -21,6 +21,7 @@ from tests.harness import (
     fake_exchange,
     fake_stream_env,
     read_manifest,
+    run_feedvault,
     run_verify,
     start_stream,
     stored_trades,
@@ -130,13 +131,7 @@ def test_real_recordings_replay_exactly_their_trades(
     got = sorted((t["trade_id"], t["price"], t["size"], t["ts_recv"]) for t in stored)
     assert got == expected_trades(source)
     assert {t["exchange"] for t in stored} == {exchange}
-    verified = subprocess.run(
-        [*FEEDVAULT, "verify", f"file://{out}/"],
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    verified = run_feedvault(base_env(), "verify", f"file://{out}/")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     if speed != "max":
         from connectors.recording import iter_records

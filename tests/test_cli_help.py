@@ -3,22 +3,14 @@ job with its one-line summary (issue 12: the help said only ``computation``)."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from batch.registry import JOBS
-from tests.harness import FEEDVAULT, base_env
+from tests.harness import base_env, run_feedvault
 
 
 def _help(*command: str) -> str:
-    done = subprocess.run(
-        [*FEEDVAULT, *command, "--help"],
-        env=base_env(COLUMNS="100"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_feedvault(base_env(COLUMNS="100"), *command, "--help")
     assert done.returncode == 0, done.stderr
     return done.stdout
 

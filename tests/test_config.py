@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from engine.settings import RANGES, Env
 from feedvault.config import StreamSpec, load_stream_config
 from feedvault.replay import parse_speed
 from sinks.writer import parse_destination
-from tests.harness import FEEDVAULT, base_env
+from tests.harness import base_env, run_feedvault
 
 BASE = {
     "S3_BUCKET": "my-bucket",
@@ -201,13 +200,7 @@ def test_an_absurd_window_exits_2_before_connecting_and_writes_nothing(tmp_path:
             WINDOW_SECONDS=ABSURD,
             SPILL_DIR=str(tmp_path / "spill"),
         )
-        done = subprocess.run(
-            [*FEEDVAULT, "stream", "--out", f"file://{out}/"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_feedvault(env, "stream", "--out", f"file://{out}/")
         with pytest.raises(BlockingIOError):
             listener.accept()
     assert done.returncode == 2, done.stderr

@@ -12,7 +12,7 @@ import pytest
 
 from feedvault.subproc import Child
 from tests.conftest import S3Server
-from tests.harness import FEEDVAULT, base_env
+from tests.harness import FEEDVAULT, base_env, run_feedvault
 
 FIGURES = ("trades_per_s", "cpu_us_per_trade", "peak_rss_mb", "queue_high_water")
 
@@ -68,12 +68,8 @@ def test_loadtest_into_configured_s3(tmp_path: Path, s3_server: S3Server, bucket
 
 
 def test_bad_flag_is_a_usage_error(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [*FEEDVAULT, "loadtest", "--rate", "fast", "--report", str(tmp_path)],
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
+    done = run_feedvault(
+        base_env(), "loadtest", "--rate", "fast", "--report", str(tmp_path), timeout=30
     )
     assert done.returncode == 2
     assert "--rate" in done.stderr

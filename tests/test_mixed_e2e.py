@@ -4,16 +4,15 @@ per-symbol counts match each fake exchange's ledger."""
 from __future__ import annotations
 
 import collections
-import subprocess
 from contextlib import ExitStack
 from pathlib import Path
 
 from tests.conftest import S3Server
 from tests.harness import (
-    FEEDVAULT,
     base_env,
     fake_exchange,
     read_manifest,
+    run_verify,
     start_stream,
     stored_trades,
     trade_identity,
@@ -67,11 +66,5 @@ def test_four_exchanges_in_one_process(s3_server: S3Server, bucket: str, tmp_pat
         per_symbol_manifest[(exchange, symbol)] += obj["records"]
     assert per_symbol_manifest == per_symbol_sent
     assert {exchange for exchange, _ in per_symbol_sent} == set(EXCHANGES)
-    result = subprocess.run(
-        [*FEEDVAULT, "verify", f"s3://{bucket}/{PREFIX}"],
-        env=base_env(**s3_server.env()),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_verify(s3_server.env(), bucket, PREFIX)
     assert result.returncode == 0, result.stdout + result.stderr

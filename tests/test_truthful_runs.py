@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import S3Server, free_port
 from tests.harness import (
-    FEEDVAULT,
     base_env,
     fake_exchange,
     fake_stream_env,
     parse_logs,
     reap,
+    run_feedvault,
     run_stream,
     start_stream,
     wait_for_log,
@@ -73,13 +72,7 @@ def test_a_file_destination_under_a_missing_directory_exits_2(tmp_path: Path) ->
             SPILL_DIR=str(tmp_path / "spill"),
         )
         missing = tmp_path / "not" / "there"
-        done = subprocess.run(
-            [*FEEDVAULT, "stream", "--out", f"file://{missing}/"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_feedvault(env, "stream", "--out", f"file://{missing}/")
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = stderr_lines(done.stderr)
     assert line.startswith("feedvault stream: configuration error: --out: ")
@@ -213,13 +206,7 @@ def test_a_batch_job_claims_its_destination_first(s3_server: S3Server, tmp_path:
         OUTPUT_PREFIX="batch/",
         SIMULATIONS="1000",
     )
-    done = subprocess.run(
-        [*FEEDVAULT, "batch", "computation"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_feedvault(env, "batch", "computation")
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = stderr_lines(done.stderr)
     assert "OUTPUT_BUCKET: bucket 'no-such-batch-bucket' does not exist (NoSuchBucket)" in line
