@@ -445,13 +445,7 @@ def run_verify(
     s3_env: dict[str, str], bucket: str, prefix: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
     """``feedvault verify s3://bucket/prefix [args...]``."""
-    return subprocess.run(
-        [*FEEDVAULT, "verify", f"s3://{bucket}/{prefix}", *args],
-        env=base_env(**s3_env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_feedvault(base_env(**s3_env), "verify", f"s3://{bucket}/{prefix}", *args)
 
 
 def ledger_missing_ids(ledger: list[dict[str, Any]]) -> dict[str, set[int]]:

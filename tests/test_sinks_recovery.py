@@ -318,44 +318,17 @@ def test_recovery_never_makes_a_killed_or_lossy_run_complete() -> None:
     assert updated_manifest(lossy, entries[1:], recovered_by="r", now_ns=0).status == "incomplete"
 
 
-HOLD_LOCK = (
-    "import sys, pathlib\n"
-    "from sinks.spilllock import hold_run_lock\n"
-    "with hold_run_lock(pathlib.Path(sys.argv[1]), 'run-1') as held:\n"
-    "    print(held is not None and held.locked, flush=True)\n"
-    "    sys.stdin.readline()\n"
-)
-
-
 def test_a_run_alive_in_another_process_is_left_alone_until_it_ends(tmp_path: Path) -> None:
     """Two processes on one SPILL_DIR: the recovery of one skips the other's live run (its
     lock is held), and recovers it once that run is gone."""
     clock = FakeClock()
     writer = MemoryWriter()
     made, _ = asyncio.run(earlier_run(writer, tmp_path, clock))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert holder.stdout is not None
-        ready, _, _ = select.select([holder.stdout], [], [], 30)
-        assert ready, "the lock holder printed nothing within 30s"
-        assert holder.stdout.readline().strip() == "True"
+    with lock_holder(tmp_path, "run-1"):
         assert run_is_live(tmp_path, "run-1")
         report = asyncio.run(recover(writer, tmp_path, clock))
         assert report.live == ["run-1"] and report.uploaded == []
         assert manifest_key(PREFIX, "run-1") not in writer.objects
-    finally:
-        try:
-            holder.communicate("\n", timeout=30)
-        except subprocess.TimeoutExpired:
-            holder.kill()
-            holder.wait()
-            raise
     assert not run_is_live(tmp_path, "run-1")
     report = asyncio.run(recover(writer, tmp_path, clock))
     assert report.live == [] and report.uploaded == [w.key for w in made[1:]]
