@@ -31,6 +31,16 @@ from tests.harness import (
 
 PREFIX = "streaming/stop/"
 SYMBOLS = "BTCUSDT,ETHUSDT,BNBUSDT"
+MiB = 1024 * 1024
+MULTIPART: dict[str, str] = {
+    "rate": "max",
+    "symbols": "BTCUSDT",
+    "WINDOW_SECONDS": "3600",
+    "WINDOW_MAX_BYTES": str(5 * MiB + MiB // 2),
+    "S3_MULTIPART_THRESHOLD": str(5 * MiB),
+}
+"""Options of :func:`run_with_signals` for one symbol as fast as the engine reads, in windows
+that close at 5.5 MiB and go up as multipart uploads (a 5 MiB part and a smaller one)."""
 GRACE = 20.0
 """STOP_GRACE_SECONDS of the runs (the product's default)."""
 EXIT_TIMEOUT = GRACE + 40

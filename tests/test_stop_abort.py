@@ -37,6 +37,7 @@ from tests.harness import (
 )
 from tests.stop_harness import (
     GRACE,
+    MULTIPART,
     PREFIX,
     WatchedProxy,
     run_with_signals,
@@ -44,7 +45,6 @@ from tests.stop_harness import (
     sleep_until,
 )
 
-MiB = 1024 * 1024
 HELD_UPLOADS = 200
 """Trade PUTs the proxy holds (and then drops, never forwarded): more than a run makes."""
 
@@ -173,11 +173,7 @@ def test_second_sigterm_during_a_multipart_upload_spills_it_and_aborts_the_uploa
         bucket,
         tmp_path,
         trigger,
-        rate="max",
-        symbols="BTCUSDT",
-        WINDOW_SECONDS="3600",
-        WINDOW_MAX_BYTES=str(5 * MiB + MiB // 2),
-        S3_MULTIPART_THRESHOLD=str(5 * MiB),
+        **MULTIPART,
     )
 
     assert run.returncode == 1, run.describe()

@@ -41,7 +41,9 @@ from tests.harness import (
 )
 from tests.stop_harness import (
     GRACE,
+    MULTIPART,
     PREFIX,
+    MiB,
     StopRun,
     WatchedProxy,
     run_with_signals,
@@ -50,7 +52,6 @@ from tests.stop_harness import (
     window_start_of,
 )
 
-MiB = 1024 * 1024
 HOLD_SECONDS = 3.0
 """How long the proxy holds the chosen upload request (the SIGTERM lands inside it)."""
 MANIFEST_HOLD_SECONDS = 2.0
@@ -256,11 +257,7 @@ def _multipart(
         tmp_path,
         rng,
         HOLD_SECONDS,
-        rate="max",
-        symbols="BTCUSDT",
-        WINDOW_SECONDS="3600",
-        WINDOW_MAX_BYTES=str(5 * MiB + MiB // 2),
-        S3_MULTIPART_THRESHOLD=str(5 * MiB),
+        **MULTIPART,
     )
 
 
