@@ -69,6 +69,14 @@ RUNTIME_SECONDS = 8
 S3_DELAY_SECONDS = 2.0
 PEAK_RSS_BOUND_MB = 200
 """Generous: an idle engine is ~80 MB; unbounded buffering of 20k trades/s would pass it."""
+BACKPRESSURED: dict[str, str] = {
+    "rate": str(RATE),
+    "OVERFLOW": "block",
+    "QUEUE_MAXSIZE": str(QUEUE_MAXSIZE),
+    "UPLOAD_CONCURRENCY": "1",
+}
+"""Options of :func:`run_with_signals` that fill the queue behind a slow store: the feed at
+``RATE``, a blocking queue of ``QUEUE_MAXSIZE``, one upload at a time."""
 
 
 def _slow_until_deadline(
@@ -190,10 +198,7 @@ def test_sigterm_while_backpressured_stops_within_the_grace_with_nothing_lost(
         bucket,
         tmp_path,
         _signal_when_backpressured,
-        rate=str(RATE),
-        OVERFLOW="block",
-        QUEUE_MAXSIZE=str(QUEUE_MAXSIZE),
-        UPLOAD_CONCURRENCY="1",
+        **BACKPRESSURED,
         WINDOW_SECONDS="3600",
         WINDOW_MAX_RECORDS="3000",
     )
@@ -228,10 +233,7 @@ def test_s3_too_slow_for_the_grace_aborts_spills_and_exits_1_within_it(
         bucket,
         tmp_path,
         _signal_when_backpressured,
-        rate=str(RATE),
-        OVERFLOW="block",
-        QUEUE_MAXSIZE=str(QUEUE_MAXSIZE),
-        UPLOAD_CONCURRENCY="1",
+        **BACKPRESSURED,
         WINDOW_SECONDS="1",
         STOP_GRACE_SECONDS=str(grace),
     )
