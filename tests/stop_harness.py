@@ -9,6 +9,7 @@ moto's server behind :class:`tests.faultproxy.FaultProxy`. Every wait is bounded
 from __future__ import annotations
 
 import json
+import random
 import re
 import signal
 import subprocess
@@ -141,6 +142,22 @@ Trigger = Callable[[subprocess.Popen[str], list[dict[str, Any]]], list[float]]
 """Given the started engine (its ``run_start`` line read) and the list of its log lines read so
 far (to extend with any it reads), send the signals and return the ``time.monotonic()`` of each
 one."""
+
+
+def two_sigterms_after_a_fault(
+    proxy: WatchedProxy, rng: random.Random, *, wait: float, second_after: tuple[float, float]
+) -> Trigger:
+    """A trigger: once ``proxy`` has applied its first scheduled fault (within ``wait`` s), a
+    SIGTERM a seeded 0.1-1.0 s later, then a second one a seeded ``second_after`` s after it."""
+
+    def trigger(proc: subprocess.Popen[str], logs: list[dict[str, Any]]) -> list[float]:
+        arrived = proxy.wait_applied(1, timeout=wait)[0].at
+        sleep_until(arrived + rng.uniform(0.1, 1.0))
+        first = send(proc)
+        sleep_until(first + rng.uniform(*second_after))
+        return [first, send(proc)]
+
+    return trigger
 
 
 def run_with_signals(

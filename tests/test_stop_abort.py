@@ -43,6 +43,7 @@ from tests.stop_harness import (
     run_with_signals,
     send,
     sleep_until,
+    two_sigterms_after_a_fault,
 )
 
 HELD_UPLOADS = 200
@@ -57,13 +58,7 @@ def test_second_sigterm_spills_what_is_not_durable_and_exits_1(
     # Every trade PUT is held without an answer; the manifest PUT goes through.
     watched.schedule(put_object("/trades/"), *[timeout(60)] * HELD_UPLOADS)
 
-    def trigger(proc: subprocess.Popen[str], logs: list[dict[str, Any]]) -> list[float]:
-        arrived = watched.wait_applied(1, timeout=40)[0].at
-        sleep_until(arrived + rng.uniform(0.1, 1.0))
-        first = send(proc)
-        sleep_until(first + rng.uniform(0.3, 1.5))
-        return [first, send(proc)]
-
+    trigger = two_sigterms_after_a_fault(watched, rng, wait=40, second_after=(0.3, 1.5))
     run = run_with_signals(watched, bucket, tmp_path, trigger, WINDOW_SECONDS="1")
 
     assert run.returncode == 1, run.describe()
@@ -161,13 +156,7 @@ def test_second_sigterm_during_a_multipart_upload_spills_it_and_aborts_the_uploa
     rng = random.Random("issue7-second-signal-multipart")
     watched.schedule(upload_part(1), timeout(60))
 
-    def trigger(proc: subprocess.Popen[str], logs: list[dict[str, Any]]) -> list[float]:
-        arrived = watched.wait_applied(1, timeout=60)[0].at
-        sleep_until(arrived + rng.uniform(0.1, 1.0))
-        first = send(proc)
-        sleep_until(first + rng.uniform(0.5, 1.5))
-        return [first, send(proc)]
-
+    trigger = two_sigterms_after_a_fault(watched, rng, wait=60, second_after=(0.5, 1.5))
     run = run_with_signals(
         watched,
         bucket,
