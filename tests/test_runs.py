@@ -8,23 +8,15 @@ import subprocess
 from pathlib import Path
 
 from sinks.local import FileWriter
-from sinks.manifest import Lost, StreamFigures, iso_utc, manifest_key, write_manifest
+from sinks.manifest import Lost, iso_utc, manifest_key, write_manifest
 from sinks.memory import MemoryWriter
 from sinks.runs import NO_MANIFEST, UNREADABLE, RunRow, list_runs
 from sinks.s3 import S3Writer
 from tests.conftest import S3Server
 from tests.harness import FEEDVAULT, base_env
-from tests.test_sinks_verify import NS, PREFIX, START, make_run, trades
+from tests.test_sinks_verify import NS, PREFIX, START, figures, make_run, trades
 
-QUIET = StreamFigures(
-    records=0,
-    subscribed_seconds=0.0,
-    connected_seconds=0.0,
-    reconnects=3,
-    first_ts_event=None,
-    last_ts_event=None,
-    last_error="connection refused",
-)
+QUIET = figures(reconnects=3, error="connection refused")
 
 
 def row_ids(rows: list[RunRow]) -> list[tuple[str, str]]:

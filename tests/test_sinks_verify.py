@@ -40,6 +40,27 @@ def trades(symbol: str, first: int, n: int) -> list[Trade]:
     ]
 
 
+def figures(
+    records: int = 0,
+    seconds: float = 0.0,
+    *,
+    reconnects: int = 0,
+    first: int | None = None,
+    last: int | None = None,
+    error: str | None = None,
+) -> StreamFigures:
+    """A stream's manifest figures: ``records`` over ``seconds`` subscribed (and connected)."""
+    return StreamFigures(
+        records=records,
+        subscribed_seconds=seconds,
+        connected_seconds=seconds,
+        reconnects=reconnects,
+        first_ts_event=first,
+        last_ts_event=last,
+        last_error=error,
+    )
+
+
 async def make_run(
     writer: ObjectWriter,
     run_id: str = "20231114T221400Z-aaaa",
@@ -405,33 +426,9 @@ async def test_lost_windows_warnings_and_streams_without_data_are_shown() -> Non
     manifest.status, manifest.stop_reason = "incomplete", "deadline"
     manifest.lost = [Lost(key="p/trades/w.ndjson.gz", records=11649, reason="ENOSPC")]
     manifest.warnings = ["binance:ETHUSDT:trades was subscribed 60.0 s and saw no trade"]
-    quiet = StreamFigures(
-        records=0,
-        subscribed_seconds=60.0,
-        connected_seconds=60.0,
-        reconnects=0,
-        first_ts_event=None,
-        last_ts_event=None,
-        last_error=None,
-    )
-    never = StreamFigures(
-        records=0,
-        subscribed_seconds=0.0,
-        connected_seconds=0.0,
-        reconnects=4,
-        first_ts_event=None,
-        last_ts_event=None,
-        last_error="connection refused",
-    )
-    busy = StreamFigures(
-        records=55,
-        subscribed_seconds=60.0,
-        connected_seconds=60.0,
-        reconnects=1,
-        first_ts_event=START,
-        last_ts_event=START + 1,
-        last_error=None,
-    )
+    quiet = figures(seconds=60.0)
+    never = figures(reconnects=4, error="connection refused")
+    busy = figures(55, 60.0, reconnects=1, first=START, last=START + 1)
     manifest.streams = {
         "binance:ETHUSDT:trades": quiet,
         "kraken:XBT/USD:trades": never,
