@@ -37,6 +37,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from engine.logs import OtherLibrariesHandler
+from tests.faultproxy import s3_env_for
 
 if TYPE_CHECKING:
     from tests.stop_harness import WatchedProxy
@@ -83,13 +84,7 @@ class S3Server:
 
     def env(self) -> dict[str, str]:
         """Environment variables that point an AWS SDK at this server."""
-        return {
-            "AWS_ENDPOINT_URL_S3": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
+        return s3_env_for(self.endpoint)
 
     def make_bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)

@@ -55,6 +55,18 @@ _S3_ERROR: Final = (
 )
 
 
+def s3_env_for(endpoint: str) -> dict[str, str]:
+    """``AWS_*`` variables pointing an SDK at the S3 endpoint ``endpoint`` with moto's fake
+    credentials (a moto server's, or a fault proxy's in front of it)."""
+    return {
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Fault:
     kind: str
@@ -185,13 +197,7 @@ class FaultProxy:
 
     def env(self) -> dict[str, str]:
         """``AWS_*`` variables pointing an SDK at the proxy (moto's fake credentials)."""
-        return {
-            "AWS_ENDPOINT_URL_S3": self.url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
+        return s3_env_for(self.url)
 
     # --- control (any thread) ---------------------------------------------------------------
 
