@@ -160,6 +160,14 @@ async def sigterm_exits_0(proc: asyncio.subprocess.Process, within: float = 10.0
     return rest
 
 
+def assert_prints_nothing(*command: str) -> None:
+    """Run a checker's ``command`` (60 s at most): it exits 0 and prints nothing (a linter with
+    nothing to say)."""
+    result = subprocess.run(list(command), capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
 def reap(proc: subprocess.Popen[str]) -> None:
     """Kill ``proc`` if it still runs (a test failed on the way) and reap it."""
     if proc.poll() is None:

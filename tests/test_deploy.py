@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -47,6 +46,7 @@ from batch.registry import JOBS
 from feedvault.batch_run import prepare_batch
 from feedvault.cli import build_parser
 from feedvault.config import load_stream_config
+from tests.harness import assert_prints_nothing
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "feedvault.yaml"
 DOCKERFILE = TEMPLATE.parent.parent / "Dockerfile"
@@ -274,15 +274,7 @@ def cfn_lint_command() -> list[str]:
 
 
 def test_cfn_lint_is_clean() -> None:
-    result = subprocess.run(
-        [*cfn_lint_command(), str(TEMPLATE)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == ""
+    assert_prints_nothing(*cfn_lint_command(), str(TEMPLATE))
 
 
 def test_six_fargate_task_definitions(template: dict[str, Any]) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.harness import assert_prints_nothing
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -124,15 +126,7 @@ def hadolint() -> str:
 
 
 def test_hadolint_is_clean() -> None:
-    result = subprocess.run(
-        [hadolint(), "--no-color", str(DOCKERFILE)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == ""
+    assert_prints_nothing(hadolint(), "--no-color", str(DOCKERFILE))
 
 
 def test_no_entrypoint_and_no_cmd() -> None:
