@@ -22,35 +22,14 @@ import json
 import math
 from typing import Any
 
-CLOUDWATCH_UNITS = {
-    "Seconds",
-    "Microseconds",
-    "Milliseconds",
-    "Bytes",
-    "Kilobytes",
-    "Megabytes",
-    "Gigabytes",
-    "Terabytes",
-    "Bits",
-    "Kilobits",
-    "Megabits",
-    "Gigabits",
-    "Terabits",
-    "Percent",
-    "Count",
-    "Bytes/Second",
-    "Kilobytes/Second",
-    "Megabytes/Second",
-    "Gigabytes/Second",
-    "Terabytes/Second",
-    "Bits/Second",
-    "Kilobits/Second",
-    "Megabits/Second",
-    "Gigabits/Second",
-    "Terabits/Second",
-    "Count/Second",
-    "None",
-}
+# The units of the specification's MetricDefinition, as it lists them.
+_UNITS = (
+    "Seconds Microseconds Milliseconds Bytes Kilobytes Megabytes Gigabytes Terabytes Bits "
+    "Kilobits Megabits Gigabits Terabits Percent Count Bytes/Second Kilobytes/Second "
+    "Megabytes/Second Gigabytes/Second Terabytes/Second Bits/Second Kilobits/Second "
+    "Megabits/Second Gigabits/Second Terabits/Second Count/Second None"
+)
+CLOUDWATCH_UNITS = set(_UNITS.split())
 
 
 def _is_number(value: object) -> bool:
