@@ -338,6 +338,18 @@ def make_windower(
     return Windower(policy, KeyTemplate(), prefix=prefix, run_id=run_id, format=fmt, clock=clock)
 
 
+def stream_settings(**changes: str) -> dict[str, str]:
+    """The four settings a stream run requires (a 5 s run of binance:BTCUSDT into
+    s3://b-bucket/p/), with ``changes``; no process environment."""
+    return {
+        "S3_BUCKET": "b-bucket",
+        "S3_PREFIX": "p/",
+        "MAX_RUNTIME_SECONDS": "5",
+        "STREAMS": "binance:BTCUSDT",
+        **changes,
+    }
+
+
 def fake_stream_env(
     s3_env: dict[str, str],
     url: str,

@@ -46,7 +46,7 @@ from batch.registry import JOBS
 from feedvault.batch_run import prepare_batch
 from feedvault.cli import build_parser
 from feedvault.config import load_stream_config
-from tests.harness import assert_prints_nothing
+from tests.harness import assert_prints_nothing, stream_settings
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "feedvault.yaml"
 DOCKERFILE = TEMPLATE.parent.parent / "Dockerfile"
@@ -387,13 +387,7 @@ def test_task_environment_is_what_the_configuration_reads(
 
 def test_recording_environ_sees_what_a_loader_looks_up() -> None:
     """The recorder itself: a variable the loader does not know is not reported as read."""
-    env = {
-        "S3_BUCKET": "b-1",
-        "S3_PREFIX": "streaming/x/",
-        "MAX_RUNTIME_SECONDS": "5",
-        "STREAMS": "binance:BTCUSDT",
-        "NOT_A_FEEDVAULT_SETTING": "1",
-    }
+    env = stream_settings(S3_BUCKET="b-1", S3_PREFIX="streaming/x/", NOT_A_FEEDVAULT_SETTING="1")
     read = names_read_by_configuration(["feedvault", "stream"], env)
     assert {"S3_BUCKET", "S3_PREFIX", "MAX_RUNTIME_SECONDS", "STREAMS"} <= read
     assert "NOT_A_FEEDVAULT_SETTING" not in read

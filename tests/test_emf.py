@@ -33,7 +33,7 @@ from feedvault.runner import StreamRun
 from sinks.memory import MemoryWriter
 from sinks.writer import StoredObject
 from tests.emf_spec import assert_valid_emf, emf_problems
-from tests.harness import past_the_deadline
+from tests.harness import past_the_deadline, stream_settings
 from tests.logcapture import Lines, captured_logs
 from tests.test_runner import SYMBOLS, config
 
@@ -332,12 +332,7 @@ def test_replay_metrics_have_command_replay_and_real_timestamps(tmp_path: Path) 
 
 
 def test_metrics_emf_configuration() -> None:
-    base = {
-        "S3_BUCKET": "my-bucket",
-        "S3_PREFIX": "p/",
-        "MAX_RUNTIME_SECONDS": "60",
-        "STREAMS": "binance:BTCUSDT",
-    }
+    base = stream_settings(S3_BUCKET="my-bucket", MAX_RUNTIME_SECONDS="60")
     emf = load_stream_config({**base, "METRICS": "emf"}, is_tty=True)
     assert (emf.runtime.metrics, emf.runtime.log_format) == ("emf", "json")
     assert emf.public_dict()["metrics"] == "emf"

@@ -37,6 +37,7 @@ from tests.harness import (
     read_manifest,
     run_verify,
     stored_trades,
+    stream_settings,
     wait_for_log,
 )
 from tests.stop_harness import (
@@ -351,12 +352,7 @@ def test_multipart_threshold_is_configurable_and_at_least_five_mib() -> None:
     from engine.errors import ConfigError
     from feedvault.config import load_stream_config
 
-    env = {
-        "S3_BUCKET": "b-bucket",
-        "S3_PREFIX": "p/",
-        "MAX_RUNTIME_SECONDS": "5",
-        "STREAMS": "binance:BTCUSDT",
-    }
+    env = stream_settings()
     assert load_stream_config(env).sink.multipart_threshold == 16 * MiB
     config = load_stream_config({**env, "S3_MULTIPART_THRESHOLD": str(5 * MiB)})
     assert (config.sink.multipart_threshold, config.sink.part_size) == (5 * MiB, 5 * MiB)
