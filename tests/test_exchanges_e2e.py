@@ -56,99 +56,76 @@ def _stats_logged(run: FakeExchangeRun, manifest: dict[str, Any], stored: list[A
 @dataclass(frozen=True)
 class Exchange:
     name: str
-    symbols: str
-    """The fake's symbols."""
-    streams: str
-    url_variable: str
-    stored_as: set[tuple[str, str, str]]
-    """(exchange, symbol, raw_symbol) of the stored trades."""
+    stored: str
+    """How the fake's symbols are stored: ``canonical=raw`` pairs (the raw symbol is what the
+    fake trades and the stream names, unless :attr:`streams` says otherwise)."""
     rate: str = "500"
     url_path: str = ""
     check: Check = _no_check
     refused: tuple[str, str] | None = None
     """(a stream the exchange refuses, the message it refuses it with)."""
+    streams: str = ""
+    """``STREAMS``, when not one stream per raw symbol."""
 
     @property
     def prefix(self) -> str:
         return f"streaming/{self.name}/"
 
+    @property
+    def stored_as(self) -> set[tuple[str, str, str]]:
+        """(exchange, symbol, raw_symbol) of the stored trades."""
+        pairs = [pair.split("=") for pair in self.stored.split()]
+        return {(self.name, symbol, raw) for symbol, raw in pairs}
+
+    @property
+    def symbols(self) -> str:
+        """The fake's symbols."""
+        return ",".join(pair.split("=")[1].upper() for pair in self.stored.split())
+
     def run(self, s3: S3Server, bucket: str, tmp_path: Path, **options: Any) -> FakeExchangeRun:
+        streams = self.streams or ",".join(f"{self.name}:{s}" for s in self.symbols.split(","))
         settings: dict[str, Any] = {
             "bucket": bucket,
             "prefix": self.prefix,
             "protocol": self.name,
             "symbols": self.symbols,
-            "streams": self.streams,
-            "url_variable": self.url_variable,
+            "streams": streams,
+            "url_variable": f"{self.name.upper()}_WS_URL",
             "url_path": self.url_path,
             "rate": self.rate,
         }
         return run_against_fake(s3, tmp_path, **{**settings, **options})
 
 
+_BINANCE_STORED = "BTC-USDT=BTCUSDT ETH-USDT=ETHUSDT BNB-USDT=BNBUSDT"
 EXCHANGES = {
     exchange.name: exchange
     for exchange in [
-        Exchange(
-            "binance",
-            "BTCUSDT,ETHUSDT,BNBUSDT",
-            "binance:BTCUSDT,binance:ETHUSDT,binance:BNBUSDT",
-            "BINANCE_WS_URL",
-            {
-                ("binance", "BTC-USDT", "BTCUSDT"),
-                ("binance", "ETH-USDT", "ETHUSDT"),
-                ("binance", "BNB-USDT", "BNBUSDT"),
-            },
-            rate="2000",
-            check=_stats_logged,
-        ),
-        Exchange(
-            "binanceus",  # the same protocol at another address
-            "BTCUSD,ETHUSD",
-            "binanceus:BTCUSD,binanceus:ETHUSD",
-            "BINANCEUS_WS_URL",
-            {("binanceus", "BTC-USD", "BTCUSD"), ("binanceus", "ETH-USD", "ETHUSD")},
-        ),
+        Exchange("binance", _BINANCE_STORED, rate="2000", check=_stats_logged),
+        # the same protocol at another address
+        Exchange("binanceus", "BTC-USD=BTCUSD ETH-USD=ETHUSD"),
         Exchange(
             "coinbase",
-            "BTC-USD,ETH-USD",
-            "coinbase:BTC-USD,coinbase:ETH-USD",
-            "COINBASE_WS_URL",
-            {("coinbase", "BTC-USD", "BTC-USD"), ("coinbase", "ETH-USD", "ETH-USD")},
+            "BTC-USD=BTC-USD ETH-USD=ETH-USD",
             refused=("coinbase:NOPE-USD", "NOPE-USD is not a valid product"),
         ),
         Exchange(
             "kraken",
-            "BTC/USD,ETH/USD",
-            "kraken:BTC/USD,kraken:ETH/USD",
-            "KRAKEN_WS_URL",
-            {("kraken", "BTC-USD", "BTC/USD"), ("kraken", "ETH-USD", "ETH/USD")},
+            "BTC-USD=BTC/USD ETH-USD=ETH/USD",
             url_path="/v2",  # the fake's endpoint, as Kraken's: wss://ws.kraken.com/v2
             check=_exact_kraken_numbers,
             refused=("kraken:NOPE/USD", "Currency pair not supported NOPE/USD"),
         ),
         Exchange(
             "bitstamp",
-            "BTCUSD,ETHUSD",
-            "bitstamp:BTCUSD,bitstamp:ethusd",  # both spellings are accepted
-            "BITSTAMP_WS_URL",
-            {("bitstamp", "BTC-USD", "btcusd"), ("bitstamp", "ETH-USD", "ethusd")},
+            "BTC-USD=btcusd ETH-USD=ethusd",  # as the channel names them
             check=_no_gap_entries,
+            streams="bitstamp:BTCUSD,bitstamp:ethusd",  # both spellings are accepted
         ),
-        Exchange(
-            "okx",
-            "BTC-USDT,ETH-USDT",
-            "okx:BTC-USDT,okx:ETH-USDT",
-            "OKX_WS_URL",
-            {("okx", "BTC-USDT", "BTC-USDT"), ("okx", "ETH-USDT", "ETH-USDT")},
-            check=_milliseconds,
-        ),
+        Exchange("okx", "BTC-USDT=BTC-USDT ETH-USDT=ETH-USDT", check=_milliseconds),
         Exchange(
             "bybit",
-            "BTCUSDT,ETHUSDT",
-            "bybit:BTCUSDT,bybit:ETHUSDT",
-            "BYBIT_WS_URL",
-            {("bybit", "BTC-USDT", "BTCUSDT"), ("bybit", "ETH-USDT", "ETHUSDT")},
+            "BTC-USDT=BTCUSDT ETH-USDT=ETHUSDT",
             refused=("bybit:NOPEUSDT", "Invalid symbol :[publicTrade.NOPEUSDT]"),
         ),
     ]
@@ -212,7 +189,7 @@ def test_a_refused_subscription_ends_the_run_with_the_exchange_message(
 ) -> None:
     assert exchange.refused is not None
     stream, message = exchange.refused
-    first = exchange.streams.split(",")[0]
+    first = f"{exchange.name}:{exchange.symbols.split(',')[0]}"
     run = exchange.run(
         s3_server,
         bucket,
