@@ -11,7 +11,6 @@ import pytest
 
 from connectors.bitstamp import (
     HEARTBEAT_REQUEST,
-    MAX_STREAMS_PER_CONNECTION,
     BitstampProtocol,
     encode_trade,
 )
@@ -31,21 +30,7 @@ def _trade(**changes: Any) -> Trade:
 
 
 def test_keepalive_is_a_heartbeat_request() -> None:
-    # name, URL, limits and the registry: tests/test_protocol_contract.py
-    assert MAX_STREAMS_PER_CONNECTION == 100
     assert BitstampProtocol().keepalive_message() == HEARTBEAT_REQUEST
-
-
-def test_connection_url_and_subscribe_one_message_per_channel() -> None:
-    proto = BitstampProtocol()
-    assert proto.connection_url("wss://ws.bitstamp.net/", ["BTCUSD"]) == "wss://ws.bitstamp.net"
-    assert proto.connection_url("ws://127.0.0.1:9", []) == "ws://127.0.0.1:9"
-    frames = [orjson.loads(f) for f in proto.subscribe_messages(["BTCUSD", "ethusd"])]
-    assert frames == [
-        {"event": "bts:subscribe", "data": {"channel": "live_trades_btcusd"}},
-        {"event": "bts:subscribe", "data": {"channel": "live_trades_ethusd"}},
-    ]
-    assert proto.subscribe_messages([]) == []
 
 
 # -- parsing trades -------------------------------------------------------------------------------

@@ -40,21 +40,9 @@ def _trade(**changes: Any) -> Trade:
 
 
 def test_keepalive_is_a_ping_with_a_request_id() -> None:
-    # name, URL, limits and the registry: tests/test_protocol_contract.py
-    assert MAX_STREAMS_PER_CONNECTION == 300
     proto = BybitProtocol()
     assert orjson.loads(proto.keepalive_message() or "") == {"req_id": "1", "op": "ping"}
     assert orjson.loads(proto.keepalive_message() or "")["req_id"] == "2"
-
-
-def test_connection_url_appends_the_spot_path_only_when_missing() -> None:
-    proto = BybitProtocol()
-    assert (
-        proto.connection_url("ws://127.0.0.1:9", ["BTCUSDT"]) == "ws://127.0.0.1:9/v5/public/spot"
-    )
-    assert proto.connection_url(proto.default_url, []) == proto.default_url
-    linear = "wss://stream.bybit.com/v5/public/linear"
-    assert proto.connection_url(linear, []) == linear
 
 
 def test_subscribe_frames_hold_at_most_ten_topics() -> None:

@@ -12,7 +12,6 @@ import pytest
 
 from connectors.base import Ack
 from connectors.coinbase import (
-    MAX_PRODUCTS_PER_CONNECTION,
     CoinbaseProtocol,
     encode_heartbeat,
     encode_match,
@@ -26,27 +25,6 @@ RECORDING = RECORDINGS / "COINBASE.ws.28.0"
 
 def _trade(**changes: Any) -> Trade:
     return make_trade("coinbase", "BTC-USD", "BTC-USD", **changes)
-
-
-# -- client requests ------------------------------------------------------------------------------
-
-
-def test_one_url_for_every_product() -> None:
-    # name, URL, limits and the registry: tests/test_protocol_contract.py
-    assert MAX_PRODUCTS_PER_CONNECTION == 50
-    url = "wss://ws-feed.exchange.coinbase.com"
-    assert CoinbaseProtocol().connection_url(url, ["BTC-USD"]) == url
-
-
-def test_subscribe_message() -> None:
-    proto = CoinbaseProtocol()
-    assert proto.subscribe_messages([]) == []
-    (frame,) = proto.subscribe_messages(["BTC-USD", "eth-usd"])
-    assert orjson.loads(frame) == {
-        "type": "subscribe",
-        "product_ids": ["BTC-USD", "ETH-USD"],
-        "channels": ["matches", "heartbeat"],
-    }
 
 
 # -- trades -----------------------------------------------------------------------------------

@@ -36,32 +36,13 @@ def _trade(**changes: Any) -> Trade:
 
 
 def test_keepalive_is_a_text_ping() -> None:
-    # name, URL, limits and the registry: tests/test_protocol_contract.py
-    assert MAX_STREAMS_PER_CONNECTION == 500
     assert OkxProtocol().keepalive_message() == "ping"
 
 
-def test_connection_url_appends_the_public_path_only_when_missing() -> None:
-    proto = OkxProtocol()
-    assert proto.connection_url("ws://127.0.0.1:9", ["BTC-USDT"]) == "ws://127.0.0.1:9/ws/v5/public"
-    assert proto.connection_url("ws://127.0.0.1:9/", []) == "ws://127.0.0.1:9/ws/v5/public"
-    assert proto.connection_url("wss://ws.okx.com:8443/ws/v5/public", []) == proto.default_url
-    assert proto.connection_url("ws://h:1/custom/", []) == "ws://h:1/custom"
-
-
-def test_subscribe_one_frame_for_all_instruments() -> None:
-    proto = OkxProtocol()
-    assert proto.subscribe_messages([]) == []
-    (frame,) = proto.subscribe_messages(["BTC-USDT", "eth-usdt"])
-    assert orjson.loads(frame) == {
-        "op": "subscribe",
-        "args": [
-            {"channel": "trades", "instId": "BTC-USDT"},
-            {"channel": "trades", "instId": "ETH-USDT"},
-        ],
-    }
+def test_a_full_connection_fits_one_request() -> None:
+    # the subscribe frame: tests/test_protocol_tables.py
     longest = ["A" * 20 + f"-{i:020d}" for i in range(MAX_STREAMS_PER_CONNECTION)]
-    (big,) = proto.subscribe_messages(longest)
+    (big,) = OkxProtocol().subscribe_messages(longest)
     assert len(big.encode()) < 64 * 1024  # OKX's request limit (and the fake's frame limit)
 
 

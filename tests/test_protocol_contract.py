@@ -22,6 +22,7 @@ per-exchange tests this suite replaced.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -959,6 +960,18 @@ IDENTITY: dict[str, tuple[str, str, bool, float | None, int]] = {
 exchange pings), streams per connection)."""
 
 
+LIMIT_CONSTANTS = {
+    "binance": "connectors.binance:MAX_STREAMS_PER_CONNECTION",
+    "binanceus": "connectors.binance:MAX_STREAMS_PER_CONNECTION",
+    "coinbase": "connectors.coinbase:MAX_PRODUCTS_PER_CONNECTION",
+    "kraken": "connectors.kraken:MAX_SYMBOLS_PER_CONNECTION",
+    "bitstamp": "connectors.bitstamp:MAX_STREAMS_PER_CONNECTION",
+    "okx": "connectors.okx:MAX_STREAMS_PER_CONNECTION",
+    "bybit": "connectors.bybit:MAX_STREAMS_PER_CONNECTION",
+}
+"""Exchange -> the module constant of its streams per connection."""
+
+
 @per_exchange
 def test_identity_and_limits(exchange: str) -> None:
     kind, url, sequenced, keepalive, streams = IDENTITY[exchange]
@@ -968,6 +981,8 @@ def test_identity_and_limits(exchange: str) -> None:
     assert proto.keepalive_interval == keepalive
     assert (proto.keepalive_message() is None) == (keepalive is None)
     assert proto.max_streams_per_connection == streams
+    module, constant = LIMIT_CONSTANTS[exchange].split(":")
+    assert getattr(importlib.import_module(module), constant) == streams
     assert get_adapter(exchange).name == exchange
 
 

@@ -1,5 +1,6 @@
-"""What each exchange's parser makes of its controls and other messages, and what its fake's
-server side makes of client requests: one table by exchange each, one test each.
+"""What each exchange's parser makes of its controls and other messages, what its fake's
+server side makes of client requests, its connection URLs and its subscribe frames: one table
+by exchange each, one test each.
 
 (The contract every parser keeps is in tests/test_protocol_contract.py; what is tested by hand
 is in tests/test_<exchange>_protocol.py.)
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import orjson
 import pytest
 
 from connectors import binance, bitstamp, bybit, coinbase, kraken, okx
@@ -464,3 +466,108 @@ def test_controls_and_other_messages(exchange: str, frame: str | bytes, expected
 @pytest.mark.parametrize(("exchange", "frame", "expected"), _rows(CLIENT_REQUESTS))
 def test_parse_client_request(exchange: str, frame: str, expected: object) -> None:
     assert SERVER_PARSERS[exchange](frame) == expected
+
+
+URLS: dict[str, list[tuple[str, list[str], str]]] = {
+    "binance": [
+        (
+            "wss://stream.binance.com:9443/",
+            ["BTCUSDT", "ethusdt"],
+            "wss://stream.binance.com:9443/stream?streams=btcusdt@trade/ethusdt@trade",
+        ),
+        ("ws://h:1", [], "ws://h:1/ws"),
+    ],
+    "coinbase": [("wss://ws-feed.exchange.coinbase.com", ["BTC-USD"], "=")],
+    "kraken": [("wss://ws.kraken.com/v2", ["BTC/USD"], "=")],
+    "bitstamp": [
+        ("wss://ws.bitstamp.net/", ["BTCUSD"], "wss://ws.bitstamp.net"),
+        ("ws://127.0.0.1:9", [], "="),
+    ],
+    "okx": [  # the public path is appended only when the URL has none
+        ("ws://127.0.0.1:9", ["BTC-USDT"], "ws://127.0.0.1:9/ws/v5/public"),
+        ("ws://127.0.0.1:9/", [], "ws://127.0.0.1:9/ws/v5/public"),
+        ("wss://ws.okx.com:8443/ws/v5/public", [], "="),
+        ("ws://h:1/custom/", [], "ws://h:1/custom"),
+    ],
+    "bybit": [  # the spot path is appended only when the URL has none
+        ("ws://127.0.0.1:9", ["BTCUSDT"], "ws://127.0.0.1:9/v5/public/spot"),
+        ("wss://stream.bybit.com/v5/public/spot", [], "="),
+        ("wss://stream.bybit.com/v5/public/linear", [], "="),
+    ],
+}
+"""Exchange -> (a base URL, symbols, the connection URL; ``=``: the base URL itself)."""
+
+SUBSCRIPTIONS: dict[str, tuple[list[str], list[object]]] = {
+    "binance": (
+        ["BTCUSDT", "ETHUSDT"],
+        [{"method": "SUBSCRIBE", "params": ["btcusdt@trade", "ethusdt@trade"], "id": 1}],
+    ),
+    "coinbase": (
+        ["BTC-USD", "eth-usd"],
+        [
+            {
+                "type": "subscribe",
+                "product_ids": ["BTC-USD", "ETH-USD"],
+                "channels": ["matches", "heartbeat"],
+            }
+        ],
+    ),
+    "kraken": (
+        ["BTC/USD", "eth/usd"],
+        [
+            {
+                "method": "subscribe",
+                "params": {"channel": "trade", "symbol": ["BTC/USD", "ETH/USD"], "snapshot": False},
+                "req_id": 1,
+            }
+        ],
+    ),
+    "bitstamp": (  # one message per channel
+        ["BTCUSD", "ethusd"],
+        [
+            {"event": "bts:subscribe", "data": {"channel": "live_trades_btcusd"}},
+            {"event": "bts:subscribe", "data": {"channel": "live_trades_ethusd"}},
+        ],
+    ),
+    "okx": (  # one frame for all instruments
+        ["BTC-USDT", "eth-usdt"],
+        [
+            {
+                "op": "subscribe",
+                "args": [
+                    {"channel": "trades", "instId": "BTC-USDT"},
+                    {"channel": "trades", "instId": "ETH-USDT"},
+                ],
+            }
+        ],
+    ),
+    "bybit": (
+        ["BTCUSDT", "ethusdt"],
+        [
+            {
+                "req_id": "1",
+                "op": "subscribe",
+                "args": ["publicTrade.BTCUSDT", "publicTrade.ETHUSDT"],
+            }
+        ],
+    ),
+}
+"""Exchange -> (symbols, the decoded frames a new protocol object subscribes to them with)."""
+
+
+@pytest.mark.parametrize(
+    ("exchange", "base", "symbols", "expected"),
+    [(exchange, *row) for exchange, rows in URLS.items() for row in rows],
+)
+def test_connection_url(exchange: str, base: str, symbols: list[str], expected: str) -> None:
+    assert get_protocol(exchange).connection_url(base, symbols) == (
+        base if expected == "=" else expected
+    )
+
+
+@pytest.mark.parametrize("exchange", list(SUBSCRIPTIONS))
+def test_subscribe_messages(exchange: str) -> None:
+    symbols, frames = SUBSCRIPTIONS[exchange]
+    proto = get_protocol(exchange)
+    assert proto.subscribe_messages([]) == []
+    assert [orjson.loads(frame) for frame in proto.subscribe_messages(symbols)] == frames
