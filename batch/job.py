@@ -34,6 +34,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
+from dataclasses import InitVar, dataclass, field
 from typing import Any, ClassVar, Final, Protocol, Self, TypeVar, runtime_checkable
 
 from batch.config import InputLocation
@@ -165,31 +166,23 @@ class InputReader:
         return key[len(self.prefix) :] if key.startswith(self.prefix) else key
 
 
+@dataclass(eq=False, kw_only=True)
 class JobContext:
     """What the runner gives a job; see the module docstring."""
 
-    def __init__(
-        self,
-        *,
-        job: str,
-        run_id: str,
-        env: Env,
-        output: ObjectWriter,
-        output_prefix: str,
-        executor: Executor,
-        cpu_workers: int,
-        clock: Clock,
-        input: InputReader | None = None,
-        progress: JobProgress | None = None,
-    ) -> None:
-        self.job = job
-        self.run_id = run_id
-        self.env = env
-        self.clock = clock
-        self.input = input
-        self.cpu_workers = cpu_workers
-        """How many ``run_cpu`` calls can run at once (``BATCH_CPU_WORKERS``)."""
-        self.progress = progress if progress is not None else JobProgress()
+    job: str
+    run_id: str
+    env: Env
+    output: InitVar[ObjectWriter]
+    output_prefix: InitVar[str]
+    executor: InitVar[Executor]
+    cpu_workers: int
+    """How many ``run_cpu`` calls can run at once (``BATCH_CPU_WORKERS``)."""
+    clock: Clock
+    input: InputReader | None = None
+    progress: JobProgress = field(default_factory=JobProgress)
+
+    def __post_init__(self, output: ObjectWriter, output_prefix: str, executor: Executor) -> None:
         self._output = output
         self._output_prefix = output_prefix
         self._executor = executor

@@ -30,7 +30,7 @@ from typing import Final, Literal
 import orjson
 
 from connectors.base import Ack, ExchangeError, ParseResult, ReconnectNotice
-from connectors.wire import SymbolCached
+from connectors.wire import SymbolCached, shape_error
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
 
@@ -164,12 +164,10 @@ class BinanceProtocol(SymbolCached):
             raw = data["s"]
             maker = data["m"]
             symbol = self._symbols.get(raw)  # TypeError when raw is unhashable
-        except AttributeError:
-            raise MalformedFrame("not-object", "frame or its data is not a JSON object") from None
-        except KeyError as exc:
-            raise MalformedFrame("missing-field", f"trade has no field {exc}") from None
-        except TypeError:
-            raise MalformedFrame("type", "e or s has the wrong type") from None
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise shape_error(
+                exc, "frame or its data is not a JSON object", "trade", "e or s has the wrong type"
+            ) from None
         if type(price) is not str or type(size) is not str or not price or not size:
             raise MalformedFrame("type", "p and q must be non-empty strings")
         if type(ts) is not int or type(tid) is not int or tid < 0 or not 0 <= ts <= _MAX_MS:

@@ -40,7 +40,15 @@ import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult, ReconnectNotice
 from connectors.symbols import canonical_symbol
-from connectors.wire import DIGITS_US, MAX_US, json_number, json_text, short, stream_names
+from connectors.wire import (
+    DIGITS_US,
+    MAX_US,
+    json_number,
+    json_text,
+    shape_error,
+    short,
+    stream_names,
+)
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
 
@@ -151,12 +159,10 @@ class BitstampProtocol:
             kind = data["type"]
             micro = data["microtimestamp"]
             known = self._channels.get(channel)  # TypeError when channel is unhashable
-        except AttributeError:
-            raise MalformedFrame("not-object", "frame is not a JSON object") from None
-        except KeyError as exc:
-            raise MalformedFrame("missing-field", f"trade has no field {exc}") from None
-        except TypeError:
-            raise MalformedFrame("type", "data or channel has the wrong type") from None
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise shape_error(
+                exc, "frame is not a JSON object", "trade", "data or channel has the wrong type"
+            ) from None
         if type(price) is not str or type(size) is not str or not price or not size:
             raise MalformedFrame("type", "price_str and amount_str must be non-empty strings")
         if type(micro) is not str or not DIGITS_US(micro) or (us := int(micro)) > MAX_US:

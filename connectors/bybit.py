@@ -35,7 +35,14 @@ from typing import Final, Literal
 import orjson
 
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult
-from connectors.wire import MAX_MS, SymbolCached, json_text, stream_names, with_default_path
+from connectors.wire import (
+    MAX_MS,
+    SymbolCached,
+    json_text,
+    shape_error,
+    stream_names,
+    with_default_path,
+)
 from engine.errors import MalformedFrame
 from engine.records import BUY, SELL, Trade
 
@@ -167,12 +174,10 @@ class BybitProtocol(SymbolCached):
                 out.append(
                     Trade(self.name, symbol, raw, tid, price, size, side, ts * 1000, ts_recv)
                 )
-        except AttributeError:
-            raise MalformedFrame("not-object", "frame is not a JSON object") from None
-        except KeyError as exc:
-            raise MalformedFrame("missing-field", f"trade has no field {exc}") from None
-        except TypeError:
-            raise MalformedFrame("type", "data or a trade has the wrong type") from None
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise shape_error(
+                exc, "frame is not a JSON object", "trade", "data or a trade has the wrong type"
+            ) from None
         return out
 
     def _parse_other(self, msg: dict[str, object], topic: object) -> ParseResult:

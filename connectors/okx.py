@@ -42,6 +42,7 @@ from connectors.wire import (
     MAX_MS,
     SymbolCached,
     json_text,
+    shape_error,
     short,
     stream_names,
     with_default_path,
@@ -162,12 +163,13 @@ class OkxProtocol(SymbolCached):
                 out.append(
                     Trade(self.name, symbol, raw, tid, price, size, side, ms * 1000, ts_recv)
                 )
-        except AttributeError:
-            raise MalformedFrame("not-object", "frame or arg is not a JSON object") from None
-        except KeyError as exc:
-            raise MalformedFrame("missing-field", f"trade push has no field {exc}") from None
-        except TypeError:
-            raise MalformedFrame("type", "arg, data or a trade has the wrong type") from None
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise shape_error(
+                exc,
+                "frame or arg is not a JSON object",
+                "trade push",
+                "arg, data or a trade has the wrong type",
+            ) from None
         return out
 
     def _parse_other(self, msg: dict[str, object]) -> ParseResult:

@@ -3,8 +3,8 @@
 Pure functions only: strict decimal-digit integers (``int()`` alone would accept ``" 1"``,
 ``"+1"``, ``"1_0"`` and non-ASCII digits), the time ranges a trade may carry, JSON string
 escaping for the encoders of the fake exchange, a length-capped ``repr`` for messages, the
-per-connection symbol limit and the default endpoint path of a base URL. :class:`SymbolCached`
-gives a protocol its hot-path symbol cache.
+error of a frame of the wrong shape, the per-connection symbol limit and the default endpoint
+path of a base URL. :class:`SymbolCached` gives a protocol its hot-path symbol cache.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from connectors.symbols import SymbolCache
+from engine.errors import MalformedFrame
 
 MAX_MS: Final = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z in milliseconds: the latest trade time a parser accepts."""
@@ -67,6 +68,19 @@ def stream_names(
     if len(symbols) > limit:
         raise ValueError(f"{exchange}: at most {limit} {what} per connection, got {len(symbols)}")
     return [name(symbol) for symbol in symbols]
+
+
+def shape_error(exc: Exception, not_object: str, missing: str, wrong_type: str) -> MalformedFrame:
+    """The :class:`MalformedFrame` for what a parser's field access raised on a frame of the
+    wrong shape: ``KeyError`` -> ``missing-field`` (``"<missing> has no field 'x'"``),
+    ``AttributeError`` (a part is not a JSON object) -> ``not-object`` with ``not_object``,
+    ``TypeError`` -> ``type`` with ``wrong_type``. Called only for a failing frame, so the
+    parser's hot path is still a plain ``try``."""
+    if isinstance(exc, KeyError):
+        return MalformedFrame("missing-field", f"{missing} has no field {exc}")
+    if isinstance(exc, AttributeError):
+        return MalformedFrame("not-object", not_object)
+    return MalformedFrame("type", wrong_type)
 
 
 def with_default_path(base_url: str, path: str) -> str:

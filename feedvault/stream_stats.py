@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.gaps import GapTracker
@@ -30,41 +31,29 @@ log = get_logger("run")
 metrics_log = logging.getLogger(METRICS_LOGGER)
 
 
+@dataclass(eq=False, kw_only=True)
 class StreamStats:
     """The run's counters, folded from its sources, queue and gap tracker, and the periodic
     stats line. ``sinks()`` gives the run's sinks, the trades' sink first (it is called at each
     line: the sinks exist only once the run has claimed its destination); ``emf_properties()``
     the EMF documents' properties (called when the line starts: the run id is final then)."""
 
-    def __init__(
-        self,
-        *,
-        counters: Counters,
-        queue: BatchQueue[Trade],
-        gaps: GapTracker,
-        clock: Clock,
-        sinks: Callable[[], Sequence[WindowedSink]],
-        sources: Callable[[], Sequence[CountingSource]],
-        interval: float,
-        emf_dimensions: Mapping[str, str] | None,
-        emf_properties: Callable[[], Mapping[str, Any]],
-        wall_ns: Callable[[], int],
-    ) -> None:
-        self.counters = counters
-        self.queue = queue
-        self.gaps = gaps
-        self.clock = clock
-        self._sinks = sinks
-        self._sources = sources
-        self.interval = interval
-        self.emf_dimensions = emf_dimensions
-        self.emf_properties = emf_properties
-        self.wall_ns = wall_ns
-        self._upload_marks: list[int] = []  # per sink: uploads already in an EMF document
+    counters: Counters
+    queue: BatchQueue[Trade]
+    gaps: GapTracker
+    clock: Clock
+    sinks: Callable[[], Sequence[WindowedSink]]
+    sources: Callable[[], Sequence[CountingSource]]
+    interval: float
+    emf_dimensions: Mapping[str, str] | None
+    emf_properties: Callable[[], Mapping[str, Any]]
+    wall_ns: Callable[[], int]
+    _upload_marks: list[int] = field(default_factory=list, init=False)
+    """Per sink: the uploads already in an EMF document."""
 
     def sync(self) -> None:
         """Fold what the sources, the queue and the gap tracker counted into the counters."""
-        self.counters.received = sum(source.frames for source in self._sources())
+        self.counters.received = sum(source.frames for source in self.sources())
         self.counters.dropped = self.queue.dropped
         self.counters.duplicates = self.gaps.duplicates
         self.counters.out_of_order = self.gaps.out_of_order
@@ -104,7 +93,7 @@ class StreamStats:
         """Log the stats line; with ``metrics`` (``METRICS=emf``) it is also the interval's EMF
         document, logged through the metrics logger (never filtered by ``LOG_LEVEL``)."""
         self.sync()
-        sinks = self._sinks()
+        sinks = self.sinks()
         sink = sinks[0]
         rates = reporter.sample(now, self.counters.parsed, sink.bytes_uploaded)
         emf: dict[str, Any] = {}

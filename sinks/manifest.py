@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, TypedDict, TypeVar, cast
+from typing import Any, Final, Literal, TypedDict, TypeVar, cast, get_type_hints
 
 import orjson
 
@@ -467,37 +467,30 @@ def _stream(item: object, name: str) -> StreamFigures:
     )
 
 
+def _entry(item: object, what: str, kinds: dict[str, type]) -> dict[str, Any]:
+    """The manifest entry ``item`` with each field of ``kinds`` checked by :func:`_typed`, in
+    that order (an entry TypedDict's own ``get_type_hints``: the check cannot drift from it)."""
+    data = _mapping(item, what)
+    return {name: _typed(data, name, kind) for name, kind in kinds.items()}
+
+
+_RESET_KINDS: Final = get_type_hints(Reset)
+_LOST_KINDS: Final = get_type_hints(Lost)
+_RECOVERED_KINDS: Final = get_type_hints(Recovered)
+_GAP_KINDS: Final = get_type_hints(Gap)
+
+
 def _reset(item: object, name: str) -> Reset:
-    data = _mapping(item, f"reset of {name!r}")
-    return Reset(
-        from_id=_typed(data, "from_id", int),
-        to_id=_typed(data, "to_id", int),
-        at=_typed(data, "at", str),
-    )
+    return cast(Reset, _entry(item, f"reset of {name!r}", _RESET_KINDS))
 
 
 def _lost(item: object) -> Lost:
-    data = _mapping(item, "lost entry")
-    return Lost(
-        key=_typed(data, "key", str),
-        records=_typed(data, "records", int),
-        reason=_typed(data, "reason", str),
-    )
+    return cast(Lost, _entry(item, "lost entry", _LOST_KINDS))
 
 
 def _recovered(item: object) -> Recovered:
-    data = _mapping(item, "recovered entry")
-    return Recovered(
-        key=_typed(data, "key", str),
-        recovered_at=_typed(data, "recovered_at", str),
-        recovered_by=_typed(data, "recovered_by", str),
-    )
+    return cast(Recovered, _entry(item, "recovered entry", _RECOVERED_KINDS))
 
 
 def _gap(item: object, name: str) -> Gap:
-    data = _mapping(item, f"gap of {name!r}")
-    return Gap(
-        from_id=_typed(data, "from_id", int),
-        to_id=_typed(data, "to_id", int),
-        missing=_typed(data, "missing", int),
-    )
+    return cast(Gap, _entry(item, f"gap of {name!r}", _GAP_KINDS))

@@ -13,7 +13,7 @@ import pytest
 from benchmarks.figures import last_json, rates
 from connectors.fake.adapters import Malformations, malformed_frame
 from connectors.fake.market import rate_from_text
-from connectors.wire import stream_names, with_default_path
+from connectors.wire import shape_error, stream_names, with_default_path
 from engine.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -85,6 +85,21 @@ def test_stream_names_checks_the_limit_then_each_name() -> None:
 
     with pytest.raises(ValueError, match="bad a"):
         stream_names("x", "topics", 2, ["a"], refuse)
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason", "message"),
+    [
+        (KeyError("px"), "missing-field", "trade push has no field 'px'"),
+        (AttributeError("get"), "not-object", "frame is not a JSON object"),
+        (TypeError("unhashable"), "type", "arg has the wrong type"),
+    ],
+)
+def test_shape_error_names_the_reason_of_each_access_error(
+    exc: Exception, reason: str, message: str
+) -> None:
+    error = shape_error(exc, "frame is not a JSON object", "trade push", "arg has the wrong type")
+    assert (error.kind, error.detail) == (reason, message)
 
 
 @pytest.mark.parametrize(
