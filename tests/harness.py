@@ -218,17 +218,18 @@ def run_stream(env: dict[str, str], timeout: float = 60) -> subprocess.Completed
     return run_feedvault(env, "stream", timeout=timeout)
 
 
+def log_doc(line: str) -> dict[str, Any] | None:
+    """The JSON object on ``line`` (a log line), or None: not JSON, or not an object."""
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def parse_logs(text: str) -> list[dict[str, Any]]:
     """The JSON objects among the lines of ``text`` (a run's output), in order."""
-    out: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict):
-            out.append(doc)
-    return out
+    return [doc for line in text.splitlines() if (doc := log_doc(line)) is not None]
 
 
 def read_logs_until(
@@ -245,11 +246,8 @@ def read_logs_until(
         line = proc.stdout.readline()
         if not line:
             break
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict):
+        doc = log_doc(line)
+        if doc is not None:
             seen.append(doc)
             if until(doc):
                 return doc

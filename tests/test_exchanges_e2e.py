@@ -96,6 +96,19 @@ class Exchange:
         }
         return run_against_fake(s3, tmp_path, **{**settings, **options})
 
+    def reconnecting_run(
+        self, s3: S3Server, bucket: str, tmp_path: Path, faults: str, **options: Any
+    ) -> tuple[FakeExchangeRun, dict[str, Any]]:
+        """A run through ``faults`` stopped (SIGTERM) once it has connected three times,
+        however long the start and the reconnects took on a loaded machine: it exits 0,
+        complete, and its manifest (returned with it) counts two reconnects or more."""
+        run = self.run(s3, bucket, tmp_path, faults=faults, runtime="120", connections=3, **options)
+        run.assert_exit(0)
+        manifest = run.manifest()
+        assert (manifest["status"], manifest["stop_reason"]) == ("complete", "signal")
+        assert manifest["counters"]["reconnects"] >= 2  # three connections
+        return run, manifest
+
 
 _BINANCE_STORED = "BTC-USDT=BTCUSDT ETH-USDT=ETHUSDT BNB-USDT=BNBUSDT"
 EXCHANGES = {
@@ -164,19 +177,8 @@ def test_disconnects_reconnect_and_the_gaps_are_what_the_ledger_lacks(
     """The run is stopped (SIGTERM) once it has connected three times, however long the start
     and the reconnects took on a loaded machine: the second connection, between two faults,
     delivered the trades after the first gap."""
-    run = exchange.run(
-        s3_server,
-        bucket,
-        tmp_path,
-        rate="400",
-        faults="disconnect-every=1.2",
-        runtime="120",
-        connections=3,
-    )
-    run.assert_exit(0)
-    manifest = run.manifest()
-    assert (manifest["status"], manifest["stop_reason"]) == ("complete", "signal")
-    assert manifest["counters"]["reconnects"] >= 2  # three connections
+    faults = "disconnect-every=1.2"
+    run, manifest = exchange.reconnecting_run(s3_server, bucket, tmp_path, faults, rate="400")
     assert_stored_exactly_once(run.ledger, run.stored())
     expected = ledger_missing_ids(run.ledger)
     assert expected, "the fault produced no gap"
@@ -218,18 +220,8 @@ def test_reconnect_notices_reconnect_and_lose_nothing(
     """The run is stopped (SIGTERM) once it has connected three times, however long the start
     and the reconnects took on a loaded machine."""
     # a notice at each connection's age 2 s: the second connection lived between two notices
-    run = EXCHANGES["bitstamp"].run(
-        s3_server,
-        bucket,
-        tmp_path,
-        faults="shutdown-notice-every=2",
-        runtime="120",
-        connections=3,
-    )
-    run.assert_exit(0)
-    manifest = run.manifest()
-    assert (manifest["status"], manifest["stop_reason"]) == ("complete", "signal")
-    assert manifest["counters"]["reconnects"] >= 2  # three connections
+    faults = "shutdown-notice-every=2"
+    run, manifest = EXCHANGES["bitstamp"].reconnecting_run(s3_server, bucket, tmp_path, faults)
     assert len({t["conn"] for t in run.ledger}) >= 2  # the fake saw the client come back
     stored = run.stored()
     assert_stored_exactly_once(run.ledger, stored)
