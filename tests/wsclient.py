@@ -15,6 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from connectors.base import Ack, ControlEvent, ExchangeProtocol, Heartbeat, ParseResult
 from connectors.fake.faults import Faults
+from connectors.fake.ledger import Ledger
 from connectors.fake.server import FakeExchange
 from connectors.gaps import GapTracker
 from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
@@ -66,6 +67,19 @@ async def read_until(
                 got.trades.extend(result)
             else:
                 got.controls.append(result)  # type: ignore[arg-type]
+
+
+MALFORMED_KINDS = frozenset({"json", "missing-field", "type", "not-object", "decimal", "time"})
+"""The kinds a parser names the fake's ``malformed`` frames by."""
+
+
+def assert_the_malformed_are_the_ledgers(got: Received, ledger: Ledger) -> None:
+    """What a client read of 500 frames with the ``malformed=0.3`` fault: between 100 and 200
+    malformed, as many as the fake sent, each of a kind in :data:`MALFORMED_KINDS`; the trades
+    are the ledger's."""
+    assert 100 < len(got.malformed) == ledger.malformed_sent < 200
+    assert {e.kind for e in got.malformed} <= MALFORMED_KINDS
+    assert trade_view(got.trades) == trade_view(list(ledger.trades()))
 
 
 async def next_event(ws: ClientConnection, proto: ExchangeProtocol) -> Any:
