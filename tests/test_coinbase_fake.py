@@ -1,7 +1,6 @@
-"""The fake Coinbase over real WebSockets on 127.0.0.1, driven by an injected clock.
-
-No test sleeps to synchronise: each waits for what it expects (frames, readiness, ticks) under
-``asyncio.timeout``. Trades appear only when a test advances the FakeClock.
+"""The fake Coinbase over real WebSockets on 127.0.0.1, driven by an injected clock: matches
+and last_match, heartbeats, refusals, paths (its disconnect gap: tests/test_fake_exchanges.py).
+Each test waits for what it expects, bounded; trades appear only when it advances the clock.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from engine.records import Trade
 from tests.wsclient import (
     WAIT,
     Received,
-    assert_the_malformed_are_the_ledgers,
+    check_malformed,
     client,
     next_event,
     read_until,
@@ -205,7 +204,7 @@ async def test_malformed_fault_frames_are_all_rejected_by_the_parser() -> None:
         clock.advance(1.0)
         got = Received()
         await read_until(ws, proto, got, lambda: got.frames >= 500)
-        assert_the_malformed_are_the_ledgers(got, fx.ledger)
+        check_malformed(got, fx.ledger)
 
 
 async def test_only_the_root_path_exists() -> None:

@@ -21,7 +21,7 @@ from engine.clock import FakeClock
 from tests.wsclient import (
     WAIT,
     Received,
-    assert_the_malformed_are_the_ledgers,
+    check_malformed,
     client,
     next_event,
     read_until,
@@ -178,7 +178,7 @@ async def test_malformed_fault_frames_are_all_rejected_by_the_parser() -> None:
         got = Received()
         await read_until(ws, proto, got, lambda: len(got.trades) + len(got.malformed) >= 500)
         assert got.controls == [Heartbeat()] and got.frames == 1 + 500
-        assert_the_malformed_are_the_ledgers(got, fx.ledger)
+        check_malformed(got, fx.ledger)
 
 
 async def test_paths() -> None:

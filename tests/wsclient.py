@@ -73,7 +73,7 @@ MALFORMED_KINDS = frozenset({"json", "missing-field", "type", "not-object", "dec
 """The kinds a parser names the fake's ``malformed`` frames by."""
 
 
-def assert_the_malformed_are_the_ledgers(got: Received, ledger: Ledger) -> None:
+def check_malformed(got: Received, ledger: Ledger) -> None:
     """What a client read of 500 frames with the ``malformed=0.3`` fault: between 100 and 200
     malformed, as many as the fake sent, each of a kind in :data:`MALFORMED_KINDS`; the trades
     are the ledger's."""
