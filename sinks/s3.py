@@ -343,14 +343,17 @@ class S3Writer:
             )
         return StorageError(redact(f"S3 {operation} {where} failed: {code}: {message}"))
 
+    def _request(self, **params: Any) -> dict[str, Any]:
+        """A request's parameters: the bucket, ``params``, and the expected bucket owner, which
+        every request carries (see docs/security.md)."""
+        return {"Bucket": self.bucket, **params, **self._owner}
+
     async def check(self) -> None:
         """Fail early (:class:`StorageError`) if the bucket is missing or not accessible.
 
         Needs ``s3:ListBucket``; a write-only role should skip it.
         """
-        await self._call(
-            "HeadBucket", "", self._client.head_bucket(Bucket=self.bucket, **self._owner)
-        )
+        await self._call("HeadBucket", "", self._client.head_bucket(**self._request()))
 
     async def put(self, key: str, body: bytes) -> StoredObject:
         if len(body) >= _THREAD_HASH_BYTES:
@@ -377,14 +380,14 @@ class S3Writer:
             "PutObject",
             key,
             self._client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=body,
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
-                **extra,
-                **self._encryption,
-                **self._owner,
+                **self._request(
+                    Key=key,
+                    Body=body,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
+                    **extra,
+                    **self._encryption,
+                ),
             ),
             nbytes=len(body),
         )
@@ -394,11 +397,11 @@ class S3Writer:
             "CreateMultipartUpload",
             key,
             self._client.create_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                ChecksumAlgorithm="SHA256",
-                **self._encryption,
-                **self._owner,
+                **self._request(
+                    Key=key,
+                    ChecksumAlgorithm="SHA256",
+                    **self._encryption,
+                ),
             ),
         )
         upload_id: str = created["UploadId"]
@@ -412,14 +415,14 @@ class S3Writer:
                     "UploadPart",
                     key,
                     self._client.upload_part(
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=chunk,
-                        ChecksumAlgorithm="SHA256",
-                        ChecksumSHA256=checksum,
-                        **self._owner,
+                        **self._request(
+                            Key=key,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            Body=chunk,
+                            ChecksumAlgorithm="SHA256",
+                            ChecksumSHA256=checksum,
+                        ),
                     ),
                     nbytes=len(chunk),
                 )
@@ -430,11 +433,11 @@ class S3Writer:
                 "CompleteMultipartUpload",
                 key,
                 self._client.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                    **self._owner,
+                    **self._request(
+                        Key=key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": parts},
+                    ),
                 ),
                 nbytes=len(body),  # S3 takes longer to assemble a larger object
             )
@@ -454,7 +457,7 @@ class S3Writer:
                     "AbortMultipartUpload",
                     key,
                     self._client.abort_multipart_upload(
-                        Bucket=self.bucket, Key=key, UploadId=upload_id, **self._owner
+                        **self._request(Key=key, UploadId=upload_id)
                     ),
                 )
         except (StorageError, TimeoutError) as exc:
@@ -469,7 +472,7 @@ class S3Writer:
 
     async def get(self, key: str) -> bytes:
         response = await self._call(
-            "GetObject", key, self._client.get_object(Bucket=self.bucket, Key=key, **self._owner)
+            "GetObject", key, self._client.get_object(**self._request(Key=key))
         )
         length = int(response.get("ContentLength", 0))
         async with response["Body"] as stream:
@@ -479,7 +482,7 @@ class S3Writer:
     async def head(self, key: str) -> ListedObject:
         """Size of ``key``; :class:`ObjectNotFound` if missing."""
         response = await self._call(
-            "HeadObject", key, self._client.head_object(Bucket=self.bucket, Key=key, **self._owner)
+            "HeadObject", key, self._client.head_object(**self._request(Key=key))
         )
         return ListedObject(key, int(response["ContentLength"]))
 
@@ -489,9 +492,7 @@ class S3Writer:
         response = await self._call(
             "HeadObject",
             key,
-            self._client.head_object(
-                Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **self._owner
-            ),
+            self._client.head_object(**self._request(Key=key, ChecksumMode="ENABLED")),
         )
         value: str | None = response.get("ChecksumSHA256")
         return value
@@ -499,7 +500,7 @@ class S3Writer:
     async def list(self, prefix: str) -> list[ListedObject]:
         found: list[ListedObject] = []
         paginator = self._client.get_paginator("list_objects_v2")
-        pages = aiter(paginator.paginate(Bucket=self.bucket, Prefix=prefix, **self._owner))
+        pages = aiter(paginator.paginate(**self._request(Prefix=prefix)))
         while (page := await self._call("ListObjectsV2", prefix, anext(pages, None))) is not None:
             found.extend(
                 ListedObject(obj["Key"], int(obj["Size"])) for obj in page.get("Contents", [])
@@ -511,7 +512,7 @@ class S3Writer:
         await self._call(
             "DeleteObject",
             key,
-            self._client.delete_object(Bucket=self.bucket, Key=key, **self._owner),
+            self._client.delete_object(**self._request(Key=key)),
         )
 
     async def aclose(self) -> None:
