@@ -137,6 +137,12 @@ def make_trade(exchange: str, symbol: str, raw_symbol: str, /, **changes: Any) -
     return Trade(**fields)
 
 
+def encoded(trade: Trade, encode: Callable[[Trade], str]) -> tuple[str, Any]:
+    """``encode(trade)``: the frame, and the frame decoded."""
+    frame = encode(trade)
+    return frame, json.loads(frame)
+
+
 def subscribed_session(exchange: str, raw_symbol: str) -> tuple[ServerSession, str]:
     """The fake exchange's session of ``exchange`` for a client that connected and subscribed
     to ``raw_symbol`` as feedvault's client does (its URL, then its subscribe frames), and the

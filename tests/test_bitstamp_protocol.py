@@ -18,7 +18,7 @@ from connectors.fake.bitstamp_server import BitstampSession
 from connectors.fake.faults import Faults
 from engine.errors import MalformedFrame
 from engine.records import Trade
-from tests.strategies import BITSTAMP_TRADE, make_trade
+from tests.strategies import BITSTAMP_TRADE, encoded, make_trade
 
 
 def _trade(**changes: Any) -> Trade:
@@ -47,8 +47,7 @@ def test_float_fields_are_never_used() -> None:
 @pytest.mark.parametrize("as_bytes", [False, True])
 def test_round_trip(side: str, as_bytes: bool) -> None:
     original = _trade(side=side)
-    frame = encode_trade(original)
-    msg = orjson.loads(frame)
+    frame, msg = encoded(original, encode_trade)
     assert msg["event"] == "trade" and msg["channel"] == "live_trades_btcusd"
     data = msg["data"]
     assert data["type"] == (1 if side == "sell" else 0)

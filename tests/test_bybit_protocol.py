@@ -22,7 +22,7 @@ from connectors.fake.bybit_server import BybitSession
 from connectors.fake.faults import Faults
 from engine.errors import MalformedFrame
 from engine.records import Trade
-from tests.strategies import BYBIT_TRADE, make_trade
+from tests.strategies import BYBIT_TRADE, encoded, make_trade
 
 
 def _trade(**changes: Any) -> Trade:
@@ -78,8 +78,7 @@ def test_uuid_trade_ids_of_linear_feeds() -> None:
 @pytest.mark.parametrize("as_bytes", [False, True])
 def test_round_trip(side: str, as_bytes: bool) -> None:
     original = _trade(side=side)
-    frame = encode_trade(original)
-    msg = orjson.loads(frame)
+    frame, msg = encoded(original, encode_trade)
     assert msg["topic"] == "publicTrade.BTCUSDT" and msg["type"] == "snapshot"
     (item,) = msg["data"]
     assert (

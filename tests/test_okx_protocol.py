@@ -19,7 +19,7 @@ from connectors.okx import (
 )
 from engine.errors import MalformedFrame
 from engine.records import Trade
-from tests.strategies import OKX_TRADE, make_trade
+from tests.strategies import OKX_TRADE, encoded, make_trade
 
 
 def _trade(**changes: Any) -> Trade:
@@ -61,8 +61,7 @@ def test_older_traffic_without_count_source_seq() -> None:
 @pytest.mark.parametrize("as_bytes", [False, True])
 def test_round_trip(side: str, as_bytes: bool) -> None:
     original = _trade(side=side)
-    frame = encode_trade(original)
-    msg = orjson.loads(frame)
+    frame, msg = encoded(original, encode_trade)
     assert msg["arg"] == {"channel": "trades", "instId": "BTC-USDT"}
     (item,) = msg["data"]
     assert item["side"] == side and item["ts"] == "1788118931678" and item["px"] == "78808.90"
