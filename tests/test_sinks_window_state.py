@@ -4,8 +4,9 @@ transitions the enum documents. Time is a FakeClock moved by the sink's own slee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -103,31 +104,33 @@ async def test_without_a_spill_directory_the_window_is_failed_in_memory() -> Non
         sink.cancel_uploads()
 
 
-async def test_a_cancelled_upload_is_queued_again_in_front() -> None:
+@contextlib.asynccontextmanager
+async def uploading_one_window() -> AsyncIterator[WindowedSink]:
+    """A sink (no spill directory) uploading its first window of 4 records, the put held until
+    the sink is closed."""
     clock = FakeClock(start_ns=(T0 + 10) * NS)
     writer = MemoryWriter()
     writer.hold_puts()
     async with make_sink(clock, writer, None) as sink:
         await sink.write(trades(1, 4))
         await until(lambda: writer.put_attempts == 1)
+        yield sink
+    writer.release_puts()
+
+
+async def test_a_cancelled_upload_is_queued_again_in_front() -> None:
+    async with uploading_one_window() as sink:
         assert held(sink) == {"uploading": 1}
         sink.cancel_uploads()
         await until(lambda: sink.uploads_in_flight == 0)
         assert held(sink) == {"queued": 1}
         [window] = sink.unfinished()
         assert window.records == 4
-    writer.release_puts()
 
 
 async def test_an_impossible_transition_is_refused() -> None:
-    clock = FakeClock(start_ns=(T0 + 10) * NS)
-    writer = MemoryWriter()
-    writer.hold_puts()
-    async with make_sink(clock, writer, None) as sink:
-        await sink.write(trades(1, 4))
-        await until(lambda: writer.put_attempts == 1)
+    async with uploading_one_window() as sink:
         [one] = list(sink._held)
         with pytest.raises(AssertionError, match="no transition"):
             sink._move(one, WindowState.UNREADABLE)  # only a spilled window can be
         sink.cancel_uploads()
-    writer.release_puts()
