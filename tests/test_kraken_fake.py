@@ -7,6 +7,9 @@ No test sleeps to synchronise: each waits for what it expects (frames, readiness
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -31,6 +34,13 @@ from tests.wsclient import (
 SYMBOLS = ["BTC/USD", "ETH/USD"]
 
 
+@contextlib.asynccontextmanager
+async def kraken_and_client(**options: Any) -> AsyncIterator[tuple[FakeExchange, ClientConnection]]:
+    """The fake Kraken (``FakeExchange`` ``options``) and a client on its ``/v2`` endpoint."""
+    async with FakeExchange("kraken", **options) as fx, client(f"{fx.url}/v2") as ws:
+        yield fx, ws
+
+
 async def connect_and_subscribe(
     fx: FakeExchange, ws: ClientConnection, proto: KrakenProtocol, *pairs: str
 ) -> None:
@@ -45,10 +55,7 @@ async def connect_and_subscribe(
 async def test_status_acks_and_exact_numbers_equal_the_ledger() -> None:
     clock = FakeClock()
     proto = KrakenProtocol()
-    async with (
-        FakeExchange("kraken", rate=200, symbols=SYMBOLS, clock=clock, seed=4) as fx,
-        client(f"{fx.url}/v2") as ws,
-    ):
+    async with kraken_and_client(rate=200, symbols=SYMBOLS, clock=clock, seed=4) as (fx, ws):
         status = orjson.loads(await asyncio.wait_for(ws.recv(), WAIT))
         assert status["channel"] == "status" and status["data"][0]["system"] == "online"
         (request,) = proto.subscribe_messages(SYMBOLS)
@@ -77,10 +84,7 @@ async def test_status_acks_and_exact_numbers_equal_the_ledger() -> None:
 async def test_heartbeat_after_a_quiet_second() -> None:
     clock = FakeClock()
     proto = KrakenProtocol()
-    async with (
-        FakeExchange("kraken", rate=0.4, symbols=["BTC/USD"], clock=clock) as fx,
-        client(f"{fx.url}/v2") as ws,
-    ):
+    async with kraken_and_client(rate=0.4, symbols=["BTC/USD"], clock=clock) as (fx, ws):
         await connect_and_subscribe(fx, ws, proto, "BTC/USD")
         await fx.wait_tick()  # the quiet period starts with the subscription
         clock.advance(1.0)  # 0.4 trades are due: none yet
@@ -95,16 +99,9 @@ async def test_heartbeat_after_a_quiet_second() -> None:
 @pytest.mark.parametrize("drop", [False, True])
 async def test_ping_pong_and_the_drop_pongs_fault(drop: bool) -> None:
     proto = KrakenProtocol()
-    async with (
-        FakeExchange(
-            "kraken",
-            rate=10,
-            symbols=["BTC/USD"],
-            clock=FakeClock(),
-            faults=Faults(drop_pongs=drop),
-        ) as fx,
-        client(f"{fx.url}/v2") as ws,
-    ):
+    async with kraken_and_client(
+        rate=10, symbols=["BTC/USD"], clock=FakeClock(), faults=Faults(drop_pongs=drop)
+    ) as (_fx, ws):
         assert await next_event(ws, proto) == Heartbeat()
         await ws.send(proto.subscribe_messages(["BTC/USD"])[0])
         assert await next_event(ws, proto) == Ack("subscribe BTC/USD req_id=1")
@@ -121,10 +118,7 @@ async def test_ping_pong_and_the_drop_pongs_fault(drop: bool) -> None:
 async def test_unknown_pair_is_refused_the_connection_stays_and_the_rest_flows() -> None:
     clock = FakeClock()
     proto = KrakenProtocol()
-    async with (
-        FakeExchange("kraken", rate=20, symbols=["BTC/USD"], clock=clock) as fx,
-        client(f"{fx.url}/v2") as ws,
-    ):
+    async with kraken_and_client(rate=20, symbols=["BTC/USD"], clock=clock) as (fx, ws):
         assert await next_event(ws, proto) == Heartbeat()
         await ws.send(proto.subscribe_messages(["NOPE/USD", "BTC/USD"])[0])
         refused = orjson.loads(await asyncio.wait_for(ws.recv(), WAIT))
@@ -148,10 +142,7 @@ async def test_unknown_pair_is_refused_the_connection_stays_and_the_rest_flows()
 
 async def test_other_requests_are_answered_with_errors() -> None:
     proto = KrakenProtocol()
-    async with (
-        FakeExchange("kraken", rate=10, symbols=["BTC/USD"], clock=FakeClock()) as fx,
-        client(f"{fx.url}/v2") as ws,
-    ):
+    async with kraken_and_client(rate=10, symbols=["BTC/USD"], clock=FakeClock()) as (_fx, ws):
         assert await next_event(ws, proto) == Heartbeat()
         await ws.send("garbage")
         await ws.send('{"method":"subscribe","params":{"channel":"book","symbol":["BTC/USD"]}}')
@@ -166,12 +157,9 @@ async def test_other_requests_are_answered_with_errors() -> None:
 async def test_malformed_fault_frames_are_all_rejected_by_the_parser() -> None:
     clock = FakeClock()
     proto = KrakenProtocol()
-    async with (
-        FakeExchange(
-            "kraken", rate=500, symbols=["BTC/USD"], clock=clock, faults=Faults(malformed=0.3)
-        ) as fx,
-        client(f"{fx.url}/v2") as ws,
-    ):
+    async with kraken_and_client(
+        rate=500, symbols=["BTC/USD"], clock=clock, faults=Faults(malformed=0.3)
+    ) as (fx, ws):
         await connect_and_subscribe(fx, ws, proto, "BTC/USD")
         await fx.wait_tick()  # the quiet period starts now: the heartbeat comes before the trades
         clock.advance(1.0)
