@@ -40,12 +40,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from statistics import NormalDist
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +56,7 @@ from engine.errors import ConfigError
 from engine.settings import Env
 
 NAME: Final = "computation"
+_Item = TypeVar("_Item", int, Decimal)
 TRADING_DAYS_PER_YEAR: Final = 252
 CHUNK_PATHS: Final = 8192
 """Paths per ``run_cpu`` call (and per random stream). Part of the result's definition."""
@@ -152,49 +153,60 @@ def _real(
 
 
 def _horizons(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
-    name = "COMPUTATION_HORIZONS"
     if text is None:
         return default
-    days: set[int] = set()
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            day = int(item)
-        except ValueError:
-            raise ConfigError(name, f"{item!r} is not a whole number of days") from None
-        if not 1 <= day <= MAX_HORIZON_DAYS:
-            raise ConfigError(name, f"{day} is outside 1..{MAX_HORIZON_DAYS} days")
-        days.add(day)
-    if not days:
-        raise ConfigError(name, "lists no horizons")
-    if len(days) > MAX_HORIZONS:
-        raise ConfigError(name, f"lists {len(days)} horizons; at most {MAX_HORIZONS}")
-    return tuple(sorted(days))
+    return _distinct(text, "COMPUTATION_HORIZONS", _horizon, "horizons", MAX_HORIZONS)
+
+
+def _horizon(item: str) -> int:
+    try:
+        day = int(item)
+    except ValueError:
+        raise ConfigError(
+            "COMPUTATION_HORIZONS", f"{item!r} is not a whole number of days"
+        ) from None
+    if not 1 <= day <= MAX_HORIZON_DAYS:
+        raise ConfigError("COMPUTATION_HORIZONS", f"{day} is outside 1..{MAX_HORIZON_DAYS} days")
+    return day
 
 
 def _confidence(text: str | None, default: tuple[Decimal, ...]) -> tuple[Decimal, ...]:
-    name = "COMPUTATION_CONFIDENCE"
     if text is None:
         return default
-    levels: set[Decimal] = set()
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            level = Decimal(item)
-        except InvalidOperation:
-            raise ConfigError(name, f"{item!r} is not a number") from None
-        if not level.is_finite() or not 0 < level < 1:
-            raise ConfigError(name, f"{item!r} must be strictly between 0 and 1 (e.g. 0.99)")
-        levels.add(level.normalize())
-    if not levels:
-        raise ConfigError(name, "lists no confidence levels")
-    if len(levels) > MAX_CONFIDENCES:
-        raise ConfigError(name, f"lists {len(levels)} levels; at most {MAX_CONFIDENCES}")
-    return tuple(sorted(levels))
+    return _distinct(
+        text, "COMPUTATION_CONFIDENCE", _level, "confidence levels", MAX_CONFIDENCES, "levels"
+    )
+
+
+def _level(item: str) -> Decimal:
+    try:
+        level = Decimal(item)
+    except InvalidOperation:
+        raise ConfigError("COMPUTATION_CONFIDENCE", f"{item!r} is not a number") from None
+    if not level.is_finite() or not 0 < level < 1:
+        raise ConfigError(
+            "COMPUTATION_CONFIDENCE", f"{item!r} must be strictly between 0 and 1 (e.g. 0.99)"
+        )
+    return level.normalize()
+
+
+def _distinct(
+    text: str,
+    name: str,
+    parse: Callable[[str], _Item],
+    what: str,
+    most: int,
+    unit: str | None = None,
+) -> tuple[_Item, ...]:
+    """The distinct ``parse(item)`` of the comma list ``text`` (blank items skipped), sorted.
+    :class:`ConfigError` for ``name`` when it lists no ``what`` or more than ``most`` (counted
+    in ``unit``, ``what`` by default); ``parse`` raises it for a bad item."""
+    items = {parse(item) for item in map(str.strip, text.split(",")) if item}
+    if not items:
+        raise ConfigError(name, f"lists no {what}")
+    if len(items) > most:
+        raise ConfigError(name, f"lists {len(items)} {unit or what}; at most {most}")
+    return tuple(sorted(items))
 
 
 def tail_size(confidence: Decimal, paths: int) -> int:
