@@ -9,7 +9,6 @@ CompleteMultipartUpload).
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -23,10 +22,10 @@ from sinks.s3security import S3Security, s3_security
 from tests import faultproxy as fp
 from tests.conftest import S3Server
 from tests.harness import (
-    FEEDVAULT,
     base_env,
     fake_exchange,
     fake_stream_env,
+    run_feedvault,
     run_stream,
     run_verify,
 )
@@ -238,9 +237,7 @@ def test_a_batch_job_sends_them_on_every_request(
         COMPUTATION_PATHS="1000",
         COMPUTATION_HORIZONS="1",
     )
-    done = subprocess.run(
-        [*FEEDVAULT, "batch", "computation"], env=env, capture_output=True, text=True, timeout=120
-    )
+    done = run_feedvault(env, "batch", "computation", timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     kinds = check_requests(proxy.requests, sse="aws:kms", kms=KMS_KEY, owner=OWNER)
     assert kinds["create"] >= 3, kinds  # two outputs and the manifest

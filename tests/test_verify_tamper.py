@@ -25,10 +25,10 @@ from sinks.memory import MemoryWriter
 from sinks.verify import run_id_of_key, verify_run
 from tests.conftest import S3Server
 from tests.harness import (
-    FEEDVAULT,
     base_env,
     fake_exchange,
     fake_stream_env,
+    run_feedvault,
     run_stream,
     run_verify,
     start_stream,
@@ -356,13 +356,7 @@ def download(s3_server: S3Server, bucket: str, prefix: str, root: Path, strip: s
 
 def verify_dir(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``feedvault verify file://{root}/ [args...]``."""
-    return subprocess.run(
-        [*FEEDVAULT, "verify", f"file://{root}/", *args],
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_feedvault(base_env(), "verify", f"file://{root}/", *args)
 
 
 def test_an_aws_s3_sync_copy_verifies(
