@@ -36,11 +36,17 @@ async def test_an_oversized_batch_is_accepted_when_empty() -> None:
     assert q.size == 3
 
 
-async def test_close_drains_then_returns_none_and_wakes_putters() -> None:
+async def a_waiting_put() -> tuple[BatchQueue[int], asyncio.Task[None]]:
+    """A blocking queue of 1 holding ``[1]``, and a put of ``[2]`` waiting for room in it."""
     q: BatchQueue[int] = BatchQueue(1, "block")
     await q.put([1])
-    blocked = asyncio.create_task(q.put([2]))
+    waiting = asyncio.create_task(q.put([2]))
     await asyncio.sleep(0)
+    return q, waiting
+
+
+async def test_close_drains_then_returns_none_and_wakes_putters() -> None:
+    q, blocked = await a_waiting_put()
     q.close()
     with pytest.raises(QueueClosed):
         await blocked
@@ -49,10 +55,7 @@ async def test_close_drains_then_returns_none_and_wakes_putters() -> None:
 
 
 async def test_cancelled_put_queues_nothing() -> None:
-    q: BatchQueue[int] = BatchQueue(1, "block")
-    await q.put([1])
-    put = asyncio.create_task(q.put([2]))
-    await asyncio.sleep(0)
+    q, put = await a_waiting_put()
     put.cancel()
     with pytest.raises(asyncio.CancelledError):
         await put
