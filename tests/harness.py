@@ -1,4 +1,7 @@
-"""Helpers for end-to-end tests: the real CLI as subprocesses, talking over loopback."""
+"""The tests' shared helpers. End to end: the real CLI as subprocesses talking over loopback
+(the fake exchange, ``feedvault stream``/``verify``/any command, their logs, what they stored);
+in process: a run driven past its deadline on a FakeClock, a test's Windower, a stream's
+settings and environment."""
 
 from __future__ import annotations
 
