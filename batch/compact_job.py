@@ -61,7 +61,7 @@ from batch.compact_report import (
     report_markdown,
 )
 from batch.csvutil import Rejected, count_kinds, rejected_csv, to_json
-from batch.job import InputReader, JobContext, JobError
+from batch.job import InputReader, JobContext, JobError, ParametersJob
 from engine.errors import ConfigError, IntegrityError
 from engine.settings import Env
 from sinks.encoders import decode_body, format_from_key
@@ -236,21 +236,12 @@ class CompactSample:
         yield from sorted(sample_compact(seed, prefix).items())
 
 
-class CompactJob:
+class CompactJob(ParametersJob[CompactParameters]):
     """The job object (:class:`batch.job.Job`)."""
 
-    name: Final = NAME
-    needs_input: Final = True
-
-    def __init__(self, params: CompactParameters) -> None:
-        self.params = params
-
-    @classmethod
-    def from_env(cls, env: Env) -> CompactJob:
-        return cls(CompactParameters.from_env(env))
-
-    def parameters(self) -> dict[str, Any]:
-        return self.params.public_dict()
+    name = NAME
+    needs_input = True
+    parameters_type = CompactParameters
 
     async def run(self, ctx: JobContext) -> None:
         reader = ctx.require_input()

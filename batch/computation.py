@@ -51,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from batch.job import JobContext
+from batch.job import JobContext, ParametersJob
 from engine.errors import ConfigError
 from engine.settings import Env
 
@@ -379,21 +379,12 @@ def render_csv(risks: Sequence[HorizonRisk]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-class ComputationJob:
+class ComputationJob(ParametersJob[RiskParameters]):
     """The job object (:class:`batch.job.Job`)."""
 
-    name: Final = NAME
-    needs_input: Final = False
-
-    def __init__(self, params: RiskParameters) -> None:
-        self.params = params
-
-    @classmethod
-    def from_env(cls, env: Env) -> ComputationJob:
-        return cls(RiskParameters.from_env(env))
-
-    def parameters(self) -> dict[str, Any]:
-        return self.params.public_dict()
+    name = NAME
+    needs_input = False
+    parameters_type = RiskParameters
 
     async def run(self, ctx: JobContext) -> None:
         """Simulate every chunk (``ctx.cpu_workers`` at a time), summarize each horizon, then

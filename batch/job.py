@@ -35,7 +35,17 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import InitVar, dataclass, field
-from typing import Any, ClassVar, Final, Protocol, Self, TypeVar, runtime_checkable
+from typing import (
+    Any,
+    ClassVar,
+    Final,
+    Generic,
+    Protocol,
+    Self,
+    TypeVar,
+    cast,
+    runtime_checkable,
+)
 
 from batch.config import InputLocation
 from batch.progress import JobProgress
@@ -99,6 +109,44 @@ class FileJob:
         from batch.samples import SAMPLERS  # the samplers are for `feedvault sample` only
 
         yield from sorted(SAMPLERS[self.name](seed).items())
+
+
+class JobParameters(Protocol):
+    """A job's validated parameters (see :class:`ParametersJob`)."""
+
+    @classmethod
+    def from_env(cls, env: Env) -> Self:
+        """The parameters from the environment; :class:`ConfigError` names the variable at
+        fault."""
+        ...
+
+    def public_dict(self) -> dict[str, Any]:
+        """The parameters as the manifest reports them (JSON-serializable, no secrets)."""
+        ...
+
+
+_Params = TypeVar("_Params", bound=JobParameters)
+
+
+class ParametersJob(Generic[_Params]):
+    """What the jobs configured by one parameters object share (``computation``, ``compact``):
+    ``from_env`` reads their ``parameters_type`` into ``params``, and :meth:`parameters` reports
+    its ``public_dict()``. A subclass sets ``name``, ``needs_input`` and ``parameters_type`` and
+    writes :meth:`run` (a :class:`Job`)."""
+
+    name: ClassVar[str]
+    needs_input: ClassVar[bool]
+    parameters_type: ClassVar[type[JobParameters]]
+
+    def __init__(self, params: _Params) -> None:
+        self.params = params
+
+    @classmethod
+    def from_env(cls, env: Env) -> Self:
+        return cls(cast(_Params, cls.parameters_type.from_env(env)))
+
+    def parameters(self) -> dict[str, Any]:
+        return self.params.public_dict()
 
 
 @runtime_checkable

@@ -9,9 +9,11 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
+from batch.compact_job import CompactJob, CompactParameters
 from batch.computation import (
     CHUNK_PATHS,
     TRADING_DAYS_PER_YEAR,
+    ComputationJob,
     RiskParameters,
     compute_risk,
     horizon_risk,
@@ -139,3 +141,14 @@ def test_memory_bound_on_paths_times_horizons() -> None:
     with pytest.raises(ConfigError) as info:
         RiskParameters.from_env(env)
     assert info.value.variable == "COMPUTATION_PATHS"
+
+
+def test_a_parameters_job_reads_its_parameters_and_reports_their_public_dict() -> None:
+    env = Env({"COMPUTATION_SEED": "7", "COMPACT_FROM": "2024-05-01", "COMPACT_TO": "2024-05-02"})
+    computation = ComputationJob.from_env(env)
+    assert computation.params == RiskParameters.from_env(env)
+    assert computation.parameters() == computation.params.public_dict()
+    assert computation.parameters()["seed"] == 7
+    compact = CompactJob.from_env(env)
+    assert compact.params == CompactParameters.from_env(env)
+    assert compact.parameters() == {"from": "2024-05-01", "to": "2024-05-02"}
