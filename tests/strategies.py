@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from hypothesis import strategies as st
 
 from connectors.fake.adapters import ServerSession, get_adapter
@@ -135,6 +136,13 @@ def make_trade(exchange: str, symbol: str, raw_symbol: str, /, **changes: Any) -
     }
     fields.update(changes)
     return Trade(**fields)
+
+
+SIDES_AND_FRAME_TYPES = pytest.mark.parametrize(
+    ("side", "as_bytes"),
+    [(side, as_bytes) for as_bytes in (False, True) for side in ("buy", "sell")],
+)
+"""A round trip's cases: each taker side, the frame as text and as bytes."""
 
 
 def encoded(trade: Trade, encode: Callable[[Trade], str]) -> tuple[str, Any]:

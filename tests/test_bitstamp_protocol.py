@@ -18,7 +18,7 @@ from connectors.fake.bitstamp_server import BitstampSession
 from connectors.fake.faults import Faults
 from engine.errors import MalformedFrame
 from engine.records import Trade
-from tests.strategies import BITSTAMP_TRADE, encoded, make_trade
+from tests.strategies import BITSTAMP_TRADE, SIDES_AND_FRAME_TYPES, encoded, make_trade
 
 
 def _trade(**changes: Any) -> Trade:
@@ -43,8 +43,7 @@ def test_float_fields_are_never_used() -> None:
     assert (trade.price, trade.size, trade.side) == ("3805.44", "0.07920000", "sell")
 
 
-@pytest.mark.parametrize("side", ["buy", "sell"])
-@pytest.mark.parametrize("as_bytes", [False, True])
+@SIDES_AND_FRAME_TYPES
 def test_round_trip(side: str, as_bytes: bool) -> None:
     original = _trade(side=side)
     frame, msg = encoded(original, encode_trade)

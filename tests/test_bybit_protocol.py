@@ -22,7 +22,7 @@ from connectors.fake.bybit_server import BybitSession
 from connectors.fake.faults import Faults
 from engine.errors import MalformedFrame
 from engine.records import Trade
-from tests.strategies import BYBIT_TRADE, encoded, make_trade
+from tests.strategies import BYBIT_TRADE, SIDES_AND_FRAME_TYPES, encoded, make_trade
 
 
 def _trade(**changes: Any) -> Trade:
@@ -74,8 +74,7 @@ def test_uuid_trade_ids_of_linear_feeds() -> None:
     assert trade.trade_id == "20f43950-d8dd-5b31-9112-a178eb6023af"
 
 
-@pytest.mark.parametrize("side", ["buy", "sell"])
-@pytest.mark.parametrize("as_bytes", [False, True])
+@SIDES_AND_FRAME_TYPES
 def test_round_trip(side: str, as_bytes: bool) -> None:
     original = _trade(side=side)
     frame, msg = encoded(original, encode_trade)

@@ -19,7 +19,7 @@ from connectors.okx import (
 )
 from engine.errors import MalformedFrame
 from engine.records import Trade
-from tests.strategies import OKX_TRADE, encoded, make_trade
+from tests.strategies import OKX_TRADE, SIDES_AND_FRAME_TYPES, encoded, make_trade
 
 
 def _trade(**changes: Any) -> Trade:
@@ -57,8 +57,7 @@ def test_older_traffic_without_count_source_seq() -> None:
     assert trade.trade_id == "1051102132" and trade.symbol == "BTC-USDT"
 
 
-@pytest.mark.parametrize("side", ["buy", "sell"])
-@pytest.mark.parametrize("as_bytes", [False, True])
+@SIDES_AND_FRAME_TYPES
 def test_round_trip(side: str, as_bytes: bool) -> None:
     original = _trade(side=side)
     frame, msg = encoded(original, encode_trade)
