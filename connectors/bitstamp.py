@@ -31,7 +31,6 @@ checks, a 1-tuple result. Everything else is slow path.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -43,6 +42,7 @@ from connectors.symbols import canonical_symbol
 from connectors.wire import (
     DIGITS_US,
     MAX_US,
+    PrefixedNames,
     json_number,
     json_text,
     shape_error,
@@ -65,29 +65,17 @@ HEARTBEAT_REQUEST: Final = '{"event":"bts:heartbeat"}'
 HEARTBEAT_REPLY: Final = '{"event":"bts:heartbeat","channel":"","data":{"status":"success"}}'
 RECONNECT_NOTICE: Final = '{"event":"bts:request_reconnect","channel":"","data":""}'
 
-_PREFIX_LEN: Final = len(CHANNEL_PREFIX)
-_SYMBOL_TEXT: Final = re.compile(r"[0-9A-Za-z]{2,40}", re.ASCII).fullmatch
 _CACHE_MAX: Final = 4096
 _NOTHING: Final[tuple[Trade, ...]] = ()
 _loads: Final = orjson.loads
 
 
-def channel_name(raw_symbol: str) -> str:
-    """The trade channel of a pair: ``live_trades_btcusd`` for ``BTCUSD`` or ``btcusd``.
-
-    Raises :class:`ValueError` for a symbol that is not 2-40 ASCII letters/digits.
-    """
-    if not _SYMBOL_TEXT(raw_symbol):
-        raise ValueError(f"bitstamp symbol {raw_symbol!r} is not 2-40 letters and digits")
-    return CHANNEL_PREFIX + raw_symbol.lower()
-
-
-def pair_of(channel: str) -> str | None:
-    """The pair of a trade channel (``live_trades_btcusd`` -> ``btcusd``), or None."""
-    if not channel.startswith(CHANNEL_PREFIX):
-        return None
-    pair = channel[_PREFIX_LEN:]
-    return pair if _SYMBOL_TEXT(pair) else None
+_NAMES: Final = PrefixedNames("bitstamp", CHANNEL_PREFIX, str.lower)
+channel_name: Final = _NAMES.name
+"""The trade channel of a pair: ``live_trades_btcusd`` for ``BTCUSD`` or ``btcusd``;
+:class:`ValueError` for a symbol that is not 2-40 ASCII letters/digits."""
+pair_of: Final = _NAMES.symbol
+"""The pair of a trade channel (``live_trades_btcusd`` -> ``btcusd``), or None."""
 
 
 class BitstampProtocol:

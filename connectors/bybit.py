@@ -37,6 +37,7 @@ import orjson
 from connectors.base import Ack, ExchangeError, Heartbeat, ParseResult
 from connectors.wire import (
     MAX_MS,
+    PrefixedNames,
     SymbolCached,
     json_text,
     shape_error,
@@ -59,8 +60,6 @@ characters, 55 with prefix, quotes and comma) stay under :data:`MAX_ARGS_CHARS`.
 KEEPALIVE_SECONDS: Final = 20.0
 """Bybit recommends a ping every 20 seconds."""
 
-_SYMBOL_TEXT: Final = re.compile(r"[0-9A-Za-z]{2,40}", re.ASCII).fullmatch
-_PREFIX_LEN: Final = len(TOPIC_PREFIX)
 _SIDES: Final = {"Buy": BUY, "Sell": SELL}
 _SEQ_TEXT: Final = re.compile(r"[0-9]{1,18}", re.ASCII).fullmatch
 _REFUSED_TOPIC: Final = re.compile(r"publicTrade\.([0-9A-Za-z]{2,40})", re.ASCII)
@@ -68,22 +67,12 @@ _NOTHING: Final[tuple[Trade, ...]] = ()
 _loads: Final = orjson.loads
 
 
-def topic_name(raw_symbol: str) -> str:
-    """The trade topic of a symbol: ``publicTrade.BTCUSDT`` (upper case).
-
-    Raises :class:`ValueError` for a symbol that is not 2-40 ASCII letters/digits.
-    """
-    if not _SYMBOL_TEXT(raw_symbol):
-        raise ValueError(f"bybit symbol {raw_symbol!r} is not 2-40 letters and digits")
-    return TOPIC_PREFIX + raw_symbol.upper()
-
-
-def symbol_of(topic: str) -> str | None:
-    """The symbol of a trade topic (``publicTrade.BTCUSDT`` -> ``BTCUSDT``), or None."""
-    if not topic.startswith(TOPIC_PREFIX):
-        return None
-    symbol = topic[_PREFIX_LEN:]
-    return symbol if _SYMBOL_TEXT(symbol) else None
+_NAMES: Final = PrefixedNames("bybit", TOPIC_PREFIX, str.upper)
+topic_name: Final = _NAMES.name
+"""The trade topic of a symbol: ``publicTrade.BTCUSDT`` (upper case); :class:`ValueError` for
+a symbol that is not 2-40 ASCII letters/digits."""
+symbol_of: Final = _NAMES.symbol
+"""The symbol of a trade topic (``publicTrade.BTCUSDT`` -> ``BTCUSDT``), or None."""
 
 
 class BybitProtocol(SymbolCached):

@@ -4,7 +4,8 @@ Pure functions only: strict decimal-digit integers (``int()`` alone would accept
 ``"+1"``, ``"1_0"`` and non-ASCII digits), the time ranges a trade may carry, JSON string
 escaping for the encoders of the fake exchange, a length-capped ``repr`` for messages, the
 error of a frame of the wrong shape, the per-connection symbol limit and the default endpoint
-path of a base URL. :class:`SymbolCached` gives a protocol its hot-path symbol cache.
+path of a base URL. :class:`PrefixedNames` spells an exchange's ``prefix + symbol`` stream
+names; :class:`SymbolCached` gives a protocol its hot-path symbol cache.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -88,6 +90,37 @@ def with_default_path(base_url: str, path: str) -> str:
     so ``OKX_WS_URL=ws://127.0.0.1:9001`` reaches the exchange's endpoint on a fake exchange."""
     base = base_url.rstrip("/")
     return base if urlsplit(base).path else base + path
+
+
+_SYMBOL_TEXT: Final = re.compile(r"[0-9A-Za-z]{2,40}", re.ASCII).fullmatch
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixedNames:
+    """The stream names of an exchange that spells a symbol's stream ``prefix`` + the symbol
+    (2-40 ASCII letters and digits) in one case (``case``: ``str.upper`` or ``str.lower``):
+    Bybit's ``publicTrade.BTCUSDT``, Bitstamp's ``live_trades_btcusd``."""
+
+    exchange: str
+    prefix: str
+    case: Callable[[str], str]
+
+    def name(self, raw_symbol: str) -> str:
+        """``prefix`` + ``raw_symbol`` in the exchange's case. :class:`ValueError` for a symbol
+        that is not 2-40 ASCII letters/digits."""
+        if not _SYMBOL_TEXT(raw_symbol):
+            raise ValueError(
+                f"{self.exchange} symbol {raw_symbol!r} is not 2-40 letters and digits"
+            )
+        return self.prefix + self.case(raw_symbol)
+
+    def symbol(self, name: str) -> str | None:
+        """The symbol of the stream ``name`` as it is spelled there, or None when ``name`` is
+        not ``prefix`` + 2-40 letters/digits."""
+        if not name.startswith(self.prefix):
+            return None
+        symbol = name[len(self.prefix) :]
+        return symbol if _SYMBOL_TEXT(symbol) else None
 
 
 class SymbolCached:

@@ -13,7 +13,7 @@ import pytest
 from benchmarks.figures import last_json, rates
 from connectors.fake.adapters import Malformations, malformed_frame
 from connectors.fake.market import rate_from_text
-from connectors.wire import shape_error, stream_names, with_default_path
+from connectors.wire import PrefixedNames, shape_error, stream_names, with_default_path
 from engine.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -85,6 +85,18 @@ def test_stream_names_checks_the_limit_then_each_name() -> None:
 
     with pytest.raises(ValueError, match="bad a"):
         stream_names("x", "topics", 2, ["a"], refuse)
+
+
+def test_prefixed_names_spell_and_read_back_a_symbols_stream() -> None:
+    names = PrefixedNames("bybit", "publicTrade.", str.upper)
+    assert names.name("btcUSDT") == "publicTrade.BTCUSDT"
+    assert names.symbol("publicTrade.BTCUSDT") == "BTCUSDT"
+    assert names.symbol("orderbook.1.BTCUSDT") is None
+    assert names.symbol("publicTrade.B") is None
+    with pytest.raises(
+        ValueError, match=r"^bybit symbol 'BTC-USD' is not 2-40 letters and digits$"
+    ):
+        names.name("BTC-USD")
 
 
 @pytest.mark.parametrize(
