@@ -187,14 +187,9 @@ def _throughput(
     ts, rates = _points(series, "trades_per_s")
     if ts:
         ax.plot(ts, rates, color=COLORS["rate"], marker=".", label="trades/s per interval")
-    target = _number(settings.get("rate"))
-    if target is not None:
-        ax.axhline(target, color=COLORS["target"], linestyle="--", label=f"target {target:,.0f}/s")
-    sustained = _number(figures.get("trades_per_s"))
-    if sustained is not None and ts:
-        ax.axhline(
-            sustained, color=COLORS["rate"], linestyle=":", label=f"sustained {sustained:,.0f}/s"
-        )
+    _level(ax, settings.get("rate"), COLORS["target"], "--", "target {:,.0f}/s")
+    if ts:
+        _level(ax, figures.get("trades_per_s"), COLORS["rate"], ":", "sustained {:,.0f}/s")
 
 
 def _queue(ax: Axes, series: Sequence[Mapping[str, Any]], settings: Mapping[str, Any]) -> None:
@@ -216,9 +211,15 @@ def _memory(ax: Axes, series: Sequence[Mapping[str, Any]], figures: Mapping[str,
     ts, rss = _points(series, "rss_mb")
     if ts:
         ax.plot(ts, rss, color=COLORS["rss"], marker=".", label="RSS")
-    peak = _number(figures.get("peak_rss_mb"))
-    if peak is not None:
-        ax.axhline(peak, color=COLORS["rss"], linestyle="--", label=f"peak {peak:,.1f} MB")
+    _level(ax, figures.get("peak_rss_mb"), COLORS["rss"], "--", "peak {:,.1f} MB")
+
+
+def _level(ax: Axes, value: Any, color: str, linestyle: str, label: str) -> None:
+    """A horizontal line at ``value`` of the report, labelled ``label.format(value)``; none when
+    ``value`` is not a positive number (:func:`_number`)."""
+    number = _number(value)
+    if number is not None:
+        ax.axhline(number, color=color, linestyle=linestyle, label=label.format(number))
 
 
 def _latency(ax: Axes, latencies: Sequence[Mapping[str, Any]]) -> None:
