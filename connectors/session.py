@@ -96,7 +96,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -294,11 +294,9 @@ class WebSocketSession:
                 else:
                     delay = self.backoff.delay(self.failures)
                     self.failures += 1
-                log_event(
-                    log,
+                self._log(
                     logging.INFO,
                     "reconnecting",
-                    exchange=self.protocol.name,
                     reason=self._close_text(),
                     delay_s=round(delay, 3),
                 )
@@ -354,11 +352,9 @@ class WebSocketSession:
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             self._close(CloseReason.CONNECT_FAILED, f"{type(exc).__name__}: {exc}")
             self.tally.error(str(self._closed))
-            log_event(
-                log,
+            self._log(
                 logging.WARNING,
                 "connect_failed",
-                exchange=self.protocol.name,
                 url=self.url,
                 error=f"{type(exc).__name__}: {exc}",
             )
@@ -370,11 +366,9 @@ class WebSocketSession:
         self.tally.connected(self.clock.monotonic())
         if self._raw is not None:
             self._raw.append(raw.connected(self.clock.time_ns(), self.protocol.name, self.url))
-        log_event(
-            log,
+        self._log(
             logging.INFO,
             "connected",
-            exchange=self.protocol.name,
             url=self.url,
             symbols=len(self.symbols),
         )
@@ -408,6 +402,10 @@ class WebSocketSession:
             self._unclean_close(ws)
         return self.frames > frames_before
 
+    def _log(self, level: int, event: str, **fields: Any) -> None:
+        """Log the session's ``event``: its exchange first, then ``fields``."""
+        log_event(log, level, event, exchange=self.protocol.name, **fields)
+
     def _close(self, reason: CloseReason, detail: str | None = None) -> None:
         """Record why the current connection ends: the first reason wins, except a reconnect
         notice, recorded whenever it is read (see the module docstring)."""
@@ -427,11 +425,9 @@ class WebSocketSession:
         way may be lost. Counted and logged; the run is then not complete."""
         self.counters.unclean_closes += 1
         error = self._close_error
-        log_event(
-            log,
+        self._log(
             logging.WARNING,
             "unclean_close",
-            exchange=self.protocol.name,
             url=self.url,
             reason=self._close_text(),
             error=f"{type(error).__name__}: {error}" if error is not None else None,
@@ -521,11 +517,9 @@ class WebSocketSession:
                 reason = CloseReason.MAX_AGE
             if reason is not None:
                 self._close(reason)
-                log_event(
-                    log,
+                self._log(
                     logging.INFO if reason is CloseReason.STOP else logging.WARNING,
                     "closing",
-                    exchange=self.protocol.name,
                     reason=reason.value,
                 )
                 # From here the reader reads to the end without waiting for queue room.
@@ -594,7 +588,7 @@ class WebSocketSession:
         if isinstance(event, Heartbeat):
             return
         if isinstance(event, ReconnectNotice):
-            log_event(log, logging.INFO, "reconnect_notice", exchange=name, reason=event.reason)
+            self._log(logging.INFO, "reconnect_notice", reason=event.reason)
             # The supervisor closes the socket at its next tick; this coroutine keeps
             # draining frames meanwhile.
             self._close(CloseReason.NOTICE)
@@ -604,7 +598,7 @@ class WebSocketSession:
                 await self._flush()
                 refused = rejected_symbols(event, self.symbols)
                 raise SubscriptionRejected(name, event.message, refused)
-            log_event(log, logging.WARNING, "exchange_error", exchange=name, message=event.message)
+            self._log(logging.WARNING, "exchange_error", message=event.message)
 
     def _take_pending(self) -> list[Trade]:
         """The pending batch, checked for gaps and without duplicates (a trade seen before a
@@ -668,11 +662,9 @@ class WebSocketSession:
         if paused >= BACKPRESSURE_LOG_SECONDS:
             if self._ping_sent is not None:
                 pong_waited = self.clock.monotonic() - self._ping_sent
-            log_event(
-                log,
+            self._log(
                 logging.INFO,
                 "reads_paused",
-                exchange=self.protocol.name,
                 paused_s=round(paused, 3),
                 pong_waited_s=None if pong_waited is None else round(pong_waited, 3),
                 note="the queue was full (OVERFLOW=block): the socket was not read meanwhile",
