@@ -138,6 +138,10 @@ class RetryEvent:
     delay: float
     error: BaseException
 
+    def log_fields(self) -> dict[str, object]:
+        """The retry's fields of a log event: ``attempt``, ``delay_s`` (ms precision), ``error``."""
+        return {"attempt": self.attempt, "delay_s": round(self.delay, 3), "error": str(self.error)}
+
 
 async def retry(
     attempt: Callable[[], Awaitable[T]],

@@ -107,9 +107,7 @@ async def claim_run(
             logging.WARNING,
             "destination_retry",
             destination=destination.url,
-            attempt=event.attempt,
-            delay_s=round(event.delay, 3),
-            error=str(event.error),
+            **event.log_fields(),
         )
 
     try:

@@ -656,9 +656,7 @@ class WindowedSink:
                 logging.WARNING,
                 "upload_retry",
                 key=window.key,
-                attempt=event.attempt,
-                delay_s=round(event.delay, 3),
-                error=str(event.error),
+                **event.log_fields(),
             )
 
         return await retry(

@@ -260,3 +260,9 @@ def test_replace_keeps_the_random_source() -> None:
     rng = random.Random(5)
     policy = RetryPolicy(initial=1, rng=rng)
     assert replace(policy, budget=0.0).rng is rng
+
+
+def test_a_retry_event_logs_its_attempt_rounded_delay_and_error() -> None:
+    event = RetryEvent(attempt=2, delay=0.12345, error=TimeoutError("slow"))
+    assert event.log_fields() == {"attempt": 2, "delay_s": 0.123, "error": "slow"}
+    assert list(event.log_fields()) == ["attempt", "delay_s", "error"]
