@@ -27,7 +27,7 @@ partition: each record ends up in exactly one closed window.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from operator import attrgetter
 from typing import Final, Protocol, cast
 
@@ -148,6 +148,7 @@ class _OpenWindow:
 _Partition = tuple[str, ...]
 
 
+@dataclass(eq=False)
 class Windower:
     """Open windows of one dataset, keyed by (partition, slot). Not thread-safe.
 
@@ -159,32 +160,22 @@ class Windower:
     ``ts_event`` for first/last.
     """
 
-    def __init__(
-        self,
-        policy: WindowPolicy,
-        template: KeyTemplate,
-        *,
-        prefix: str,
-        run_id: str,
-        format: str,
-        dataset: str = "trades",
-        clock: Clock,
-        level: int | None = None,
-        trade_ids: bool = True,
-    ) -> None:
-        self.policy = policy
-        self.trade_ids = trade_ids
-        self.template = template
-        self.prefix = prefix
-        self.run_id = run_id
-        self.format = format
-        self.dataset = dataset
-        self.clock = clock
-        self.level = level
-        self._ext = extension(format)
-        make_encoder(format, level)  # validate format and level now, not at the first record
-        self._slot_ns = policy.seconds * NS
-        self._fields = template.partition_fields
+    policy: WindowPolicy
+    template: KeyTemplate
+    _: KW_ONLY
+    prefix: str
+    run_id: str
+    format: str
+    dataset: str = "trades"
+    clock: Clock
+    level: int | None = None
+    trade_ids: bool = True
+
+    def __post_init__(self) -> None:
+        self._ext = extension(self.format)
+        make_encoder(self.format, self.level)  # validate them now, not at the first record
+        self._slot_ns = self.policy.seconds * NS
+        self._fields = self.template.partition_fields
         self._partition_of = attrgetter(*self._fields) if self._fields else None
         self._homogeneous_by_key = self._fields == ("exchange", "symbol")
         self._open: dict[tuple[_Partition, int], _OpenWindow] = {}
