@@ -214,9 +214,10 @@ class InputReader:
         return key[len(self.prefix) :] if key.startswith(self.prefix) else key
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class JobContext:
-    """What the runner gives a job; see the module docstring."""
+    """What the runner gives a job; see the module docstring. No generated ``repr``: ``env``
+    may hold secrets."""
 
     job: str
     run_id: str
