@@ -813,22 +813,7 @@ def a_trade(exchange: str, raw_symbol: str | None = None) -> Trade:
     return Trade(exchange, "BTC-USD", raw, "12345", "1.5", "2", "buy", 1_700_000_000 * 10**6, 1)
 
 
-@pytest.mark.parametrize(
-    "exchange",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the fake's hostile symbols cannot reach Bitstamp: its symbol is in the "
-                "channel, and hostile_frame changes only the trade's raw symbol",
-            ),
-        )
-        if name == "bitstamp"
-        else name
-        for name in EXCHANGES
-    ],
-)
+@per_exchange
 def test_every_hostile_frame_of_the_fault_is_rejected(exchange: str) -> None:
     session, stream = subscribed_session(exchange, CONTRACTS[exchange].server_symbol)
     for number in range(len(HOSTILE_KINDS) * len(HOSTILE_SYMBOLS)):

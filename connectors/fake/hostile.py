@@ -9,7 +9,8 @@ turn (``number`` picks the kind: ``number % 4``):
 - ``nesting``: ``[`` 100,000 deep (200 kB, under the 1 MiB frame limit);
 - ``number``: a JSON number of 400 digits, far beyond the float range;
 - ``symbol``: the trade itself, its symbol replaced by one of :data:`HOSTILE_SYMBOLS` (path
-  separators, ``..``, NUL), encoded by the exchange's own encoder (JSON-escaped).
+  separators, ``..``, NUL), in the trade and in the stream's name where the exchange names the
+  symbol there (Bitstamp's channel), encoded by the exchange's own encoder (JSON-escaped).
 
 The frames are the same for every exchange except ``symbol`` (the exchange's trade format).
 """
@@ -46,4 +47,8 @@ def hostile_frame(session: ServerSession, trade: Trade, stream: str, number: int
     if kind == "number":
         return "9" * 400
     symbol = HOSTILE_SYMBOLS[(number // len(HOSTILE_KINDS)) % len(HOSTILE_SYMBOLS)]
+    at = stream.lower().find(trade.raw_symbol.lower()) if trade.raw_symbol else -1
+    if at >= 0:
+        # An exchange that names the symbol in the stream (Bitstamp's channel) reads it there.
+        stream = stream[:at] + symbol + stream[at + len(trade.raw_symbol) :]
     return session.encode(dataclasses.replace(trade, raw_symbol=symbol), stream)
