@@ -67,13 +67,16 @@ async def test_a_connection_is_replaced_before_its_maximum_age() -> None:
     async with FakeExchange("binance", rate=100, symbols=["BTCUSDT"], clock=clock) as exchange:
         session, queue = make_session(exchange.url, clock, max_age_seconds=30)
         stop = asyncio.Event()
-        task = asyncio.create_task(session.run(stop))
-        await exchange.wait_ready(1)
-        clock.advance(0.2)
-        await exchange.wait_tick()
-        assert await queue.get()  # the session is reading
-        clock.advance(31)
-        await exchange.wait_ready(2)
+        with captured_logs("INFO") as logs:
+            task = asyncio.create_task(session.run(stop))
+            await exchange.wait_ready(1)
+            clock.advance(0.2)
+            await exchange.wait_tick()
+            assert await queue.get()  # the session is reading
+            clock.advance(31)
+            # The client's side of the new connection, not only the server's: a stop before
+            # the client saw its handshake through would give the opening connection up.
+            await logs.wait_for(lambda: len(logs.docs("connected")) == 2)
         stop.set()
         async with asyncio.timeout(10):
             await task
