@@ -45,13 +45,16 @@ async def test_a_connection_silent_for_stale_seconds_is_replaced() -> None:
     ) as exchange:
         session, queue = make_session(exchange.url, clock, stale_seconds=5)
         stop = asyncio.Event()
-        task = asyncio.create_task(session.run(stop))
-        await exchange.wait_ready(1)
-        clock.advance(0.5)  # all 50 trades the market will ever make
-        await exchange.wait_tick()
-        first = await queue.get()  # the session is reading
-        clock.advance(6)  # past STALE_SECONDS without a frame
-        await exchange.wait_ready(2)  # the session gave up on the silent socket and came back
+        with captured_logs("INFO") as logs:
+            task = asyncio.create_task(session.run(stop))
+            await exchange.wait_ready(1)
+            clock.advance(0.5)  # all 50 trades the market will ever make
+            await exchange.wait_tick()
+            first = await queue.get()  # the session is reading
+            clock.advance(6)  # past STALE_SECONDS without a frame
+            # The session gave up on the silent socket and came back (its side of the new
+            # connection: a stop before its handshake completed would give it up).
+            await logs.wait_for(lambda: len(logs.docs("connected")) == 2)
         stop.set()
         async with asyncio.timeout(10):
             await task
