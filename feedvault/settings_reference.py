@@ -183,8 +183,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "Destination and run",
         (STREAM, REPLAY, BATCH),
         "ingest stops this long after the start (flag `--max-runtime`); the process exits by "
-        "this plus `STOP_GRACE_SECONDS`. Optional for `replay` (real seconds) and `batch` (a "
-        "job still running then is stopped: incomplete, exit 1)",
+        "this plus `STOP_GRACE_SECONDS`. Optional for `replay` (real seconds) and `batch` (from "
+        "the start of the job's work; a job still running then is stopped: incomplete, exit 1)",
         _range("MAX_RUNTIME_SECONDS", _SEC),
         default_text="required for `stream`; unset: no limit",
     ),
