@@ -3,7 +3,14 @@
 WebSocket path: the fake exchange blasts Binance trade frames as fast as a client takes them;
 measured in the same run, one after the other against the same server:
 
-* `bare`   - a bare `websockets` receive loop, no parsing (the ceiling);
+* `bare`   - a bare `websockets` receive loop, no parsing (the ceiling of that transport);
+* `bare-aiohttp` - a bare aiohttp receive loop, no parsing (the ceiling of that transport);
+* `generator` - the fake exchange itself, measured during `bare-aiohttp` (the fastest client we
+  have): the frames/s it sustains, its own CPU µs per frame and peak RSS (``/proc/PID``); the
+  ratios state it against `stream`'s end-to-end rate (target: at least 3x, so the generator is
+  not what limits the engine's figure);
+* `bare-orjson`, `bare-aiohttp-orjson` (``--parse-ceilings``) - the same loops with
+  ``orjson.loads`` of each frame;
 * `zst`    - `feedvault stream` end to end into S3 (moto's server on loopback), FORMAT=ndjson.zst;
 * `gz`     - the same with the default FORMAT=ndjson.gz;
 * `naive`  - json + list + gzip level 9 + boto3 per window (the naive baseline);
@@ -26,7 +33,7 @@ length. Peak RSS is each process's own high-water mark (``VmHWM``), which, unlik
 ``ru_maxrss``, does not inherit the size of the process that started it. Results are printed
 as a table and written to bench-output/bench.json. Usage:
 ``python -m benchmarks [--seconds 30] [--long-seconds 90] [--window-seconds 10] [--skip-long]
-[--skip-ws] [--skip-replay] [--replay-frames 2000000]``.
+[--skip-ws] [--skip-replay] [--replay-frames 2000000] [--parse-ceilings]``.
 """
 
 from __future__ import annotations
@@ -57,6 +64,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (``/proc/PID/stat``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_of(pid: int) -> int:
+    """A running process's own peak RSS in bytes (``VmHWM`` of ``/proc/PID/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def run_child(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, Any]:
@@ -146,17 +168,33 @@ class Bench:
             self.fake.wait(timeout=20)
         self.s3.stop()
 
-    def bare(self) -> None:
+    def bare(self, transport: str = "websockets", parse: bool = False) -> None:
+        """A bare receive loop of ``transport`` (:mod:`benchmarks.bare_recv`; ``parse``: with
+        ``orjson.loads`` of each frame) for ``seconds``, as row ``bare[-aiohttp][-orjson]``.
+        The aiohttp loop without parsing also yields the ``generator`` row: the fake
+        exchange's own CPU time and peak RSS over the same seconds (one frame is one trade)."""
         stream_url = f"{self.url}/stream?streams=" + "/".join(
             f"{s.lower()}@trade" for s in SYMBOLS.split(",")
         )
+        name = "bare" + ("-aiohttp" if transport == "aiohttp" else "")
+        name += "-orjson" if parse else ""
         cmd = [PY, "-m", "benchmarks.bare_recv", stream_url, str(self.seconds)]
+        cmd += ["--transport", transport] + (["--parse"] if parse else [])
+        generator = transport == "aiohttp" and not parse and self.fake is not None
+        cpu0 = process_cpu_seconds(self.fake.pid) if generator and self.fake else None
         doc = self.child(cmd, self.seconds + 60)
-        self.results["bare"] = {
+        self.results[name] = {
             "trades_per_s": doc["msgs_per_s"],
             "cpu_us_per_trade": doc["cpu_us_per_msg"],
             "peak_rss_mb": doc["peak_rss_mb"],
         }
+        if cpu0 is not None and self.fake is not None and doc["messages"]:
+            cpu = process_cpu_seconds(self.fake.pid) - cpu0
+            self.results["generator"] = {
+                "trades_per_s": doc["msgs_per_s"],
+                "cpu_us_per_trade": round(cpu / doc["messages"] * 1e6, 3),
+                "peak_rss_mb": round(peak_rss_of(self.fake.pid) / 2**20, 1),
+            }
 
     def engine(self, name: str, fmt: str, seconds: float) -> None:
         prefix = f"bench/{name}/"
@@ -233,9 +271,49 @@ class Bench:
 
 
 HALVES = (
-    ("WebSocket path", "bare", "naive", ("bare", "zst", "gz", "naive", "zst-long")),
+    (
+        "WebSocket path",
+        "bare",
+        "naive",
+        (
+            "bare",
+            "bare-aiohttp",
+            "bare-orjson",
+            "bare-aiohttp-orjson",
+            "generator",
+            "zst",
+            "gz",
+            "naive",
+            "zst-long",
+        ),
+    ),
     ("replay path", "replay-ceiling", "replay-naive", ("replay-ceiling", "replay", "replay-naive")),
 )
+
+
+GENERATOR_TARGET = 3.0
+"""The generator must sustain at least this multiple of the engine's end-to-end rate."""
+
+
+def ws_ratios(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The WebSocket half's ratio lines: `stream` (zst) against each bare loop (the ceilings of
+    the two transports), and the generator against `stream` (target: :data:`GENERATOR_TARGET`)."""
+    lines: list[str] = []
+    engine = results.get("zst", {}).get("trades_per_s")
+    if not engine:
+        return lines
+    for name, label in (("bare", "websockets"), ("bare-aiohttp", "aiohttp")):
+        ceiling = results.get(name, {}).get("trades_per_s")
+        if ceiling:
+            lines.append(f"stream (zst) vs bare {label} loop: {engine / ceiling:.0%}")
+    generator = results.get("generator", {}).get("trades_per_s")
+    if generator:
+        ratio = generator / engine
+        verdict = "met" if ratio >= GENERATOR_TARGET else "NOT met"
+        lines.append(
+            f"generator vs engine: {ratio:.1f}x (target >= {GENERATOR_TARGET:.0f}x: {verdict})"
+        )
+    return lines
 
 
 def report(results: dict[str, dict[str, Any]]) -> str:
@@ -249,23 +327,24 @@ def report(results: dict[str, dict[str, Any]]) -> str:
         ceiling = results.get(ceiling_name, {}).get("trades_per_s")
         naive = results.get(naive_name, {}).get("trades_per_s")
         lines.append(
-            f"{title:<16} {'trades/s':>12} {'cpu us/trade':>13} {'peak RSS MB':>12} "
+            f"{title:<22} {'trades/s':>12} {'cpu us/trade':>13} {'peak RSS MB':>12} "
             f"{'vs ceiling':>11} {'vs naive':>9}"
         )
         for name in rows:
             r = results[name]
             if "trades_per_s" not in r:
-                lines.append(f"  {name:<14} not available: {r.get('note', '')}")
+                lines.append(f"  {name:<20} not available: {r.get('note', '')}")
                 continue
             ratio_ceiling = f"{r['trades_per_s'] / ceiling:.0%}" if ceiling else "-"
             ratio_naive = f"{r['trades_per_s'] / naive:.2f}x" if naive else "-"
             lines.append(
-                f"  {name:<14} {r['trades_per_s']:>12,.0f} {r['cpu_us_per_trade']:>13.2f} "
+                f"  {name:<20} {r['trades_per_s']:>12,.0f} {r['cpu_us_per_trade']:>13.2f} "
                 f"{r['peak_rss_mb']:>12.1f} {ratio_ceiling:>11} {ratio_naive:>9}"
             )
     if "zst" in results and "zst-long" in results:
         growth = results["zst-long"]["peak_rss_mb"] / results["zst"]["peak_rss_mb"]
         lines.append(f"peak RSS, long run vs short run: {growth:.2f}x")
+    lines += ws_ratios(results)
     replay = results.get("replay", {})
     if "trades_per_s" in replay and results.get("replay-naive", {}).get("trades_per_s"):
         ratio = replay["trades_per_s"] / results["replay-naive"]["trades_per_s"]
@@ -283,6 +362,11 @@ def main() -> None:
     parser.add_argument("--skip-ws", action="store_true", help="skip the WebSocket half")
     parser.add_argument("--skip-replay", action="store_true", help="skip the replay half")
     parser.add_argument(
+        "--parse-ceilings",
+        action="store_true",
+        help="also run both bare loops with orjson.loads of each frame",
+    )
+    parser.add_argument(
         "--replay-frames", type=int, default=2_000_000, help="frames in the replay recording"
     )
     args = parser.parse_args()
@@ -297,6 +381,10 @@ def main() -> None:
                 flush=True,
             )
             bench.bare()
+            bench.bare("aiohttp")
+            if args.parse_ceilings:
+                bench.bare(parse=True)
+                bench.bare("aiohttp", parse=True)
             bench.engine("zst", "ndjson.zst", args.seconds)
             bench.engine("gz", "ndjson.gz", args.seconds)
             bench.naive()

@@ -1,0 +1,94 @@
+"""`make bench`'s ceilings and generator figure: the bare receive loops of both transports
+(:mod:`benchmarks.bare_recv`) against the fake exchange at ``--rate max``, the readings of
+another process's CPU time and peak RSS, and the ratio lines of the report
+(docs/load-testing.md#make-bench). Figures are checked for shape, never for speed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import orjson
+import pytest
+
+from benchmarks import bare_recv
+from benchmarks.__main__ import peak_rss_of, process_cpu_seconds, report, ws_ratios
+from connectors.fake.server import FakeExchange
+from engine.stats import peak_rss_bytes
+
+STREAMS = "/stream?streams=btcusdt@trade/ethusdt@trade"
+
+
+@pytest.mark.parametrize("transport", bare_recv.TRANSPORTS)
+@pytest.mark.parametrize("parse", [False, True])
+async def test_bare_loop_receives_blasted_frames(transport: str, parse: bool) -> None:
+    async with FakeExchange("binance", rate=None, symbols=["BTCUSDT", "ETHUSDT"]) as fx:
+        result = await bare_recv.receive(fx.url + STREAMS, 0.05, transport, parse)
+    assert result["transport"] == transport
+    assert result["parse"] is parse
+    messages = result["messages"]
+    assert isinstance(messages, int)
+    # the clock is read every 1024 frames: the loop ends on such a frame
+    assert messages >= 1024 and messages % 1024 == 0
+    assert {"seconds", "msgs_per_s", "cpu_us_per_msg", "peak_rss_mb"} <= set(result)
+
+
+async def test_bare_aiohttp_loop_ends_when_the_server_closes() -> None:
+    """The server closing the connection ends the aiohttp loop with what it counted, before
+    its first clock check (100 frames at most, fewer than 1024)."""
+    async with FakeExchange("binance", rate=None, symbols=["BTCUSDT"], max_trades=100) as fx:
+        running = asyncio.create_task(
+            bare_recv.receive(fx.url + "/ws/btcusdt@trade", 3600.0, "aiohttp")
+        )
+        await fx.wait_ready(1)
+    # leaving the context closed every connection (1001)
+    async with asyncio.timeout(10):
+        result = await running
+    assert isinstance(result["messages"], int) and 0 <= result["messages"] <= 100
+
+
+def test_parse_sink_is_orjson() -> None:
+    assert bare_recv._sink(True) is orjson.loads
+    assert bare_recv._sink(False)(b"not json") is None
+
+
+def test_unknown_transport_is_refused() -> None:
+    with pytest.raises(ValueError, match="picows"):
+        asyncio.run(bare_recv.receive("ws://127.0.0.1:1", 1.0, "picows"))
+
+
+def test_another_process_cpu_and_peak_rss_are_read_from_proc() -> None:
+    pid = os.getpid()
+    before = process_cpu_seconds(pid)
+    assert 0 < before <= time.process_time() + 0.05  # clock ticks round down
+    assert peak_rss_of(pid) > 0
+    assert abs(peak_rss_of(pid) - peak_rss_bytes()) <= 1 << 20
+
+
+def _row(rate: float) -> dict[str, float]:
+    return {"trades_per_s": rate, "cpu_us_per_trade": 1.0, "peak_rss_mb": 50.0}
+
+
+def test_ratios_state_each_ceiling_and_the_generator_against_the_engine() -> None:
+    results = {
+        "bare": _row(200_000),
+        "bare-aiohttp": _row(400_000),
+        "generator": _row(400_000),
+        "zst": _row(100_000),
+    }
+    assert ws_ratios(results) == [
+        "stream (zst) vs bare websockets loop: 50%",
+        "stream (zst) vs bare aiohttp loop: 25%",
+        "generator vs engine: 4.0x (target >= 3x: met)",
+    ]
+    results["generator"] = _row(180_000)
+    assert ws_ratios(results)[-1] == "generator vs engine: 1.8x (target >= 3x: NOT met)"
+    table = report(results)
+    for name in ("bare-aiohttp", "generator", "zst"):
+        assert f"  {name} " in table
+    assert "generator vs engine: 1.8x (target >= 3x: NOT met)" in table
+
+
+def test_ratios_need_the_engine_run() -> None:
+    assert ws_ratios({"bare": _row(1.0), "generator": _row(1.0)}) == []
