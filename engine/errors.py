@@ -69,6 +69,39 @@ class ConnectError(FeedvaultError):
     """A WebSocket connection could not be opened or was lost; the session reconnects."""
 
 
+class TransportError(ConnectError):
+    """An error of the WebSocket transport seam (:mod:`connectors.transport`): what aiohttp or
+    websockets raised, mapped at the seam (``raise X from exc``)."""
+
+
+class ConnectFailed(TransportError):
+    """The connection could not be opened: refused, unreachable, the open timeout passed, the
+    handshake was refused, or the server's certificate failed verification (``wss://``)."""
+
+
+class ConnectionEnded(TransportError):
+    """The open connection ended (or had ended when it was used).
+
+    ``code`` and ``reason`` are the peer's close frame's (1006 and ``""`` when no close frame
+    was read: a reset, an abort, a deadline that passed); ``clean`` is True when the peer's close
+    frame was read, so nothing the peer sent before it was lost on the way."""
+
+    def __init__(self, code: int, reason: str = "", *, clean: bool) -> None:
+        super().__init__(f"connection ended: code {code}" + (f" ({reason})" if reason else ""))
+        self.code = code
+        self.reason = reason
+        self.clean = clean
+
+
+class FrameTooLarge(ConnectionEnded):
+    """A frame over the connection's frame-size limit (``limit`` bytes): the client failed the
+    connection with 1009 (message too big). Every frame before it was delivered."""
+
+    def __init__(self, limit: int, *, clean: bool = False) -> None:
+        super().__init__(1009, f"frame over {limit} bytes", clean=clean)
+        self.limit = limit
+
+
 class StorageError(FeedvaultError):
     """An object store operation failed (after the store's own retries)."""
 
