@@ -289,3 +289,58 @@ async def test_a_peer_that_closes_with_a_code_reports_it(name: str) -> None:
             "maintenance",
             True,
         )
+
+
+async def test_headers_reach_the_handshake(name: str) -> None:
+    seen: list[str | None] = []
+
+    async def record(ws: ServerConnection) -> None:
+        seen.append(ws.request.headers.get("X-Feedvault-Test") if ws.request else None)
+        await ws.close()
+
+    async with server(record) as url:
+        transport = get_transport(name)
+        conn = await transport.connect(
+            url, headers={"X-Feedvault-Test": "yes"}, open_timeout=WAIT, max_frame_bytes=ONE_MIB
+        )
+        await receive_all(conn, [])
+    assert seen == ["yes"]
+
+
+async def test_an_unanswered_handshake_fails_after_the_open_timeout(name: str) -> None:
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+        writer.close()
+
+    srv = await asyncio.start_server(mute, "127.0.0.1", 0)
+    async with srv, asyncio.timeout(WAIT):
+        port = srv.sockets[0].getsockname()[1]
+        with pytest.raises(ConnectFailed, match="TimeoutError"):
+            await get_transport(name).connect(
+                f"ws://127.0.0.1:{port}/", open_timeout=0.2, max_frame_bytes=ONE_MIB
+            )
+
+
+async def test_a_cancelled_receive_loses_no_frame(name: str) -> None:
+    async def on_request(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(f"reply to {message!s}")
+
+    async with server(on_request) as url:
+        conn = await open_(name, url)
+        waiting = asyncio.create_task(conn.receive())
+        await conn.send("one")  # a suspension: the receive may be waiting by now, or not
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            frames = await waiting  # it may have had the reply already
+        if not waiting.cancelled():
+            assert frames == [b"reply to one"]
+        else:
+            async with asyncio.timeout(WAIT):
+                assert await conn.receive() == [b"reply to one"]
+        await conn.send("two")
+        async with asyncio.timeout(WAIT):
+            assert await conn.receive() == [b"reply to two"]
+        assert await conn.close(drain_seconds=WAIT, discard=True)
