@@ -1,8 +1,9 @@
 """The one exception tree of feedvault.
 
 Every error feedvault raises on purpose derives from :class:`FeedvaultError`. Errors of the
-libraries underneath (botocore, websockets, aiohttp, OSError, orjson) are mapped at the boundary where
-they happen, with ``raise X from exc``, so callers never need to know which library failed.
+libraries underneath (botocore, websockets, aiohttp, OSError, orjson) are mapped at the boundary
+where they happen, with ``raise X from exc``, so callers never need to know which library
+failed.
 
 Exit statuses (docs: operations.md#exit-status): :class:`ConfigError` is exit 2; every other
 error that ends a run is exit 1.
