@@ -66,14 +66,23 @@ def _socket_factory(rcvbuf: int | None) -> Callable[[tuple[Any, ...]], socket.so
     return make
 
 
-def _internals(ws: aiohttp.ClientWebSocketResponse[Any]) -> tuple[Any, asyncio.Transport]:
-    """aiohttp's reader queue and the connection's transport (see the module docstring)."""
+def _internals(
+    ws: aiohttp.ClientWebSocketResponse[Any],
+) -> tuple[Any, asyncio.Transport, aiohttp.ClientResponse]:
+    """aiohttp's reader queue, the connection's transport and the handshake's response (whose
+    ``close()`` releases the connection to the connector: see the module docstring)."""
     reader = getattr(ws, "_reader", None)
     writer = getattr(ws, "_writer", None)
     transport = getattr(writer, "transport", None)
-    if reader is None or not hasattr(reader, "_buffer") or transport is None:
+    response = getattr(ws, "_response", None)
+    if (
+        reader is None
+        or not hasattr(reader, "_buffer")
+        or transport is None
+        or not isinstance(response, aiohttp.ClientResponse)
+    ):
         raise RuntimeError(f"aiohttp {aiohttp.__version__}: its WebSocket internals changed")
-    return reader, transport
+    return reader, transport, response
 
 
 class AiohttpTransport:
@@ -109,13 +118,13 @@ class AiohttpTransport:
                     decode_text=False,
                     ssl=True,
                 )
-            reader, transport = _internals(ws)
+            reader, transport, response = _internals(ws)
         except BaseException as exc:
             await asyncio.shield(http.close())
             if isinstance(exc, (aiohttp.ClientError, OSError, TimeoutError, ValueError)):
                 raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
             raise
-        return AiohttpConnection(url, http, ws, reader, transport, max_frame_bytes)
+        return AiohttpConnection(url, http, ws, (reader, transport, response), max_frame_bytes)
 
 
 class AiohttpConnection:
@@ -126,13 +135,14 @@ class AiohttpConnection:
         url: str,
         http: aiohttp.ClientSession,
         ws: aiohttp.ClientWebSocketResponse[Any],
-        reader: Any,
-        transport: asyncio.Transport,
+        internals: tuple[Any, asyncio.Transport, aiohttp.ClientResponse],
         max_frame_bytes: int,
     ) -> None:
+        reader, transport, response = internals
         self._url = url
         self._http = http
         self._ws = ws
+        self._response = response
         self._reader = reader
         self._buffer: deque[Any] = reader._buffer
         self._transport = transport
@@ -250,7 +260,9 @@ class AiohttpConnection:
         pending = [t for t in self._tasks if t is not asyncio.current_task()]
         if pending:
             await asyncio.wait(pending)
-        self._transport.close()  # after the close frame (no-op once aborted)
+        # After the close frame: closes the socket (no-op once aborted) and releases aiohttp's
+        # connection object, then the per-connection ClientSession.
+        self._response.close()
         await self._http.close()
 
     def _pong(self, payload: bytes) -> None:
@@ -303,26 +315,32 @@ class AiohttpConnection:
         discard: bool = False,
     ) -> bool:
         """See :meth:`connectors.transport.Connection.close`."""
-        if self._ended is None and not self._close_sent:
-            self._close_sent = True
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                await self._ws.send_frame(
-                    struct.pack("!H", code) + reason.encode(), WSMsgType.CLOSE
-                )
+        deadline = asyncio.get_running_loop().time() + max(0.0, drain_seconds)
         drain = None
-        if discard and self._ended is None:
-            drain = asyncio.ensure_future(self._discard())
         try:
-            async with asyncio.timeout(max(0.0, drain_seconds)):
+            # Everything within the deadline: the close frame (its write may wait for room),
+            # the peer's close frame, and the socket's close (its buffer flushed).
+            async with asyncio.timeout_at(deadline):
+                if self._ended is None and not self._close_sent:
+                    self._close_sent = True
+                    with contextlib.suppress(aiohttp.ClientError, OSError):
+                        await self._ws.send_frame(
+                            struct.pack("!H", code) + reason.encode(), WSMsgType.CLOSE
+                        )
+                if discard and self._ended is None:
+                    drain = asyncio.ensure_future(self._discard())
                 await self._end.wait()
+                if self._tasks:
+                    await asyncio.wait(set(self._tasks))
         except TimeoutError:
             self._finish(None, "", clean=False, drop=True)
+            self._transport.abort()  # also when the peer's close frame came but not the rest
         finally:
             if drain is not None:
                 drain.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await drain
-        if self._tasks:
+        if self._tasks:  # after an abort: settles at once
             await asyncio.wait(set(self._tasks))
         return self._close_received
 

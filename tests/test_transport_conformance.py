@@ -68,6 +68,30 @@ async def server(handler: Callable[[ServerConnection], Awaitable[None]]) -> Asyn
 
 
 @asynccontextmanager
+async def bare_server(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[int]:
+    """A TCP server on loopback running ``handle``; its port. On exit its connections are
+    closed too (and waited for, at most ``WAIT`` s)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await handle(reader, writer)
+
+    srv = await asyncio.start_server(tracked, "127.0.0.1", 0)
+    try:
+        async with srv:
+            yield srv.sockets[0].getsockname()[1]
+    finally:
+        async with asyncio.timeout(WAIT):
+            for writer in writers:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+
+
+@asynccontextmanager
 async def silent_server() -> AsyncIterator[str]:
     """A bare server: completes the WebSocket handshake, then reads and never answers (so a
     client's close frame is never answered)."""
@@ -88,11 +112,8 @@ async def silent_server() -> AsyncIterator[str]:
         with contextlib.suppress(ConnectionError):
             while await reader.read(65536):
                 pass
-        writer.close()
 
-    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
-    async with srv:
-        port = srv.sockets[0].getsockname()[1]
+    async with bare_server(handle) as port:
         yield f"ws://127.0.0.1:{port}/"
 
 
@@ -312,11 +333,8 @@ async def test_an_unanswered_handshake_fails_after_the_open_timeout(name: str) -
         with contextlib.suppress(ConnectionError):
             while await reader.read(65536):
                 pass
-        writer.close()
 
-    srv = await asyncio.start_server(mute, "127.0.0.1", 0)
-    async with srv, asyncio.timeout(WAIT):
-        port = srv.sockets[0].getsockname()[1]
+    async with bare_server(mute) as port, asyncio.timeout(WAIT):
         with pytest.raises(ConnectFailed, match="TimeoutError"):
             await get_transport(name).connect(
                 f"ws://127.0.0.1:{port}/", open_timeout=0.2, max_frame_bytes=ONE_MIB
@@ -344,3 +362,15 @@ async def test_a_cancelled_receive_loses_no_frame(name: str) -> None:
         async with asyncio.timeout(WAIT):
             assert await conn.receive() == [b"reply to two"]
         assert await conn.close(drain_seconds=WAIT, discard=True)
+
+
+async def test_close_with_no_reader_and_no_discard_is_bounded(name: str) -> None:
+    """The difference the contract names: without a receiving task (and without ``discard``)
+    websockets still reads the peer's close frame (its own buffer has room), aiohttp never does
+    (only receive() reads its queue): the deadline ends it, not clean."""
+    async with server(hold) as url:
+        conn = await open_(name, url)
+        async with asyncio.timeout(WAIT):
+            clean = await conn.close(drain_seconds=0.5)
+        assert clean is (name == "websockets")
+        assert conn.close_code == (1000 if clean else 1006)
