@@ -9,11 +9,13 @@ import asyncio
 import os
 import time
 
+import aiohttp
 import orjson
 import pytest
 
-from benchmarks import bare_recv
+from benchmarks import bare_recv, blaster
 from benchmarks.__main__ import peak_rss_of, process_cpu_seconds, report, ws_ratios
+from connectors.binance import BinanceProtocol
 from connectors.fake.server import FakeExchange
 from engine.stats import peak_rss_bytes
 
@@ -92,3 +94,41 @@ def test_ratios_state_each_ceiling_and_the_generator_against_the_engine() -> Non
 
 def test_ratios_need_the_engine_run() -> None:
     assert ws_ratios({"bare": _row(1.0), "generator": _row(1.0)}) == []
+
+
+async def test_blaster_sends_valid_gapless_binance_trades() -> None:
+    """The bench's blaster: frames Binance's client protocol parses, each symbol's ids from 1
+    without a gap, round-robin over the URL's streams; a bare loop reads them."""
+    stop = asyncio.Event()
+    ports: asyncio.Queue[object] = asyncio.Queue()
+    async with asyncio.TaskGroup() as group:
+        server = group.create_task(
+            blaster.run("127.0.0.1", 0, 64, stop, lambda line: ports.put_nowait(line["port"]))
+        )
+        async with asyncio.timeout(10):
+            port = await ports.get()
+        url = f"ws://127.0.0.1:{port}/stream?streams=btcusdt@trade/ethusdt@trade"
+        protocol = BinanceProtocol()
+        ids: dict[str, list[int]] = {}
+        # aiohttp's close discards what is still in flight (websockets' would wait for its
+        # paused reader until close_timeout)
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            for _ in range(300):
+                parsed = protocol.parse(await ws.receive_str(), 0)
+                assert isinstance(parsed, list | tuple) and len(parsed) == 1
+                trade = parsed[0]
+                ids.setdefault(trade.raw_symbol, []).append(int(trade.trade_id))
+                assert float(trade.price) > 0 and float(trade.size) > 0
+        result = await bare_recv.receive(url, 0.05, "aiohttp")
+        stop.set()
+    assert server.done()
+    assert ids == {"BTCUSDT": list(range(1, 151)), "ETHUSDT": list(range(1, 151))}
+    assert isinstance(result["messages"], int) and result["messages"] >= 1024
+
+
+def test_blaster_frames_and_paths() -> None:
+    assert blaster.frame_header(5) == b"\x81\x05"
+    assert blaster.frame_header(300) == b"\x81\x7e\x01\x2c"
+    assert blaster.frame_header(1 << 16) == b"\x81\x7f" + (1 << 16).to_bytes(8, "big")
+    assert blaster.symbols_of("/stream?streams=btcusdt@trade/ethusdt@aggTrade") == ["BTCUSDT"]
+    assert blaster.symbols_of("/ws") == []
