@@ -1,14 +1,15 @@
 """`make bench`: the figures of docs/load-testing.md#make-bench from one run, with ratios.
 
-WebSocket path: the fake exchange blasts Binance trade frames as fast as a client takes them;
+WebSocket path: the load generator blasts Binance trade frames as fast as a client takes them;
 measured in the same run, one after the other against the same server:
 
 * `bare`   - a bare `websockets` receive loop, no parsing (the ceiling of that transport);
 * `bare-aiohttp` - a bare aiohttp receive loop, no parsing (the ceiling of that transport);
-* `generator` - the fake exchange itself, measured during `bare-aiohttp` (the fastest client we
-  have): the frames/s it sustains, its own CPU µs per frame and peak RSS (``/proc/PID``); the
-  ratios state it against `stream`'s end-to-end rate (target: at least 3x, so the generator is
-  not what limits the engine's figure);
+* `generator` - the load generator (``--generator``: the fake exchange at ``--rate max``, the
+  default, or :mod:`benchmarks.blaster`'s pre-framed batches), measured during `bare-aiohttp`
+  (the fastest client we have): the frames/s it sustains, its own CPU µs per frame and peak RSS
+  (``/proc/PID``); the ratios state it against `stream`'s end-to-end rate (target: at least
+  3x, so the generator is not what limits the engine's figure);
 * `bare-orjson`, `bare-aiohttp-orjson` (``--parse-ceilings``) - the same loops with
   ``orjson.loads`` of each frame;
 * `zst`    - `feedvault stream` end to end into S3 (moto's server on loopback), FORMAT=ndjson.zst;
@@ -33,7 +34,8 @@ length. Peak RSS is each process's own high-water mark (``VmHWM``), which, unlik
 ``ru_maxrss``, does not inherit the size of the process that started it. Results are printed
 as a table and written to bench-output/bench.json. Usage:
 ``python -m benchmarks [--seconds 30] [--long-seconds 90] [--window-seconds 10] [--skip-long]
-[--skip-ws] [--skip-replay] [--replay-frames 2000000] [--parse-ceilings]``.
+[--skip-ws] [--skip-replay] [--replay-frames 2000000] [--parse-ceilings]
+[--generator fake|blaster]``.
 """
 
 from __future__ import annotations
@@ -125,25 +127,17 @@ class Bench:
         self.client.create_bucket(Bucket="bench")
         self.results: dict[str, dict[str, Any]] = {}
         self.fake: subprocess.Popen[str] | None = None
+        self.generator = "fake"
         self.url = ""
 
-    def start_fake(self) -> None:
-        """Start the blasting fake exchange (the WebSocket half only)."""
+    def start_fake(self, generator: str = "fake") -> None:
+        """Start the WebSocket half's load generator: the fake exchange at ``--rate max``
+        (``fake``), or :mod:`benchmarks.blaster` (``blaster``)."""
+        self.generator = generator
+        fake_cmd = ["feedvault", "fake-exchange", "--protocol", "binance", "--port", "0"]
+        fake_cmd += ["--rate", "max", "--symbols", SYMBOLS]
         self.fake = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "feedvault",
-                "fake-exchange",
-                "--protocol",
-                "binance",
-                "--port",
-                "0",
-                "--rate",
-                "max",
-                "--symbols",
-                SYMBOLS,
-            ],
+            [PY, "-m", *(fake_cmd if generator == "fake" else ["benchmarks.blaster"])],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -191,6 +185,7 @@ class Bench:
         if cpu0 is not None and self.fake is not None and doc["messages"]:
             cpu = process_cpu_seconds(self.fake.pid) - cpu0
             self.results["generator"] = {
+                "source": self.generator,
                 "trades_per_s": doc["msgs_per_s"],
                 "cpu_us_per_trade": round(cpu / doc["messages"] * 1e6, 3),
                 "peak_rss_mb": round(peak_rss_of(self.fake.pid) / 2**20, 1),
@@ -362,6 +357,13 @@ def main() -> None:
     parser.add_argument("--skip-ws", action="store_true", help="skip the WebSocket half")
     parser.add_argument("--skip-replay", action="store_true", help="skip the replay half")
     parser.add_argument(
+        "--generator",
+        choices=("fake", "blaster"),
+        default="fake",
+        help="the WebSocket half's load generator: feedvault fake-exchange --rate max, or "
+        "benchmarks.blaster (pre-framed batches)",
+    )
+    parser.add_argument(
         "--parse-ceilings",
         action="store_true",
         help="also run both bare loops with orjson.loads of each frame",
@@ -375,9 +377,9 @@ def main() -> None:
     bench = Bench(args.seconds, args.long_seconds, args.window_seconds)
     try:
         if not args.skip_ws:
-            bench.start_fake()
+            bench.start_fake(args.generator)
             print(
-                f"bench: fake exchange blasting at {bench.url}; {args.seconds:.0f} s per path",
+                f"bench: {args.generator} blasting at {bench.url}; {args.seconds:.0f} s per path",
                 flush=True,
             )
             bench.bare()
