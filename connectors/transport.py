@@ -27,12 +27,26 @@ What every connection does the same way, whichever library is underneath:
 Cancel-safety (as websockets documents it for its own coroutines):
 
 - :meth:`Transport.connect` is cancel-safe: a cancelled attempt leaves no socket open.
-- :meth:`Connection.receive` is cancel-safe: cancelled while waiting, no frame is lost (frames
-  are taken from the library's buffer only once the batch is returned).
-- :meth:`Connection.send` and :meth:`Connection.ping` write synchronously into the socket's
-  buffer and never wait for the peer; cancelling them is safe.
+- :meth:`Connection.receive` is cancel-safe: it suspends only while it holds no frame, so a
+  cancellation never loses one (the next call returns it).
+- :meth:`Connection.send` and :meth:`Connection.ping` write the whole frame into the socket's
+  buffer at once, then may wait for room in it (the peer's TCP backpressure); cancelling them is
+  safe (the frame is in the buffer or not; nothing is half written).
 - :meth:`Connection.close` is not cancel-safe: cancelled, the handshake may be half done; call
   :meth:`Connection.abort` then.
+
+Where the libraries still differ (both within the contract; a caller must not depend on them):
+
+- the server's pings: websockets answers them as it reads the socket (until its buffer of
+  ``MAX_QUEUE`` frames is full), aiohttp only inside :meth:`Connection.receive`;
+- the receive buffer's bound: websockets' is 1024 frames, aiohttp's about 128 KiB of messages;
+  past it, each stops reading the socket (the peer sees TCP backpressure);
+- a frame over the limit: websockets waits for the peer's answer to its 1009 close frame
+  (:class:`~engine.errors.FrameTooLarge` may then be clean), aiohttp closes the socket at once
+  (never clean);
+- a close with no task receiving and no ``discard``: websockets still reads the peer's close
+  frame while its buffer has room, aiohttp never does (the deadline ends it);
+- ``rcvbuf``: aiohttp sets it before the socket connects, websockets just after.
 """
 
 from __future__ import annotations

@@ -12,16 +12,17 @@ connection, closed with it):
   already queued, in one batch. ``receive()`` swallows pongs when ``autoping`` is on (so no
   pong waiter could see them) and its ``close()`` discards the data frames that arrive before
   the peer's close frame (a graceful stop must keep them). This module therefore answers the
-  server's pings itself, as ``autoping`` would, as it reads them (so, as with websockets, not
-  while nobody reads), resolves pong waiters, and does the close handshake itself;
+  server's pings itself, as ``autoping`` would, when receive() reads them (websockets answers
+  them as it reads the socket), resolves pong waiters, and does the close handshake itself;
 - a frame over the limit: aiohttp's parser raises ``WebSocketError`` 1009 after queueing every
   frame before it; the close frame 1009 is sent and the socket closed (the parser cannot go on
   past the frame), mapped to :class:`~engine.errors.FrameTooLarge`;
 - ``rcvbuf`` is set on the socket before it connects (the connector's ``socket_factory``).
 
-The reader queue and the writer's transport are aiohttp internals (``_reader``, ``_writer``):
-read in :func:`_internals` only, checked when the connection opens; the conformance suite
-(tests/test_transport_conformance.py) pins their behaviour.
+The reader queue, the writer's transport and the handshake's response are aiohttp internals
+(``_reader``, ``_writer``, ``_response``): read in :func:`_internals` only, checked when the
+connection opens; the conformance suite (tests/test_transport_conformance.py) pins their
+behaviour.
 """
 
 from __future__ import annotations
