@@ -9,25 +9,27 @@ protocol module; this module only moves frames.
 
 Lifecycle of one connection:
 
-1. connect with an open timeout, a frame-size limit (``max_size``) and no compression;
-   certificates are always verified for ``wss://`` (websockets' default context; no option
-   turns that off);
+1. connect through the session's :class:`~connectors.transport.Transport` (the WebSocket
+   library behind the seam, see docs/architecture.md) with an open timeout, a frame-size limit
+   (``max_size``) and no compression; certificates are always verified for ``wss://`` (no
+   option turns that off);
 2. send the protocol's subscribe messages, paced to the exchange's control-message limit;
-3. read frames; each is stamped with its receive time and parsed; trades go into a pending
-   batch, which is put on the queue when it is full or every ``flush_interval`` seconds;
+3. read frames (in batches: every frame the transport already holds); each is stamped with
+   its receive time and parsed; trades go into a pending batch, which is put on the queue when
+   it is full or every ``flush_interval`` seconds;
 4. a supervisor sends the protocol's keepalive message when it has one (OKX, Bybit,
    Bitstamp) and a WebSocket ping every ``ping_interval`` (see "Keepalive under backpressure"),
    and closes the connection when the run stops, when no frame arrived for ``stale_seconds``,
    when a ping's pong is overdue, when the connection is older than ``max_age_seconds``
    (Binance drops connections at 24 h) or on the exchange's reconnect notice. Pings from the
-   server are answered by the websockets library (Binance requires a pong within a minute). The
+   server are answered by the transport (Binance requires a pong within a minute). The
    supervisor never waits for queue room: it flushes the pending batch only when it fits.
 5. after a close the reader still drains every frame already received, so a clean stop loses
    nothing the socket delivered (see "Reading to the end").
 
 Backpressure (``OVERFLOW=block``): when the queue has no room, the reader waits for it and stops
-reading the socket; websockets' own buffer (``max_queue`` frames) fills, it stops reading the
-transport, and the exchange sees TCP backpressure. Memory stays bounded by the queue, that
+reading the socket; the transport's own receive buffer fills, it stops reading the socket, and
+the exchange sees TCP backpressure. Memory stays bounded by the queue, that
 buffer and the kernel's socket buffers. A wait of ``BACKPRESSURE_LOG_SECONDS`` or more is logged
 (``reads_paused``) when the reads resume.
 
@@ -39,12 +41,12 @@ bounded: the peer stops sending once it reads our close frame, so what is left i
 socket buffers hold. The wait for the peer's close frame is bounded by the run's drain deadline
 (``drain_deadline``: what the runner leaves of the stop grace for it), not by a fixed timeout;
 without one, by ``close_timeout``. A connection that ends after the stop without the peer's
-close frame (the deadline passed and websockets aborted the socket, or the peer reset it) may
+close frame (the deadline passed and the transport aborted the socket, or the peer reset it) may
 have lost trades that were on their way: it is counted (``Counters.unclean_closes``) and logged
 (``unclean_close``), and the run's manifest is then not ``complete``.
 
-Keepalive under backpressure: websockets' own keepalive is off (``ping_interval=None``): it
-would close the connection (1011) when a pong is not read within its timeout, and while the
+Keepalive under backpressure: the library's own keepalive is off (the transport turns it off):
+it would close the connection (1011) when a pong is not read within its timeout, and while the
 reader waits for queue room nothing is read, pongs included (a pong arrives behind every data
 frame the exchange sent before it). The supervisor pings instead, every ``ping_interval``, one
 ping at a time, and closes the connection (1011, ``keepalive timeout``) when the pong has not come
@@ -93,14 +95,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, TypeVar
-
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.frames import CloseCode
 
 from connectors import capture as raw
 from connectors.base import (
@@ -114,9 +112,17 @@ from connectors.base import (
 from connectors.gaps import GapTracker
 from connectors.limits import classify, oversized
 from connectors.tally import StreamTally
+from connectors.transport import Connection, Transport
+from connectors.transports import get_transport
 from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock
-from engine.errors import MalformedFrame, SubscriptionRejected
+from engine.errors import (
+    ConnectFailed,
+    ConnectionEnded,
+    FrameTooLarge,
+    MalformedFrame,
+    SubscriptionRejected,
+)
 from engine.logs import get_logger, log_event
 from engine.records import Trade
 from engine.retry import Jitter, RetryPolicy
@@ -133,6 +139,8 @@ DEFAULT_PING_INTERVAL: Final = 20.0
 DEFAULT_PING_TIMEOUT: Final = 20.0
 BACKPRESSURE_LOG_SECONDS: Final = 5.0
 """A wait for queue room this long or longer is logged (``reads_paused``) when reads resume."""
+INTERNAL_ERROR: Final = 1011
+"""The close code of a keepalive timeout (RFC 6455 §7.4.1)."""
 RECONNECT: Final = RetryPolicy(initial=0.5, cap=30.0, jitter=Jitter.FULL)
 """The reconnect backoff: 0.5 s doubling up to 30 s, full jitter, so many tasks that lost their
 connections together (an exchange outage) do not reconnect in lock-step."""
@@ -189,6 +197,8 @@ class SessionSettings:
     """Seconds between our WebSocket pings (None: no pings)."""
     ping_timeout: float = DEFAULT_PING_TIMEOUT
     """Seconds of reading (time waiting for queue room excluded) a pong may take."""
+    rcvbuf: int | None = None
+    """The socket's ``SO_RCVBUF`` in bytes (None: the kernel's default)."""
 
 
 class InvalidFrameLog:
@@ -235,10 +245,13 @@ class WebSocketSession:
         clock: Clock = SYSTEM_CLOCK,
         capture: BatchQueue[raw.RawFrame] | None = None,
         drain_deadline: Callable[[], float | None] | None = None,
+        transport: Transport | None = None,
     ) -> None:
         """``drain_deadline``: called when the stop closes a connection, the ``clock``'s
         monotonic time by which the peer's close frame must have been read (None, or no
-        callable: ``close_timeout`` from then)."""
+        callable: ``close_timeout`` from then). ``transport``: the WebSocket library behind
+        the seam (None: websockets, for now)."""
+        self.transport = transport if transport is not None else get_transport("websockets")
         self.protocol = protocol
         self.symbols = list(symbols)
         self.url = protocol.connection_url(base_url, self.symbols)
@@ -268,7 +281,8 @@ class WebSocketSession:
         self.backpressured = asyncio.Event()
         self._ping_sent: float | None = None  # when the unanswered ping went out
         self._close_received = False  # the peer's close frame was read (this connection)
-        self._close_error: BaseException | None = None  # why websockets ended it, if not clean
+        self._close_error: BaseException | None = None  # why the library ended it, if not clean
+        self._drain_used = self.settings.close_timeout  # the drain_seconds of our last close
         #: Per-stream figures for the manifest (connections, subscription, trades per symbol).
         self.tally = StreamTally(protocol.name, self.symbols)
 
@@ -319,18 +333,14 @@ class WebSocketSession:
         self._close_received = False
         self._close_error = None
         settings = self.settings
+        self._drain_used = settings.close_timeout
         self.tally.attempting(self.clock.monotonic())
         connecting = asyncio.ensure_future(
-            connect(
+            self.transport.connect(
                 self.url,
                 open_timeout=settings.open_timeout,
-                close_timeout=settings.close_timeout,
-                max_size=settings.max_size,
-                max_queue=1024,
-                compression=None,
-                # Our own keepalive, aware of backpressure (see the module docstring).
-                ping_interval=None,
-                ping_timeout=None,
+                max_frame_bytes=settings.max_size,
+                rcvbuf=settings.rcvbuf,
             )
         )
         try:
@@ -345,18 +355,19 @@ class WebSocketSession:
                 connecting.cancel()
                 await asyncio.wait({connecting})  # never raises; bounded by the cancellation
                 if not connecting.cancelled() and connecting.exception() is None:
-                    connecting.result().transport.abort()  # it opened as it was given up
+                    connecting.result().abort()  # it opened as it was given up
                 self._close(CloseReason.STOP)
                 return False
-            ws = connecting.result()
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            self._close(CloseReason.CONNECT_FAILED, f"{type(exc).__name__}: {exc}")
+            conn = connecting.result()
+        except ConnectFailed as exc:
+            # The seam's message is the library's error as "Type: text" (as logged before).
+            self._close(CloseReason.CONNECT_FAILED, str(exc))
             self.tally.error(str(self._closed))
             self._log(
                 logging.WARNING,
                 "connect_failed",
                 url=self.url,
-                error=f"{type(exc).__name__}: {exc}",
+                error=str(exc),
             )
             return False
         except BaseException:  # cancelled while connecting: the attempt goes too
@@ -375,9 +386,9 @@ class WebSocketSession:
         frames_before = self.frames
         try:
             async with asyncio.TaskGroup() as tg:
-                reader = tg.create_task(self._read(ws))
-                supervisor = tg.create_task(self._supervise(ws, stop, self.clock.monotonic()))
-                await self._subscribe(ws)
+                reader = tg.create_task(self._read(conn))
+                supervisor = tg.create_task(self._supervise(conn, stop, self.clock.monotonic()))
+                await self._subscribe(conn)
                 await reader
                 supervisor.cancel()
         except* SubscriptionRejected as group:
@@ -393,13 +404,13 @@ class WebSocketSession:
             if task is not None and task.cancelling():
                 # An abort of the stop: the socket goes now; a close handshake could wait for
                 # the rest of the drain deadline while the spill and the manifest wait.
-                ws.transport.abort()
+                conn.abort()
             else:
-                await ws.close()
+                await conn.close(drain_seconds=settings.close_timeout)
         if stop.is_set() and not self._close_received and self.frames > frames_before:
             # Only a connection that delivered data can have lost some on the way; one opened
             # just as the stop came, and closed before any frame, lost nothing.
-            self._unclean_close(ws)
+            self._unclean_close()
         return self.frames > frames_before
 
     def _log(self, level: int, event: str, **fields: Any) -> None:
@@ -420,7 +431,7 @@ class WebSocketSession:
         """The recorded reason as the logs carry it (None: none recorded)."""
         return None if self._closed is None else str(self._closed)
 
-    def _unclean_close(self, ws: ClientConnection) -> None:
+    def _unclean_close(self) -> None:
         """The connection ended after the stop without the peer's close frame: trades on their
         way may be lost. Counted and logged; the run is then not complete."""
         self.counters.unclean_closes += 1
@@ -431,7 +442,7 @@ class WebSocketSession:
             url=self.url,
             reason=self._close_text(),
             error=f"{type(error).__name__}: {error}" if error is not None else None,
-            close_timeout_s=round(ws.close_timeout, 3) if ws.close_timeout is not None else None,
+            close_timeout_s=round(self._drain_used, 3),
             note="the peer's close frame was not read: trades still in the socket are lost",
         )
 
@@ -449,7 +460,7 @@ class WebSocketSession:
             return self.settings.close_timeout
         return max(0.0, deadline - self.clock.monotonic())
 
-    async def _subscribe(self, ws: ClientConnection) -> None:
+    async def _subscribe(self, conn: Connection) -> None:
         interval = 1.0 / self.settings.control_rate
         messages = self.protocol.subscribe_messages(self.symbols)
         if not messages:  # the URL alone subscribes
@@ -458,10 +469,10 @@ class WebSocketSession:
             if i:
                 await asyncio.sleep(interval)
             self._capture_sent(message)
-            with contextlib.suppress(ConnectionClosed):
-                await ws.send(message)
+            with contextlib.suppress(ConnectionEnded):
+                await conn.send(message)
 
-    async def _supervise(self, ws: ClientConnection, stop: asyncio.Event, opened: float) -> None:
+    async def _supervise(self, conn: Connection, stop: asyncio.Event, opened: float) -> None:
         """Flush the pending batch every ``flush_interval`` when it fits (never waits for
         room); send keepalives and pings; close the socket on stop, staleness, an overdue pong
         or age. Ends when it has closed the socket (or is cancelled)."""
@@ -472,7 +483,7 @@ class WebSocketSession:
         last_keepalive = opened
         ping_every = settings.ping_interval
         last_ping = opened
-        pong: Awaitable[float] | None = None
+        pong: asyncio.Future[float] | None = None
         pong_due = 0.0
         self._ping_sent = None
         while True:
@@ -488,14 +499,14 @@ class WebSocketSession:
                 message = self.protocol.keepalive_message()
                 if message is not None:
                     self._capture_sent(message)
-                    with contextlib.suppress(ConnectionClosed):
-                        await ws.send(message)
-            if pong is not None and asyncio.ensure_future(pong).done():
+                    with contextlib.suppress(ConnectionEnded):
+                        await conn.send(message)
+            if pong is not None and pong.done():
                 pong, self._ping_sent = None, None
             if ping_every is not None and pong is None and now - last_ping >= ping_every:
                 last_ping = now
-                with contextlib.suppress(ConnectionClosed):
-                    pong = await ws.ping()
+                with contextlib.suppress(ConnectionEnded):
+                    pong = await conn.ping()
                     self._ping_sent, pong_due = now, now + settings.ping_timeout
             elif pong is not None and paused:
                 # Nothing is read while the reader waits for queue room: the pong's deadline
@@ -524,61 +535,67 @@ class WebSocketSession:
                 )
                 # From here the reader reads to the end without waiting for queue room.
                 self._release.set()
+                drain = settings.close_timeout
                 if reason is CloseReason.STOP:
-                    ws.close_timeout = self._drain_seconds()
+                    drain = self._drain_seconds()
+                self._drain_used = drain
                 if reason is CloseReason.KEEPALIVE_TIMEOUT:
-                    await ws.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                    await conn.close(INTERNAL_ERROR, "keepalive ping timeout", drain_seconds=drain)
                 else:
-                    await ws.close()
+                    await conn.close(drain_seconds=drain)
                 return
 
-    async def _read(self, ws: ClientConnection) -> None:
+    async def _read(self, conn: Connection) -> None:
         """The hot loop. Ends when the connection is closed and its buffer is drained.
 
-        Frames are taken undecoded (``decode=False``): the protocol parses bytes directly and
-        rejects invalid UTF-8 itself, so text is never decoded twice.
+        Frames come in batches (every frame the transport already holds) and undecoded, as
+        bytes: the protocol parses bytes directly and rejects invalid UTF-8 itself, so text is
+        never decoded twice.
         """
         parse = self.protocol.parse
-        recv = ws.recv
+        receive = conn.receive
         time_ns = time.time_ns if self.clock is SYSTEM_CLOCK else self.clock.time_ns
         batch_size = self.settings.batch_size
         name = self.protocol.name
         captured = self._raw
         try:
             while True:
-                frame = await recv(decode=False)
-                ts = time_ns()
-                self.frames += 1
-                if captured is not None:
-                    captured.append(raw.received(ts, name, frame))
-                    if len(captured) >= batch_size:
-                        await self._flush()
-                try:
-                    result = parse(frame, ts)
-                except MalformedFrame as exc:
-                    self.invalid_log.record(name, exc, frame)
-                    continue
-                if isinstance(result, (tuple, list)):
-                    pending = self._pending
-                    pending += result
-                    if len(pending) >= batch_size:
-                        await self._flush()
-                        # websockets hands over buffered frames without suspending; yield once
-                        # per batch so the sink (and every other task) keeps pace with the
-                        # socket instead of the queue filling to its bound.
-                        await asyncio.sleep(0)
-                else:
-                    await self._control(ws, result)
-        except ConnectionClosed as exc:
-            self._close_received = exc.rcvd is not None
-            self._close_error = exc.__cause__
-            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                # websockets refused a frame over max_size and failed the connection (1009).
+                for frame in await receive():
+                    ts = time_ns()
+                    self.frames += 1
+                    if captured is not None:
+                        captured.append(raw.received(ts, name, frame))
+                        if len(captured) >= batch_size:
+                            await self._flush()
+                    try:
+                        result = parse(frame, ts)
+                    except MalformedFrame as exc:
+                        self.invalid_log.record(name, exc, frame)
+                        continue
+                    if isinstance(result, (tuple, list)):
+                        pending = self._pending
+                        pending += result
+                        if len(pending) >= batch_size:
+                            await self._flush()
+                            # A batch of buffered frames is handed over without suspending;
+                            # yield once per batch of trades so the sink (and every other task)
+                            # keeps pace with the socket instead of the queue filling to its
+                            # bound.
+                            await asyncio.sleep(0)
+                    else:
+                        await self._control(result)
+        except ConnectionEnded as exc:
+            self._close_received = exc.clean
+            # What the library's own error was caused by (a reset's OSError), if anything.
+            cause = exc.__cause__
+            self._close_error = cause.__cause__ if cause is not None else None
+            if isinstance(exc, FrameTooLarge):
+                # The transport refused a frame over max_size and failed the connection (1009).
                 self.invalid_log.record(name, oversized(self.settings.max_size))
                 self._close(CloseReason.OVERSIZED)
-            self._close(CloseReason.CLOSED_BY_PEER, f"code {exc.rcvd.code if exc.rcvd else None}")
+            self._close(CloseReason.CLOSED_BY_PEER, f"code {exc.code if exc.clean else None}")
 
-    async def _control(self, ws: ClientConnection, event: object) -> None:
+    async def _control(self, event: object) -> None:
         name = self.protocol.name
         if isinstance(event, Ack):
             # A confirmed request (the subscription) makes the connection subscribed; a
