@@ -406,7 +406,10 @@ class WebSocketSession:
                 # the rest of the drain deadline while the spill and the manifest wait.
                 conn.abort()
             else:
-                await conn.close(drain_seconds=settings.close_timeout)
+                # No task receives any more (the group has ended): close() reads, and drops,
+                # what comes before the peer's close frame itself; without that, aiohttp never
+                # sees it and the close waits out close_timeout (a rejected subscription).
+                await conn.close(drain_seconds=settings.close_timeout, discard=True)
         if stop.is_set() and not self._close_received and self.frames > frames_before:
             # Only a connection that delivered data can have lost some on the way; one opened
             # just as the stop came, and closed before any frame, lost nothing.
