@@ -112,7 +112,7 @@ from connectors.base import (
 from connectors.gaps import GapTracker
 from connectors.limits import classify, oversized
 from connectors.tally import StreamTally
-from connectors.transport import Connection, Transport
+from connectors.transport import Connection, ConnectOptions, Transport
 from connectors.transports import get_transport
 from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock
@@ -338,9 +338,11 @@ class WebSocketSession:
         connecting = asyncio.ensure_future(
             self.transport.connect(
                 self.url,
-                open_timeout=settings.open_timeout,
-                max_frame_bytes=settings.max_size,
-                rcvbuf=settings.rcvbuf,
+                ConnectOptions(
+                    open_timeout=settings.open_timeout,
+                    max_frame_bytes=settings.max_size,
+                    rcvbuf=settings.rcvbuf,
+                ),
             )
         )
         try:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from engine.errors import ConnectionEnded
@@ -143,26 +144,28 @@ class Connection(Protocol):
         when the socket is gone."""
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """How a connection is opened: within ``open_timeout`` seconds (TCP, TLS and the
+    WebSocket handshake together), sending ``headers`` with the handshake; frames over
+    ``max_frame_bytes`` fail it (1009); ``rcvbuf`` sets the socket's ``SO_RCVBUF`` (None: the
+    kernel's default)."""
+
+    open_timeout: float
+    max_frame_bytes: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    rcvbuf: int | None = None
+
+
 class Transport(Protocol):
     """A WebSocket client library behind the seam."""
 
     name: str
     """The ``WS_TRANSPORT`` name: ``"aiohttp"`` or ``"websockets"``."""
 
-    async def connect(
-        self,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        open_timeout: float,
-        max_frame_bytes: int,
-        rcvbuf: int | None = None,
-    ) -> Connection:
-        """Open a connection to ``url`` (``ws://`` or ``wss://``) within ``open_timeout``
-        seconds (TCP, TLS and the WebSocket handshake together), sending ``headers`` with the
-        handshake; frames over ``max_frame_bytes`` fail it (1009); ``rcvbuf`` sets the socket's
-        ``SO_RCVBUF`` (None: the kernel's default). Raises
-        :class:`~engine.errors.ConnectFailed`. Cancel-safe."""
+    async def connect(self, url: str, options: ConnectOptions) -> Connection:
+        """Open a connection to ``url`` (``ws://`` or ``wss://``) as ``options`` say.
+        Raises :class:`~engine.errors.ConnectFailed`. Cancel-safe."""
 
 
 def ended(code: int | None, reason: str, *, clean: bool) -> ConnectionEnded:

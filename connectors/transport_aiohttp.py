@@ -32,7 +32,7 @@ import contextlib
 import socket
 import struct
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Final
 
 import aiohttp
@@ -42,6 +42,7 @@ from connectors.transport import (
     ABNORMAL_CLOSURE,
     MESSAGE_TOO_BIG,
     NORMAL_CLOSURE,
+    ConnectOptions,
     ended,
 )
 from engine.errors import ConnectFailed, ConnectionEnded, FrameTooLarge
@@ -91,30 +92,22 @@ class AiohttpTransport:
 
     name = "aiohttp"
 
-    async def connect(
-        self,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        open_timeout: float,
-        max_frame_bytes: int,
-        rcvbuf: int | None = None,
-    ) -> AiohttpConnection:
+    async def connect(self, url: str, options: ConnectOptions) -> AiohttpConnection:
         """See :meth:`connectors.transport.Transport.connect`."""
         http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=1, socket_factory=_socket_factory(rcvbuf)),
+            connector=aiohttp.TCPConnector(limit=1, socket_factory=_socket_factory(options.rcvbuf)),
             timeout=aiohttp.ClientTimeout(total=None),
         )
         try:
-            async with asyncio.timeout(open_timeout):
+            async with asyncio.timeout(options.open_timeout):
                 ws = await http.ws_connect(
                     url,
-                    headers=dict(headers) if headers else None,
+                    headers=dict(options.headers) or None,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=FAIL_CLOSE_TIMEOUT),
                     autoclose=False,
                     autoping=False,
                     heartbeat=None,
-                    max_msg_size=max_frame_bytes,
+                    max_msg_size=options.max_frame_bytes,
                     compress=0,
                     decode_text=False,
                     ssl=True,
@@ -125,7 +118,9 @@ class AiohttpTransport:
             if isinstance(exc, (aiohttp.ClientError, OSError, TimeoutError, ValueError)):
                 raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
             raise
-        return AiohttpConnection(url, http, ws, (reader, transport, response), max_frame_bytes)
+        return AiohttpConnection(
+            url, http, ws, (reader, transport, response), options.max_frame_bytes
+        )
 
 
 class AiohttpConnection:

@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Mapping
 from typing import Final
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from connectors.transport import MESSAGE_TOO_BIG, NORMAL_CLOSURE, ended
+from connectors.transport import MESSAGE_TOO_BIG, NORMAL_CLOSURE, ConnectOptions, ended
 from engine.errors import ConnectFailed, ConnectionEnded, FrameTooLarge
 
 MAX_QUEUE: Final = 1024
@@ -40,23 +39,15 @@ class WebsocketsTransport:
 
     name = "websockets"
 
-    async def connect(
-        self,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        open_timeout: float,
-        max_frame_bytes: int,
-        rcvbuf: int | None = None,
-    ) -> WebsocketsConnection:
+    async def connect(self, url: str, options: ConnectOptions) -> WebsocketsConnection:
         """See :meth:`connectors.transport.Transport.connect`."""
         try:
             ws = await connect(
                 url,
-                additional_headers=dict(headers) if headers else None,
-                open_timeout=open_timeout,
+                additional_headers=dict(options.headers) or None,
+                open_timeout=options.open_timeout,
                 close_timeout=FAIL_CLOSE_TIMEOUT,
-                max_size=max_frame_bytes,
+                max_size=options.max_frame_bytes,
                 max_queue=MAX_QUEUE,
                 compression=None,
                 ping_interval=None,
@@ -64,11 +55,11 @@ class WebsocketsTransport:
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
-        if rcvbuf is not None:
+        if options.rcvbuf is not None:
             sock = ws.transport.get_extra_info("socket")
             if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        return WebsocketsConnection(url, ws, max_frame_bytes)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.rcvbuf)
+        return WebsocketsConnection(url, ws, options.max_frame_bytes)
 
 
 class WebsocketsConnection:

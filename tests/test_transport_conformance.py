@@ -23,7 +23,7 @@ from connectors.binance import BinanceProtocol
 from connectors.bybit import BybitProtocol
 from connectors.fake.faults import Faults
 from connectors.fake.server import FakeExchange
-from connectors.transport import Connection, Transport
+from connectors.transport import Connection, ConnectOptions, Transport
 from connectors.transports import DEFAULT_TRANSPORT, TRANSPORTS, get_transport
 from engine.clock import FakeClock
 from engine.errors import (
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.parametrize("name", sorted(TRANSPORTS))
 async def open_(name: str, url: str, *, rcvbuf: int | None = None) -> Connection:
     """A connection by transport ``name`` (1 MiB frame limit)."""
     transport: Transport = get_transport(name)
-    return await transport.connect(url, open_timeout=WAIT, max_frame_bytes=ONE_MIB, rcvbuf=rcvbuf)
+    return await transport.connect(url, ConnectOptions(WAIT, ONE_MIB, rcvbuf=rcvbuf))
 
 
 async def receive_all(conn: Connection, into: list[bytes]) -> ConnectionEnded:
@@ -322,7 +322,7 @@ async def test_headers_reach_the_handshake(name: str) -> None:
     async with server(record) as url:
         transport = get_transport(name)
         conn = await transport.connect(
-            url, headers={"X-Feedvault-Test": "yes"}, open_timeout=WAIT, max_frame_bytes=ONE_MIB
+            url, ConnectOptions(WAIT, ONE_MIB, headers={"X-Feedvault-Test": "yes"})
         )
         await receive_all(conn, [])
     assert seen == ["yes"]
@@ -337,7 +337,7 @@ async def test_an_unanswered_handshake_fails_after_the_open_timeout(name: str) -
     async with bare_server(mute) as port, asyncio.timeout(WAIT):
         with pytest.raises(ConnectFailed, match="TimeoutError"):
             await get_transport(name).connect(
-                f"ws://127.0.0.1:{port}/", open_timeout=0.2, max_frame_bytes=ONE_MIB
+                f"ws://127.0.0.1:{port}/", ConnectOptions(open_timeout=0.2, max_frame_bytes=ONE_MIB)
             )
 
 
