@@ -39,7 +39,7 @@ Where the libraries still differ (both within the contract; a caller must not de
 
 - the server's pings: websockets answers them as it reads the socket (until its buffer of
   ``MAX_QUEUE`` frames is full), aiohttp only inside :meth:`Connection.receive`;
-- the receive buffer's bound: websockets' is 1024 frames, aiohttp's about 128 KiB of messages;
+- the receive buffer's bound: websockets' is 1024 frames, aiohttp's 512 KiB of frames;
   past it, each stops reading the socket (the peer sees TCP backpressure);
 - a frame over the limit: websockets waits for the peer's answer to its 1009 close frame
   (:class:`~engine.errors.FrameTooLarge` may then be clean), aiohttp closes the socket at once

@@ -87,6 +87,18 @@ def _internals(
     return reader, transport, response
 
 
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of the error that failed a connection attempt. aiohttp wraps the
+    operating system's error (a refused connection, a failed certificate) in its own
+    ``ClientConnectorError``; the log and the manifest name the underlying one, as they do on
+    the websockets transport (``ConnectionRefusedError: [Errno 111] ...``)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        exc = exc.certificate_error
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        exc = exc.os_error
+    return f"{type(exc).__name__}: {exc}"
+
+
 class AiohttpTransport:
     """:class:`~connectors.transport.Transport` on aiohttp."""
 
@@ -116,7 +128,7 @@ class AiohttpTransport:
         except BaseException as exc:
             await asyncio.shield(http.close())
             if isinstance(exc, (aiohttp.ClientError, OSError, TimeoutError, ValueError)):
-                raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
+                raise ConnectFailed(_describe(exc)) from exc
             raise
         return AiohttpConnection(
             url, http, ws, (reader, transport, response), options.max_frame_bytes

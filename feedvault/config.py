@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from connectors.registry import PROTOCOLS
+from connectors.transports import DEFAULT_TRANSPORT, TRANSPORTS
 from engine.errors import ConfigError
 from engine.redact import redact
 from engine.settings import (
@@ -108,6 +109,9 @@ class StreamConfig:
     """``BINANCE_STREAM``: ``trade`` (every trade) or ``aggTrade`` (Binance's aggregated
     trades); applies to ``binance`` and ``binanceus``."""
     ws_urls: Mapping[str, str] = field(default_factory=dict)
+    ws_transport: str = DEFAULT_TRANSPORT
+    """``WS_TRANSPORT``: the WebSocket library the sessions use, ``aiohttp`` (the default) or
+    ``websockets`` (docs: exchanges.md#websocket-transports)."""
     capture: bool = False
     """``CAPTURE``/``--capture``: also write every raw frame under ``{prefix}raw/``
     (docs: recording-and-replay.md#capture)."""
@@ -138,6 +142,7 @@ class StreamConfig:
             "overflow": self.overflow,
             "stale_seconds": self.stale_seconds,
             "binance_stream": self.binance_stream,
+            "ws_transport": self.ws_transport,
             "stop_grace_seconds": self.runtime.stop_grace_seconds,
             "stats_interval_seconds": self.runtime.stats_interval_seconds,
             "metrics": self.runtime.metrics,
@@ -263,6 +268,7 @@ def load_stream_config(
         stale_seconds=env.number("STALE_SECONDS", DEFAULT_STALE_SECONDS),
         binance_stream=env.choice("BINANCE_STREAM", "trade", ("trade", "aggTrade")),
         ws_urls=ws_urls,
+        ws_transport=env.choice("WS_TRANSPORT", DEFAULT_TRANSPORT, tuple(sorted(TRANSPORTS))),
         capture=env.flag("CAPTURE"),
         run_id_generated=env.raw("RUN_ID") is None,
         s3=s3_security(environ),

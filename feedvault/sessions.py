@@ -9,6 +9,7 @@ from connectors.capture import RawFrame
 from connectors.gaps import GapTracker
 from connectors.registry import BINANCE_FAMILY, get_protocol
 from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
+from connectors.transports import get_transport
 from engine.batchqueue import BatchQueue
 from engine.clock import Clock
 from engine.pipeline import Source
@@ -37,6 +38,7 @@ def build_sessions(
     ``drain_deadline``: when the stopping sessions must have read their sockets to the end."""
     invalid_log = InvalidFrameLog(counters)
     settings = SessionSettings(stale_seconds=config.stale_seconds)
+    transport = get_transport(config.ws_transport)
     by_exchange: dict[str, list[str]] = {}
     for spec in config.streams:
         by_exchange.setdefault(spec.exchange, []).append(spec.symbol)
@@ -60,6 +62,7 @@ def build_sessions(
                     clock=clock,
                     capture=capture,
                     drain_deadline=drain_deadline,
+                    transport=transport,
                 )
             )
     return sessions

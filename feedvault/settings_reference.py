@@ -37,6 +37,7 @@ from batch.computation import (
 )
 from batch.config import MAX_CPU_WORKERS
 from connectors.registry import PROTOCOLS
+from connectors.transports import TRANSPORTS
 from engine.settings import (
     DEFAULT_SPILL_DIR,
     DEFAULT_STATS_INTERVAL_SECONDS,
@@ -332,6 +333,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "`aggTrade` for Binance's aggregated trades (`binance`, `binanceus`)",
         _one_of(("trade", "aggTrade")),
         default=_field_default(StreamConfig, "binance_stream"),
+    ),
+    Setting(
+        "WS_TRANSPORT",
+        "Queue and connections",
+        (STREAM,),
+        "the WebSocket library: `aiohttp` moves a frame in about a fifth of the CPU `websockets` "
+        "needs; both pass the same session tests (docs: exchanges.md#websocket-transports)",
+        _one_of(sorted(TRANSPORTS)),
+        default=_field_default(StreamConfig, "ws_transport"),
     ),
     Setting(
         WS_URL_FAMILY,

@@ -167,9 +167,9 @@ def test_slow_s3_with_drop_oldest_counts_every_dropped_trade(
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-BACKPRESSURED_STATS = 3
+BACKPRESSURED_STATS = 5
 """Consecutive stats lines (one a second) with the queue at least half full before the signal:
-two seconds of reads slower than the feed, so the fake exchange's send backlog has grown."""
+seconds of reads slower than the feed, so the fake exchange's send backlog has grown."""
 
 
 def _signal_when_backpressured(
@@ -210,11 +210,13 @@ def test_sigterm_while_backpressured_stops_within_the_grace_with_nothing_lost(
     # the stop read every socket to the peer's close frame
     assert manifest["counters"]["unclean_closes"] == 0 and not run.events("unclean_close")
     assert_stored_exactly_once(run.ledger, stored_trades(s3_server.client(), bucket, PREFIX))
-    # trades waited for the socket: the engine read slower than the feed came. A quarter of a
-    # second's trades: more than a late tick of the fake's own loop brings at once; two seconds
-    # of reads at about 6,000 trades/s (what the slow sink takes) against 20,000 offered make
-    # it grow well past that before the signal.
-    assert run.summary is not None and run.summary["send_backlog_peak"] >= RATE // 4, run.summary
+    # trades waited for the socket: the engine read slower than the feed came. An eighth of a
+    # second's trades: more than a late tick of the fake's own loop brings at once (a tick is
+    # 10 ms). The kernel's loopback buffers (autotuned to megabytes) and the transport's own
+    # (aiohttp holds up to 512 KiB of frames) absorb the first seconds of the excess; five
+    # seconds of reads at about 6,000 trades/s (what the slow sink takes) against 20,000
+    # offered make the backlog grow past them before the signal.
+    assert run.summary is not None and run.summary["send_backlog_peak"] >= RATE // 8, run.summary
 
 
 def test_s3_too_slow_for_the_grace_aborts_spills_and_exits_1_within_it(

@@ -145,6 +145,7 @@ def _stream_defaults() -> dict[str, Any]:
         "OVERFLOW": c.overflow,
         "STALE_SECONDS": c.stale_seconds,
         "BINANCE_STREAM": c.binance_stream,
+        "WS_TRANSPORT": c.ws_transport,
         "CAPTURE": c.capture,
         "STOP_GRACE_SECONDS": c.runtime.stop_grace_seconds,
         "STATS_INTERVAL_SECONDS": c.runtime.stats_interval_seconds,
