@@ -164,6 +164,10 @@ class SessionBase:
     """
 
     MALFORMATIONS: ClassVar[Malformations]
+    PURE_ENCODE: ClassVar[bool] = False
+    """True when :meth:`encode` depends only on its arguments (and the session's fixed
+    settings) and changes no state: max mode's fast path may then render frames from templates
+    made by calling it (:mod:`connectors.fake.fast`); otherwise it calls it per trade."""
 
     def __init__(self, symbols: frozenset[str], faults: Faults) -> None:
         self._symbols = symbols

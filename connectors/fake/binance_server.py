@@ -101,6 +101,8 @@ class BinanceSession(SessionBase):
             for name in names
         }
 
+    PURE_ENCODE = True
+
     def encode(self, trade: Trade, stream: str) -> str:
         kind = self._kinds.get(stream, "trade")
         return encode_trade(trade, combined=self.combined, stream_type=kind)

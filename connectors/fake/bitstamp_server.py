@@ -66,6 +66,8 @@ class BitstampSession(SessionBase):
             return Reply(frames=(encode_error(INVALID_CHANNEL),))
         return Reply(frames=(encode_subscribed(channel),), subscribe=(channel,))
 
+    PURE_ENCODE = True
+
     def encode(self, trade: Trade, stream: str) -> str:
         return encode_trade(trade, stream)
 

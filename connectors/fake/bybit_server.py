@@ -78,6 +78,8 @@ class BybitSession(SessionBase):
         done = encode_response("subscribe", request.req_id, conn_id, ret_msg="subscribe")
         return Reply(frames=(done,), subscribe=request.args)
 
+    PURE_ENCODE = True
+
     def encode(self, trade: Trade, stream: str) -> str:
         return encode_trade(trade)
 

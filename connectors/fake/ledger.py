@@ -6,9 +6,12 @@ is never recorded.
 
 Memory: trade ids are kept per (connection, symbol) as runs of consecutive ids, so
 :meth:`Ledger.sent_ids` stays exact however long the run; whole trades are kept in memory up to
-``memory_limit`` (for :meth:`Ledger.trades` and :meth:`Ledger.write`). With ``path`` the ledger also
-streams every sent trade to that JSONL file as it goes (buffered, flushed every ~1 MiB and on
-:meth:`Ledger.close`), so a long run's file is complete even when memory is not.
+``memory_limit`` (for :meth:`Ledger.trades` and :meth:`Ledger.write`). The fast path of max mode
+records a batch as one :class:`~connectors.fake.fast.Run` (:meth:`Ledger.add_run`): kept as the
+run (rings, first ids, count, event time), each trade regenerated exactly when read. With
+``path`` the ledger also streams every sent trade to that JSONL file as it goes (buffered,
+flushed every ~1 MiB and on :meth:`Ledger.close`), so a long run's file is complete even when
+memory is not.
 
 JSONL line: the fields of :class:`~engine.records.Trade` except ``ts_recv``, plus ``conn`` (the
 connection number, from 1 in accept order)::
@@ -25,6 +28,7 @@ from typing import IO, Any, Final
 
 import orjson
 
+from connectors.fake.fast import Ring, Run, Template, interleave
 from engine.records import Trade
 
 _FLUSH_BYTES: Final = 1 << 20
@@ -55,7 +59,9 @@ class Ledger:
         self, path: str | os.PathLike[str] | None = None, *, memory_limit: int = 1_000_000
     ) -> None:
         self._runs: dict[tuple[int, str], list[list[int]]] = {}
-        self._kept: list[tuple[int, Trade]] = []
+        self._kept: list[tuple[int, Trade | Run]] = []
+        self._kept_trades = 0
+        self._line_templates: dict[tuple[int, str], Template | None] = {}
         self._memory_limit = memory_limit
         self.total = 0
         """Trades recorded."""
@@ -117,19 +123,69 @@ class Ledger:
         symbol = trade.raw_symbol
         self._counts[symbol] = self._counts.get(symbol, 0) + 1
         self.total += 1
-        if len(self._kept) < self._memory_limit:
+        if self._kept_trades < self._memory_limit:
             self._kept.append((connection, trade))
+            self._kept_trades += 1
         if self._file is not None:
             self._buffer += ledger_line(connection, trade)
             if len(self._buffer) >= _FLUSH_BYTES:
                 self.flush()
+
+    def add_run(self, connection: int, run: Run) -> None:
+        """Record a run of trades sent to ``connection`` (the fast path's hot path: per run,
+        not per trade, except for the lines of the streaming file)."""
+        if run.count <= 0:
+            return
+        counts, all_runs = self._counts, self._runs
+        for ring, first, count in run.shares():
+            symbol = ring.raw_symbol
+            counts[symbol] = counts.get(symbol, 0) + count
+            runs = all_runs.get((connection, symbol))
+            last_id = first + count - 1
+            if runs is None:
+                all_runs[(connection, symbol)] = [[first, last_id]]
+                self._canonical[symbol] = ring.symbol
+            elif runs[-1][1] + 1 == first:
+                runs[-1][1] = last_id
+            else:
+                runs.append([first, last_id])
+        self.total += run.count
+        room = self._memory_limit - self._kept_trades
+        if room > 0:
+            kept = run if run.count <= room else run.head(room)
+            self._kept.append((connection, kept))
+            self._kept_trades += kept.count
+        if self._file is not None:
+            self._buffer += self._run_lines(connection, run)
+            if len(self._buffer) >= _FLUSH_BYTES:
+                self.flush()
+
+    def _line_template(self, connection: int, ring: Ring) -> Template | None:
+        key = (connection, ring.raw_symbol)
+        if key not in self._line_templates:
+            self._line_templates[key] = Template.of(
+                ring, lambda t: ledger_line(connection, t).decode(), ascii_only=False
+            )
+        return self._line_templates[key]
+
+    def _run_lines(self, connection: int, run: Run) -> bytes:
+        """The JSONL lines of ``run``'s trades, in send order (as :func:`ledger_line` gives)."""
+        templates = [self._line_template(connection, ring) for ring in run.rings]
+        if any(t is None for t in templates):
+            return b"".join(ledger_line(connection, trade) for trade in run.trades())
+        parts = [
+            t.texts(first, count, run.ts_ms)
+            for t, (_ring, first, count) in zip(templates, run.shares(), strict=True)
+            if t is not None
+        ]
+        return "".join(interleave(parts, run.count)).encode()
 
     # -- reading ---------------------------------------------------------------------------------
 
     @property
     def complete_in_memory(self) -> bool:
         """True when every recorded trade is still held for :meth:`trades`."""
-        return len(self._kept) == self.total
+        return self._kept_trades == self.total
 
     def connections(self) -> list[int]:
         """Connection numbers that were sent at least one trade, ascending."""
@@ -149,9 +205,19 @@ class Ledger:
 
     def trades(self, connection: int | None = None) -> Iterator[Trade]:
         """The recorded trades held in memory, in send order (see ``complete_in_memory``)."""
-        for conn, trade in self._kept:
+        for conn, kept in self._kept:
             if connection is None or conn == connection:
-                yield trade
+                if isinstance(kept, Run):
+                    yield from kept.trades()
+                else:
+                    yield kept
+
+    def _kept_lines(self) -> Iterator[bytes]:
+        for conn, kept in self._kept:
+            if isinstance(kept, Run):
+                yield self._run_lines(conn, kept)
+            else:
+                yield ledger_line(conn, kept)
 
     def summary(self) -> dict[str, Any]:
         """Counts for a log line: total, per symbol, per connection, malformed, oversized,
@@ -182,18 +248,18 @@ class Ledger:
         """
         if not self.complete_in_memory:
             raise ValueError(
-                f"ledger holds {len(self._kept)} of {self.total} trades; "
+                f"ledger holds {self._kept_trades} of {self.total} trades; "
                 "construct it with a path to stream long runs"
             )
         with open(path, "wb") as out:
             chunk = bytearray()
-            for conn, trade in self._kept:
-                chunk += ledger_line(conn, trade)
+            for lines in self._kept_lines():
+                chunk += lines
                 if len(chunk) >= _FLUSH_BYTES:
                     out.write(chunk)
                     chunk.clear()
             out.write(chunk)
-        return len(self._kept)
+        return self._kept_trades
 
     def flush(self) -> None:
         """Write the buffered lines to the streaming file (no-op without one)."""

@@ -11,7 +11,9 @@ Two ways to produce:
   that became due since the last call, by the injected clock. The market keeps producing whether
   or not anyone listens, which is how a disconnect turns into a real gap in trade ids.
 - on demand (``rate=None``, "max"): :meth:`Market.take` makes ``n`` trades right now for the given
-  symbols, as fast as the consumer asks.
+  symbols, as fast as the consumer asks. The fast path (:mod:`connectors.fake.fast`) takes
+  :meth:`Market.take_run` instead: the same ids in the same order, as a run over each symbol's
+  :meth:`Market.ring` of values made once (no trade is made until a reader asks).
 
 ``max_trades`` (optional) caps the total ever produced.
 """
@@ -20,10 +22,11 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from connectors.fake.fast import Ring, Run
 from connectors.symbols import canonical_symbol
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import ConfigError
@@ -31,6 +34,8 @@ from engine.records import BUY, SELL, Trade
 
 RENDER_DECIMALS: Final = 8
 """Binance renders every price and quantity with 8 decimals."""
+RING_SIZE: Final = 64
+"""Values in a symbol's :meth:`Market.ring` (the fast path's prices, sizes and sides)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +147,8 @@ class Market:
         self._books = {raw: _Book(raw, exchange, first_id) for raw in dict.fromkeys(symbols)}
         self._order = list(self._books.values())
         self._max_trades = max_trades
+        self._seed = seed
+        self._rings: dict[str, Ring] = {}
         self.produced = 0
         self.skipped = 0
         self._start = clock.monotonic()
@@ -173,26 +180,40 @@ class Market:
             return wanted
         return max(0, min(wanted, self._max_trades - self.produced))
 
-    def _make(self, book: _Book, ts_ms: int) -> Trade:
-        rnd = self._rng.random
+    @staticmethod
+    def _step(book: _Book, rnd: Callable[[], float]) -> tuple[str, str, str]:
+        """The next (price, size, side) of ``book``'s random walk (moves its price)."""
         r = rnd()
         ticks = book.ticks + (1 if r < 0.3 else -1 if r < 0.6 else 0)
         book.ticks = ticks = ticks if ticks > 0 else 1
         spec = book.spec
         lots = 1 + int(rnd() * rnd() * spec.max_lots)
-        tid = book.next_id
-        book.next_id = tid + 1
-        return Trade(
-            self.exchange,
-            book.symbol,
-            book.raw,
-            str(tid),
+        return (
             _decimal(ticks, book.price_div, spec.price_decimals, book.price_pad),
             _decimal(lots, book.size_div, spec.size_decimals, book.size_pad),
             SELL if rnd() < 0.5 else BUY,
-            ts_ms * 1000,
-            0,
         )
+
+    def _make(self, book: _Book, ts_ms: int) -> Trade:
+        price, size, side = self._step(book, self._rng.random)
+        tid = book.next_id
+        book.next_id = tid + 1
+        return Trade(
+            self.exchange, book.symbol, book.raw, str(tid), price, size, side, ts_ms * 1000, 0
+        )
+
+    def ring(self, raw_symbol: str) -> Ring:
+        """``raw_symbol``'s ring of :data:`RING_SIZE` values for the fast path: a random walk
+        from the symbol's start price, made on first use from the seed and the symbol alone (not
+        from the market's own random sequence, which it leaves untouched)."""
+        ring = self._rings.get(raw_symbol)
+        if ring is None:
+            book = self._books[raw_symbol]
+            walker = _Book(book.raw, self.exchange, 1)
+            rnd = random.Random(f"{self._seed}:ring:{raw_symbol}").random
+            values = tuple(self._step(walker, rnd) for _ in range(RING_SIZE))
+            ring = self._rings[raw_symbol] = Ring(self.exchange, book.symbol, book.raw, values)
+        return ring
 
     def advance(self) -> list[Trade]:
         """Timed mode: the trades due since the last call (random symbols, times spread over
@@ -234,6 +255,26 @@ class Market:
         self._rr = (start + count) % width
         self.produced += count
         return out
+
+    def take_run(self, raw_symbols: Sequence[str], n: int, ts_ms: int) -> Run | None:
+        """On-demand mode, fast path: the next up to ``n`` trades as :meth:`take` would number
+        and order them (round-robin over ``raw_symbols``, the same ids, the same turn kept for
+        the next call), at event time ``ts_ms``, as a :class:`~connectors.fake.fast.Run` over
+        the symbols' rings; None once ``max_trades`` is reached (or without symbols)."""
+        count = self._room(n)
+        if count <= 0 or not raw_symbols:
+            return None
+        width, start = len(raw_symbols), self._rr
+        order = [raw_symbols[(start + j) % width] for j in range(min(width, count))]
+        whole, extra = divmod(count, width)
+        firsts = []
+        for j, raw in enumerate(order):
+            book = self._books[raw]
+            firsts.append(book.next_id)
+            book.next_id += whole + (1 if j < extra else 0)
+        self._rr = (start + count) % width
+        self.produced += count
+        return Run(tuple(self.ring(raw) for raw in order), tuple(firsts), count, ts_ms)
 
 
 def rate_from_text(text: str) -> float | None:

@@ -75,6 +75,8 @@ class OkxSession(SessionBase):
             return Reply(frames=tuple(frames), unsubscribe=tuple(streams))
         return Reply(frames=tuple(frames), subscribe=tuple(streams))
 
+    PURE_ENCODE = True
+
     def encode(self, trade: Trade, stream: str) -> str:
         return encode_trade(trade)
 

@@ -17,6 +17,12 @@ Two modes:
   whether or not anyone is connected, so a disconnect shows up as a gap in trade ids.
 - max (``rate=None``): each connection pulls trades from the market on demand and sends them in a
   tight loop; websockets' write flow control (and an explicit yield per batch) keeps the loop fair.
+  Without frame faults (malformed, oversized, hostile) and with one stream per symbol, a round
+  is the fast path's (:mod:`connectors.fake.fast`): the market's next run of ids over each
+  symbol's ring of values, rendered from the protocol's own frame templates, framed here and
+  written in one piece inside websockets' ``send_context`` (its flow control), recorded in the
+  ledger as one run. The same ids, order and frames the exact path would send for those
+  trades; the prices, sizes and sides come from the rings instead of the market's walk.
 
 Frame faults replace a trade's frame: ``malformed`` by text the client must reject (the trade is
 not sent), ``oversized`` by a text frame larger than a client's 1 MiB ``max_size``. A client's
@@ -64,7 +70,7 @@ import contextlib
 import itertools
 import random
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from functools import cache
 from http import HTTPStatus
@@ -77,6 +83,7 @@ from websockets.http11 import Request, Response
 
 from connectors.base import ExchangeProtocol
 from connectors.fake.adapters import Reply, ServerSession, get_adapter
+from connectors.fake.fast import RunFrames, frames_within
 from connectors.fake.faults import Faults, Stall
 from connectors.fake.hostile import HOSTILE_KINDS, hostile_frame
 from connectors.fake.ledger import Ledger
@@ -104,6 +111,8 @@ WAIT_LIMIT: Final = 10.0
 """Bound of :meth:`FakeExchange.wait_ready` and :meth:`FakeExchange.wait_tick`."""
 BLAST_BATCH: Final = 256
 """Trades taken from the market per round in max mode (one event-loop yield per round)."""
+FAST_BATCH: Final = 512
+"""Trades per round of max mode's fast path (one write and one event-loop yield per round)."""
 
 OVERSIZED_BYTES: Final = (1 << 20) + 4096
 """Length of an ``oversized`` fault frame: over a client's 1 MiB frame limit (``max_size``)."""
@@ -308,6 +317,7 @@ class FakeExchange:
     caps the total the market produces. ``queue_batches`` bounds each connection's backlog.
     ``recording`` plays a recorded feed instead of the market (``rate``, ``seed``, ``first_id``
     and ``max_trades`` are then unused, ``symbols`` may be empty and :attr:`market` is None).
+    ``fast=False`` keeps max mode on the exact path (a trade made and sent at a time).
     """
 
     def __init__(
@@ -327,8 +337,10 @@ class FakeExchange:
         tick: float = TICK_SECONDS,
         queue_batches: int = 1000,
         recording: RecordedFeed | None = None,
+        fast: bool = True,
     ) -> None:
         self.adapter = get_adapter(protocol)
+        self.fast = fast
         self.protocol = protocol
         self.host = host
         self._port = port
@@ -693,6 +705,11 @@ class FakeExchange:
         ws, market = conn.ws, self.market
         assert market is not None
         frame = self._frame
+        faults = self.faults
+        fast = None
+        if self.fast and not (faults.malformed or faults.oversized or faults.hostile):
+            session = conn.session
+            fast = RunFrames(session.encode, bool(getattr(session, "PURE_ENCODE", False)))
         while True:
             close, notice, stalled = self._faults_due(conn, self.clock.monotonic())
             if close:
@@ -702,18 +719,62 @@ class FakeExchange:
             if notice is not None:
                 await ws.send(notice)
             routes = conn.session.routes()
-            trades = [] if stalled else market.take(list(routes), BLAST_BATCH)
-            if not trades:
+            if stalled:
+                sent = False
+            elif fast is not None and all(len(streams) == 1 for streams in routes.values()):
+                sent = await self._send_run(conn, fast, routes)
+            else:
+                trades = market.take(list(routes), BLAST_BATCH)
+                sent = bool(trades)
+                items = [frame(conn, t, stream) for t in trades for stream in routes[t.raw_symbol]]
+                if items and await self._send_items(conn, items):
+                    await ws.close(1001, "fake exchange: oversized fault")
+                    raise _Done
+            if not sent:
                 conn.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.tick):
                         await conn.changed.wait()
                 continue
-            items = [frame(conn, t, stream) for t in trades for stream in routes[t.raw_symbol]]
-            if await self._send_items(conn, items):
-                await ws.close(1001, "fake exchange: oversized fault")
-                raise _Done
             await asyncio.sleep(0)  # one yield per batch even when the socket never pushes back
+
+    async def _send_run(
+        self, conn: _Conn, fast: RunFrames, routes: Mapping[str, Sequence[str]]
+    ) -> bool:
+        """The fast path's round: the market's next run for ``routes`` (one stream per symbol),
+        rendered, written in one piece with websockets' flow control and recorded as a run;
+        False when the market had nothing to give. A write that did not complete is settled
+        like :meth:`_send_items`' (the whole frames that left are recorded, the rest counted
+        as undelivered) and ends the connection."""
+        assert self.market is not None
+        ts_ms = self.clock.time_ns() // 1_000_000
+        run = self.market.take_run(list(routes), FAST_BATCH, ts_ms)
+        if run is None:
+            return False
+        data = fast.render(run, [routes[ring.raw_symbol][0] for ring in run.rings])
+        ws = conn.ws
+        if not isinstance(ws, _TrackedConnection):  # pragma: no cover - always tracked here
+            raise TypeError("the fake exchange's connections are tracked")
+        start = ws.written  # set again just before the write
+
+        def settle(_ignored: int = 0) -> None:
+            out = frames_within(data, ws.bytes_out - start)
+            self.ledger.add_run(conn.number, run.head(out))
+            self.ledger.undelivered += run.count - out
+
+        conn.inflight = (SendProgress(), settle)
+        while ws.send_in_progress is not None:
+            await asyncio.shield(ws.send_in_progress)
+        async with ws.send_context():
+            start = ws.written
+            ws.transport.write(data)
+        conn.inflight = None
+        if ws.bytes_out - start < len(data):
+            # websockets' drain also returns when an abort tore the connection down
+            settle()
+            raise _Done
+        self.ledger.add_run(conn.number, run)
+        return True
 
     # -- recording mode --------------------------------------------------------------------------
 
