@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from connectors.recording_cli import convert
+from connectors.transports import TRANSPORTS
 from tests.conftest import FIXTURES, S3Server
 from tests.harness import (
     FEEDVAULT,
@@ -42,11 +43,16 @@ def replay(
     )
 
 
+@pytest.mark.parametrize("ws_transport", sorted(TRANSPORTS))
 def test_captured_live_run_replays_to_the_same_trades(
-    s3_server: S3Server, bucket: str, tmp_path: Path
+    s3_server: S3Server, bucket: str, tmp_path: Path, ws_transport: str
 ) -> None:
+    """Part of the session conformance suite (tests/test_session_conformance.py): the capture
+    of raw frames on each ``WS_TRANSPORT``."""
     with fake_exchange(tmp_path, rate="1500", symbols="BTCUSDT,ETHUSDT") as fx:
-        env = fake_stream_env(s3_server.env(), fx.url, bucket, "live/", "4")
+        env = fake_stream_env(
+            s3_server.env(), fx.url, bucket, "live/", "4", WS_TRANSPORT=ws_transport
+        )
         proc = start_stream(env, "--capture")
         out, err = proc.communicate(timeout=60)
         fx.stop()
@@ -57,6 +63,7 @@ def test_captured_live_run_replays_to_the_same_trades(
     assert live and raw_keys
     assert all(k.startswith("live/raw/exchange=binance/date=") for k in raw_keys)
     manifest = read_manifest(client, bucket, "live/")
+    assert manifest["config"]["ws_transport"] == ws_transport
     assert set(raw_keys) <= {o["key"] for o in manifest["objects"]}
     assert run_verify(s3_server.env(), bucket, "live/").returncode == 0
 

@@ -57,6 +57,7 @@ def test_out_flag_replaces_bucket_and_prefix() -> None:
         ("RUN_ID", "a/b", "letters"),
         ("KEY_TEMPLATE", "{prefix}{nope}", "KEY_TEMPLATE"),
         ("LOG_LEVEL", "LOUD", "one of"),
+        ("WS_TRANSPORT", "bogus", "one of aiohttp, websockets; got 'bogus'"),
     ],
 )
 def test_each_bad_setting_names_its_variable(variable: str, value: str, words: str) -> None:

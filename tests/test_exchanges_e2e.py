@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from connectors.transports import TRANSPORTS
 from tests.conftest import S3Server
 from tests.harness import (
     FakeExchangeRun,
@@ -186,9 +187,12 @@ def test_disconnects_reconnect_and_the_gaps_are_what_the_ledger_lacks(
 
 
 @_params([name for name, exchange in EXCHANGES.items() if exchange.refused])
+@pytest.mark.parametrize("ws_transport", sorted(TRANSPORTS))
 def test_a_refused_subscription_ends_the_run_with_the_exchange_message(
-    s3_server: S3Server, bucket: str, tmp_path: Path, exchange: Exchange
+    s3_server: S3Server, bucket: str, tmp_path: Path, exchange: Exchange, ws_transport: str
 ) -> None:
+    """Part of the session conformance suite (tests/test_session_conformance.py): on each
+    ``WS_TRANSPORT``."""
     assert exchange.refused is not None
     stream, message = exchange.refused
     first = f"{exchange.name}:{exchange.symbols.split(',')[0]}"
@@ -200,11 +204,13 @@ def test_a_refused_subscription_ends_the_run_with_the_exchange_message(
         streams=f"{first},{stream}",
         rate="100",
         runtime="30",
+        WS_TRANSPORT=ws_transport,
     )
     run.assert_exit(1)
     assert message in run.out + run.err
     manifest = run.manifest()
     assert manifest["stop_reason"] == "error"
+    assert manifest["config"]["ws_transport"] == ws_transport
     assert message in manifest["error"]
     assert f"rejected the subscription to {stream}:" in manifest["error"]  # named
     if exchange.name == "bybit":
@@ -214,14 +220,19 @@ def test_a_refused_subscription_ends_the_run_with_the_exchange_message(
 # -- Bitstamp only: reconnect notices (``bts:request_reconnect``) --------------------------------
 
 
+@pytest.mark.parametrize("ws_transport", sorted(TRANSPORTS))
 def test_reconnect_notices_reconnect_and_lose_nothing(
-    s3_server: S3Server, bucket: str, tmp_path: Path
+    s3_server: S3Server, bucket: str, tmp_path: Path, ws_transport: str
 ) -> None:
     """The run is stopped (SIGTERM) once it has connected three times, however long the start
-    and the reconnects took on a loaded machine."""
+    and the reconnects took on a loaded machine. Part of the session conformance suite
+    (tests/test_session_conformance.py): on each ``WS_TRANSPORT``."""
     # a notice at each connection's age 2 s: the second connection lived between two notices
     faults = "shutdown-notice-every=2"
-    run, manifest = EXCHANGES["bitstamp"].reconnecting_run(s3_server, bucket, tmp_path, faults)
+    run, manifest = EXCHANGES["bitstamp"].reconnecting_run(
+        s3_server, bucket, tmp_path, faults, WS_TRANSPORT=ws_transport
+    )
+    assert manifest["config"]["ws_transport"] == ws_transport
     assert len({t["conn"] for t in run.ledger}) >= 2  # the fake saw the client come back
     stored = run.stored()
     assert_stored_exactly_once(run.ledger, stored)

@@ -4,7 +4,8 @@ clock: the tests they share once, parametrized by :data:`FAKES`, then what each 
 No test sleeps to synchronise: each waits for the frames it expects (bounded), and trades
 appear only when a test advances the FakeClock. At the end, Coinbase's and Kraken's gap across
 a disconnect; the rest of their fakes' tests are in tests/test_coinbase_fake.py and
-tests/test_kraken_fake.py, Binance's in tests/test_fake_server.py.
+tests/test_kraken_fake.py, Binance's in tests/test_fake_server.py. The session's keepalive
+against these fakes is in tests/test_session_conformance.py (on both transports).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from connectors.registry import get_protocol
 from engine.clock import FakeClock
 from tests.wsclient import (
     Received,
-    check_keepalive,
     client,
     next_event,
     read_until,
@@ -146,19 +146,6 @@ async def test_malformed_frames_are_malformed_and_not_in_the_ledger(fake: Fake) 
         await read_until(ws, proto, got, lambda: got.frames >= 1000)
         assert len(got.malformed) == fx.ledger.malformed_sent and 200 < len(got.malformed) < 400
         assert trade_view(got.trades) == trade_view(list(fx.ledger.trades()))
-
-
-@per_fake
-@pytest.mark.parametrize("drop_pongs", [False, True])
-async def test_session_keepalive_keeps_a_quiet_connection_alive(
-    fake: Fake, drop_pongs: bool
-) -> None:
-    """The session's keepalive (Bitstamp's heartbeats, OKX's and Bybit's pings): answered ones
-    count as traffic; unanswered ones let the connection go stale and be replaced."""
-    proto = get_protocol(fake.exchange)
-    await check_keepalive(
-        fake.exchange, proto, fake.symbols, acks=len(fake.acks), drop_pongs=drop_pongs
-    )
 
 
 # -- Bitstamp only --------------------------------------------------------------------------------

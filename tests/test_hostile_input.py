@@ -4,13 +4,13 @@ never a key outside the prefix.
 
 Three levels: the pure limits (:mod:`connectors.limits`; every protocol's parser under
 hypothesis is in tests/test_protocol_contract.py); the session against the in-process fake
-exchange's ``hostile`` fault; and a real ``feedvault stream`` run against ``feedvault
-fake-exchange --faults hostile=...,oversized=...`` into moto's S3 server.
+exchange's ``hostile`` fault (in tests/test_session_conformance.py, on both transports); and a
+real ``feedvault stream`` run against ``feedvault fake-exchange --faults
+hostile=...,oversized=...`` into moto's S3 server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from pathlib import Path
@@ -19,19 +19,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.fake.faults import Faults
 from connectors.fake.hostile import HOSTILE_KINDS
-from connectors.fake.server import FakeExchange
-from connectors.gaps import GapTracker
 from connectors.limits import MAX_JSON_DEPTH, classify, exceeds_depth
-from connectors.registry import get_protocol
-from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
-from engine.batchqueue import BatchQueue
-from engine.clock import FakeClock
 from engine.errors import MalformedFrame
-from engine.records import Trade
-from engine.retry import RetryPolicy
-from engine.stats import Counters
 from tests.conftest import S3Server
 from tests.harness import (
     assert_stored_exactly_once,
@@ -42,7 +32,6 @@ from tests.harness import (
     run_verify,
     stored_trades,
 )
-from tests.logcapture import captured_logs
 from tests.strategies import json_values
 
 # -- the limits -----------------------------------------------------------------------------------
@@ -86,57 +75,6 @@ def test_classify_names_the_problem() -> None:
     assert classify(b"{", json_error) is json_error
     symbol = MalformedFrame("symbol", "x")
     assert classify(b"[" * 100, symbol) is symbol  # a parser's own diagnosis is kept
-
-
-# -- the session against the in-process fake exchange ---------------------------------------------
-
-
-async def test_the_session_counts_each_kind_and_logs_it_once() -> None:
-    clock = FakeClock()
-    async with FakeExchange(
-        "binance",
-        rate=400,
-        symbols=["BTCUSDT"],
-        clock=clock,
-        faults=Faults(hostile=0.2),
-        seed=11,
-    ) as fx:
-        counters = Counters()
-        queue: BatchQueue[Trade] = BatchQueue(100_000)
-        session = WebSocketSession(
-            get_protocol("binance"),
-            fx.url,
-            ["BTCUSDT"],
-            queue,
-            counters=counters,
-            gaps=GapTracker(),
-            invalid_log=InvalidFrameLog(counters),
-            settings=SessionSettings(),
-            backoff=RetryPolicy(initial=0.01, cap=0.02),
-            clock=clock,
-        )
-        stop = asyncio.Event()
-        with captured_logs("INFO") as logs:
-            task = asyncio.create_task(session.run(stop))
-            await fx.wait_ready(1)
-            async with asyncio.timeout(30):
-                while sum(fx.ledger.hostile_sent.values()) < 40:
-                    clock.advance(0.1)
-                    await fx.wait_tick()
-            # The clock stands still now: nothing more is sent; the stop drains what arrived.
-            stop.set()
-            async with asyncio.timeout(10):
-                await task
-    sent = fx.ledger.hostile_sent
-    assert set(sent) == set(HOSTILE_KINDS)
-    assert counters.invalid == sum(sent.values())
-    assert counters.reconnects == 0  # nothing hostile ended the connection
-    logged = logs.docs("invalid_frame")
-    assert sorted(doc["kind"] for doc in logged) == sorted(HOSTILE_KINDS)
-    stored: list[Trade] = []
-    while (batch := queue.get_nowait()) is not None:
-        stored += batch
-    assert [t.trade_id for t in stored] == [t.trade_id for t in fx.ledger.trades()]
 
 
 # -- a real run -----------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ VALID = {
         ("STREAMS", None),
         ("STREAMS", "BTCUSDT"),
         ("STREAMS", "nosuchexchange:BTCUSDT"),
+        ("WS_TRANSPORT", "bogus"),
     ],
 )
 def test_bad_configuration_exits_2_naming_the_variable(

@@ -19,6 +19,7 @@ from connectors.fake.ledger import Ledger
 from connectors.fake.server import FakeExchange
 from connectors.gaps import GapTracker
 from connectors.session import InvalidFrameLog, SessionSettings, WebSocketSession
+from connectors.transport import Transport
 from engine.batchqueue import BatchQueue
 from engine.clock import Clock, FakeClock
 from engine.errors import MalformedFrame
@@ -109,10 +110,11 @@ def make_session(
     *,
     maxsize: int = 100_000,
     drain_deadline: Callable[[], float | None] | None = None,
+    transport: Transport | None = None,
     **settings: float,
 ) -> tuple[WebSocketSession, BatchQueue[Trade]]:
-    """A WebSocketSession for ``symbols`` with a fast backoff, a queue of ``maxsize`` and
-    these settings."""
+    """A WebSocketSession for ``symbols`` with a fast backoff, a queue of ``maxsize``, these
+    settings and ``transport`` (None: the session's default)."""
     counters = Counters()
     queue: BatchQueue[Trade] = BatchQueue(maxsize)
     session = WebSocketSession(
@@ -127,6 +129,7 @@ def make_session(
         backoff=RetryPolicy(initial=0.01, cap=0.02),
         clock=clock,
         drain_deadline=drain_deadline,
+        transport=transport,
     )
     return session, queue
 
@@ -170,7 +173,13 @@ class ProtocolProbe:
 
 
 async def check_keepalive(
-    exchange: str, proto: ExchangeProtocol, symbols: list[str], acks: int, *, drop_pongs: bool
+    exchange: str,
+    proto: ExchangeProtocol,
+    symbols: list[str],
+    acks: int,
+    *,
+    drop_pongs: bool,
+    transport: Transport | None = None,
 ) -> None:
     """The session's keepalive against the fake ``exchange``, 63 s of its clock with no trades
     (stale after 30 s, a keepalive due every 20 s): answered, the keepalives are traffic and
@@ -186,7 +195,9 @@ async def check_keepalive(
     async with FakeExchange(
         exchange, rate=10, symbols=symbols, clock=clock, faults=faults, max_trades=0
     ) as fx:
-        session, _ = make_session(proto, fx.url, symbols, clock, stale_seconds=30)
+        session, _ = make_session(
+            proto, fx.url, symbols, clock, stale_seconds=30, transport=transport
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(session.run(stop))
         try:
