@@ -49,6 +49,24 @@ _JSON_SAFE: Final = re.compile(r"[0-9A-Za-z.]*", re.ASCII).fullmatch
 _SYMBOL_TEXT: Final = re.compile(r"[0-9A-Za-z]{2,40}", re.ASCII).fullmatch
 _loads: Final = orjson.loads
 
+# The fast path of :meth:`BinanceProtocol.parse`: a combined-stream ``trade`` event exactly as
+# Binance formats it (its keys in its order, integers without leading zeros, prices and sizes
+# of digits and dots, Binance.US's optional ``b``/``a`` order ids). A frame this pattern matches
+# is valid JSON whose parse by the JSON path gives the same trade; anything else (other
+# events, other spacing or key order, escapes, out-of-range numbers) takes the JSON path. One
+# match costs about a sixth less than ``orjson.loads`` and the checks after it
+# (docs: architecture.md#the-hot-path).
+_INT = r"(?:0|[1-9][0-9]{0,17})"
+_FAST_TRADE = (
+    r'\{"stream":"[a-z0-9]{1,40}@trade","data":\{"e":"trade","E":'
+    + _INT
+    + r',"s":"([A-Z0-9]{1,40})",'
+    r'"t":(' + _INT + r'),"p":"([0-9.]{1,80})","q":"([0-9.]{1,80})",'
+    r'(?:"b":' + _INT + r',"a":' + _INT + r",)?"
+    r'"T":(' + _INT + r'),"m":(?:(true)|false),"M":(?:true|false)\}\}'
+)
+_fast_text: Final = re.compile(_FAST_TRADE, re.ASCII).fullmatch
+
 
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
@@ -144,7 +162,32 @@ class BinanceProtocol(SymbolCached):
         any other market-data event, :class:`Ack` for ``{"result":..,"id":..}``,
         :class:`ExchangeError` (fatal) for ``{"code":..,"msg":..}`` and :class:`ReconnectNotice`
         for ``serverShutdown``. Raises only :class:`MalformedFrame`.
+
+        A ``trade`` event in Binance's own layout takes a fast path (one regular-expression
+        match instead of a JSON parse); its result is the JSON path's (:meth:`parse_json`) for
+        every frame, which the tests check property by property.
         """
+        found = None
+        if type(frame) is bytes:
+            try:  # noqa: SIM105 (a context manager per frame costs more than the match)
+                found = _fast_text(frame.decode())
+            except UnicodeDecodeError:
+                pass  # the JSON path names the error
+        elif type(frame) is str:
+            found = _fast_text(frame)
+        if found is not None:
+            raw, tid, price, size, ms, maker = found.groups()
+            ts = int(ms)
+            if ts <= _MAX_MS:
+                symbol = self._symbols.get(raw)
+                if symbol is None:
+                    symbol = self._canonical(raw)
+                side = BUY if maker is None else SELL
+                return (Trade(self.name, symbol, raw, tid, price, size, side, ts * 1000, ts_recv),)
+        return self.parse_json(frame, ts_recv)
+
+    def parse_json(self, frame: str | bytes, ts_recv: int) -> ParseResult:
+        """:meth:`parse` through ``orjson.loads``: every frame the fast path does not take."""
         try:
             msg = _loads(frame)
         except (ValueError, TypeError) as exc:

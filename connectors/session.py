@@ -565,9 +565,10 @@ class WebSocketSession:
         captured = self._raw
         try:
             while True:
-                for frame in await receive():
+                frames = await receive()
+                self.frames += len(frames)
+                for frame in frames:
                     ts = time_ns()
-                    self.frames += 1
                     if captured is not None:
                         captured.append(raw.received(ts, name, frame))
                         if len(captured) >= batch_size:

@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from connectors import binance
 from connectors.binance import (
     BinanceProtocol,
     encode_trade,
     parse_stream_name,
 )
+from engine.errors import MalformedFrame
 from engine.records import Trade
 from tests.strategies import BINANCE_TRADE, RECORDINGS, make_trade, read_cryptofeed
 
@@ -126,3 +131,86 @@ def test_parse_stream_name() -> None:
     assert parse_stream_name("btcusdt@depth@100ms") == ("BTCUSDT", "depth@100ms")
     assert parse_stream_name("!serverShutdown") is None
     assert parse_stream_name("btcusdt") is None
+
+
+# -- the fast path of parse -----------------------------------------------------------------------
+
+_DIGITS = st.text("0123456789", min_size=1, max_size=22)
+_FAST_FIELDS = st.fixed_dictionaries(
+    {
+        "raw": st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=12),
+        "tid": _DIGITS,
+        "price": st.text("0123456789.", min_size=1, max_size=20),
+        "size": st.text("0123456789.", min_size=1, max_size=20),
+        "ms": _DIGITS,
+        "maker": st.sampled_from(["true", "false", "null", "1"]),
+        "ids": st.sampled_from(["", '"b":1,"a":2,', '"b":01,"a":2,', '"a":2,']),
+        "event": st.sampled_from(["trade", "aggTrade", "Trade"]),
+    }
+)
+
+
+def _frame(f: dict[str, str]) -> str:
+    """A combined-stream trade frame in Binance's layout from raw field texts (which may be
+    out of range, have leading zeros or be no JSON at all)."""
+    return (
+        f'{{"stream":"{f["raw"].lower()}@trade","data":{{"e":"{f["event"]}","E":{f["ms"]},'
+        f'"s":"{f["raw"]}","t":{f["tid"]},"p":"{f["price"]}","q":"{f["size"]}",{f["ids"]}'
+        f'"T":{f["ms"]},"m":{f["maker"]},"M":true}}}}'
+    )
+
+
+def _outcome(parse: Any, frame: str | bytes) -> object:
+    """What ``parse`` makes of ``frame``: its result, or the kind of MalformedFrame."""
+    try:
+        return parse(frame, 7)
+    except MalformedFrame as exc:
+        return ("malformed", exc.kind)
+
+
+def _assert_same(frame: str | bytes) -> None:
+    protocol = BinanceProtocol()
+    assert _outcome(protocol.parse, frame) == _outcome(protocol.parse_json, frame), frame
+
+
+@settings(max_examples=400, deadline=None)
+@given(_FAST_FIELDS, st.integers(min_value=0, max_value=400), st.binary(max_size=2))
+def test_the_fast_path_gives_what_the_json_path_gives(
+    fields: dict[str, str], at: int, splice: bytes
+) -> None:
+    """Every frame, in Binance's layout or one byte away from it, as text and as bytes:
+    ``parse`` (fast path where it matches) and ``parse_json`` agree, result or error kind."""
+    text = _frame(fields)
+    for frame in (text, text.encode()):
+        _assert_same(frame)
+    data = text.encode()
+    cut = min(at, len(data))
+    mutated = data[:cut] + splice + data[cut + 1 :]
+    _assert_same(mutated)
+    with contextlib.suppress(UnicodeDecodeError):
+        _assert_same(mutated.decode())
+
+
+def test_the_fast_path_takes_binances_own_frames() -> None:
+    """encode_trade's frames (Binance's layout) and Binance.US's with order ids match the
+    pattern, so the property above exercises the fast path and not only the JSON path."""
+    trade = _trade(trade_id="12345", price="97000.12000000", size="0.00100000")
+    frame = encode_trade(trade, combined=True)
+    assert binance._fast_text(frame) is not None
+    assert BinanceProtocol().parse(frame.encode(), 7) == BinanceProtocol().parse(frame, 7)
+    us = frame.replace('"T":', '"b":88,"a":99,"T":')
+    assert binance._fast_text(us) is not None
+    assert BinanceProtocol().parse(us, 7) == BinanceProtocol().parse_json(us, 7)
+    assert BinanceProtocol().parse(frame, 7) == (
+        Trade(
+            "binance",
+            "BTC-USDT",
+            "BTCUSDT",
+            "12345",
+            "97000.12000000",
+            "0.00100000",
+            trade.side,
+            trade.ts_event // 1000 * 1000,
+            7,
+        ),
+    )
