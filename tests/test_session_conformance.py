@@ -12,7 +12,8 @@ synchronise: every wait ends on a real event or the session's own state, bounded
 
 The behaviours, in the order below: subscribe and receive the ledger (every exchange); the
 server's keepalive (its pings answered); the client's keepalive (the exchange's app-level
-ping, and our WebSocket ping: answered it keeps the connection, unanswered it replaces it);
+ping: Bitstamp, OKX, Bybit, Kraken; and our WebSocket ping: answered it keeps the connection,
+unanswered it replaces it);
 staleness and maximum age; reconnect with backoff after a disconnect; reconnect notices; an
 oversized frame (1009); a rejected subscription; TLS verification for ``wss://``; the drain on
 stop; backpressure with ``OVERFLOW=block``; capture of raw frames; hostile input.
@@ -254,6 +255,64 @@ async def test_the_exchanges_keepalive_keeps_a_quiet_connection_alive(
         drop_pongs=drop_pongs,
         transport=transport,
     )
+
+
+@pytest.mark.parametrize("drop_pongs", [False, True])
+async def test_krakens_ping_is_sent_and_its_pong_read(
+    transport: Transport, drop_pongs: bool
+) -> None:
+    """Kraken's application ping (``{"method":"ping","req_id":N}`` every 30 s; the fake's
+    heartbeats keep the connection fresh meanwhile, so it is not replaced either way): the
+    captured frames show the ping sent and, unless the fake drops pongs, its pong (same
+    ``req_id``) read on the same connection."""
+    clock = FakeClock()
+    counters = Counters()
+    captured: BatchQueue[raw.RawFrame] = BatchQueue(100_000)
+    records: list[raw.RawFrame] = []
+
+    def frames(direction: str, text: str) -> list[str]:
+        while (batch := captured.get_nowait()) is not None:
+            records.extend(batch)
+        return [r.frame for r in records if r.dir == direction and text in r.frame]
+
+    async with FakeExchange(
+        "kraken",
+        rate=10,
+        symbols=["ETH/USD"],
+        clock=clock,
+        max_trades=0,
+        faults=Faults(drop_pongs=drop_pongs),
+    ) as fx:
+        session = WebSocketSession(
+            get_protocol("kraken"),
+            fx.url + "/v2",
+            ["ETH/USD"],
+            BatchQueue[Trade](1000),
+            counters=counters,
+            gaps=GapTracker(),
+            invalid_log=InvalidFrameLog(counters),
+            backoff=RetryPolicy(initial=0.01, cap=0.02),
+            clock=clock,
+            capture=captured,
+            transport=transport,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(session.run(stop))
+        await until(lambda: session.tally.is_subscribed)
+        clock.advance(31)  # a ping is due
+        await fx.wait_tick()
+        await until(lambda: bool(frames(raw.DIR_OUT, '"method":"ping"')))
+        if not drop_pongs:
+            await until(lambda: bool(frames(raw.DIR_IN, '"method":"pong"')))
+        await stopped(task, stop)
+    (ping,) = frames(raw.DIR_OUT, '"method":"ping"')
+    req_id = ping.partition('"req_id":')[2].rstrip("}")
+    pongs = frames(raw.DIR_IN, '"method":"pong"')
+    if drop_pongs:
+        assert pongs == []
+    else:
+        assert len(pongs) == 1 and f'"req_id":{req_id},' in pongs[0], (ping, pongs)
+    assert session.connections == 1 and counters.reconnects == 0
 
 
 async def test_our_pings_answered_keep_a_quiet_connection(transport: Transport) -> None:
