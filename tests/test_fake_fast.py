@@ -260,3 +260,21 @@ async def test_an_abort_mid_write_records_exactly_the_frames_that_left() -> None
     assert ledger.undelivered > 0, "the server's buffer held nothing when it aborted"
     assert got == ledger.sent_ids("BTCUSDT") == list(range(1, len(got) + 1))
     assert ledger.total + ledger.undelivered == market.produced
+
+
+def test_the_fast_path_counts_what_left_on_uvloop_too() -> None:
+    """On uvloop (as `feedvault demo` runs the fake) the connection's transport is wrapped to
+    count the bytes written: the fast path's writes are counted there, and the ledger still
+    equals what was received."""
+    pytest.importorskip("uvloop")
+    from engine import aio
+
+    async def main() -> tuple[list[int], list[int], int]:
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        fx = FakeExchange("binance", rate=None, symbols=["BTCUSDT"], max_trades=1500)
+        async with fx, connect(f"{fx.url}/ws/btcusdt@trade", max_queue=None) as ws:
+            trades, _ = await read_trades(ws, "binance", 1500)
+        return [int(t.trade_id) for t in trades], fx.ledger.sent_ids("BTCUSDT"), fx.ledger.total
+
+    received, sent, total = aio.run(main())
+    assert received == sent == list(range(1, 1501)) and total == 1500

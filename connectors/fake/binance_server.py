@@ -48,6 +48,8 @@ class BinanceSession(SessionBase):
     """One connection to the fake Binance (implements ``ServerSession``). ``malformed`` spoils
     ``p``, ``q``, ``T``, ``s`` or ``m`` (see :func:`connectors.fake.adapters.malformed_frame`)."""
 
+    PURE_ENCODE = True  # encode() is a function of the trade and the stream
+
     def __init__(
         self, combined: bool, url_streams: Sequence[str], symbols: frozenset[str], faults: Faults
     ) -> None:
@@ -100,8 +102,6 @@ class BinanceSession(SessionBase):
             for names in self._routes.values()
             for name in names
         }
-
-    PURE_ENCODE = True
 
     def encode(self, trade: Trade, stream: str) -> str:
         kind = self._kinds.get(stream, "trade")

@@ -39,6 +39,8 @@ class BitstampSession(SessionBase):
     subscribed channels). Bitstamp subscribes by message only and sends no heartbeats of its
     own: the client sends ``bts:heartbeat`` and the server answers."""
 
+    PURE_ENCODE = True  # encode() is a function of the trade and the stream
+
     MALFORMATIONS = Malformations(
         item=("data",),
         missing=("price_str", "amount_str", "microtimestamp", "type", "id", ("channel",)),
@@ -65,8 +67,6 @@ class BitstampSession(SessionBase):
         if self.market_symbol(channel) is None:
             return Reply(frames=(encode_error(INVALID_CHANNEL),))
         return Reply(frames=(encode_subscribed(channel),), subscribe=(channel,))
-
-    PURE_ENCODE = True
 
     def encode(self, trade: Trade, stream: str) -> str:
         return encode_trade(trade, stream)

@@ -36,6 +36,8 @@ class BybitSession(SessionBase):
     subscribed topics). Bybit subscribes by message only, sends no heartbeats of its own (the
     client sends op ping; the server answers) and announces no reconnects."""
 
+    PURE_ENCODE = True  # encode() is a function of the trade and the stream
+
     MALFORMATIONS = Malformations(
         item=("data", 0),
         missing=("i", "p", "v", "S", "T", "s"),
@@ -77,8 +79,6 @@ class BybitSession(SessionBase):
             return Reply(frames=(failure,))
         done = encode_response("subscribe", request.req_id, conn_id, ret_msg="subscribe")
         return Reply(frames=(done,), subscribe=request.args)
-
-    PURE_ENCODE = True
 
     def encode(self, trade: Trade, stream: str) -> str:
         return encode_trade(trade)

@@ -41,6 +41,8 @@ class OkxSession(SessionBase):
     ``"trades:<instId>"``). OKX subscribes by message only and sends no heartbeats of its own
     (the client sends "ping"; the server answers)."""
 
+    PURE_ENCODE = True  # encode() is a function of the trade and the stream
+
     MALFORMATIONS = Malformations(
         item=("data", 0),
         missing=("tradeId", "px", "sz", "side", "ts", ("arg", "instId")),
@@ -74,8 +76,6 @@ class OkxSession(SessionBase):
         if request.op == "unsubscribe":
             return Reply(frames=tuple(frames), unsubscribe=tuple(streams))
         return Reply(frames=tuple(frames), subscribe=tuple(streams))
-
-    PURE_ENCODE = True
 
     def encode(self, trade: Trade, stream: str) -> str:
         return encode_trade(trade)
