@@ -250,8 +250,8 @@ class WebSocketSession:
         """``drain_deadline``: called when the stop closes a connection, the ``clock``'s
         monotonic time by which the peer's close frame must have been read (None, or no
         callable: ``close_timeout`` from then). ``transport``: the WebSocket library behind
-        the seam (None: websockets, for now)."""
-        self.transport = transport if transport is not None else get_transport("websockets")
+        the seam (None: the default, aiohttp; docs: exchanges.md#websocket-transports)."""
+        self.transport = transport if transport is not None else get_transport()
         self.protocol = protocol
         self.symbols = list(symbols)
         self.url = protocol.connection_url(base_url, self.symbols)
