@@ -2,10 +2,10 @@
 
 See docs/load-testing.md#make-bench.
 
-``feedvault fake-exchange --rate max`` builds a :class:`~engine.records.Trade` per frame, encodes
-it, frames it through websockets and records it in its ledger: about 5 µs of CPU per frame,
-which on a 2-core machine is both a ceiling on what a client can be shown to read and CPU taken
-from the engine being measured. This generator does only what a throughput run needs: per
+``feedvault fake-exchange --rate max`` used to build a :class:`~engine.records.Trade` per frame
+(about 5 µs of CPU per frame); its fast path now works as this generator does, with a ledger, at
+about the same cost (docs: load-testing.md#the-load-generator). This generator, kept for
+comparison, does only what a throughput run needs: per
 connection, frames for the symbols of the URL (``/stream?streams=btcusdt@trade/...``) in
 round-robin, each symbol's trade ids counting up from 1 without a gap, the event time of the
 batch, and price, size and side taken in turn from a short ring of realistic values per symbol
