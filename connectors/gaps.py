@@ -127,8 +127,22 @@ class GapTracker:
         """Check a batch of one exchange's trades, in arrival order, whose ``trade_id`` is the
         decimal text of a contiguous per-symbol sequence. Records gaps, late trades and resets;
         returns the batch without the duplicates (the same list when there are none, the
-        common case)."""
+        common case).
+
+        One symbol's batch whose ids continue its sequence exactly (the common case, and what
+        :func:`engine.records.by_symbol` hands over) is checked in one C-level comparison."""
         high = self._high.setdefault(exchange, {})
+        first = trades[0].symbol if trades else None
+        top = high.get(first) if first is not None else None
+        if top is not None and trades[-1].symbol == first:
+            run = list(map(int, map(_trade_id_of, trades)))
+            if run == list(range(top + 1, top + 1 + len(run))) and all(
+                map(first.__eq__, map(_symbol_of, trades))
+            ):
+                high[first] = run[-1]
+                if self._open.get(exchange):
+                    self._expire(exchange, high)
+                return trades
         kept: list[Trade] | None = None
         ids = map(int, map(_trade_id_of, trades))
         for index, (symbol, seq) in enumerate(zip(map(_symbol_of, trades), ids, strict=True)):

@@ -60,7 +60,7 @@ from engine.errors import (
     SubscriptionRejected,
 )
 from engine.logs import get_logger, log_event
-from engine.records import Trade
+from engine.records import Trade, by_symbol
 from engine.stats import Counters
 
 NS: Final = 1_000_000_000
@@ -155,7 +155,8 @@ class ReplaySource:
         finally:
             for exchange in list(self._pending):
                 if self._pending[exchange]:
-                    self.queue.force_put(self._take(exchange))
+                    for batch in self._take(exchange):
+                        self.queue.force_put(batch)
 
     async def _replay(self, stop: asyncio.Event) -> None:
         """The hot loop: one pass over the recording. Per frame it does only what a live
@@ -203,7 +204,7 @@ class ReplaySource:
                         pending = self._pending[exchange]
                         pending += result
                         if len(pending) >= batch_size:
-                            await self.queue.put_or_hand_over(self._take(exchange))
+                            await self._hand_over(self._take(exchange))
                 else:
                     await self._control(exchange, result)
                 since_yield += 1
@@ -255,14 +256,32 @@ class ReplaySource:
             await self._flush_all()
             await self.pause(stop, delay)
 
-    def _take(self, exchange: str) -> list[Trade]:
-        batch, self._pending[exchange] = self._pending[exchange], []
-        if self.protocols[exchange].sequenced and batch:
-            batch = self.gaps.filter(exchange, batch)
-        self.counters.parsed += len(batch)
-        return batch
+    def _take(self, exchange: str) -> list[list[Trade]]:
+        """The exchange's pending trades as one checked batch per symbol (see
+        :meth:`connectors.session.WebSocketSession._take_pending`)."""
+        groups = by_symbol(self._pending[exchange])
+        self._pending[exchange] = []
+        checked: list[list[Trade]] = []
+        sequenced = self.protocols[exchange].sequenced
+        for group in groups:
+            batch = self.gaps.filter(exchange, group) if sequenced else group
+            if batch:
+                self.counters.parsed += len(batch)
+                checked.append(batch)
+        return checked
+
+    async def _hand_over(self, batches: list[list[Trade]]) -> None:
+        """Queue ``batches`` in order; cancelled while waiting for room, the rest are handed
+        over regardless of the bound (the one waiting is, by ``put_or_hand_over``)."""
+        for index, batch in enumerate(batches):
+            try:
+                await self.queue.put_or_hand_over(batch)
+            except BaseException:
+                for rest in batches[index + 1 :]:
+                    self.queue.force_put(rest)
+                raise
 
     async def _flush_all(self) -> None:
         for exchange, pending in self._pending.items():
             if pending:
-                await self.queue.put_or_hand_over(self._take(exchange))
+                await self._hand_over(self._take(exchange))

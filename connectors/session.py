@@ -124,7 +124,7 @@ from engine.errors import (
     SubscriptionRejected,
 )
 from engine.logs import get_logger, log_event
-from engine.records import Trade
+from engine.records import Trade, by_symbol
 from engine.retry import Jitter, RetryPolicy
 from engine.stats import Counters
 
@@ -322,7 +322,8 @@ class WebSocketSession:
             if self._pending:
                 # Cancelled (or failed) with parsed trades in hand: hand them over regardless
                 # of the bound, so the stop path can write or spill them.
-                self.queue.force_put(self._take_pending())
+                for batch in self._take_pending():
+                    self.queue.force_put(batch)
             if self._raw and self.capture is not None:
                 self.capture.force_put(self._take_raw())
 
@@ -623,19 +624,27 @@ class WebSocketSession:
                 raise SubscriptionRejected(name, event.message, refused)
             self._log(logging.WARNING, "exchange_error", message=event.message)
 
-    def _take_pending(self) -> list[Trade]:
-        """The pending batch, checked for gaps and without duplicates (a trade seen before a
-        reconnect is dropped here, so nothing is written twice)."""
-        batch, self._pending = self._pending, []
-        if self.protocol.sequenced and batch:
-            batch = self.gaps.filter(self.protocol.name, batch)
-        self.counters.parsed += len(batch)
-        if batch:
-            tally = self.tally
-            if not tally.is_subscribed:
-                tally.subscribed(self.clock.monotonic())
-            tally.count(batch)
-        return batch
+    def _take_pending(self) -> list[list[Trade]]:
+        """The pending trades as one batch per symbol (:func:`engine.records.by_symbol`: what
+        the gap check, the tally and the windower each handle in one step), checked for gaps
+        and without duplicates (a trade seen before a reconnect is dropped here, so nothing is
+        written twice). Empty batches are left out."""
+        groups = by_symbol(self._pending)
+        self._pending = []
+        if not groups:
+            return groups
+        tally = self.tally
+        if not tally.is_subscribed:
+            tally.subscribed(self.clock.monotonic())
+        sequenced, name = self.protocol.sequenced, self.protocol.name
+        checked: list[list[Trade]] = []
+        for group in groups:
+            batch = self.gaps.filter(name, group) if sequenced else group
+            if batch:
+                self.counters.parsed += len(batch)
+                tally.count(batch)
+                checked.append(batch)
+        return checked
 
     def _capture_sent(self, message: str) -> None:
         """Keep a frame about to be sent, when capturing."""
@@ -660,7 +669,16 @@ class WebSocketSession:
         is full), a batch already taken is handed over regardless of the bound (``put`` is
         cancel-safe: it queued nothing), so the stop path writes or spills it."""
         if self._pending:
-            await self._put(self.queue, self._take_pending())
+            batches = self._take_pending()
+            for index, batch in enumerate(batches):
+                try:
+                    await self._put(self.queue, batch)
+                except BaseException:
+                    # Cancelled while waiting for room: this batch was handed over (see
+                    # _put), the ones after it are too, so nothing taken is lost.
+                    for rest in batches[index + 1 :]:
+                        self.queue.force_put(rest)
+                    raise
         if self._raw and self.capture is not None:
             await self._put(self.capture, self._take_raw())
 
@@ -701,11 +719,11 @@ class WebSocketSession:
             return
         closing = self._release.is_set()
         if self._pending and (closing or self.queue.fits(len(self._pending))):
-            batch = self._take_pending()
-            if closing:
-                self.queue.force_put(batch)
-            else:
-                self.queue.put_nowait(batch)
+            for batch in self._take_pending():
+                if closing:
+                    self.queue.force_put(batch)
+                else:
+                    self.queue.put_nowait(batch)
         capture = self.capture
         if self._raw and capture is not None and (closing or capture.fits(len(self._raw))):
             records = self._take_raw()

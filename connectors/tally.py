@@ -124,10 +124,13 @@ class StreamTally:
         if not trades:
             return
         tallies = self._by_canonical
-        if len(tallies) == 1:
-            [tally] = tallies.values()
-            if trades[0].symbol in tallies:
-                self._add(tally, len(trades), trades[0].ts_event, trades[-1].ts_event)
+        only = trades[0].symbol
+        if trades[-1].symbol == only and (
+            len(tallies) == 1 or all(map(only.__eq__, map(_symbol_of, trades)))
+        ):  # one symbol's batch (engine.records.by_symbol): one step
+            found = tallies.get(only)
+            if found is not None:
+                self._add(found, len(trades), trades[0].ts_event, trades[-1].ts_event)
                 return
         symbols = list(map(_symbol_of, trades))
         stamps = list(map(_ts_event_of, trades))

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.gaps import REORDER_WINDOW, Gap, GapTracker, Reset
-from engine.records import Trade
+from engine.records import Trade, by_symbol
 
 
 def trades(*pairs: tuple[str, int]) -> list[Trade]:
@@ -241,3 +241,52 @@ def test_stored_ids_and_final_gaps_cover_the_range_exactly(ids: list[int], batch
         covered |= span
     assert covered == set(range(min(ids), max(ids) + 1))
     assert g.duplicates == len(ids) - len(accepted) and g.resets == {}
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("XYZ"), st.integers(min_value=0, max_value=60)),
+        min_size=1,
+        max_size=200,
+    ),
+    st.integers(min_value=1, max_value=50),
+    st.integers(min_value=1, max_value=20),
+)
+def test_one_batch_per_symbol_is_checked_exactly_as_the_mixed_batch(
+    arrivals: list[tuple[str, int]], batch: int, window: int
+) -> None:
+    """The sessions hand the tracker one batch per symbol (engine.records.by_symbol), which
+    takes its one-comparison path when the ids run on: per symbol, the same trades kept, and
+    the same gaps, resets, duplicates and late trades, as the mixed batches they came from."""
+    mixed, grouped = GapTracker(window=window), GapTracker(window=window)
+    kept_mixed: list[Trade] = []
+    kept_grouped: list[Trade] = []
+    for start in range(0, len(arrivals), batch):
+        chunk = trades(*arrivals[start : start + batch])
+        kept_mixed += mixed.filter("b", chunk)
+        for group in by_symbol(chunk):
+            kept_grouped += grouped.filter("b", group)
+    for g in (mixed, grouped):
+        g.finish()
+    for symbol in "XYZ":
+        assert [t for t in kept_mixed if t.symbol == symbol] == [
+            t for t in kept_grouped if t.symbol == symbol
+        ]
+    assert (mixed.gaps, mixed.resets, mixed.duplicates, mixed.out_of_order) == (
+        grouped.gaps,
+        grouped.resets,
+        grouped.duplicates,
+        grouped.out_of_order,
+    )
+
+
+def test_by_symbol_keeps_arrival_order_and_returns_one_symbols_batch_itself() -> None:
+    batch = trades(("X", 1), ("Y", 1), ("X", 2), ("Z", 1), ("Y", 2))
+    assert [[(t.symbol, t.trade_id) for t in g] for g in by_symbol(batch)] == [
+        [("X", "1"), ("X", "2")],
+        [("Y", "1"), ("Y", "2")],
+        [("Z", "1")],
+    ]
+    only = run([1, 2, 3])
+    assert by_symbol(only) == [only] and by_symbol(only)[0] is only
+    assert by_symbol([]) == []
