@@ -12,10 +12,19 @@ measured in the same run, one after the other against the same server:
   3x, so the generator is not what limits the engine's figure);
 * `bare-orjson`, `bare-aiohttp-orjson` (``--parse-ceilings``) - the same loops with
   ``orjson.loads`` of each frame;
-* `zst`    - `feedvault stream` end to end into S3 (moto's server on loopback), FORMAT=ndjson.zst;
+* `zst`    - `feedvault stream` end to end into S3 (moto's server on loopback), FORMAT=ndjson.zst,
+  on the default transport (aiohttp);
 * `gz`     - the same with the default FORMAT=ndjson.gz;
+* `zst-websockets`, `gz-websockets` - the same two on ``WS_TRANSPORT=websockets``;
+* `zst-before` - the same as `zst` run by the code of ``--baseline`` (default: the commit before
+  the transport work, :data:`BASELINE_REV`), checked out in a ``git worktree`` under
+  bench-output/ and run from there with this environment, against the same generator;
 * `naive`  - json + list + gzip level 9 + boto3 per window (the naive baseline);
 * `zst-long` - a 3x longer zst run, to show peak RSS does not grow with run length.
+
+``--repeat N`` runs each of `zst`, `zst-websockets` and `zst-before` N times, in turn (so the
+machine's noise falls on all three alike), and keeps each one's median run; the rates of all
+runs are in the row (``runs``).
 
 Replay path (:mod:`benchmarks.replay_path`): a synthetic recording of ``--replay-frames``
 Binance trade frames (``.zst``, generated once per run), read by
@@ -23,6 +32,7 @@ Binance trade frames (``.zst``, generated once per run), read by
 * `replay-ceiling` - ``iter_records`` + ``BinanceProtocol.parse``, no sink (the ceiling);
 * `replay` - ``feedvault replay FILE --speed max`` end to end into S3 (trades/s over the
   process's wall time; "not available" when the command is missing or leaves no manifest);
+* `replay-before` - the same by the baseline's code;
 * `replay-naive` - the naive baseline reading the same file.
 
 Each half's ratios are against its own ceiling and naive baseline.
@@ -35,7 +45,7 @@ length. Peak RSS is each process's own high-water mark (``VmHWM``), which, unlik
 as a table and written to bench-output/bench.json. Usage:
 ``python -m benchmarks [--seconds 30] [--long-seconds 90] [--window-seconds 10] [--skip-long]
 [--skip-ws] [--skip-replay] [--replay-frames 2000000] [--parse-ceilings]
-[--generator fake|blaster]``.
+[--generator fake|blaster] [--baseline REV | --no-baseline] [--repeat N]``.
 """
 
 from __future__ import annotations
@@ -60,6 +70,16 @@ from benchmarks.figures import last_json
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SYMBOLS = "BTCUSDT,ETHUSDT,BNBUSDT"
+BASELINE_REV = "cefcbc716921ef5318c5db77b9bc785bcf3c0fb4"
+"""The commit before the WebSocket transport work: `stream` on websockets, the old hot path."""
+STREAM_TARGET = 2.5
+"""`stream` (zst) must do at least this multiple of the baseline's rate."""
+CEILING_TARGET = 0.25
+"""... and at least this share of the bare aiohttp receive loop."""
+REPLAY_TARGET = 1.5
+"""`replay` must do at least this multiple of the baseline's rate."""
+RSS_BOUND_MB = 300.0
+"""Peak RSS of the engine, short and long run."""
 
 
 def free_port() -> int:
@@ -83,10 +103,15 @@ def peak_rss_of(pid: int) -> int:
     return 0
 
 
-def run_child(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, Any]:
-    """Run a child to completion; return (status, stdout, rusage of that child alone)."""
+def run_child(
+    cmd: list[str], env: dict[str, str], timeout: float, cwd: Path | None = None
+) -> tuple[int, str, Any]:
+    """Run a child to completion (in ``cwd``: where ``python -m`` finds its package); return
+    (status, stdout, rusage of that child alone)."""
     with open(os.devnull, "w") as devnull:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=devnull, env=env, text=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=devnull, env=env, text=True, cwd=cwd or REPO
+        )
         assert proc.stdout is not None
         out_lines: list[str] = []
         deadline = time.monotonic() + timeout
@@ -129,6 +154,7 @@ class Bench:
         self.fake: subprocess.Popen[str] | None = None
         self.generator = "fake"
         self.url = ""
+        self.baseline_repo: Path | None = None
 
     def start_fake(self, generator: str = "fake") -> None:
         """Start the WebSocket half's load generator: the fake exchange at ``--rate max``
@@ -146,10 +172,28 @@ class Bench:
         assert self.fake.stdout is not None
         self.url = json.loads(self.fake.stdout.readline())["url"]
 
-    def env(self, **extra: str) -> dict[str, str]:
+    def baseline(self, rev: str) -> Path | None:
+        """A ``git worktree`` of ``rev`` under bench-output/ (made once, reused); None when
+        this is not a git checkout or ``rev`` is not in it."""
+        path = REPO / "bench-output" / f"baseline-{rev[:12]}"
+        if (path / "feedvault").is_dir():
+            self.baseline_repo = path
+            return path
+        made = subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--force", "--detach", str(path), rev],
+            capture_output=True,
+            text=True,
+        )
+        if made.returncode != 0:
+            print(f"bench: no baseline ({made.stderr.strip()[-200:]})", flush=True)
+            return None
+        self.baseline_repo = path
+        return path
+
+    def env(self, repo: Path = REPO, **extra: str) -> dict[str, str]:
         env = {
             "PATH": os.environ["PATH"],
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": str(repo),
             "HOME": os.environ.get("HOME", "/tmp"),
         }
         env.update(self.aws_env)
@@ -191,9 +235,43 @@ class Bench:
                 "peak_rss_mb": round(peak_rss_of(self.fake.pid) / 2**20, 1),
             }
 
-    def engine(self, name: str, fmt: str, seconds: float) -> None:
+    def engines(self, names: list[str], repeat: int) -> None:
+        """Run each engine row of ``names`` (see :data:`ENGINE_ROWS`) ``repeat`` times, in
+        turn, and keep each one's median run (by trades/s) with the rates of all its runs."""
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for attempt in range(repeat):
+            for name in names:
+                fmt, transport, before = ENGINE_ROWS[name]
+                if before and self.baseline_repo is None:
+                    continue
+                key = name if repeat == 1 else f"{name}-{attempt}"
+                self.engine(key, fmt, self.seconds, transport, before=before)
+                runs[name].append(self.results.pop(key))
+        for name, rows in runs.items():
+            if not rows:
+                self.results[name] = {"note": "no baseline worktree (see --baseline)"}
+                continue
+            rows.sort(key=lambda row: float(row["trades_per_s"]))
+            median = dict(rows[(len(rows) - 1) // 2])
+            median["runs"] = [row["trades_per_s"] for row in rows]
+            self.results[name] = median
+
+    def engine(
+        self,
+        name: str,
+        fmt: str,
+        seconds: float,
+        transport: str = "aiohttp",
+        *,
+        before: bool = False,
+    ) -> None:
+        """`feedvault stream` for ``seconds`` as row ``name``: this checkout's code on
+        ``transport``, or (``before``) the baseline worktree's."""
         prefix = f"bench/{name}/"
+        repo = self.baseline_repo if before and self.baseline_repo is not None else REPO
         env = self.env(
+            repo,
+            WS_TRANSPORT=transport,
             S3_BUCKET="bench",
             S3_PREFIX=prefix,
             MAX_RUNTIME_SECONDS=str(seconds),
@@ -206,7 +284,9 @@ class Bench:
             SPILL_DIR=str(REPO / "bench-output" / "spill"),
         )
         started = time.monotonic()
-        status, out, usage = run_child([PY, "-m", "feedvault", "stream"], env, seconds + 120)
+        status, out, usage = run_child(
+            [PY, "-m", "feedvault", "stream"], env, seconds + 120, cwd=repo
+        )
         wall = time.monotonic() - started
         (REPO / "bench-output" / f"{name}.log").write_text(out)
         manifest = self.manifest(prefix)
@@ -265,10 +345,19 @@ class Bench:
         return doc
 
 
+ENGINE_ROWS: dict[str, tuple[str, str, bool]] = {
+    "zst": ("ndjson.zst", "aiohttp", False),
+    "gz": ("ndjson.gz", "aiohttp", False),
+    "zst-websockets": ("ndjson.zst", "websockets", False),
+    "gz-websockets": ("ndjson.gz", "websockets", False),
+    "zst-before": ("ndjson.zst", "websockets", True),
+}
+"""Each `stream` row: its FORMAT, its WS_TRANSPORT, and whether the baseline's code runs it."""
+
 HALVES = (
     (
         "WebSocket path",
-        "bare",
+        "bare-aiohttp",
         "naive",
         (
             "bare",
@@ -278,11 +367,19 @@ HALVES = (
             "generator",
             "zst",
             "gz",
+            "zst-websockets",
+            "gz-websockets",
+            "zst-before",
             "naive",
             "zst-long",
         ),
     ),
-    ("replay path", "replay-ceiling", "replay-naive", ("replay-ceiling", "replay", "replay-naive")),
+    (
+        "replay path",
+        "replay-ceiling",
+        "replay-naive",
+        ("replay-ceiling", "replay", "replay-before", "replay-naive"),
+    ),
 )
 
 
@@ -297,10 +394,25 @@ def ws_ratios(results: dict[str, dict[str, Any]]) -> list[str]:
     engine = results.get("zst", {}).get("trades_per_s")
     if not engine:
         return lines
+    before = results.get("zst-before", {}).get("trades_per_s")
+    if before:
+        ratio = engine / before
+        verdict = "met" if ratio >= STREAM_TARGET else "NOT met"
+        lines.append(
+            f"stream (zst) vs before: {ratio:.2f}x (target >= {STREAM_TARGET}x: {verdict})"
+        )
     for name, label in (("bare", "websockets"), ("bare-aiohttp", "aiohttp")):
         ceiling = results.get(name, {}).get("trades_per_s")
         if ceiling:
-            lines.append(f"stream (zst) vs bare {label} loop: {engine / ceiling:.0%}")
+            share = engine / ceiling
+            line = f"stream (zst) vs bare {label} loop: {share:.0%}"
+            if name == "bare-aiohttp":
+                verdict = "met" if share >= CEILING_TARGET else "NOT met"
+                line += f" (target >= {CEILING_TARGET:.0%}: {verdict})"
+            lines.append(line)
+    websockets = results.get("zst-websockets", {}).get("trades_per_s")
+    if websockets:
+        lines.append(f"stream (zst), aiohttp vs websockets transport: {engine / websockets:.2f}x")
     generator = results.get("generator", {}).get("trades_per_s")
     if generator:
         ratio = generator / engine
@@ -336,11 +448,20 @@ def report(results: dict[str, dict[str, Any]]) -> str:
                 f"  {name:<20} {r['trades_per_s']:>12,.0f} {r['cpu_us_per_trade']:>13.2f} "
                 f"{r['peak_rss_mb']:>12.1f} {ratio_ceiling:>11} {ratio_naive:>9}"
             )
-    if "zst" in results and "zst-long" in results:
-        growth = results["zst-long"]["peak_rss_mb"] / results["zst"]["peak_rss_mb"]
-        lines.append(f"peak RSS, long run vs short run: {growth:.2f}x")
+    if "peak_rss_mb" in results.get("zst", {}) and "peak_rss_mb" in results.get("zst-long", {}):
+        short, long = results["zst"]["peak_rss_mb"], results["zst-long"]["peak_rss_mb"]
+        verdict = "met" if max(short, long) < RSS_BOUND_MB else "NOT met"
+        lines.append(
+            f"peak RSS, long run vs short run: {long / short:.2f}x "
+            f"({short:.0f} MB, {long:.0f} MB; bound {RSS_BOUND_MB:.0f} MB: {verdict})"
+        )
     lines += ws_ratios(results)
     replay = results.get("replay", {})
+    before = results.get("replay-before", {}).get("trades_per_s")
+    if "trades_per_s" in replay and before:
+        ratio = replay["trades_per_s"] / before
+        verdict = "met" if ratio >= REPLAY_TARGET else "NOT met"
+        lines.append(f"replay vs before: {ratio:.2f}x (target >= {REPLAY_TARGET}x: {verdict})")
     if "trades_per_s" in replay and results.get("replay-naive", {}).get("trades_per_s"):
         ratio = replay["trades_per_s"] / results["replay-naive"]["trades_per_s"]
         verdict = "met" if ratio >= 4 else "NOT met"
@@ -371,10 +492,22 @@ def main() -> None:
     parser.add_argument(
         "--replay-frames", type=int, default=2_000_000, help="frames in the replay recording"
     )
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE_REV,
+        metavar="REV",
+        help="the commit whose code runs the `zst-before` and `replay-before` rows",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline rows")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each compared stream row (median kept)"
+    )
     args = parser.parse_args()
     out_dir = REPO / "bench-output"
     out_dir.mkdir(exist_ok=True)
     bench = Bench(args.seconds, args.long_seconds, args.window_seconds)
+    if not args.no_baseline:
+        bench.baseline(args.baseline)
     try:
         if not args.skip_ws:
             bench.start_fake(args.generator)
@@ -387,8 +520,11 @@ def main() -> None:
             if args.parse_ceilings:
                 bench.bare(parse=True)
                 bench.bare("aiohttp", parse=True)
-            bench.engine("zst", "ndjson.zst", args.seconds)
-            bench.engine("gz", "ndjson.gz", args.seconds)
+            compared = ["zst", "zst-websockets"]
+            if not args.no_baseline:
+                compared.append("zst-before")
+            bench.engines(compared, max(args.repeat, 1))
+            bench.engines(["gz", "gz-websockets"], 1)
             bench.naive()
             if not args.skip_long:
                 bench.engine("zst-long", "ndjson.zst", args.long_seconds)

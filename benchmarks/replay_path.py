@@ -19,7 +19,6 @@ import importlib.util
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,13 +32,19 @@ class _Host(Protocol):
 
     window_seconds: int
     results: dict[str, dict[str, Any]]
+    baseline_repo: Path | None
 
-    def env(self, **extra: str) -> dict[str, str]: ...
+    def env(self, repo: Path = ..., **extra: str) -> dict[str, str]: ...
 
     def manifest(self, prefix: str) -> dict[str, Any] | None: ...
 
 
-RunChild = Callable[[list[str], dict[str, str], float], tuple[int, str, Any]]
+class RunChild(Protocol):
+    """:func:`benchmarks.__main__.run_child`."""
+
+    def __call__(
+        self, cmd: list[str], env: dict[str, str], timeout: float, cwd: Path | None = None
+    ) -> tuple[int, str, Any]: ...
 
 
 def replay_available() -> bool:
@@ -68,12 +73,22 @@ def ceiling(bench: _Host, run_child: RunChild, path: Path) -> None:
     bench.results["replay-ceiling"] = _child_row(bench, run_child, cmd, 600)
 
 
-def replay(bench: _Host, run_child: RunChild, path: Path, frames: int, out_dir: Path) -> None:
-    """Run ``feedvault replay`` on ``path``; record its row (or why there is none)."""
-    if not replay_available():
-        bench.results["replay"] = {"available": False, "note": "engine/replay.py not present"}
+def replay(
+    bench: _Host,
+    run_child: RunChild,
+    path: Path,
+    frames: int,
+    out_dir: Path,
+    name: str = "replay",
+    repo: Path | None = None,
+) -> None:
+    """Run ``feedvault replay`` on ``path`` as row ``name``, by this checkout's code or by the
+    code in ``repo`` (the baseline worktree); record its row (or why there is none)."""
+    if repo is None and not replay_available():
+        bench.results[name] = {"available": False, "note": "engine/replay.py not present"}
         return
     env = bench.env(
+        *([repo] if repo is not None else []),
         WINDOW_SECONDS=str(bench.window_seconds),
         FORMAT="ndjson.zst",
         STATS_INTERVAL_SECONDS="5",
@@ -90,18 +105,18 @@ def replay(bench: _Host, run_child: RunChild, path: Path, frames: int, out_dir: 
         "--speed",
         "max",
         "--out",
-        "s3://bench/replay/",
+        f"s3://bench/{name}/",
     ]
     started = time.monotonic()
-    status, out, usage = run_child(cmd, env, 120 + frames / 10_000)
+    status, out, usage = run_child(cmd, env, 120 + frames / 10_000, cwd=repo)
     wall = time.monotonic() - started
-    (out_dir / "replay.log").write_text(out)
-    manifest = bench.manifest("replay/")
+    (out_dir / f"{name}.log").write_text(out)
+    manifest = bench.manifest(f"{name}/")
     if manifest is None:
         tail = " | ".join(out.splitlines()[-3:])[-300:]
-        bench.results["replay"] = {
+        bench.results[name] = {
             "available": False,
-            "note": f"exit {status}, no manifest under replay/_manifests/: {tail}",
+            "note": f"exit {status}, no manifest under {name}/_manifests/: {tail}",
         }
         return
     trades = sum(o["records"] for o in manifest["objects"])
@@ -122,7 +137,7 @@ def replay(bench: _Host, run_child: RunChild, path: Path, frames: int, out_dir: 
             peak_rss_mb = float(doc.get("peak_rss_mb", 0.0))
             elapsed = float(doc.get("elapsed_s", wall))
             cpu = float(doc.get("cpu_s", cpu))
-    bench.results["replay"] = {
+    bench.results[name] = {
         "exit": status,
         "status": manifest["status"],
         "trades": trades,
@@ -155,4 +170,6 @@ def run_all(bench: _Host, run_child: RunChild, out_dir: Path, frames: int) -> No
     )
     ceiling(bench, run_child, path)
     replay(bench, run_child, path, frames, out_dir)
+    if bench.baseline_repo is not None:
+        replay(bench, run_child, path, frames, out_dir, "replay-before", bench.baseline_repo)
     naive(bench, run_child, path)
