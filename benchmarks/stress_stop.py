@@ -12,7 +12,8 @@ fake exchange's ledger is stored exactly once (zero missing), and the stop tests
 finished within its grace. The burners are stopped (by their process ids) at the end, whatever
 happens.
 
-Tests: ``tests/test_session.py`` (the session's stop and keepalive against the fake exchange),
+Tests: the session's stop and keepalive against the fake exchange, on both transports (from
+``tests/test_session_conformance.py``),
 ``tests/test_backpressure.py`` (its 45 s keepalive run only with ``--with-held``) and the stop
 moments of ``tests/test_stop_moments.py`` (seeds 0 and 1 of each kind, 10 runs; all 20 with
 ``--all-moments``). One repetition takes two to four minutes on a loaded 2-core machine.
@@ -37,8 +38,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+_SESSION = "tests/test_session_conformance.py::"
 TESTS = (
-    "tests/test_session.py",
+    *(
+        _SESSION + name
+        for name in (
+            "test_a_connection_silent_for_stale_seconds_is_replaced",
+            "test_a_connection_is_replaced_before_its_maximum_age",
+            "test_a_stop_while_backpressured_reads_the_socket_to_the_end",
+            "test_a_close_not_answered_by_the_drain_deadline_is_an_unclean_close",
+            "test_a_slow_sink_backpressures_the_exchange_and_keeps_the_connection",
+            "test_a_stop_does_not_wait_for_a_connection_still_opening",
+        )
+    ),
     "tests/test_backpressure.py",
     "tests/test_stop_moments.py::test_sigterm_at_a_moment_stores_every_trade_once",
 )

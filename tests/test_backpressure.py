@@ -349,7 +349,8 @@ BENCH = os.environ.get("FEEDVAULT_BENCH") == "1"
 @pytest.mark.skipif(
     not BENCH,
     reason="make bench (FEEDVAULT_BENCH=1): over a minute of wall time; the suite's variant is "
-    "tests/test_session.py::test_a_slow_sink_does_not_cost_the_connection_its_keepalive",
+    "tests/test_session_conformance.py::"
+    "test_a_slow_sink_backpressures_the_exchange_and_keeps_the_connection",
 )
 def test_s3_held_for_45_s_costs_no_connection_and_no_trade(
     s3_server: S3Server, bucket: str, tmp_path: Path, watched: WatchedProxy
