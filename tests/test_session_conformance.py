@@ -333,7 +333,7 @@ async def test_our_pings_answered_keep_a_quiet_connection(transport: Transport) 
             await logs.wait_for(lambda: len(logs.docs("connected")) == 1)
             for n in range(1, 4):
                 clock.advance(1.5)
-                await until(lambda n=n: len(recorder.pongs) == n)  # type: ignore[misc]
+                await until(lambda n=n: len(recorder.pongs) == n)
                 async with asyncio.timeout(WAIT):
                     assert await recorder.pongs[-1] >= 0.0
             await stopped(task, stop)
