@@ -75,7 +75,6 @@ from feedvault.run import ManifestRun
 from feedvault.sessions import CountingSource, build_sessions
 from feedvault.stream_spill import spill_run_manifest, spill_unfinished
 from feedvault.stream_stats import StreamStats
-from sinks.compress_worker import CompressWorker
 from sinks.keys import DEFAULT_KEY_TEMPLATE, RAW_DATASET, RAW_KEY_TEMPLATE, KeyTemplate
 from sinks.manifest import Gap, Lost, Manifest, Reset, StreamFigures, iso_utc
 from sinks.sink import WindowedSink
@@ -142,8 +141,6 @@ class StreamRun(ManifestRun[StreamConfig]):
             BatchQueue(config.queue_maxsize, config.overflow) if config.capture else None
         )
         self.raw_sink: WindowedSink | None = None
-        #: The sinks' compressing thread (started by the first batch, closed after the sinks).
-        self.compress_worker = CompressWorker()
         self.error: FeedvaultError | None = None
         self.sessions: Sequence[CountingSource] = []
         self.stats = StreamStats(
@@ -246,7 +243,6 @@ class StreamRun(ManifestRun[StreamConfig]):
             dataset=dataset,
             clock=self.clock,
             trade_ids=trade_ids,
-            compress_worker=self.compress_worker,
         )
         return WindowedSink(
             windower,
@@ -295,8 +291,6 @@ class StreamRun(ManifestRun[StreamConfig]):
         )
         spilled: list[str] = []
         async with contextlib.AsyncExitStack() as sinks:
-            # Closed last (after every sink): waits for the batches still being compressed.
-            sinks.callback(self.compress_worker.close)
             for sink in self._sinks():
                 await sinks.enter_async_context(sink)
             try:

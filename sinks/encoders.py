@@ -12,9 +12,7 @@ throughput of level 6); ``ndjson.zst`` is one zstd frame, default level 1.
 from __future__ import annotations
 
 import zlib
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future
 from typing import Final, Protocol
 
 import orjson
@@ -22,7 +20,6 @@ import zstandard
 
 from engine.errors import ConfigError, IntegrityError
 from engine.text import plural
-from sinks.compress_worker import CompressWorker
 
 GZIP: Final = "ndjson.gz"
 ZSTD: Final = "ndjson.zst"
@@ -67,40 +64,24 @@ def _compressor(format: str, level: int) -> _Compressor:
 
 
 class Encoder:
-    """One object body being built. Not thread-safe (one thread calls it); unusable after
-    :meth:`finish`.
+    """One object body being built. Not thread-safe; unusable after :meth:`finish`.
 
     ``compressed_size`` counts the compressed bytes produced so far; it lags the input by what
-    the compressor holds internally (up to ~128 KiB of input for zstd, less for gzip) and, with a
-    :class:`~sinks.compress_worker.CompressWorker`, by the batches still being compressed (at
-    most its ``max_pending_bytes``), so a size limit checked against it is approximate by that
-    much. The body is the same bytes with or without a worker.
+    the compressor holds internally (up to ~128 KiB of input for zstd, less for gzip), so a
+    size limit checked against it is approximate by that much.
     """
 
-    __slots__ = (
-        "_chunks",
-        "_compressor",
-        "_pending",
-        "_worker",
-        "compressed_size",
-        "format",
-        "raw_size",
-    )
+    __slots__ = ("_chunks", "_compressor", "compressed_size", "format", "raw_size")
 
-    def __init__(
-        self, format: str, compressor: _Compressor, worker: CompressWorker | None = None
-    ) -> None:
+    def __init__(self, format: str, compressor: _Compressor) -> None:
         self.format = format
         self._compressor: _Compressor | None = compressor
-        self._worker = worker
-        self._pending: deque[Future[bytes]] = deque()
         self._chunks: list[bytes] = []
         self.compressed_size = 0
         self.raw_size = 0
 
     def write(self, records: Sequence[object]) -> None:
-        """Encode ``records`` as NDJSON lines and compress them in one call (on the worker's
-        thread when there is an open worker; then this returns before the call is done)."""
+        """Encode ``records`` as NDJSON lines and compress them in one call."""
         compressor = self._compressor
         if compressor is None:
             raise RuntimeError("encoder already finished")
@@ -109,34 +90,16 @@ class Encoder:
         for record in records:
             buf += dumps(record, option=_OPT)
         self.raw_size += len(buf)
-        worker = self._worker
-        if worker is not None and not worker.closed:
-            self._pending.append(worker.submit(compressor.compress, buf))
-            self._take(wait=False)
-            return
-        self._take(wait=True)  # a worker closed meanwhile: its calls first, in order
         out = compressor.compress(buf)
         if out:
             self._chunks.append(out)
             self.compressed_size += len(out)
 
-    def _take(self, *, wait: bool) -> None:
-        """Collect the worker's finished calls in submission order (all of them with
-        ``wait``); a compressor's error is raised here."""
-        pending = self._pending
-        while pending and (wait or pending[0].done()):
-            out = pending.popleft().result()
-            if out:
-                self._chunks.append(out)
-                self.compressed_size += len(out)
-
     def finish(self) -> bytes:
-        """Flush the compressor and return the complete object body (waits for the batches
-        still on the worker's thread)."""
+        """Flush the compressor and return the complete object body."""
         compressor = self._compressor
         if compressor is None:
             raise RuntimeError("encoder already finished")
-        self._take(wait=True)
         self._compressor = None
         self._chunks.append(compressor.flush())
         body = b"".join(self._chunks)
@@ -145,17 +108,14 @@ class Encoder:
         return body
 
 
-def make_encoder(
-    format: str, level: int | None = None, worker: CompressWorker | None = None
-) -> Encoder:
-    """A fresh encoder for ``format`` at ``level`` (default: :data:`DEFAULT_LEVELS`),
-    compressing on ``worker``'s thread when given."""
+def make_encoder(format: str, level: int | None = None) -> Encoder:
+    """A fresh encoder for ``format`` at ``level`` (default: :data:`DEFAULT_LEVELS`)."""
     check_format(format)
     if level is None:
         level = DEFAULT_LEVELS[format]
     if level not in _LEVEL_RANGES[format]:
         raise ConfigError("COMPRESSION_LEVEL", f"level {level} is out of range for {format}")
-    return Encoder(format, _compressor(format, level), worker)
+    return Encoder(format, _compressor(format, level))
 
 
 def decompress(body: bytes, format: str) -> bytes:

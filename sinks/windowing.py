@@ -34,7 +34,6 @@ from typing import Final, Protocol, cast
 from engine.clock import Clock
 from engine.errors import ConfigError
 from engine.records import Trade
-from sinks.compress_worker import CompressWorker
 from sinks.encoders import Encoder, extension, make_encoder
 from sinks.keys import KeyTemplate
 
@@ -171,9 +170,6 @@ class Windower:
     clock: Clock
     level: int | None = None
     trade_ids: bool = True
-    compress_worker: CompressWorker | None = None
-    """Where the windows' encoders compress (None: inline); owned by the caller, who closes it
-    after the windower's last window is closed."""
 
     def __post_init__(self) -> None:
         self._ext = extension(self.format)
@@ -306,7 +302,7 @@ class Windower:
             slot=slot,
             window_start_ns=start_ns,
             end_ns=start_ns + self._slot_ns,
-            encoder=make_encoder(self.format, self.level, self.compress_worker),
+            encoder=make_encoder(self.format, self.level),
             trade_ids=self.trade_ids,
         )
         self._open[(partition, slot)] = window
