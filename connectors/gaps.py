@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Final
 
-from engine.records import Trade
+from engine.records import SymbolBatch, Trade
 
 REORDER_WINDOW: Final = 1_000
 """How many ids below a symbol's highest id a trade may arrive late and still be placed: a late
@@ -130,14 +130,14 @@ class GapTracker:
         common case).
 
         One symbol's batch whose ids continue its sequence exactly (the common case, and what
-        :func:`engine.records.by_symbol` hands over) is checked in one C-level comparison."""
+        :class:`engine.records.SymbolBatch`) is checked in one C-level comparison."""
         high = self._high.setdefault(exchange, {})
         first = trades[0].symbol if trades else None
         top = high.get(first) if first is not None else None
         if top is not None and trades[-1].symbol == first:
             run = list(map(int, map(_trade_id_of, trades)))
-            if run == list(range(top + 1, top + 1 + len(run))) and all(
-                map(first.__eq__, map(_symbol_of, trades))
+            if run == list(range(top + 1, top + 1 + len(run))) and (
+                type(trades) is SymbolBatch or all(map(first.__eq__, map(_symbol_of, trades)))
             ):
                 high[first] = run[-1]
                 if self._open.get(exchange):

@@ -632,7 +632,7 @@ class WebSocketSession:
         groups = by_symbol(self._pending)
         self._pending = []
         if not groups:
-            return groups
+            return []
         tally = self.tally
         if not tally.is_subscribed:
             tally.subscribed(self.clock.monotonic())

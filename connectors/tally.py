@@ -26,7 +26,7 @@ from operator import attrgetter
 from typing import Any
 
 from connectors.symbols import canonical_symbol
-from engine.records import Trade
+from engine.records import SymbolBatch, Trade
 
 _symbol_of = attrgetter("symbol")
 _ts_event_of = attrgetter("ts_event")
@@ -125,9 +125,10 @@ class StreamTally:
             return
         tallies = self._by_canonical
         only = trades[0].symbol
-        if trades[-1].symbol == only and (
-            len(tallies) == 1 or all(map(only.__eq__, map(_symbol_of, trades)))
-        ):  # one symbol's batch (engine.records.by_symbol): one step
+        if type(trades) is SymbolBatch or (
+            trades[-1].symbol == only
+            and (len(tallies) == 1 or all(map(only.__eq__, map(_symbol_of, trades))))
+        ):  # one symbol's batch: one step
             found = tallies.get(only)
             if found is not None:
                 self._add(found, len(trades), trades[0].ts_event, trades[-1].ts_event)

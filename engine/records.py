@@ -68,23 +68,31 @@ class Trade:
 _symbol_of: Final = attrgetter("symbol")
 
 
-def by_symbol(trades: list[Trade]) -> list[list[Trade]]:
-    """``trades`` split into one list per symbol, each in arrival order, symbols in order of
-    first appearance; the list itself (as the only group) when it holds one symbol.
+class SymbolBatch(list[Trade]):
+    """Trades of one exchange and one symbol, in arrival order: what :func:`by_symbol` makes.
 
-    A batch of one symbol is what every later step handles fastest: the gap check compares its
-    ids in one C-level pass, the tally adds it in one step, the windower needs no split. The
-    common single-symbol case is found without a Python loop."""
+    Its type is the promise, so the steps after it skip checking it trade by trade: the gap
+    check compares its ids in one C-level pass, the tally adds it in one step, the windower
+    puts it in one partition without looking at each trade's key. Whoever builds one keeps the
+    promise; anything else is a plain list and is checked."""
+
+    __slots__ = ()
+
+
+def by_symbol(trades: list[Trade]) -> list[SymbolBatch]:
+    """One exchange's ``trades`` split into one :class:`SymbolBatch` per symbol, each in
+    arrival order, symbols in order of first appearance. The common single-symbol case is found
+    without a Python loop."""
     if not trades:
         return []
     symbols = list(map(_symbol_of, trades))
     if symbols.count(symbols[0]) == len(symbols):
-        return [trades]
-    groups: dict[str, list[Trade]] = {}
+        return [SymbolBatch(trades)]
+    groups: dict[str, SymbolBatch] = {}
     for symbol, trade in zip(symbols, trades, strict=True):
         group = groups.get(symbol)
         if group is None:
-            groups[symbol] = [trade]
+            groups[symbol] = SymbolBatch((trade,))
         else:
             group.append(trade)
     return list(groups.values())

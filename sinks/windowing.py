@@ -33,7 +33,7 @@ from typing import Final, Protocol, cast
 
 from engine.clock import Clock
 from engine.errors import ConfigError
-from engine.records import Trade
+from engine.records import SymbolBatch, Trade
 from sinks.encoders import Encoder, extension, make_encoder
 from sinks.keys import KeyTemplate
 
@@ -178,6 +178,8 @@ class Windower:
         self._fields = self.template.partition_fields
         self._partition_of = attrgetter(*self._fields) if self._fields else None
         self._homogeneous_by_key = self._fields == ("exchange", "symbol")
+        # A SymbolBatch is one partition when the partition is at most exchange and symbol.
+        self._by_symbol = set(self._fields) <= {"exchange", "symbol"}
         self._open: dict[tuple[_Partition, int], _OpenWindow] = {}
         self._seq: dict[_Partition, int] = {}
         self._next_due_ns: int | None = None
@@ -221,6 +223,8 @@ class Windower:
         key = partition_of
         single = len(self._fields) == 1
         first = key(records[0])
+        if self._by_symbol and type(records) is SymbolBatch:
+            return [(((first,) if single else first), records)]  # one partition by its type
         # Common case: the whole batch is one partition (checked on C-level map/compare).
         keys = list(map(key, records))
         if keys.count(first) == len(keys):

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.gaps import REORDER_WINDOW, Gap, GapTracker, Reset
-from engine.records import Trade, by_symbol
+from engine.records import SymbolBatch, Trade, by_symbol
 
 
 def trades(*pairs: tuple[str, int]) -> list[Trade]:
@@ -288,5 +288,6 @@ def test_by_symbol_keeps_arrival_order_and_returns_one_symbols_batch_itself() ->
         [("Z", "1")],
     ]
     only = run([1, 2, 3])
-    assert by_symbol(only) == [only] and by_symbol(only)[0] is only
+    assert by_symbol(only) == [only]
+    assert all(type(group) is SymbolBatch for group in by_symbol(batch) + by_symbol(only))
     assert by_symbol([]) == []

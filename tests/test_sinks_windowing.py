@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from engine.clock import FakeClock
 from engine.errors import ConfigError
-from engine.records import Trade
+from engine.records import SymbolBatch, Trade, by_symbol
 from sinks.encoders import decode_body
 from sinks.keys import KeyTemplate
 from sinks.windowing import ClosedWindow, Windower, WindowPolicy
@@ -199,6 +199,37 @@ def test_partitions_by_symbol_with_own_sequences(clock: FakeClock) -> None:
     ]
     assert [t for w in closed if "BTC" in w.key for t in decoded(w)] == btc
     assert [t for w in closed if "ETH" in w.key for t in decoded(w)] == eth
+
+
+@pytest.mark.parametrize(
+    "template", [None, "{prefix}{dataset}/{exchange}/{window_start}-{run_id}-{seq}.{ext}"]
+)
+def test_symbol_batches_land_as_the_same_windows_as_mixed_batches(
+    clock: FakeClock, template: str | None
+) -> None:
+    """The sessions hand over one SymbolBatch per symbol, which the windower takes as one
+    partition without checking each trade's key: the same windows, keys and bodies as the
+    mixed batch they came from (per symbol, arrival order kept)."""
+    feed = Feed(clock)
+    btc = feed.trades(4, "BTC-USDT")
+    eth = feed.trades(2, "ETH-USDT")
+    mixed = [btc[0], eth[0], btc[1], btc[2], eth[1], btc[3]]
+    grouped = by_symbol(mixed)
+    assert [type(g) for g in grouped] == [SymbolBatch, SymbolBatch]
+    results = []
+    for batches in ([mixed], grouped):
+        windower = make(clock, max_records=3, template=template)
+        closed = [w for batch in batches for w in windower.add(batch)] + windower.close_all()
+        results.append(
+            sorted((w.key, [(t.symbol, t.trade_id) for t in decoded(w)]) for w in closed)
+        )
+    if template is None:
+        assert results[0] == results[1]
+    else:  # windows per exchange: which trades share one follows the batches' order
+        assert [key for key, _ in results[0]] == [key for key, _ in results[1]]
+        assert sorted(t for _, ts in results[0] for t in ts) == sorted(
+            t for _, ts in results[1] for t in ts
+        )
 
 
 def test_exchange_only_template_mixes_symbols_in_one_window(clock: FakeClock) -> None:
