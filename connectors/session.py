@@ -568,19 +568,22 @@ class WebSocketSession:
             while True:
                 frames = await receive()
                 self.frames += len(frames)
+                # self._pending is replaced by every flush, and only an await lets another
+                # task flush: the local name is fetched again after each await.
+                pending = self._pending
                 for frame in frames:
                     ts = time_ns()
                     if captured is not None:
                         captured.append(raw.received(ts, name, frame))
                         if len(captured) >= batch_size:
                             await self._flush()
+                            pending = self._pending
                     try:
                         result = parse(frame, ts)
                     except MalformedFrame as exc:
                         self.invalid_log.record(name, exc, frame)
                         continue
-                    if isinstance(result, (tuple, list)):
-                        pending = self._pending
+                    if type(result) is tuple or isinstance(result, list):
                         pending += result
                         if len(pending) >= batch_size:
                             await self._flush()
@@ -589,8 +592,10 @@ class WebSocketSession:
                             # keeps pace with the socket instead of the queue filling to its
                             # bound.
                             await asyncio.sleep(0)
+                            pending = self._pending
                     else:
                         await self._control(result)
+                        pending = self._pending
         except ConnectionEnded as exc:
             self._close_received = exc.clean
             # What the library's own error was caused by (a reset's OSError), if anything.
