@@ -556,7 +556,8 @@ class WebSocketSession:
 
         Frames come in batches (every frame the transport already holds) and undecoded, as
         bytes: the protocol parses bytes directly and rejects invalid UTF-8 itself, so text is
-        never decoded twice.
+        never decoded twice. Every frame of a batch gets the batch's receive time (``ts_recv``:
+        the moment the transport handed it over, when all of them were in its buffer).
         """
         parse = self.protocol.parse
         receive = conn.receive
@@ -567,12 +568,14 @@ class WebSocketSession:
         try:
             while True:
                 frames = await receive()
+                # Every frame of the batch was in the transport's buffer when it was handed
+                # over: that moment is each one's receive time.
+                ts = time_ns()
                 self.frames += len(frames)
                 # self._pending is replaced by every flush, and only an await lets another
                 # task flush: the local name is fetched again after each await.
                 pending = self._pending
                 for frame in frames:
-                    ts = time_ns()
                     if captured is not None:
                         captured.append(raw.received(ts, name, frame))
                         if len(captured) >= batch_size:
