@@ -24,7 +24,7 @@ measured in the same run, one after the other against the same server:
 
 ``--repeat N`` runs each of `zst`, `zst-websockets` and `zst-before` N times, in turn (so the
 machine's noise falls on all three alike), and keeps each one's median run; the rates of all
-runs are in the row (``runs``).
+runs are in the row (``runs``). The same for `replay` and `replay-before`.
 
 Replay path (:mod:`benchmarks.replay_path`): a synthetic recording of ``--replay-frames``
 Binance trade frames (``.zst``, generated once per run), read by
@@ -65,7 +65,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from benchmarks import replay_path
-from benchmarks.figures import last_json
+from benchmarks.figures import last_json, median_row
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -251,10 +251,7 @@ class Bench:
             if not rows:
                 self.results[name] = {"note": "no baseline worktree (see --baseline)"}
                 continue
-            rows.sort(key=lambda row: float(row["trades_per_s"]))
-            median = dict(rows[(len(rows) - 1) // 2])
-            median["runs"] = [row["trades_per_s"] for row in rows]
-            self.results[name] = median
+            self.results[name] = median_row(rows)
 
     def engine(
         self,
@@ -500,7 +497,7 @@ def main() -> None:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline rows")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs of each compared stream row (median kept)"
+        "--repeat", type=int, default=1, help="runs of each compared row (median kept)"
     )
     args = parser.parse_args()
     out_dir = REPO / "bench-output"
@@ -529,7 +526,7 @@ def main() -> None:
             if not args.skip_long:
                 bench.engine("zst-long", "ndjson.zst", args.long_seconds)
         if not args.skip_replay:
-            replay_path.run_all(bench, run_child, out_dir, args.replay_frames)
+            replay_path.run_all(bench, run_child, out_dir, args.replay_frames, args.repeat)
     finally:
         bench.close()
     (out_dir / "bench.json").write_text(json.dumps(bench.results, indent=2))

@@ -40,3 +40,16 @@ def last_json(out: str) -> dict[str, Any]:
     """The JSON object on the last line of a child benchmark's output."""
     doc: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return doc
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median trades/s (the lower middle one), with every run's rate in
+    ``runs``; a single row that could not run is returned as it is."""
+    measured = sorted(
+        (row for row in rows if "trades_per_s" in row), key=lambda row: row["trades_per_s"]
+    )
+    if not measured:
+        return rows[0]
+    row = dict(measured[(len(measured) - 1) // 2])
+    row["runs"] = [r["trades_per_s"] for r in measured]
+    return row

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from benchmarks.figures import last_json
+from benchmarks.figures import last_json, median_row
 
 PY = sys.executable
 
@@ -159,8 +159,9 @@ def naive(bench: _Host, run_child: RunChild, path: Path) -> None:
     bench.results["replay-naive"] = _child_row(bench, run_child, cmd, 900)
 
 
-def run_all(bench: _Host, run_child: RunChild, out_dir: Path, frames: int) -> None:
-    """Generate the recording, then the ceiling, the replay and the naive baseline on it."""
+def run_all(bench: _Host, run_child: RunChild, out_dir: Path, frames: int, repeat: int = 1) -> None:
+    """Generate the recording, then the ceiling, the replay (and the baseline's, in turn with
+    it, ``repeat`` times each: the medians are kept) and the naive baseline on it."""
     path = out_dir / "replay-bench.jsonl.zst"
     made = generate(bench, run_child, path, frames)
     print(
@@ -169,7 +170,15 @@ def run_all(bench: _Host, run_child: RunChild, out_dir: Path, frames: int) -> No
         flush=True,
     )
     ceiling(bench, run_child, path)
-    replay(bench, run_child, path, frames, out_dir)
-    if bench.baseline_repo is not None:
-        replay(bench, run_child, path, frames, out_dir, "replay-before", bench.baseline_repo)
+    runs: dict[str, list[dict[str, Any]]] = {"replay": [], "replay-before": []}
+    for attempt in range(max(repeat, 1)):
+        for name, repo in (("replay", None), ("replay-before", bench.baseline_repo)):
+            if name == "replay-before" and repo is None:
+                continue
+            key = f"{name}-{attempt}"
+            replay(bench, run_child, path, frames, out_dir, key, repo)
+            runs[name].append(bench.results.pop(key))
+    for name, rows in runs.items():
+        if rows:
+            bench.results[name] = median_row(rows)
     naive(bench, run_child, path)

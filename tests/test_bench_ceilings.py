@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks import bare_recv, blaster
 from benchmarks.__main__ import peak_rss_of, process_cpu_seconds, report, ws_ratios
+from benchmarks.figures import median_row
 from connectors.binance import BinanceProtocol
 from connectors.fake.server import FakeExchange
 from engine.stats import peak_rss_bytes
@@ -158,3 +159,11 @@ def test_blaster_frames_and_paths() -> None:
     assert blaster.frame_header(1 << 16) == b"\x81\x7f" + (1 << 16).to_bytes(8, "big")
     assert blaster.symbols_of("/stream?streams=btcusdt@trade/ethusdt@aggTrade") == ["BTCUSDT"]
     assert blaster.symbols_of("/ws") == []
+
+
+def test_the_median_run_is_kept_with_every_runs_rate() -> None:
+    rows = [_row(300.0), _row(100.0), _row(200.0), {"available": False, "note": "no manifest"}]
+    assert median_row(rows) == {**_row(200.0), "runs": [100.0, 200.0, 300.0]}
+    assert median_row([_row(1.0), _row(3.0)])["trades_per_s"] == 1.0  # the lower middle
+    failed = {"available": False, "note": "exit 1"}
+    assert median_row([failed]) == failed
