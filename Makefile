@@ -50,7 +50,7 @@ demo: $(DEMO)
 ## bench: the figures of docs/load-testing.md from one run, all 20 stop moments, the 45 s S3 hold, the stop under
 ## CPU-burning load (20 repetitions of the stop and backpressure tests) and the 10-minute soak
 bench: $(DEV)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks --repeat 3
 	FEEDVAULT_STOP_MOMENTS=all $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_stop_moments.py
 	FEEDVAULT_BENCH=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_backpressure.py -k held
 	$(BIN)/python -m benchmarks.stress_stop --repetitions 20 --all-moments
