@@ -129,8 +129,9 @@ class GapTracker:
         returns the batch without the duplicates (the same list when there are none, the
         common case).
 
-        One symbol's batch whose ids continue its sequence exactly (the common case, and what
-        :class:`engine.records.SymbolBatch`) is checked in one C-level comparison."""
+        One symbol's batch whose ids continue its sequence exactly (the common case: the
+        sessions hand over :class:`engine.records.SymbolBatch` es) is checked in one C-level
+        comparison."""
         high = self._high.setdefault(exchange, {})
         first = trades[0].symbol if trades else None
         top = high.get(first) if first is not None else None
