@@ -393,11 +393,7 @@ def ws_ratios(results: dict[str, dict[str, Any]]) -> list[str]:
         return lines
     before = results.get("zst-before", {}).get("trades_per_s")
     if before:
-        ratio = engine / before
-        verdict = "met" if ratio >= STREAM_TARGET else "NOT met"
-        lines.append(
-            f"stream (zst) vs before: {ratio:.2f}x (target >= {STREAM_TARGET}x: {verdict})"
-        )
+        lines.append(target_line("stream (zst) vs before", engine / before, STREAM_TARGET))
     for name, label in (("bare", "websockets"), ("bare-aiohttp", "aiohttp")):
         ceiling = results.get(name, {}).get("trades_per_s")
         if ceiling:
@@ -412,12 +408,14 @@ def ws_ratios(results: dict[str, dict[str, Any]]) -> list[str]:
         lines.append(f"stream (zst), aiohttp vs websockets transport: {engine / websockets:.2f}x")
     generator = results.get("generator", {}).get("trades_per_s")
     if generator:
-        ratio = generator / engine
-        verdict = "met" if ratio >= GENERATOR_TARGET else "NOT met"
-        lines.append(
-            f"generator vs engine: {ratio:.1f}x (target >= {GENERATOR_TARGET:.0f}x: {verdict})"
-        )
+        lines.append(target_line("generator vs engine", generator / engine, GENERATOR_TARGET, 1))
     return lines
+
+
+def target_line(label: str, ratio: float, target: float, digits: int = 2) -> str:
+    """``label: 2.37x (target >= 2.5x: NOT met)``."""
+    verdict = "met" if ratio >= target else "NOT met"
+    return f"{label}: {ratio:.{digits}f}x (target >= {target:g}x: {verdict})"
 
 
 def report(results: dict[str, dict[str, Any]]) -> str:
@@ -456,13 +454,12 @@ def report(results: dict[str, dict[str, Any]]) -> str:
     replay = results.get("replay", {})
     before = results.get("replay-before", {}).get("trades_per_s")
     if "trades_per_s" in replay and before:
-        ratio = replay["trades_per_s"] / before
-        verdict = "met" if ratio >= REPLAY_TARGET else "NOT met"
-        lines.append(f"replay vs before: {ratio:.2f}x (target >= {REPLAY_TARGET}x: {verdict})")
-    if "trades_per_s" in replay and results.get("replay-naive", {}).get("trades_per_s"):
-        ratio = replay["trades_per_s"] / results["replay-naive"]["trades_per_s"]
-        verdict = "met" if ratio >= 4 else "NOT met"
-        lines.append(f"replay vs naive: {ratio:.2f}x (target >= 4x: {verdict})")
+        lines.append(
+            target_line("replay vs before", replay["trades_per_s"] / before, REPLAY_TARGET)
+        )
+    naive = results.get("replay-naive", {}).get("trades_per_s")
+    if "trades_per_s" in replay and naive:
+        lines.append(target_line("replay vs naive", replay["trades_per_s"] / naive, 4.0))
     return "\n".join(lines)
 
 

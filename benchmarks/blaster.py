@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from connectors.fake.fast import frame_header
 from connectors.fake.market import Market
 from engine import aio
 from engine.records import SELL
@@ -43,15 +43,6 @@ RING = 64
 """Price/size/side values per symbol, taken in turn."""
 BATCH = 512
 """Frames per write."""
-
-
-def frame_header(length: int) -> bytes:
-    """The header of an unmasked, final WebSocket text frame of ``length`` payload bytes."""
-    if length < 126:
-        return bytes((0x81, length))
-    if length < 1 << 16:
-        return b"\x81\x7e" + struct.pack("!H", length)
-    return b"\x81\x7f" + struct.pack("!Q", length)
 
 
 def symbols_of(path: str) -> list[str]:

@@ -458,13 +458,13 @@ async def test_a_disconnect_reconnects_after_the_backoff_and_loses_nothing_sent(
         assert 0 <= doc["delay_s"] <= 0.01, doc  # the first delay's ceiling, every time
 
 
-async def test_a_failed_connect_backs_off_exponentially(transport: Transport) -> None:
-    """Nothing listens: each failed attempt waits longer (full jitter at its ceiling here)."""
-    port = _closed_port()
+def _backing_off_session(url: str, transport: Transport) -> WebSocketSession:
+    """A Binance session to ``url`` whose failed attempts back off quickly (10 ms doubling to
+    40 ms, at the ceiling each time)."""
     counters = Counters()
-    session = WebSocketSession(
+    return WebSocketSession(
         BinanceProtocol(),
-        f"ws://127.0.0.1:{port}",
+        url,
         ["BTCUSDT"],
         BatchQueue[Trade](1000),
         counters=counters,
@@ -474,6 +474,12 @@ async def test_a_failed_connect_backs_off_exponentially(transport: Transport) ->
         backoff=RetryPolicy(initial=0.01, cap=0.04, rng=_Ceiling()),
         transport=transport,
     )
+
+
+async def test_a_failed_connect_backs_off_exponentially(transport: Transport) -> None:
+    """Nothing listens: each failed attempt waits longer (full jitter at its ceiling here)."""
+    port = _closed_port()
+    session = _backing_off_session(f"ws://127.0.0.1:{port}", transport)
     stop = asyncio.Event()
     with captured_logs("INFO") as logs:
         task = asyncio.create_task(session.run(stop))
@@ -657,19 +663,7 @@ async def test_a_self_signed_certificate_is_refused(transport: Transport, tmp_pa
                 await ws.wait_closed()
         assert reached == ["/control"]
 
-        counters = Counters()
-        session = WebSocketSession(
-            BinanceProtocol(),
-            f"wss://127.0.0.1:{port}",
-            ["BTCUSDT"],
-            BatchQueue[Trade](1000),
-            counters=counters,
-            gaps=GapTracker(),
-            invalid_log=InvalidFrameLog(counters),
-            settings=SessionSettings(open_timeout=5),
-            backoff=RetryPolicy(initial=0.01, cap=0.04, rng=_Ceiling()),
-            transport=transport,
-        )
+        session = _backing_off_session(f"wss://127.0.0.1:{port}", transport)
         stop = asyncio.Event()
         with captured_logs("INFO") as logs:
             task = asyncio.create_task(session.run(stop))
@@ -677,7 +671,7 @@ async def test_a_self_signed_certificate_is_refused(transport: Transport, tmp_pa
             await stopped(task, stop, limit=10)
     assert reached == ["/control"]  # the session never got past the handshake
     assert session.connections == 0
-    assert counters.reconnects >= 3
+    assert session.counters.reconnects >= 3
     failures = logs.docs("connect_failed")
     assert len(failures) >= 3
     for doc in failures:
