@@ -119,6 +119,15 @@ def fake_exchange(
         reap(proc)
 
 
+async def until(ready: Callable[[], bool], limit: float = 30.0) -> None:
+    """Wait until ``ready()`` holds, at most ``limit`` seconds: for state that has no event to
+    wait on (a session's subscription, a fake's ledger, a spill a worker thread finishes). It
+    yields to the loop between checks and never sleeps for a fixed time."""
+    async with asyncio.timeout(limit):
+        while not ready():  # noqa: ASYNC110 - nothing to wait on but the state itself
+            await asyncio.sleep(0)
+
+
 async def past_the_deadline(run: asyncio.Task[int], clock: FakeClock, seconds: float = 60) -> int:
     """Move an in-process run's ``clock`` ``seconds`` on (past its deadline) and return its exit
     code (30 s at most)."""

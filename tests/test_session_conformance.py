@@ -67,6 +67,7 @@ from engine.errors import SubscriptionRejected
 from engine.records import Trade
 from engine.retry import RetryPolicy
 from engine.stats import Counters
+from tests.harness import until
 from tests.logcapture import captured_logs
 from tests.test_session_tls import self_signed, tls_server
 from tests.test_transport_conformance import silent_server
@@ -115,14 +116,6 @@ def drained(queue: BatchQueue[Trade]) -> list[Trade]:
 
 def ids_of(trades: list[Trade]) -> list[int]:
     return [int(t.trade_id) for t in trades]
-
-
-async def until(ready: Callable[[], bool], limit: float = 30.0) -> None:
-    """A bounded poll of state that has no event to wait on (the session's subscription,
-    its ping and pause times, the fake's ledger)."""
-    async with asyncio.timeout(limit):
-        while not ready():  # noqa: ASYNC110 - nothing to wait on but the state itself
-            await asyncio.sleep(0.01)
 
 
 async def stopped(task: asyncio.Task[None], stop: asyncio.Event, limit: float = 20.0) -> None:

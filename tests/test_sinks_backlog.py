@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from engine.records import Trade
 from sinks.memory import MemoryWriter
 from sinks.sink import WindowedSink
 from sinks.spill import SpillDir, load_spilled, scan_spilled
-from tests.harness import make_windower
+from tests.harness import make_windower, until
 
 NS = 1_000_000_000
 T0 = 1_700_000_040
@@ -59,14 +58,6 @@ class Timers:
             if when <= self.clock.monotonic() and not future.done():
                 future.set_result(None)
         return step
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    """Yield to the loop until ``predicate`` holds (spills run in worker threads, so this is
-    bounded by wall time rather than by a number of turns)."""
-    async with asyncio.timeout(10):
-        while not predicate():  # noqa: ASYNC110 - state is also changed by worker threads
-            await asyncio.sleep(0)
 
 
 class Feed:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from engine.records import Trade
 from sinks.memory import MemoryWriter
 from sinks.sink import _TRANSITIONS, WindowedSink, WindowState
 from sinks.spill import SpillDir
-from tests.harness import make_windower
+from tests.harness import make_windower, until
 
 NS = 1_000_000_000
 T0 = 1_700_000_040
@@ -46,13 +46,6 @@ def make_sink(clock: FakeClock, writer: MemoryWriter, spill_dir: Path | None) ->
         retry_max_seconds=8.0,
         spill=SpillDir(spill_dir, "run1", "s3://b/p/") if spill_dir is not None else None,
     )
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    """Yield until ``predicate`` holds (spills run in worker threads: bounded by a timeout)."""
-    async with asyncio.timeout(10):
-        while not predicate():  # noqa: ASYNC110 - state is also changed by worker threads
-            await asyncio.sleep(0)
 
 
 def held(sink: WindowedSink) -> dict[str, int]:
