@@ -1,4 +1,4 @@
-"""The in-memory level-2 book (connectors/book.py): levels keyed by decimal value with the
+"""The in-memory level-2 book (engine/book.py): levels keyed by decimal value with the
 exchange's text kept, zero sizes removing, best-first views, the crossed check, truncation."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.book import ASK, BID, Level, OrderBook, Side
+from engine.book import ASK, BID, Level, OrderBook, Side
 from engine.errors import MalformedFrame
 
 _PRICES = st.sampled_from(["1", "1.0", "1.50", "1.5", "2", "2.25", "10", "0.1", "0.10", "3"])

@@ -5,9 +5,12 @@ by the price's decimal value (``"0.10"`` and ``"0.1"`` are one level) and keeps 
 update that last set it, so a snapshot written from the book repeats the exchange's own text.
 A size whose value is zero removes its level (the convention of every exchange's diff channel).
 
-Levels are held in dicts (an update is one dict operation); the sorted view that a snapshot,
-a checksum or the crossed-book check needs is computed on demand, best price first (bids high to
-low, asks low to high). The groundwork of order books (not yet used by a session).
+Levels are held in dicts (an update is one dict operation); the best price of each side is
+cached and recomputed only when the best level itself is removed, so the crossed-book check after
+every message is cheap; the sorted view that a snapshot or a checksum needs is computed on
+demand, best price first (bids high to low, asks low to high). Used on both sides of the queue:
+by each exchange's synchronisation (docs: order-books.md) and by the sink, which keeps the book
+as written so that every window object can begin with it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class OrderBook:
     """The bids and asks of one symbol. Not thread-safe (one event loop)."""
 
     _sides: dict[Side, dict[Decimal, Level]] = field(default_factory=lambda: {"bid": {}, "ask": {}})
+    #: The best price of each side while known; None: empty or to be recomputed.
+    _best: dict[Side, Decimal | None] = field(default_factory=lambda: {"bid": None, "ask": None})
 
     def apply(self, side: Side, price: str, size: str) -> None:
         """Set the level at ``price`` to ``size`` (a zero size removes it; removing a level
@@ -58,15 +63,33 @@ class OrderBook:
         if levels is None:
             raise MalformedFrame("type", f"side must be bid or ask, got {side!r:.20}")
         key = decimal_of(price, "price")
+        best = self._best
         if decimal_of(size, "size") == 0:
-            levels.pop(key, None)
+            if levels.pop(key, None) is not None and key == best[side]:
+                best[side] = None
+            return
+        if not levels:
+            best[side] = key
         else:
-            levels[key] = Level(price, size)
+            current = best[side]
+            if current is not None and (key > current if side == BID else key < current):
+                best[side] = key
+        levels[key] = Level(price, size)
 
     def clear(self) -> None:
         """Empty both sides (before a snapshot replaces the book)."""
         for levels in self._sides.values():
             levels.clear()
+        self._best = {"bid": None, "ask": None}
+
+    def _best_key(self, side: Side) -> Decimal | None:
+        levels = self._sides[side]
+        if not levels:
+            return None
+        key = self._best[side]
+        if key is None:
+            key = self._best[side] = max(levels) if side == BID else min(levels)
+        return key
 
     def levels(self, side: Side, depth: int | None = None) -> list[Level]:
         """``side``'s levels best first (bids high to low, asks low to high), at most
@@ -79,10 +102,8 @@ class OrderBook:
 
     def best(self, side: Side) -> Level | None:
         """The best level of ``side``, or None when it is empty."""
-        levels = self._sides[side]
-        if not levels:
-            return None
-        return levels[max(levels) if side == BID else min(levels)]
+        key = self._best_key(side)
+        return None if key is None else self._sides[side][key]
 
     def depth(self, side: Side) -> int:
         """How many levels ``side`` holds."""
@@ -92,8 +113,8 @@ class OrderBook:
     def crossed(self) -> bool:
         """True when the best bid is at or above the best ask (a book out of sync, or an
         exchange's transient state); both sides must hold a level."""
-        bids, asks = self._sides["bid"], self._sides["ask"]
-        return bool(bids) and bool(asks) and max(bids) >= min(asks)
+        bid, ask = self._best_key(BID), self._best_key(ASK)
+        return bid is not None and ask is not None and bid >= ask
 
     def truncate(self, depth: int) -> None:
         """Keep only the best ``depth`` levels of each side (Kraken's rule for a book
@@ -103,3 +124,8 @@ class OrderBook:
             if len(levels) > depth:
                 keep = sorted(levels, reverse=side == BID)[:depth]
                 self._sides[side] = {key: levels[key] for key in keep}
+                self._best[side] = keep[0]
+
+    def __len__(self) -> int:
+        """Levels on both sides."""
+        return len(self._sides["bid"]) + len(self._sides["ask"])
