@@ -386,13 +386,15 @@ def encode_pong(req_id: int | None, time_in_us: int, time_out_us: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ClientRequest:
-    """A client request: ``subscribe``/``unsubscribe`` (``channel``, ``symbols``) or ``ping``."""
+    """A client request: ``subscribe``/``unsubscribe`` (``channel``, ``symbols``) or ``ping``;
+    ``depth`` as requested (the ``book`` channel's), None when absent."""
 
     method: Literal["subscribe", "unsubscribe", "ping"]
     req_id: int | None
     channel: str = ""
     symbols: tuple[str, ...] = ()
     snapshot: bool = False
+    depth: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,7 +431,10 @@ def parse_client_request(frame: str | bytes) -> ClientRequest | RequestError:
     snapshot = params.get("snapshot", False)
     if type(snapshot) is not bool:
         return RequestError(name, "EGeneral:Invalid arguments: snapshot must be a boolean", req_id)
+    depth = params.get("depth")
+    if depth is not None and type(depth) is not int:
+        return RequestError(name, "EGeneral:Invalid arguments: depth must be an integer", req_id)
     kind: Literal["subscribe", "unsubscribe"] = (
         "subscribe" if method == "subscribe" else "unsubscribe"
     )
-    return ClientRequest(kind, req_id, params["channel"], tuple(symbols), snapshot)
+    return ClientRequest(kind, req_id, params["channel"], tuple(symbols), snapshot, depth)
