@@ -11,7 +11,8 @@ windows go under ``{prefix}raw/`` (:data:`sinks.keys.RAW_KEY_TEMPLATE`).
 
 ``orjson`` encodes these dataclasses field by field, so each record becomes exactly one line of
 the recording format of :mod:`connectors.recording`: ``{"ts", "exchange", "dir", "frame"}`` and
-``"url"`` on connect lines only (``to_line`` of the same frame gives the same bytes).
+``"url"`` on connect lines only (``to_line`` of the same frame gives the same bytes), and
+``"http"``/``"status"`` on the lines of REST responses (book snapshots, :class:`RawHttp`).
 
 Received frames arrive as bytes; they are decoded as UTF-8 with replacement (a frame that is not
 valid UTF-8 was malformed anyway and stays so when replayed).
@@ -57,6 +58,15 @@ class RawConnect(RawFrame):
     url: str
 
 
+@dataclass(eq=True)
+class RawHttp(RawFrame):
+    """A REST response the session fetched (a book snapshot): ``dir="in"``, ``frame`` the
+    body, ``http`` the request (``"GET <url>"``) and its ``status``."""
+
+    http: str
+    status: int
+
+
 RawRecord = RawFrame
 """Either kind (``RawConnect`` is a ``RawFrame``)."""
 
@@ -70,6 +80,11 @@ def received(ts: int, exchange: str, frame: str | bytes) -> RawFrame:
 def sent(ts: int, exchange: str, frame: str) -> RawFrame:
     """The raw record of a frame sent by the client."""
     return RawFrame(ts, exchange, DIR_OUT, frame)
+
+
+def fetched(ts: int, exchange: str, url: str, status: int, body: bytes) -> RawHttp:
+    """The raw record of a REST response (a book snapshot) fetched from ``url``."""
+    return RawHttp(ts, exchange, DIR_IN, body.decode("utf-8", "replace"), f"GET {url}", status)
 
 
 def connected(ts: int, exchange: str, url: str) -> RawConnect:

@@ -109,6 +109,8 @@ from connectors.base import (
     ReconnectNotice,
     rejected_symbols,
 )
+from connectors.book_actions import BookActions, Fetched, SnapshotFetcher
+from connectors.books.base import BookFeed
 from connectors.gaps import GapTracker
 from connectors.limits import classify, oversized
 from connectors.tally import StreamTally
@@ -124,7 +126,7 @@ from engine.errors import (
     SubscriptionRejected,
 )
 from engine.logs import get_logger, log_event
-from engine.records import Trade, by_symbol
+from engine.records import by_symbol
 from engine.retry import Jitter, RetryPolicy
 from engine.stats import Counters
 
@@ -232,10 +234,10 @@ class WebSocketSession:
 
     def __init__(
         self,
-        protocol: ExchangeProtocol,
+        protocol: ExchangeProtocol | BookFeed,
         base_url: str,
         symbols: Sequence[str],
-        queue: BatchQueue[Trade],
+        queue: BatchQueue[Any],
         *,
         counters: Counters,
         gaps: GapTracker,
@@ -246,11 +248,17 @@ class WebSocketSession:
         capture: BatchQueue[raw.RawFrame] | None = None,
         drain_deadline: Callable[[], float | None] | None = None,
         transport: Transport | None = None,
+        fetcher: SnapshotFetcher | None = None,
     ) -> None:
         """``drain_deadline``: called when the stop closes a connection, the ``clock``'s
         monotonic time by which the peer's close frame must have been read (None, or no
         callable: ``close_timeout`` from then). ``transport``: the WebSocket library behind
-        the seam (None: the default, aiohttp; docs: exchanges.md#websocket-transports)."""
+        the seam (None: the default, aiohttp; docs: exchanges.md#websocket-transports).
+
+        ``protocol`` may be a book feed (:class:`~connectors.books.base.BookFeed`): the
+        session then records that exchange's order book (its rows go to ``queue``) and
+        carries out the feed's actions (:class:`~connectors.book_actions.BookActions`; REST
+        snapshots through ``fetcher``)."""
         self.transport = transport if transport is not None else get_transport()
         self.protocol = protocol
         self.symbols = list(symbols)
@@ -264,7 +272,7 @@ class WebSocketSession:
         #: Failed connections since the last one that delivered data (the backoff's attempt).
         self.failures = 0
         self.clock = clock
-        self._pending: list[Trade] = []
+        self._pending: list[Any] = []
         self.capture = capture
         #: Raw records not yet queued; None when capture is off (the hot loop tests this).
         self._raw: list[raw.RawFrame] | None = [] if capture is not None else None
@@ -283,8 +291,26 @@ class WebSocketSession:
         self._close_received = False  # the peer's close frame was read (this connection)
         self._close_error: BaseException | None = None  # why the library ended it, if not clean
         self._drain_used = self.settings.close_timeout  # the drain_seconds of our last close
-        #: Per-stream figures for the manifest (connections, subscription, trades per symbol).
-        self.tally = StreamTally(protocol.name, self.symbols)
+        #: The book feed's actions when ``protocol`` is a book feed, else None.
+        self.book: BookActions | None = None
+        self._group: asyncio.TaskGroup | None = None  # the current connection's tasks
+        if hasattr(protocol, "take_actions"):
+            feed: BookFeed = protocol  # type: ignore[assignment]
+            self.book = BookActions(
+                feed,
+                fetcher=fetcher,
+                deliver=self._pending_extend,
+                send=self._send_control,
+                captured=self._capture_fetched if capture is not None else None,
+                log=self._log,
+                invalid=lambda exc: self.invalid_log.record(protocol.name, exc),
+                control_interval=1.0 / self.settings.control_rate,
+            )
+        self._conn: Connection | None = None
+        #: Per-stream figures for the manifest (connections, subscription, records per symbol).
+        self.tally = StreamTally(
+            protocol.name, self.symbols, channel="book" if self.book is not None else "trades"
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read until ``stop`` is set, reconnecting as needed.
@@ -378,6 +404,9 @@ class WebSocketSession:
             raise
         self.connections += 1
         self.tally.connected(self.clock.monotonic())
+        self._conn = conn
+        if self.book is not None:
+            self.book.connected(self.clock.time_ns())
         if self._raw is not None:
             self._raw.append(raw.connected(self.clock.time_ns(), self.protocol.name, self.url))
         self._log(
@@ -389,15 +418,22 @@ class WebSocketSession:
         frames_before = self.frames
         try:
             async with asyncio.TaskGroup() as tg:
+                self._group = tg
                 reader = tg.create_task(self._read(conn))
                 supervisor = tg.create_task(self._supervise(conn, stop, self.clock.monotonic()))
                 await self._subscribe(conn)
                 await reader
                 supervisor.cancel()
+                if self.book is not None:
+                    self.book.cancel()
         except* SubscriptionRejected as group:
             self.tally.error(str(group.exceptions[0]))
             raise group.exceptions[0] from None
         finally:
+            self._group = None
+            self._conn = None
+            if self.book is not None:
+                self.book.cancel()
             self.tally.disconnected(self.clock.monotonic())
             if self._is_closing(CloseReason.CLOSED_BY_PEER):
                 self.tally.error(str(self._closed))
@@ -565,8 +601,11 @@ class WebSocketSession:
         batch_size = self.settings.batch_size
         name = self.protocol.name
         captured = self._raw
+        book = self.book
         try:
             while True:
+                if book is not None:
+                    await book.after_batch(self._group)
                 frames = await receive()
                 # Every frame of the batch was in the transport's buffer when it was handed
                 # over: that moment is each one's receive time.
@@ -632,7 +671,7 @@ class WebSocketSession:
                 raise SubscriptionRejected(name, event.message, refused)
             self._log(logging.WARNING, "exchange_error", message=event.message)
 
-    def _take_pending(self) -> list[list[Trade]]:
+    def _take_pending(self) -> list[list[Any]]:
         """The pending trades as one batch per symbol (:func:`engine.records.by_symbol`: what
         the gap check, the tally and the windower each handle in one step), checked for gaps
         and without duplicates (a trade seen before a reconnect is dropped here, so nothing is
@@ -645,7 +684,7 @@ class WebSocketSession:
         if not tally.is_subscribed:
             tally.subscribed(self.clock.monotonic())
         sequenced, name = self.protocol.sequenced, self.protocol.name
-        checked: list[list[Trade]] = []
+        checked: list[list[Any]] = []
         for group in groups:
             batch = self.gaps.filter(name, group) if sequenced else group
             if batch:
@@ -653,6 +692,27 @@ class WebSocketSession:
                 tally.count(batch)
                 checked.append(batch)
         return checked
+
+    def _pending_extend(self, records: Sequence[Any]) -> None:
+        """Add records made outside the reader (a book snapshot fetched over REST) to the
+        pending batch; the next flush queues them."""
+        self._pending += records
+
+    async def _send_control(self, message: str) -> None:
+        """Send a control frame (a book resubscription) on the current connection."""
+        conn = self._conn
+        if conn is None:
+            return
+        self._capture_sent(message)
+        with contextlib.suppress(ConnectionEnded):
+            await conn.send(message)
+
+    def _capture_fetched(self, fetched: Fetched, url: str) -> None:
+        """Keep a REST response as a recording line, when capturing."""
+        if self._raw is not None:
+            self._raw.append(
+                raw.fetched(fetched.ts_recv, self.protocol.name, url, fetched.status, fetched.body)
+            )
 
     def _capture_sent(self, message: str) -> None:
         """Keep a frame about to be sent, when capturing."""

@@ -15,7 +15,7 @@ variable and the range, rather than reaching code that cannot work with it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -29,6 +29,7 @@ from engine.settings import (
     new_run_id,
     runtime_settings,
 )
+from feedvault.channels import DEFAULT_CHANNELS, TRADES, parse_channels
 from sinks.keys import KeyTemplate
 from sinks.s3security import S3Security, s3_security
 from sinks.writer import (
@@ -121,6 +122,21 @@ class StreamConfig:
     s3: S3Security = field(default_factory=S3Security)
     """``S3_SSE``, ``S3_SSE_KMS_KEY_ID``, ``S3_EXPECTED_BUCKET_OWNER`` (checked here; the S3
     writer applies them to every request, :mod:`sinks.s3security`)."""
+    channels: str = DEFAULT_CHANNELS
+    """``CHANNELS`` as given (docs: order-books.md#choosing-channels)."""
+    stream_channels: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    """Per ``(exchange, symbol)``, the channels it records (:func:`parse_channels`); a stream
+    missing here records trades."""
+    rest_urls: Mapping[str, str] = field(default_factory=dict)
+    """``<EXCHANGE>_REST_URL`` overrides of the REST base URL book snapshots come from."""
+
+    def streams_of(self, channel: str) -> tuple[StreamSpec, ...]:
+        """The streams that record ``channel`` (``trades`` or ``book``)."""
+        return tuple(
+            spec
+            for spec in self.streams
+            if channel in self.stream_channels.get((spec.exchange, spec.symbol), (TRADES,))
+        )
 
     def public_dict(self) -> dict[str, object]:
         """The effective configuration for the manifest and logs; holds no secrets (a
@@ -149,6 +165,8 @@ class StreamConfig:
             "spill_dir": self.runtime.spill_dir,
             "ws_urls": {name: redact(url) for name, url in self.ws_urls.items()},
             "capture": self.capture,
+            "channels": self.channels,
+            "rest_urls": {name: redact(url) for name, url in self.rest_urls.items()},
             **self.s3.public_dict(),
         }
 
@@ -256,6 +274,7 @@ def load_stream_config(
             if not url.startswith(("ws://", "wss://")):
                 raise ConfigError(variable, f"must be a ws:// or wss:// URL, got {url!r}")
             ws_urls[exchange] = url.rstrip("/")
+    channels = env.raw("CHANNELS") or DEFAULT_CHANNELS
     return StreamConfig(
         destination=destination,
         max_runtime_seconds=max_runtime,
@@ -272,4 +291,21 @@ def load_stream_config(
         capture=env.flag("CAPTURE"),
         run_id_generated=env.raw("RUN_ID") is None,
         s3=s3_security(environ),
+        channels=channels,
+        stream_channels=parse_channels(channels, [(s.exchange, s.symbol) for s in streams]),
+        rest_urls=rest_urls(env, streams),
     )
+
+
+def rest_urls(env: Env, streams: Sequence[StreamSpec]) -> dict[str, str]:
+    """``<EXCHANGE>_REST_URL`` of every exchange streamed: an ``http://`` or ``https://`` base
+    URL (docs: order-books.md#rest-snapshots)."""
+    urls: dict[str, str] = {}
+    for exchange in sorted({s.exchange for s in streams}):
+        variable = f"{exchange.upper()}_REST_URL"
+        url = env.raw(variable)
+        if url is not None:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(variable, f"must be an http:// or https:// URL, got {url!r}")
+            urls[exchange] = url.rstrip("/")
+    return urls

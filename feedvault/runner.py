@@ -57,10 +57,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from connectors.book_actions import SnapshotFetcher
 from connectors.capture import RawFrame
 from connectors.gaps import GapTracker
 from connectors.session import WebSocketSession
 from engine.batchqueue import BatchQueue
+from engine.book_records import BOOK_DATASET, BookLevel
 from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import FeedvaultError, StorageError, SubscriptionRejected, first_leaf
 from engine.lifecycle import StopController, StopReason
@@ -68,6 +70,7 @@ from engine.logs import get_logger, log_event
 from engine.pipeline import Lane, Pipeline
 from engine.records import Trade
 from engine.stats import Counters, peak_rss_bytes
+from feedvault.channels import BOOK
 from feedvault.config import StreamConfig
 from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup
 from feedvault.recovery_task import recover_in_background
@@ -76,7 +79,16 @@ from feedvault.sessions import CountingSource, build_sessions
 from feedvault.stream_spill import spill_run_manifest, spill_unfinished
 from feedvault.stream_stats import StreamStats
 from sinks.keys import DEFAULT_KEY_TEMPLATE, RAW_DATASET, RAW_KEY_TEMPLATE, KeyTemplate
-from sinks.manifest import Gap, Lost, Manifest, Reset, StreamFigures, iso_utc
+from sinks.manifest import (
+    BookResync,
+    Gap,
+    Lost,
+    Manifest,
+    Reset,
+    StreamFigures,
+    book_resync,
+    iso_utc,
+)
 from sinks.sink import WindowedSink
 from sinks.spill import SpillDir
 from sinks.spilllock import hold_run_lock
@@ -141,6 +153,13 @@ class StreamRun(ManifestRun[StreamConfig]):
             BatchQueue(config.queue_maxsize, config.overflow) if config.capture else None
         )
         self.raw_sink: WindowedSink | None = None
+        #: The book rows' queue and sink (``CHANNELS`` with ``book``), else None.
+        self.book_queue: BatchQueue[BookLevel] | None = (
+            BatchQueue(config.queue_maxsize, config.overflow) if config.streams_of(BOOK) else None
+        )
+        self.book_sink: WindowedSink | None = None
+        #: How book sessions fetch REST snapshots (set while the run's HTTP client is open).
+        self.fetcher: SnapshotFetcher | None = None
         self.error: FeedvaultError | None = None
         self.sessions: Sequence[CountingSource] = []
         self.stats = StreamStats(
@@ -192,6 +211,8 @@ class StreamRun(ManifestRun[StreamConfig]):
             self.clock,
             self.raw_queue,
             drain_deadline=self._drain_deadline,
+            book_queue=self.book_queue,
+            fetcher=self.fetcher,
         )
 
     def _drain_deadline(self) -> float | None:
@@ -254,10 +275,12 @@ class StreamRun(ManifestRun[StreamConfig]):
         )
 
     def _sinks(self) -> list[WindowedSink]:
-        return [self.sink] if self.raw_sink is None else [self.sink, self.raw_sink]
+        return [sink for _, sink in self._lanes()]
 
     def _lanes(self) -> list[tuple[BatchQueue[Any], WindowedSink]]:
         lanes: list[tuple[BatchQueue[Any], WindowedSink]] = [(self.queue, self.sink)]
+        if self.book_queue is not None and self.book_sink is not None:
+            lanes.append((self.book_queue, self.book_sink))
         if self.raw_queue is not None and self.raw_sink is not None:
             lanes.append((self.raw_queue, self.raw_sink))
         return lanes
@@ -276,6 +299,8 @@ class StreamRun(ManifestRun[StreamConfig]):
         )
         template = KeyTemplate(config.sink.key_template or DEFAULT_KEY_TEMPLATE)
         self.sink = self._make_sink(writer, template, "trades", trade_ids=True)
+        if self.book_queue is not None:
+            self.book_sink = self._make_sink(writer, template, BOOK_DATASET, trade_ids=False)
         if self.raw_queue is not None:
             self.raw_sink = self._make_sink(
                 writer, KeyTemplate(RAW_KEY_TEMPLATE), RAW_DATASET, trade_ids=False
@@ -391,6 +416,24 @@ class StreamRun(ManifestRun[StreamConfig]):
                 figures.update(source.tally.figures(now))  # type: ignore[arg-type]
         return figures
 
+    def book_figures(self) -> tuple[dict[str, list[BookResync]], dict[str, int]]:
+        """The manifest's ``resyncs`` (finished ones, then those the stop interrupted) and
+        ``crossed``, per book stream (``exchange:SYMBOL:book``)."""
+        resyncs: dict[str, list[BookResync]] = {}
+        crossed: dict[str, int] = {}
+        for source in self.sessions:
+            if not isinstance(source, WebSocketSession) or source.book is None:
+                continue
+            tally = source.tally
+            for resync in source.book.resyncs + source.book.in_progress():
+                resyncs.setdefault(tally.stream_name(resync.raw_symbol), []).append(
+                    book_resync(resync)
+                )
+            for symbol, count in source.book.figures().items():
+                if count:
+                    crossed[tally.stream_name(symbol)] = count
+        return resyncs, crossed
+
     async def _finish(self, writer: ObjectWriter, spilled: list[str], lost: list[Lost]) -> int:
         """Write the manifest (last) and decide the exit status."""
         self.controller.finishing = True
@@ -423,6 +466,7 @@ class StreamRun(ManifestRun[StreamConfig]):
             key: [Reset(from_id=r.from_id, to_id=r.to_id, at=iso_utc(r.ts_recv)) for r in found]
             for key, found in sorted(self.gaps.resets.items())
         }
+        resyncs, crossed = self.book_figures()
         manifest = self.new_manifest(
             status="complete" if complete else "incomplete",
             stop_reason=reason,
@@ -433,6 +477,8 @@ class StreamRun(ManifestRun[StreamConfig]):
             spilled=spilled,
             streams=streams,
             resets=resets,
+            resyncs=resyncs,
+            crossed=crossed,
             lost=lost,
             warnings=warnings,
         )

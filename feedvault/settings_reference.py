@@ -180,6 +180,16 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         default_text="required",
     ),
     Setting(
+        "CHANNELS",
+        "Destination and run",
+        (STREAM, REPLAY),
+        "what each stream records: `trades`, `book` (level-2 order book), or both; an entry "
+        "`channel@exchange` or `channel@exchange:SYMBOL` is for those streams only "
+        "(docs: order-books.md#choosing-channels)",
+        "a comma list of `trades`, `book`, each optionally `@exchange[:SYMBOL]`",
+        default=_field_default(StreamConfig, "channels"),
+    ),
+    Setting(
         "MAX_RUNTIME_SECONDS",
         "Destination and run",
         (STREAM, REPLAY, BATCH),

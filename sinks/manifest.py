@@ -74,6 +74,23 @@ class Reset(TypedDict):
     at: str
 
 
+class BookResync(TypedDict):
+    """One resync of a stream's order book (docs: order-books.md#what-a-resync-means-for-a-reader):
+    ``at`` the receive time of the message that broke the book, ``done`` when the snapshot that
+    repaired it was applied (None: still in progress when the run stopped), ``cause``
+    (``sequence``, ``checksum``, ``reconnect``, ``restart``, ``stale-snapshot``), the last
+    sequence applied before (``from_seq``) and the snapshot's (``to_seq``), ``superseded``
+    messages the snapshot replaced."""
+
+    at: str
+    cause: str
+    from_seq: str | None
+    to_seq: str | None
+    done: str | None
+    superseded: int
+    detail: str
+
+
 class Lost(TypedDict):
     """A window that could be neither uploaded nor spilled: ``records`` records are gone."""
 
@@ -88,6 +105,20 @@ class Gap(TypedDict):
     from_id: int
     to_id: int
     missing: int
+
+
+def book_resync(resync: Any) -> BookResync:
+    """The manifest entry of a book feed's resync (a :class:`connectors.books.base.Resync`,
+    duck-typed: sinks import no connector)."""
+    return BookResync(
+        at=iso_utc(resync.at_ns),
+        cause=resync.cause,
+        from_seq=resync.from_seq,
+        to_seq=resync.to_seq,
+        done=None if resync.done_ns is None else iso_utc(resync.done_ns),
+        superseded=resync.superseded,
+        detail=resync.detail,
+    )
 
 
 def manifest_key(prefix: str, run_id: str) -> str:
@@ -257,6 +288,10 @@ class Manifest:
     recovered: list[Recovered] = field(default_factory=list)
     streams: dict[str, StreamFigures] = field(default_factory=dict)
     resets: dict[str, list[Reset]] = field(default_factory=dict)
+    resyncs: dict[str, list[BookResync]] = field(default_factory=dict)
+    """Per book stream (``exchange:SYMBOL:book``), its resyncs in order."""
+    crossed: dict[str, int] = field(default_factory=dict)
+    """Per book stream, how many messages left its book crossed (best bid >= best ask)."""
     lost: list[Lost] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     """Things a reader should know that do not make the run incomplete (a stream subscribed
@@ -322,7 +357,7 @@ class Manifest:
             document["ecs"] = self.ecs.to_dict()
         if self.recovered:
             document["recovered"] = self.recovered
-        for name in ("streams", "resets", "lost", "warnings"):
+        for name in ("streams", "resets", "resyncs", "crossed", "lost", "warnings"):
             value = getattr(self, name)
             if value:
                 document[name] = value
@@ -401,6 +436,14 @@ class Manifest:
             resets={
                 name: [_reset(item, name) for item in _list(items, f"resets[{name!r}]")]
                 for name, items in _mapping(doc.get("resets", {}), "resets").items()
+            },
+            resyncs={
+                name: [_resync(item, name) for item in _list(items, f"resyncs[{name!r}]")]
+                for name, items in _mapping(doc.get("resyncs", {}), "resyncs").items()
+            },
+            crossed={
+                name: _counted(value, f"crossed[{name!r}]")
+                for name, value in _mapping(doc.get("crossed", {}), "crossed").items()
             },
             lost=[_lost(item) for item in _list(doc.get("lost", []), "lost")],
             warnings=[
@@ -482,6 +525,25 @@ _GAP_KINDS: Final = get_type_hints(Gap)
 
 def _reset(item: object, name: str) -> Reset:
     return cast(Reset, _entry(item, f"reset of {name!r}", _RESET_KINDS))
+
+
+def _resync(item: object, name: str) -> BookResync:
+    data = _mapping(item, f"resync of {name!r}")
+    return BookResync(
+        at=_typed(data, "at", str),
+        cause=_typed(data, "cause", str),
+        from_seq=_optional(data, "from_seq", str),
+        to_seq=_optional(data, "to_seq", str),
+        done=_optional(data, "done", str),
+        superseded=_typed(data, "superseded", int),
+        detail=_typed(data, "detail", str),
+    )
+
+
+def _counted(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise IntegrityError(f"manifest {what} is not a count")
+    return value
 
 
 def _lost(item: object) -> Lost:

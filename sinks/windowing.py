@@ -31,9 +31,11 @@ from dataclasses import KW_ONLY, dataclass, field
 from operator import attrgetter
 from typing import Final, Protocol, cast
 
+from engine.book_records import BOOK_DATASET
 from engine.clock import Clock
 from engine.errors import ConfigError
 from engine.records import SymbolBatch, Trade
+from sinks.book_windows import BookOpenings
 from sinks.encoders import Encoder, extension, make_encoder
 from sinks.keys import KeyTemplate
 
@@ -99,6 +101,8 @@ class _OpenWindow:
     end_ns: int
     encoder: Encoder
     trade_ids: bool = True
+    #: The (exchange, symbol) pairs in this window so far (``book`` dataset only).
+    book_symbols: set[tuple[str, str]] | None = None
     records: int = 0
     first_ts_event: int = 0
     last_ts_event: int = 0
@@ -155,9 +159,14 @@ class Windower:
     Every method returns the windows it closed, in closing order; a returned window is no
     longer the windower's business (the caller must make it durable or spill it).
 
-    ``trade_ids=False`` is for datasets whose records are not trades (raw capture): their
-    windows record no per-symbol trade ids (``symbols`` is empty) and the records' own
+    ``trade_ids=False`` is for datasets whose records are not trades (raw capture, books):
+    their windows record no per-symbol trade ids (``symbols`` is empty) and the records' own
     ``ts_event`` for first/last.
+
+    The ``book`` dataset (:data:`~engine.book_records.BOOK_DATASET`) also keeps the books as
+    written (:class:`~sinks.book_windows.BookOpenings`): each window begins, for each symbol,
+    with a snapshot of its book, so a window may hold more records than were added (and
+    exceed ``max_records`` by one snapshot).
     """
 
     policy: WindowPolicy
@@ -183,6 +192,7 @@ class Windower:
         self._open: dict[tuple[_Partition, int], _OpenWindow] = {}
         self._seq: dict[_Partition, int] = {}
         self._next_due_ns: int | None = None
+        self.book_openings = BookOpenings() if self.dataset == BOOK_DATASET else None
 
     @property
     def open_count(self) -> int:
@@ -277,6 +287,10 @@ class Windower:
             room = min(policy.max_records - window.records, CHUNK_RECORDS)
             end = min(start + room, total)
             chunk = records if (start == 0 and end == total) else records[start:end]
+            if self.book_openings is not None:
+                if window.book_symbols is None:
+                    window.book_symbols = set()
+                chunk = self.book_openings.prepare(window.book_symbols, chunk)
             window.append(chunk, homogeneous)
             start = end
             if (

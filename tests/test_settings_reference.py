@@ -147,6 +147,7 @@ def _stream_defaults() -> dict[str, Any]:
         "BINANCE_STREAM": c.binance_stream,
         "WS_TRANSPORT": c.ws_transport,
         "CAPTURE": c.capture,
+        "CHANNELS": c.channels,
         "STOP_GRACE_SECONDS": c.runtime.stop_grace_seconds,
         "STATS_INTERVAL_SECONDS": c.runtime.stats_interval_seconds,
         "METRICS": c.runtime.metrics,
