@@ -1,0 +1,362 @@
+"""Bitstamp level-2 books: ``diff_order_book_{pair}`` over a REST snapshot
+(docs: order-books.md#bitstamp).
+
+Pure: no network, no clock. The client side (:class:`BitstampBookFeed`) subscribes, parses the
+diffs, buffers them until the REST snapshot arrives and checks their times; the server side
+(:func:`encode_diff`, :func:`encode_order_book`) is what the fake exchange speaks.
+
+Wire facts (Bitstamp's WebSocket API v2 and REST API v2):
+
+- channel ``diff_order_book_btcusd``, subscribed with ``bts:subscribe`` like the trade channels;
+  a message is ``{"data":{"timestamp":"..","microtimestamp":"..","bids":[["p","a"]],
+  "asks":[..]},"channel":"diff_order_book_btcusd","event":"data"}``: the changed levels of the
+  full book, amounts absolute, ``"0"`` removes the level (``"0.00000000"`` in practice);
+- snapshot ``GET /api/v2/order_book/btcusd/`` -> ``{"timestamp":"..","microtimestamp":"..",
+  "bids":[..],"asks":[..]}``;
+- the channel carries no sequence number: ``microtimestamp`` (µs, text) is the only order.
+  So the feed checks what it can: buffered diffs not newer than the snapshot are dropped, a
+  snapshot older than the oldest buffered diff is fetched again (cause ``stale-snapshot``: the
+  changes between it and the stream would be missing), and once in sync each diff's
+  ``microtimestamp`` must be later than the previous one's: one that is not (a message out of
+  order or repeated) breaks the book (cause ``sequence``) and a new snapshot is fetched. A
+  message lost in between cannot be detected on this channel; a reconnect always resyncs;
+- keepalive ``bts:heartbeat``, reconnect notice ``bts:request_reconnect``, acks and errors:
+  parsed by :class:`connectors.bitstamp.BitstampProtocol` (reused, not copied).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+
+from connectors.base import Ack, ControlEvent, ExchangeError, Heartbeat, ReconnectNotice
+from connectors.bitstamp import (
+    BITSTAMP_URL,
+    HEARTBEAT_REQUEST,
+    KEEPALIVE_SECONDS,
+    MAX_STREAMS_PER_CONNECTION,
+    BitstampProtocol,
+)
+from connectors.books.base import BookFeedBase, FetchSnapshot, ResyncCause, SymbolBook
+from connectors.books.buffered import Pairs, Pending, check_decimals, text_levels
+from connectors.wire import DIGITS_US, MAX_US, PrefixedNames, shape_error, stream_names
+from engine.book_records import BookLevel
+from engine.errors import MalformedFrame
+
+BITSTAMP_REST_URL: Final = "https://www.bitstamp.net"
+CHANNEL_PREFIX: Final = "diff_order_book_"
+SNAPSHOT_WEIGHT: Final = 1
+"""Bitstamp counts requests, not weights."""
+REQUESTS_PER_MINUTE: Final = 1000
+"""Bitstamp's public limit is 400 requests a second and 10,000 per 10 minutes: 1000 a minute
+on average."""
+
+_NAMES: Final = PrefixedNames("bitstamp", CHANNEL_PREFIX, str.lower)
+channel_name: Final = _NAMES.name
+"""``diff_order_book_btcusd`` for ``btcusd`` or ``BTCUSD``; ValueError for a bad pair."""
+pair_of: Final = _NAMES.symbol
+"""``diff_order_book_btcusd`` -> ``btcusd``, or None for another channel."""
+
+_NOTHING: Final[tuple[BookLevel, ...]] = ()
+_loads: Final = orjson.loads
+
+
+@dataclass(slots=True)
+class _Diff:
+    """One diff, checked (its levels are valid decimal text)."""
+
+    micro: int
+    text: str
+    ts_recv: int
+    bids: Pairs
+    asks: Pairs
+
+
+def _micro(value: object, what: str) -> int:
+    """A ``microtimestamp`` (decimal text of µs) as an int; MalformedFrame otherwise."""
+    if type(value) is not str or not DIGITS_US(value) or (us := int(value)) > MAX_US:
+        raise MalformedFrame("type", f"{what} must be decimal text of a time in µs, in range")
+    return us
+
+
+class BitstampBookFeed(BookFeedBase):
+    """The client side of Bitstamp's ``diff_order_book`` channels (implements ``BookFeed``).
+
+    Records carry ``raw_symbol`` as the channel spells the pair (``btcusd``), ``seq`` and
+    ``ts_event`` from the message's (or the snapshot's) ``microtimestamp``.
+    """
+
+    name = "bitstamp"
+    default_url = BITSTAMP_URL
+    rest_url: str | None = BITSTAMP_REST_URL
+    max_streams_per_connection = MAX_STREAMS_PER_CONNECTION
+    keepalive_interval: float | None = KEEPALIVE_SECONDS
+
+    def __init__(self) -> None:
+        self._control = BitstampProtocol()
+        self._sync: dict[str, Pending[_Diff]] = {}
+        #: The pairs asked for once subscribed: diffs of any other pair are malformed (no
+        #: snapshot is fetched for a pair never asked for). Empty (a replay that never
+        #: subscribed): every pair is taken.
+        self._subscribed: set[str] = set()
+        super().__init__()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def keepalive_message(self) -> str | None:
+        return HEARTBEAT_REQUEST
+
+    def channels(self, symbols: Sequence[str]) -> list[str]:
+        """Channel names; ValueError beyond the per-connection limit or for a bad pair."""
+        limit = MAX_STREAMS_PER_CONNECTION
+        names = stream_names(self.name, "channels", limit, symbols, channel_name)
+        self._subscribed.update(name[len(CHANNEL_PREFIX) :] for name in names)
+        return names
+
+    def connection_url(self, base_url: str, symbols: Sequence[str]) -> str:
+        """``base_url`` (one endpoint; channels are subscribed by message)."""
+        self.channels(symbols)
+        return base_url.rstrip("/") or base_url
+
+    def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+        """One ``bts:subscribe`` frame per channel, in the order given."""
+        return [
+            f'{{"event":"bts:subscribe","data":{{"channel":"{channel}"}}}}'
+            for channel in self.channels(symbols)
+        ]
+
+    def snapshot_url(self, base_url: str, raw_symbol: str) -> str | None:
+        """``{base}/api/v2/order_book/btcusd/``. The feed's own :class:`FetchSnapshot` actions
+        use :attr:`rest_url` as the base (the session sets it to ``BITSTAMP_REST_URL``)."""
+        pair = pair_of(channel_name(raw_symbol))
+        return f"{base_url.rstrip('/')}/api/v2/order_book/{pair}/"
+
+    def symbol_of_snapshot(self, url: str) -> str | None:
+        """The pair of an ``/api/v2/order_book/{pair}/`` URL (None for any other URL)."""
+        path = url.split("?", 1)[0].rstrip("/")
+        head, _, pair = path.rpartition("/")
+        if not head.endswith("/api/v2/order_book"):
+            return None
+        return pair_of(CHANNEL_PREFIX + pair)
+
+    # -- received frames -------------------------------------------------------------------
+
+    def parse(self, frame: str | bytes, ts_recv: int) -> Sequence[BookLevel] | ControlEvent:
+        """Decode one frame: a diff gives the rows it applied (none while the book waits for
+        its snapshot: it is buffered); other channels' data gives none; acks, heartbeats,
+        errors and reconnect notices give the control event. Raises only MalformedFrame."""
+        try:
+            msg = _loads(frame)
+        except (ValueError, TypeError) as exc:
+            raise MalformedFrame("json", str(exc)[:120]) from None
+        try:
+            event = msg.get("event")
+            if event != "data":
+                return self._other(event, frame, ts_recv)
+            channel = msg["channel"]
+            data = msg["data"]
+            micro = data["microtimestamp"]
+            bids = data["bids"]
+            asks = data["asks"]
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise shape_error(
+                exc, "frame or its data is not a JSON object", "diff", "a field has a bad type"
+            ) from None
+        if type(channel) is not str:
+            raise MalformedFrame("type", "channel must be a string")
+        pair = pair_of(channel)
+        if pair is None:
+            return _NOTHING  # order_book_, live_orders_ ... on the same connection
+        if self._subscribed and pair not in self._subscribed:
+            raise MalformedFrame("symbol", f"diff of a pair not subscribed: {pair}")
+        diff = _Diff(
+            _micro(micro, "microtimestamp"),
+            micro,
+            ts_recv,
+            text_levels(bids, "bids"),
+            text_levels(asks, "asks"),
+        )
+        state = self._book(pair)
+        if state.synced:
+            return self._apply_live(state, diff)
+        self._buffer(state, diff)
+        return _NOTHING
+
+    def _other(self, event: object, frame: str | bytes, ts_recv: int) -> ControlEvent | tuple[()]:
+        """Every frame that is not a diff: Bitstamp's trade protocol decides (trades give
+        nothing here)."""
+        if event == "trade":
+            return ()
+        result = self._control.parse(frame, ts_recv)
+        if isinstance(result, Ack | Heartbeat | ExchangeError | ReconnectNotice):
+            return result
+        return ()
+
+    # -- synchronisation -------------------------------------------------------------------
+
+    def _sync_of(self, pair: str) -> Pending[_Diff]:
+        sync = self._sync.get(pair)
+        if sync is None:
+            sync = self._sync[pair] = Pending()
+        return sync
+
+    def _buffer(self, state: SymbolBook, diff: _Diff) -> None:
+        check_decimals(diff.bids, diff.asks)
+        sync = self._sync_of(state.raw_symbol)
+        if sync.keep(state, diff):
+            self._fetch(state, sync)
+
+    def _fetch(self, state: SymbolBook, sync: Pending[_Diff]) -> None:
+        sync.fetching = True
+        url = self.snapshot_url(self.rest_url or "", state.raw_symbol)
+        assert url is not None
+        self._ask(FetchSnapshot(state.raw_symbol, url, SNAPSHOT_WEIGHT))
+
+    def _apply_live(self, state: SymbolBook, diff: _Diff) -> Sequence[BookLevel]:
+        """Apply a diff to a book in sync; one not later than the book breaks it (after a
+        snapshot applied with nothing buffered, one not newer than the snapshot is in it)."""
+        last = int(state.seq or 0)
+        sync = self._sync_of(state.raw_symbol)
+        if diff.micro <= last:
+            if not sync.bridged:
+                return _NOTHING  # not newer than the snapshot: already in it
+            cause: ResyncCause = "sequence"
+            state.break_sync(cause, diff.ts_recv, f"microtimestamp {diff.text} after {last}")
+            self._buffer(state, diff)
+            return _NOTHING
+        try:
+            rows = state.rows(
+                diff.bids,
+                diff.asks,
+                snapshot=False,
+                seq=diff.text,
+                ts_event=diff.micro,
+                ts_recv=diff.ts_recv,
+            )
+        except MalformedFrame:
+            state.break_sync("sequence", diff.ts_recv, "a level that is not a decimal")
+            sync.buffer.clear()
+            self._fetch(state, sync)
+            raise
+        sync.bridged = True
+        return rows
+
+    def snapshot_fetched(
+        self, raw_symbol: str, body: str | bytes, ts_recv: int
+    ) -> Sequence[BookLevel]:
+        """Apply a REST snapshot and the buffered diffs newer than it; the rows, snapshot
+        first. A snapshot older than the oldest buffered diff is fetched again (cause
+        ``stale-snapshot``) and gives no rows. Raises only MalformedFrame (a bad body: the
+        snapshot is asked for again)."""
+        pair = pair_of(CHANNEL_PREFIX + raw_symbol.lower()) or raw_symbol
+        state = self._book(pair)
+        sync = self._sync_of(pair)
+        sync.fetching = False
+        try:
+            micro, text, bids, asks = _order_book(body)
+        except MalformedFrame:
+            self._fetch(state, sync)
+            raise
+        if state.synced and micro <= int(state.seq or 0):
+            return _NOTHING  # older than the book in sync (a late answer)
+        buffer = sync.buffer
+        if buffer and micro < buffer[0].micro:
+            if state.resync is None:
+                state.break_sync("stale-snapshot", ts_recv)
+            if state.resync is not None:
+                state.resync.detail = (
+                    f"snapshot microtimestamp {text} before the buffered {buffer[0].text}"
+                )
+            self._fetch(state, sync)
+            return _NOTHING
+        dropped = 0
+        while buffer and buffer[0].micro <= micro:
+            buffer.popleft()
+            dropped += 1
+        if state.resync is not None:
+            state.resync.superseded += dropped
+        rows = state.rows(bids, asks, snapshot=True, seq=text, ts_event=micro, ts_recv=ts_recv)
+        self._finished(state, ts_recv)
+        sync.bridged = False
+        pending = list(buffer)
+        buffer.clear()
+        for index, diff in enumerate(pending):
+            if not state.synced:
+                buffer.extend(pending[index:])
+                break
+            rows.extend(self._apply_live(state, diff))
+        return rows
+
+    def connected(self, ts_recv: int) -> None:
+        """A new connection: every book is void until its next snapshot; the old stream's
+        buffered diffs are dropped (the new stream's first diff asks for a snapshot)."""
+        super().connected(ts_recv)
+        for sync in self._sync.values():
+            sync.reset()
+
+
+def _order_book(body: str | bytes) -> tuple[int, str, Pairs, Pairs]:
+    """``(microtimestamp, its text, bids, asks)`` of a REST order book, every level checked."""
+    try:
+        doc = _loads(body)
+    except (ValueError, TypeError) as exc:
+        raise MalformedFrame("json", f"order book: {str(exc)[:100]}") from None
+    try:
+        text = doc["microtimestamp"]
+        bids = doc["bids"]
+        asks = doc["asks"]
+    except (KeyError, TypeError) as exc:
+        raise shape_error(
+            exc, "order book is not a JSON object", "order book", "order book is not an object"
+        ) from None
+    micro = _micro(text, "microtimestamp")
+    bids, asks = text_levels(bids, "bids"), text_levels(asks, "asks")
+    check_decimals(bids, asks)
+    return micro, text, bids, asks
+
+
+# -- server side (the fake exchange) ----------------------------------------------------------
+
+
+def _pairs(levels: Sequence[tuple[str, str]]) -> list[list[str]]:
+    return [[price, size] for price, size in levels]
+
+
+def encode_diff(
+    pair: str,
+    bids: Sequence[tuple[str, str]],
+    asks: Sequence[tuple[str, str]],
+    *,
+    microtimestamp: int,
+) -> str:
+    """The ``diff_order_book_{pair}`` message Bitstamp would send (``pair`` lower-cased in the
+    channel name); ``bids``/``asks`` are (price, size) text, size ``"0"`` removes."""
+    us = int(microtimestamp)
+    data = {
+        "timestamp": str(us // 1_000_000),
+        "microtimestamp": str(us),
+        "bids": _pairs(bids),
+        "asks": _pairs(asks),
+    }
+    channel = CHANNEL_PREFIX + pair.lower()
+    return orjson.dumps({"data": data, "channel": channel, "event": "data"}).decode()
+
+
+def encode_order_book(
+    bids: Sequence[tuple[str, str]],
+    asks: Sequence[tuple[str, str]],
+    *,
+    microtimestamp: int,
+) -> str:
+    """The body of ``GET /api/v2/order_book/{pair}/``."""
+    us = int(microtimestamp)
+    doc = {
+        "timestamp": str(us // 1_000_000),
+        "microtimestamp": str(us),
+        "bids": _pairs(bids),
+        "asks": _pairs(asks),
+    }
+    return orjson.dumps(doc).decode()
