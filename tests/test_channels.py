@@ -60,6 +60,8 @@ def test_the_config_splits_streams_by_channel() -> None:
             "STREAMS": "binance:BTCUSDT,okx:BTC-USDT",
             "CHANNELS": "trades@binance,book",
             "S3_BUCKET": "bucket-1",
+            "S3_PREFIX": "p/",
+            "MAX_RUNTIME_SECONDS": "5",
             "BINANCE_REST_URL": "http://127.0.0.1:9/",
         }
     )
@@ -72,5 +74,11 @@ def test_the_config_splits_streams_by_channel() -> None:
 def test_a_rest_url_must_be_http() -> None:
     with pytest.raises(ConfigError, match="OKX_REST_URL"):
         load_stream_config(
-            {"STREAMS": "okx:BTC-USDT", "S3_BUCKET": "bucket-1", "OKX_REST_URL": "ws://x"}
+            {
+                "STREAMS": "okx:BTC-USDT",
+                "S3_BUCKET": "bucket-1",
+                "S3_PREFIX": "p/",
+                "MAX_RUNTIME_SECONDS": "5",
+                "OKX_REST_URL": "ws://x",
+            }
         )
