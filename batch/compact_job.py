@@ -1,11 +1,17 @@
-"""``feedvault batch compact``: streamed trade objects of a date range -> Parquet, bars, gaps.
+"""``feedvault batch compact``: streamed trade and book objects of a date range -> Parquet,
+bars, book snapshots, gaps.
 
 Input: a streaming prefix (``INPUT_BUCKET`` + ``INPUT_PREFIX``, or ``--in s3://bucket/prefix/``),
-where ``feedvault stream`` runs wrote their trade windows and manifests. Parameters:
+where ``feedvault stream`` runs wrote their trade and book windows and manifests. Parameters:
 
 * ``COMPACT_FROM`` (required): the first UTC day, ``YYYY-MM-DD``, ``today`` or ``yesterday``;
 * ``COMPACT_TO`` (default ``COMPACT_FROM``): the last UTC day, inclusive; at most
-  :data:`MAX_DAYS` days in all.
+  :data:`MAX_DAYS` days in all;
+* ``BOOK_SNAPSHOT_LEVELS`` (default 25; 0: no snapshots) and ``BOOK_SNAPSHOT_INTERVAL``
+  (seconds, default 1; a whole number of milliseconds dividing a day): the book snapshots.
+
+Book objects (``{prefix}book/``) are handled by :mod:`batch.compact_book`, after the trades,
+one day at a time (docs: batch.md#order-books).
 
 The objects read are chosen by :mod:`batch.compact_plan` (every manifest's trade objects, and
 objects under ``{prefix}trades/`` that no manifest lists). An object listed in a manifest must
@@ -21,10 +27,14 @@ Outputs under ``{OUTPUT_PREFIX}compact/``, all computed before the first is writ
   deduplicated by ``(exchange, symbol, trade_id)`` and ordered (see :mod:`batch.compact`);
 * ``bars_1m/exchange=E/symbol=S/date=D/bars.parquet``: 1-minute OHLCV bars of the same trades;
 * ``reports/FROM_TO/gaps.json`` and ``gaps.md``: the gap report (:mod:`batch.compact_report`);
-* ``reports/FROM_TO/rejected.csv``: the rejected records (header only when none).
+* ``reports/FROM_TO/rejected.csv``: the rejected records (header only when none);
+* with book objects: ``book/exchange=E/symbol=S/date=D/book.parquet`` (the day's book rows),
+  ``book_snapshots/exchange=E/symbol=S/date=D/book_snapshots.parquet`` (top-N snapshots) and
+  ``reports/FROM_TO/book.json`` (per symbol and day: rows, snapshots, when the book was
+  unknown; overlapping objects skipped).
 
-Keys are deterministic: rerunning the same range replaces them. A range with no trades at all
-fails the run (``no trades``) rather than writing empty results.
+Keys are deterministic: rerunning the same range replaces them. A range with no trades and no
+book rows at all fails the run (``no trades``) rather than writing empty results.
 """
 
 from __future__ import annotations
@@ -42,6 +52,18 @@ from batch.compact import (
     bars_parquet,
     parse_records,
     trades_parquet,
+)
+from batch.compact_book import (
+    BOOK_DIR,
+    DEFAULT_SNAPSHOT_INTERVAL,
+    DEFAULT_SNAPSHOT_LEVELS,
+    BookPlan,
+    BookSource,
+    SymbolDay,
+    interval_ns,
+    parse_book_records,
+    plan_book_objects,
+    unplaced_rejection,
 )
 from batch.compact_plan import (
     TRADES_DIR,
@@ -62,6 +84,7 @@ from batch.compact_report import (
 )
 from batch.csvutil import Rejected, count_kinds, rejected_csv, to_json
 from batch.job import InputReader, JobContext, JobError, ParametersJob
+from engine.book_records import BookLevel
 from engine.errors import ConfigError, IntegrityError
 from engine.settings import Env
 from sinks.encoders import decode_body, format_from_key
@@ -93,16 +116,18 @@ def _day(env: Env, name: str, today: dt.date) -> dt.date | None:
 
 @dataclass(frozen=True, slots=True)
 class CompactParameters:
-    """The validated range (see the module docstring)."""
+    """The validated range and book snapshot settings (see the module docstring)."""
 
     first: dt.date
     last: dt.date
+    snapshot_levels: int = DEFAULT_SNAPSHOT_LEVELS
+    snapshot_interval: float = DEFAULT_SNAPSHOT_INTERVAL
 
     @classmethod
     def from_env(cls, env: Env, *, today: dt.date | None = None) -> CompactParameters:
-        """``COMPACT_FROM``/``COMPACT_TO``; ``today`` (UTC) resolves ``today``/``yesterday``.
-        :class:`ConfigError` names the variable at fault. ``INPUT_KEY`` is refused: compact
-        reads a whole streaming prefix."""
+        """``COMPACT_FROM``/``COMPACT_TO``; ``today`` (UTC) resolves ``today``/``yesterday``;
+        ``BOOK_SNAPSHOT_LEVELS``/``BOOK_SNAPSHOT_INTERVAL``. :class:`ConfigError` names the
+        variable at fault. ``INPUT_KEY`` is refused: compact reads a whole streaming prefix."""
         if env.raw("INPUT_KEY") is not None:
             raise ConfigError("INPUT_KEY", "compact reads a streaming prefix: set INPUT_PREFIX")
         if today is None:
@@ -117,14 +142,34 @@ class CompactParameters:
             raise ConfigError(
                 "COMPACT_TO", f"a range of at most {MAX_DAYS} days, got {first}..{last}"
             )
-        return cls(first, last)
+        levels = env.integer("BOOK_SNAPSHOT_LEVELS", DEFAULT_SNAPSHOT_LEVELS)
+        interval = env.number("BOOK_SNAPSHOT_INTERVAL", DEFAULT_SNAPSHOT_INTERVAL)
+        if interval_ns(interval) is None:
+            raise ConfigError(
+                "BOOK_SNAPSHOT_INTERVAL",
+                f"must be a whole number of milliseconds that divides a day, got {interval:g}",
+            )
+        return cls(first, last, levels, interval)
 
     @property
     def days(self) -> DayRange:
         return DayRange.of(self.first, self.last)
 
+    @property
+    def interval_ns(self) -> int:
+        """The snapshot interval in nanoseconds (checked by :meth:`from_env`)."""
+        value = interval_ns(self.snapshot_interval)
+        if value is None:
+            raise ValueError(f"not a valid snapshot interval: {self.snapshot_interval!r}")
+        return value
+
     def public_dict(self) -> dict[str, Any]:
-        return {"from": self.first.isoformat(), "to": self.last.isoformat()}
+        return {
+            "from": self.first.isoformat(),
+            "to": self.last.isoformat(),
+            "book_snapshot_levels": self.snapshot_levels,
+            "book_snapshot_interval": self.snapshot_interval,
+        }
 
 
 @dataclass(slots=True)
@@ -135,8 +180,7 @@ class _Decoded:
     records: int
 
 
-def decode_object(source: SourceObject, body: bytes) -> _Decoded:
-    """Check ``body`` against its manifest entry, decode and check its records (pure)."""
+def _check_entry(source: SourceObject | BookSource, body: bytes) -> None:
     entry = source.entry
     if entry is not None and (len(body) != entry.bytes or sha256_hex(body) != entry.sha256):
         raise JobError(
@@ -144,12 +188,39 @@ def decode_object(source: SourceObject, body: bytes) -> _Decoded:
             f"({len(body)} bytes, expected {entry.bytes}, or a different SHA-256): "
             "altered or replaced"
         )
+
+
+def decode_object(source: SourceObject, body: bytes) -> _Decoded:
+    """Check ``body`` against its manifest entry, decode and check its records (pure)."""
+    _check_entry(source, body)
     try:
         records = decode_body(body, format_from_key(source.key))
     except IntegrityError as exc:
         raise JobError(f"cannot read trade object {source.key!r}: {exc}") from exc
     trades, rejected = parse_records(source.key, records)
     return _Decoded(source, trades, rejected, len(records))
+
+
+@dataclass(slots=True)
+class _DecodedBook:
+    rows: dict[tuple[str, str], list[BookLevel]]
+    rejected: list[Rejected]
+    records: int
+
+
+def decode_book_object(source: BookSource, body: bytes) -> _DecodedBook:
+    """Check ``body`` against its manifest entry, decode and check its rows, grouped by
+    (exchange, symbol) in order (pure)."""
+    _check_entry(source, body)
+    try:
+        records = decode_body(body, format_from_key(source.key))
+    except IntegrityError as exc:
+        raise JobError(f"cannot read book object {source.key!r}: {exc}") from exc
+    rows, rejected = parse_book_records(source.key, records)
+    groups: dict[tuple[str, str], list[BookLevel]] = {}
+    for row in rows:
+        groups.setdefault((row.exchange, row.symbol), []).append(row)
+    return _DecodedBook(groups, rejected, len(records))
 
 
 def render_day(
@@ -186,6 +257,8 @@ class _State:
     rejected: list[Rejected] = field(default_factory=list)
     carry: dict[int, list[CompactTrade]] = field(default_factory=dict)
     outputs: list[tuple[str, bytes, int]] = field(default_factory=list)
+    book_rows: int = 0
+    book_report: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def take(self, decoded: _Decoded, day: DayTrades) -> None:
         """Sort one object's trades into today, later days of the range, or outside it."""
@@ -251,10 +324,19 @@ class CompactJob(ParametersJob[CompactParameters]):
         manifests = await _read_manifests(reader)
         listed = await reader.store.list(reader.prefix + TRADES_DIR)
         sources = plan_objects(reader.prefix, manifests, listed, days)
-        if not sources:
-            raise JobError(f"no trade objects for {days.label()} under {reader.url}")
-        ctx.progress.unit = "trades"
-        ctx.progress.set_totals(files=len(sources))
+        books = plan_book_objects(
+            reader.prefix,
+            [m for m in manifests if is_stream_manifest(m)],
+            await reader.store.list(reader.prefix + BOOK_DIR),
+            days.first,
+            days.last,
+        )
+        if not sources and not books.sources:
+            raise JobError(
+                f"no trade objects for {days.label()} under {reader.url}, nor book objects"
+            )
+        ctx.progress.unit = "records" if books.sources else "trades"
+        ctx.progress.set_totals(files=len(sources) + len(books.sources))
         state = _State(
             days=days,
             continuity=Continuity(await ctx.run_cpu(_sequenced)),
@@ -262,9 +344,75 @@ class CompactJob(ParametersJob[CompactParameters]):
         )
         for day, day_sources in by_read_day(sources, days).items():
             await self._compact_day(ctx, reader, state, day, day_sources)
-        if not state.continuity.symbols:
-            raise JobError(f"no trades for {days.label()} under {reader.url}")
+        await self._compact_books(ctx, reader, state, books)
+        if not state.continuity.symbols and not state.book_rows:
+            raise JobError(f"no trades for {days.label()} under {reader.url}, nor book rows")
+        if books.sources or books.skipped or books.unplaced:
+            state.outputs.append(self._book_report(reader, books, state))
         await self._write(ctx, reader, state)
+
+    async def _compact_books(
+        self, ctx: JobContext, reader: InputReader, state: _State, plan: BookPlan
+    ) -> None:
+        """The book outputs of every day, one day's symbols at a time (see
+        :mod:`batch.compact_book`)."""
+        state.rejected.extend(unplaced_rejection(key) for key in plan.unplaced)
+        params = self.params
+        open_days: dict[tuple[str, str], SymbolDay] = {}
+        day: int | None = None
+
+        async def finish_day() -> None:
+            for key in sorted(open_days):
+                book = open_days[key]
+                state.outputs.extend(await ctx.run_cpu(book.finish))
+                state.book_rows += book.stats.rows
+                date = day_date(book.day).isoformat()
+                name = f"{key[0]}:{key[1]}"
+                state.book_report.setdefault(name, {})[date] = book.report()
+            open_days.clear()
+
+        sources = plan.sources
+        for start in range(0, len(sources), FETCH_AHEAD):
+            batch = sources[start : start + FETCH_AHEAD]
+            bodies = await fetch_all(reader, [source.key for source in batch], _missing(batch))
+            for source, body in zip(batch, bodies, strict=True):
+                if source.day != day:
+                    await finish_day()
+                    day = source.day
+                decoded = await ctx.run_cpu(decode_book_object, source, body)
+                state.rejected.extend(decoded.rejected)
+                for key, rows in decoded.rows.items():
+                    book = open_days.get(key)
+                    if book is None:
+                        book = open_days[key] = SymbolDay(
+                            key[0],
+                            key[1],
+                            source.day,
+                            levels=params.snapshot_levels,
+                            interval_ns=params.interval_ns,
+                        )
+                    await ctx.run_cpu(book.add, source.run_id, rows)
+                ctx.progress.add_rows(decoded.records)
+                ctx.progress.file_done()
+        await finish_day()
+
+    def _book_report(
+        self, reader: InputReader, plan: BookPlan, state: _State
+    ) -> tuple[str, bytes, int]:
+        params = self.params
+        symbols = {name: state.book_report[name] for name in sorted(state.book_report)}
+        report = {
+            "range": params.days.label(),
+            "input": reader.url,
+            "snapshot_levels": params.snapshot_levels,
+            "snapshot_interval_seconds": params.snapshot_interval,
+            "objects_read": len(plan.sources),
+            "skipped_overlapping": [source.key for source in plan.skipped],
+            "unplaced": plan.unplaced,
+            "symbols": symbols,
+        }
+        folder = f"reports/{params.first.isoformat()}_{params.last.isoformat()}"
+        return (f"{folder}/book.json", to_json(report), len(symbols))
 
     async def _compact_day(
         self,
@@ -354,7 +502,7 @@ async def _read_manifests(reader: InputReader) -> list[Manifest]:
     return manifests
 
 
-def _missing(sources: Sequence[SourceObject]) -> dict[str, str]:
+def _missing(sources: Sequence[SourceObject | BookSource]) -> dict[str, str]:
     """What to say of a manifest-listed object that is gone."""
     return {
         source.key: f"object {source.key!r} is listed in run {source.run_id}'s manifest "

@@ -3,8 +3,8 @@
 Sources, under the streaming prefix (``INPUT_PREFIX``):
 
 * every run manifest ``{prefix}_manifests/*.json`` of a stream or replay run: each trade object
-  it lists (not raw capture, not a batch output) with its size and checksum, which the job
-  checks before trusting the bytes;
+  it lists (not raw capture, not a book object, not a batch output) with its size and checksum,
+  which the job checks before trusting the bytes (book objects: :mod:`batch.compact_book`);
 * every object under ``{prefix}trades/`` (the default key layout) that no manifest lists: what a
   run killed before its manifest left behind. Its run id is read from the file name
   (``{window_start}-{run_id}-{seq}.{ext}``) where it has that shape.
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from batch.compact import US_PER_DAY, US_PER_HOUR
+from batch.compact_book import is_book_key
 from sinks.keys import is_raw_key
 from sinks.manifest import MANIFEST_DIR, OUTPUT_KIND, Manifest, StoredObjectEntry
 from sinks.writer import ListedObject
@@ -150,7 +151,12 @@ def plan_objects(
         if not is_stream_manifest(manifest):
             continue
         for entry in manifest.objects:
-            if entry.key in chosen or is_raw_key(prefix, entry.key) or entry.records == 0:
+            if (
+                entry.key in chosen
+                or is_raw_key(prefix, entry.key)
+                or is_book_key(prefix, entry.key)
+                or entry.records == 0
+            ):
                 continue
             low = min(entry.first_ts_event, entry.last_ts_event) - MARGIN_US
             high = max(entry.first_ts_event, entry.last_ts_event) + MARGIN_US

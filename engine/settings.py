@@ -78,6 +78,8 @@ RANGES: Final[Mapping[str, Range]] = {
     "SAMPLE_SEED": Range(0, MAX_SEED),
     "--seed": Range(0, MAX_SEED),
     "REPLAY_SPEED": Range(0.001, 1_000_000),
+    "BOOK_SNAPSHOT_LEVELS": Range(0, 1000),
+    "BOOK_SNAPSHOT_INTERVAL": Range(0.001, DAY_SECONDS),
 }
 """The range of every numeric setting read through :class:`Env` (docs: configuration.md
 lists them). :meth:`Env.integer` and :meth:`Env.number` check a listed variable against

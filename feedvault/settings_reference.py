@@ -24,6 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, dataclass, fields
 from typing import Final
 
+from batch.compact_book import DEFAULT_SNAPSHOT_INTERVAL as COMPACT_SNAPSHOT_INTERVAL
+from batch.compact_book import DEFAULT_SNAPSHOT_LEVELS as COMPACT_SNAPSHOT_LEVELS
 from batch.compact_job import MAX_DAYS as COMPACT_MAX_DAYS
 from batch.computation import (
     DEFAULTS as RISK_DEFAULTS,
@@ -514,6 +516,27 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "`compact`: the last UTC day, inclusive",
         f"as `COMPACT_FROM`, not before it; at most {COMPACT_MAX_DAYS} days in all",
         default_text="`COMPACT_FROM`",
+    ),
+    Setting(
+        "BOOK_SNAPSHOT_LEVELS",
+        "Batch jobs",
+        (BATCH,),
+        "`compact`: levels of each side in the book snapshots; 0 writes no snapshots",
+        "an integer " + _range("BOOK_SNAPSHOT_LEVELS"),
+        default=COMPACT_SNAPSHOT_LEVELS,
+    ),
+    Setting(
+        "BOOK_SNAPSHOT_INTERVAL",
+        "Batch jobs",
+        (BATCH,),
+        "`compact`: seconds between two book snapshots, on the receive clock from midnight UTC",
+        _range(
+            "BOOK_SNAPSHOT_INTERVAL",
+            _SEC,
+            ", a whole number of milliseconds that divides a day (`0.1`, `1`, `60`)",
+        ),
+        default=COMPACT_SNAPSHOT_INTERVAL,
+        unit="s",
     ),
     Setting(
         "COMPUTATION_SEED",

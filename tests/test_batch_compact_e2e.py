@@ -93,7 +93,12 @@ def test_sample_then_compact_finds_what_was_planted(s3_server: S3Server, bucket:
 
     manifest = batch_manifest(s3_server, bucket)
     assert manifest["status"] == "complete" and manifest["stop_reason"] == "end"
-    assert manifest["config"]["parameters"] == {"from": "2026-01-05", "to": "2026-01-06"}
+    assert manifest["config"]["parameters"] == {
+        "from": "2026-01-05",
+        "to": "2026-01-06",
+        "book_snapshot_levels": 25,
+        "book_snapshot_interval": 1.0,
+    }
     keys = {obj["key"] for obj in manifest["objects"]}
     assert keys == set(s3_server.keys(bucket, f"{OUT_PREFIX}compact/"))
     assert len([k for k in keys if k.endswith("trades.parquet")]) == 6  # 3 symbols x 2 days

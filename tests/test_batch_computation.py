@@ -151,4 +151,9 @@ def test_a_parameters_job_reads_its_parameters_and_reports_their_public_dict() -
     assert computation.parameters()["seed"] == 7
     compact = CompactJob.from_env(env)
     assert compact.params == CompactParameters.from_env(env)
-    assert compact.parameters() == {"from": "2024-05-01", "to": "2024-05-02"}
+    assert compact.parameters() == {
+        "from": "2024-05-01",
+        "to": "2024-05-02",
+        "book_snapshot_levels": 25,
+        "book_snapshot_interval": 1.0,
+    }

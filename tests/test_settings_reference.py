@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from batch.compact_job import CompactParameters
 from batch.computation import RiskParameters
 from batch.config import load_batch_config
 from batch.sample_cli import prepare_sample
@@ -158,7 +159,10 @@ def _stream_defaults() -> dict[str, Any]:
 def _job_defaults(tmp_path: Path) -> dict[str, Any]:
     risk = RiskParameters.from_env(Env({}))
     _, _, seed = prepare_sample("ecommerce", {}, tmp_path.as_uri() + "/", None)
+    compact = CompactParameters.from_env(Env({"COMPACT_FROM": "2026-01-05"}))
     return {
+        "BOOK_SNAPSHOT_LEVELS": compact.snapshot_levels,
+        "BOOK_SNAPSHOT_INTERVAL": compact.snapshot_interval,
         "COMPUTATION_SEED": risk.seed,
         "COMPUTATION_PATHS": risk.paths,
         "COMPUTATION_S0": risk.s0,
