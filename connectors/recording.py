@@ -67,7 +67,9 @@ class RecordedFrame:
     ``ts``: local time in integer nanoseconds since the Unix epoch (receive time for ``in``, send
     time for ``out``); ``exchange``: feedvault's exchange name; ``dir``: ``"in"`` received from
     the exchange, ``"out"`` sent by the client; ``frame``: the text frame; ``url``: set on
-    connect lines only (by convention, see the module docstring).
+    connect lines only (by convention, see the module docstring); ``http`` (``"GET <url>"``)
+    and ``status``: set on the lines of REST responses (a book snapshot the client fetched;
+    ``frame`` is the body).
     """
 
     ts: int
@@ -75,6 +77,8 @@ class RecordedFrame:
     dir: str
     frame: str
     url: str | None = None
+    http: str | None = None
+    status: int | None = None
 
     @property
     def is_connect(self) -> bool:
@@ -99,6 +103,9 @@ def to_line(frame: RecordedFrame) -> bytes:
     }
     if frame.url is not None:
         doc["url"] = frame.url
+    if frame.http is not None:
+        doc["http"] = frame.http
+        doc["status"] = frame.status
     try:
         return _dumps(doc, option=orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError as exc:
@@ -148,6 +155,15 @@ def parse_line(line: bytes | str) -> RecordedFrame:
     _set_dir(frame, direction)
     _set_frame(frame, text)
     _set_url(frame, url)
+    http = doc.get("http")
+    if http is None:
+        _set_http(frame, None)
+        _set_status(frame, None)
+    elif type(http) is str and type(doc.get("status")) is int:
+        _set_http(frame, http)
+        _set_status(frame, doc["status"])
+    else:
+        raise _bad("'http' must be a string with an integer 'status'", line)
     return frame
 
 
@@ -173,6 +189,8 @@ _Setter = Callable[[RecordedFrame, object], None]
 _new: Final = object.__new__
 _set_ts: Final[_Setter] = vars(RecordedFrame)["ts"].__set__
 _set_exchange: Final[_Setter] = vars(RecordedFrame)["exchange"].__set__
+_set_http: Final[_Setter] = vars(RecordedFrame)["http"].__set__
+_set_status: Final[_Setter] = vars(RecordedFrame)["status"].__set__
 _set_dir: Final[_Setter] = vars(RecordedFrame)["dir"].__set__
 _set_frame: Final[_Setter] = vars(RecordedFrame)["frame"].__set__
 _set_url: Final[_Setter] = vars(RecordedFrame)["url"].__set__
