@@ -53,9 +53,11 @@ class RawFrame:
 
 @dataclass(eq=True)
 class RawConnect(RawFrame):
-    """A connection opened to ``url`` (``dir="out"``, empty ``frame``)."""
+    """A connection opened to ``url`` (``dir="out"``, empty ``frame``) for ``channel``
+    (``trades`` or ``book``: a replay tells the book's reconnects from the trades')."""
 
     url: str
+    channel: str
 
 
 @dataclass(eq=True)
@@ -87,6 +89,6 @@ def fetched(ts: int, exchange: str, url: str, status: int, body: bytes) -> RawHt
     return RawHttp(ts, exchange, DIR_IN, body.decode("utf-8", "replace"), f"GET {url}", status)
 
 
-def connected(ts: int, exchange: str, url: str) -> RawConnect:
-    """The raw record of a connection opened to ``url``."""
-    return RawConnect(ts, exchange, DIR_OUT, "", url)
+def connected(ts: int, exchange: str, url: str, channel: str = "trades") -> RawConnect:
+    """The raw record of a connection opened to ``url`` for ``channel``."""
+    return RawConnect(ts, exchange, DIR_OUT, "", url, channel)

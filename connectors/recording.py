@@ -79,6 +79,9 @@ class RecordedFrame:
     url: str | None = None
     http: str | None = None
     status: int | None = None
+    channel: str | None = None
+    """On connect lines: the channel the connection was for (``trades``, ``book``); None in
+    recordings made before books (trades)."""
 
     @property
     def is_connect(self) -> bool:
@@ -103,6 +106,8 @@ def to_line(frame: RecordedFrame) -> bytes:
     }
     if frame.url is not None:
         doc["url"] = frame.url
+    if frame.channel is not None:
+        doc["channel"] = frame.channel
     if frame.http is not None:
         doc["http"] = frame.http
         doc["status"] = frame.status
@@ -164,6 +169,8 @@ def parse_line(line: bytes | str) -> RecordedFrame:
         _set_status(frame, doc["status"])
     else:
         raise _bad("'http' must be a string with an integer 'status'", line)
+    channel = doc.get("channel") if url is not None else None
+    _set_channel(frame, channel if type(channel) is str else None)
     return frame
 
 
@@ -189,6 +196,7 @@ _Setter = Callable[[RecordedFrame, object], None]
 _new: Final = object.__new__
 _set_ts: Final[_Setter] = vars(RecordedFrame)["ts"].__set__
 _set_exchange: Final[_Setter] = vars(RecordedFrame)["exchange"].__set__
+_set_channel: Final[_Setter] = vars(RecordedFrame)["channel"].__set__
 _set_http: Final[_Setter] = vars(RecordedFrame)["http"].__set__
 _set_status: Final[_Setter] = vars(RecordedFrame)["status"].__set__
 _set_dir: Final[_Setter] = vars(RecordedFrame)["dir"].__set__

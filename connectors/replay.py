@@ -28,6 +28,14 @@ itself) and returns. A protocol's fatal error (a recorded subscription rejection
 (:class:`~engine.errors.RecordingError`, :class:`~engine.errors.StorageError`) is handed to
 ``on_error`` after what was read is queued, and the source returns.
 
+Books (``book_queue`` and ``book_exchanges``): each received frame of such an exchange is also
+given to that exchange's book feed (:mod:`connectors.books`), one feed per exchange, and its rows
+go to ``book_queue``; a recorded REST response (an ``http`` line) is the snapshot the live feed
+fetched, handed to the feed as it was then. The feed's actions need nothing (the recording holds
+what they brought: the snapshot line, the frames after a resubscription); a connect line of the
+``book`` channel voids its books as a live reconnect does. So the replay reproduces the live
+rows and resyncs from the recorded frames (docs: order-books.md#replaying-books).
+
 Cancel-safety: cancelling :meth:`ReplaySource.run` force-queues the trades it holds (the run's
 abort path spills them), like a session.
 """
@@ -38,7 +46,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from connectors.base import (
     ExchangeError,
@@ -46,6 +54,8 @@ from connectors.base import (
     ParseResult,
     ReconnectNotice,
 )
+from connectors.books.base import BookFeed, Resync
+from connectors.books.registry import get_book_feed
 from connectors.gaps import GapTracker
 from connectors.recording import DIR_IN, RecordedFrame
 from connectors.registry import get_protocol
@@ -66,6 +76,7 @@ from engine.stats import Counters
 NS: Final = 1_000_000_000
 MIN_PAUSE_SECONDS: Final = 0.001
 DEFAULT_FRAMES_PER_YIELD: Final = 256
+BOOK_CHANNEL: Final = "book"
 
 Pause = Callable[[asyncio.Event, float], Awaitable[None]]
 """Wait ``seconds`` or until the event is set (injected by tests to drive a fake clock)."""
@@ -100,7 +111,12 @@ class ReplaySource:
         pause: Pause = pause_until_stop,
         on_end: Callable[[], None] | None = None,
         on_error: Callable[[FeedvaultError], None] | None = None,
+        book_queue: BatchQueue[Any] | None = None,
+        book_exchanges: Callable[[str], bool] | None = None,
+        trade_exchanges: Callable[[str], bool] | None = None,
     ) -> None:
+        """``book_exchanges``/``trade_exchanges``: whether an exchange's books (into
+        ``book_queue``) and trades are replayed (None: trades of every exchange, no books)."""
         if speed is not None and speed <= 0:
             raise ValueError("speed must be positive (or None for as fast as possible)")
         self.chunks = chunks
@@ -126,6 +142,14 @@ class ReplaySource:
         self._pending: dict[str, list[Trade]] = {}
         self._slot = clock.time_ns() // self.window_ns
         self._origin: tuple[int, float] | None = None
+        self.book_queue = book_queue
+        self._wants_book = book_exchanges if book_queue is not None else None
+        self._wants_trades = trade_exchanges
+        #: The book feed of each exchange replayed with books.
+        self.feeds: dict[str, BookFeed] = {}
+        self._book_pending: dict[str, list[Any]] = {}
+        #: Finished book resyncs, per exchange, oldest first.
+        self.resyncs: dict[str, list[Resync]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Replay until the input ends or ``stop`` is set; return once every trade is queued."""
@@ -157,6 +181,11 @@ class ReplaySource:
                 if self._pending[exchange]:
                     for batch in self._take(exchange):
                         self.queue.force_put(batch)
+            for exchange, rows in self._book_pending.items():
+                if rows and self.book_queue is not None:
+                    self._book_pending[exchange] = []
+                    for book_batch in by_symbol(rows):
+                        self.book_queue.force_put(book_batch)
 
     async def _replay(self, stop: asyncio.Event) -> None:
         """The hot loop: one pass over the recording. Per frame it does only what a live
@@ -176,7 +205,7 @@ class ReplaySource:
                 exchange = recorded.exchange
                 if recorded.dir != DIR_IN:
                     if recorded.url is not None:
-                        self._connected(exchange)
+                        self._connected(exchange, recorded)
                     continue
                 ts = recorded.ts
                 if speed is not None:
@@ -188,9 +217,19 @@ class ReplaySource:
                     # Every trade of the earlier slot reaches the windower before time moves on.
                     await self._flush_all()
                     await self.queue.wait_empty()
+                    if self.book_queue is not None:
+                        await self.book_queue.wait_empty()
                     self._slot = slot
                 advance_to(ts)
                 self.frames += 1
+                if self._wants_book is not None and self._wants_book(exchange):
+                    await self._book_frame(exchange, recorded)
+                    if recorded.http is not None:
+                        continue
+                    if self._wants_trades is not None and not self._wants_trades(exchange):
+                        continue
+                elif recorded.http is not None:
+                    continue
                 parse = parsers.get(exchange)
                 if parse is None:
                     parse = parsers[exchange] = self._protocol(exchange).parse
@@ -223,12 +262,74 @@ class ReplaySource:
             self._pending[exchange] = []
         return protocol
 
-    def _connected(self, exchange: str) -> None:
+    def _connected(self, exchange: str, recorded: RecordedFrame) -> None:
         self.connections += 1
+        if recorded.channel == BOOK_CHANNEL:
+            feed = self.feeds.get(exchange)
+            if feed is not None:
+                self.counters.reconnects += 1
+                feed.connected(recorded.ts)
+            return
         if exchange in self.protocols:
             self.counters.reconnects += 1
         else:
             self._protocol(exchange)
+
+    def _feed(self, exchange: str) -> BookFeed:
+        feed = self.feeds.get(exchange)
+        if feed is None:
+            try:
+                feed = get_book_feed(exchange)
+            except ValueError as exc:
+                raise RecordingError(f"cannot replay books of {exchange!r}: {exc}") from None
+            self.feeds[exchange] = feed
+            self._book_pending[exchange] = []
+        return feed
+
+    async def _book_frame(self, exchange: str, recorded: RecordedFrame) -> None:
+        """Give a received frame (or a recorded REST snapshot) to the exchange's book feed."""
+        feed = self._feed(exchange)
+        ts = recorded.ts
+        try:
+            if recorded.http is not None:
+                url = recorded.http.partition(" ")[2]
+                symbol = feed.symbol_of_snapshot(url)
+                if symbol is None or recorded.status != 200:
+                    return
+                result: object = feed.snapshot_fetched(symbol, recorded.frame, ts)
+            else:
+                result = feed.parse(recorded.frame, ts)
+        except MalformedFrame as exc:
+            self.invalid_log.record(exchange, exc, recorded.frame)
+            return
+        if isinstance(result, (tuple, list)):
+            if result:
+                pending = self._book_pending[exchange]
+                pending += result
+                if len(pending) >= self.batch_size:
+                    await self._hand_over_books(exchange)
+        elif self._wants_trades is not None and not self._wants_trades(exchange):
+            await self._control(exchange, result)  # the trades' parser does not see it
+        if feed.has_actions:
+            feed.take_actions()  # the recording holds what they brought
+        done = feed.take_resyncs()
+        if done:
+            self.resyncs.setdefault(exchange, []).extend(done)
+
+    async def _hand_over_books(self, exchange: str) -> None:
+        pending = self._book_pending[exchange]
+        if not pending or self.book_queue is None:
+            return
+        self._book_pending[exchange] = []
+        batches = by_symbol(pending)
+        self.counters.parsed += len(pending)
+        for index, batch in enumerate(batches):
+            try:
+                await self.book_queue.put_or_hand_over(batch)
+            except BaseException:
+                for rest in batches[index + 1 :]:
+                    self.book_queue.force_put(rest)
+                raise
 
     async def _control(self, exchange: str, result: object) -> None:
         """A control event met in the recording (acks and heartbeats need nothing)."""
@@ -285,3 +386,5 @@ class ReplaySource:
         for exchange, pending in self._pending.items():
             if pending:
                 await self._hand_over(self._take(exchange))
+        for exchange in self._book_pending:
+            await self._hand_over_books(exchange)

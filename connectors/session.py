@@ -408,7 +408,11 @@ class WebSocketSession:
         if self.book is not None:
             self.book.connected(self.clock.time_ns())
         if self._raw is not None:
-            self._raw.append(raw.connected(self.clock.time_ns(), self.protocol.name, self.url))
+            self._raw.append(
+                raw.connected(
+                    self.clock.time_ns(), self.protocol.name, self.url, self.tally.channel
+                )
+            )
         self._log(
             logging.INFO,
             "connected",

@@ -66,3 +66,37 @@ def parse_channels(
         key: tuple(name for name in CHANNEL_NAMES if name in channels)
         for key, channels in chosen.items()
     }
+
+
+def replay_channels(text: str, variable: str = "CHANNELS") -> Mapping[str | None, tuple[str, ...]]:
+    """``CHANNELS`` for a replay, which has no ``STREAMS``: per exchange named by an entry
+    (``book@okx``), and under None for every other exchange, the channels replayed. An entry
+    for one stream (``book@binance:BTCUSDT``) is a :class:`ConfigError`: a replay chooses
+    channels per exchange."""
+    chosen: dict[str | None, set[str]] = {None: set()}
+    entries = [item.strip() for item in text.split(",") if item.strip()]
+    if not entries:
+        raise ConfigError(variable, f"names no channel; choose from {', '.join(CHANNEL_NAMES)}")
+    for entry in entries:
+        channel, at, target = (part.strip() for part in entry.partition("@"))
+        if channel not in CHANNEL_NAMES:
+            raise ConfigError(
+                variable,
+                f"unknown channel {channel!r} in {entry!r}; choose from {', '.join(CHANNEL_NAMES)}",
+            )
+        if at and ":" in target:
+            raise ConfigError(
+                variable,
+                f"{entry!r}: a replay chooses channels per exchange (use {channel}@"
+                f"{target.partition(':')[0]})",
+            )
+        if at:
+            chosen.setdefault(target.lower(), set()).add(channel)
+        else:
+            for channels in chosen.values():
+                channels.add(channel)
+    everyone = chosen[None]
+    return {
+        key: tuple(name for name in CHANNEL_NAMES if name in channels | everyone)
+        for key, channels in chosen.items()
+    }

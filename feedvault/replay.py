@@ -26,23 +26,26 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from connectors.recording import RecordedFrame
 from connectors.recording_input import open_recording
 from connectors.replay import Pause, ReplaySource, pause_until_stop
 from connectors.session import InvalidFrameLog
+from engine.batchqueue import BatchQueue
 from engine.clock import SYSTEM_CLOCK, Clock, ReplayClock
 from engine.errors import ConfigError, FeedvaultError
 from engine.lifecycle import StopController, StopReason
 from engine.logs import get_logger, log_event
 from engine.settings import RANGES, Env, new_run_id, runtime_settings
+from feedvault.channels import BOOK, DEFAULT_CHANNELS, TRADES, replay_channels
 from feedvault.config import DEFAULT_QUEUE_MAXSIZE, StreamConfig, sink_settings
 from feedvault.ecs import DEFAULT_LOOKUP, EcsLookup
 from feedvault.runner import StreamRun
 from feedvault.sessions import CountingSource
+from sinks.manifest import BookResync, book_resync
 from sinks.s3 import S3Writer
 from sinks.s3security import s3_security
 from sinks.writer import ObjectWriter, parse_destination, s3_destination
@@ -62,6 +65,24 @@ class ReplayConfig:
     stream: StreamConfig
     inputs: tuple[str, ...]
     speed: float | None
+    channels: Mapping[str | None, tuple[str, ...]] = field(
+        default_factory=lambda: {None: (TRADES,)}
+    )
+    """``CHANNELS`` per exchange (None: every exchange not named), :func:`replay_channels`."""
+
+    def wants(self, channel: str) -> Callable[[str], bool]:
+        """Whether an exchange's ``channel`` is replayed."""
+        channels = self.channels
+
+        def wanted(exchange: str) -> bool:
+            return channel in channels.get(exchange, channels[None])
+
+        return wanted
+
+    @property
+    def books(self) -> bool:
+        """True when some exchange's book is replayed."""
+        return any(BOOK in channels for channels in self.channels.values())
 
 
 def parse_speed(text: str, variable: str = "--speed") -> float | None:
@@ -114,8 +135,14 @@ def load_replay_config(
         overflow="block",
         run_id_generated=env.raw("RUN_ID") is None,
         s3=s3_security(environ),
+        channels=env.raw("CHANNELS") or DEFAULT_CHANNELS,
     )
-    return ReplayConfig(stream=stream, inputs=tuple(inputs), speed=replay_speed)
+    return ReplayConfig(
+        stream=stream,
+        inputs=tuple(inputs),
+        speed=replay_speed,
+        channels=replay_channels(stream.channels),
+    )
 
 
 class ReplayRun(StreamRun):
@@ -154,6 +181,8 @@ class ReplayRun(StreamRun):
         self._chunks = chunks
         self._pause = pause
         self.source: ReplaySource | None = None
+        if config.books and self.book_queue is None:
+            self.book_queue = BatchQueue(config.stream.queue_maxsize, "block")
 
     def public_config(self) -> dict[str, Any]:
         config = self.config.public_dict()
@@ -183,8 +212,29 @@ class ReplayRun(StreamRun):
             pause=self._pause,
             on_end=self._input_ended,
             on_error=self._input_failed,
+            book_queue=self.book_queue,
+            book_exchanges=self.replay.wants(BOOK),
+            trade_exchanges=self.replay.wants(TRADES),
         )
         return [self.source]
+
+    def book_figures(self) -> tuple[dict[str, list[BookResync]], dict[str, int]]:
+        """The manifest's ``resyncs`` and ``crossed`` from the replayed book feeds (streams
+        named ``exchange:RAW_SYMBOL:book``)."""
+        resyncs: dict[str, list[BookResync]] = {}
+        crossed: dict[str, int] = {}
+        source = self.source
+        if source is None:
+            return resyncs, crossed
+        for exchange, feed in source.feeds.items():
+            unfinished = [s.resync for s in feed.books.values() if s.resync is not None]
+            for resync in source.resyncs.get(exchange, []) + unfinished:
+                name = f"{exchange}:{resync.raw_symbol}:{BOOK}"
+                resyncs.setdefault(name, []).append(book_resync(resync))
+            for symbol, state in feed.books.items():
+                if state.crossed:
+                    crossed[f"{exchange}:{symbol}:{BOOK}"] = state.crossed
+        return resyncs, crossed
 
     def _input_ended(self) -> None:
         self.controller.request_stop(END_OF_INPUT)
