@@ -53,13 +53,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from connectors.book_actions import SnapshotFetcher
 from connectors.capture import RawFrame
 from connectors.gaps import GapTracker
+from connectors.rest import WEIGHT_PER_MINUTE, RestClient
 from connectors.session import WebSocketSession
 from engine.batchqueue import BatchQueue
 from engine.book_records import BOOK_DATASET, BookLevel
@@ -158,8 +159,9 @@ class StreamRun(ManifestRun[StreamConfig]):
             BatchQueue(config.queue_maxsize, config.overflow) if config.streams_of(BOOK) else None
         )
         self.book_sink: WindowedSink | None = None
-        #: How book sessions fetch REST snapshots (set while the run's HTTP client is open).
-        self.fetcher: SnapshotFetcher | None = None
+        #: How book sessions fetch REST snapshots, per exchange (set while the run's HTTP
+        #: clients are open: :meth:`rest_clients`).
+        self.fetchers: dict[str, SnapshotFetcher] = {}
         self.error: FeedvaultError | None = None
         self.sessions: Sequence[CountingSource] = []
         self.stats = StreamStats(
@@ -212,7 +214,7 @@ class StreamRun(ManifestRun[StreamConfig]):
             self.raw_queue,
             drain_deadline=self._drain_deadline,
             book_queue=self.book_queue,
-            fetcher=self.fetcher,
+            fetchers=self.fetchers,
         )
 
     def _drain_deadline(self) -> float | None:
@@ -237,15 +239,35 @@ class StreamRun(ManifestRun[StreamConfig]):
                     if lock is None
                     else lock.problem,
                 )
-            if self._writer is not None:
-                return await self._run_with_writer(self._writer)
-            async with open_writer(
-                self.config.destination,
-                multipart_threshold=self.config.sink.multipart_threshold,
-                part_size=self.config.sink.part_size,
-                security=self.config.s3,
-            ) as writer:
-                return await self._run_with_writer(writer)
+            async with self.rest_clients():
+                if self._writer is not None:
+                    return await self._run_with_writer(self._writer)
+                async with open_writer(
+                    self.config.destination,
+                    multipart_threshold=self.config.sink.multipart_threshold,
+                    part_size=self.config.sink.part_size,
+                    security=self.config.s3,
+                ) as writer:
+                    return await self._run_with_writer(writer)
+
+    @contextlib.asynccontextmanager
+    async def rest_clients(self) -> AsyncIterator[None]:
+        """Open one REST client per exchange whose book snapshots come over REST (its own
+        request-weight budget, :mod:`connectors.rest`) for the run's book sessions, and close
+        them at the end."""
+        exchanges = sorted(
+            {spec.exchange for spec in self.config.streams_of(BOOK)} & set(WEIGHT_PER_MINUTE)
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            for exchange in exchanges:
+                client = await stack.enter_async_context(
+                    RestClient(WEIGHT_PER_MINUTE[exchange], clock=self.clock)
+                )
+                self.fetchers[exchange] = client.get
+            try:
+                yield
+            finally:
+                self.fetchers.clear()
 
     def _make_sink(
         self, writer: ObjectWriter, template: KeyTemplate, dataset: str, trade_ids: bool

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from connectors.book_actions import SnapshotFetcher
@@ -37,13 +37,13 @@ def build_sessions(
     capture: BatchQueue[RawFrame] | None = None,
     drain_deadline: Callable[[], float | None] | None = None,
     book_queue: BatchQueue[BookLevel] | None = None,
-    fetcher: SnapshotFetcher | None = None,
+    fetchers: Mapping[str, SnapshotFetcher] | None = None,
 ) -> list[WebSocketSession]:
     """One session per exchange connection and channel; an exchange's symbols are split into
     groups no larger than its per-connection stream limit. ``capture``: the raw frames' queue;
     ``drain_deadline``: when the stopping sessions must have read their sockets to the end.
     Streams recording books (``CHANNELS``) get book sessions, each with its own feed, putting
-    rows on ``book_queue`` and fetching REST snapshots through ``fetcher``."""
+    rows on ``book_queue`` and fetching REST snapshots through their exchange's ``fetchers``."""
     invalid_log = InvalidFrameLog(counters)
     settings = SessionSettings(stale_seconds=config.stale_seconds)
     transport = get_transport(config.ws_transport)
@@ -100,7 +100,7 @@ def build_sessions(
                     capture=capture,
                     drain_deadline=drain_deadline,
                     transport=transport,
-                    fetcher=fetcher,
+                    fetcher=(fetchers or {}).get(exchange),
                 )
             )
     return sessions
