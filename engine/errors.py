@@ -103,6 +103,24 @@ class FrameTooLarge(ConnectionEnded):
         self.limit = limit
 
 
+class SnapshotFetchFailed(FeedvaultError):
+    """A REST request for a book snapshot failed (:mod:`connectors.rest`, after its retries).
+
+    ``url`` and ``cause`` are named in ``str(err)``, one line: ``"GET <url>: <cause>"``;
+    ``status`` is the HTTP status when a response came (None for a timeout or a connection
+    error); ``retryable`` is False for an answer no retry changes (a 4xx other than 429/418,
+    a body over the size limit)."""
+
+    def __init__(
+        self, url: str, cause: str, *, status: int | None = None, retryable: bool = True
+    ) -> None:
+        super().__init__(f"GET {url}: {cause}")
+        self.url = url
+        self.cause = cause
+        self.status = status
+        self.retryable = retryable
+
+
 class StorageError(FeedvaultError):
     """An object store operation failed (after the store's own retries)."""
 
