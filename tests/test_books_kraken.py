@@ -266,6 +266,19 @@ def test_malformed_level_breaks_the_book() -> None:
     assert feed.books["BTC/USD"].resync is not None and feed.has_actions
 
 
+def test_a_bad_entry_changes_no_other_symbols_book() -> None:
+    feed, rebuild = _synced()
+    good = json.loads(_update(feed, [("0.04995", "9")], []))["data"][0]
+    bad = {**good, "symbol": "ETH/USD", "checksum": "x"}
+    frame = json.dumps({"channel": "book", "type": "update", "data": [good, bad]})
+    with pytest.raises(MalformedFrame):
+        feed.parse(frame, 11)
+    state = feed.books["BTC/USD"]
+    assert state.synced and sides(state.book) == (DOC_BIDS, DOC_ASKS)  # nothing applied
+    assert feed.books["ETH/USD"].resync is not None
+    assert rebuild.agrees("BTC/USD")
+
+
 # -- other channels ---------------------------------------------------------------------------
 
 

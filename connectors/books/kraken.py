@@ -66,6 +66,9 @@ DEFAULT_DEPTH: Final = 100
 CHECKSUM_LEVELS: Final = 10
 """Levels of each side the checksum covers, whatever the depth."""
 
+_Entry = tuple[SymbolBook, list[tuple[str, str]], list[tuple[str, str]], int, int]
+"""A decoded entry: state, bids, asks, checksum, ts_event."""
+
 _PLAIN_NUMBER: Final = re.compile(r"[0-9]{1,40}(?:\.[0-9]{1,40})?", re.ASCII).fullmatch
 
 
@@ -153,42 +156,57 @@ class KrakenBookFeed(InBandBookFeed):
         if kind not in ("snapshot", "update") or type(data) is not list:
             raise MalformedFrame("type", "book needs type snapshot/update and a data list")
         snapshot = kind == "snapshot"
+        # decode every entry before applying any, so that a bad entry leaves no other
+        # symbol's book changed without its rows
+        entries = [self._decode(entry, ts_recv) for entry in data]
         out: list[BookLevel] = []
-        for entry in data:
-            if type(entry) is not dict:
-                raise MalformedFrame("not-object", "a book entry is not a JSON object")
-            raw = entry.get("symbol")
-            if type(raw) is not str:
-                raise MalformedFrame("type", "a book entry needs symbol as a string")
-            state = self._book(str.__str__(raw))
+        for state, bids, asks, checksum, ts_event in entries:
             if not snapshot and not state.synced:
                 self._not_synced(state, ts_recv)
                 continue
-            try:
-                out.extend(self._entry(state, entry, snapshot, ts_recv))
-            except MalformedFrame as exc:
-                self._malformed(state, ts_recv, str(exc))
-                raise
+            out.extend(self._apply(state, bids, asks, checksum, snapshot, ts_event, ts_recv))
         return out
 
-    def _entry(
-        self, state: SymbolBook, entry: dict[str, object], snapshot: bool, ts_recv: int
+    def _decode(self, entry: object, ts_recv: int) -> _Entry:
+        """One symbol's entry: its state, levels, checksum and event time. A symbol's entry
+        that cannot be decoded breaks its book (see :mod:`connectors.books.inband`)."""
+        if type(entry) is not dict:
+            raise MalformedFrame("not-object", "a book entry is not a JSON object")
+        raw = entry.get("symbol")
+        if type(raw) is not str:
+            raise MalformedFrame("type", "a book entry needs symbol as a string")
+        state = self._book(str.__str__(raw))
+        try:
+            when = entry.get("timestamp")
+            if when is None:
+                ts_event = ts_recv // 1000
+            elif type(when) is str:
+                try:
+                    ts_event = parse_us(when)
+                except ValueError as exc:
+                    raise MalformedFrame("time", str(exc)) from None
+            else:
+                raise MalformedFrame("type", "timestamp must be a string")
+            checksum = entry.get("checksum")
+            if type(checksum) is not JsonInt or len(checksum) > 20:
+                raise MalformedFrame("type", "checksum must be an integer")
+            return state, _levels(entry, "bids"), _levels(entry, "asks"), int(checksum), ts_event
+        except MalformedFrame as exc:
+            self._malformed(state, ts_recv, str(exc))
+            raise
+
+    def _apply(
+        self,
+        state: SymbolBook,
+        bids: list[tuple[str, str]],
+        asks: list[tuple[str, str]],
+        expected: int,
+        snapshot: bool,
+        ts_event: int,
+        ts_recv: int,
     ) -> list[BookLevel]:
-        """Apply one symbol's entry; its rows, or none when the checksum fails."""
-        when = entry.get("timestamp")
-        if when is None:
-            ts_event = ts_recv // 1000
-        elif type(when) is str:
-            try:
-                ts_event = parse_us(when)
-            except ValueError as exc:
-                raise MalformedFrame("time", str(exc)) from None
-        else:
-            raise MalformedFrame("type", "timestamp must be a string")
-        expected = entry.get("checksum")
-        if type(expected) is not JsonInt or len(expected) > 20:
-            raise MalformedFrame("type", "checksum must be an integer")
-        bids, asks = _levels(entry, "bids"), _levels(entry, "asks")
+        """Apply one decoded entry, truncate, check the checksum; its rows, or none when the
+        checksum fails."""
         rows = state.rows(
             bids, asks, snapshot=snapshot, seq=None, ts_event=ts_event, ts_recv=ts_recv
         )
@@ -212,7 +230,7 @@ class KrakenBookFeed(InBandBookFeed):
             ((lv.price, lv.size) for lv in book.levels("bid", CHECKSUM_LEVELS)),
             ((lv.price, lv.size) for lv in book.levels("ask", CHECKSUM_LEVELS)),
         )
-        if actual != int(expected):
+        if actual != expected:
             self._resync(state, "checksum", ts_recv, f"checksum {actual} != {expected}")
             return []
         if snapshot:
