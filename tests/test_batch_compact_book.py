@@ -1,0 +1,596 @@
+"""``compact`` over order books (batch/compact_book.py): book objects written by the project's
+own windowing (``sinks.windowing.Windower``, dataset ``book``), each beginning with a snapshot as
+the stream's sink writes them, stored in a ``file://`` directory with run manifests; the job run
+in-process. The Parquet rows must equal the objects' rows, and every top-N snapshot must equal
+an independent rebuild (a dict per side applied row by row) at its instant."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import random
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batch.compact_book import (
+    SymbolDay,
+    book_source,
+    parse_book_records,
+    plan_book_objects,
+    snapshot_schema,
+)
+from batch.compact_job import CompactParameters
+from batch.compact_plan import DayRange, plan_objects
+from engine.book_records import BookLevel
+from engine.clock import FakeClock
+from engine.errors import ConfigError
+from engine.records import Trade
+from engine.settings import Env
+from feedvault.batch_run import run_batch
+from sinks.encoders import decode_body
+from sinks.keys import KeyTemplate
+from sinks.manifest import Manifest, StoredObjectEntry
+from sinks.windowing import ClosedWindow, Windower, WindowPolicy
+from sinks.writer import ListedObject, StoredObject, sha256_hex
+
+NS = 1_000_000_000
+DAY = dt.date(2026, 3, 1)
+DAY_NUMBER = (DAY - dt.date(1970, 1, 1)).days
+D0 = DAY_NUMBER * 86_400 * NS
+LEVELS = 4
+INTERVAL = 0.5
+ENV = {"LOG_FORMAT": "json", "STATS_INTERVAL_SECONDS": "60"}
+
+
+# -- the independent rebuild ----------------------------------------------------------------
+
+
+class DictBook:
+    """The rebuild rule written out again: a snapshot row after a delta row, or after a
+    snapshot row of another message (seq, ts_recv), empties the book; every row sets its level
+    (size zero removes it). Levels keyed by decimal value."""
+
+    def __init__(self) -> None:
+        self.sides: dict[str, dict[Decimal, tuple[str, str]]] = {"bid": {}, "ask": {}}
+        self.last: dict[str, Any] | None = None
+
+    def apply(self, row: dict[str, Any]) -> None:
+        last = self.last
+        if row["snapshot"] and (
+            last is None
+            or not last["snapshot"]
+            or (last["seq"], last["ts_recv"]) != (row["seq"], row["ts_recv"])
+        ):
+            self.sides = {"bid": {}, "ask": {}}
+        levels = self.sides[row["side"]]
+        if Decimal(row["size"]) == 0:
+            levels.pop(Decimal(row["price"]), None)
+        else:
+            levels[Decimal(row["price"])] = (row["price"], row["size"])
+        self.last = row
+
+    def top(self, side: str, n: int) -> list[tuple[str, str]]:
+        levels = self.sides[side]
+        return [levels[k] for k in sorted(levels, reverse=side == "bid")[:n]]
+
+
+# -- writing book objects as the stream's sink does -----------------------------------------
+
+
+@dataclass
+class Market:
+    """One symbol's messages: a snapshot, or 1-4 level changes near ``mid``."""
+
+    exchange: str
+    symbol: str
+    rng: random.Random
+    sequenced: bool = True
+    seq: int = 1000
+
+    def _row(self, ts: int, snapshot: bool, side: str, price: str, size: str) -> BookLevel:
+        seq = str(self.seq) if self.sequenced else None
+        raw = self.symbol.replace("-", "")
+        return BookLevel(
+            self.exchange, self.symbol, raw, ts // 1000 - 3, ts, seq, snapshot, side, price, size
+        )
+
+    def _size(self) -> str:
+        return f"{self.rng.randint(1, 900) / 1000:.3f}"
+
+    def snapshot(self, ts: int, mid: int) -> list[BookLevel]:
+        self.seq += 1
+        return [
+            self._row(ts, True, side, f"{mid + sign * (k + 1)}.{self.rng.randint(0, 9)}0", size)
+            for side, sign in (("bid", -1), ("ask", 1))
+            for k in range(12)
+            for size in [self._size()]
+        ]
+
+    def delta(self, ts: int, mid: int) -> list[BookLevel]:
+        self.seq += self.rng.randint(1, 3)
+        rows = []
+        for _ in range(self.rng.randint(1, 4)):
+            side = self.rng.choice(("bid", "ask"))
+            sign = -1 if side == "bid" else 1
+            price = f"{mid + sign * self.rng.randint(1, 14)}.{self.rng.randint(0, 9)}0"
+            size = "0" if self.rng.random() < 0.3 else self._size()
+            rows.append(self._row(ts, False, side, price, size))
+        return rows
+
+
+class Recorder:
+    """One run as the sink writes it: a book Windower and a trade Windower; a window of a
+    symbol opens with the book as written so far (snapshot rows at the opening message's
+    times), unless that message is itself a snapshot."""
+
+    def __init__(self, root: Path, run_id: str) -> None:
+        self.root = root
+        self.run_id = run_id
+        self.clock = FakeClock(D0)
+        common: dict[str, Any] = {
+            "prefix": "",
+            "run_id": run_id,
+            "format": "ndjson.gz",
+            "clock": self.clock,
+        }
+        policy = WindowPolicy(seconds=60)
+        self.books = Windower(policy, KeyTemplate(), dataset="book", trade_ids=False, **common)
+        self.trades = Windower(policy, KeyTemplate(), **common)
+        self.slots: dict[str, int] = {}
+        self.written: dict[str, DictBook] = {}
+        self.closed: list[ClosedWindow] = []
+
+    def message(self, rows: list[BookLevel]) -> None:
+        first = rows[0]
+        self.clock.set_wall(first.ts_recv)
+        slot = first.ts_recv // (60 * NS)
+        book = self.written.setdefault(first.symbol, DictBook())
+        if self.slots.get(first.symbol) != slot and not first.snapshot:
+            last = book.last
+            assert last is not None, "a run's first message is a snapshot"
+            rows = [
+                BookLevel(
+                    first.exchange,
+                    first.symbol,
+                    first.raw_symbol,
+                    first.ts_event,
+                    first.ts_recv,
+                    last["seq"],
+                    True,
+                    side,
+                    price,
+                    size,
+                )
+                for side in ("bid", "ask")
+                for price, size in book.top(side, 10_000)
+            ] + rows
+        self.slots[first.symbol] = slot
+        for row in rows:
+            book.apply(row.__dict__)
+        self.closed += self.books.add(rows)
+
+    def trade(self, trade: Trade) -> None:
+        self.clock.set_wall(trade.ts_recv)
+        self.closed += self.trades.add([trade])
+
+    def close(self) -> list[ClosedWindow]:
+        """Close every window and store the objects under ``root``."""
+        self.closed += self.books.close_all() + self.trades.close_all()
+        for window in self.closed:
+            path = self.root / window.key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(window.body)
+        return self.closed
+
+    def write_manifest(self) -> None:
+        entries = [
+            StoredObjectEntry.of(w, StoredObject(w.key, len(w.body), sha256_hex(w.body)))
+            for w in self.closed
+        ]
+        manifest = Manifest(
+            run_id=self.run_id,
+            version="test",
+            command="feedvault stream",
+            started_at="2026-02-28T23:58:00.000000Z",
+            stopped_at="2026-03-01T00:10:00.000000Z",
+            stop_reason="end",
+            status="complete",
+            objects=entries,
+        )
+        path = self.root / "_manifests" / f"{self.run_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(manifest.to_json())
+
+
+def record(
+    recorder: Recorder,
+    market: Market,
+    start: int,
+    stop: int,
+    *,
+    step_ms: tuple[int, int] = (40, 400),
+    resync_at: int | None = None,
+) -> None:
+    """``market``'s messages from ``start`` to ``stop`` (ns) into ``recorder``: a snapshot
+    first, then deltas (and a new snapshot at ``resync_at``)."""
+    rng = market.rng
+    mid = 50_000
+    ts = start
+    recorder.message(market.snapshot(ts, mid))
+    while True:
+        ts += rng.randint(*step_ms) * 1_000_000
+        if ts >= stop:
+            return
+        mid += rng.randint(-1, 1)
+        if resync_at is not None and ts >= resync_at:
+            resync_at = None
+            recorder.message(market.snapshot(ts, mid + 40))
+        else:
+            recorder.message(market.delta(ts, mid))
+
+
+def at(minutes: float) -> int:
+    """``minutes`` after midnight of DAY, in ns."""
+    return D0 + round(minutes * 60 * NS)
+
+
+# -- the end-to-end scenario ----------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    src: Path
+    a: list[ClosedWindow]
+    b: list[ClosedWindow]
+    c: list[ClosedWindow]
+
+
+def build(src: Path) -> Scenario:
+    """Run A (manifest) records BTC-USDT from the day before to 00:04:30 with a resync at
+    00:02:10, ETH-USD (no sequence) and three trades; run B (no manifest: killed) records
+    BTC-USDT 00:06:20-00:09:42; run C (manifest) overlaps B in the 00:07 window with fewer
+    messages."""
+    a = Recorder(src, "20260228T235800Z-aaaa")
+    record(
+        a, Market("binance", "BTC-USDT", random.Random(1)), at(-1.5), at(4.5), resync_at=at(2.17)
+    )
+    record(a, Market("coinbase", "ETH-USD", random.Random(2), sequenced=False), at(0.3), at(3.2))
+    for n, minute in enumerate((1.0, 1.1, 2.0), start=1):
+        ts = at(minute)
+        a.trade(
+            Trade("binance", "BTC-USDT", "BTCUSDT", str(n), "50000.1", "0.5", "buy", ts // 1000, ts)
+        )
+    b = Recorder(src, "20260301T000620Z-bbbb")
+    record(b, Market("binance", "BTC-USDT", random.Random(3)), at(6.33), at(9.7))
+    c = Recorder(src, "20260301T000700Z-cccc")
+    record(
+        c, Market("binance", "BTC-USDT", random.Random(4)), at(7.1), at(7.8), step_ms=(1500, 2500)
+    )
+    scenario = Scenario(src, a.close(), b.close(), c.close())
+    a.write_manifest()
+    c.write_manifest()
+    return scenario
+
+
+def book_windows(windows: list[ClosedWindow], symbol: str) -> list[ClosedWindow]:
+    """``windows``' book objects of ``symbol`` on DAY, in window order."""
+    chosen = [
+        w
+        for w in windows
+        if w.key.startswith("book/")
+        and f"/symbol={symbol}/" in w.key
+        and D0 <= w.window_start_ns < D0 + 86_400 * NS
+    ]
+    return sorted(chosen, key=lambda w: (w.window_start_ns, w.key))
+
+
+def rows_of(windows: list[ClosedWindow]) -> list[dict[str, Any]]:
+    return [row for w in windows for row in decode_body(w.body, "ndjson.gz")]
+
+
+def expected_snapshots(
+    segments: list[list[dict[str, Any]]], levels: int, step: int
+) -> list[dict[str, Any]]:
+    """At every instant from a segment's first row (a snapshot) to its last row: the book of
+    the segment's rows received at or before it, rebuilt by :class:`DictBook`."""
+    out: list[dict[str, Any]] = []
+    for rows in segments:
+        assert rows[0]["snapshot"]
+        book = DictBook()
+        applied = 0
+        instant = -(-rows[0]["ts_recv"] // step) * step
+        while instant <= rows[-1]["ts_recv"]:
+            while applied < len(rows) and rows[applied]["ts_recv"] <= instant:
+                book.apply(rows[applied])
+                applied += 1
+            last = book.last
+            assert last is not None
+            doc: dict[str, Any] = {
+                "exchange": last["exchange"],
+                "symbol": last["symbol"],
+                "ts": instant,
+                "last_ts_event": last["ts_event"],
+                "last_ts_recv": last["ts_recv"],
+                "last_seq": last["seq"],
+                "bid_levels": len(book.sides["bid"]),
+                "ask_levels": len(book.sides["ask"]),
+            }
+            tops = {side: book.top(side, levels) for side in ("bid", "ask")}
+            for i in range(levels):
+                for side in ("bid", "ask"):
+                    level = tops[side][i] if i < len(tops[side]) else None
+                    doc[f"{side}_price_{i}"] = None if level is None else float(level[0])
+                    doc[f"{side}_size_{i}"] = None if level is None else float(level[1])
+            out.append(doc)
+            instant += step
+    return out
+
+
+def read_parquet(path: Path) -> list[dict[str, Any]]:
+    """The rows of a Parquet file, timestamps as integers (ns ones fit no datetime)."""
+    table = pq.read_table(io.BytesIO(path.read_bytes()))
+    for index, name in enumerate(table.column_names):
+        if pa.types.is_timestamp(table.schema.field(name).type):
+            table = table.set_column(index, name, table[name].cast(pa.int64()))
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
+
+
+def compact(src: Path, out: Path, run_id: str = "compact-1", **extra: str) -> int:
+    env = {
+        **ENV,
+        "COMPACT_FROM": DAY.isoformat(),
+        "BOOK_SNAPSHOT_LEVELS": str(LEVELS),
+        "BOOK_SNAPSHOT_INTERVAL": str(INTERVAL),
+        "RUN_ID": run_id,
+        **extra,
+    }
+    return run_batch("compact", env, f"file://{src}/", f"file://{out}/")
+
+
+def test_compact_writes_the_days_book_rows_and_snapshots_that_match_a_rebuild(
+    tmp_path: Path,
+) -> None:
+    scenario = build(tmp_path / "src")
+    out = tmp_path / "out"
+    assert compact(scenario.src, out) == 0
+    root = out / "compact"
+    partition = "exchange=binance/symbol=BTC-USDT/date=2026-03-01"
+
+    # rows: every row of the kept objects, in window order (C's overlapping window skipped)
+    a_rows = rows_of(book_windows(scenario.a, "BTC-USDT"))
+    b_rows = rows_of(book_windows(scenario.b, "BTC-USDT"))
+    got = read_parquet(root / "book" / partition / "book.parquet")
+    assert got == a_rows + b_rows
+    assert a_rows[0]["snapshot"] and a_rows[0]["ts_recv"] >= D0  # day D's first object
+    eth_rows = rows_of(book_windows(scenario.a, "ETH-USD"))
+    eth_partition = "exchange=coinbase/symbol=ETH-USD/date=2026-03-01"
+    assert read_parquet(root / "book" / eth_partition / "book.parquet") == eth_rows
+    assert {row["seq"] for row in eth_rows} == {None}
+
+    # snapshots: each instant against the independent rebuild; none while the book is unknown
+    step = round(INTERVAL * NS)
+    snapshots = read_parquet(root / "book_snapshots" / partition / "book_snapshots.parquet")
+    expected = expected_snapshots([a_rows, b_rows], LEVELS, step)
+    assert len(snapshots) == len(expected) > 900
+    for got_row, want in zip(snapshots, expected, strict=True):
+        assert got_row == want, want["ts"]
+    assert not any(a_rows[-1]["ts_recv"] < s["ts"] < b_rows[0]["ts_recv"] for s in snapshots)
+    assert any(s["bid_levels"] > LEVELS for s in snapshots)  # the top N is a cut
+    eth_snapshots = read_parquet(root / "book_snapshots" / eth_partition / "book_snapshots.parquet")
+    assert eth_snapshots == expected_snapshots([eth_rows], LEVELS, step)
+
+    # the report: the overlapping run skipped, the spans without a book
+    report = json.loads((root / "reports/2026-03-01_2026-03-01/book.json").read_bytes())
+    c_keys = [w.key for w in scenario.c if w.key.startswith("book/")]
+    assert c_keys and report["skipped_overlapping"] == c_keys
+    day = report["symbols"]["binance:BTC-USDT"]["2026-03-01"]
+    assert day["rows"] == len(a_rows) + len(b_rows)
+    assert day["snapshots"] == len(expected)
+    assert day["runs"] == ["20260228T235800Z-aaaa", "20260301T000620Z-bbbb"]
+    assert day["unknown_spans"] == 3
+    gap = day["unknown"][1]
+    assert gap["from"] < gap["to"] and gap["from"].startswith("2026-03-01T00:04:")
+    assert gap["to"].startswith("2026-03-01T00:06:")
+
+    # trades beside books: book objects listed in a manifest are not read as trades
+    assert len(read_parquet(root / "trades" / partition / "trades.parquet")) == 3
+    rejected = (root / "reports/2026-03-01_2026-03-01/rejected.csv").read_text()
+    assert rejected.count("\n") == 1
+    manifest = json.loads((out / "_manifests" / "compact-1.json").read_bytes())
+    assert manifest["status"] == "complete"
+    assert manifest["config"]["parameters"]["book_snapshot_levels"] == LEVELS
+
+
+def test_an_altered_book_object_fails_the_run_naming_it(tmp_path: Path) -> None:
+    scenario = build(tmp_path / "src")
+    key = book_windows(scenario.a, "ETH-USD")[0].key
+    path = scenario.src / key
+    path.write_bytes(path.read_bytes() + b"\x00")
+    out = tmp_path / "out"
+    assert compact(scenario.src, out) == 1
+    manifest = json.loads((out / "_manifests" / "compact-1.json").read_bytes())
+    assert f"object {key!r} does not match" in manifest["error"]
+    assert not (out / "compact").exists()
+
+
+def test_books_alone_are_compacted_and_zero_levels_write_no_snapshots(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    recorder = Recorder(src, "run-x")
+    record(recorder, Market("bybit", "SOL-USDT", random.Random(9)), at(10), at(12.5))
+    recorder.close()
+    out = tmp_path / "out"
+    assert compact(src, out, BOOK_SNAPSHOT_LEVELS="0") == 0
+    keys = sorted(str(p.relative_to(out / "compact")) for p in (out / "compact").rglob("*.*"))
+    assert keys == [
+        "book/exchange=bybit/symbol=SOL-USDT/date=2026-03-01/book.parquet",
+        "reports/2026-03-01_2026-03-01/book.json",
+        "reports/2026-03-01_2026-03-01/gaps.json",
+        "reports/2026-03-01_2026-03-01/gaps.md",
+        "reports/2026-03-01_2026-03-01/rejected.csv",
+    ]
+    rows = read_parquet(out / "compact" / keys[0])
+    assert rows == rows_of(sorted(recorder.closed, key=lambda w: w.window_start_ns))
+
+
+# -- the pure parts -------------------------------------------------------------------------
+
+
+def level(ts_s: float, snapshot: bool, side: str, price: str, size: str, seq: str) -> BookLevel:
+    ts = D0 + round(ts_s * NS)
+    return BookLevel("x", "A-B", "AB", ts // 1000, ts, seq, snapshot, side, price, size)
+
+
+def test_snapshots_worked_by_hand() -> None:
+    """Run r1 snapshots at 0.5 s and changes the book at 2.0 s and 3.5 s; run r2's object
+    begins with a change at 5.2 s (book unknown: no snapshot before it) and snapshots at 6.0 s.
+    Instants every second, two levels: 1, 2, 3 from r1 (2 includes the change at exactly 2.0),
+    then 6 and 7 from r2; nothing after r2's last row at 7.3 s."""
+    day = SymbolDay("x", "A-B", DAY_NUMBER, levels=2, interval_ns=NS)
+    day.add(
+        "r1",
+        [
+            level(0.5, True, "bid", "10", "1", "1"),
+            level(0.5, True, "bid", "9.50", "2", "1"),
+            level(0.5, True, "bid", "9", "3", "1"),
+            level(0.5, True, "ask", "11", "4", "1"),
+            level(2.0, False, "ask", "11.0", "0", "2"),
+            level(2.0, False, "ask", "12", "5", "2"),
+            level(3.5, False, "bid", "10.5", "6", "3"),
+        ],
+    )
+    day.add(
+        "r2",
+        [
+            level(5.2, False, "bid", "20", "1", "7"),
+            level(6.0, True, "bid", "30", "1", "8"),
+            level(6.0, True, "ask", "31", "2", "8"),
+            level(7.3, False, "ask", "30.5", "3", "9"),
+        ],
+    )
+    outputs = dict((key, body) for key, body, _ in day.finish())
+    body = outputs["book_snapshots/exchange=x/symbol=A-B/date=2026-03-01/book_snapshots.parquet"]
+    table = pq.read_table(io.BytesIO(body))
+    seconds = [(t.value - D0) // NS for t in table["ts"]]
+    assert seconds == [1, 2, 3, 6, 7]
+    assert table["last_seq"].to_pylist() == ["1", "2", "2", "8", "8"]
+    assert table["bid_price_0"].to_pylist() == [10.0, 10.0, 10.0, 30.0, 30.0]
+    assert table["bid_price_1"].to_pylist() == [9.5, 9.5, 9.5, None, None]
+    assert table["ask_price_0"].to_pylist() == [11.0, 12.0, 12.0, 31.0, 31.0]
+    assert table["ask_size_0"].to_pylist() == [4.0, 5.0, 5.0, 2.0, 2.0]
+    assert table["bid_levels"].to_pylist() == [3, 3, 3, 1, 1]
+    assert table.schema == snapshot_schema(2)
+    assert [(low - D0, high - D0) for low, high in day.unknown()] == [
+        (0, NS // 2),
+        (round(3.5 * NS) + 1, 6 * NS),
+        (round(7.3 * NS) + 1, 86_400 * NS),
+    ]
+    rows = pq.read_table(
+        io.BytesIO(outputs["book/exchange=x/symbol=A-B/date=2026-03-01/book.parquet"])
+    )
+    assert rows["price"].to_pylist()[:5] == ["10", "9.50", "9", "11", "11.0"]
+    assert rows.num_rows == 11 and day.report()["books_started"] == 2
+
+
+def test_the_plan_keeps_the_largest_run_of_each_window_and_reports_unplaced_keys() -> None:
+    folder = "p/book/exchange=binance/symbol=BTC-USDT/date=2026-03-01"
+    names = {
+        "a1": f"{folder}/hour=00/20260301T000000Z-run-a-000001.ndjson.gz",
+        "a2": f"{folder}/hour=00/20260301T000100Z-run-a-000002.ndjson.gz",
+        "b2": f"{folder}/hour=00/20260301T000100Z-run-b-000000.ndjson.gz",
+        "b3": f"{folder}/hour=00/20260301T000200Z-run-b-000001.ndjson.gz",
+        "c3": f"{folder}/hour=00/20260301T000200Z-run-c-000000.ndjson.gz",
+        "old": "p/book/exchange=binance/symbol=BTC-USDT/date=2026-02-28/hour=23/"
+        "20260228T235900Z-run-a-000000.ndjson.gz",
+        "odd": f"{folder}/hour=00/custom.ndjson.gz",
+    }
+    sizes = {"a1": 10, "a2": 50, "b2": 40, "b3": 30, "c3": 30, "old": 5, "odd": 5}
+    entry = StoredObjectEntry(names["a2"], 3, 50, "0" * 64, 0, 0, {})
+    listed_a = Manifest(
+        run_id="run-a",
+        version="t",
+        command="feedvault stream",
+        started_at="x",
+        stopped_at="y",
+        stop_reason="end",
+        status="complete",
+        objects=[entry],
+    )
+    listed = [ListedObject(names[n], size) for n, size in sizes.items()]
+    plan = plan_book_objects("p/", [listed_a], listed, DAY_NUMBER, DAY_NUMBER)
+    assert [s.key for s in plan.sources] == [names["a1"], names["a2"], names["b3"]]
+    assert [s.key for s in plan.skipped] == [names["b2"], names["c3"]]
+    assert plan.unplaced == [names["odd"]]
+    assert plan.sources[1].entry == entry and plan.sources[1].run_id == "run-a"
+    assert plan.sources[2].entry is None and plan.sources[2].run_id == "run-b"
+    source = book_source("p/", names["a1"], 1, None, None)
+    assert source is not None
+    assert (source.stream, source.window, source.seq) == (
+        "book/exchange=binance/symbol=BTC-USDT",
+        "20260301T000000Z",
+        1,
+    )
+    # the trade plan does not take book objects a manifest lists
+    trade_plan = plan_objects("p/", [listed_a], [], DayRange(DAY_NUMBER, DAY_NUMBER))
+    assert trade_plan == []
+
+
+def test_each_bad_book_row_is_rejected_with_its_line() -> None:
+    good = level(1, False, "bid", "1.5", "0", "1").__dict__
+    records = [
+        good,
+        {**good, "side": "buy"},
+        {**good, "price": "abc"},
+        {**good, "size": "-1"},
+        {k: v for k, v in good.items() if k != "seq"},
+        {**good, "snapshot": "yes"},
+    ]
+    rows, rejected = parse_book_records("obj", records)
+    assert [r.__dict__ for r in rows] == [good]
+    assert [(r.row_number, r.kind) for r in rejected] == [
+        (2, "bad-book-row"),
+        (3, "bad-decimal"),
+        (4, "bad-decimal"),
+        (5, "bad-book-row"),
+        (6, "bad-book-row"),
+    ]
+
+
+def test_snapshot_settings_from_env() -> None:
+    base = {"COMPACT_FROM": "2026-03-01"}
+    params = CompactParameters.from_env(Env(base))
+    assert (params.snapshot_levels, params.snapshot_interval, params.interval_ns) == (25, 1.0, NS)
+    params = CompactParameters.from_env(
+        Env({**base, "BOOK_SNAPSHOT_LEVELS": "0", "BOOK_SNAPSHOT_INTERVAL": "0.25"})
+    )
+    assert (params.snapshot_levels, params.interval_ns) == (0, NS // 4)
+    assert (
+        CompactParameters.from_env(Env({**base, "BOOK_SNAPSHOT_INTERVAL": "60"})).interval_ns
+        == 60 * NS
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BOOK_SNAPSHOT_LEVELS", "-1"),
+        ("BOOK_SNAPSHOT_LEVELS", "1001"),
+        ("BOOK_SNAPSHOT_LEVELS", "2.5"),
+        ("BOOK_SNAPSHOT_INTERVAL", "0"),
+        ("BOOK_SNAPSHOT_INTERVAL", "0.0005"),
+        ("BOOK_SNAPSHOT_INTERVAL", "7"),
+        ("BOOK_SNAPSHOT_INTERVAL", "1s"),
+        ("BOOK_SNAPSHOT_INTERVAL", "172800"),
+    ],
+)
+def test_bad_snapshot_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        CompactParameters.from_env(Env({"COMPACT_FROM": "2026-03-01", name: value}))
+    assert info.value.variable == name
