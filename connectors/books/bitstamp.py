@@ -157,6 +157,11 @@ class BitstampBookFeed(BookFeedBase):
             if event != "data":
                 return self._other(event, frame, ts_recv)
             channel = msg["channel"]
+            if type(channel) is not str:
+                raise MalformedFrame("type", "channel must be a string")
+            pair = pair_of(channel)
+            if pair is None:
+                return _NOTHING  # order_book_, live_orders_ ... on the same connection
             data = msg["data"]
             micro = data["microtimestamp"]
             bids = data["bids"]
@@ -165,11 +170,6 @@ class BitstampBookFeed(BookFeedBase):
             raise shape_error(
                 exc, "frame or its data is not a JSON object", "diff", "a field has a bad type"
             ) from None
-        if type(channel) is not str:
-            raise MalformedFrame("type", "channel must be a string")
-        pair = pair_of(channel)
-        if pair is None:
-            return _NOTHING  # order_book_, live_orders_ ... on the same connection
         if self._subscribed and pair not in self._subscribed:
             raise MalformedFrame("symbol", f"diff of a pair not subscribed: {pair}")
         diff = _Diff(

@@ -1,0 +1,283 @@
+"""Bitstamp's book feed (connectors/books/bitstamp.py): the encoders the fake exchange uses,
+the diff channel over a REST snapshot (diffs not newer than the snapshot dropped, a snapshot
+older than the buffer fetched again, microtimestamps that must rise), control frames reused
+from the trade protocol, and hostile input (only MalformedFrame escapes)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.base import Ack, ExchangeError, Heartbeat, ReconnectNotice
+from connectors.bitstamp import (
+    HEARTBEAT_REPLY,
+    HEARTBEAT_REQUEST,
+    RECONNECT_NOTICE,
+    encode_error,
+    encode_subscribed,
+    encode_trade,
+)
+from connectors.books.base import MAX_BUFFERED_MESSAGES, FetchSnapshot
+from connectors.books.bitstamp import (
+    BITSTAMP_REST_URL,
+    BitstampBookFeed,
+    encode_diff,
+    encode_order_book,
+)
+from connectors.books.registry import get_book_feed
+from engine.book_records import BookLevel, BookReplica
+from engine.errors import MalformedFrame
+from tests.strategies import json_values, make_trade
+
+PAIR = "btcusd"
+T0 = 1_700_000_000_000_000_000
+US = 1_700_000_000_000_000
+_LEVELS = st.lists(
+    st.tuples(
+        st.decimals(min_value=0, max_value=10**6, places=2).map(str),
+        st.decimals(min_value=0, max_value=1000, places=8).map(str),
+    ),
+    max_size=6,
+)
+
+
+def feed() -> BitstampBookFeed:
+    f = BitstampBookFeed()
+    f.subscribe_messages([PAIR])
+    f.connected(T0)
+    return f
+
+
+def diff(us: int, bids: Any = (), asks: Any = ()) -> str:
+    return encode_diff(PAIR, bids, asks, microtimestamp=us)
+
+
+def rows_of(result: object) -> list[BookLevel]:
+    assert isinstance(result, list | tuple)
+    return list(result)
+
+
+def levels(f: BitstampBookFeed) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    book = f.books[PAIR].book
+    return (
+        [(lv.price, lv.size) for lv in book.levels("bid")],
+        [(lv.price, lv.size) for lv in book.levels("ask")],
+    )
+
+
+def replica_levels(
+    rows: Sequence[BookLevel],
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    replica = BookReplica()
+    replica.apply_all(rows)
+    book = replica.book("bitstamp", "BTC-USD")
+    return (
+        [(lv.price, lv.size) for lv in book.levels("bid")],
+        [(lv.price, lv.size) for lv in book.levels("ask")],
+    )
+
+
+# -- encoders ------------------------------------------------------------------------------
+
+
+@given(_LEVELS, _LEVELS, st.integers(1, 2 * US))
+def test_encoded_diff_parses_to_its_rows(
+    bids: list[tuple[str, str]], asks: list[tuple[str, str]], us: int
+) -> None:
+    f = feed()
+    f.parse(diff(us - 1), T0)
+    f.snapshot_fetched(PAIR, encode_order_book([], [], microtimestamp=us - 1), T0)
+    rows = rows_of(f.parse(diff(us, bids, asks), T0 + 1))
+    assert [(r.side, r.price, r.size) for r in rows] == [("bid", p, s) for p, s in bids] + [
+        ("ask", p, s) for p, s in asks
+    ]
+    assert all(r.seq == str(us) and r.ts_event == us and not r.snapshot for r in rows)
+    assert all(r.symbol == "BTC-USD" and r.raw_symbol == PAIR for r in rows)
+
+
+@given(_LEVELS, _LEVELS, st.integers(0, 2 * US))
+def test_encoded_order_book_parses_to_its_rows(
+    bids: list[tuple[str, str]], asks: list[tuple[str, str]], us: int
+) -> None:
+    f = feed()
+    rows = f.snapshot_fetched(PAIR, encode_order_book(bids, asks, microtimestamp=us), T0)
+    assert [(r.side, r.price, r.size) for r in rows] == [("bid", p, s) for p, s in bids] + [
+        ("ask", p, s) for p, s in asks
+    ]
+    assert all(r.snapshot and r.seq == str(us) and r.ts_event == us for r in rows)
+
+
+def test_wire_forms() -> None:
+    doc = orjson.loads(diff(1641343699596123, [("3805.44", "0.5")], [("3806", "0")]))
+    assert doc == {
+        "data": {
+            "timestamp": "1641343699",
+            "microtimestamp": "1641343699596123",
+            "bids": [["3805.44", "0.5"]],
+            "asks": [["3806", "0"]],
+        },
+        "channel": "diff_order_book_btcusd",
+        "event": "data",
+    }
+    body = orjson.loads(encode_order_book([("1", "2")], [], microtimestamp=5_000_001))
+    assert body == {"timestamp": "5", "microtimestamp": "5000001", "bids": [["1", "2"]], "asks": []}
+
+
+def test_requests_and_registry() -> None:
+    f = get_book_feed("bitstamp")
+    assert isinstance(f, BitstampBookFeed) and f.rest_url == BITSTAMP_REST_URL
+    assert f.subscribe_messages(["BTCUSD", "ethusd"]) == [
+        '{"event":"bts:subscribe","data":{"channel":"diff_order_book_btcusd"}}',
+        '{"event":"bts:subscribe","data":{"channel":"diff_order_book_ethusd"}}',
+    ]
+    assert f.connection_url("wss://ws.bitstamp.net/", ["btcusd"]) == "wss://ws.bitstamp.net"
+    assert f.keepalive_message() == HEARTBEAT_REQUEST and f.keepalive_interval
+    assert f.snapshot_url("http://h:1/", "BTCUSD") == "http://h:1/api/v2/order_book/btcusd/"
+    assert f.symbol_of_snapshot("https://www.bitstamp.net/api/v2/order_book/btcusd/") == "btcusd"
+    assert f.symbol_of_snapshot("https://www.bitstamp.net/api/v2/ticker/btcusd/") is None
+    with pytest.raises(ValueError):
+        f.subscribe_messages(["btc/usd"])
+
+
+# -- synchronisation -----------------------------------------------------------------------
+
+
+def test_diffs_wait_for_the_snapshot_and_those_not_newer_are_dropped() -> None:
+    f = feed()
+    assert f.parse(diff(US + 10, [("100", "1")]), T0) == ()
+    assert f.parse(diff(US + 20, [("101", "1")]), T0 + 1) == ()
+    assert f.take_actions() == [
+        FetchSnapshot(PAIR, f"{BITSTAMP_REST_URL}/api/v2/order_book/btcusd/", 1)
+    ]
+    body = encode_order_book([("100", "1"), ("99", "2")], [("105", "1")], microtimestamp=US + 15)
+    rows = list(f.snapshot_fetched(PAIR, body, T0 + 2))
+    assert [r.seq for r in rows] == [str(US + 15)] * 3 + [str(US + 20)]
+    rows += rows_of(f.parse(diff(US + 30, [], [("105", "0"), ("106", "3")]), T0 + 3))
+    assert levels(f) == ([("101", "1"), ("100", "1"), ("99", "2")], [("106", "3")])
+    assert replica_levels(rows) == levels(f)
+    assert f.take_resyncs() == []
+
+
+def test_snapshot_older_than_the_buffer_is_fetched_again() -> None:
+    f = feed()
+    f.parse(diff(US + 10, [("1", "1")]), T0)
+    f.take_actions()
+    assert f.snapshot_fetched(PAIR, encode_order_book([], [], microtimestamp=US + 5), T0 + 1) == ()
+    assert len(f.take_actions()) == 1 and not f.books[PAIR].synced
+    rows = f.snapshot_fetched(PAIR, encode_order_book([], [], microtimestamp=US + 10), T0 + 2)
+    assert rows == [] and f.books[PAIR].synced  # the buffered diff is in the snapshot
+    (resync,) = f.take_resyncs()
+    assert resync.cause == "stale-snapshot"
+
+
+def test_a_diff_not_later_than_the_last_breaks_the_book() -> None:
+    f = feed()
+    f.parse(diff(US + 1), T0)
+    f.snapshot_fetched(PAIR, encode_order_book([("1", "1")], [], microtimestamp=US + 1), T0)
+    f.take_actions()
+    rows_of(f.parse(diff(US + 5, [("2", "1")]), T0 + 1))
+    assert f.parse(diff(US + 5, [("3", "1")]), T0 + 2) == ()  # repeated time: out of order
+    assert not f.books[PAIR].synced and len(f.take_actions()) == 1
+    f.snapshot_fetched(PAIR, encode_order_book([("3", "1")], [], microtimestamp=US + 6), T0 + 3)
+    (resync,) = f.take_resyncs()
+    assert (resync.cause, resync.from_seq, resync.to_seq) == ("sequence", str(US + 5), str(US + 6))
+    assert resync.superseded == 1  # the breaking diff is older than the new snapshot
+
+
+def test_reconnect_resyncs_and_old_diffs_after_an_empty_buffer_snapshot_are_ignored() -> None:
+    f = feed()
+    f.parse(diff(US + 1), T0)
+    f.snapshot_fetched(PAIR, encode_order_book([("1", "1")], [], microtimestamp=US + 1), T0)
+    f.connected(T0 + 1)
+    assert not f.books[PAIR].synced
+    f.snapshot_fetched(PAIR, encode_order_book([("2", "1")], [], microtimestamp=US + 9), T0 + 2)
+    assert f.parse(diff(US + 8, [("7", "1")]), T0 + 3) == ()  # in the snapshot already
+    assert f.books[PAIR].synced and levels(f) == ([("2", "1")], [])
+    (resync,) = f.take_resyncs()
+    assert resync.cause == "reconnect"
+
+
+def test_buffer_bound() -> None:
+    f = feed()
+    for i in range(MAX_BUFFERED_MESSAGES + 3):
+        f.parse(diff(US + i), T0 + i)
+    f.snapshot_fetched(PAIR, encode_order_book([], [], microtimestamp=US), T0)
+    assert not f.books[PAIR].synced  # older than what is left after the overflow
+
+
+def test_control_frames_come_from_the_trade_protocol() -> None:
+    f = feed()
+    assert isinstance(f.parse(HEARTBEAT_REPLY, T0), Heartbeat)
+    assert isinstance(f.parse(RECONNECT_NOTICE, T0), ReconnectNotice)
+    assert isinstance(f.parse(encode_subscribed("diff_order_book_btcusd"), T0), Ack)
+    error = f.parse(encode_error("Bad subscription string."), T0)
+    assert isinstance(error, ExchangeError) and error.fatal
+    assert f.parse(encode_trade(make_trade("bitstamp", "BTC-USD", PAIR)), T0) == ()
+    other = '{"data":{"bids":[],"asks":[]},"channel":"order_book_btcusd","event":"data"}'
+    assert f.parse(other, T0) == ()
+    with pytest.raises(MalformedFrame):
+        f.parse(encode_diff("ethusd", [], [], microtimestamp=1), T0)  # not subscribed
+    assert not f.has_actions
+
+
+# -- hostile input -------------------------------------------------------------------------
+
+
+def _frames() -> st.SearchStrategy[str]:
+    valid = orjson.loads(diff(US, [("1", "1")], [("2", "1")]))
+
+    def edit(path: tuple[str, ...], value: Any) -> str:
+        doc = orjson.loads(orjson.dumps(valid))
+        where = doc
+        for key in path[:-1]:
+            where = where[key]
+        where[path[-1]] = value
+        return json.dumps(doc)
+
+    paths = st.sampled_from(
+        [
+            ("event",),
+            ("channel",),
+            ("data",),
+            ("data", "microtimestamp"),
+            ("data", "bids"),
+            ("data", "asks"),
+        ]
+    )
+    return st.builds(edit, paths, json_values) | json_values.map(json.dumps) | st.text(max_size=30)
+
+
+@settings(max_examples=300)
+@given(st.lists(_frames(), max_size=6), st.booleans())
+def test_only_malformed_frame_escapes_parse(frames: list[str], synced: bool) -> None:
+    f = feed()
+    if synced:
+        f.parse(diff(US - 1), T0)
+        f.snapshot_fetched(PAIR, encode_order_book([("1", "1")], [], microtimestamp=US - 1), T0)
+    for frame in frames:
+        with contextlib.suppress(MalformedFrame):
+            f.parse(frame, T0 + 1)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(["microtimestamp", "bids", "asks", None]), json_values)
+def test_only_malformed_frame_escapes_snapshot_fetched(key: str | None, value: Any) -> None:
+    f = feed()
+    f.parse(diff(US), T0)
+    f.take_actions()
+    doc: Any = {"timestamp": "1", "microtimestamp": str(US), "bids": [["1", "1"]], "asks": []}
+    if key is None:
+        doc = value
+    else:
+        doc[key] = value
+    try:
+        f.snapshot_fetched(PAIR, json.dumps(doc), T0)
+    except MalformedFrame:
+        assert [a.raw_symbol for a in f.take_actions()] == [PAIR]
