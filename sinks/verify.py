@@ -7,6 +7,9 @@ id is given: run ids sort by time) and checks, reporting one line per finding:
 - every object is present with the recorded size and sha256, decodes, holds the recorded number
   of records, each a valid trade, and its first/last trade ids per symbol match the manifest;
 - no (exchange, symbol, trade_id) appears twice across the run's objects;
+- book objects (``{prefix}book/...``) are checked as docs/order-books.md#verifying-books says
+  (:mod:`sinks.verify_book`: a snapshot at each object's start, restatements exact, sequences
+  that never go back except at a resync, resyncs in the data and in the manifest alike);
 - raw capture objects (``{prefix}raw/...``, docs: recording-and-replay.md#capture) are checked
   for presence, size, sha256 and record count, and each line must be a recording line (``ts``,
   ``exchange``, ``dir``, ``frame``); they hold no trades, so the trade checks do not apply to them;
@@ -71,6 +74,7 @@ from sinks.local import FileWriter
 from sinks.manifest import (
     MANIFEST_DIR,
     OUTPUT_KIND,
+    BookResync,
     Gap,
     Lost,
     Manifest,
@@ -79,6 +83,7 @@ from sinks.manifest import (
     StreamFigures,
     manifest_key,
 )
+from sinks.verify_book import BookChecker
 from sinks.writer import ListedObject, ObjectWriter, parse_destination, sha256_hex
 
 #: At most this many duplicate trade ids are listed one by one.
@@ -415,7 +420,7 @@ async def verify_run(writer: ObjectWriter, prefix: str, run_id: str | None = Non
         f"({lost['reason']})"
         for lost in manifest.lost
     ]
-    checker = _DuplicateChecker(problems, manifest.resets)
+    checker = _DuplicateChecker(problems, manifest.resets, manifest.resyncs)
     keys: set[str] = set()
     for entry in manifest.objects:
         if not entry.key.startswith(recorded):
@@ -527,6 +532,11 @@ def _check_body(
     if entry is not None and len(records) != entry.records:
         held = plural(len(records), "record")
         problems.append(f"{key}: holds {held}, manifest says {entry.records}")
+    if records and "snapshot" in records[0] and "trade_id" not in records[0]:
+        checker.books.add(key, records)  # the book dataset (sinks/verify_book.py)
+        if entry is not None and entry.symbols:
+            problems.append(f"{key}: a book object lists trade ids in the manifest")
+        return len(records)
     if raw:
         bad = sum(1 for obj in records if not _is_recording_line(obj))
         if bad:
@@ -576,8 +586,15 @@ class _DuplicateChecker:
     is stored after higher ids). A symbol whose sequence restarted (``resets`` of the manifest,
     by ``"exchange:symbol"``) may hold an id once per sequence: once plus once per reset."""
 
-    def __init__(self, problems: list[str], resets: dict[str, list[Reset]] | None = None) -> None:
+    def __init__(
+        self,
+        problems: list[str],
+        resets: dict[str, list[Reset]] | None = None,
+        resyncs: dict[str, list[BookResync]] | None = None,
+    ) -> None:
         self._problems = problems
+        #: The book objects' checks (sinks/verify_book.py), finished with this one.
+        self.books = BookChecker(problems, resyncs or {})
         self._seen: dict[str, dict[str, str]] = {}
         self._duplicates = 0
         self._sequences = {name: 1 + len(items) for name, items in (resets or {}).items()}
@@ -600,6 +617,7 @@ class _DuplicateChecker:
             self._problems.append(f"duplicate trade id {symbol}:{trade_id} in {key} ({where})")
 
     def finish(self) -> None:
+        self.books.finish()
         extra = self._duplicates - MAX_DUPLICATES_LISTED
         if extra > 0:
             self._problems.append(f"... and {extra} more duplicate trade ids")
