@@ -26,6 +26,8 @@ from typing import Any, ClassVar, Protocol, cast
 
 import orjson
 
+from connectors.fake.book_channels import BookChannel
+from connectors.fake.book_market import BookMessage
 from connectors.fake.faults import Faults
 from engine.records import Trade
 
@@ -169,6 +171,12 @@ class SessionBase:
     settings) and changes no state: max mode's fast path may then render frames from templates
     made by calling it (:mod:`connectors.fake.fast`); otherwise it calls it per trade."""
 
+    BOOK_IN_BAND: ClassVar[bool] = True
+    """Book subscriptions are answered with a snapshot on the stream (see
+    :class:`connectors.fake.book_channels.BookSession`)."""
+    BOOK_SEQUENCED: ClassVar[bool] = True
+    """A client can see a book message left out (the ``book-gap`` fault applies)."""
+
     def __init__(self, symbols: frozenset[str], faults: Faults) -> None:
         self._symbols = symbols
         self._drop_pongs = faults.drop_pongs
@@ -211,6 +219,14 @@ class SessionBase:
 
     def heartbeats(self, ts_ms: int) -> Sequence[str]:
         return ()
+
+    def book_channel(self, stream: str) -> BookChannel | None:
+        """The book channel ``stream`` is (None: none; the default serves no books)."""
+        return None
+
+    def encode_book(self, msg: BookMessage, stream: str, corrupt: bool) -> str | None:
+        """The frame of a book message on ``stream`` (None: not sent on this channel)."""
+        return None
 
     def shutdown_notice(self, ts_ms: int) -> str | None:
         return None

@@ -24,6 +24,20 @@
   market started at a high ``--first-id`` makes that a jump back well beyond a client's reorder
   window; a recording played ignores it).
 
+Order-book faults (docs: testing.md#order-books-on-the-fake-exchange). ``N`` counts a symbol's
+book messages sent (all connections together); ``once@N`` applies to the Nth only:
+
+- ``book-gap=N`` (or ``once@N``): every Nth book update is not sent (its update id is skipped:
+  Binance's ``U``, OKX's ``prevSeqId``, Bybit's ``u`` no longer follow; Kraken's next checksum
+  fails; Coinbase and Bitstamp carry no sequence, so they are left alone);
+- ``book-checksum=N`` (or ``once@N``): Kraken's Nth book update carries a wrong checksum;
+- ``late-snapshot=S``: a REST snapshot is answered S s (at most 5) after it was asked for, by
+  the server's clock, holding the book of when it was asked;
+- ``stale-snapshot=N`` (or ``once@N``): the Nth REST snapshot holds the book from before the
+  latest subscription to the symbol's diffs (older than every diff that connection was sent);
+- ``book-restart=S``: every S s of the server's age, every symbol's book restarts (Bybit's
+  ``u=1``): changed without a diff, then sent as a snapshot numbered 1 on the in-band channels.
+
 All times are seconds on the server's (injectable) monotonic clock.
 """
 
@@ -48,6 +62,25 @@ class Stall:
 
 
 @dataclass(frozen=True, slots=True)
+class Count:
+    """Every ``every``-th event (1-based), or only that one when ``once``."""
+
+    every: int
+    once: bool = False
+
+    def hits(self, n: int) -> bool:
+        """True when the ``n``-th event (from 1) is one of them."""
+        return n == self.every if self.once else n % self.every == 0
+
+    def __str__(self) -> str:
+        return f"once@{self.every}" if self.once else str(self.every)
+
+
+LATE_SNAPSHOT_LIMIT = 5.0
+"""Seconds a REST snapshot may be held back at most (below websockets' opening timeout)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Faults:
     """The faults of one fake exchange; the default injects none."""
 
@@ -60,6 +93,11 @@ class Faults:
     drop_pongs: bool = False
     hostile: float = 0.0
     restart_ids: int | None = None
+    book_gap: Count | None = None
+    book_checksum: Count | None = None
+    late_snapshot: float | None = None
+    stale_snapshot: Count | None = None
+    book_restart: float | None = None
 
     @classmethod
     def parse(cls, text: str | None) -> Faults:
@@ -98,6 +136,17 @@ class Faults:
             parts.append(f"hostile={self.hostile:g}")
         if self.restart_ids is not None:
             parts.append(f"restart-ids={self.restart_ids}")
+        for name, count in (
+            ("book-gap", self.book_gap),
+            ("book-checksum", self.book_checksum),
+            ("stale-snapshot", self.stale_snapshot),
+        ):
+            if count is not None:
+                parts.append(f"{name}={count}")
+        if self.late_snapshot is not None:
+            parts.append(f"late-snapshot={self.late_snapshot:g}")
+        if self.book_restart is not None:
+            parts.append(f"book-restart={self.book_restart:g}")
         return ",".join(parts)
 
 
@@ -111,7 +160,26 @@ def _seconds(name: str, value: str) -> float:
     return seconds
 
 
+def _count(name: str, value: str) -> Count:
+    once, at, number = value.partition("@")
+    if at and once != "once":
+        raise ValueError(f"fault {name}: expected N or once@N, e.g. {name}=50")
+    text = number if at else value
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"fault {name}: expected N or once@N with N >= 1, e.g. {name}=50")
+    return Count(int(text), once=bool(at))
+
+
 def _parse_item(name: str, value: str) -> object:
+    if name in ("book-gap", "book-checksum", "stale-snapshot"):
+        return _count(name, value)
+    if name == "late-snapshot":
+        late = _seconds(name, value)
+        if late > LATE_SNAPSHOT_LIMIT:
+            raise ValueError(f"fault {name}: at most {LATE_SNAPSHOT_LIMIT:g} s")
+        return late
+    if name == "book-restart":
+        return _seconds(name, value)
     if name == "disconnect-every":
         return _seconds(name, value)
     if name == "shutdown-notice-every":
@@ -139,5 +207,6 @@ def _parse_item(name: str, value: str) -> object:
         return True
     raise ValueError(
         f"unknown fault {name!r} (known: disconnect-every, stall, malformed, oversized, "
-        "shutdown-notice-every, reject-unknown, drop-pongs, hostile, restart-ids)"
+        "shutdown-notice-every, reject-unknown, drop-pongs, hostile, restart-ids, book-gap, "
+        "book-checksum, late-snapshot, stale-snapshot, book-restart)"
     )

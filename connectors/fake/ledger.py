@@ -28,6 +28,7 @@ from typing import IO, Any, Final
 
 import orjson
 
+from connectors.fake.book_ledger import BookLedger
 from connectors.fake.fast import Ring, Run, Template, interleave
 from engine.records import Trade
 
@@ -84,6 +85,8 @@ class Ledger:
         self._canonical: dict[str, str] = {}
         self._unnumbered: dict[int, int] = {}
         self._file: IO[bytes] | None = open(path, "wb") if path is not None else None  # noqa: SIM115
+        self.books = BookLedger(memory_limit=memory_limit)
+        """The order books the fake made and sent (:mod:`connectors.fake.book_ledger`)."""
         self._buffer = bytearray()
 
     # -- recording -------------------------------------------------------------------------------

@@ -54,6 +54,16 @@ as undelivered, never as sent. What the
 kernel had taken is sent: if the client then discards it (it aborted its socket with data
 unread), the loss is the client's.
 
+Order books (:mod:`connectors.fake.book_market`, docs: testing.md#order-books-on-the-fake-exchange):
+besides trades the server keeps one evolving book per symbol, ``book_rate`` messages per second,
+timed by the same clock and ticker in every mode but recording. A connection that subscribes to
+a symbol's book channel gets its messages through the same queue as its trades (so a stall, a
+disconnect or a slow reader loses them too), framed by the session with the client feeds' own
+encoders; an in-band exchange's subscription is answered with a snapshot first. Plain HTTP GETs
+on the same port are the REST snapshot endpoints (Binance's ``/api/v3/depth``, Bitstamp's
+``/api/v2/order_book/{pair}/``). The book ledger (``ledger.books``,
+:mod:`connectors.fake.book_ledger`) records what the books were and what was sent.
+
 Time-based faults (disconnect, stall, shutdown notices) use the injected clock's monotonic time
 measured from the connection's opening; a test drives them with ``engine.clock.FakeClock`` and
 never sleeps. Every connection's tasks are owned by a TaskGroup inside its handler; the ticker is
@@ -83,6 +93,14 @@ from websockets.http11 import Request, Response
 
 from connectors.base import ExchangeProtocol
 from connectors.fake.adapters import Reply, ServerSession, get_adapter
+from connectors.fake.book_channels import (
+    BookSession,
+    RestError,
+    is_upgrade,
+    json_response,
+)
+from connectors.fake.book_ledger import RestSnapshot
+from connectors.fake.book_market import DEFAULT_RATE, BookMarket, BookMessage, ViewKey
 from connectors.fake.fast import RunFrames, frames_within
 from connectors.fake.faults import Faults, Stall
 from connectors.fake.hostile import HOSTILE_KINDS, hostile_frame
@@ -126,6 +144,17 @@ _HOSTILE: Final = 4  # + i: hostile input of kind HOSTILE_KINDS[i] in place of a
 
 # A queued item: (trade or None, frame, kind)
 _Item = tuple[Trade | None, str, int]
+# A queued book frame: (message, the channel's depth, frame, checksum corrupted)
+_BookItem = tuple[BookMessage, int | None, str, bool]
+
+
+class _BookBatch:
+    """Queue item: book frames for one connection, in order."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[_BookItem]) -> None:
+        self.items = items
 
 
 @cache
@@ -273,9 +302,11 @@ class _Close:
 _CLOSE: Final = _Close()
 
 
-def _trade_count(item: list[_Item] | _Close) -> int:
+def _trade_count(item: list[_Item] | _Close | _BookBatch) -> int:
     """Trades in a queued batch (its other frames are control frames and faults)."""
-    return 0 if isinstance(item, _Close) else sum(1 for trade, _, _ in item if trade is not None)
+    if isinstance(item, _Close | _BookBatch):
+        return 0
+    return sum(1 for trade, _, _ in item if trade is not None)
 
 
 class _Conn:
@@ -294,7 +325,7 @@ class _Conn:
         self.ws = ws
         self.session = session
         self.opened = opened
-        self.queue: asyncio.Queue[list[_Item] | _Close] = asyncio.Queue(queue_batches)
+        self.queue: asyncio.Queue[list[_Item] | _Close | _BookBatch] = asyncio.Queue(queue_batches)
         self.backlog_trades = 0
         """Trades queued in ``queue`` or being written to the socket (timed mode)."""
         self.closing = False
@@ -302,6 +333,8 @@ class _Conn:
         self.rng = random.Random(f"{seed}:conn:{number}")
         self.changed = asyncio.Event()
         self.subscribed = False
+        self.book_streams: dict[str, tuple[ViewKey, int | None]] = {}
+        """Subscribed book streams: their view of the book market and their depth."""
         self.inflight: tuple[SendProgress, Callable[[int], None]] | None = None
         """A send in progress: where its frames lie, and how to record its first N frames as
         sent and the rest as undelivered (settled when the connection has closed)."""
@@ -318,6 +351,8 @@ class FakeExchange:
     ``recording`` plays a recorded feed instead of the market (``rate``, ``seed``, ``first_id``
     and ``max_trades`` are then unused, ``symbols`` may be empty and :attr:`market` is None).
     ``fast=False`` keeps max mode on the exact path (a trade made and sent at a time).
+    ``book_rate`` is book messages per second per symbol (:attr:`books`; None in recording
+    mode).
     """
 
     def __init__(
@@ -338,6 +373,7 @@ class FakeExchange:
         queue_batches: int = 1000,
         recording: RecordedFeed | None = None,
         fast: bool = True,
+        book_rate: float = DEFAULT_RATE,
     ) -> None:
         self.adapter = get_adapter(protocol)
         self.fast = fast
@@ -362,7 +398,16 @@ class FakeExchange:
                 max_trades=max_trades,
             )
             self.symbols = frozenset(self.market.symbols)
+            self.books: BookMarket | None = BookMarket(
+                self.market.symbols,
+                rate=book_rate,
+                seed=seed,
+                exchange=protocol,
+                clock=clock,
+                record=self.ledger.books.made,
+            )
         else:
+            self.books = None
             self.symbols = frozenset(s.upper() for s in symbols)
         self.tick = tick
         self.queue_batches = queue_batches
@@ -381,6 +426,11 @@ class FakeExchange:
         self.recording_error: RecordingError | None = None
         """The recording's first read error, if a pass met one (that connection closed 1011)."""
         self._ready = asyncio.Condition()
+        self._book_sent: dict[str, int] = {}  # book updates considered per symbol (faults)
+        self._rest_asked: dict[str, int] = {}  # REST snapshots asked per symbol (faults)
+        self._book_subscribed: dict[str, int] = {}  # update id at the latest diff subscription
+        self._restarts = 0  # book-restart faults applied so far
+        self._started = clock.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -435,7 +485,7 @@ class FakeExchange:
             self._port = self._server.sockets[0].getsockname()[1]
             group = await stack.enter_async_context(asyncio.TaskGroup())
             stack.callback(self._stopping.set)  # runs first on exit: ends the ticker
-            if self.market is not None and self.market.rate is not None:
+            if self.market is not None and (self.market.rate is not None or self.books is not None):
                 group.create_task(self._ticker(), name="fake-exchange-ticker")
         except BaseException:
             await stack.aclose()
@@ -465,7 +515,9 @@ class FakeExchange:
 
     # -- connections -----------------------------------------------------------------------------
 
-    def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not is_upgrade(request):
+            return await self._rest(connection, request)
         if self.adapter.session(request.path, self.symbols, self.faults) is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         return None
@@ -494,6 +546,8 @@ class FakeExchange:
                     group.create_task(self._recorded_loop(conn))
                 elif self.market.rate is None:
                     group.create_task(self._blast_loop(conn))
+                    if self.books is not None:  # book frames come through the queue
+                        group.create_task(self._timed_send_loop(conn))
                 else:
                     group.create_task(self._timed_send_loop(conn))
         except* (ConnectionClosed, _Done):
@@ -519,6 +573,8 @@ class FakeExchange:
         for frame in reply.frames:
             await conn.ws.send(frame)
         conn.session.apply(reply)
+        if self.books is not None and (reply.subscribe or reply.unsubscribe):
+            self._book_subscriptions(conn, reply)
         if reply.subscribe:
             conn.subscribed = True
         conn.changed.set()
@@ -616,8 +672,13 @@ class FakeExchange:
                     await self._stopping.wait()
             now = self.clock.monotonic()
             trades = self.market.advance()
+            books = self._advance_books(now)
+            timed = self.market.rate is not None
             for conn in list(self._conns.values()):
-                self._service(conn, now, trades)
+                if timed:
+                    self._service(conn, now, trades)
+                if books and conn.book_streams:
+                    self._service_books(conn, now, books)
             async with self._ready:
                 self.ticks += 1
                 self._ready.notify_all()
@@ -652,7 +713,7 @@ class FakeExchange:
         if batch:
             self._put(conn, batch, force=notice is not None)
 
-    def _put(self, conn: _Conn, item: list[_Item] | _Close, *, force: bool) -> None:
+    def _put(self, conn: _Conn, item: list[_Item] | _Close | _BookBatch, *, force: bool) -> None:
         """Queue without blocking; the backlog is bounded by ``queue_batches``: a full queue
         drops the new batch, or (``force``) the oldest one to make room. Keeps the ledger's
         ``send_backlog_peak``."""
@@ -661,8 +722,13 @@ class FakeExchange:
             if not force:
                 assert not isinstance(item, _Close)
                 ledger.undelivered += _trade_count(item)
+                if isinstance(item, _BookBatch):
+                    ledger.books.undelivered += len(item.items)
                 return
-            dropped = _trade_count(queue.get_nowait())
+            oldest = queue.get_nowait()
+            if isinstance(oldest, _BookBatch):
+                ledger.books.undelivered += len(oldest.items)
+            dropped = _trade_count(oldest)
             conn.backlog_trades -= dropped
             ledger.undelivered += dropped
         queue.put_nowait(item)
@@ -679,7 +745,9 @@ class FakeExchange:
         """The connection ended: the trades queued for it and those of a send in progress (both
         in ``backlog_trades``) were never sent."""
         while not conn.queue.empty():
-            conn.queue.get_nowait()
+            item = conn.queue.get_nowait()
+            if isinstance(item, _BookBatch):
+                self.ledger.books.undelivered += len(item.items)
         self.ledger.undelivered += conn.backlog_trades
         conn.backlog_trades = 0
 
@@ -690,6 +758,9 @@ class FakeExchange:
             if isinstance(item, _Close):
                 await ws.close(1001, "fake exchange: disconnect fault")
                 raise _Done
+            if isinstance(item, _BookBatch):
+                await self._send_books(conn, item)
+                continue
             try:
                 closing = await self._send_items(conn, item)
             finally:
@@ -698,6 +769,143 @@ class FakeExchange:
             if closing:
                 await ws.close(1001, "fake exchange: oversized fault")
                 raise _Done
+
+    # -- order books -----------------------------------------------------------------------------
+
+    def _book_subscriptions(self, conn: _Conn, reply: Reply) -> None:
+        """Follow a reply's book streams: a new one gets its view of the book market and, on
+        an in-band exchange, a snapshot queued ahead of its first update."""
+        books, session = self.books, conn.session
+        assert books is not None
+        if not isinstance(session, BookSession):
+            return
+        for stream in reply.unsubscribe:
+            conn.book_streams.pop(stream, None)
+        for stream in reply.subscribe:
+            channel = session.book_channel(stream)
+            if channel is None:
+                continue
+            raw = channel.raw_symbol
+            key = books.view(
+                raw, channel.depth, pushout=channel.pushout, top_levels=channel.top_levels
+            )
+            conn.book_streams[stream] = (key, channel.depth)
+            if not session.BOOK_IN_BAND:
+                self._book_subscribed[raw] = books.update_id(raw)
+                continue
+            snapshot = books.snapshot(key)
+            frame = session.encode_book(snapshot, stream, False)
+            if frame is not None:
+                self._put(conn, _BookBatch([(snapshot, channel.depth, frame, False)]), force=True)
+
+    def _advance_books(self, now: float) -> dict[ViewKey, list[BookMessage]]:
+        """The book messages due (after the restarts the ``book-restart`` fault asks for)."""
+        books = self.books
+        if books is None:
+            return {}
+        every = self.faults.book_restart
+        if every is not None and now - self._started >= every * (self._restarts + 1):
+            self._restarts = int((now - self._started) // every)
+            for raw in books.symbols:
+                books.restart(raw)
+        return books.advance()
+
+    def _service_books(
+        self, conn: _Conn, now: float, out: Mapping[ViewKey, list[BookMessage]]
+    ) -> None:
+        """Queue ``conn``'s book frames of this tick (with the ``book-gap`` and
+        ``book-checksum`` faults), or count them as undelivered (closing, stalled)."""
+        session = cast(BookSession, conn.session)  # only sessions that named a book channel
+        faults, ledger = self.faults, self.ledger.books
+        stalled = faults.stall is not None and faults.stall.active(now - conn.opened)
+        gap = faults.book_gap if session.BOOK_SEQUENCED else None
+        checksum = faults.book_checksum
+        counts = self._book_sent
+        items: list[_BookItem] = []
+        for stream, (key, depth) in conn.book_streams.items():
+            messages = out.get(key)
+            if not messages:
+                continue
+            if conn.closing or stalled:
+                ledger.undelivered += len(messages)
+                continue
+            for msg in messages:
+                corrupt = False
+                if not msg.snapshot:
+                    n = counts[msg.raw_symbol] = counts.get(msg.raw_symbol, 0) + 1
+                    if gap is not None and gap.hits(n):
+                        ledger.gaps += 1
+                        continue
+                    corrupt = checksum is not None and checksum.hits(n)
+                frame = session.encode_book(msg, stream, corrupt)
+                if frame is not None:
+                    items.append((msg, depth, frame, corrupt))
+        if items:
+            self._put(conn, _BookBatch(items), force=False)
+
+    async def _send_books(self, conn: _Conn, batch: _BookBatch) -> None:
+        """Send a batch of book frames; record those that left (all of them, or, when the
+        connection ended during the send, the whole frames that left before)."""
+        items = batch.items
+        progress = SendProgress()
+        sent = self.ledger.books.sent
+        number = conn.number
+
+        def settle(frames_out: int) -> None:
+            for msg, depth, _frame, corrupt in items[:frames_out]:
+                sent(number, depth, msg, corrupt)
+            self.ledger.books.undelivered += len(items) - min(frames_out, len(items))
+
+        conn.inflight = (progress, settle)
+        await send_many(conn.ws, [frame for _, _, frame, _ in items], progress)
+        conn.inflight = None
+        if progress.frames_out(conn.ws) < len(items):
+            settle(progress.frames_out(conn.ws))
+            raise _Done
+        settle(len(items))
+
+    async def _rest(self, connection: ServerConnection, request: Request) -> Response:
+        """Answer a plain HTTP GET: a REST book snapshot (with the ``late-snapshot`` and
+        ``stale-snapshot`` faults), an error the exchange would give, or 404."""
+        rest = getattr(self.adapter, "rest", None)
+        books = self.books
+        answer = None if rest is None or books is None else rest(request.path, self.symbols)
+        if answer is None or books is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        if isinstance(answer, RestError):
+            return json_response(connection, answer.status, answer.body)
+        raw, faults = answer.raw_symbol, self.faults
+        asked = self.clock.monotonic()
+        n = self._rest_asked[raw] = self._rest_asked.get(raw, 0) + 1
+        msg = None
+        stale = faults.stale_snapshot is not None and faults.stale_snapshot.hits(n)
+        if stale:
+            msg = self._stale_snapshot(raw)
+            stale = msg is not None
+        if msg is None:
+            msg = books.snapshot((raw, None), answer.limit)
+        elif answer.limit is not None:
+            msg.bids, msg.asks = msg.bids[: answer.limit], msg.asks[: answer.limit]
+        if faults.late_snapshot is not None:
+            due = asked + faults.late_snapshot
+            while self.clock.monotonic() < due and not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.tick):
+                        await self._stopping.wait()
+        body = self.adapter.encode_rest_snapshot(msg)  # type: ignore[attr-defined]
+        self.ledger.books.answered(RestSnapshot(raw, msg.update_id, msg.ts_us, msg.changes, stale))
+        return json_response(connection, HTTPStatus.OK, body)
+
+    def _stale_snapshot(self, raw: str) -> BookMessage | None:
+        """The book from before the latest diff subscription to ``raw`` (None: no such
+        subscription, or its history is gone)."""
+        since = self._book_subscribed.get(raw)
+        if since is None:
+            return None
+        try:
+            return self.ledger.books.message_before(raw, since)
+        except ValueError:
+            return None
 
     # -- max mode --------------------------------------------------------------------------------
 

@@ -1,0 +1,333 @@
+"""The fake exchange's order books (docs: testing.md#order-books-on-the-fake-exchange): the book
+market and its ledger without a network, then every protocol's book channel and REST snapshot
+over real WebSockets and HTTP on loopback, parsed by the client feeds (``connectors/books``)
+into books compared level by level with the ledger's, and each book fault seen by the feed as
+the resync it must cause. The clock is a FakeClock; every wait is bounded (tests/harness.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from connectors.base import ControlEvent
+from connectors.books.base import BookFeed, FetchSnapshot, Resubscribe, Resync
+from connectors.books.registry import get_book_feed
+from connectors.fake.book_ledger import BookLedger
+from connectors.fake.book_market import MAX_LEVELS, BookMarket, BookMessage
+from connectors.fake.faults import Count, Faults
+from connectors.fake.ledger import Ledger
+from connectors.fake.server import FakeExchange
+from engine.book import SIDES, OrderBook
+from engine.book_records import BookLevel, BookReplica
+from engine.clock import FakeClock
+from tests.harness import until
+from tests.wsclient import client
+
+WAIT = 10.0
+
+
+def levels(book: OrderBook) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Both sides best first as (price, size) text."""
+    bids, asks = ([(lv.price, lv.size) for lv in book.levels(side)] for side in SIDES)
+    return bids, asks
+
+
+# -- the market and its ledger, no network ---------------------------------------------------------
+
+
+def _market(clock: FakeClock, ledger: BookLedger, **kw: object) -> BookMarket:
+    return BookMarket(["BTCUSDT", "ETHUSDT"], clock=clock, record=ledger.made, **kw)  # type: ignore[arg-type]
+
+
+def test_market_messages_follow_each_other_and_never_cross() -> None:
+    clock, ledger = FakeClock(), BookLedger()
+    market = _market(clock, ledger, rate=500, seed=4)
+    clock.advance(2.0)
+    out = market.advance()
+    msgs = out[("BTCUSDT", None)]
+    assert len(msgs) == 1000 and len(out[("ETHUSDT", None)]) == 1000
+    book = ledger.book_at("BTCUSDT", msgs[0].prev_id)
+    for prev, msg in itertools.pairwise(msgs):
+        assert msg.first_id == prev.update_id + 1 and msg.prev_id == prev.update_id
+        assert msg.number == prev.number + 1 and msg.ts_us > prev.ts_us
+    for msg in msgs:
+        assert msg.update_id - msg.first_id + 1 == msg.changes
+        prices = [p for p, _ in msg.bids] + [p for p, _ in msg.asks]
+        assert len(set(prices)) == len(prices)
+        for side, pairs in (("bid", msg.bids), ("ask", msg.asks)):
+            for price, size in pairs:
+                assert price.endswith("000000") and len(price.split(".")[1]) == 8  # 0.01 ticks
+                book.apply(side, price, size)  # type: ignore[arg-type]
+        assert not book.crossed
+        assert 1 <= book.depth("bid") <= MAX_LEVELS and 1 <= book.depth("ask") <= MAX_LEVELS
+    assert levels(book) == levels(ledger.book_at("BTCUSDT", msgs[-1].update_id))
+    middle = msgs[500].update_id
+    replay = ledger.book_at("BTCUSDT", msgs[0].prev_id)
+    for msg in msgs[:501]:
+        for side, pairs in (("bid", msg.bids), ("ask", msg.asks)):
+            for price, size in pairs:
+                replay.apply(side, price, size)  # type: ignore[arg-type]
+    assert levels(replay) == levels(ledger.book_at("BTCUSDT", middle))
+
+
+def test_market_is_deterministic_and_timed_by_the_clock() -> None:
+    def run(seed: int) -> list[BookMessage]:
+        clock, ledger = FakeClock(), BookLedger()
+        market = _market(clock, ledger, rate=10, seed=seed)
+        assert market.advance() == {}
+        clock.advance(0.25)
+        first = market.advance()[("BTCUSDT", None)]
+        assert len(first) == 2
+        clock.advance(1.0)
+        return first + market.advance()[("BTCUSDT", None)]
+
+    assert len(run(5)) == 12
+    assert run(5) == run(5)
+    assert run(5) != run(6)
+
+
+def test_a_depth_view_follows_the_top_of_the_book() -> None:
+    clock, ledger = FakeClock(), BookLedger()
+    market = _market(clock, ledger, rate=1000, seed=2, exchange="kraken")
+    key = market.view("BTCUSDT", 10, pushout=False, top_levels=10)
+    start = market.snapshot(key)
+    assert len(start.bids) == len(start.asks) == 10 and start.top is not None
+    clock.advance(1.0)
+    view = OrderBook()
+    for side, pairs in (("bid", start.bids), ("ask", start.asks)):
+        for price, size in pairs:
+            view.apply(side, price, size)  # type: ignore[arg-type]
+    sent = market.advance()[key]
+    assert 0 < len(sent) < 1000  # changes below the top 10 are not sent
+    numbers = [m.number for m in sent]
+    assert numbers == list(range(start.number + 1, start.number + 1 + len(sent)))
+    for msg in sent:
+        for side, pairs in (("bid", msg.bids), ("ask", msg.asks)):
+            for price, size in pairs:
+                view.apply(side, price, size)  # type: ignore[arg-type]
+        view.truncate(10)  # Kraken's client rule
+        assert msg.top is not None
+        assert levels(view) == (list(msg.top[0]), list(msg.top[1]))
+        assert levels(view) == levels(ledger.book_at("BTCUSDT", msg.update_id, 10))
+    assert "." in sent[0].bids[0][0] if sent[0].bids else True
+
+
+def test_restart_resets_numbers_and_changes_the_book() -> None:
+    clock, ledger = FakeClock(), BookLedger()
+    market = _market(clock, ledger, rate=100, seed=1, exchange="bybit")
+    key = market.view("BTCUSDT", 1)
+    clock.advance(0.5)
+    market.advance()
+    before = ledger.book_at("BTCUSDT", market.update_id("BTCUSDT"))
+    market.restart("BTCUSDT")
+    clock.advance(0.05)
+    out = market.advance()
+    whole = out[("BTCUSDT", None)]
+    assert whole[0].snapshot and whole[0].number == 1 and whole[1].number == 2
+    assert out[key][0].snapshot and out[key][0].number == 1 and len(out[key][0].bids) == 1
+    after = ledger.book_at("BTCUSDT", whole[0].update_id)
+    assert levels(after) != levels(before)
+    assert levels(after) == (list(whole[0].bids), list(whole[0].asks))
+
+
+def test_history_beyond_its_limit_is_folded() -> None:
+    clock, ledger = FakeClock(), BookLedger(history_limit=50)
+    market = _market(clock, ledger, rate=1000, seed=1)
+    clock.advance(0.2)
+    msgs = market.advance()[("BTCUSDT", None)]
+    assert len(ledger.ids("BTCUSDT")) == 50
+    with pytest.raises(ValueError, match="before the history"):
+        ledger.book_at("BTCUSDT", msgs[100].update_id)
+    assert len(ledger.book_at("BTCUSDT", msgs[-10].update_id)) > 0
+
+
+def test_book_faults_parse_and_print() -> None:
+    text = "book-gap=once@3,book-checksum=5,stale-snapshot=2,late-snapshot=1.5,book-restart=4"
+    faults = Faults.parse(text)
+    assert faults.book_gap == Count(3, once=True) and faults.book_checksum == Count(5)
+    assert faults.late_snapshot == 1.5 and faults.book_restart == 4.0
+    assert Faults.parse(str(faults)) == faults
+    assert [n for n in range(1, 12) if Count(5).hits(n)] == [5, 10]
+    assert [n for n in range(1, 12) if Count(3, once=True).hits(n)] == [3]
+    for bad, message in (
+        ("book-gap=0", "N >= 1"),
+        ("book-gap=twice@2", "once@N"),
+        ("late-snapshot=9", "at most 5"),
+        ("book-restart=-1", "positive"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Faults.parse(bad)
+
+
+# -- over the network ------------------------------------------------------------------------------
+
+
+@dataclass
+class BookClient:
+    """A small client of one book feed on one connection: every frame parsed by the feed, its
+    actions carried out (REST snapshots fetched over HTTP from the fake, resubscriptions sent),
+    its rows and finished resyncs kept. ``extra`` parses every frame too (a trade protocol)."""
+
+    feed: BookFeed
+    clock: FakeClock
+    rows: list[BookLevel] = field(default_factory=list)
+    resyncs: list[Resync] = field(default_factory=list)
+    controls: list[ControlEvent] = field(default_factory=list)
+    frames: int = 0
+    fetches: int = 0
+    extra: Callable[[str | bytes], None] | None = None
+    ws: ClientConnection | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _http: aiohttp.ClientSession | None = None
+
+    def ts(self) -> int:
+        return self.clock.time_ns()
+
+    async def run(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.feed.connected(self.ts())
+        async for frame in ws:
+            self.frames += 1
+            if self.extra is not None:
+                self.extra(frame)
+            result = self.feed.parse(frame, self.ts())
+            if isinstance(result, ControlEvent):
+                self.controls.append(result)
+            else:
+                self.rows.extend(result)
+            await self._act()
+
+    async def _act(self) -> None:
+        self.resyncs.extend(self.feed.take_resyncs())
+        for action in self.feed.take_actions():
+            if isinstance(action, FetchSnapshot):
+                task = asyncio.create_task(self._fetch(action))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif isinstance(action, Resubscribe):
+                assert self.ws is not None
+                for message in action.messages:
+                    await self.ws.send(message)
+
+    async def _fetch(self, action: FetchSnapshot) -> None:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        async with self._http.get(action.url) as response:
+            assert response.status == 200, await response.text()
+            body = await response.read()
+        self.fetches += 1
+        self.rows.extend(self.feed.snapshot_fetched(action.raw_symbol, body, self.ts()))
+        await self._act()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._http is not None:
+            await self._http.close()
+
+    def state(self, raw: str) -> object:
+        return self.feed.books.get(raw)
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    fx: FakeExchange, feed: BookFeed, clock: FakeClock, symbols: list[str], url: str | None = None
+) -> AsyncIterator[BookClient]:
+    """``feed`` connected to ``fx`` (its REST base pointed at the fake), subscribed to the
+    books of ``symbols`` (by URL or message), reading in a task until the block ends."""
+    if feed.rest_url is not None:
+        feed.rest_url = f"http://127.0.0.1:{fx.port}"
+    book_client = BookClient(feed, clock)
+    async with client(url or feed.connection_url(fx.url, symbols)) as ws:
+        for message in feed.subscribe_messages(symbols):
+            await ws.send(message)
+        reader = asyncio.create_task(book_client.run(ws))
+        try:
+            yield book_client
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            await book_client.close()
+
+
+async def step(fx: FakeExchange, clock: FakeClock, seconds: float = 0.5) -> None:
+    """Move the clock on and let the fake's ticker send what became due."""
+    clock.advance(seconds)
+    await fx.wait_tick()
+
+
+def in_sync_with_ledger(book_client: BookClient, ledger: Ledger, raw: str, conn: int) -> bool:
+    """The feed's book of ``raw`` is in sync and as of the last message sent to ``conn``."""
+    state = book_client.feed.books.get(raw)
+    last = ledger.books.last(raw, conn)
+    if state is None or not state.synced or last is None or state.seq is None:
+        return False
+    return seq_of(book_client.feed.name, last.message) == state.seq
+
+
+async def synced(book_client: BookClient, fx: FakeExchange, raw: str, conn: int) -> None:
+    """Wait until the feed's book of ``raw`` is in sync with the last message sent to
+    ``conn`` (bounded)."""
+    await until(lambda: in_sync_with_ledger(book_client, fx.ledger, raw, conn), WAIT)
+
+
+def seq_of(exchange: str, msg: BookMessage) -> str | None:
+    """The ``seq`` a feed records for ``msg`` (docs: order-books.md)."""
+    if exchange in ("binance", "binanceus", "okx"):
+        return str(msg.update_id)
+    if exchange == "bybit":
+        return str(msg.number)
+    if exchange == "bitstamp":
+        return str(msg.ts_us)
+    return None
+
+
+def assert_same_book(book_client: BookClient, ledger: Ledger, raw: str, conn: int) -> None:
+    """The feed's book, the book rebuilt from its rows and the ledger's book of ``conn`` are
+    the same, level by level."""
+    state = book_client.feed.books[raw]
+    served = ledger.books.book(raw, conn)
+    assert levels(state.book) == levels(served)
+    replica = BookReplica()
+    replica.apply_all(book_client.rows)
+    assert levels(replica.book(state.exchange, state.symbol)) == levels(served)
+    assert len(served) > 10
+
+
+def fake(protocol: str, clock: FakeClock, faults: str = "", **kw: object) -> FakeExchange:
+    return FakeExchange(
+        protocol,
+        rate=50,
+        symbols=kw.pop("symbols", ["BTCUSDT"]),  # type: ignore[arg-type]
+        clock=clock,
+        faults=Faults.parse(faults),
+        seed=kw.pop("seed", 1),  # type: ignore[arg-type]
+        book_rate=kw.pop("book_rate", 40),  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("exchange", ["binance", "binanceus"])
+async def test_binance_depth_stream_and_rest_snapshot(exchange: str) -> None:
+    clock = FakeClock()
+    async with fake(exchange, clock, symbols=["BTCUSDT", "ETHUSDT"]) as fx:
+        feed = get_book_feed(exchange)
+        async with connected(fx, feed, clock, ["BTCUSDT", "ETHUSDT"]) as bc:
+            await fx.wait_ready(1)
+            for _ in range(4):
+                await step(fx, clock)
+            for raw in ("BTCUSDT", "ETHUSDT"):
+                await synced(bc, fx, raw, 1)
+                assert_same_book(bc, fx.ledger, raw, 1)
+            assert bc.resyncs == [] and bc.fetches == 2
+    assert [r.raw_symbol for r in fx.ledger.books.rest] == ["BTCUSDT", "ETHUSDT"] or [
+        r.raw_symbol for r in fx.ledger.books.rest
+    ] == ["ETHUSDT", "BTCUSDT"]
