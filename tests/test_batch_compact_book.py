@@ -126,9 +126,8 @@ class Market:
 
 
 class Recorder:
-    """One run as the sink writes it: a book Windower and a trade Windower; a window of a
-    symbol opens with the book as written so far (snapshot rows at the opening message's
-    times), unless that message is itself a snapshot."""
+    """One run as the stream's sink writes it: a book Windower (which opens every window of a
+    symbol with the book as written so far) and a trade Windower."""
 
     def __init__(self, root: Path, run_id: str) -> None:
         self.root = root
@@ -143,37 +142,10 @@ class Recorder:
         policy = WindowPolicy(seconds=60)
         self.books = Windower(policy, KeyTemplate(), dataset="book", trade_ids=False, **common)
         self.trades = Windower(policy, KeyTemplate(), **common)
-        self.slots: dict[str, int] = {}
-        self.written: dict[str, DictBook] = {}
         self.closed: list[ClosedWindow] = []
 
     def message(self, rows: list[BookLevel]) -> None:
-        first = rows[0]
-        self.clock.set_wall(first.ts_recv)
-        slot = first.ts_recv // (60 * NS)
-        book = self.written.setdefault(first.symbol, DictBook())
-        if self.slots.get(first.symbol) != slot and not first.snapshot:
-            last = book.last
-            assert last is not None, "a run's first message is a snapshot"
-            rows = [
-                BookLevel(
-                    first.exchange,
-                    first.symbol,
-                    first.raw_symbol,
-                    first.ts_event,
-                    first.ts_recv,
-                    last["seq"],
-                    True,
-                    side,
-                    price,
-                    size,
-                )
-                for side in ("bid", "ask")
-                for price, size in book.top(side, 10_000)
-            ] + rows
-        self.slots[first.symbol] = slot
-        for row in rows:
-            book.apply(row.__dict__)
+        self.clock.set_wall(rows[0].ts_recv)
         self.closed += self.books.add(rows)
 
     def trade(self, trade: Trade) -> None:
@@ -369,7 +341,8 @@ def test_compact_writes_the_days_book_rows_and_snapshots_that_match_a_rebuild(
     b_rows = rows_of(book_windows(scenario.b, "BTC-USDT"))
     got = read_parquet(root / "book" / partition / "book.parquet")
     assert got == a_rows + b_rows
-    assert a_rows[0]["snapshot"] and a_rows[0]["ts_recv"] >= D0  # day D's first object
+    assert a_rows[0]["snapshot"] and a_rows[0]["ts_recv"] < D0  # restates the book at midnight
+    assert all(rows_of([w])[0]["snapshot"] for w in book_windows(scenario.a, "BTC-USDT"))
     eth_rows = rows_of(book_windows(scenario.a, "ETH-USD"))
     eth_partition = "exchange=coinbase/symbol=ETH-USD/date=2026-03-01"
     assert read_parquet(root / "book" / eth_partition / "book.parquet") == eth_rows
@@ -380,6 +353,7 @@ def test_compact_writes_the_days_book_rows_and_snapshots_that_match_a_rebuild(
     snapshots = read_parquet(root / "book_snapshots" / partition / "book_snapshots.parquet")
     expected = expected_snapshots([a_rows, b_rows], LEVELS, step)
     assert len(snapshots) == len(expected) > 900
+    assert snapshots[0]["ts"] == D0  # midnight: the book restated by the day's first object
     for got_row, want in zip(snapshots, expected, strict=True):
         assert got_row == want, want["ts"]
     assert not any(a_rows[-1]["ts_recv"] < s["ts"] < b_rows[0]["ts_recv"] for s in snapshots)
@@ -395,8 +369,8 @@ def test_compact_writes_the_days_book_rows_and_snapshots_that_match_a_rebuild(
     assert day["rows"] == len(a_rows) + len(b_rows)
     assert day["snapshots"] == len(expected)
     assert day["runs"] == ["20260228T235800Z-aaaa", "20260301T000620Z-bbbb"]
-    assert day["unknown_spans"] == 3
-    gap = day["unknown"][1]
+    assert day["unknown_spans"] == 2  # between runs A and B, after B
+    gap = day["unknown"][0]
     assert gap["from"] < gap["to"] and gap["from"].startswith("2026-03-01T00:04:")
     assert gap["to"].startswith("2026-03-01T00:06:")
 
