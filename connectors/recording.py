@@ -21,7 +21,9 @@ Contracts:
   frames keep ``dir == "in"`` and never see it.
 - :func:`convert_cryptofeed` turns cryptofeed's capture format into :class:`RecordedFrame` s;
   its float-seconds times become integer nanoseconds from the decimal text itself (never through
-  ``float``), truncated to whole nanoseconds.
+  ``float``), truncated to whole nanoseconds; the REST responses of a capture's ``*.http.*``
+  files become ``http`` lines merged in by time
+  (docs: recording-and-replay.md#converting-other-captures).
 
 Unknown extra keys in a line are ignored (forward compatibility); missing or mistyped known keys
 are errors.
@@ -29,7 +31,9 @@ are errors.
 
 from __future__ import annotations
 
+import glob
 import gzip
+import heapq
 import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -369,21 +373,68 @@ def _convert_line(line: str, exchange: str) -> RecordedFrame:
     raise ValueError("expected '<->' or '<-' after the URL")
 
 
-def convert_cryptofeed(path: str | Path, exchange: str) -> Iterator[RecordedFrame]:
-    """The frames of a cryptofeed capture file (plain, ``.gz`` or ``.zst``), in file order.
+def _convert_http_line(line: str, exchange: str) -> RecordedFrame:
+    """One line of a cryptofeed ``*.http.*`` capture, ``URL -> EPOCH: BODY``, -> a REST
+    response line. Raises :class:`ValueError` with the problem."""
+    url, sep, rest = line.partition(" -> ")
+    if not sep or not url or " " in url:
+        raise ValueError("not 'URL -> EPOCH: BODY'")
+    epoch, sep, body = rest.partition(": ")
+    if not sep:
+        raise ValueError("http line without ': ' after the time")
+    return RecordedFrame(
+        epoch_text_to_ns(epoch), exchange, DIR_IN, body, http=f"GET {url}", status=200
+    )
 
-    - ``URL <-> EPOCH`` (connection opened) -> ``dir="out"``, ``frame=""``, ``url=URL``;
-    - ``URL <- EPOCH: TEXT`` (client sent) -> ``dir="out"``, ``frame=TEXT``;
-    - ``EPOCH: TEXT`` (received) -> ``dir="in"``, ``frame=TEXT``.
 
-    EPOCH (float seconds) becomes integer nanoseconds from its decimal text. Blank lines are
-    skipped. Raises :class:`RecordingError` ``"FILE:LINE: problem"`` on a line in none of these
-    forms or not UTF-8.
-    """
-    source = Path(path)
+def _converted(
+    source: Path, exchange: str, convert: Callable[[str, str], RecordedFrame]
+) -> Iterator[RecordedFrame]:
     for number, raw in _lines(source):
         try:
-            frame = _convert_line(raw.decode("utf-8").rstrip("\r\n"), exchange)
+            frame = convert(raw.decode("utf-8").rstrip("\r\n"), exchange)
         except (UnicodeDecodeError, ValueError) as exc:
             raise RecordingError(f"{source}:{number}: {exc}") from exc
         yield frame
+
+
+def http_siblings(path: str | Path) -> list[Path]:
+    """The ``*.http.*`` files beside a cryptofeed ``*.ws.*`` capture, sorted by name:
+    ``BINANCE.ws.1.0`` -> ``BINANCE.http.*`` (cryptofeed numbers the two kinds of file
+    independently, so every one of them is the same session's). Empty for a file whose name
+    has no ``.ws.``."""
+    source = Path(path)
+    prefix, sep, _ = source.name.partition(".ws.")
+    if not sep or not prefix:
+        return []
+    return sorted(p for p in source.parent.glob(f"{glob.escape(prefix)}.http.*") if p.is_file())
+
+
+def convert_cryptofeed(
+    path: str | Path, exchange: str, *, http: Sequence[str | Path] = ()
+) -> Iterator[RecordedFrame]:
+    """The frames of a cryptofeed capture file (plain, ``.gz`` or ``.zst``), in file order,
+    merged by time with the REST responses of the ``http`` capture files.
+
+    - ``URL <-> EPOCH`` (connection opened) -> ``dir="out"``, ``frame=""``, ``url=URL``;
+    - ``URL <- EPOCH: TEXT`` (client sent) -> ``dir="out"``, ``frame=TEXT``;
+    - ``EPOCH: TEXT`` (received) -> ``dir="in"``, ``frame=TEXT``;
+    - in an ``http`` file, ``URL -> EPOCH: BODY`` (a GET and the body it returned) ->
+      ``dir="in"``, ``http="GET URL"``, ``status=200`` (cryptofeed records only the bodies it
+      used), ``frame=BODY``.
+
+    EPOCH (float seconds) becomes integer nanoseconds from its decimal text. The merge keeps
+    each file's own order and, at equal times, puts the WebSocket frame first (streamed: one
+    line of each file in memory). Blank lines are skipped. Raises :class:`RecordingError`
+    ``"FILE:LINE: problem"`` on a line in none of these forms or not UTF-8.
+    """
+    frames = _converted(Path(path), exchange, _convert_line)
+    if not http:
+        yield from frames
+        return
+    responses = [_converted(Path(p), exchange, _convert_http_line) for p in http]
+    yield from heapq.merge(frames, *responses, key=_by_ts)
+
+
+def _by_ts(frame: RecordedFrame) -> int:
+    return frame.ts
