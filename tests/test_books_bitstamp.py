@@ -281,3 +281,25 @@ def test_only_malformed_frame_escapes_snapshot_fetched(key: str | None, value: A
         f.snapshot_fetched(PAIR, json.dumps(doc), T0)
     except MalformedFrame:
         assert [a.raw_symbol for a in f.take_actions()] == [PAIR]
+
+
+def test_a_malformed_diff_is_a_lost_update() -> None:
+    """The channel has no sequence: a diff that cannot be decoded is a resync at once, and a
+    snapshot asked for before it is fetched again rather than trusted."""
+    f = feed()
+    f.parse(diff(US + 1), T0)
+    assert len(f.take_actions()) == 1
+    with pytest.raises(MalformedFrame):
+        f.parse(diff(US + 2, [("x", "1")]), T0 + 1)
+    body = encode_order_book([("1", "1")], [], microtimestamp=US + 1)
+    assert f.snapshot_fetched(PAIR, body, T0 + 2) == ()  # may predate the lost diff
+    assert len(f.take_actions()) == 1 and not f.books[PAIR].synced
+    f.parse(diff(US + 3, [("2", "1")]), T0 + 3)
+    body = encode_order_book([("1", "1")], [], microtimestamp=US + 3)
+    f.snapshot_fetched(PAIR, body, T0 + 4)
+    assert f.books[PAIR].synced
+    with pytest.raises(MalformedFrame):
+        f.parse(diff(US + 4, [], [("2", "-1")]), T0 + 5)
+    resync = f.books[PAIR].resync
+    assert resync is not None and (resync.cause, resync.detail) == ("sequence", "malformed")
+    assert len(f.take_actions()) == 1

@@ -256,7 +256,7 @@ class BinanceBookFeed(BookFeedBase):
             )
         except MalformedFrame:
             # part of the message may be applied: the book is no longer the exchange's
-            state.break_sync("sequence", diff.ts_recv, "a level that is not a decimal")
+            state.break_sync("sequence", diff.ts_recv, "malformed")
             sync.buffer.clear()
             self._fetch(state, sync)
             raise

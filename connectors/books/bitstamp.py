@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -162,28 +162,42 @@ class BitstampBookFeed(BookFeedBase):
             pair = pair_of(channel)
             if pair is None:
                 return _NOTHING  # order_book_, live_orders_ ... on the same connection
-            data = msg["data"]
-            micro = data["microtimestamp"]
-            bids = data["bids"]
-            asks = data["asks"]
         except (AttributeError, KeyError, TypeError) as exc:
             raise shape_error(
-                exc, "frame or its data is not a JSON object", "diff", "a field has a bad type"
+                exc, "frame is not a JSON object", "diff", "event or channel has a bad type"
             ) from None
         if self._subscribed and pair not in self._subscribed:
             raise MalformedFrame("symbol", f"diff of a pair not subscribed: {pair}")
-        diff = _Diff(
-            _micro(micro, "microtimestamp"),
-            micro,
-            ts_recv,
-            text_levels(bids, "bids"),
-            text_levels(asks, "asks"),
-        )
-        state = self._book(pair)
+        state = self._books.get(pair)
+        try:
+            diff = _diff(msg, ts_recv)
+            if state is None or not state.synced:
+                check_decimals(diff.bids, diff.asks)
+        except MalformedFrame:
+            self._lost(pair, ts_recv)
+            raise
+        if state is None:
+            state = self._book(pair)
         if state.synced:
             return self._apply_live(state, diff)
         self._buffer(state, diff)
         return _NOTHING
+
+    def _lost(self, pair: str, ts_recv: int) -> None:
+        """A diff of ``pair`` could not be decoded: an update is lost, and this channel has no
+        sequence to show it later. A book in sync resyncs (cause ``sequence``, detail
+        ``malformed``); a book waiting for its snapshot drops its buffer, and a snapshot
+        already asked for (it may predate the loss) is fetched again when it arrives."""
+        state = self._books.get(pair)
+        if state is None:
+            return
+        sync = self._sync_of(pair)
+        sync.buffer.clear()
+        if state.synced:
+            state.break_sync("sequence", ts_recv, "malformed")
+            self._fetch(state, sync)
+        elif sync.fetching:
+            sync.tainted = True
 
     def _other(self, event: object, frame: str | bytes, ts_recv: int) -> ControlEvent | tuple[()]:
         """Every frame that is not a diff: Bitstamp's trade protocol decides (trades give
@@ -204,7 +218,7 @@ class BitstampBookFeed(BookFeedBase):
         return sync
 
     def _buffer(self, state: SymbolBook, diff: _Diff) -> None:
-        check_decimals(diff.bids, diff.asks)
+        check_decimals(diff.bids, diff.asks)  # what is kept must apply whole later
         sync = self._sync_of(state.raw_symbol)
         if sync.keep(state, diff):
             self._fetch(state, sync)
@@ -237,7 +251,7 @@ class BitstampBookFeed(BookFeedBase):
                 ts_recv=diff.ts_recv,
             )
         except MalformedFrame:
-            state.break_sync("sequence", diff.ts_recv, "a level that is not a decimal")
+            state.break_sync("sequence", diff.ts_recv, "malformed")
             sync.buffer.clear()
             self._fetch(state, sync)
             raise
@@ -260,6 +274,10 @@ class BitstampBookFeed(BookFeedBase):
         except MalformedFrame:
             self._fetch(state, sync)
             raise
+        if sync.tainted:  # asked for before a diff was lost: it may not contain that diff
+            sync.tainted = False
+            self._fetch(state, sync)
+            return _NOTHING
         if state.synced and micro <= int(state.seq or 0):
             return _NOTHING  # older than the book in sync (a late answer)
         buffer = sync.buffer
@@ -296,6 +314,24 @@ class BitstampBookFeed(BookFeedBase):
         super().connected(ts_recv)
         for sync in self._sync.values():
             sync.reset()
+
+
+def _diff(msg: dict[str, object], ts_recv: int) -> _Diff:
+    """The checked fields of a diff message (decimal text not checked here)."""
+    try:
+        data: Any = msg["data"]
+        micro = data["microtimestamp"]
+        bids = data["bids"]
+        asks = data["asks"]
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise shape_error(exc, "data is not a JSON object", "diff", "data has a bad type") from None
+    return _Diff(
+        _micro(micro, "microtimestamp"),
+        micro,
+        ts_recv,
+        text_levels(bids, "bids"),
+        text_levels(asks, "asks"),
+    )
 
 
 def _order_book(body: str | bytes) -> tuple[int, str, Pairs, Pairs]:

@@ -57,6 +57,9 @@ class Pending(Generic[D]):
     bridged: bool = False
     overflowed: int = 0
     """Diffs dropped from a full buffer while no resync was in progress (the first sync)."""
+    tainted: bool = False
+    """The snapshot asked for may predate a diff that was lost (malformed): when it comes it is
+    fetched again instead of applied (channels without a sequence: Bitstamp)."""
 
     def keep(self, state: SymbolBook, diff: D) -> bool:
         """Buffer ``diff`` (at most :data:`MAX_BUFFERED_MESSAGES`: the oldest is dropped and
@@ -80,3 +83,4 @@ class Pending(Generic[D]):
         self.buffer.clear()
         self.fetching = False
         self.bridged = False
+        self.tainted = False
