@@ -10,11 +10,18 @@ trades is answered with ``bts:error`` "Invalid channel provided." (always, not o
 ``reject-unknown`` fault) and the connection stays open, as on Bitstamp. Channel pairs are lower
 case (``live_trades_btcusd``); the market's raw symbols are upper case (``BTCUSD``), so routes
 map ``BTCUSD`` to ``live_trades_btcusd``.
+
+Books (docs: testing.md#order-books-on-the-fake-exchange): ``diff_order_book_<pair>`` carries
+the book market's messages (``microtimestamp`` strictly rising), with no snapshot on the
+channel; ``GET /api/v2/order_book/<pair>/`` on the same port answers the snapshot (HTTP 404
+``{"status":"error",...}`` for a pair the server does not trade). The channel has no sequence,
+so the ``book-gap`` fault leaves it alone.
 """
 
 from __future__ import annotations
 
 from typing import Final
+from urllib.parse import urlsplit
 
 from connectors.bitstamp import (
     HEARTBEAT_REPLY,
@@ -27,11 +34,17 @@ from connectors.bitstamp import (
     pair_of,
     parse_client_request,
 )
+from connectors.books.bitstamp import CHANNEL_PREFIX, encode_diff, encode_order_book
+from connectors.books.bitstamp import pair_of as book_pair_of
 from connectors.fake.adapters import Malformations, Reply, SessionBase
+from connectors.fake.book_channels import BookChannel, RestError, RestQuery
+from connectors.fake.book_market import BookMessage
 from connectors.fake.faults import Faults
 from engine.records import Trade
 
 _ROOT_PATHS: Final = ("", "/")
+ORDER_BOOK_PATH: Final = "/api/v2/order_book/"
+_UNKNOWN_PAIR: Final = '{"status":"error","reason":"Unknown currency pair","code":"404"}'
 
 
 class BitstampSession(SessionBase):
@@ -40,6 +53,8 @@ class BitstampSession(SessionBase):
     own: the client sends ``bts:heartbeat`` and the server answers."""
 
     PURE_ENCODE = True  # encode() is a function of the trade and the stream
+    BOOK_IN_BAND = False  # the snapshot comes over REST
+    BOOK_SEQUENCED = False  # microtimestamps only: a lost message cannot be seen
 
     MALFORMATIONS = Malformations(
         item=("data",),
@@ -64,9 +79,20 @@ class BitstampSession(SessionBase):
             return Reply(
                 frames=(encode_subscribed(channel, unsubscribed=True),), unsubscribe=(channel,)
             )
-        if self.market_symbol(channel) is None:
+        if self.market_symbol(channel) is None and self.book_channel(channel) is None:
             return Reply(frames=(encode_error(INVALID_CHANNEL),))
         return Reply(frames=(encode_subscribed(channel),), subscribe=(channel,))
+
+    def book_channel(self, stream: str) -> BookChannel | None:
+        pair = book_pair_of(stream)
+        if pair is None or pair != pair.lower() or pair.upper() not in self._symbols:
+            return None
+        return BookChannel(pair.upper())
+
+    def encode_book(self, msg: BookMessage, stream: str, corrupt: bool) -> str | None:
+        if msg.snapshot:
+            return None  # no snapshot on the diff channel
+        return encode_diff(msg.raw_symbol, msg.bids, msg.asks, microtimestamp=msg.ts_us)
 
     def encode(self, trade: Trade, stream: str) -> str:
         return encode_trade(trade, stream)
@@ -79,6 +105,19 @@ class BitstampServer:
     """Bitstamp's endpoint and subscription protocol (implements ``ServerAdapter``)."""
 
     name = "bitstamp"
+
+    def rest(self, path: str, symbols: frozenset[str]) -> RestQuery | RestError | None:
+        """``GET /api/v2/order_book/<pair>/``; None (404) for another path."""
+        route = urlsplit(path).path
+        if not route.startswith(ORDER_BOOK_PATH):
+            return None
+        pair = book_pair_of(CHANNEL_PREFIX + route[len(ORDER_BOOK_PATH) :].strip("/"))
+        if pair is None or pair.upper() not in symbols:
+            return RestError(404, _UNKNOWN_PAIR)
+        return RestQuery(pair.upper())
+
+    def encode_rest_snapshot(self, msg: BookMessage) -> str:
+        return encode_order_book(msg.bids, msg.asks, microtimestamp=msg.ts_us)
 
     def session(self, path: str, symbols: frozenset[str], faults: Faults) -> BitstampSession | None:
         if path.partition("?")[0] not in _ROOT_PATHS:

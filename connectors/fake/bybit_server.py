@@ -8,6 +8,11 @@ so always, not only with the ``reject-unknown`` fault; the connection stays open
 topics in one request is refused too (Bybit spot's documented limit; the wording is the fake's).
 ``{"op":"ping"}`` is answered with ``"ret_msg":"pong"`` (unless the ``drop-pongs`` fault is on).
 
+Books (docs: testing.md#order-books-on-the-fake-exchange): ``orderbook.{depth}.{symbol}`` (depth
+1, 50, 200 or 1000) is served from the book market's view of that depth: a ``snapshot`` on each
+subscription, then a ``delta`` whenever the top ``depth`` levels change; ``u`` counts the view's
+messages (1 again after the ``book-restart`` fault's snapshot), ``seq`` is the update id.
+
 One trade per push: the server's ledger counts one trade per frame it sends, so the fake does
 not batch (Bybit itself does; :func:`connectors.bybit.encode_trades` builds such pushes for
 tests). Bybit has no reconnect notice: :meth:`BybitSession.shutdown_notice` is None.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 
+from connectors.books.bybit import DEPTHS, TOPIC, encode_orderbook
 from connectors.bybit import (
     MAX_ARGS_PER_REQUEST,
     SPOT_PATH,
@@ -27,6 +33,8 @@ from connectors.bybit import (
     symbol_of,
 )
 from connectors.fake.adapters import Malformations, Reply, SessionBase
+from connectors.fake.book_channels import BookChannel
+from connectors.fake.book_market import BookMessage
 from connectors.fake.faults import Faults
 from engine.records import Trade
 
@@ -66,7 +74,11 @@ class BybitSession(SessionBase):
         if request.op == "unsubscribe":
             done = encode_response("unsubscribe", request.req_id, conn_id)
             return Reply(frames=(done,), unsubscribe=request.args)
-        unknown = [t for t in request.args if self.market_symbol(t) is None]
+        unknown = [
+            t
+            for t in request.args
+            if self.market_symbol(t) is None and self.book_channel(t) is None
+        ]
         if unknown or len(request.args) > MAX_ARGS_PER_REQUEST:
             reason = (
                 f"Invalid symbol :[{','.join(unknown)}]"
@@ -79,6 +91,25 @@ class BybitSession(SessionBase):
             return Reply(frames=(failure,))
         done = encode_response("subscribe", request.req_id, conn_id, ret_msg="subscribe")
         return Reply(frames=(done,), subscribe=request.args)
+
+    def book_channel(self, stream: str) -> BookChannel | None:
+        topic, _, rest = stream.partition(".")
+        depth, _, symbol = rest.partition(".")
+        if topic != TOPIC or not depth.isdigit() or int(depth) not in DEPTHS:
+            return None
+        return BookChannel(symbol, int(depth)) if symbol in self._symbols else None
+
+    def encode_book(self, msg: BookMessage, stream: str, corrupt: bool) -> str | None:
+        return encode_orderbook(
+            msg.raw_symbol,
+            msg.bids,
+            msg.asks,
+            depth=int(stream.split(".")[1]),
+            kind="snapshot" if msg.snapshot else "delta",
+            update_id=msg.number,
+            seq=msg.update_id,
+            ts_ms=msg.ts_us // 1000,
+        )
 
     def encode(self, trade: Trade, stream: str) -> str:
         return encode_trade(trade)

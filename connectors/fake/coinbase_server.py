@@ -22,6 +22,11 @@ each subscription to it) as ``last_match`` instead of ``match``. The client sees
 real-world case, a ``last_match`` that repeats a trade the client already has after a
 reconnect, is covered by the protocol tests (the session's trade-id check drops it).
 
+Books (docs: testing.md#order-books-on-the-fake-exchange): ``level2_batch`` is served from the
+book market: a ``snapshot`` of the whole book on each subscription, then one ``l2update`` per
+book message (``changes`` as ``buy``/``sell``, price, new size). The channel has no sequence,
+so the ``book-gap`` fault leaves it alone.
+
 Heartbeats: one ``heartbeat`` per product subscribed on that channel, each time the wall clock
 enters a new second, with ``last_trade_id`` = the last trade id this connection was sent for the
 product (0 before any). Coinbase has no application-level ping, so ``drop-pongs`` changes nothing
@@ -34,6 +39,7 @@ from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
+from connectors.books.coinbase import encode_l2_snapshot, encode_l2update
 from connectors.coinbase import (
     ClientRequest,
     RequestError,
@@ -44,10 +50,13 @@ from connectors.coinbase import (
     parse_client_request,
 )
 from connectors.fake.adapters import Malformations, Reply, SessionBase
+from connectors.fake.book_channels import BookChannel
+from connectors.fake.book_market import BookMessage
 from connectors.fake.faults import Faults
 from engine.records import Trade
+from engine.timefmt import format_us
 
-CHANNELS: Final = ("matches", "heartbeat")
+CHANNELS: Final = ("matches", "heartbeat", "level2_batch")
 """The channels the fake serves."""
 _REJECT_CLOSE: Final = (1008, "failed to subscribe")
 
@@ -59,6 +68,8 @@ def _stream(channel: str, product: str) -> str:
 class CoinbaseSession(SessionBase):
     """One connection to the fake Coinbase (implements ``ServerSession``; ``streams`` are
     ``"<channel>:<product>"``). Coinbase has no reconnect notice."""
+
+    BOOK_SEQUENCED = False  # level2_batch has no sequence: a lost message cannot be seen
 
     def __init__(self, symbols: frozenset[str]) -> None:
         super().__init__(symbols, Faults())
@@ -73,6 +84,18 @@ class CoinbaseSession(SessionBase):
     def market_symbol(self, stream: str) -> str | None:
         channel, _, product = stream.partition(":")
         return product if channel == "matches" else None
+
+    def book_channel(self, stream: str) -> BookChannel | None:
+        channel, _, product = stream.partition(":")
+        return BookChannel(product) if channel == "level2_batch" else None
+
+    def encode_book(self, msg: BookMessage, stream: str, corrupt: bool) -> str | None:
+        time_iso = format_us(msg.ts_us)
+        if msg.snapshot:
+            return encode_l2_snapshot(msg.raw_symbol, msg.bids, msg.asks, time_iso=time_iso)
+        changes = [("buy", price, size) for price, size in msg.bids]
+        changes += [("sell", price, size) for price, size in msg.asks]
+        return encode_l2update(msg.raw_symbol, changes, time_iso=time_iso)
 
     def on_message(self, frame: str | bytes) -> Reply:
         request = parse_client_request(frame)

@@ -8,6 +8,11 @@ stays open and the valid arguments are subscribed). A request that is not valid 
 shape gets error 60012. The text ``ping`` is answered with the text ``pong`` (unless the
 ``drop-pongs`` fault is on).
 
+Books (docs: testing.md#order-books-on-the-fake-exchange): the ``books`` channel is served from
+the book market: a ``snapshot`` (``prevSeqId`` -1) on each subscription, then an ``update`` per
+book message, ``seqId`` its update id and ``prevSeqId`` the previous message's (``checksum`` 0,
+as OKX now sends it).
+
 One trade per push: the server's ledger counts one trade per frame it sends, so the fake does
 not batch (OKX itself may; :func:`connectors.okx.encode_trades` builds such pushes for tests).
 """
@@ -17,7 +22,11 @@ from __future__ import annotations
 import itertools
 from typing import Final
 
+from connectors.books.okx import CHANNEL as BOOK_CHANNEL
+from connectors.books.okx import encode_books
 from connectors.fake.adapters import Malformations, Reply, SessionBase
+from connectors.fake.book_channels import BookChannel
+from connectors.fake.book_market import BookMessage
 from connectors.fake.faults import Faults
 from connectors.okx import (
     CHANNEL,
@@ -34,6 +43,7 @@ from connectors.okx import (
 from engine.records import Trade
 
 _STREAM_PREFIX: Final = CHANNEL + ":"
+_BOOK_PREFIX: Final = BOOK_CHANNEL + ":"
 
 
 class OkxSession(SessionBase):
@@ -54,7 +64,25 @@ class OkxSession(SessionBase):
         self.conn_id = conn_id
 
     def market_symbol(self, stream: str) -> str | None:
+        if not stream.startswith(_STREAM_PREFIX):
+            return None
         return stream[len(_STREAM_PREFIX) :]  # only subscribed instruments the server trades
+
+    def book_channel(self, stream: str) -> BookChannel | None:
+        if not stream.startswith(_BOOK_PREFIX):
+            return None
+        return BookChannel(stream[len(_BOOK_PREFIX) :])  # 400 levels: the whole book
+
+    def encode_book(self, msg: BookMessage, stream: str, corrupt: bool) -> str | None:
+        return encode_books(
+            msg.raw_symbol,
+            msg.bids,
+            msg.asks,
+            action="snapshot" if msg.snapshot else "update",
+            seq_id=msg.update_id,
+            prev_seq_id=msg.prev_id,
+            ts_ms=msg.ts_us // 1000,
+        )
 
     def on_message(self, frame: str | bytes) -> Reply:
         request = parse_client_request(frame)
@@ -66,13 +94,13 @@ class OkxSession(SessionBase):
         streams: list[str] = []
         for channel, instrument in request.args:
             if request.op == "subscribe" and (
-                channel != CHANNEL or instrument not in self._symbols
+                channel not in (CHANNEL, BOOK_CHANNEL) or instrument not in self._symbols
             ):
                 msg = unknown_channel_msg(channel, instrument)
                 frames.append(encode_error("60018", msg, self.conn_id))
                 continue
             frames.append(encode_event(request.op, channel, instrument, self.conn_id))
-            streams.append(_STREAM_PREFIX + instrument)
+            streams.append(f"{channel}:{instrument}")
         if request.op == "unsubscribe":
             return Reply(frames=tuple(frames), unsubscribe=tuple(streams))
         return Reply(frames=tuple(frames), subscribe=tuple(streams))
