@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from engine.errors import MalformedFrame
 
@@ -27,21 +27,35 @@ ASK: Final = "ask"
 SIDES: Final[tuple[Side, Side]] = ("bid", "ask")
 
 
+_KNOWN: dict[str, Decimal] = {}
+"""Decimal texts already checked, and their values (bounded: cleared at
+:data:`KNOWN_TEXTS_MAX`)."""
+KNOWN_TEXTS_MAX: Final = 1 << 16
+
+
 def decimal_of(text: str, what: str) -> Decimal:
     """The value of an exchange's decimal text; :class:`MalformedFrame` (kind ``"type"``)
-    naming ``what`` when it is not a finite, non-negative decimal."""
+    naming ``what`` when it is not a finite, non-negative decimal. Texts already checked are
+    answered from a bounded cache (the same prices and sizes come back all the time)."""
+    if type(text) is str:
+        known = _KNOWN.get(text)
+        if known is not None:
+            return known
     try:
         value = Decimal(text)
     except (InvalidOperation, TypeError, ValueError):
         raise MalformedFrame("type", f"{what} is not a decimal: {text!r:.40}") from None
     if not value.is_finite() or value < 0:
         raise MalformedFrame("type", f"{what} must be a finite non-negative decimal: {text!r:.40}")
+    if type(text) is str:
+        if len(_KNOWN) >= KNOWN_TEXTS_MAX:
+            _KNOWN.clear()
+        _KNOWN[text] = value
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Level:
-    """One price level as the exchange wrote it."""
+class Level(NamedTuple):
+    """One price level as the exchange wrote it (a tuple: made once per update, cheaply)."""
 
     price: str
     size: str
@@ -62,9 +76,17 @@ class OrderBook:
         levels = self._sides.get(side)
         if levels is None:
             raise MalformedFrame("type", f"side must be bid or ask, got {side!r:.20}")
-        key = decimal_of(price, "price")
+        # The same texts come back all the time (a level's price in every update of it, a
+        # handful of sizes): their values are cached, checked once.
+        known = _KNOWN
+        key = known.get(price)
+        if key is None:
+            key = decimal_of(price, "price")
+        amount = known.get(size)
+        if amount is None:
+            amount = decimal_of(size, "size")
         best = self._best
-        if decimal_of(size, "size") == 0:
+        if amount == 0:
             if levels.pop(key, None) is not None and key == best[side]:
                 best[side] = None
             return
