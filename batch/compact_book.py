@@ -30,9 +30,10 @@ instant ``t`` of the interval grid (multiples of the interval since midnight UTC
 ``ts_recv`` axis) where the book is *known*, one row holds the best ``levels`` of each side
 after every row with ``ts_recv <= t``. The book is known from the row that starts a book (a
 snapshot) up to the last row of the same run before another run's object, or the end of the
-day's objects; it is unknown before the first snapshot, and from the last row of one run until
-the snapshot that begins the next run's rows. Instants while the book is unknown have no row;
-the book report lists those spans.
+day's objects; it is unknown before the first snapshot, from the last row of one run until the
+snapshot that begins the next run's rows, and during each resync the run's manifest records for
+the symbol (from its ``at`` until the snapshot that ends it). Instants while the book is unknown
+have no row; the book report lists those spans.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batch.compact import US_PER_DAY
+from batch.compact_report import parse_iso_us
 from batch.csvutil import Rejected
 from engine.book import decimal_of
 from engine.book_records import BOOK_DATASET, BookLevel, BookReplica
@@ -265,6 +267,7 @@ class DayStats:
     runs: list[str] = field(default_factory=list)
     snapshots: int = 0
     books_started: int = 0
+    resyncs: int = 0
     known: list[tuple[int, int]] = field(default_factory=list)
     """The ns spans (inclusive) in which the book was known, in order."""
 
@@ -291,6 +294,8 @@ class SymbolDay:
         self._run: str | None = None
         self._replica = BookReplica()
         self._known_from: int | None = None
+        self._breaks: list[int] = []
+        self._resyncing = False
         self._last: BookLevel | None = None
         self._rows: list[BookLevel] = []
         self._rows_sink = pa.BufferOutputStream()
@@ -300,15 +305,18 @@ class SymbolDay:
         self._snaps_sink = pa.BufferOutputStream()
         self._snaps_writer = pq.ParquetWriter(self._snaps_sink, self._schema, compression="zstd")
 
-    def add(self, run_id: str, rows: Sequence[BookLevel]) -> None:
+    def add(self, run_id: str, rows: Sequence[BookLevel], breaks: Iterable[int] = ()) -> None:
         """The rows of this symbol in one object of run ``run_id``, in order. An object of
         another run than the previous one ends the book known so far (see the module
-        docstring)."""
+        docstring). ``breaks``: the receive times (ns) at which the run's manifest says this
+        symbol's book broke (its resyncs' ``at``); read at the run's first object."""
         self.stats.objects += 1
         if run_id != self._run:
             self._end_known()
             self._replica = BookReplica()
             self._run = run_id
+            self._breaks = sorted((b for b in breaks if self._start <= b < self._end), reverse=True)
+            self._resyncing = False
             self.stats.runs.append(run_id)
         self._apply(rows)
         self._rows.extend(rows)
@@ -320,19 +328,40 @@ class SymbolDay:
         replica = self._replica
         step = self.interval_ns
         emit = self.levels > 0
+        breaks = self._breaks
         for row in rows:
             received = row.ts_recv
+            if breaks and breaks[-1] <= received:
+                self._break(breaks[-1])
+                while breaks and breaks[-1] <= received:
+                    breaks.pop()
             if self._known_from is not None:
                 while emit and self._next < received and self._next < self._end:
                     self._emit(self._next)
                     self._next += step
             elif self._next < received:
                 self._next = ceil_to(received, step)
+            previous = self._last
             if replica.apply(row):
                 self.stats.books_started += 1
-                if self._known_from is None:
+                restated = previous is not None and previous.message == row.message
+                if self._known_from is None and not (self._resyncing and restated):
                     self._known_from = received
+                    self._resyncing = False
             self._last = row
+
+    def _break(self, at: int) -> None:
+        """The book broke at ``at`` (a resync): unknown until a snapshot that is not a
+        restatement of the book before the break starts a new book."""
+        self.stats.resyncs += 1
+        self._resyncing = True
+        if self._known_from is None:
+            return
+        while self.levels and self._next < at and self._next < self._end:
+            self._emit(self._next)
+            self._next += self.interval_ns
+        self.stats.known.append((self._known_from, at - 1))
+        self._known_from = None
 
     def _end_known(self) -> None:
         """The book stops being known after the last row applied."""
@@ -451,6 +480,7 @@ class SymbolDay:
             "objects": self.stats.objects,
             "runs": sorted(set(self.stats.runs)),
             "books_started": self.stats.books_started,
+            "resyncs": self.stats.resyncs,
             "snapshots": self.stats.snapshots,
             "unknown_seconds": round(sum(high - low for low, high in holes) / 1e9, 3),
             "unknown": [
@@ -459,6 +489,23 @@ class SymbolDay:
             ],
             "unknown_spans": len(holes),
         }
+
+
+def resync_breaks(manifests: Iterable[Manifest]) -> dict[tuple[str, str, str], list[int]]:
+    """``(run_id, exchange, raw_symbol)`` -> the ``at`` (ns) of each resync the run's manifest
+    records for that book stream (``exchange:RAW_SYMBOL:book``); unreadable times skipped."""
+    breaks: dict[tuple[str, str, str], list[int]] = {}
+    for manifest in manifests:
+        for name, resyncs in manifest.resyncs.items():
+            exchange, _, rest = name.partition(":")
+            raw_symbol, _, channel = rest.rpartition(":")
+            if channel != BOOK_DATASET or not raw_symbol:
+                continue
+            for resync in resyncs:
+                at = parse_iso_us(resync["at"])
+                if at is not None:
+                    breaks.setdefault((manifest.run_id, exchange, raw_symbol), []).append(at * 1000)
+    return breaks
 
 
 def interval_ns(seconds: float) -> int | None:

@@ -63,6 +63,7 @@ from batch.compact_book import (
     interval_ns,
     parse_book_records,
     plan_book_objects,
+    resync_breaks,
     unplaced_rejection,
 )
 from batch.compact_plan import (
@@ -324,9 +325,10 @@ class CompactJob(ParametersJob[CompactParameters]):
         manifests = await _read_manifests(reader)
         listed = await reader.store.list(reader.prefix + TRADES_DIR)
         sources = plan_objects(reader.prefix, manifests, listed, days)
+        streams = [m for m in manifests if is_stream_manifest(m)]
         books = plan_book_objects(
             reader.prefix,
-            [m for m in manifests if is_stream_manifest(m)],
+            streams,
             await reader.store.list(reader.prefix + BOOK_DIR),
             days.first,
             days.last,
@@ -344,7 +346,7 @@ class CompactJob(ParametersJob[CompactParameters]):
         )
         for day, day_sources in by_read_day(sources, days).items():
             await self._compact_day(ctx, reader, state, day, day_sources)
-        await self._compact_books(ctx, reader, state, books)
+        await self._compact_books(ctx, reader, state, books, resync_breaks(streams))
         if not state.continuity.symbols and not state.book_rows:
             raise JobError(f"no trades for {days.label()} under {reader.url}, nor book rows")
         if books.sources or books.skipped or books.unplaced:
@@ -352,7 +354,12 @@ class CompactJob(ParametersJob[CompactParameters]):
         await self._write(ctx, reader, state)
 
     async def _compact_books(
-        self, ctx: JobContext, reader: InputReader, state: _State, plan: BookPlan
+        self,
+        ctx: JobContext,
+        reader: InputReader,
+        state: _State,
+        plan: BookPlan,
+        breaks: Mapping[tuple[str, str, str], Sequence[int]],
     ) -> None:
         """The book outputs of every day, one day's symbols at a time (see
         :mod:`batch.compact_book`)."""
@@ -391,7 +398,8 @@ class CompactJob(ParametersJob[CompactParameters]):
                             levels=params.snapshot_levels,
                             interval_ns=params.interval_ns,
                         )
-                    await ctx.run_cpu(book.add, source.run_id, rows)
+                    resyncs = breaks.get((source.run_id, key[0], rows[0].raw_symbol), ())
+                    await ctx.run_cpu(book.add, source.run_id, rows, resyncs)
                 ctx.progress.add_rows(decoded.records)
                 ctx.progress.file_done()
         await finish_day()

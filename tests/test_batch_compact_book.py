@@ -10,6 +10,7 @@ import datetime as dt
 import io
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -33,10 +34,11 @@ from engine.clock import FakeClock
 from engine.errors import ConfigError
 from engine.records import Trade
 from engine.settings import Env
+from engine.timefmt import parse_us
 from feedvault.batch_run import run_batch
 from sinks.encoders import decode_body
 from sinks.keys import KeyTemplate
-from sinks.manifest import Manifest, StoredObjectEntry
+from sinks.manifest import BookResync, Manifest, StoredObjectEntry, iso_utc
 from sinks.windowing import ClosedWindow, Windower, WindowPolicy
 from sinks.writer import ListedObject, StoredObject, sha256_hex
 
@@ -143,6 +145,7 @@ class Recorder:
         self.books = Windower(policy, KeyTemplate(), dataset="book", trade_ids=False, **common)
         self.trades = Windower(policy, KeyTemplate(), **common)
         self.closed: list[ClosedWindow] = []
+        self.resyncs: dict[str, list[BookResync]] = {}
 
     def message(self, rows: list[BookLevel]) -> None:
         self.clock.set_wall(rows[0].ts_recv)
@@ -175,6 +178,7 @@ class Recorder:
             stop_reason="end",
             status="complete",
             objects=entries,
+            resyncs=self.resyncs,
         )
         path = self.root / "_manifests" / f"{self.run_id}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +195,8 @@ def record(
     resync_at: int | None = None,
 ) -> None:
     """``market``'s messages from ``start`` to ``stop`` (ns) into ``recorder``: a snapshot
-    first, then deltas (and a new snapshot at ``resync_at``)."""
+    first, then deltas. The first message at or after ``resync_at`` breaks the book: nothing
+    is written for 1.5 s, then a new snapshot, and the resync goes in the run's manifest."""
     rng = market.rng
     mid = 50_000
     ts = start
@@ -203,7 +208,21 @@ def record(
         mid += rng.randint(-1, 1)
         if resync_at is not None and ts >= resync_at:
             resync_at = None
+            broke = ts
+            ts += 1_500_000_000
             recorder.message(market.snapshot(ts, mid + 40))
+            stream = f"{market.exchange}:{market.symbol.replace('-', '')}:book"
+            recorder.resyncs.setdefault(stream, []).append(
+                BookResync(
+                    at=iso_utc(broke),
+                    cause="sequence",
+                    from_seq=None,
+                    to_seq=str(market.seq),
+                    done=iso_utc(ts),
+                    superseded=0,
+                    detail="",
+                )
+            )
         else:
             recorder.message(market.delta(ts, mid))
 
@@ -222,6 +241,8 @@ class Scenario:
     a: list[ClosedWindow]
     b: list[ClosedWindow]
     c: list[ClosedWindow]
+    resync: tuple[int, int]
+    """Run A's BTC-USDT resync: from the break to its snapshot (ns)."""
 
 
 def build(src: Path) -> Scenario:
@@ -245,7 +266,9 @@ def build(src: Path) -> Scenario:
     record(
         c, Market("binance", "BTC-USDT", random.Random(4)), at(7.1), at(7.8), step_ms=(1500, 2500)
     )
-    scenario = Scenario(src, a.close(), b.close(), c.close())
+    (resync,) = a.resyncs["binance:BTCUSDT:book"]
+    span = (parse_us(resync["at"]) * 1000, parse_us(resync["done"] or "") * 1000)
+    scenario = Scenario(src, a.close(), b.close(), c.close(), span)
     a.write_manifest()
     c.write_manifest()
     return scenario
@@ -268,10 +291,14 @@ def rows_of(windows: list[ClosedWindow]) -> list[dict[str, Any]]:
 
 
 def expected_snapshots(
-    segments: list[list[dict[str, Any]]], levels: int, step: int
+    segments: list[list[dict[str, Any]]],
+    levels: int,
+    step: int,
+    resyncs: Sequence[tuple[int, int]] = (),
 ) -> list[dict[str, Any]]:
-    """At every instant from a segment's first row (a snapshot) to its last row: the book of
-    the segment's rows received at or before it, rebuilt by :class:`DictBook`."""
+    """At every instant from a segment's first row (a snapshot) to its last row, except
+    during ``resyncs`` (``[at, done)``): the book of the segment's rows received at or before
+    it, rebuilt by :class:`DictBook`."""
     out: list[dict[str, Any]] = []
     for rows in segments:
         assert rows[0]["snapshot"]
@@ -284,6 +311,9 @@ def expected_snapshots(
                 applied += 1
             last = book.last
             assert last is not None
+            if any(low <= instant < high for low, high in resyncs):
+                instant += step
+                continue
             doc: dict[str, Any] = {
                 "exchange": last["exchange"],
                 "symbol": last["symbol"],
@@ -351,12 +381,15 @@ def test_compact_writes_the_days_book_rows_and_snapshots_that_match_a_rebuild(
     # snapshots: each instant against the independent rebuild; none while the book is unknown
     step = round(INTERVAL * NS)
     snapshots = read_parquet(root / "book_snapshots" / partition / "book_snapshots.parquet")
-    expected = expected_snapshots([a_rows, b_rows], LEVELS, step)
+    resync = scenario.resync
+    expected = expected_snapshots([a_rows, b_rows], LEVELS, step, [resync])
     assert len(snapshots) == len(expected) > 900
     assert snapshots[0]["ts"] == D0  # midnight: the book restated by the day's first object
     for got_row, want in zip(snapshots, expected, strict=True):
         assert got_row == want, want["ts"]
     assert not any(a_rows[-1]["ts_recv"] < s["ts"] < b_rows[0]["ts_recv"] for s in snapshots)
+    assert not any(resync[0] <= s["ts"] < resync[1] for s in snapshots)
+    assert resync[1] - resync[0] >= 1_500_000_000
     assert any(s["bid_levels"] > LEVELS for s in snapshots)  # the top N is a cut
     eth_snapshots = read_parquet(root / "book_snapshots" / eth_partition / "book_snapshots.parquet")
     assert eth_snapshots == expected_snapshots([eth_rows], LEVELS, step)
@@ -369,8 +402,10 @@ def test_compact_writes_the_days_book_rows_and_snapshots_that_match_a_rebuild(
     assert day["rows"] == len(a_rows) + len(b_rows)
     assert day["snapshots"] == len(expected)
     assert day["runs"] == ["20260228T235800Z-aaaa", "20260301T000620Z-bbbb"]
-    assert day["unknown_spans"] == 2  # between runs A and B, after B
-    gap = day["unknown"][0]
+    assert day["unknown_spans"] == 3  # the resync, between runs A and B, after B
+    assert day["resyncs"] == 1
+    assert day["unknown"][0] == {"from": iso_utc(resync[0]), "to": iso_utc(resync[1])}
+    gap = day["unknown"][1]
     assert gap["from"] < gap["to"] and gap["from"].startswith("2026-03-01T00:04:")
     assert gap["to"].startswith("2026-03-01T00:06:")
 
@@ -568,3 +603,38 @@ def test_bad_snapshot_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         CompactParameters.from_env(Env({"COMPACT_FROM": "2026-03-01", name: value}))
     assert info.value.variable == name
+
+
+def test_a_resync_in_the_manifest_blanks_the_book_until_its_snapshot() -> None:
+    """The manifest says the book broke at 2.5 s. Instants 1 and 2 come before it; a snapshot
+    at 3.0 s that restates the book before the break (same seq and ts_recv as the last row)
+    does not end the resync; the fresh snapshot at 4.2 s does: instants 5 and 6 follow."""
+    day = SymbolDay("x", "A-B", DAY_NUMBER, levels=1, interval_ns=NS)
+    before = [
+        level(0.5, True, "bid", "10", "1", "1"),
+        level(0.5, True, "ask", "11", "1", "1"),
+        level(2.0, False, "bid", "10", "2", "2"),
+    ]
+    day.add("r", before, [D0 + round(2.5 * NS), D0 - NS])  # a break of the day before: ignored
+    restated = [
+        level(2.0, True, "bid", "10", "2", "2"),
+        level(2.0, True, "ask", "11", "1", "2"),
+    ]
+    fresh = [
+        level(4.2, True, "bid", "20", "1", "9"),
+        level(4.2, True, "ask", "21", "1", "9"),
+        level(6.1, False, "bid", "20", "3", "10"),
+    ]
+    day.add("r", restated + fresh)
+    body = dict((key, body) for key, body, _ in day.finish())[
+        "book_snapshots/exchange=x/symbol=A-B/date=2026-03-01/book_snapshots.parquet"
+    ]
+    table = pq.read_table(io.BytesIO(body))
+    assert [(t.value - D0) // NS for t in table["ts"]] == [1, 2, 5, 6]
+    assert table["bid_price_0"].to_pylist() == [10.0, 10.0, 20.0, 20.0]
+    assert table["bid_size_0"].to_pylist() == [1.0, 2.0, 1.0, 1.0]
+    assert day.report()["resyncs"] == 1
+    assert [(low - D0, high - D0) for low, high in day.unknown()][:2] == [
+        (0, NS // 2),
+        (round(2.5 * NS), round(4.2 * NS)),
+    ]
