@@ -64,7 +64,11 @@ def _independent(rows: list[dict[str, object]]) -> dict[str, dict[Decimal, str]]
 
 
 def _message(
-    seq: int, ts: int, snapshot: bool, levels: list[tuple[str, int, int]], symbol: str = "BTC-USDT"
+    seq: int,
+    ts: int,
+    snapshot: bool,
+    levels: list[tuple[str, object, object]],
+    symbol: str = "BTC-USDT",
 ) -> list[BookLevel]:
     return [
         BookLevel(
@@ -87,7 +91,11 @@ messages = st.lists(
     st.tuples(
         st.booleans(),
         st.lists(
-            st.tuples(st.sampled_from(["bid", "ask"]), st.integers(1, 12), st.integers(0, 3)),
+            st.tuples(
+                st.sampled_from(["bid", "ask"]),
+                st.sampled_from(["1", "1.0", "2", "2.50", "2.5", "3", "03", "4"]),
+                st.sampled_from(["0", "0.00", "1", "2.0", "3"]),
+            ),
             min_size=1,
             max_size=6,
         ),
