@@ -468,7 +468,8 @@ class StreamRun(ManifestRun[StreamConfig]):
             error = "never subscribed during the run: " + "; ".join(named)
             log_event(log, logging.ERROR, "streams_never_subscribed", streams=named)
         warnings = [
-            f"{name}: subscribed for {figures['subscribed_seconds']:g} s but saw no trade"
+            f"{name}: subscribed for {figures['subscribed_seconds']:g} s but saw no "
+            + ("book update" if name.endswith(":book") else "trade")
             if figures["subscribed_seconds"] > 0
             else f"{name}: the run stopped before it was subscribed"
             for name, figures in streams.items()
