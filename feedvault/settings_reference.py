@@ -82,6 +82,10 @@ S3_CLIENTS: Final = (STREAM, REPLAY, BATCH, LOADTEST, SAMPLE, VERIFY, RUNS)
 
 WS_URL_FAMILY: Final = "<EXCHANGE>_WS_URL"
 """The per-exchange endpoint overrides: ``BINANCE_WS_URL``, ``COINBASE_WS_URL``, ..."""
+REST_URL_FAMILY: Final = "<EXCHANGE>_REST_URL"
+"""The REST base URL overrides of the exchanges whose books need REST snapshots."""
+REST_SNAPSHOT_EXCHANGES: Final = ("binance", "binanceus", "bitstamp")
+"""The exchanges whose book feeds fetch REST snapshots (docs: order-books.md#rest-snapshots)."""
 
 _MIB: Final = 1024 * 1024
 
@@ -364,6 +368,17 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "a `ws://` or `wss://` URL",
         default_text="the exchange's public `wss://` endpoint",
     ),
+    Setting(
+        REST_URL_FAMILY,
+        "Queue and connections",
+        (STREAM,),
+        "the REST base URL book snapshots are fetched from, e.g. "
+        "`BINANCE_REST_URL=http://127.0.0.1:9001`; for the exchanges whose books need one: "
+        + ", ".join(f"`{e.upper()}_REST_URL`" for e in REST_SNAPSHOT_EXCHANGES)
+        + " (docs: order-books.md#rest-snapshots)",
+        "an `http://` or `https://` URL",
+        default_text="the exchange's public `https://` API",
+    ),
     # -- the run lifecycle -------------------------------------------------------------------
     Setting(
         "STOP_GRACE_SECONDS",
@@ -640,7 +655,8 @@ SECTIONS: Final = tuple(dict.fromkeys(s.section for s in SETTINGS))
 
 
 def by_name() -> dict[str, Setting]:
-    """The entries by variable name (``<EXCHANGE>_WS_URL`` for the endpoint family)."""
+    """The entries by variable name (``<EXCHANGE>_WS_URL`` and ``<EXCHANGE>_REST_URL`` for the
+    endpoint families)."""
     return {s.name: s for s in SETTINGS}
 
 

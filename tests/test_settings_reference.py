@@ -26,10 +26,13 @@ from batch.compact_job import CompactParameters
 from batch.computation import RiskParameters
 from batch.config import load_batch_config
 from batch.sample_cli import prepare_sample
+from connectors.books.registry import FEEDS, get_book_feed
 from connectors.registry import PROTOCOLS
 from engine.settings import RANGES, Env
 from feedvault.config import load_stream_config
 from feedvault.settings_reference import (
+    REST_SNAPSHOT_EXCHANGES,
+    REST_URL_FAMILY,
     SETTINGS,
     WS_URL_FAMILY,
     by_name,
@@ -51,6 +54,7 @@ READS = (
 )
 """The ways the packages read a variable (or name one in a configuration error)."""
 WS_URL_READ = re.compile(r'f"\{exchange\.upper\(\)\}_WS_URL"')
+REST_URL_READ = re.compile(r'f"\{exchange\.upper\(\)\}_REST_URL"')
 
 NOT_SETTINGS = {
     "PYTHONPATH": "the load test extends its children's module path; not a feedvault setting",
@@ -85,7 +89,8 @@ def test_every_variable_read_is_in_the_reference() -> None:
 
 def test_every_reference_entry_is_read_somewhere() -> None:
     reads = _source_reads()
-    ours = [s.name for s in SETTINGS if s.reader == "feedvault" and s.name != WS_URL_FAMILY]
+    families = (WS_URL_FAMILY, REST_URL_FAMILY)
+    ours = [s.name for s in SETTINGS if s.reader == "feedvault" and s.name not in families]
     assert [name for name in ours if name not in reads] == []
     assert all(s.reader in ("feedvault", "aws-sdk") for s in SETTINGS)
     assert all(s.name.startswith("AWS_") for s in SETTINGS if s.reader == "aws-sdk")
@@ -97,6 +102,16 @@ def test_the_ws_url_family_is_read_and_lists_every_exchange() -> None:
     family = by_name()[WS_URL_FAMILY]
     for exchange in PROTOCOLS:
         assert f"`{exchange.upper()}_WS_URL`" in family.meaning
+
+
+def test_the_rest_url_family_is_read_and_lists_every_rest_snapshot_exchange() -> None:
+    config = (ROOT / "feedvault" / "config.py").read_text(encoding="utf-8")
+    assert REST_URL_READ.search(config), "the <EXCHANGE>_REST_URL read moved: update the scan"
+    family = by_name()[REST_URL_FAMILY]
+    rest_feeds = [name for name in FEEDS if get_book_feed(name).rest_url is not None]
+    assert sorted(rest_feeds) == sorted(REST_SNAPSHOT_EXCHANGES)
+    for exchange in REST_SNAPSHOT_EXCHANGES:
+        assert f"`{exchange.upper()}_REST_URL`" in family.meaning
 
 
 def test_the_scan_finds_the_reads_it_is_meant_to_find() -> None:
