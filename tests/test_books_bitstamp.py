@@ -177,13 +177,17 @@ def test_snapshot_older_than_the_buffer_is_fetched_again() -> None:
     assert resync.cause == "stale-snapshot"
 
 
-def test_a_diff_not_later_than_the_last_breaks_the_book() -> None:
+def test_a_diff_earlier_than_the_last_breaks_the_book() -> None:
     f = feed()
     f.parse(diff(US + 1), T0)
     f.snapshot_fetched(PAIR, encode_order_book([("1", "1")], [], microtimestamp=US + 1), T0)
     f.take_actions()
+    assert f.parse(diff(US + 1, [("9", "1")]), T0 + 1) == ()  # the snapshot's time: in it
+    rows_of(f.parse(diff(US + 4, [("2", "1")]), T0 + 1))
+    assert len(rows_of(f.parse(diff(US + 4, [("2", "2")]), T0 + 1))) == 1  # same µs: applied
+    assert levels(f) == ([("2", "2"), ("1", "1")], [])
     rows_of(f.parse(diff(US + 5, [("2", "1")]), T0 + 1))
-    assert f.parse(diff(US + 5, [("3", "1")]), T0 + 2) == ()  # repeated time: out of order
+    assert f.parse(diff(US + 4, [("3", "1")]), T0 + 2) == ()  # earlier: out of order
     assert not f.books[PAIR].synced and len(f.take_actions()) == 1
     f.snapshot_fetched(PAIR, encode_order_book([("3", "1")], [], microtimestamp=US + 6), T0 + 3)
     (resync,) = f.take_resyncs()

@@ -17,9 +17,10 @@ Wire facts (Bitstamp's WebSocket API v2 and REST API v2):
   So the feed checks what it can: buffered diffs not newer than the snapshot are dropped, a
   snapshot older than the oldest buffered diff is fetched again (cause ``stale-snapshot``: the
   changes between it and the stream would be missing), and once in sync each diff's
-  ``microtimestamp`` must be later than the previous one's: one that is not (a message out of
-  order or repeated) breaks the book (cause ``sequence``) and a new snapshot is fetched. A
-  message lost in between cannot be detected on this channel; a reconnect always resyncs;
+  ``microtimestamp`` must not be earlier than the previous one's (two changes may share a
+  microsecond): one that is (a message out of order) breaks the book (cause ``sequence``) and a
+  new snapshot is fetched. A message lost in between cannot be detected on this channel; a
+  diff that cannot be decoded is treated as one lost; a reconnect always resyncs;
 - keepalive ``bts:heartbeat``, reconnect notice ``bts:request_reconnect``, acks and errors:
   parsed by :class:`connectors.bitstamp.BitstampProtocol` (reused, not copied).
 """
@@ -230,11 +231,12 @@ class BitstampBookFeed(BookFeedBase):
         self._ask(FetchSnapshot(state.raw_symbol, url, SNAPSHOT_WEIGHT))
 
     def _apply_live(self, state: SymbolBook, diff: _Diff) -> Sequence[BookLevel]:
-        """Apply a diff to a book in sync; one not later than the book breaks it (after a
-        snapshot applied with nothing buffered, one not newer than the snapshot is in it)."""
+        """Apply a diff to a book in sync; one earlier than the last diff applied breaks it
+        (one at the same microsecond is applied: two changes can share it). Right after a
+        snapshot, a diff not newer than the snapshot is in it and is skipped."""
         last = int(state.seq or 0)
         sync = self._sync_of(state.raw_symbol)
-        if diff.micro <= last:
+        if diff.micro < last or (diff.micro == last and not sync.bridged):
             if not sync.bridged:
                 return _NOTHING  # not newer than the snapshot: already in it
             cause: ResyncCause = "sequence"
