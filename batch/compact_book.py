@@ -233,7 +233,7 @@ def parse_book_records(
     rejected: list[Rejected] = []
     for number, record in enumerate(records, start=1):
         try:
-            row = BookLevel.from_dict(dict(record))
+            row = BookLevel.from_dict(record if isinstance(record, dict) else dict(record))
             decimal_of(row.price, "price")
             decimal_of(row.size, "size")
         except ValueError as exc:
