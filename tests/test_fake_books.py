@@ -323,16 +323,15 @@ def fake(protocol: str, clock: FakeClock, faults: str = "", **kw: object) -> Fak
 @pytest.mark.parametrize("exchange", ["binance", "binanceus"])
 async def test_binance_depth_stream_and_rest_snapshot(exchange: str) -> None:
     clock = FakeClock()
-    async with fake(exchange, clock, symbols=["BTCUSDT", "ETHUSDT"]) as fx:
-        feed = get_book_feed(exchange)
-        async with connected(fx, feed, clock, ["BTCUSDT", "ETHUSDT"]) as bc:
-            await fx.wait_ready(1)
-            for _ in range(4):
-                await step(fx, clock)
-            for raw in ("BTCUSDT", "ETHUSDT"):
-                await synced(bc, fx, raw, 1)
-                assert_same_book(bc, fx.ledger, raw, 1)
-            assert bc.resyncs == [] and bc.fetches == 2
+    fx = fake(exchange, clock, symbols=["BTCUSDT", "ETHUSDT"])
+    async with fx, connected(fx, get_book_feed(exchange), clock, ["BTCUSDT", "ETHUSDT"]) as bc:
+        await fx.wait_ready(1)
+        for _ in range(4):
+            await step(fx, clock)
+        for raw in ("BTCUSDT", "ETHUSDT"):
+            await synced(bc, fx, raw, 1)
+            assert_same_book(bc, fx.ledger, raw, 1)
+        assert bc.resyncs == [] and bc.fetches == 2
     assert [r.raw_symbol for r in fx.ledger.books.rest] == ["BTCUSDT", "ETHUSDT"] or [
         r.raw_symbol for r in fx.ledger.books.rest
     ] == ["ETHUSDT", "BTCUSDT"]
@@ -396,20 +395,20 @@ async def caught_up(book_client: BookClient, fx: FakeExchange, raw: str, conn: i
 async def test_each_protocol_serves_books_the_feed_rebuilds(case: str) -> None:
     clock, spec = FakeClock(), CASES[case]
     symbols = list(spec.symbols)
-    async with fake(protocol_of(case), clock, symbols=symbols) as fx:
-        async with connected(fx, spec.make(), clock, symbols) as bc:
-            await fx.wait_ready(1)
-            for _ in range(3):
-                await step(fx, clock)
-                for raw in symbols:
-                    await caught_up(bc, fx, raw, 1)
-            assert bc.resyncs == []
-            assert not any(state.crossed for state in bc.feed.books.values())
+    fx = fake(protocol_of(case), clock, symbols=symbols)
+    async with fx, connected(fx, spec.make(), clock, symbols) as bc:
+        await fx.wait_ready(1)
+        for _ in range(3):
+            await step(fx, clock)
             for raw in symbols:
-                state = bc.feed.books[feed_symbol(bc.feed, raw)]
-                assert state.updates > 0 and state.snapshots == 1
-                last = fx.ledger.books.last(raw, 1)
-                assert last is not None and state.seq == seq_of(bc.feed.name, last.message)
+                await caught_up(bc, fx, raw, 1)
+        assert bc.resyncs == []
+        assert not any(state.crossed for state in bc.feed.books.values())
+        for raw in symbols:
+            state = bc.feed.books[feed_symbol(bc.feed, raw)]
+            assert state.updates > 0 and state.snapshots == 1
+            last = fx.ledger.books.last(raw, 1)
+            assert last is not None and state.seq == seq_of(bc.feed.name, last.message)
     books = fx.ledger.books
     assert books.messages == sum(1 for _ in books.sent_messages())
     assert books.undelivered == 0 and books.gaps == 0
@@ -418,3 +417,209 @@ async def test_each_protocol_serves_books_the_feed_rebuilds(case: str) -> None:
     if case == "kraken":  # depth 10 of up to 50 levels: the truncation is exercised
         assert max(len(m.message.bids) + len(m.message.asks) for m in books.sent_messages()) > 0
         assert all(len(bc.feed.books[raw].book.levels("bid")) == 10 for raw in symbols)
+
+
+# -- faults ----------------------------------------------------------------------------------------
+
+
+async def run_steps(
+    fx: FakeExchange, bc: BookClient, clock: FakeClock, raw: str, steps: int
+) -> None:
+    """``steps`` half seconds of book messages, the feed caught up after each."""
+    await fx.wait_ready(1)
+    for _ in range(steps):
+        await step(fx, clock)
+        await caught_up(bc, fx, raw, 1)
+
+
+@pytest.mark.parametrize(
+    ("case", "cause", "nth"),
+    [
+        ("binance", "sequence", 30),
+        ("okx", "sequence", 30),
+        ("bybit", "sequence", 30),
+        ("bybit-1", "sequence", 5),  # the top level changes in a few messages only
+        ("kraken", "checksum", 30),
+        ("coinbase", None, 30),
+        ("bitstamp", None, 30),
+    ],
+)
+async def test_book_gap_is_a_broken_sequence(case: str, cause: str | None, nth: int) -> None:
+    clock, spec = FakeClock(), CASES[case]
+    raw = spec.symbols[0]
+    fx = fake(protocol_of(case), clock, f"book-gap=once@{nth}", symbols=[raw])
+    async with fx, connected(fx, spec.make(), clock, [raw]) as bc:
+        await run_steps(fx, bc, clock, raw, 4)
+        if cause is None:  # no sequence on the channel: the fault is not applied
+            assert fx.ledger.books.gaps == 0 and bc.resyncs == []
+            return
+        assert fx.ledger.books.gaps == 1
+        assert [(r.raw_symbol, r.cause) for r in bc.resyncs] == [(feed_symbol(bc.feed, raw), cause)]
+        assert bc.resyncs[0].done_ns is not None
+
+
+@pytest.mark.parametrize("case", ["kraken", "kraken-100"])
+async def test_book_checksum_fault_is_a_checksum_resync(case: str) -> None:
+    clock, spec = FakeClock(), CASES[case]
+    raw = spec.symbols[0]
+    fx = fake("kraken", clock, "book-checksum=once@30", symbols=[raw])
+    async with fx, connected(fx, spec.make(), clock, [raw]) as bc:
+        await run_steps(fx, bc, clock, raw, 3)
+        assert fx.ledger.books.corrupted == 1
+        assert [r.cause for r in bc.resyncs] == ["checksum"]
+        snapshots = [m for m in fx.ledger.books.sent_messages(raw) if m.message.snapshot]
+        assert len(snapshots) == 2  # the subscription's and the resubscription's
+
+
+@pytest.mark.parametrize("case", ["binance", "bitstamp"])
+async def test_late_snapshot_is_answered_by_the_clock_and_diffs_are_buffered(case: str) -> None:
+    clock, spec = FakeClock(), CASES[case]
+    raw = spec.symbols[0]
+    fx = fake(case, clock, "late-snapshot=1", symbols=[raw])
+    async with fx, connected(fx, spec.make(), clock, [raw]) as bc:
+        await fx.wait_ready(1)
+        await step(fx, clock)
+        await until(lambda: fx.rest_held == 1, WAIT)
+        await step(fx, clock, 0.8)  # 0.8 s after the request: still held
+        assert bc.fetches == 0 and fx.rest_held == 1
+        state = bc.feed.books[feed_symbol(bc.feed, raw)]
+        assert not state.synced and len(bc.rows) == 0
+        await step(fx, clock, 0.3)
+        await caught_up(bc, fx, raw, 1)
+        assert bc.fetches == 1 and bc.resyncs == []
+        (answered,) = fx.ledger.books.rest
+        last = fx.ledger.books.last(raw, 1)
+        assert last is not None and answered.update_id < last.message.update_id
+        # the diffs buffered while the snapshot was late, after it, were applied
+        assert sum(1 for row in bc.rows if not row.snapshot) > 0
+
+
+@pytest.mark.parametrize("case", ["binance", "bitstamp"])
+async def test_stale_snapshot_is_fetched_again(case: str) -> None:
+    clock, spec = FakeClock(), CASES[case]
+    raw = spec.symbols[0]
+    fx = fake(case, clock, "stale-snapshot=once@1", symbols=[raw])
+    async with fx, connected(fx, spec.make(), clock, [raw]) as bc:
+        await run_steps(fx, bc, clock, raw, 2)
+        assert [r.stale for r in fx.ledger.books.rest] == [True, False]
+        assert bc.fetches == 2
+        assert [r.cause for r in bc.resyncs] == ["stale-snapshot"]
+
+
+@pytest.mark.parametrize(
+    ("case", "causes"),
+    [
+        ("bybit", ["restart"]),
+        ("bybit-1", ["restart"]),
+        ("binance", ["sequence"]),
+        ("okx", None),
+        ("kraken", None),
+        ("coinbase", None),
+        ("bitstamp", []),
+    ],
+)
+async def test_book_restart(case: str, causes: list[str] | None) -> None:
+    clock, spec = FakeClock(), CASES[case]
+    raw = spec.symbols[0]
+    fx = fake(protocol_of(case), clock, "book-restart=1.2", symbols=[raw])
+    async with fx, connected(fx, spec.make(), clock, [raw]) as bc:
+        await run_steps(fx, bc, clock, raw, 3)  # a restart at 1.5 s (the tick after 1.2 s)
+        if causes is not None:
+            assert [r.cause for r in bc.resyncs] == causes
+    snapshots = [m.message for m in fx.ledger.books.sent_messages(raw) if m.message.snapshot]
+    if protocol_of(case) in ("binance", "bitstamp"):
+        assert snapshots == []  # no snapshot on a diff stream
+    else:
+        assert len(snapshots) == 2 and snapshots[1].number == 1
+
+
+# -- REST and mixed subscriptions ------------------------------------------------------------------
+
+
+async def test_rest_endpoints_answer_beside_the_websocket() -> None:
+    clock = FakeClock()
+    async with (
+        fake("binance", clock, symbols=["BTCUSDT"]) as fx,
+        aiohttp.ClientSession(f"http://127.0.0.1:{fx.port}") as http,
+    ):
+        async with http.get("/api/v3/depth?symbol=BTCUSDT&limit=5") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "application/json"
+            doc = await response.json()
+        assert doc["lastUpdateId"] == fx.books.update_id("BTCUSDT")  # type: ignore[union-attr]
+        assert len(doc["bids"]) == len(doc["asks"]) == 5
+        book = fx.ledger.books.book_at("BTCUSDT", doc["lastUpdateId"], 5)
+        assert levels(book) == ([tuple(p) for p in doc["bids"]], [tuple(p) for p in doc["asks"]])
+        async with http.get("/api/v3/depth?symbol=BTCUSDT") as response:
+            assert len((await response.json())["bids"]) > 5  # limit 100 by default
+        async with http.get("/api/v3/depth?symbol=NOPEUSDT") as response:
+            assert response.status == 400
+            assert (await response.json())["code"] == -1121
+        async with http.get("/api/v3/depth?symbol=BTCUSDT&limit=x") as response:
+            assert response.status == 400
+        async with http.get("/api/v3/nothing") as response:
+            assert response.status == 404
+        # the WebSocket on the same port still works
+        async with client(f"{fx.url}/ws/btcusdt@depth@100ms") as ws:
+            await fx.wait_ready(1)
+            await step(fx, clock)
+            async with asyncio.timeout(WAIT):
+                assert '"depthUpdate"' in str(await ws.recv())
+    async with (
+        fake("bitstamp", clock, symbols=["BTCUSD"]) as fx,
+        aiohttp.ClientSession(f"http://127.0.0.1:{fx.port}") as http,
+    ):
+        async with http.get("/api/v2/order_book/btcusd/") as response:
+            doc = await response.json()
+        assert int(doc["microtimestamp"]) > 0 and len(doc["bids"]) > 5
+        async with http.get("/api/v2/order_book/nopeusd/") as response:
+            assert response.status == 404
+            assert (await response.json())["status"] == "error"
+    async with (
+        fake("okx", clock, symbols=["BTC-USDT"]) as fx,
+        aiohttp.ClientSession(f"http://127.0.0.1:{fx.port}") as http,
+        http.get("/api/v5/market/books?instId=BTC-USDT") as response,
+    ):
+        assert response.status == 404  # OKX's snapshot comes in band
+    assert fx.ledger.books.rest == []
+
+
+async def test_trades_and_books_on_one_connection() -> None:
+    from connectors.registry import get_protocol
+
+    clock = FakeClock()
+    trades_proto = get_protocol("binance")
+    trade_ids: list[int] = []
+
+    def on_frame(frame: str | bytes) -> None:
+        result = trades_proto.parse(frame, 0)
+        if isinstance(result, list | tuple):
+            trade_ids.extend(int(t.trade_id) for t in result)
+
+    fx = fake("binance", clock, symbols=["BTCUSDT"])
+    async with fx:
+        url = f"{fx.url}/stream?streams=btcusdt@trade/btcusdt@depth@100ms"
+        async with connected(fx, get_book_feed("binance"), clock, ["BTCUSDT"], url=url) as bc:
+            bc.extra = on_frame
+            await run_steps(fx, bc, clock, "BTCUSDT", 2)
+            await until(lambda: len(trade_ids) == fx.ledger.total, WAIT)
+    assert trade_ids == fx.ledger.sent_ids("BTCUSDT") and len(trade_ids) == 50
+    assert fx.ledger.books.messages == 40
+
+
+async def test_books_in_max_mode_and_a_stall_loses_them() -> None:
+    clock = FakeClock()
+    fx = FakeExchange(
+        "okx", rate=None, symbols=["BTC-USDT"], clock=clock, faults=Faults.parse("stall=1@2")
+    )
+    async with fx, connected(fx, get_book_feed("okx"), clock, ["BTC-USDT"]) as bc:
+        await fx.wait_ready(1)
+        await step(fx, clock, 1.5)
+        await caught_up(bc, fx, "BTC-USDT", 1)
+        sent = fx.ledger.books.messages
+        await step(fx, clock, 1.0)  # stalled from 2 s to 3 s of the connection's age
+        assert fx.ledger.books.messages == sent and fx.ledger.books.undelivered > 0
+        await step(fx, clock, 1.0)
+        await until(lambda: len(bc.resyncs) == 1, WAIT)  # the next update does not follow
+        await caught_up(bc, fx, "BTC-USDT", 1)
+        assert bc.resyncs[0].cause == "sequence"

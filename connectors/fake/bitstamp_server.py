@@ -105,6 +105,9 @@ class BitstampServer:
     """Bitstamp's endpoint and subscription protocol (implements ``ServerAdapter``)."""
 
     name = "bitstamp"
+    BOOK_RESTARTS = False
+    """The ``book-restart`` fault is not applied: the diff channel has neither a sequence nor
+    a snapshot, so no client could notice."""
 
     def rest(self, path: str, symbols: frozenset[str]) -> RestQuery | RestError | None:
         """``GET /api/v2/order_book/<pair>/``; None (404) for another path."""

@@ -428,6 +428,8 @@ class FakeExchange:
         self._ready = asyncio.Condition()
         self._book_sent: dict[str, int] = {}  # book updates considered per symbol (faults)
         self._rest_asked: dict[str, int] = {}  # REST snapshots asked per symbol (faults)
+        self.rest_held = 0
+        """REST snapshots being held back by the ``late-snapshot`` fault right now."""
         self._book_subscribed: dict[str, int] = {}  # update id at the latest diff subscription
         self._restarts = 0  # book-restart faults applied so far
         self._started = clock.monotonic()
@@ -804,6 +806,8 @@ class FakeExchange:
         if books is None:
             return {}
         every = self.faults.book_restart
+        if not getattr(self.adapter, "BOOK_RESTARTS", True):
+            every = None  # a channel that could not show it (no sequence, no snapshot)
         if every is not None and now - self._started >= every * (self._restarts + 1):
             self._restarts = int((now - self._started) // every)
             for raw in books.symbols:
@@ -888,10 +892,14 @@ class FakeExchange:
             msg.bids, msg.asks = msg.bids[: answer.limit], msg.asks[: answer.limit]
         if faults.late_snapshot is not None:
             due = asked + faults.late_snapshot
-            while self.clock.monotonic() < due and not self._stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.tick):
-                        await self._stopping.wait()
+            self.rest_held += 1
+            try:
+                while self.clock.monotonic() < due and not self._stopping.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.tick):
+                            await self._stopping.wait()
+            finally:
+                self.rest_held -= 1
         body = self.adapter.encode_rest_snapshot(msg)  # type: ignore[attr-defined]
         self.ledger.books.answered(RestSnapshot(raw, msg.update_id, msg.ts_us, msg.changes, stale))
         return json_response(connection, HTTPStatus.OK, body)
