@@ -5,8 +5,8 @@ REST-snapshot synchronisation by Binance's documented U/u rules, resyncs, and ho
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -233,6 +233,17 @@ def test_stale_snapshot_is_fetched_again() -> None:
     assert f.books[SYM].synced and f.books[SYM].seq == "52"
     (resync,) = f.take_resyncs()
     assert resync.cause == "stale-snapshot" and "40" in resync.detail
+
+
+def test_gap_right_after_a_snapshot_newer_than_the_buffer_is_a_sequence_break() -> None:
+    """Every buffered diff was in the snapshot: the snapshot is not older than the stream, so
+    a gap in the next diff is a diff missed."""
+    f = feed()
+    f.parse(diff(1, 3), T0)
+    f.snapshot_fetched(SYM, encode_depth_snapshot(4, [("1", "1")], []), T0 + 1)
+    assert f.parse(diff(6, 6), T0 + 2) == ()
+    resync = f.books[SYM].resync
+    assert resync is not None and (resync.cause, resync.from_seq) == ("sequence", "4")
 
 
 def test_snapshot_older_than_the_stream_with_nothing_buffered() -> None:

@@ -301,7 +301,10 @@ class BinanceBookFeed(BookFeedBase):
             bids, asks, snapshot=True, seq=str(last), ts_event=ts_recv // 1000, ts_recv=ts_recv
         )
         self._finished(state, ts_recv)
-        sync.bridged = False
+        # With diffs buffered, the snapshot is known not to be older than the stream (else it
+        # was fetched again above): a later gap is a diff missed (``sequence``). With nothing
+        # buffered (a snapshot asked for on a connection since replaced) it is not known.
+        sync.bridged = dropped > 0 or bool(buffer)
         pending = list(buffer)
         buffer.clear()
         for index, diff in enumerate(pending):

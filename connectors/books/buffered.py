@@ -48,9 +48,11 @@ def check_decimals(*sides: Pairs) -> None:
 @dataclass(slots=True)
 class Pending(Generic[D]):
     """The REST side of one symbol: diffs (``D``, oldest first) waiting for a snapshot,
-    whether a snapshot was asked for, and whether a diff was applied on top of the last
-    snapshot (before that, a diff that does not follow means the snapshot was older than
-    the stream: cause ``stale-snapshot``, not ``sequence``)."""
+    whether a snapshot was asked for, and ``bridged``: whether the book in sync is known to
+    follow the stream (a diff was applied on top of the snapshot, or the buffer showed the
+    snapshot was not older than the stream). Before that, a diff that does not follow means
+    the snapshot was older than the stream (cause ``stale-snapshot``, not ``sequence``), or,
+    where there is no sequence, one not newer than the snapshot is already in it."""
 
     buffer: deque[D] = field(default_factory=deque)
     fetching: bool = False
