@@ -55,12 +55,14 @@ WINDOW_SECONDS: Final = 60.0
 
 WEIGHT_PER_MINUTE: Final[dict[str, int]] = {
     "binance": 6000,
-    "binanceus": 6000,
+    "binanceus": 1200,
     "bitstamp": 1000,
 }
-"""The request-weight budget per minute of each exchange with REST snapshots: Binance's and
-Binance.US's ``REQUEST_WEIGHT`` limit per IP and minute; Bitstamp's 10,000 requests per 10
-minutes (weight 1 each)."""
+"""The request-weight budget per minute of each exchange with REST snapshots: Binance's
+``REQUEST_WEIGHT`` limit per IP and minute (6000); for Binance.US, which publishes its own
+limits, the lower 1200 that Binance itself used before 2023, so the feed's weight of 50 (Binance's
+for 1000 levels) can only be conservative; Bitstamp's 10,000 requests per 10 minutes (weight 1
+each)."""
 
 
 @dataclass(slots=True)
