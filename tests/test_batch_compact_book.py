@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import json
 import random
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -41,6 +43,15 @@ from sinks.keys import KeyTemplate
 from sinks.manifest import BookResync, Manifest, StoredObjectEntry, iso_utc
 from sinks.windowing import ClosedWindow, Windower, WindowPolicy
 from sinks.writer import ListedObject, StoredObject, sha256_hex
+from tests.conftest import S3Server
+from tests.harness import (
+    FEEDVAULT,
+    base_env,
+    fake_exchange,
+    fake_stream_env,
+    read_manifest,
+    run_stream,
+)
 
 NS = 1_000_000_000
 DAY = dt.date(2026, 3, 1)
@@ -638,3 +649,96 @@ def test_a_resync_in_the_manifest_blanks_the_book_until_its_snapshot() -> None:
         (0, NS // 2),
         (round(2.5 * NS), round(4.2 * NS)),
     ]
+
+
+# -- over a real stream run -----------------------------------------------------------------
+
+
+def resync_spans(rows: list[dict[str, Any]], breaks: list[int]) -> list[tuple[int, int]]:
+    """Each break to the first row at or after it that starts a book and does not restate the
+    previous row's message (the snapshot that ended the resync), found in the rows."""
+    spans = []
+    for at in breaks:
+        for previous, row in itertools.pairwise(rows):
+            new_message = (previous["seq"], previous["ts_recv"]) != (row["seq"], row["ts_recv"])
+            if row["ts_recv"] >= at and row["snapshot"] and new_message:
+                spans.append((at, row["ts_recv"]))
+                break
+    return spans
+
+
+def test_compact_over_a_real_stream_run_with_books_and_a_resync(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """``feedvault stream`` with ``CHANNELS=trades,book`` against the fake exchange, one book
+    update of each symbol lost (a resync), then ``feedvault batch compact`` as an ECS task
+    would run it: the book rows are the objects' rows and the snapshots the rebuild's."""
+    prefix = "streaming/books/"
+    with fake_exchange(
+        tmp_path, rate="300", symbols="BTCUSDT,ETHUSDT", faults="book-gap=once@20"
+    ) as fx:
+        env = fake_stream_env(
+            s3_server.env(),
+            fx.url,
+            bucket,
+            prefix,
+            "5",
+            CHANNELS="trades,book",
+            BINANCE_REST_URL=f"http://127.0.0.1:{fx.port}",
+        )
+        done = run_stream(env)
+        fx.stop()
+    assert done.returncode == 0, done.stderr[-2000:]
+    stream_manifest = read_manifest(s3_server.client(), bucket, prefix)
+    assert stream_manifest["status"] == "complete"
+    resyncs = stream_manifest.get("resyncs", {})
+    assert set(resyncs) == {"binance:BTCUSDT:book", "binance:ETHUSDT:book"}, resyncs
+
+    env = base_env(
+        INPUT_BUCKET=bucket,
+        INPUT_PREFIX=prefix,
+        OUTPUT_BUCKET=bucket,
+        OUTPUT_PREFIX="batch/",
+        RUN_ID="compact-books",
+        COMPACT_FROM="yesterday",
+        COMPACT_TO="today",
+        BOOK_SNAPSHOT_LEVELS="3",
+        BOOK_SNAPSHOT_INTERVAL="0.1",
+        **s3_server.env(),
+    )
+    result = subprocess.run(
+        [*FEEDVAULT, "batch", "compact"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client = s3_server.client()
+
+    def body(key: str) -> bytes:
+        data: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return data
+
+    def table(key: str) -> list[dict[str, Any]]:
+        path = tmp_path / "t.parquet"
+        path.write_bytes(body(key))
+        return read_parquet(path)
+
+    outputs = s3_server.keys(bucket, "batch/compact/")
+    for raw, symbol in (("BTCUSDT", "BTC-USDT"), ("ETHUSDT", "ETH-USDT")):
+        objects = sorted(s3_server.keys(bucket, f"{prefix}book/exchange=binance/symbol={symbol}/"))
+        by_day: dict[str, list[dict[str, Any]]] = {}
+        for key in objects:
+            date = key.split("/date=")[1][:10]
+            by_day.setdefault(date, []).extend(decode_body(body(key), "ndjson.gz"))
+        breaks = [parse_us(r["at"]) * 1000 for r in resyncs[f"binance:{raw}:book"]]
+        for date, rows in by_day.items():
+            partition = f"exchange=binance/symbol={symbol}/date={date}"
+            assert table(f"batch/compact/book/{partition}/book.parquet") == rows
+            snapshots = table(f"batch/compact/book_snapshots/{partition}/book_snapshots.parquet")
+            expected = expected_snapshots([rows], 3, NS // 10, resync_spans(rows, breaks))
+            assert snapshots == expected and len(snapshots) > 10
+        assert len(by_day) >= 1 and all(
+            f"batch/compact/book/exchange=binance/symbol={symbol}/date={d}/book.parquet" in outputs
+            for d in by_day
+        )
+    report = json.loads(body(next(k for k in outputs if k.endswith("/book.json"))))
+    assert sum(day["resyncs"] for days in report["symbols"].values() for day in days.values()) == 2
