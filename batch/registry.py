@@ -78,7 +78,7 @@ JOBS: dict[str, JobSpec] = {
         JobSpec(
             "compact",
             needs_input=True,
-            summary="streamed trades of a date range -> deduplicated Parquet, 1-minute bars, gaps",
+            summary="streamed trades and books of a date range -> Parquet, bars, book snapshots",
             factory=_compact,
             sampler=_compact_sampler,
         ),
