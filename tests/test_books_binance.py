@@ -275,13 +275,14 @@ def test_reconnect_is_a_resync_ended_by_the_next_snapshot() -> None:
     assert (resync.cause, resync.from_seq, resync.to_seq) == ("reconnect", "2", "7")
 
 
-def test_late_snapshot_older_than_the_book_changes_nothing() -> None:
+def test_a_snapshot_for_a_book_in_sync_changes_nothing() -> None:
     f = feed()
     f.parse(diff(1, 1), T0)
     f.snapshot_fetched(SYM, encode_depth_snapshot(1, [("1", "1")], []), T0 + 1)
     f.parse(diff(2, 3, [("2", "1")]), T0 + 2)
     assert f.snapshot_fetched(SYM, encode_depth_snapshot(2, [], []), T0 + 3) == ()
-    assert levels(f) == ([("2", "1"), ("1", "1")], [])
+    assert f.snapshot_fetched(SYM, encode_depth_snapshot(9, [], []), T0 + 3) == ()
+    assert levels(f) == ([("2", "1"), ("1", "1")], []) and f.take_resyncs() == []
 
 
 def test_buffer_is_bounded_and_overflow_is_counted() -> None:

@@ -268,8 +268,9 @@ class BinanceBookFeed(BookFeedBase):
     ) -> Sequence[BookLevel]:
         """Apply a REST snapshot and the buffered diffs after it (see the module docstring);
         the rows, snapshot first. A snapshot older than the buffer is fetched again (cause
-        ``stale-snapshot``) and gives no rows. Raises only MalformedFrame (a bad body: the
-        snapshot is asked for again)."""
+        ``stale-snapshot``) and gives no rows; so does a snapshot for a book in sync (nothing
+        asked for it). Raises only MalformedFrame (a bad body: the snapshot is asked for
+        again)."""
         state = self._book(raw_symbol)
         sync = self._sync_of(raw_symbol)
         sync.fetching = False
@@ -278,8 +279,8 @@ class BinanceBookFeed(BookFeedBase):
         except MalformedFrame:
             self._fetch(state, sync)
             raise
-        if state.synced and last <= int(state.seq or 0):
-            return _NOTHING  # older than the book in sync (a late answer): nothing to repair
+        if state.synced:
+            return _NOTHING  # nobody asked for it (a late answer): the book needs no repair
         buffer = sync.buffer
         dropped = 0
         while buffer and buffer[0].final <= last:

@@ -265,8 +265,9 @@ class BitstampBookFeed(BookFeedBase):
     ) -> Sequence[BookLevel]:
         """Apply a REST snapshot and the buffered diffs newer than it; the rows, snapshot
         first. A snapshot older than the oldest buffered diff is fetched again (cause
-        ``stale-snapshot``) and gives no rows. Raises only MalformedFrame (a bad body: the
-        snapshot is asked for again)."""
+        ``stale-snapshot``) and gives no rows; so does a snapshot for a book in sync (nothing
+        asked for it). Raises only MalformedFrame (a bad body: the snapshot is asked for
+        again)."""
         pair = pair_of(CHANNEL_PREFIX + raw_symbol.lower()) or raw_symbol
         state = self._book(pair)
         sync = self._sync_of(pair)
@@ -280,8 +281,8 @@ class BitstampBookFeed(BookFeedBase):
             sync.tainted = False
             self._fetch(state, sync)
             return _NOTHING
-        if state.synced and micro <= int(state.seq or 0):
-            return _NOTHING  # older than the book in sync (a late answer)
+        if state.synced:
+            return _NOTHING  # nobody asked for it (a late answer): the book needs no repair
         buffer = sync.buffer
         if buffer and micro < buffer[0].micro:
             if state.resync is None:
