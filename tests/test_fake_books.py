@@ -11,8 +11,10 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection
 
@@ -27,7 +29,7 @@ from connectors.fake.server import FakeExchange
 from engine.book import SIDES, OrderBook
 from engine.book_records import BookLevel, BookReplica
 from engine.clock import FakeClock
-from tests.harness import until
+from tests.harness import listening_process, sigterm_exits_0, until
 from tests.wsclient import client
 
 WAIT = 10.0
@@ -623,3 +625,57 @@ async def test_books_in_max_mode_and_a_stall_loses_them() -> None:
         await until(lambda: len(bc.resyncs) == 1, WAIT)  # the next update does not follow
         await caught_up(bc, fx, "BTC-USDT", 1)
         assert bc.resyncs[0].cause == "sequence"
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+async def test_cli_serves_books_and_writes_the_book_ledger(tmp_path: Path) -> None:
+    book_ledger = tmp_path / "books.jsonl"
+    command = ["-m", "connectors.fake.cli", "--rate", "10", "--symbols", "BTCUSDT"]
+    async with listening_process(
+        *command, "--book-rate", "50", "--book-ledger", str(book_ledger)
+    ) as (proc, listening):
+        feed = get_book_feed("binance")
+        feed.rest_url = f"http://127.0.0.1:{listening['port']}"
+        bc = BookClient(feed, FakeClock())
+        async with client(feed.connection_url(listening["url"], ["BTCUSDT"])) as ws:
+            reader = asyncio.create_task(bc.run(ws))
+
+            def applied() -> bool:
+                state = feed.books.get("BTCUSDT")
+                return state is not None and state.synced and state.updates >= 10
+
+            await until(applied, WAIT)
+            rest = await sigterm_exits_0(proc)
+            async with asyncio.timeout(WAIT):
+                await reader  # every frame up to the fake's close
+            await bc.close()
+    stopped = orjson.loads(rest.splitlines()[-1])
+    assert stopped["event"] == "stopped" and stopped["rest_snapshots"] == 1
+    assert stopped["book_messages"] >= 10 and stopped["book_gaps"] == 0
+    lines = [orjson.loads(line) for line in book_ledger.read_bytes().splitlines()]
+    served = [line for line in lines if line["kind"] == "served"]
+    market = [line for line in lines if line["kind"] == "market"]
+    assert [(s["conn"], s["raw_symbol"]) for s in served] == [(1, "BTCUSDT")]
+    assert [m["raw_symbol"] for m in market] == ["BTCUSDT"]
+    state = feed.books["BTCUSDT"]
+    bids, asks = levels(state.book)
+    assert (served[0]["bids"], served[0]["asks"]) == (
+        [list(p) for p in bids],
+        [list(p) for p in asks],
+    )
+    assert str(served[0]["update_id"]) == state.seq
+
+
+async def test_cli_refuses_a_bad_book_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from connectors.fake.cli import add_arguments, run
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert await run(parser.parse_args(["--book-rate", "0"])) == 2
+    assert capsys.readouterr().err.startswith("--book-rate: ")
+    assert await run(parser.parse_args(["--faults", "book-gap=x"])) == 2
+    assert "book-gap" in capsys.readouterr().err

@@ -145,7 +145,7 @@ async def test_other_requests_are_answered_with_errors() -> None:
     async with kraken_and_client(rate=10, symbols=["BTC/USD"], clock=FakeClock()) as (_fx, ws):
         assert await next_event(ws, proto) == Heartbeat()
         await ws.send("garbage")
-        await ws.send('{"method":"subscribe","params":{"channel":"book","symbol":["BTC/USD"]}}')
+        await ws.send('{"method":"subscribe","params":{"channel":"ohlc","symbol":["BTC/USD"]}}')
         await ws.send('{"method":"add_order","req_id":9}')
         await ws.send('{"method":"unsubscribe","params":{"channel":"trade","symbol":["BTC/USD"]}}')
         events = [await next_event(ws, proto) for _ in range(4)]

@@ -287,7 +287,10 @@ class BookLedger:
         """JSONL: per (connection, symbol) the book it was served (``"kind":"served"``), then
         per symbol the market's latest book (``"kind":"market"``); levels best first."""
         for (conn, raw), record in sorted(self._last.items()):
-            levels = self._levels_at(raw, record.message.update_id)
+            try:
+                levels = self._levels_at(raw, record.message.update_id)
+            except ValueError:  # older than the history kept: the ids only
+                levels = _Levels(update_id=record.message.update_id, ts_us=record.message.ts_us)
             yield _line(
                 "served", raw, levels, record.depth, conn=conn, number=record.message.number
             )

@@ -18,6 +18,11 @@ listening, so a bad one is refused (exit 2, ``--recording: FILE:LINE: problem``)
 symbols traded in it are added to ``--symbols`` (exchanges such as Coinbase refuse subscriptions
 to products the server does not list); the ``listening`` line then carries
 ``"recorded_frames"`` and ``"recorded_trades"`` (per pass).
+
+Order books (docs: testing.md#order-books-on-the-fake-exchange) are served to whoever subscribes
+to a book channel, ``--book-rate`` messages per second per symbol; ``--book-ledger FILE`` writes,
+at the stop, the book each connection was served and each symbol's latest book (JSONL, levels
+best first), and the ``stopped`` line counts the book messages sent.
 """
 
 from __future__ import annotations
@@ -32,12 +37,17 @@ from typing import Any
 import orjson
 
 from connectors.fake.adapters import ADAPTERS
+from connectors.fake.book_market import DEFAULT_RATE
 from connectors.fake.faults import Faults
 from connectors.fake.ledger import Ledger
 from connectors.fake.market import rate_from_text
 from connectors.fake.recorded import RecordedFeed, Scan
 from connectors.fake.server import TICK_SECONDS, FakeExchange
 from engine.errors import ConfigError, RecordingError
+
+CLI_BOOK_HISTORY = 20_000
+"""Book messages of history kept per symbol (for ``--book-ledger``'s books: a long run keeps
+the latest only)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,13 +67,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--faults",
         default="",
         help="comma list of disconnect-every=N, stall=S@E, malformed=P, oversized=P, "
-        "shutdown-notice-every=N, reject-unknown, drop-pongs, hostile=P, restart-ids=N "
+        "shutdown-notice-every=N, reject-unknown, drop-pongs, hostile=P, restart-ids=N, "
+        "book-gap=N|once@N, book-checksum=N|once@N, late-snapshot=S, "
+        "stale-snapshot=N|once@N, book-restart=S "
         "(e.g. disconnect-every=5,stall=3@10,malformed=0.01)",
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic market")
     parser.add_argument("--first-id", type=int, default=1, help="first trade id per symbol")
     parser.add_argument("--max-trades", type=int, default=None, help="stop producing after N")
     parser.add_argument("--ledger", default=None, help="write sent trades to this JSONL file")
+    parser.add_argument(
+        "--book-rate",
+        type=float,
+        default=DEFAULT_RATE,
+        help="order-book messages per second per symbol (default %(default)g)",
+    )
+    parser.add_argument(
+        "--book-ledger",
+        default=None,
+        help="at the stop, write the order book each connection was served to this JSONL file",
+    )
     parser.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     parser.add_argument(
         "--backlog-seconds",
@@ -108,6 +131,8 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--duration", "must be positive")
     if args.max_trades is not None and args.max_trades < 0:
         raise ConfigError("--max-trades", "must not be negative")
+    if not 0 < args.book_rate <= 1_000_000:
+        raise ConfigError("--book-rate", "must be in (0, 1000000]")
     if not 0 < args.backlog_seconds <= 3600:
         raise ConfigError("--backlog-seconds", "must be in (0, 3600]")
     feed, scan = _recording(args)
@@ -152,7 +177,7 @@ async def run(args: argparse.Namespace) -> int:
     """Serve until a signal or ``--duration``; return the exit status."""
     try:
         config = _config(args)
-        ledger = Ledger(args.ledger, memory_limit=0) if args.ledger else Ledger(memory_limit=0)
+        ledger = Ledger(args.ledger, memory_limit=0, book_history=CLI_BOOK_HISTORY)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -178,6 +203,7 @@ async def run(args: argparse.Namespace) -> int:
             max_trades=args.max_trades,
             recording=config["recording"],
             queue_batches=max(1, round(args.backlog_seconds / TICK_SECONDS)),
+            book_rate=args.book_rate,
         )
         async with fake:
             _print(
@@ -203,7 +229,18 @@ async def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         ledger.close()
-    summary: dict[str, Any] = {"event": "stopped", "ledger": args.ledger, **ledger.summary()}
+    if args.book_ledger:
+        try:
+            ledger.books.write(args.book_ledger)
+        except OSError as exc:
+            print(f"--book-ledger: cannot write: {exc.strerror}", file=sys.stderr)
+            return 2
+    summary: dict[str, Any] = {
+        "event": "stopped",
+        "ledger": args.ledger,
+        **ledger.summary(),
+        **ledger.books.summary(),
+    }
     if config["recording"] is not None:
         summary["recorded_frames_sent"] = fake.recorded_frames_sent
         summary["recorded_passes"] = fake.recorded_passes

@@ -28,7 +28,7 @@ from typing import IO, Any, Final
 
 import orjson
 
-from connectors.fake.book_ledger import BookLedger
+from connectors.fake.book_ledger import HISTORY_LIMIT, BookLedger
 from connectors.fake.fast import Ring, Run, Template, interleave
 from engine.records import Trade
 
@@ -57,7 +57,11 @@ class Ledger:
     """The record of sent trades; not thread-safe (one event loop)."""
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, memory_limit: int = 1_000_000
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        memory_limit: int = 1_000_000,
+        book_history: int = HISTORY_LIMIT,
     ) -> None:
         self._runs: dict[tuple[int, str], list[list[int]]] = {}
         self._kept: list[tuple[int, Trade | Run]] = []
@@ -85,7 +89,7 @@ class Ledger:
         self._canonical: dict[str, str] = {}
         self._unnumbered: dict[int, int] = {}
         self._file: IO[bytes] | None = open(path, "wb") if path is not None else None  # noqa: SIM115
-        self.books = BookLedger(memory_limit=memory_limit)
+        self.books = BookLedger(memory_limit=memory_limit, history_limit=book_history)
         """The order books the fake made and sent (:mod:`connectors.fake.book_ledger`)."""
         self._buffer = bytearray()
 
