@@ -36,7 +36,8 @@ book messages sent (all connections together); ``once@N`` applies to the Nth onl
 - ``stale-snapshot=N`` (or ``once@N``): the Nth REST snapshot holds the book from before the
   latest subscription to the symbol's diffs (older than every diff that connection was sent);
 - ``book-restart=S``: every S s of the server's age, every symbol's book restarts (Bybit's
-  ``u=1``): changed without a diff, then sent as a snapshot numbered 1 on the in-band channels.
+  ``u=1``): changed without a diff, then sent as a snapshot numbered 1 on the in-band channels
+  (on Binance's diff stream it shows as a gap in update ids; Bitstamp is left alone).
 
 All times are seconds on the server's (injectable) monotonic clock.
 """
