@@ -3,7 +3,8 @@ top-N snapshots, per symbol and day. Pure (records in, bytes out); the job runs 
 ``ctx.run_cpu``.
 
 Which objects (:func:`plan_book_objects`). Book objects are the stream's
-``{prefix}book/exchange=E/symbol=S/date=D/hour=H/{window_start}-{run_id}-{seq}.{ext}`` windows:
+``{prefix}book/exchange=E/symbol=S/date=D/hour=H/{window_start}-{run_id}-{seq}.{ext}`` windows
+(:func:`is_book_key`: a ``book`` folder in the key, wherever a ``KEY_TEMPLATE`` puts it):
 those a stream or replay run's manifest lists (checked against its size and SHA-256 by the job),
 and those under ``{prefix}book/`` that no manifest lists (a run killed before its manifest). An
 object belongs to the UTC day of its window start (from its file name), so a day's rows are
@@ -117,8 +118,11 @@ def snapshot_schema(levels: int) -> pa.Schema:
 
 
 def is_book_key(prefix: str, key: str) -> bool:
-    """An object of the book dataset (``{prefix}book/...``)."""
-    return key.startswith(prefix + BOOK_DIR)
+    """An object of the book dataset: a folder of its key below ``prefix`` is ``book`` (the
+    ``{dataset}`` of the key template; ``{prefix}book/...`` with the default one)."""
+    if not key.startswith(prefix):
+        return False
+    return BOOK_DATASET in key[len(prefix) :].split("/")[:-1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ import pytest
 from batch.compact_book import (
     SymbolDay,
     book_source,
+    is_book_key,
     parse_book_records,
     plan_book_objects,
     snapshot_schema,
@@ -557,9 +558,14 @@ def test_the_plan_keeps_the_largest_run_of_each_window_and_reports_unplaced_keys
         "20260301T000000Z",
         1,
     )
-    # the trade plan does not take book objects a manifest lists
+    # the trade plan does not take book objects a manifest lists, whatever the key template
+    custom = "p/x/book/binance/BTC-USDT/20260301T000000Z-run-a-000003.ndjson.gz"
+    listed_a.objects.append(StoredObjectEntry(custom, 3, 50, "0" * 64, 0, 0, {}))
     trade_plan = plan_objects("p/", [listed_a], [], DayRange(DAY_NUMBER, DAY_NUMBER))
     assert trade_plan == []
+    assert is_book_key("p/", custom) and not is_book_key("p/", "p/trades/symbol=book/book.gz")
+    again = plan_book_objects("p/", [listed_a], [], DAY_NUMBER, DAY_NUMBER)
+    assert [s.key for s in again.sources] == [names["a2"], custom]
 
 
 def test_each_bad_book_row_is_rejected_with_its_line() -> None:
