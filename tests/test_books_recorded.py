@@ -22,8 +22,8 @@ import pytest
 from connectors.books.base import FetchSnapshot
 from connectors.books.binance import BinanceBookFeed
 from connectors.recording import http_siblings, iter_records
-from connectors.symbols import canonical_symbol
 from connectors.recording_cli import convert
+from connectors.symbols import canonical_symbol
 from engine.book_records import BookLevel, BookReplica
 from tests.strategies import RECORDINGS
 
