@@ -85,6 +85,7 @@ async def fake_exchange(
     seed: int = 1,
     first_id: int = 1,
     max_trades: int | None = None,
+    book_rate: float = 10.0,
 ) -> AsyncIterator[FakeExchange]:
     """Serve ``protocol``'s fake exchange on a free loopback port for the ``async with`` block.
 
@@ -93,7 +94,9 @@ async def fake_exchange(
     ``faults``: a :class:`Faults` or its text form (``"reject-unknown,drop-pongs"``).
     ``clock``: what drives trade times and the market's pace (a :class:`FakeClock` in tests).
     ``seed``/``first_id``: the market's randomness and first trade id (the same seed, the
-    same trades). ``max_trades``: stop producing after this many.
+    same trades). ``max_trades``: stop producing after this many. ``book_rate``: order-book
+    messages per second per symbol (served to whoever subscribes to a book channel; see
+    docs/testing.md#order-books-on-the-fake-exchange).
 
     Yields the running :class:`FakeExchange` (``url``, ``ledger``, ``wait_ready``,
     ``wait_tick``); leaving the block closes every connection. ValueError for an unknown
@@ -109,13 +112,15 @@ async def fake_exchange(
         seed=seed,
         first_id=first_id,
         max_trades=max_trades,
+        book_rate=book_rate,
     ) as fake:
         yield fake
 
 
 def stream_env(fake: FakeExchange, **extra: str) -> dict[str, str]:
     """The environment of a stream run reading every symbol ``fake`` trades: ``STREAMS`` and
-    the exchange's ``<EXCHANGE>_WS_URL`` override, with test-friendly defaults for the rest
+    the exchange's ``<EXCHANGE>_WS_URL`` override (and ``<EXCHANGE>_REST_URL`` where its book
+    snapshots come over REST), with test-friendly defaults for the rest
     (``S3_PREFIX=test/``, ``RUN_ID=test-run``, ``STALE_SECONDS`` high enough that a paused
     fake clock never looks stale); ``extra`` adds to or overrides any of it (``S3_BUCKET``,
     ``MAX_RUNTIME_SECONDS``, ``SPILL_DIR`` ...). See docs/configuration.md."""
@@ -126,6 +131,8 @@ def stream_env(fake: FakeExchange, **extra: str) -> dict[str, str]:
         "RUN_ID": "test-run",
         "STALE_SECONDS": "100000",
     }
+    if fake.serves_rest:
+        env[f"{fake.protocol.upper()}_REST_URL"] = fake.http_url
     env.update(extra)
     return env
 

@@ -85,7 +85,7 @@ class _History:
     latest: _Levels = field(default_factory=_Levels)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SentBook:
     """One book message that left for a connection: on a channel of ``depth`` levels (None:
     the whole book), the message itself; ``corrupt``: its checksum was made wrong."""

@@ -51,8 +51,12 @@ MIN_LEVELS: Final = 5
 """Levels per side at least: a removal that would go below it changes the size instead."""
 BAND: Final = 60
 """Ticks from the best price within which a step picks its prices (skewed to the top)."""
-MAX_CHANGES: Final = 8
-"""Distinct prices changed by one message at most."""
+MAX_CHANGES: Final = 20
+"""Prices picked by one message at most (uniformly 1 to this many; a price picked twice, or
+off the grid, changes once or not at all): about 10 level changes a message on average, as a
+busy symbol's 100 ms diff carries."""
+SIZES: Final = 1000
+"""Distinct sizes a level takes: multiples of a unit of the symbol's lots (their text cached)."""
 WARM_UP: Final = 20
 """Messages made per symbol at construction (a history before the first connection)."""
 FIRST_UPDATE_ID: Final = 1_000_000
@@ -119,13 +123,14 @@ class _Symbol:
         "bid_best",
         "bids",
         "last_ts_us",
-        "max_lots",
+        "lot_unit",
         "number",
         "price_cache",
         "price_digits",
         "price_div",
         "price_pad",
         "raw",
+        "size_cache",
         "size_digits",
         "size_div",
         "size_pad",
@@ -148,7 +153,8 @@ class _Symbol:
         self.size_digits = spec.size_decimals
         self.size_div = 10**spec.size_decimals
         self.size_pad = "0" * (size_out - spec.size_decimals)
-        self.max_lots = max(10, spec.max_lots // 10)
+        self.lot_unit = max(1, spec.max_lots // 10 // SIZES)
+        self.size_cache: dict[int, str] = {}
         self.price_cache: dict[int, str] = {}
         self.update_id = FIRST_UPDATE_ID
         self.number = 1
@@ -166,7 +172,7 @@ class _Symbol:
                 self.asks[mid + 1 + k] = self.lots(rnd)
 
     def lots(self, rnd: Callable[[], float]) -> int:
-        return 1 + int(rnd() * rnd() * self.max_lots)
+        return (1 + int(rnd() * rnd() * SIZES)) * self.lot_unit
 
     def price(self, ticks: int) -> str:
         text = self.price_cache.get(ticks)
@@ -183,6 +189,12 @@ class _Symbol:
         return text
 
     def size(self, lots: int) -> str:
+        text = self.size_cache.get(lots)
+        if text is None:
+            text = self.size_cache[lots] = self._size(lots)
+        return text
+
+    def _size(self, lots: int) -> str:
         if lots == 0:
             return self.zero
         digits = self.size_digits
@@ -190,6 +202,18 @@ class _Symbol:
             return f"{lots}" + (f".{self.size_pad}" if self.size_pad else "")
         div = self.size_div
         return f"{lots // div}.{lots % div:0{digits}d}{self.size_pad}"
+
+    def render(self, changes: dict[int, int]) -> tuple[Pair, ...]:
+        """``changes`` (ticks -> lots) as (price, size) text, in order."""
+        prices, sizes = self.price_cache, self.size_cache
+        price, size = self.price, self.size
+        return tuple(
+            (
+                prices[k] if k in prices else price(k),
+                sizes[v] if v in sizes else size(v),
+            )
+            for k, v in changes.items()
+        )
 
     def pairs(self, levels: dict[int, int], keys: Sequence[int]) -> tuple[Pair, ...]:
         price, size = self.price, self.size
@@ -408,38 +432,39 @@ class BookMarket:
             self._record(msg)
 
     def _step(self, sym: _Symbol, ts_us: int) -> BookMessage:
-        """One message of ``sym``'s book at event time ``ts_us`` (moves the book)."""
+        """One message of ``sym``'s book at event time ``ts_us`` (moves the book). The hot
+        path of the book market: the best prices are kept in locals, sizes drawn inline."""
         rnd = self._rng.random
         bids, asks = sym.bids, sym.asks
+        bid_best, ask_best = sym.bid_best, sym.ask_best
+        unit = sym.lot_unit
         bid_changes: dict[int, int] = {}
         ask_changes: dict[int, int] = {}
-        for _ in range(1 + int(rnd() * rnd() * MAX_CHANGES)):
+        for _ in range(1 + int(rnd() * MAX_CHANGES)):
             is_bid = rnd() < 0.5
             r = rnd()
-            offset = int(rnd() * rnd() * BAND)
             if is_bid:
-                levels, changes = bids, bid_changes
-                if r < 0.1 and sym.bid_best + 1 < sym.ask_best:
-                    price = sym.bid_best + 1
+                levels, changes, other = bids, bid_changes, ask_changes
+                if r < 0.1 and bid_best + 1 < ask_best:
+                    price = bid_best + 1
                 else:
-                    price = sym.bid_best - offset
+                    price = bid_best - int(rnd() * rnd() * BAND)
             else:
-                levels, changes = asks, ask_changes
-                if r < 0.1 and sym.ask_best - 1 > sym.bid_best:
-                    price = sym.ask_best - 1
+                levels, changes, other = asks, ask_changes, bid_changes
+                if r < 0.1 and ask_best - 1 > bid_best:
+                    price = ask_best - 1
                 else:
-                    price = sym.ask_best + offset
-            if price <= 0 or price in (ask_changes if is_bid else bid_changes):
+                    price = ask_best + int(rnd() * rnd() * BAND)
+            if price <= 0 or price in other:
                 continue  # off the grid, or a price the other side changed in this message
             if price in levels:
                 if r > 0.65 and len(levels) > MIN_LEVELS:
                     del levels[price]
                     changes[price] = 0
-                    if price == (sym.bid_best if is_bid else sym.ask_best):
-                        if is_bid:
-                            sym.bid_best = max(levels)
-                        else:
-                            sym.ask_best = min(levels)
+                    if price == bid_best:
+                        bid_best = max(levels)
+                    elif price == ask_best:
+                        ask_best = min(levels)
                     continue
             elif len(levels) >= MAX_LEVELS:
                 worst = min(levels) if is_bid else max(levels)
@@ -447,18 +472,16 @@ class BookMarket:
                     continue  # beyond the book's depth: nothing to add
                 del levels[worst]
                 changes[worst] = 0
-            lots = sym.lots(rnd)
-            levels[price] = lots
-            changes[price] = lots
+            levels[price] = changes[price] = (1 + int(rnd() * rnd() * SIZES)) * unit
             if is_bid:
-                if price > sym.bid_best:
-                    sym.bid_best = price
-            elif price < sym.ask_best:
-                sym.ask_best = price
+                if price > bid_best:
+                    bid_best = price
+            elif price < ask_best:
+                ask_best = price
+        sym.bid_best, sym.ask_best = bid_best, ask_best
         count = len(bid_changes) + len(ask_changes)
         if count == 0:  # every pick fell off the grid: change the best bid's size
-            lots = sym.lots(rnd)
-            bids[sym.bid_best] = bid_changes[sym.bid_best] = lots
+            bids[bid_best] = bid_changes[bid_best] = sym.lots(rnd)
             count = 1
         first = sym.update_id + 1
         prev, sym.update_id = sym.update_id, sym.update_id + count
@@ -466,7 +489,6 @@ class BookMarket:
         ts_us = max(ts_us, sym.last_ts_us + 1)
         sym.last_ts_us = ts_us
         self.changes += count
-        price_of, size_of = sym.price, sym.size
         return BookMessage(
             sym.raw,
             sym.symbol,
@@ -476,8 +498,8 @@ class BookMarket:
             sym.number,
             ts_us,
             False,
-            tuple((price_of(k), size_of(v)) for k, v in bid_changes.items()),
-            tuple((price_of(k), size_of(v)) for k, v in ask_changes.items()),
+            sym.render(bid_changes),
+            sym.render(ask_changes),
         )
 
     def restart(self, raw_symbol: str) -> None:

@@ -446,6 +446,16 @@ class FakeExchange:
         """``ws://host:port`` (after entering)."""
         return f"ws://{self.host}:{self._port}"
 
+    @property
+    def http_url(self) -> str:
+        """``http://host:port``: the REST snapshot endpoints' base (after entering)."""
+        return f"http://{self.host}:{self._port}"
+
+    @property
+    def serves_rest(self) -> bool:
+        """True when the exchange's book snapshots come over REST (Binance, Bitstamp)."""
+        return self.books is not None and hasattr(self.adapter, "rest")
+
     async def wait_ready(self, connections: int) -> None:
         """Wait until ``connections`` connections (counted since start) have their URL
         subscriptions in place; TimeoutError after ``WAIT_LIMIT`` seconds."""
