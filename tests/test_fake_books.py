@@ -150,6 +150,34 @@ def test_history_beyond_its_limit_is_folded() -> None:
     assert len(ledger.book_at("BTCUSDT", msgs[-10].update_id)) > 0
 
 
+def test_ledger_finds_books_by_time_number_and_connection() -> None:
+    clock, ledger = FakeClock(), BookLedger()
+    market = _market(clock, ledger, rate=100, seed=9, exchange="bitstamp")
+    clock.advance(1.0)
+    msgs = market.advance()[("BTCUSDT", None)]
+    tenth = msgs[9]
+    assert ledger.update_id_at("BTCUSDT", ts_us=tenth.ts_us) == tenth.update_id
+    assert ledger.update_id_at("BTCUSDT", ts_us=tenth.ts_us + 1) == tenth.update_id
+    assert ledger.update_id_at("BTCUSDT", number=tenth.number) == tenth.update_id
+    before = ledger.message_before("BTCUSDT", tenth.update_id)
+    assert before.snapshot and before.update_id == msgs[8].update_id
+    assert before.ts_us == msgs[8].ts_us
+    assert levels(ledger.book_at("BTCUSDT", msgs[8].update_id)) == (
+        list(before.bids),
+        list(before.asks),
+    )
+    with pytest.raises(ValueError, match="no book message"):
+        ledger.book("BTCUSDT")
+    ledger.sent(2, None, msgs[3], False)
+    ledger.sent(1, 5, msgs[7], True)
+    assert ledger.connections() == [1, 2] and ledger.corrupted == 1
+    assert levels(ledger.book("BTCUSDT")) == levels(ledger.book_at("BTCUSDT", msgs[3].update_id))
+    assert levels(ledger.book("BTCUSDT", 1)) == levels(
+        ledger.book_at("BTCUSDT", msgs[7].update_id, 5)
+    )
+    assert [r.message for r in ledger.sent_messages("BTCUSDT", 2)] == [msgs[3]]
+
+
 def test_book_faults_parse_and_print() -> None:
     text = "book-gap=once@3,book-checksum=5,stale-snapshot=2,late-snapshot=1.5,book-restart=4"
     faults = Faults.parse(text)
