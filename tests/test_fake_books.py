@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection
 from connectors.base import ControlEvent
 from connectors.books.base import BookFeed, FetchSnapshot, Resubscribe, Resync
 from connectors.books.registry import get_book_feed
-from connectors.fake.book_ledger import BookLedger
+from connectors.fake.book_ledger import CHECKPOINT, BookLedger
 from connectors.fake.book_market import MAX_LEVELS, BookMarket, BookMessage
 from connectors.fake.faults import Count, Faults
 from connectors.fake.ledger import Ledger
@@ -139,15 +139,26 @@ def test_restart_resets_numbers_and_changes_the_book() -> None:
     assert levels(after) == (list(whole[0].bids), list(whole[0].asks))
 
 
-def test_history_beyond_its_limit_is_folded() -> None:
+def test_history_beyond_its_limit_is_dropped_and_books_come_from_checkpoints() -> None:
     clock, ledger = FakeClock(), BookLedger(history_limit=50)
-    market = _market(clock, ledger, rate=1000, seed=1)
-    clock.advance(0.2)
-    msgs = market.advance()[("BTCUSDT", None)]
-    assert len(ledger.ids("BTCUSDT")) == 50
+    market = _market(clock, ledger, rate=10_000, seed=1)
+    first = ledger.book_at("BTCUSDT", market.update_id("BTCUSDT"))
+    msgs: list[BookMessage] = []
+    for _ in range(3):
+        clock.advance(0.1)
+        msgs += market.advance()[("BTCUSDT", None)]
+    assert len(msgs) == 3000
+    kept = ledger.ids("BTCUSDT")
+    assert 50 <= len(kept) <= 50 + CHECKPOINT and kept[-1] == msgs[-1].update_id
     with pytest.raises(ValueError, match="before the history"):
         ledger.book_at("BTCUSDT", msgs[100].update_id)
-    assert len(ledger.book_at("BTCUSDT", msgs[-10].update_id)) > 0
+    book = first
+    for index, msg in enumerate(msgs):  # an independent rebuild, message by message
+        for side, pairs in (("bid", msg.bids), ("ask", msg.asks)):
+            for price, size in pairs:
+                book.apply(side, price, size)  # type: ignore[arg-type]
+        if (msg.update_id >= kept[0] and index % 97 == 0) or index == len(msgs) - 1:
+            assert levels(book) == levels(ledger.book_at("BTCUSDT", msg.update_id))
 
 
 def test_ledger_finds_books_by_time_number_and_connection() -> None:
@@ -524,16 +535,39 @@ async def test_late_snapshot_is_answered_by_the_clock_and_diffs_are_buffered(cas
         assert sum(1 for row in bc.rows if not row.snapshot) > 0
 
 
+def snapshots_applied(book_client: BookClient) -> int:
+    """How many snapshots the feed applied (each is a run of snapshot rows)."""
+    starts = 0
+    previous: BookLevel | None = None
+    for row in book_client.rows:
+        if row.snapshot and (previous is None or not previous.snapshot):
+            starts += 1
+        previous = row
+    return starts
+
+
 @pytest.mark.parametrize("case", ["binance", "bitstamp"])
-async def test_stale_snapshot_is_fetched_again(case: str) -> None:
+async def test_a_stale_first_snapshot_is_fetched_again(case: str) -> None:
     clock, spec = FakeClock(), CASES[case]
     raw = spec.symbols[0]
     fx = fake(case, clock, "stale-snapshot=once@1", symbols=[raw])
     async with fx, connected(fx, spec.make(), clock, [raw]) as bc:
         await run_steps(fx, bc, clock, raw, 2)
         assert [r.stale for r in fx.ledger.books.rest] == [True, False]
-        assert bc.fetches == 2
-        assert [r.cause for r in bc.resyncs] == ["stale-snapshot"]
+        assert bc.fetches == 2 and snapshots_applied(bc) == 1  # the stale one was not applied
+
+
+async def test_a_stale_snapshot_during_a_resync_is_fetched_again() -> None:
+    clock, spec = FakeClock(), CASES["binance"]
+    raw = spec.symbols[0]
+    fx = fake("binance", clock, "book-gap=once@30,stale-snapshot=once@2", symbols=[raw])
+    async with fx, connected(fx, spec.make(), clock, [raw]) as bc:
+        await run_steps(fx, bc, clock, raw, 4)
+        assert [r.stale for r in fx.ledger.books.rest] == [False, True, False]
+        assert bc.fetches == 3 and snapshots_applied(bc) == 2
+        assert [r.cause for r in bc.resyncs] == ["sequence"]
+        (resync,) = bc.resyncs
+        assert resync.to_seq == str(fx.ledger.books.rest[2].update_id)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,9 @@ Two records per symbol:
 
 - the *history*: every message the book market made (:meth:`BookLedger.made`), starting with
   the book it started from, so :meth:`BookLedger.book_at` rebuilds the exchange's book as of
-  any update id (the oldest messages beyond ``history_limit`` per symbol are folded into a
-  base book; asking for a book older than that base raises ``ValueError``);
+  any update id (from the nearest of the books kept every :data:`CHECKPOINT` messages; the
+  oldest messages beyond ``history_limit`` per symbol are dropped with their checkpoints, and
+  asking for a book older than what is kept raises ``ValueError``);
 - what was *sent* (:meth:`BookLedger.sent`): a message is recorded once its frame has left the
   process, per connection, with the depth of the channel it went out on. :meth:`BookLedger.book`
   is the book a connection was served: the book as of the last message sent to it, at that
@@ -31,16 +32,14 @@ from typing import Any, Final
 
 import orjson
 
-from connectors.fake.book_market import BookMessage, Pair
+from connectors.fake.book_market import ZERO_SIZES, BookMessage, Pair
 from engine.book import OrderBook, Side
 
 HISTORY_LIMIT: Final = 200_000
 """Messages of history kept per symbol by default."""
-
-
-def _is_zero(size: str) -> bool:
-    """True for the text of a zero size (``"0"``, ``"0.00000000"``)."""
-    return not size.strip("0.")
+CHECKPOINT: Final = 1024
+"""A copy of the book is kept every this many messages (where :meth:`BookLedger.book_at`
+starts replaying from)."""
 
 
 @dataclass(slots=True)
@@ -58,7 +57,7 @@ class _Levels:
         else:
             for levels, pairs in ((self.bids, msg.bids), (self.asks, msg.asks)):
                 for price, size in pairs:
-                    if _is_zero(size):
+                    if size in ZERO_SIZES:
                         levels.pop(price, None)
                     else:
                         levels[price] = size
@@ -80,9 +79,15 @@ class _Levels:
 
 @dataclass(slots=True)
 class _History:
-    base: _Levels
+    """One symbol's messages (``messages[0]`` is message number ``first`` since the start),
+    the book after the last one, and checkpoints: (number of messages applied, the book then),
+    oldest first, the first one at or before ``first``."""
+
+    latest: _Levels
+    checkpoints: deque[tuple[int, _Levels]]
     messages: deque[BookMessage] = field(default_factory=deque)
-    latest: _Levels = field(default_factory=_Levels)
+    first: int = 0
+    count: int = 0
 
 
 @dataclass(slots=True)
@@ -140,12 +145,20 @@ class BookLedger:
         if history is None:
             base = _Levels()
             base.apply(msg)
-            self._history[msg.raw_symbol] = _History(base, deque(), base.copy())
+            self._history[msg.raw_symbol] = _History(base.copy(), deque([(0, base)]))
             return
         history.messages.append(msg)
         history.latest.apply(msg)
-        if len(history.messages) > self._history_limit:
-            history.base.apply(history.messages.popleft())
+        count = history.count = history.count + 1
+        if count % CHECKPOINT == 0:
+            history.checkpoints.append((count, history.latest.copy()))
+        if len(history.messages) > self._history_limit + CHECKPOINT:
+            checkpoints = history.checkpoints
+            checkpoints.popleft()
+            messages, cut = history.messages, checkpoints[0][0]
+            while history.first < cut:
+                messages.popleft()
+                history.first += 1
 
     def sent(self, connection: int, depth: int | None, msg: BookMessage, corrupt: bool) -> None:
         """``msg`` left for ``connection`` on a channel of ``depth`` levels."""
@@ -248,23 +261,32 @@ class BookLedger:
         for msg in reversed(history.messages):
             if (ts_us is not None and msg.ts_us <= ts_us) or msg.number == number:
                 return msg.update_id
-        if ts_us is not None and history.base.ts_us <= ts_us:
-            return history.base.update_id
+        oldest = history.checkpoints[0][1]
+        if ts_us is not None and oldest.ts_us <= ts_us:
+            return oldest.update_id
         raise ValueError(f"no message of {raw_symbol} in the history matches")
 
     def _levels_at(self, raw_symbol: str, update_id: int) -> _Levels:
         history = self._history.get(raw_symbol)
         if history is None:
             raise ValueError(f"no book history of {raw_symbol}")
-        if update_id < history.base.update_id:
-            raise ValueError(
-                f"{raw_symbol}: update id {update_id} is before the history kept "
-                f"(from {history.base.update_id})"
-            )
         if update_id >= history.latest.update_id:
             return history.latest
-        levels = history.base.copy()
-        for msg in history.messages:
+        start = None
+        for applied, book in reversed(history.checkpoints):
+            if book.update_id <= update_id:
+                start = applied, book
+                break
+        if start is None:
+            oldest = history.checkpoints[0][1].update_id
+            raise ValueError(
+                f"{raw_symbol}: update id {update_id} is before the history kept (from {oldest})"
+            )
+        applied, book = start
+        levels = book.copy()
+        messages = history.messages
+        for index in range(applied - history.first, len(messages)):
+            msg = messages[index]
             if msg.update_id > update_id:
                 break
             levels.apply(msg)

@@ -61,13 +61,16 @@ WARM_UP: Final = 20
 """Messages made per symbol at construction (a history before the first connection)."""
 FIRST_UPDATE_ID: Final = 1_000_000
 """The update id of the book the market starts from."""
-MAX_BATCH: Final = 10_000
-"""Messages per symbol per :meth:`BookMarket.advance` at most; a longer pause skips the rest."""
+MAX_BATCH: Final = 1000
+"""Messages per symbol per :meth:`BookMarket.advance` at most; a longer pause (or a rate the
+machine cannot make) skips the rest, so one tick never holds the event loop for long."""
 DEFAULT_RATE: Final = 10.0
 """Messages per second per symbol by default (Binance's ``@depth@100ms`` pace)."""
 
 Pair = tuple[str, str]
 """A level as (price, size) text."""
+ZERO_SIZES: Final = frozenset({"0", "0.00000000"})
+"""The texts of a zero size (a removal) the market writes."""
 
 
 @dataclass(slots=True)
