@@ -741,3 +741,29 @@ async def test_cli_refuses_a_bad_book_rate(capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().err.startswith("--book-rate: ")
     assert await run(parser.parse_args(["--faults", "book-gap=x"])) == 2
     assert "book-gap" in capsys.readouterr().err
+
+
+async def test_books_beside_trades_in_max_mode() -> None:
+    from connectors.registry import get_protocol
+
+    clock = FakeClock()
+    trades_proto = get_protocol("binance")
+    trade_ids: list[int] = []
+
+    def on_frame(frame: str | bytes) -> None:
+        result = trades_proto.parse(frame, 0)
+        if isinstance(result, list | tuple):
+            trade_ids.extend(int(t.trade_id) for t in result)
+
+    fx = FakeExchange("binance", rate=None, symbols=["BTCUSDT"], clock=clock, max_trades=20_000)
+    async with fx:
+        url = f"{fx.url}/stream?streams=btcusdt@trade/btcusdt@depth@100ms"
+        async with connected(fx, get_book_feed("binance"), clock, ["BTCUSDT"], url=url) as bc:
+            bc.extra = on_frame
+            await fx.wait_ready(1)
+            for _ in range(3):
+                await step(fx, clock)
+            await until(lambda: len(trade_ids) == 20_000, WAIT)
+            await caught_up(bc, fx, "BTCUSDT", 1)
+    assert trade_ids == list(range(1, 20_001)) == fx.ledger.sent_ids("BTCUSDT")
+    assert fx.ledger.books.messages == 15 and bc.resyncs == []

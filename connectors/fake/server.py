@@ -58,7 +58,8 @@ Order books (:mod:`connectors.fake.book_market`, docs: testing.md#order-books-on
 besides trades the server keeps one evolving book per symbol, ``book_rate`` messages per second,
 timed by the same clock and ticker in every mode but recording. A connection that subscribes to
 a symbol's book channel gets its messages through the same queue as its trades (so a stall, a
-disconnect or a slow reader loses them too), framed by the session with the client feeds' own
+disconnect or a slow reader loses them too; in max mode the blast loop sends them between its
+rounds), framed by the session with the client feeds' own
 encoders; an in-band exchange's subscription is answered with a snapshot first. Plain HTTP GETs
 on the same port are the REST snapshot endpoints (Binance's ``/api/v3/depth``, Bitstamp's
 ``/api/v2/order_book/{pair}/``). The book ledger (``ledger.books``,
@@ -557,9 +558,7 @@ class FakeExchange:
                 if self.market is None:
                     group.create_task(self._recorded_loop(conn))
                 elif self.market.rate is None:
-                    group.create_task(self._blast_loop(conn))
-                    if self.books is not None:  # book frames come through the queue
-                        group.create_task(self._timed_send_loop(conn))
+                    group.create_task(self._blast_loop(conn))  # it sends book frames too
                 else:
                     group.create_task(self._timed_send_loop(conn))
         except* (ConnectionClosed, _Done):
@@ -856,6 +855,7 @@ class FakeExchange:
                     items.append((msg, depth, frame, corrupt))
         if items:
             self._put(conn, _BookBatch(items), force=False)
+            conn.changed.set()  # max mode: wakes an idle blast loop
 
     async def _send_books(self, conn: _Conn, batch: _BookBatch) -> None:
         """Send a batch of book frames; record those that left (all of them, or, when the
@@ -944,6 +944,11 @@ class FakeExchange:
                 raise _Done
             if notice is not None:
                 await ws.send(notice)
+            queue = conn.queue
+            while not queue.empty():  # book frames the ticker queued (the only queued items)
+                item = queue.get_nowait()
+                if isinstance(item, _BookBatch):
+                    await self._send_books(conn, item)
             routes = conn.session.routes()
             if stalled:
                 sent = False
