@@ -167,10 +167,13 @@ class SymbolBook:
 
     def synced_by(self, ts_recv: int) -> Resync | None:
         """A snapshot has been applied: the book is in sync again. Returns the finished resync
-        (None for the symbol's first snapshot)."""
+        (None for the symbol's first snapshot: whatever went wrong before it, a stale REST
+        snapshot, updates ahead of it, no book had been written yet, so nothing is a resync)."""
         self.synced = True
         done = self.resync
         self.resync = None
+        if self.snapshots <= 1:
+            return None
         if done is not None:
             done.to_seq = self.seq
             done.done_ns = ts_recv
