@@ -15,6 +15,7 @@ as written so that every window object can begin with it.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Final, Literal, NamedTuple
@@ -117,9 +118,14 @@ class OrderBook:
         """``side``'s levels best first (bids high to low, asks low to high), at most
         ``depth`` of them."""
         levels = self._sides[side]
-        keys = sorted(levels, reverse=side == BID)
-        if depth is not None:
-            keys = keys[:depth]
+        if depth is not None and depth * 4 < len(levels):
+            # the top of a deep book (Kraken's checksum: 10 of up to 1000 levels, every message)
+            pick = heapq.nlargest if side == BID else heapq.nsmallest
+            keys = pick(depth, levels)
+        else:
+            keys = sorted(levels, reverse=side == BID)
+            if depth is not None:
+                keys = keys[:depth]
         return [levels[key] for key in keys]
 
     def best(self, side: Side) -> Level | None:
