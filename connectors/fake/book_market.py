@@ -14,8 +14,10 @@ the same messages.
 
 Timed, like the trade market (:mod:`connectors.fake.market`): :meth:`BookMarket.advance` returns
 the messages due since the last call by the injected clock, ``rate`` messages per second per
-symbol, whether or not anyone listens (a disconnect or a stall is a real gap). A few warm-up
-messages are made at construction, so a book has a history from the start.
+symbol, whether or not anyone listens (a disconnect or a stall is a real gap). With ``rate``
+None the market is on demand instead: :meth:`BookMarket.take` makes the next messages when a
+reader asks (the fake's ``--book-rate max``). A few warm-up messages are made at construction,
+so a book has a history from the start.
 
 *Views*: a channel subscribed at a depth (Kraken's ``depth``, Bybit's ``orderbook.1``) sees the
 best ``depth`` levels of each side. :meth:`BookMarket.view` gives the view of a (symbol, depth),
@@ -315,15 +317,16 @@ class _View:
 
 class BookMarket:
     """Seeded level-2 books for ``symbols`` (raw exchange spelling), ``rate`` messages per
-    second per symbol by ``clock``. ``exchange`` decides the canonical symbols and how prices
-    and sizes are written. ``record`` receives every message the market makes (identity view),
-    starting with each symbol's initial book as a snapshot."""
+    second per symbol by ``clock`` (None: on demand, :meth:`take`). ``exchange`` decides the
+    canonical symbols and how prices and sizes are written. ``record`` receives every message
+    the market makes (identity view), starting with each symbol's initial book as a
+    snapshot."""
 
     def __init__(
         self,
         symbols: Sequence[str],
         *,
-        rate: float = DEFAULT_RATE,
+        rate: float | None = DEFAULT_RATE,
         seed: int = 1,
         exchange: str = "binance",
         clock: Clock = SYSTEM_CLOCK,
@@ -331,7 +334,7 @@ class BookMarket:
     ) -> None:
         if not symbols:
             raise ValueError("the book market needs at least one symbol")
-        if not rate > 0:
+        if rate is not None and not rate > 0:
             raise ValueError("the book rate must be positive")
         self.exchange = exchange
         self.rate = rate
@@ -398,12 +401,24 @@ class BookMarket:
 
     def advance(self) -> dict[ViewKey, list[BookMessage]]:
         """The messages due since the last call, per view (in order per view), plus those of
-        restarts since then."""
+        restarts since then (only those on demand: ``rate`` None)."""
+        if self.rate is None:
+            out, self._out = self._out, {}
+            return out
         due = int((self._clock.monotonic() - self._start) * self.rate) - self.produced
         due -= self.skipped
         if due > MAX_BATCH:
             self.skipped += due - MAX_BATCH
             due = MAX_BATCH
+        return self._make(due)
+
+    def take(self, count: int) -> dict[ViewKey, list[BookMessage]]:
+        """On demand (``rate`` None, the fake's ``--book-rate max``): ``count`` messages per
+        symbol made now, per view as :meth:`advance` gives them (restarts' included)."""
+        return self._make(min(count, MAX_BATCH))
+
+    def _make(self, due: int) -> dict[ViewKey, list[BookMessage]]:
+        """Make ``due`` messages per symbol, event times spread up to now; hand over all."""
         if due > 0:
             now_us = self._clock.time_ns() // 1000
             first_us = min(self._last_us, now_us)

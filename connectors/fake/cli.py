@@ -20,7 +20,8 @@ to products the server does not list); the ``listening`` line then carries
 ``"recorded_frames"`` and ``"recorded_trades"`` (per pass).
 
 Order books (docs: testing.md#order-books-on-the-fake-exchange) are served to whoever subscribes
-to a book channel, ``--book-rate`` messages per second per symbol; ``--book-ledger FILE`` writes,
+to a book channel, ``--book-rate`` messages per second per symbol (``max``, with ``--rate max``:
+as fast as the readers take them); ``--book-ledger FILE`` writes,
 at the stop, the book each connection was served and each symbol's latest book (JSONL, levels
 best first), and the ``stopped`` line counts the book messages sent.
 """
@@ -78,9 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ledger", default=None, help="write sent trades to this JSONL file")
     parser.add_argument(
         "--book-rate",
-        type=float,
-        default=DEFAULT_RATE,
-        help="order-book messages per second per symbol (default %(default)g)",
+        default=str(DEFAULT_RATE),
+        help="order-book messages per second per symbol (default %(default)s), or 'max' (with "
+        "--rate max): made when a book reader has taken the last ones",
     )
     parser.add_argument(
         "--book-ledger",
@@ -113,6 +114,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _book_rate(text: str, rate: float | None) -> float | None:
+    """``--book-rate``: messages per second in (0, 1000000], or None for ``max`` (any case;
+    only with ``--rate max``). ConfigError naming the flag otherwise."""
+    if text.lower() == "max":
+        if rate is not None:
+            raise ConfigError("--book-rate", "max needs --rate max")
+        return None
+    try:
+        book_rate = float(text)
+    except ValueError:
+        raise ConfigError("--book-rate", f"{text!r} is not a number or 'max'") from None
+    if not 0 < book_rate <= 1_000_000:
+        raise ConfigError("--book-rate", "must be in (0, 1000000]")
+    return book_rate
+
+
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     """Validate the flags; raise ConfigError naming the first bad one."""
     if args.protocol not in ADAPTERS:
@@ -131,8 +148,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--duration", "must be positive")
     if args.max_trades is not None and args.max_trades < 0:
         raise ConfigError("--max-trades", "must not be negative")
-    if not 0 < args.book_rate <= 1_000_000:
-        raise ConfigError("--book-rate", "must be in (0, 1000000]")
+    book_rate = _book_rate(str(args.book_rate), rate)
     if not 0 < args.backlog_seconds <= 3600:
         raise ConfigError("--backlog-seconds", "must be in (0, 3600]")
     feed, scan = _recording(args)
@@ -144,6 +160,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         "faults": faults,
         "recording": feed,
         "scan": scan,
+        "book_rate": book_rate,
     }
 
 
@@ -203,7 +220,7 @@ async def run(args: argparse.Namespace) -> int:
             max_trades=args.max_trades,
             recording=config["recording"],
             queue_batches=max(1, round(args.backlog_seconds / TICK_SECONDS)),
-            book_rate=args.book_rate,
+            book_rate=config["book_rate"],
         )
         async with fake:
             _print(

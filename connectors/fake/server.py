@@ -60,7 +60,11 @@ timed by the same clock and ticker in every mode but recording. A connection tha
 a symbol's book channel gets its messages through the same queue as its trades (so a stall, a
 disconnect or a slow reader loses them too; in max mode the blast loop sends them between its
 rounds), framed by the session with the client feeds' own
-encoders; an in-band exchange's subscription is answered with a snapshot first. Plain HTTP GETs
+encoders; an in-band exchange's subscription is answered with a snapshot first. ``book_rate``
+None (``--book-rate max``, with ``rate`` None too) makes the books on demand instead: a blast
+loop whose connection has book streams and nothing queued takes :data:`BOOK_BATCH` messages per
+symbol and queues them for every book connection, so the books move as fast as the fastest book
+reader takes them (a slower one falls behind and loses messages, as from a stall). Plain HTTP GETs
 on the same port are the REST snapshot endpoints (Binance's ``/api/v3/depth``, Bitstamp's
 ``/api/v2/order_book/{pair}/``). The book ledger (``ledger.books``,
 :mod:`connectors.fake.book_ledger`) records what the books were and what was sent.
@@ -132,6 +136,9 @@ BLAST_BATCH: Final = 256
 """Trades taken from the market per round in max mode (one event-loop yield per round)."""
 FAST_BATCH: Final = 512
 """Trades per round of max mode's fast path (one write and one event-loop yield per round)."""
+BOOK_BATCH: Final = 32
+"""Book messages per symbol per round of max mode with ``book_rate`` None (about 10 level
+changes each)."""
 
 OVERSIZED_BYTES: Final = (1 << 20) + 4096
 """Length of an ``oversized`` fault frame: over a client's 1 MiB frame limit (``max_size``)."""
@@ -353,7 +360,7 @@ class FakeExchange:
     and ``max_trades`` are then unused, ``symbols`` may be empty and :attr:`market` is None).
     ``fast=False`` keeps max mode on the exact path (a trade made and sent at a time).
     ``book_rate`` is book messages per second per symbol (:attr:`books`; None in recording
-    mode).
+    mode), or None: on demand, in max mode only (ValueError with a timed ``rate``).
     """
 
     def __init__(
@@ -374,8 +381,10 @@ class FakeExchange:
         queue_batches: int = 1000,
         recording: RecordedFeed | None = None,
         fast: bool = True,
-        book_rate: float = DEFAULT_RATE,
+        book_rate: float | None = DEFAULT_RATE,
     ) -> None:
+        if book_rate is None and rate is not None and recording is None:
+            raise ValueError("book_rate None (max) needs rate None (max mode)")
         self.adapter = get_adapter(protocol)
         self.fast = fast
         self.protocol = protocol
@@ -950,6 +959,7 @@ class FakeExchange:
                 if isinstance(item, _BookBatch):
                     await self._send_books(conn, item)
             routes = conn.session.routes()
+            books = not stalled and queue.empty() and self._book_round(conn)
             if stalled:
                 sent = False
             elif fast is not None and all(len(streams) == 1 for streams in routes.values()):
@@ -961,13 +971,27 @@ class FakeExchange:
                 if items and await self._send_items(conn, items):
                     await ws.close(1001, "fake exchange: oversized fault")
                     raise _Done
-            if not sent:
+            if not sent and not books:
                 conn.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.tick):
                         await conn.changed.wait()
                 continue
             await asyncio.sleep(0)  # one yield per batch even when the socket never pushes back
+
+    def _book_round(self, conn: _Conn) -> bool:
+        """Books on demand (``book_rate`` None): when ``conn`` has book streams, make the next
+        :data:`BOOK_BATCH` messages per symbol and queue them for every book connection (the
+        blast loops send them); True when ``conn`` got frames to send."""
+        books = self.books
+        if books is None or books.rate is not None or not conn.book_streams:
+            return False
+        out = books.take(BOOK_BATCH)
+        now = self.clock.monotonic()
+        for other in list(self._conns.values()):
+            if other.book_streams:
+                self._service_books(other, now, out)
+        return not conn.queue.empty()
 
     async def _send_run(
         self, conn: _Conn, fast: RunFrames, routes: Mapping[str, Sequence[str]]
