@@ -37,6 +37,12 @@ Binance trade frames (``.zst``, generated once per run), read by
 
 Each half's ratios are against its own ceiling and naive baseline.
 
+Book path (:mod:`benchmarks.book_path`; ``--skip-book`` leaves it out): `book`, `feedvault
+stream` with ``CHANNELS=book`` against a fake exchange of its own serving books as fast as the
+engine takes them (``--book-rate max``), and `book-generator`, that fake's own figures; the
+ratio line states the CPU per level change against the `zst` row's CPU per trade (target: at
+most 1.5x). ``--book-only`` runs just the `zst` row and the book row.
+
 The engine runs use ``WINDOW_SECONDS=10`` (``--window-seconds``) so that both the short and the
 long run close windows mid-run and reach their steady state: memory is bounded by configuration
 (queue size, window bytes, uploads in flight), and the long run shows it does not grow with run
@@ -44,7 +50,8 @@ length. Peak RSS is each process's own high-water mark (``VmHWM``), which, unlik
 ``ru_maxrss``, does not inherit the size of the process that started it. Results are printed
 as a table and written to bench-output/bench.json. Usage:
 ``python -m benchmarks [--seconds 30] [--long-seconds 90] [--window-seconds 10] [--skip-long]
-[--skip-ws] [--skip-replay] [--replay-frames 2000000] [--parse-ceilings]
+[--skip-ws] [--skip-replay] [--skip-book | --book-only] [--replay-frames 2000000]
+[--parse-ceilings]
 [--generator fake|blaster] [--baseline REV | --no-baseline] [--repeat N]``.
 """
 
