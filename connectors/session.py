@@ -405,13 +405,12 @@ class WebSocketSession:
         self.connections += 1
         self.tally.connected(self.clock.monotonic())
         self._conn = conn
+        connected_ns = self.clock.time_ns()  # the reconnect resync at the connect line's time
         if self.book is not None:
-            self.book.connected(self.clock.time_ns())
+            self.book.connected(connected_ns)
         if self._raw is not None:
             self._raw.append(
-                raw.connected(
-                    self.clock.time_ns(), self.protocol.name, self.url, self.tally.channel
-                )
+                raw.connected(connected_ns, self.protocol.name, self.url, self.tally.channel)
             )
         self._log(
             logging.INFO,
