@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -102,24 +103,27 @@ def stored_rows(s3: S3Server, bucket: str, prefix: str) -> list[dict[str, Any]]:
     return rows
 
 
-def served_books(path: Path) -> dict[str, Book]:
-    """Per raw symbol, the book the fake served the last connection that got one (a run
-    stopped right after a reconnect has no book on its last connection: what it stored is the
-    book of the connection before)."""
-    served: dict[str, tuple[int, Book]] = {}
+def served_books(path: Path, unfinished: Collection[str] = ()) -> dict[str, Book]:
+    """Per raw symbol, the book the fake served the last connection whose book the client
+    had: the last connection that got one, or for a symbol in ``unfinished`` (its last resync
+    was still in progress at the stop: a reconnect whose snapshot had not come) the one
+    before it."""
+    served: dict[str, dict[int, Book]] = {}
     for line in path.read_text().splitlines():
         doc = json.loads(line)
-        if doc["kind"] != "served":
+        if doc["kind"] != "served" or not (doc["bids"] or doc["asks"]):
             continue
         book: Book = {
             "bid": {Decimal(p): s for p, s in doc["bids"]},
             "ask": {Decimal(p): s for p, s in doc["asks"]},
         }
-        if not (doc["bids"] or doc["asks"]):
-            continue
-        if doc["raw_symbol"] not in served or doc["conn"] > served[doc["raw_symbol"]][0]:
-            served[doc["raw_symbol"]] = (doc["conn"], book)
-    return {symbol: book for symbol, (_, book) in served.items()}
+        served.setdefault(doc["raw_symbol"], {})[doc["conn"]] = book
+    out: dict[str, Book] = {}
+    for symbol, books in served.items():
+        conns = sorted(books)
+        skip = symbol.lower() in unfinished and len(conns) > 1
+        out[symbol] = books[conns[-2] if skip else conns[-1]]
+    return out
 
 
 def run_books(
@@ -168,7 +172,12 @@ def run_books(
     )
     stored = rebuild(stored_rows(s3, bucket, prefix))
     assert proc.returncode is not None
-    return proc.returncode, err, manifest, stored, served_books(ledger)
+    unfinished = {
+        name.split(":")[1].lower()
+        for name, items in manifest.get("resyncs", {}).items()
+        if items and items[-1]["done"] is None
+    }
+    return proc.returncode, err, manifest, stored, served_books(ledger, unfinished)
 
 
 def assert_same_books(stored: dict[str, Book], served: dict[str, Book], symbols: str) -> None:
