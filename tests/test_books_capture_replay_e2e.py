@@ -160,10 +160,13 @@ def test_captured_books_replay_to_the_same_rows_and_resyncs(
     lines = raw_lines(client, bucket, "live/")
     connects = [line for line in lines if "url" in line]
     assert connects and all(line["channel"] == "book" for line in connects), connects
-    if case.rest:  # every REST snapshot the fake answered is a recording line
+    if case.rest:  # every REST snapshot the fake answered is a recording line (but for
+        # one per symbol that the stop may have cut short)
         fetched = [line for line in lines if "http" in line]
         assert fx.summary is not None
-        assert len(fetched) == fx.summary["rest_snapshots"] > 2, fx.summary
+        answered = fx.summary["rest_snapshots"]
+        assert answered - len(case.symbols.split(",")) <= len(fetched) <= answered, fx.summary
+        assert len(fetched) > 2 * len(case.symbols.split(","))  # first ones, a resync's
         assert all(line["status"] == 200 and line["dir"] == "in" for line in fetched)
         assert all(line["http"].startswith(f"GET {rest_url}/api/v3/depth?") for line in fetched)
 
