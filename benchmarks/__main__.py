@@ -438,8 +438,10 @@ def target_line(
 
 def book_report(results: dict[str, dict[str, Any]]) -> list[str]:
     """The book path's table (the ``book`` row and its generator; see :mod:`benchmarks.book_path`
-    for what is counted) and its ratio line: the CPU per level change against the ``zst`` trade
-    row's CPU per trade of the same run (target: at most :data:`BOOK_CPU_TARGET` times)."""
+    for what is counted) and its ratio lines: the CPU per level change against the ``zst`` trade
+    row's CPU per trade of the same run (target: at most :data:`BOOK_CPU_TARGET` times), the
+    generator's rate against the book row's (target: :data:`GENERATOR_TARGET`) and the
+    generator's share of a core during the book run."""
     rows = [name for name in ("book", "book-generator") if name in results]
     if not rows:
         return []
@@ -461,9 +463,17 @@ def book_report(results: dict[str, dict[str, Any]]) -> list[str]:
     if book and trade:
         label = "book CPU per level change vs trade CPU per trade"
         lines.append(target_line(label, book / trade, BOOK_CPU_TARGET, at_most=True))
-    generator = results.get("book-generator", {}).get("cpu_share")
-    if generator is not None:
-        lines.append(f"book generator: {generator:.0%} of one core (near 100%: it set the rate)")
+    engine = results.get("book", {}).get("level_changes_per_s")
+    generator = results.get("book-generator", {}).get("level_changes_per_s")
+    if engine and generator:
+        ratio = generator / engine
+        lines.append(target_line("book generator vs engine", ratio, GENERATOR_TARGET, 1))
+    share = results.get("book", {}).get("generator_cpu_share")
+    if share is not None:
+        lines.append(
+            f"book generator during the book run: {share:.0%} of one core "
+            "(near 100%: it, not the engine, set the rate)"
+        )
     return lines
 
 

@@ -12,22 +12,25 @@ end, beside the trade path of the same run.
   figures. Level changes/s is level changes over the run's seconds; CPU µs per level change is
   the engine process's user + system CPU (start-up included, as the trade rows count it) over
   them; peak RSS is the process's own (its ``run_end`` line).
-* ``book-generator`` - the fake exchange serving that run, over the same seconds: the level
-  changes it sent per second, its own CPU µs per level change sent (``/proc/PID``), its peak
-  RSS, and the share of one core it used (near 100%: the generator, not the engine, set the
-  rate).
+* ``book-generator`` - such a fake read by the bare aiohttp receive loop (the fastest client
+  there is), measured as the trade ``generator`` row is: the level changes/s it sustains, its
+  own CPU µs per level change sent (``/proc/PID``), its peak RSS and the share of one core it
+  used. The ``book`` row also carries its own fake's share of a core during the engine's run
+  (``generator_cpu_share``: near 1, the generator, not the engine, set the rate).
 
-The ratio line (:func:`benchmarks.__main__.book_ratios`) states the book row's CPU per level
-change against the ``zst`` row's CPU per trade (target: at most :data:`BOOK_CPU_TARGET` times).
+The ratio lines (:func:`benchmarks.__main__.book_report`) state the book row's CPU per level
+change against the ``zst`` row's CPU per trade (target: at most :data:`BOOK_CPU_TARGET` times)
+and the generator's rate against the book row's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +54,8 @@ class _Host(Protocol):
     def env(self, repo: Path = ..., **extra: str) -> dict[str, str]: ...
 
     def manifest(self, prefix: str) -> dict[str, Any] | None: ...
+
+    def child(self, cmd: list[str], timeout: float) -> dict[str, Any]: ...
 
     def engine(
         self,
@@ -100,8 +105,8 @@ def book_row(
 def generator_row(
     changes_sent: int, cpu_seconds: float, peak_rss_mb: float, seconds: float
 ) -> dict[str, Any]:
-    """The ``book-generator`` row: the fake's level changes sent over ``seconds`` of the run,
-    its CPU per level change sent, its peak RSS and its share of one core."""
+    """The ``book-generator`` row: the fake's level changes sent over the ``seconds`` it was
+    read, its CPU per level change sent, its peak RSS and its share of one core."""
     return {
         "level_changes_per_s": round(changes_sent / seconds, 1),
         "cpu_us_per_level_change": round(cpu_seconds / max(changes_sent, 1) * 1e6, 3),
@@ -118,22 +123,61 @@ def run(
     cpu_of: Callable[[int], float],
     rss_of: Callable[[int], int],
 ) -> None:
-    """Run the ``book`` row ``repeat`` times (each against a fake of its own) and keep the run
-    with the median level changes/s, with its generator's figures and every run's rate."""
-    runs: list[dict[str, Any]] = []
-    generators: list[dict[str, Any]] = []
-    for attempt in range(max(repeat, 1)):
-        name = "book" if repeat <= 1 else f"book-{attempt}"
-        row, generator = _once(bench, name, seconds, cpu_of, rss_of)
-        runs.append(row)
-        generators.append(generator)
+    """The ``book-generator`` row once, then the ``book`` row ``repeat`` times (each against a
+    fake of its own); keep the run with the median level changes/s, with every run's rate."""
+    bench.results["book-generator"] = _generator(bench, seconds, cpu_of, rss_of)
+    runs = [
+        _once(bench, "book" if repeat <= 1 else f"book-{attempt}", seconds, cpu_of, rss_of)
+        for attempt in range(max(repeat, 1))
+    ]
     order = sorted(range(len(runs)), key=lambda i: runs[i]["level_changes_per_s"])
     middle = order[(len(order) - 1) // 2]  # the lower middle, as median_row keeps
     bench.results["book"] = {
         **runs[middle],
         "runs": [runs[i]["level_changes_per_s"] for i in order],
     }
-    bench.results["book-generator"] = generators[middle]
+
+
+@contextlib.contextmanager
+def _book_fake(bench: _Host) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    """A ``feedvault fake-exchange --rate max --book-rate max`` of its own: (the process, its
+    ``listening`` line); on leaving, stopped and its ``stopped`` line put in the second item
+    under ``"stopped"``."""
+    cmd = ["-m", "feedvault", "fake-exchange", "--protocol", "binance", "--port", "0"]
+    cmd += ["--rate", "max", "--book-rate", "max", "--symbols", SYMBOLS]
+    fake = subprocess.Popen(
+        [PY, *cmd], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=bench.env()
+    )
+    doc: dict[str, Any] = {}
+    try:
+        assert fake.stdout is not None
+        doc.update(json.loads(fake.stdout.readline()))
+        yield fake, doc
+    finally:
+        fake.terminate()
+        out, _ = fake.communicate(timeout=60)
+    doc["stopped"] = json.loads(out.strip().splitlines()[-1])
+
+
+def _generator(
+    bench: _Host,
+    seconds: float,
+    cpu_of: Callable[[int], float],
+    rss_of: Callable[[int], int],
+) -> dict[str, Any]:
+    """The book fake read by the bare aiohttp receive loop (the fastest client there is), as
+    the trade generator row is measured: what it sustains and its own CPU per level change."""
+    with _book_fake(bench) as (fake, listening):
+        url = f"{listening['url']}/stream?streams=" + "/".join(
+            f"{s.lower()}@depth@100ms" for s in SYMBOLS.split(",")
+        )
+        cpu0 = cpu_of(fake.pid)
+        cmd = [PY, "-m", "benchmarks.bare_recv", url, str(seconds), "--transport", "aiohttp"]
+        doc = bench.child(cmd, seconds + 60)
+        cpu = cpu_of(fake.pid) - cpu0
+        rss = round(rss_of(fake.pid) / 2**20, 1)
+    sent = int(listening["stopped"].get("book_changes", 0))
+    return generator_row(sent, cpu, rss, float(doc["seconds"]))
 
 
 def _once(
@@ -142,15 +186,8 @@ def _once(
     seconds: float,
     cpu_of: Callable[[int], float],
     rss_of: Callable[[int], int],
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    cmd = ["-m", "feedvault", "fake-exchange", "--protocol", "binance", "--port", "0"]
-    cmd += ["--rate", "max", "--book-rate", "max", "--symbols", SYMBOLS]
-    fake = subprocess.Popen(
-        [PY, *cmd], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=bench.env()
-    )
-    try:
-        assert fake.stdout is not None
-        listening = json.loads(fake.stdout.readline())
+) -> dict[str, Any]:
+    with _book_fake(bench) as (fake, listening):
         cpu0 = cpu_of(fake.pid)
         bench.engine(
             name,
@@ -161,11 +198,6 @@ def _once(
             BINANCE_REST_URL=f"http://127.0.0.1:{listening['port']}",
         )
         cpu = cpu_of(fake.pid) - cpu0
-        rss = round(rss_of(fake.pid) / 2**20, 1)
-    finally:
-        fake.terminate()
-        out, _ = fake.communicate(timeout=60)
-    stopped = json.loads(out.strip().splitlines()[-1])
     engine_row = bench.results.pop(name)
     manifest = bench.manifest(f"bench/{name}/")
     assert manifest is not None  # engine() stops the bench without one
@@ -175,5 +207,5 @@ def _once(
     )
     resyncs = sum(len(v) for v in manifest.get("resyncs", {}).values())
     row = book_row(engine_row, rows, snapshots, resyncs, seconds)
-    generator = generator_row(int(stopped.get("book_changes", 0)), cpu, rss, seconds)
-    return row, generator
+    row["generator_cpu_share"] = round(cpu / seconds, 3)
+    return row
