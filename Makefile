@@ -53,6 +53,7 @@ bench: $(DEV)
 	$(BIN)/python -m benchmarks --repeat 3
 	FEEDVAULT_STOP_MOMENTS=all $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_stop_moments.py
 	FEEDVAULT_BENCH=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_backpressure.py -k held
+	FEEDVAULT_BENCH=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_books_e2e.py tests/test_books_capture_replay_e2e.py
 	$(BIN)/python -m benchmarks.stress_stop --repetitions 20 --all-moments
 	$(BIN)/python -m benchmarks.soak
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,12 @@ class Case:
         return ",".join(f"{self.exchange}:{s}" for s in self.symbols.split(","))
 
 
+IN_BENCH = pytest.mark.skipif(
+    not os.environ.get("FEEDVAULT_BENCH"),
+    reason="make bench (FEEDVAULT_BENCH=1): the suite replays binance, kraken and bybit, whose "
+    "faults cover these exchanges' causes",
+)
+
 CASES = [
     Case(
         "binance",
@@ -59,16 +66,26 @@ CASES = [
         rest=True,
         connections=3,
     ),
-    Case("okx", "BTC-USDT", "book-gap=once@15", ("sequence",)),
+    pytest.param(
+        Case("okx", "BTC-USDT", "book-gap=once@15", ("sequence",)), marks=IN_BENCH, id="okx"
+    ),
     Case("kraken", "XBT/USD", "book-checksum=once@15", ("checksum",)),
-    Case("coinbase", "BTC-USD", "disconnect-every=1.5", ("reconnect",), connections=3),
-    Case(
-        "bitstamp",
-        "btcusd",
-        "disconnect-every=1.5,late-snapshot=0.3",
-        ("reconnect",),
-        rest=True,
-        connections=3,
+    pytest.param(
+        Case("coinbase", "BTC-USD", "disconnect-every=1.5", ("reconnect",), connections=3),
+        marks=IN_BENCH,
+        id="coinbase",
+    ),
+    pytest.param(
+        Case(
+            "bitstamp",
+            "btcusd",
+            "disconnect-every=1.5,late-snapshot=0.3",
+            ("reconnect",),
+            rest=True,
+            connections=3,
+        ),
+        marks=IN_BENCH,
+        id="bitstamp",
     ),
     Case("bybit", "BTCUSDT", "book-restart=1.5", ("restart",)),
 ]

@@ -130,7 +130,7 @@ def test_trades_and_books_of_four_disconnecting_exchanges_verify(
     # books: each one rebuilt from the stored objects is the book its fake served
     stored = rebuild(stored_rows(s3_server, bucket, PREFIX))
     for name, (symbol, _, _) in EXCHANGES.items():
-        assert_same_books(stored, served_books(ledgers[name]), symbol)
+        assert_same_books(stored, served_books(ledgers[name]), symbol, manifest)
 
     verified = run_verify(s3_server.env(), bucket, PREFIX)
     assert verified.returncode == 0, verified.stdout + verified.stderr
