@@ -417,6 +417,7 @@ class WebSocketSession:
             "connected",
             url=self.url,
             symbols=len(self.symbols),
+            channel=self.tally.channel,
         )
         frames_before = self.frames
         try:
