@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
-from connectors.base import ControlEvent
+from connectors.base import Ack, ControlEvent, ExchangeError, Heartbeat, ReconnectNotice
 from connectors.symbols import SymbolCache
 from engine.book import OrderBook
 from engine.book_records import BookLevel
@@ -252,6 +252,19 @@ class BookFeed(Protocol):
     def take_resyncs(self) -> list[Resync]:
         """The resyncs finished since the last call, oldest first (and forget them)."""
         ...
+
+
+NO_ROWS: Final[tuple[BookLevel, ...]] = ()
+"""What ``parse`` returns for a frame that applied nothing."""
+_CONTROL: Final = (Ack, Heartbeat, ExchangeError, ReconnectNotice)
+
+
+def control_only(result: object) -> Sequence[BookLevel] | ControlEvent:
+    """``result`` of a trade protocol's ``parse`` as a book feed's answer: its control event
+    (ack, heartbeat, error, reconnect notice), or no rows (trades are not book rows)."""
+    if isinstance(result, _CONTROL):
+        return result
+    return NO_ROWS
 
 
 class BookFeedBase:

@@ -39,8 +39,8 @@ from typing import Final, Literal
 import orjson
 
 from connectors.base import ControlEvent, ExchangeError
-from connectors.books.base import SymbolBook
-from connectors.books.inband import NO_ROWS, InBandBookFeed, control_only
+from connectors.books.base import SymbolBook, control_only
+from connectors.books.inband import InBandBookFeed, json_object, text_levels_of
 from connectors.bybit import (
     BYBIT_URL,
     KEEPALIVE_SECONDS,
@@ -62,7 +62,7 @@ come every 20 ms)."""
 
 _MAX_ID: Final = 1 << 63
 _REFUSED_TOPIC: Final = re.compile(r"orderbook\.[0-9]{1,4}\.([0-9A-Za-z]{2,40})", re.ASCII)
-_loads: Final = orjson.loads
+_WHAT: Final = "orderbook data"
 
 
 class BybitBookFeed(InBandBookFeed):
@@ -126,12 +126,7 @@ class BybitBookFeed(InBandBookFeed):
         (see the module docstring); the control event of a pong, response or error (as
         :mod:`connectors.bybit` decodes them, a refused book topic naming its symbol); no rows
         for other topics (trades included). Raises only :class:`MalformedFrame`."""
-        try:
-            msg = _loads(frame)
-        except (ValueError, TypeError) as exc:
-            raise MalformedFrame("json", str(exc)[:120]) from None
-        if type(msg) is not dict:
-            raise MalformedFrame("not-object", "frame is not a JSON object")
+        msg = json_object(frame)
         topic = msg.get("topic")
         if type(topic) is not str or not topic.startswith(self._prefix):
             return self._other(frame, ts_recv)
@@ -143,14 +138,9 @@ class BybitBookFeed(InBandBookFeed):
             raise MalformedFrame("type", "orderbook data needs s as a string")
         state = self._book(raw)
         snapshot = kind == "snapshot"
-        if not snapshot and not state.synced:
-            self._not_synced(state, ts_recv)
-            return NO_ROWS
-        try:
-            return self._apply(state, msg, data, snapshot, ts_recv)
-        except MalformedFrame as exc:
-            self._malformed(state, ts_recv, str(exc))
-            raise
+        return self._guarded(
+            state, snapshot, ts_recv, lambda: self._apply(state, msg, data, snapshot, ts_recv)
+        )
 
     def _other(self, frame: str | bytes, ts_recv: int) -> Sequence[BookLevel] | ControlEvent:
         """Not a book push of this feed: the trade protocol's control event, with the symbols
@@ -176,7 +166,7 @@ class BybitBookFeed(InBandBookFeed):
             raise MalformedFrame("type", "u must be a positive integer")
         if type(ts) is not int or not 0 <= ts <= MAX_MS:
             raise MalformedFrame("type", "ts must be an integer time in range")
-        bids, asks = _levels(data, "b"), _levels(data, "a")
+        bids, asks = text_levels_of(data, "b", _WHAT), text_levels_of(data, "a", _WHAT)
         if not snapshot:
             if state.seq is None or update_id != int(state.seq) + 1:
                 self._resync(state, "sequence", ts_recv, f"u {update_id} after {state.seq}")
@@ -184,25 +174,15 @@ class BybitBookFeed(InBandBookFeed):
         elif update_id == 1 and state.snapshots:
             # Bybit's service restarted: the book before this snapshot is void
             state.break_sync("restart", ts_recv, f"u 1 after {state.seq}")
-        rows = state.rows(
-            bids, asks, snapshot=snapshot, seq=str(update_id), ts_event=ts * 1000, ts_recv=ts_recv
+        return self._rows(
+            state,
+            bids,
+            asks,
+            snapshot=snapshot,
+            seq=str(update_id),
+            ts_event=ts * 1000,
+            ts_recv=ts_recv,
         )
-        if snapshot:
-            self._finished(state, ts_recv)
-        return rows
-
-
-def _levels(data: dict[str, object], name: str) -> list[list[str]]:
-    """``b`` or ``a``: lists of ``[price, size]`` text."""
-    levels = data.get(name)
-    if type(levels) is not list:
-        raise MalformedFrame("type", f"orderbook data needs {name} as a list")
-    for level in levels:
-        if type(level) is not list or len(level) < 2:
-            raise MalformedFrame("type", f"a level of {name} is not [price, size]")
-        if type(level[0]) is not str or type(level[1]) is not str:
-            raise MalformedFrame("type", "price and size must be strings")
-    return levels
 
 
 # -- server side (the fake exchange) ----------------------------------------------------------

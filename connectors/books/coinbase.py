@@ -33,8 +33,8 @@ from typing import Final
 import orjson
 
 from connectors.base import ControlEvent
-from connectors.books.base import SymbolBook
-from connectors.books.inband import NO_ROWS, InBandBookFeed, control_only
+from connectors.books.base import SymbolBook, control_only
+from connectors.books.inband import InBandBookFeed, event_time, json_object, text_levels_of
 from connectors.coinbase import (
     COINBASE_URL,
     MAX_PRODUCTS_PER_CONNECTION,
@@ -44,14 +44,12 @@ from connectors.coinbase import (
 from connectors.wire import json_text
 from engine.book_records import BookLevel
 from engine.errors import MalformedFrame
-from engine.timefmt import parse_us
 
 BOOK_CHANNEL: Final = "level2_batch"
 CHANNELS: Final = (BOOK_CHANNEL, "heartbeat")
 """The channels the book feed subscribes to."""
 
 _SIDES: Final = {"buy": "bid", "sell": "ask"}
-_loads: Final = orjson.loads
 
 
 class CoinbaseBookFeed(InBandBookFeed):
@@ -99,12 +97,7 @@ class CoinbaseBookFeed(InBandBookFeed):
         of a ``heartbeat``, ``subscriptions`` or ``error`` (as :mod:`connectors.coinbase`
         decodes them); no rows for anything else (trades included). Raises only
         :class:`MalformedFrame`."""
-        try:
-            msg = _loads(frame)
-        except (ValueError, TypeError) as exc:
-            raise MalformedFrame("json", str(exc)[:120]) from None
-        if type(msg) is not dict:
-            raise MalformedFrame("not-object", "frame is not a JSON object")
+        msg = json_object(frame)
         kind = msg.get("type")
         if kind == "l2update":
             snapshot = False
@@ -116,52 +109,26 @@ class CoinbaseBookFeed(InBandBookFeed):
         if type(raw) is not str:
             raise MalformedFrame("type", f"{kind} needs product_id as a string")
         state = self._book(raw)
-        if not snapshot and not state.synced:
-            self._not_synced(state, ts_recv)
-            return NO_ROWS
-        try:
-            rows = self._apply(state, msg, snapshot, ts_recv)
-        except MalformedFrame as exc:
-            self._malformed(state, ts_recv, str(exc))
-            raise
-        if snapshot:
-            self._finished(state, ts_recv)
-        return rows
-
-    @staticmethod
-    def _apply(
-        state: SymbolBook, msg: dict[str, object], snapshot: bool, ts_recv: int
-    ) -> list[BookLevel]:
-        when = msg.get("time")
-        if when is None and snapshot:
-            ts_event = ts_recv // 1000
-        elif type(when) is str:
-            try:
-                ts_event = parse_us(when)
-            except ValueError as exc:
-                raise MalformedFrame("time", str(exc)) from None
-        else:
-            raise MalformedFrame("type", "time must be a string")
-        if snapshot:
-            bids, asks = _levels(msg, "bids"), _levels(msg, "asks")
-        else:
-            bids, asks = _changes(msg.get("changes"))
-        return state.rows(
-            bids, asks, snapshot=snapshot, seq=None, ts_event=ts_event, ts_recv=ts_recv
+        return self._guarded(
+            state, snapshot, ts_recv, lambda: self._apply(state, msg, snapshot, ts_recv)
         )
 
-
-def _levels(msg: dict[str, object], name: str) -> list[list[str]]:
-    """A snapshot's ``bids`` or ``asks``: a list of ``[price, size]`` strings."""
-    levels = msg.get(name)
-    if type(levels) is not list:
-        raise MalformedFrame("type", f"snapshot needs {name} as a list")
-    for level in levels:
-        if type(level) is not list or len(level) < 2:
-            raise MalformedFrame("type", f"a level of {name} is not [price, size]")
-        if type(level[0]) is not str or type(level[1]) is not str:
-            raise MalformedFrame("type", "price and size must be strings")
-    return levels
+    def _apply(
+        self, state: SymbolBook, msg: dict[str, object], snapshot: bool, ts_recv: int
+    ) -> list[BookLevel]:
+        """Apply a ``snapshot`` or an ``l2update`` (no sequence: each is applied as it comes;
+        a snapshot may lack ``time``: its receive time is used)."""
+        ts_event = event_time(msg.get("time"), ts_recv, "time", missing_ok=snapshot)
+        if snapshot:
+            bids, asks = (
+                text_levels_of(msg, "bids", "snapshot"),
+                text_levels_of(msg, "asks", "snapshot"),
+            )
+        else:
+            bids, asks = _changes(msg.get("changes"))
+        return self._rows(
+            state, bids, asks, snapshot=snapshot, seq=None, ts_event=ts_event, ts_recv=ts_recv
+        )
 
 
 def _changes(changes: object) -> tuple[list[list[str]], list[list[str]]]:

@@ -28,23 +28,58 @@ Rules every feed here follows:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
-from connectors.base import Ack, ControlEvent, ExchangeError, Heartbeat, ReconnectNotice
-from connectors.books.base import BookFeedBase, Resubscribe, ResyncCause, SymbolBook
+import orjson
+
+from connectors.books.base import NO_ROWS, BookFeedBase, Resubscribe, ResyncCause, SymbolBook
 from engine.book_records import BookLevel
+from engine.errors import MalformedFrame
+from engine.timefmt import parse_us
 
-NO_ROWS: Final[tuple[BookLevel, ...]] = ()
-_CONTROL: Final = (Ack, Heartbeat, ExchangeError, ReconnectNotice)
+_loads: Final = orjson.loads
 
 
-def control_only(result: object) -> Sequence[BookLevel] | ControlEvent:
-    """``result`` of a trade protocol's ``parse`` as a book feed's answer: its control event,
-    or no rows (trades are not book rows)."""
-    if isinstance(result, _CONTROL):
-        return result
-    return NO_ROWS
+def json_object(frame: str | bytes) -> dict[str, object]:
+    """``frame`` decoded; :class:`MalformedFrame` (``json``, or ``not-object``) unless it is a
+    JSON object."""
+    try:
+        msg = _loads(frame)
+    except (ValueError, TypeError) as exc:
+        raise MalformedFrame("json", str(exc)[:120]) from None
+    if type(msg) is not dict:
+        raise MalformedFrame("not-object", "frame is not a JSON object")
+    return msg
+
+
+def text_levels_of(container: dict[str, object], name: str, what: str) -> list[list[str]]:
+    """``container[name]``: a list of ``[price, size, ...]`` whose price and size are text
+    (extra items are ignored; the decimal text is checked where the book applies it);
+    :class:`MalformedFrame` (``type``, naming ``what`` and ``name``) otherwise."""
+    levels = container.get(name)
+    if type(levels) is not list:
+        raise MalformedFrame("type", f"{what} needs {name} as a list")
+    for level in levels:
+        if type(level) is not list or len(level) < 2:
+            raise MalformedFrame("type", f"a level of {name} is not [price, size]")
+        if type(level[0]) is not str or type(level[1]) is not str:
+            raise MalformedFrame("type", "price and size must be strings")
+    return levels
+
+
+def event_time(when: object, ts_recv: int, name: str, *, missing_ok: bool) -> int:
+    """The event time in µs of an RFC 3339 ``when``; ``ts_recv`` in µs when ``when`` is
+    missing (None) and ``missing_ok``; :class:`MalformedFrame` naming field ``name``
+    otherwise (``time`` for text that is not a time, ``type`` for anything else)."""
+    if type(when) is str:
+        try:
+            return parse_us(when)
+        except ValueError as exc:
+            raise MalformedFrame("time", str(exc)) from None
+    if when is None and missing_ok:
+        return ts_recv // 1000
+    raise MalformedFrame("type", f"{name} must be a string")
 
 
 class InBandBookFeed(BookFeedBase):
@@ -78,6 +113,46 @@ class InBandBookFeed(BookFeedBase):
             state.resync.superseded += 1
         else:
             self._resync(state, "sequence", ts_recv, "update before any snapshot")
+
+    def _guarded(
+        self,
+        state: SymbolBook,
+        snapshot: bool,
+        ts_recv: int,
+        apply: Callable[[], Sequence[BookLevel]],
+    ) -> Sequence[BookLevel]:
+        """The rows of one message of ``state``'s symbol, by the module's rules: an update of a
+        book not in sync applies nothing (:meth:`_not_synced`); otherwise ``apply()``'s rows,
+        and a :class:`MalformedFrame` it raises breaks the book (:meth:`_malformed`) and
+        propagates."""
+        if not snapshot and not state.synced:
+            self._not_synced(state, ts_recv)
+            return NO_ROWS
+        try:
+            return apply()
+        except MalformedFrame as exc:
+            self._malformed(state, ts_recv, str(exc))
+            raise
+
+    def _rows(
+        self,
+        state: SymbolBook,
+        bids: Sequence[Sequence[str]],
+        asks: Sequence[Sequence[str]],
+        *,
+        snapshot: bool,
+        seq: str | None,
+        ts_event: int,
+        ts_recv: int,
+    ) -> list[BookLevel]:
+        """:meth:`~connectors.books.base.SymbolBook.rows` of a message whose sequence was
+        checked; a snapshot then ends the symbol's resync (:meth:`_finished`)."""
+        rows = state.rows(
+            bids, asks, snapshot=snapshot, seq=seq, ts_event=ts_event, ts_recv=ts_recv
+        )
+        if snapshot:
+            self._finished(state, ts_recv)
+        return rows
 
     def _malformed(self, state: SymbolBook, ts_recv: int, reason: str) -> None:
         """A book message of ``state``'s symbol could not be decoded or applied: an update is

@@ -43,8 +43,8 @@ from typing import Final
 import orjson
 
 from connectors.base import ControlEvent
-from connectors.books.base import SymbolBook
-from connectors.books.inband import InBandBookFeed, control_only
+from connectors.books.base import SymbolBook, control_only
+from connectors.books.inband import InBandBookFeed, event_time
 from connectors.kraken import (
     KEEPALIVE_SECONDS,
     KRAKEN_URL,
@@ -57,7 +57,7 @@ from connectors.kraken import (
 from engine.book import SIDES
 from engine.book_records import BookLevel, snapshot_rows
 from engine.errors import MalformedFrame
-from engine.timefmt import format_us, parse_us
+from engine.timefmt import format_us
 
 CHANNEL: Final = "book"
 DEPTHS: Final = (10, 25, 100, 500, 1000)
@@ -177,16 +177,7 @@ class KrakenBookFeed(InBandBookFeed):
             raise MalformedFrame("type", "a book entry needs symbol as a string")
         state = self._book(str.__str__(raw))
         try:
-            when = entry.get("timestamp")
-            if when is None:
-                ts_event = ts_recv // 1000
-            elif type(when) is str:
-                try:
-                    ts_event = parse_us(when)
-                except ValueError as exc:
-                    raise MalformedFrame("time", str(exc)) from None
-            else:
-                raise MalformedFrame("type", "timestamp must be a string")
+            ts_event = event_time(entry.get("timestamp"), ts_recv, "timestamp", missing_ok=True)
             checksum = entry.get("checksum")
             if type(checksum) is not JsonInt or len(checksum) > 20:
                 raise MalformedFrame("type", "checksum must be an integer")

@@ -30,13 +30,14 @@ answers with a snapshot. Each costs one request of OKX's 480 per hour and connec
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Final, Literal
 
 import orjson
 
 from connectors.base import ControlEvent
-from connectors.books.base import SymbolBook
-from connectors.books.inband import InBandBookFeed, control_only
+from connectors.books.base import SymbolBook, control_only
+from connectors.books.inband import InBandBookFeed, text_levels_of
 from connectors.okx import (
     KEEPALIVE_SECONDS,
     MAX_STREAMS_PER_CONNECTION,
@@ -52,6 +53,7 @@ from engine.errors import MalformedFrame
 
 CHANNEL: Final = "books"
 _MAX_SEQ: Final = 1 << 63
+_WHAT: Final = "books entry"
 _loads: Final = orjson.loads
 
 
@@ -121,14 +123,8 @@ class OkxBookFeed(InBandBookFeed):
         state = self._book(raw)
         out: list[BookLevel] = []
         for entry in data:
-            if not snapshot and not state.synced:
-                self._not_synced(state, ts_recv)
-                continue
-            try:
-                out.extend(self._entry(state, entry, snapshot, ts_recv))
-            except MalformedFrame as exc:
-                self._malformed(state, ts_recv, str(exc))
-                raise
+            apply = partial(self._entry, state, entry, snapshot, ts_recv)
+            out.extend(self._guarded(state, snapshot, ts_recv, apply))
         return out
 
     def _entry(
@@ -145,30 +141,20 @@ class OkxBookFeed(InBandBookFeed):
         ts = entry.get("ts")
         if type(ts) is not str or not DIGITS_MS(ts) or (ms := int(ts)) > MAX_MS:
             raise MalformedFrame("type", "ts must be decimal text of a time in range")
-        bids, asks = _levels(entry, "bids"), _levels(entry, "asks")
+        bids, asks = text_levels_of(entry, "bids", _WHAT), text_levels_of(entry, "asks", _WHAT)
         if not snapshot and str(prev) != state.seq:
             detail = f"prevSeqId {prev} after seqId {state.seq}"
             self._resync(state, "sequence", ts_recv, detail)
             return []
-        rows = state.rows(
-            bids, asks, snapshot=snapshot, seq=str(seq_id), ts_event=ms * 1000, ts_recv=ts_recv
+        return self._rows(
+            state,
+            bids,
+            asks,
+            snapshot=snapshot,
+            seq=str(seq_id),
+            ts_event=ms * 1000,
+            ts_recv=ts_recv,
         )
-        if snapshot:
-            self._finished(state, ts_recv)
-        return rows
-
-
-def _levels(entry: dict[str, object], name: str) -> list[list[str]]:
-    """An entry's ``bids`` or ``asks``: lists whose first two items are price and size text."""
-    levels = entry.get(name)
-    if type(levels) is not list:
-        raise MalformedFrame("type", f"books entry needs {name} as a list")
-    for level in levels:
-        if type(level) is not list or len(level) < 2:
-            raise MalformedFrame("type", f"a level of {name} is not [price, size, ..]")
-        if type(level[0]) is not str or type(level[1]) is not str:
-            raise MalformedFrame("type", "price and size must be strings")
-    return levels
 
 
 # -- server side (the fake exchange) ----------------------------------------------------------
