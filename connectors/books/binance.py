@@ -33,15 +33,23 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import orjson
 
-from connectors.base import Ack, ControlEvent, ExchangeError, Heartbeat, ReconnectNotice
+from connectors.base import ControlEvent
 from connectors.binance import (
     BINANCE_URL,
     BINANCE_US_URL,
     MAX_STREAMS_PER_CONNECTION,
     BinanceProtocol,
 )
-from connectors.books.base import BookFeedBase, FetchSnapshot, ResyncCause, SymbolBook
-from connectors.books.buffered import Pairs, Pending, check_decimals, text_levels
+from connectors.books.base import NO_ROWS, ResyncCause, SymbolBook, control_only
+from connectors.books.buffered import (
+    BufferedBookFeed,
+    Pairs,
+    Pending,
+    RestSnapshot,
+    encode_pairs,
+    rest_book,
+    text_levels,
+)
 from connectors.wire import MAX_MS, shape_error
 from engine.book_records import BookLevel
 from engine.errors import MalformedFrame
@@ -57,7 +65,6 @@ WEIGHT_PER_MINUTE: Final = 6000
 """Binance spot's ``REQUEST_WEIGHT`` limit per IP and minute."""
 
 _SYMBOL_TEXT: Final = re.compile(r"[0-9A-Za-z]{2,40}", re.ASCII).fullmatch
-_NOTHING: Final[tuple[BookLevel, ...]] = ()
 _MAX_ID: Final = (1 << 63) - 1
 _loads: Final = orjson.loads
 
@@ -87,7 +94,7 @@ def _update_id(value: object, what: str) -> int:
     return value
 
 
-class BinanceBookFeed(BookFeedBase):
+class BinanceBookFeed(BufferedBookFeed[_Diff]):
     """The client side of Binance's diff depth stream (implements ``BookFeed``).
 
     ``exchange`` is ``"binance"`` or ``"binanceus"`` (Binance.US's stream and REST hosts, the
@@ -97,6 +104,7 @@ class BinanceBookFeed(BookFeedBase):
     """
 
     max_streams_per_connection = MAX_STREAMS_PER_CONNECTION
+    snapshot_weight = SNAPSHOT_WEIGHT
     keepalive_interval: float | None = None
     """Binance pings; the WebSocket library answers."""
 
@@ -109,12 +117,7 @@ class BinanceBookFeed(BookFeedBase):
             raise ValueError(f"exchange must be binance or binanceus, got {exchange!r}")
         self.name = exchange
         self._control = BinanceProtocol(exchange=exchange, default_url=self.default_url)
-        self._sync: dict[str, Pending[_Diff]] = {}
-        #: The symbols asked for (upper case) once a URL was built: depth updates of any other
-        #: symbol are malformed (a feed must not fetch snapshots for symbols it never asked
-        #: for). Empty (a replay that never built a URL): every symbol is taken.
-        self._subscribed: set[str] = set()
-        super().__init__()
+        super().__init__()  # _subscribed: upper case, filled when a URL is built
 
     # -- requests --------------------------------------------------------------------------
 
@@ -195,11 +198,7 @@ class BinanceBookFeed(BookFeedBase):
         )
         if diff.first > diff.final:
             raise MalformedFrame("type", f"U {first} is after u {final}")
-        state = self._book(raw)
-        if state.synced:
-            return self._apply_live(state, diff)
-        self._buffer(state, diff)
-        return _NOTHING
+        return self._take(self._book(raw), diff)
 
     def _other(
         self, data: dict[str, object], frame: str | bytes, ts_recv: int
@@ -207,147 +206,54 @@ class BinanceBookFeed(BookFeedBase):
         """Every frame that is not a depth update: Binance's trade protocol decides."""
         event = data.get("e")
         if event in ("trade", "aggTrade"):
-            return _NOTHING
-        result = self._control.parse_json(frame, ts_recv)
-        if isinstance(result, Ack | Heartbeat | ExchangeError | ReconnectNotice):
-            return result
-        return _NOTHING  # bookTicker, kline and other market data
+            return NO_ROWS
+        return control_only(self._control.parse_json(frame, ts_recv))  # bookTicker, kline: none
 
-    # -- synchronisation -------------------------------------------------------------------
-
-    def _sync_of(self, raw_symbol: str) -> Pending[_Diff]:
-        sync = self._sync.get(raw_symbol)
-        if sync is None:
-            sync = self._sync[raw_symbol] = Pending()
-        return sync
-
-    def _buffer(self, state: SymbolBook, diff: _Diff) -> None:
-        """Keep ``diff`` for after the snapshot (ask for one unless already asked)."""
-        check_decimals(diff.bids, diff.asks)
-        sync = self._sync_of(state.raw_symbol)
-        if sync.keep(state, diff):
-            self._fetch(state, sync)
-
-    def _fetch(self, state: SymbolBook, sync: Pending[_Diff]) -> None:
-        sync.fetching = True
-        url = self.snapshot_url(self.rest_url or "", state.raw_symbol)
-        assert url is not None
-        self._ask(FetchSnapshot(state.raw_symbol, url, SNAPSHOT_WEIGHT))
+    # -- synchronisation (Binance's rules; the rest is BufferedBookFeed's) ------------------
 
     def _apply_live(self, state: SymbolBook, diff: _Diff) -> Sequence[BookLevel]:
-        """Apply a diff to a book in sync, or start a resync when diffs were missed."""
+        """Apply a diff to a book in sync when ``U <= last + 1 <= u``; ignore it when
+        ``u <= last``; resync when ``U > last + 1`` (diffs were missed; ``stale-snapshot``
+        when the snapshot was not yet known to follow the stream)."""
         last = int(state.seq or 0)
         if diff.final <= last:
-            return _NOTHING  # already in the book (Binance: "ignore the event")
-        sync = self._sync_of(state.raw_symbol)
+            return NO_ROWS  # already in the book (Binance: "ignore the event")
         if diff.first > last + 1:
-            cause: ResyncCause = "sequence" if sync.bridged else "stale-snapshot"
-            state.break_sync(cause, diff.ts_recv, f"U {diff.first} after u {last}")
-            self._buffer(state, diff)
-            return _NOTHING
-        try:
-            rows = state.rows(
-                diff.bids,
-                diff.asks,
-                snapshot=False,
-                seq=str(diff.final),
-                ts_event=diff.ts_event,
-                ts_recv=diff.ts_recv,
-            )
-        except MalformedFrame:
-            # part of the message may be applied: the book is no longer the exchange's
-            state.break_sync("sequence", diff.ts_recv, "malformed")
-            sync.buffer.clear()
-            self._fetch(state, sync)
-            raise
-        sync.bridged = True
-        return rows
+            bridged = self._sync_of(state.raw_symbol).bridged
+            cause: ResyncCause = "sequence" if bridged else "stale-snapshot"
+            return self._gap(state, diff, cause, f"U {diff.first} after u {last}")
+        return self._applied(state, diff, seq=str(diff.final), ts_event=diff.ts_event)
 
-    def snapshot_fetched(
-        self, raw_symbol: str, body: str | bytes, ts_recv: int
+    def _decode_snapshot(self, body: str | bytes) -> RestSnapshot:
+        last, bids, asks = _snapshot(body)
+        return RestSnapshot(last, str(last), None, bids, asks)
+
+    def _apply_snapshot(
+        self, state: SymbolBook, sync: Pending[_Diff], snap: RestSnapshot, ts_recv: int
     ) -> Sequence[BookLevel]:
-        """Apply a REST snapshot and the buffered diffs after it (see the module docstring);
-        the rows, snapshot first. A snapshot older than the buffer is fetched again (cause
-        ``stale-snapshot``) and gives no rows; so does a snapshot for a book in sync (nothing
-        asked for it). Raises only MalformedFrame (a bad body: the snapshot is asked for
-        again)."""
-        state = self._book(raw_symbol)
-        sync = self._sync_of(raw_symbol)
-        sync.fetching = False
-        try:
-            last, bids, asks = _snapshot(body)
-        except MalformedFrame:
-            self._fetch(state, sync)
-            raise
-        if state.synced:
-            return _NOTHING  # nobody asked for it (a late answer): the book needs no repair
+        """Drop the buffered diffs with ``u <= lastUpdateId``; a snapshot older than the first
+        diff left (``U > lastUpdateId + 1``) is stale and fetched again; else it syncs the
+        book (its event time: its receive time)."""
+        last = snap.order
+        dropped = sync.drop_while(lambda diff: diff.final <= last)
         buffer = sync.buffer
-        dropped = 0
-        while buffer and buffer[0].final <= last:
-            buffer.popleft()
-            dropped += 1
         if buffer and buffer[0].first > last + 1:
-            if state.resync is None:
-                state.break_sync("stale-snapshot", ts_recv)
-            if state.resync is not None:
-                state.resync.superseded += dropped
-                state.resync.detail = (
-                    f"snapshot lastUpdateId {last} before the buffered U {buffer[0].first}"
-                )
-            self._fetch(state, sync)
-            return _NOTHING
-        if state.resync is not None:
-            state.resync.superseded += dropped
-        rows = state.rows(
-            bids, asks, snapshot=True, seq=str(last), ts_event=ts_recv // 1000, ts_recv=ts_recv
-        )
-        self._finished(state, ts_recv)
+            detail = f"snapshot lastUpdateId {last} before the buffered U {buffer[0].first}"
+            return self._stale(state, sync, ts_recv, detail, dropped)
         # With diffs buffered, the snapshot is known not to be older than the stream (else it
         # was fetched again above): a later gap is a diff missed (``sequence``). With nothing
         # buffered (a snapshot asked for on a connection since replaced) it is not known.
-        sync.bridged = dropped > 0 or bool(buffer)
-        pending = list(buffer)
-        buffer.clear()
-        for index, diff in enumerate(pending):
-            if not state.synced:  # a gap inside the buffer: the rest waits for a snapshot
-                buffer.extend(pending[index:])
-                break
-            rows.extend(self._apply_live(state, diff))
-        return rows
-
-    def connected(self, ts_recv: int) -> None:
-        """A new connection: every book is void until its next snapshot, the buffers of the
-        old connection are dropped (the new stream's first diff asks for a snapshot)."""
-        super().connected(ts_recv)
-        for sync in self._sync.values():
-            sync.reset()
+        bridged = dropped > 0 or bool(buffer)
+        return self._synced(state, sync, snap, ts_recv, dropped=dropped, bridged=bridged)
 
 
 def _snapshot(body: str | bytes) -> tuple[int, Pairs, Pairs]:
     """``(lastUpdateId, bids, asks)`` of a REST depth body, every level checked."""
-    try:
-        doc = _loads(body)
-    except (ValueError, TypeError) as exc:
-        raise MalformedFrame("json", f"snapshot: {str(exc)[:100]}") from None
-    try:
-        last = doc["lastUpdateId"]
-        bids = doc["bids"]
-        asks = doc["asks"]
-    except (KeyError, TypeError) as exc:
-        raise shape_error(
-            exc, "snapshot is not a JSON object", "snapshot", "snapshot is not a JSON object"
-        ) from None
-    last = _update_id(last, "lastUpdateId")
-    bids, asks = text_levels(bids, "bids"), text_levels(asks, "asks")
-    check_decimals(bids, asks)
-    return last, bids, asks
+    last, bids, asks = rest_book(body, "lastUpdateId", "snapshot")
+    return _update_id(last, "lastUpdateId"), bids, asks
 
 
 # -- server side (the fake exchange) ----------------------------------------------------------
-
-
-def _pairs(levels: Sequence[tuple[str, str]]) -> list[list[str]]:
-    return [[price, size] for price, size in levels]
 
 
 def encode_depth_update(
@@ -368,8 +274,8 @@ def encode_depth_update(
         "s": raw_symbol,
         "U": int(first_id),
         "u": int(final_id),
-        "b": _pairs(bids),
-        "a": _pairs(asks),
+        "b": encode_pairs(bids),
+        "a": encode_pairs(asks),
     }
     if combined:
         stream = f"{raw_symbol.lower()}@{DEPTH_STREAM}"
@@ -381,5 +287,9 @@ def encode_depth_snapshot(
     last_update_id: int, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]]
 ) -> str:
     """The body of ``GET /api/v3/depth``: ``{"lastUpdateId":..,"bids":[..],"asks":[..]}``."""
-    doc = {"lastUpdateId": int(last_update_id), "bids": _pairs(bids), "asks": _pairs(asks)}
+    doc = {
+        "lastUpdateId": int(last_update_id),
+        "bids": encode_pairs(bids),
+        "asks": encode_pairs(asks),
+    }
     return orjson.dumps(doc).decode()

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 import orjson
 
-from connectors.base import Ack, ControlEvent, ExchangeError, Heartbeat, ReconnectNotice
+from connectors.base import ControlEvent
 from connectors.bitstamp import (
     BITSTAMP_URL,
     HEARTBEAT_REQUEST,
@@ -41,8 +41,17 @@ from connectors.bitstamp import (
     MAX_STREAMS_PER_CONNECTION,
     BitstampProtocol,
 )
-from connectors.books.base import BookFeedBase, FetchSnapshot, ResyncCause, SymbolBook
-from connectors.books.buffered import Pairs, Pending, check_decimals, text_levels
+from connectors.books.base import NO_ROWS, SymbolBook, control_only
+from connectors.books.buffered import (
+    BufferedBookFeed,
+    Pairs,
+    Pending,
+    RestSnapshot,
+    check_decimals,
+    encode_pairs,
+    rest_book,
+    text_levels,
+)
 from connectors.wire import DIGITS_US, MAX_US, PrefixedNames, shape_error, stream_names
 from engine.book_records import BookLevel
 from engine.errors import MalformedFrame
@@ -61,7 +70,6 @@ channel_name: Final = _NAMES.name
 pair_of: Final = _NAMES.symbol
 """``diff_order_book_btcusd`` -> ``btcusd``, or None for another channel."""
 
-_NOTHING: Final[tuple[BookLevel, ...]] = ()
 _loads: Final = orjson.loads
 
 
@@ -83,7 +91,7 @@ def _micro(value: object, what: str) -> int:
     return us
 
 
-class BitstampBookFeed(BookFeedBase):
+class BitstampBookFeed(BufferedBookFeed[_Diff]):
     """The client side of Bitstamp's ``diff_order_book`` channels (implements ``BookFeed``).
 
     Records carry ``raw_symbol`` as the channel spells the pair (``btcusd``), ``seq`` and
@@ -94,16 +102,12 @@ class BitstampBookFeed(BookFeedBase):
     default_url = BITSTAMP_URL
     rest_url: str | None = BITSTAMP_REST_URL
     max_streams_per_connection = MAX_STREAMS_PER_CONNECTION
+    snapshot_weight = SNAPSHOT_WEIGHT
     keepalive_interval: float | None = KEEPALIVE_SECONDS
 
     def __init__(self) -> None:
         self._control = BitstampProtocol()
-        self._sync: dict[str, Pending[_Diff]] = {}
-        #: The pairs asked for once subscribed: diffs of any other pair are malformed (no
-        #: snapshot is fetched for a pair never asked for). Empty (a replay that never
-        #: subscribed): every pair is taken.
-        self._subscribed: set[str] = set()
-        super().__init__()
+        super().__init__()  # _subscribed: the pairs (lower case), filled by channels()
 
     # -- requests --------------------------------------------------------------------------
 
@@ -162,7 +166,7 @@ class BitstampBookFeed(BookFeedBase):
                 raise MalformedFrame("type", "channel must be a string")
             pair = pair_of(channel)
             if pair is None:
-                return _NOTHING  # order_book_, live_orders_ ... on the same connection
+                return NO_ROWS  # order_book_, live_orders_ ... on the same connection
         except (AttributeError, KeyError, TypeError) as exc:
             raise shape_error(
                 exc, "frame is not a JSON object", "diff", "event or channel has a bad type"
@@ -179,10 +183,7 @@ class BitstampBookFeed(BookFeedBase):
             raise
         if state is None:
             state = self._book(pair)
-        if state.synced:
-            return self._apply_live(state, diff)
-        self._buffer(state, diff)
-        return _NOTHING
+        return self._take(state, diff)
 
     def _lost(self, pair: str, ts_recv: int) -> None:
         """A diff of ``pair`` could not be decoded: an update is lost, and this channel has no
@@ -200,35 +201,16 @@ class BitstampBookFeed(BookFeedBase):
         elif sync.fetching:
             sync.tainted = True
 
-    def _other(self, event: object, frame: str | bytes, ts_recv: int) -> ControlEvent | tuple[()]:
+    def _other(
+        self, event: object, frame: str | bytes, ts_recv: int
+    ) -> Sequence[BookLevel] | ControlEvent:
         """Every frame that is not a diff: Bitstamp's trade protocol decides (trades give
         nothing here)."""
         if event == "trade":
-            return ()
-        result = self._control.parse(frame, ts_recv)
-        if isinstance(result, Ack | Heartbeat | ExchangeError | ReconnectNotice):
-            return result
-        return ()
+            return NO_ROWS
+        return control_only(self._control.parse(frame, ts_recv))
 
-    # -- synchronisation -------------------------------------------------------------------
-
-    def _sync_of(self, pair: str) -> Pending[_Diff]:
-        sync = self._sync.get(pair)
-        if sync is None:
-            sync = self._sync[pair] = Pending()
-        return sync
-
-    def _buffer(self, state: SymbolBook, diff: _Diff) -> None:
-        check_decimals(diff.bids, diff.asks)  # what is kept must apply whole later
-        sync = self._sync_of(state.raw_symbol)
-        if sync.keep(state, diff):
-            self._fetch(state, sync)
-
-    def _fetch(self, state: SymbolBook, sync: Pending[_Diff]) -> None:
-        sync.fetching = True
-        url = self.snapshot_url(self.rest_url or "", state.raw_symbol)
-        assert url is not None
-        self._ask(FetchSnapshot(state.raw_symbol, url, SNAPSHOT_WEIGHT))
+    # -- synchronisation (Bitstamp's rules; the rest is BufferedBookFeed's) -----------------
 
     def _apply_live(self, state: SymbolBook, diff: _Diff) -> Sequence[BookLevel]:
         """Apply a diff to a book in sync; one earlier than the last diff applied breaks it
@@ -238,85 +220,30 @@ class BitstampBookFeed(BookFeedBase):
         sync = self._sync_of(state.raw_symbol)
         if diff.micro < last or (diff.micro == last and not sync.bridged):
             if not sync.bridged:
-                return _NOTHING  # not newer than the snapshot: already in it
-            cause: ResyncCause = "sequence"
-            state.break_sync(cause, diff.ts_recv, f"microtimestamp {diff.text} after {last}")
-            self._buffer(state, diff)
-            return _NOTHING
-        try:
-            rows = state.rows(
-                diff.bids,
-                diff.asks,
-                snapshot=False,
-                seq=diff.text,
-                ts_event=diff.micro,
-                ts_recv=diff.ts_recv,
-            )
-        except MalformedFrame:
-            state.break_sync("sequence", diff.ts_recv, "malformed")
-            sync.buffer.clear()
-            self._fetch(state, sync)
-            raise
-        sync.bridged = True
-        return rows
+                return NO_ROWS  # not newer than the snapshot: already in it
+            return self._gap(state, diff, "sequence", f"microtimestamp {diff.text} after {last}")
+        return self._applied(state, diff, seq=diff.text, ts_event=diff.micro)
 
-    def snapshot_fetched(
-        self, raw_symbol: str, body: str | bytes, ts_recv: int
+    def _snapshot_key(self, raw_symbol: str) -> str:
+        return pair_of(CHANNEL_PREFIX + raw_symbol.lower()) or raw_symbol
+
+    def _decode_snapshot(self, body: str | bytes) -> RestSnapshot:
+        micro, text, bids, asks = _order_book(body)
+        return RestSnapshot(micro, text, micro, bids, asks)
+
+    def _apply_snapshot(
+        self, state: SymbolBook, sync: Pending[_Diff], snap: RestSnapshot, ts_recv: int
     ) -> Sequence[BookLevel]:
-        """Apply a REST snapshot and the buffered diffs newer than it; the rows, snapshot
-        first. A snapshot older than the oldest buffered diff is fetched again (cause
-        ``stale-snapshot``) and gives no rows; so does a snapshot for a book in sync (nothing
-        asked for it). Raises only MalformedFrame (a bad body: the snapshot is asked for
-        again)."""
-        pair = pair_of(CHANNEL_PREFIX + raw_symbol.lower()) or raw_symbol
-        state = self._book(pair)
-        sync = self._sync_of(pair)
-        sync.fetching = False
-        try:
-            micro, text, bids, asks = _order_book(body)
-        except MalformedFrame:
-            self._fetch(state, sync)
-            raise
-        if sync.tainted:  # asked for before a diff was lost: it may not contain that diff
-            sync.tainted = False
-            self._fetch(state, sync)
-            return _NOTHING
-        if state.synced:
-            return _NOTHING  # nobody asked for it (a late answer): the book needs no repair
+        """A snapshot older than the oldest buffered diff is stale and fetched again;
+        otherwise the buffered diffs not newer than it are dropped (they are in it) and it
+        syncs the book. The diffs after it are not known to follow yet (``bridged`` false:
+        one at the snapshot's microsecond is skipped)."""
         buffer = sync.buffer
-        if buffer and micro < buffer[0].micro:
-            if state.resync is None:
-                state.break_sync("stale-snapshot", ts_recv)
-            if state.resync is not None:
-                state.resync.detail = (
-                    f"snapshot microtimestamp {text} before the buffered {buffer[0].text}"
-                )
-            self._fetch(state, sync)
-            return _NOTHING
-        dropped = 0
-        while buffer and buffer[0].micro <= micro:
-            buffer.popleft()
-            dropped += 1
-        if state.resync is not None:
-            state.resync.superseded += dropped
-        rows = state.rows(bids, asks, snapshot=True, seq=text, ts_event=micro, ts_recv=ts_recv)
-        self._finished(state, ts_recv)
-        sync.bridged = False
-        pending = list(buffer)
-        buffer.clear()
-        for index, diff in enumerate(pending):
-            if not state.synced:
-                buffer.extend(pending[index:])
-                break
-            rows.extend(self._apply_live(state, diff))
-        return rows
-
-    def connected(self, ts_recv: int) -> None:
-        """A new connection: every book is void until its next snapshot; the old stream's
-        buffered diffs are dropped (the new stream's first diff asks for a snapshot)."""
-        super().connected(ts_recv)
-        for sync in self._sync.values():
-            sync.reset()
+        if buffer and snap.order < buffer[0].micro:
+            detail = f"snapshot microtimestamp {snap.seq} before the buffered {buffer[0].text}"
+            return self._stale(state, sync, ts_recv, detail, 0)
+        dropped = sync.drop_while(lambda diff: diff.micro <= snap.order)
+        return self._synced(state, sync, snap, ts_recv, dropped=dropped, bridged=False)
 
 
 def _diff(msg: dict[str, object], ts_recv: int) -> _Diff:
@@ -339,29 +266,11 @@ def _diff(msg: dict[str, object], ts_recv: int) -> _Diff:
 
 def _order_book(body: str | bytes) -> tuple[int, str, Pairs, Pairs]:
     """``(microtimestamp, its text, bids, asks)`` of a REST order book, every level checked."""
-    try:
-        doc = _loads(body)
-    except (ValueError, TypeError) as exc:
-        raise MalformedFrame("json", f"order book: {str(exc)[:100]}") from None
-    try:
-        text = doc["microtimestamp"]
-        bids = doc["bids"]
-        asks = doc["asks"]
-    except (KeyError, TypeError) as exc:
-        raise shape_error(
-            exc, "order book is not a JSON object", "order book", "order book is not an object"
-        ) from None
-    micro = _micro(text, "microtimestamp")
-    bids, asks = text_levels(bids, "bids"), text_levels(asks, "asks")
-    check_decimals(bids, asks)
-    return micro, text, bids, asks
+    text, bids, asks = rest_book(body, "microtimestamp", "order book")
+    return _micro(text, "microtimestamp"), str(text), bids, asks
 
 
 # -- server side (the fake exchange) ----------------------------------------------------------
-
-
-def _pairs(levels: Sequence[tuple[str, str]]) -> list[list[str]]:
-    return [[price, size] for price, size in levels]
 
 
 def encode_diff(
@@ -377,8 +286,8 @@ def encode_diff(
     data = {
         "timestamp": str(us // 1_000_000),
         "microtimestamp": str(us),
-        "bids": _pairs(bids),
-        "asks": _pairs(asks),
+        "bids": encode_pairs(bids),
+        "asks": encode_pairs(asks),
     }
     channel = CHANNEL_PREFIX + pair.lower()
     return orjson.dumps({"data": data, "channel": channel, "event": "data"}).decode()
@@ -395,7 +304,7 @@ def encode_order_book(
     doc = {
         "timestamp": str(us // 1_000_000),
         "microtimestamp": str(us),
-        "bids": _pairs(bids),
-        "asks": _pairs(asks),
+        "bids": encode_pairs(bids),
+        "asks": encode_pairs(asks),
     }
     return orjson.dumps(doc).decode()
