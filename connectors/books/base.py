@@ -38,8 +38,10 @@ from typing import Final, Literal, Protocol
 
 from connectors.base import Ack, ControlEvent, ExchangeError, Heartbeat, ReconnectNotice
 from connectors.symbols import SymbolCache
+from connectors.wire import short
 from engine.book import OrderBook
 from engine.book_records import BookLevel
+from engine.errors import MalformedFrame
 
 ResyncCause = Literal["sequence", "checksum", "reconnect", "restart", "stale-snapshot"]
 
@@ -252,6 +254,24 @@ class BookFeed(Protocol):
     def take_resyncs(self) -> list[Resync]:
         """The resyncs finished since the last call, oldest first (and forget them)."""
         ...
+
+
+Pairs = Sequence[Sequence[str]]
+"""Levels as an exchange sends them: ``[[price, size, ...], ...]`` text."""
+
+
+def text_levels(value: object, what: str) -> Pairs:
+    """``value`` if it is a list of ``[price, size, ...]`` with text price and size (extra
+    items are ignored); :class:`MalformedFrame` naming ``what`` otherwise. The decimal text
+    itself is checked where the levels are applied (the book), or by :func:`check_decimals`."""
+    if type(value) is not list:
+        raise MalformedFrame("type", f"{what} must be a list of [price, size]")
+    for level in value:
+        if type(level) is not list or len(level) < 2:
+            raise MalformedFrame("type", f"{what} level must be [price, size]: {short(level)}")
+        if type(level[0]) is not str or type(level[1]) is not str:
+            raise MalformedFrame("type", f"{what} price and size must be strings")
+    return value
 
 
 NO_ROWS: Final[tuple[BookLevel, ...]] = ()

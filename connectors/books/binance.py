@@ -40,15 +40,13 @@ from connectors.binance import (
     MAX_STREAMS_PER_CONNECTION,
     BinanceProtocol,
 )
-from connectors.books.base import NO_ROWS, ResyncCause, SymbolBook, control_only
+from connectors.books.base import NO_ROWS, Pairs, ResyncCause, SymbolBook, control_only, text_levels
 from connectors.books.buffered import (
     BufferedBookFeed,
-    Pairs,
     Pending,
     RestSnapshot,
     encode_pairs,
     rest_book,
-    text_levels,
 )
 from connectors.wire import MAX_MS, shape_error
 from engine.book_records import BookLevel

@@ -41,16 +41,14 @@ from connectors.bitstamp import (
     MAX_STREAMS_PER_CONNECTION,
     BitstampProtocol,
 )
-from connectors.books.base import NO_ROWS, SymbolBook, control_only
+from connectors.books.base import NO_ROWS, Pairs, SymbolBook, control_only, text_levels
 from connectors.books.buffered import (
     BufferedBookFeed,
-    Pairs,
     Pending,
     RestSnapshot,
     check_decimals,
     encode_pairs,
     rest_book,
-    text_levels,
 )
 from connectors.wire import DIGITS_US, MAX_US, PrefixedNames, shape_error, stream_names
 from engine.book_records import BookLevel

@@ -37,33 +37,18 @@ from connectors.books.base import (
     NO_ROWS,
     BookFeedBase,
     FetchSnapshot,
+    Pairs,
     ResyncCause,
     SymbolBook,
+    text_levels,
 )
-from connectors.wire import shape_error, short
+from connectors.wire import shape_error
 from engine.book import decimal_of
 from engine.book_records import BookLevel
 from engine.errors import MalformedFrame
 
-Pairs = Sequence[Sequence[str]]
-"""Levels as the exchange sends them: ``[[price, size, ...], ...]`` text."""
-
 D = TypeVar("D")
 _loads: Final = orjson.loads
-
-
-def text_levels(value: object, what: str) -> Pairs:
-    """``value`` if it is a list of ``[price, size, ...]`` with text price and size (extra
-    items are ignored); :class:`MalformedFrame` naming ``what`` otherwise. The decimal text
-    itself is checked where the levels are applied (the book), or by :func:`check_decimals`."""
-    if type(value) is not list:
-        raise MalformedFrame("type", f"{what} must be a list of [price, size]")
-    for level in value:
-        if type(level) is not list or len(level) < 2:
-            raise MalformedFrame("type", f"{what} level must be [price, size]: {short(level)}")
-        if type(level[0]) is not str or type(level[1]) is not str:
-            raise MalformedFrame("type", f"{what} price and size must be strings")
-    return value
 
 
 def check_decimals(*sides: Pairs) -> None:

@@ -39,8 +39,8 @@ from typing import Final, Literal
 import orjson
 
 from connectors.base import ControlEvent, ExchangeError
-from connectors.books.base import SymbolBook, control_only
-from connectors.books.inband import InBandBookFeed, json_object, text_levels_of
+from connectors.books.base import SymbolBook, control_only, text_levels
+from connectors.books.inband import InBandBookFeed, json_object
 from connectors.bybit import (
     BYBIT_URL,
     KEEPALIVE_SECONDS,
@@ -62,7 +62,6 @@ come every 20 ms)."""
 
 _MAX_ID: Final = 1 << 63
 _REFUSED_TOPIC: Final = re.compile(r"orderbook\.[0-9]{1,4}\.([0-9A-Za-z]{2,40})", re.ASCII)
-_WHAT: Final = "orderbook data"
 
 
 class BybitBookFeed(InBandBookFeed):
@@ -166,7 +165,7 @@ class BybitBookFeed(InBandBookFeed):
             raise MalformedFrame("type", "u must be a positive integer")
         if type(ts) is not int or not 0 <= ts <= MAX_MS:
             raise MalformedFrame("type", "ts must be an integer time in range")
-        bids, asks = text_levels_of(data, "b", _WHAT), text_levels_of(data, "a", _WHAT)
+        bids, asks = text_levels(data.get("b"), "b"), text_levels(data.get("a"), "a")
         if not snapshot:
             if state.seq is None or update_id != int(state.seq) + 1:
                 self._resync(state, "sequence", ts_recv, f"u {update_id} after {state.seq}")
@@ -174,15 +173,10 @@ class BybitBookFeed(InBandBookFeed):
         elif update_id == 1 and state.snapshots:
             # Bybit's service restarted: the book before this snapshot is void
             state.break_sync("restart", ts_recv, f"u 1 after {state.seq}")
-        return self._rows(
-            state,
-            bids,
-            asks,
-            snapshot=snapshot,
-            seq=str(update_id),
-            ts_event=ts * 1000,
-            ts_recv=ts_recv,
+        rows = state.rows(
+            bids, asks, snapshot=snapshot, seq=str(update_id), ts_event=ts * 1000, ts_recv=ts_recv
         )
+        return self._done(state, snapshot, ts_recv, rows)
 
 
 # -- server side (the fake exchange) ----------------------------------------------------------

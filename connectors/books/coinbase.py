@@ -33,8 +33,8 @@ from typing import Final
 import orjson
 
 from connectors.base import ControlEvent
-from connectors.books.base import SymbolBook, control_only
-from connectors.books.inband import InBandBookFeed, event_time, json_object, text_levels_of
+from connectors.books.base import Pairs, SymbolBook, control_only, text_levels
+from connectors.books.inband import InBandBookFeed, event_time, json_object
 from connectors.coinbase import (
     COINBASE_URL,
     MAX_PRODUCTS_PER_CONNECTION,
@@ -119,16 +119,16 @@ class CoinbaseBookFeed(InBandBookFeed):
         """Apply a ``snapshot`` or an ``l2update`` (no sequence: each is applied as it comes;
         a snapshot may lack ``time``: its receive time is used)."""
         ts_event = event_time(msg.get("time"), ts_recv, "time", missing_ok=snapshot)
+        bids: Pairs
+        asks: Pairs
         if snapshot:
-            bids, asks = (
-                text_levels_of(msg, "bids", "snapshot"),
-                text_levels_of(msg, "asks", "snapshot"),
-            )
+            bids, asks = text_levels(msg.get("bids"), "bids"), text_levels(msg.get("asks"), "asks")
         else:
             bids, asks = _changes(msg.get("changes"))
-        return self._rows(
-            state, bids, asks, snapshot=snapshot, seq=None, ts_event=ts_event, ts_recv=ts_recv
+        rows = state.rows(
+            bids, asks, snapshot=snapshot, seq=None, ts_event=ts_event, ts_recv=ts_recv
         )
+        return self._done(state, snapshot, ts_recv, rows)
 
 
 def _changes(changes: object) -> tuple[list[list[str]], list[list[str]]]:

@@ -53,21 +53,6 @@ def json_object(frame: str | bytes) -> dict[str, object]:
     return msg
 
 
-def text_levels_of(container: dict[str, object], name: str, what: str) -> list[list[str]]:
-    """``container[name]``: a list of ``[price, size, ...]`` whose price and size are text
-    (extra items are ignored; the decimal text is checked where the book applies it);
-    :class:`MalformedFrame` (``type``, naming ``what`` and ``name``) otherwise."""
-    levels = container.get(name)
-    if type(levels) is not list:
-        raise MalformedFrame("type", f"{what} needs {name} as a list")
-    for level in levels:
-        if type(level) is not list or len(level) < 2:
-            raise MalformedFrame("type", f"a level of {name} is not [price, size]")
-        if type(level[0]) is not str or type(level[1]) is not str:
-            raise MalformedFrame("type", "price and size must be strings")
-    return levels
-
-
 def event_time(when: object, ts_recv: int, name: str, *, missing_ok: bool) -> int:
     """The event time in µs of an RFC 3339 ``when``; ``ts_recv`` in µs when ``when`` is
     missing (None) and ``missing_ok``; :class:`MalformedFrame` naming field ``name``
@@ -134,22 +119,11 @@ class InBandBookFeed(BookFeedBase):
             self._malformed(state, ts_recv, str(exc))
             raise
 
-    def _rows(
-        self,
-        state: SymbolBook,
-        bids: Sequence[Sequence[str]],
-        asks: Sequence[Sequence[str]],
-        *,
-        snapshot: bool,
-        seq: str | None,
-        ts_event: int,
-        ts_recv: int,
+    def _done(
+        self, state: SymbolBook, snapshot: bool, ts_recv: int, rows: list[BookLevel]
     ) -> list[BookLevel]:
-        """:meth:`~connectors.books.base.SymbolBook.rows` of a message whose sequence was
-        checked; a snapshot then ends the symbol's resync (:meth:`_finished`)."""
-        rows = state.rows(
-            bids, asks, snapshot=snapshot, seq=seq, ts_event=ts_event, ts_recv=ts_recv
-        )
+        """``rows``, the rows of a message whose sequence was checked and that ``state`` applied;
+        a snapshot ends the symbol's resync (:meth:`_finished`)."""
         if snapshot:
             self._finished(state, ts_recv)
         return rows

@@ -224,9 +224,7 @@ class KrakenBookFeed(InBandBookFeed):
         if actual != expected:
             self._resync(state, "checksum", ts_recv, f"checksum {actual} != {expected}")
             return []
-        if snapshot:
-            self._finished(state, ts_recv)
-        return rows
+        return self._done(state, snapshot, ts_recv, rows)
 
 
 def _levels(entry: dict[str, object], name: str) -> list[tuple[str, str]]:

@@ -36,8 +36,8 @@ from typing import Final, Literal
 import orjson
 
 from connectors.base import ControlEvent
-from connectors.books.base import SymbolBook, control_only
-from connectors.books.inband import InBandBookFeed, text_levels_of
+from connectors.books.base import SymbolBook, control_only, text_levels
+from connectors.books.inband import InBandBookFeed
 from connectors.okx import (
     KEEPALIVE_SECONDS,
     MAX_STREAMS_PER_CONNECTION,
@@ -53,7 +53,6 @@ from engine.errors import MalformedFrame
 
 CHANNEL: Final = "books"
 _MAX_SEQ: Final = 1 << 63
-_WHAT: Final = "books entry"
 _loads: Final = orjson.loads
 
 
@@ -141,20 +140,15 @@ class OkxBookFeed(InBandBookFeed):
         ts = entry.get("ts")
         if type(ts) is not str or not DIGITS_MS(ts) or (ms := int(ts)) > MAX_MS:
             raise MalformedFrame("type", "ts must be decimal text of a time in range")
-        bids, asks = text_levels_of(entry, "bids", _WHAT), text_levels_of(entry, "asks", _WHAT)
+        bids, asks = text_levels(entry.get("bids"), "bids"), text_levels(entry.get("asks"), "asks")
         if not snapshot and str(prev) != state.seq:
             detail = f"prevSeqId {prev} after seqId {state.seq}"
             self._resync(state, "sequence", ts_recv, detail)
             return []
-        return self._rows(
-            state,
-            bids,
-            asks,
-            snapshot=snapshot,
-            seq=str(seq_id),
-            ts_event=ms * 1000,
-            ts_recv=ts_recv,
+        rows = state.rows(
+            bids, asks, snapshot=snapshot, seq=str(seq_id), ts_event=ms * 1000, ts_recv=ts_recv
         )
+        return self._done(state, snapshot, ts_recv, rows)
 
 
 # -- server side (the fake exchange) ----------------------------------------------------------
