@@ -4,9 +4,7 @@ REST-snapshot synchronisation by Binance's documented U/u rules, resyncs, and ho
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -27,6 +25,7 @@ from connectors.books.binance import (
 from connectors.books.registry import get_book_feed
 from engine.book_records import BookLevel, BookReplica
 from engine.errors import MalformedFrame
+from tests.books_rest import edited_frames, parse_only_malformed, snapshot_only_malformed
 from tests.strategies import json_values, make_trade
 
 SYM = "BTCUSDT"
@@ -338,15 +337,8 @@ def test_bad_level_in_a_synced_book_resyncs() -> None:
 
 
 def _frames() -> st.SearchStrategy[str]:
-    valid = orjson.loads(diff(1, 2, [("1", "1")], [("2", "1")]))
-
-    def edit(key: str, value: Any) -> str:
-        doc = orjson.loads(orjson.dumps(valid))
-        doc["data"][key] = value
-        return json.dumps(doc)
-
-    keys = st.sampled_from(["e", "E", "s", "U", "u", "b", "a"])
-    return st.builds(edit, keys, json_values) | json_values.map(json.dumps) | st.text(max_size=40)
+    valid = diff(1, 2, [("1", "1")], [("2", "1")])
+    return edited_frames(valid, [("data", key) for key in ("e", "E", "s", "U", "u", "b", "a")])
 
 
 @settings(max_examples=300)
@@ -356,15 +348,7 @@ def test_only_malformed_frame_escapes_parse(frames: list[str], synced: bool) -> 
     if synced:
         f.parse(diff(0, 0), T0)
         f.snapshot_fetched(SYM, encode_depth_snapshot(0, [("1", "1")], []), T0)
-    for frame in frames:
-        try:
-            result = f.parse(frame, T0 + 1)
-        except MalformedFrame:
-            continue
-        if isinstance(result, list | tuple):
-            assert all(isinstance(r.price, str) and isinstance(r.size, str) for r in result)
-            for r in result:
-                Decimal(r.price)
+    parse_only_malformed(f, frames, T0 + 1)
 
 
 @settings(max_examples=300)
@@ -373,12 +357,5 @@ def test_only_malformed_frame_escapes_snapshot_fetched(key: str | None, value: A
     f = feed()
     f.parse(diff(1, 1), T0)
     f.take_actions()
-    doc: Any = {"lastUpdateId": 1, "bids": [["1", "1"]], "asks": [["2", "1"]]}
-    if key is None:
-        doc = value
-    else:
-        doc[key] = value
-    try:
-        f.snapshot_fetched(SYM, json.dumps(doc), T0)
-    except MalformedFrame:
-        assert [a.raw_symbol for a in f.take_actions()] == [SYM]  # asked again
+    doc = {"lastUpdateId": 1, "bids": [["1", "1"]], "asks": [["2", "1"]]}
+    snapshot_only_malformed(f, SYM, doc, key, value, T0)

@@ -5,8 +5,6 @@ from the trade protocol, and hostile input (only MalformedFrame escapes)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +32,7 @@ from connectors.books.bitstamp import (
 from connectors.books.registry import get_book_feed
 from engine.book_records import BookLevel, BookReplica
 from engine.errors import MalformedFrame
+from tests.books_rest import edited_frames, parse_only_malformed, snapshot_only_malformed
 from tests.strategies import json_values, make_trade
 
 PAIR = "btcusd"
@@ -234,27 +233,9 @@ def test_control_frames_come_from_the_trade_protocol() -> None:
 
 
 def _frames() -> st.SearchStrategy[str]:
-    valid = orjson.loads(diff(US, [("1", "1")], [("2", "1")]))
-
-    def edit(path: tuple[str, ...], value: Any) -> str:
-        doc = orjson.loads(orjson.dumps(valid))
-        where = doc
-        for key in path[:-1]:
-            where = where[key]
-        where[path[-1]] = value
-        return json.dumps(doc)
-
-    paths = st.sampled_from(
-        [
-            ("event",),
-            ("channel",),
-            ("data",),
-            ("data", "microtimestamp"),
-            ("data", "bids"),
-            ("data", "asks"),
-        ]
-    )
-    return st.builds(edit, paths, json_values) | json_values.map(json.dumps) | st.text(max_size=30)
+    valid = diff(US, [("1", "1")], [("2", "1")])
+    data = [("data", key) for key in ("microtimestamp", "bids", "asks")]
+    return edited_frames(valid, [("event",), ("channel",), ("data",), *data])
 
 
 @settings(max_examples=300)
@@ -264,9 +245,7 @@ def test_only_malformed_frame_escapes_parse(frames: list[str], synced: bool) -> 
     if synced:
         f.parse(diff(US - 1), T0)
         f.snapshot_fetched(PAIR, encode_order_book([("1", "1")], [], microtimestamp=US - 1), T0)
-    for frame in frames:
-        with contextlib.suppress(MalformedFrame):
-            f.parse(frame, T0 + 1)
+    parse_only_malformed(f, frames, T0 + 1)
 
 
 @settings(max_examples=300)
@@ -275,15 +254,8 @@ def test_only_malformed_frame_escapes_snapshot_fetched(key: str | None, value: A
     f = feed()
     f.parse(diff(US), T0)
     f.take_actions()
-    doc: Any = {"timestamp": "1", "microtimestamp": str(US), "bids": [["1", "1"]], "asks": []}
-    if key is None:
-        doc = value
-    else:
-        doc[key] = value
-    try:
-        f.snapshot_fetched(PAIR, json.dumps(doc), T0)
-    except MalformedFrame:
-        assert [a.raw_symbol for a in f.take_actions()] == [PAIR]
+    doc = {"timestamp": "1", "microtimestamp": str(US), "bids": [["1", "1"]], "asks": []}
+    snapshot_only_malformed(f, PAIR, doc, key, value, T0)
 
 
 def test_a_malformed_diff_is_a_lost_update() -> None:

@@ -271,6 +271,19 @@ def _order_book(body: str | bytes) -> tuple[int, str, Pairs, Pairs]:
 # -- server side (the fake exchange) ----------------------------------------------------------
 
 
+def _timed_levels(
+    bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]], microtimestamp: int
+) -> dict[str, object]:
+    """The fields a diff's ``data`` and an order book share: its times and levels."""
+    us = int(microtimestamp)
+    return {
+        "timestamp": str(us // 1_000_000),
+        "microtimestamp": str(us),
+        "bids": encode_pairs(bids),
+        "asks": encode_pairs(asks),
+    }
+
+
 def encode_diff(
     pair: str,
     bids: Sequence[tuple[str, str]],
@@ -280,13 +293,7 @@ def encode_diff(
 ) -> str:
     """The ``diff_order_book_{pair}`` message Bitstamp would send (``pair`` lower-cased in the
     channel name); ``bids``/``asks`` are (price, size) text, size ``"0"`` removes."""
-    us = int(microtimestamp)
-    data = {
-        "timestamp": str(us // 1_000_000),
-        "microtimestamp": str(us),
-        "bids": encode_pairs(bids),
-        "asks": encode_pairs(asks),
-    }
+    data = _timed_levels(bids, asks, microtimestamp)
     channel = CHANNEL_PREFIX + pair.lower()
     return orjson.dumps({"data": data, "channel": channel, "event": "data"}).decode()
 
@@ -298,11 +305,4 @@ def encode_order_book(
     microtimestamp: int,
 ) -> str:
     """The body of ``GET /api/v2/order_book/{pair}/``."""
-    us = int(microtimestamp)
-    doc = {
-        "timestamp": str(us // 1_000_000),
-        "microtimestamp": str(us),
-        "bids": encode_pairs(bids),
-        "asks": encode_pairs(asks),
-    }
-    return orjson.dumps(doc).decode()
+    return orjson.dumps(_timed_levels(bids, asks, microtimestamp)).decode()
