@@ -12,7 +12,6 @@ same books. (Coinbase's recorded books: tests/test_books_recorded_coinbase.py.)
 from __future__ import annotations
 
 import json
-import subprocess
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -175,44 +174,20 @@ def test_replayed_recording_stores_books_that_rebuild_to_the_independent_ones(
     """End to end: ``feedvault replay`` of the converted recording with ``CHANNELS=book`` (the
     REST lines in place of the fetches, no network), then ``feedvault verify``; the book rows
     stored under ``book/``, rebuilt object by object in key order, are the independent books."""
-    from tests.harness import FEEDVAULT, base_env, decode_object, run_feedvault
+    from tests.books_replayed import book_objects, rebuilt, replay_and_verify
 
     out = tmp_path / "out"
-    env = base_env(CHANNELS="book")
-    done = subprocess.run(
-        [
-            *FEEDVAULT,
-            "replay",
-            str(converted(tmp_path)),
-            "--speed",
-            "max",
-            "--out",
-            f"file://{out}/",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    verified = run_feedvault(base_env(), "verify", f"file://{out}/")
-    assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+    replay_and_verify(converted(tmp_path), out, "book")
     expected, _ = independent_books()
     for symbol, sides in expected.items():
         canonical = canonical_symbol(symbol, "binance")
-        objects = sorted((out / "book" / "exchange=binance" / f"symbol={canonical}").rglob("*.gz"))
-        assert objects, symbol
-        replica = BookReplica()
-        for path in objects:  # keys sort by window, then sequence number
-            for row in decode_object(path.read_bytes(), path.name):
-                replica.apply(BookLevel.from_dict(row))
+        objects = book_objects(out, "binance", canonical)
+        replica = rebuilt(objects)
         book = replica.book("binance", canonical)
         for side in ("bid", "ask"):
             assert [(lv.price, lv.size) for lv in book.levels(side)] == sides[side], symbol
         # the last object alone rebuilds the book too (it opens with a snapshot)
-        alone = BookReplica()
-        for row in decode_object(objects[-1].read_bytes(), objects[-1].name):
-            alone.apply(BookLevel.from_dict(row))
+        alone = rebuilt(objects[-1:])
         assert [(lv.price, lv.size) for lv in alone.book("binance", canonical).levels("bid")] == (
             sides["bid"]
         )

@@ -6,7 +6,6 @@ here from the raw JSON, and so does the rebuild of the emitted rows by ``BookRep
 from __future__ import annotations
 
 import json
-import subprocess
 from decimal import Decimal
 from pathlib import Path
 
@@ -98,31 +97,16 @@ def test_replayed_with_trades_the_stored_books_are_the_independent_ones(tmp_path
     stored too (the same frames' trades, from the trade protocol)."""
     from connectors.recording_cli import convert
     from connectors.symbols import canonical_symbol
-    from engine.book_records import BookLevel
-    from tests.harness import FEEDVAULT, base_env, decode_object, run_feedvault
+    from tests.books_replayed import book_objects, rebuilt, replay_and_verify
 
     recording = tmp_path / "coinbase.jsonl.zst"
     convert(RECORDING, recording, "coinbase")
     out = tmp_path / "out"
-    done = subprocess.run(
-        [*FEEDVAULT, "replay", str(recording), "--speed", "max", "--out", f"file://{out}/"],
-        env=base_env(CHANNELS="trades,book"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    verified = run_feedvault(base_env(), "verify", f"file://{out}/")
-    assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+    replay_and_verify(recording, out, "trades,book")
     _, _, received = read_cryptofeed(RECORDING)
     for product, book in _independent(received).items():
         symbol = canonical_symbol(product, "coinbase")
-        objects = sorted((out / "book" / "exchange=coinbase" / f"symbol={symbol}").rglob("*.gz"))
-        assert objects, product
-        replica = BookReplica()
-        for path in objects:
-            for row in decode_object(path.read_bytes(), path.name):
-                replica.apply(BookLevel.from_dict(row))
+        replica = rebuilt(book_objects(out, "coinbase", symbol))
         for side in ("bid", "ask"):
             got = [(lv.price, lv.size) for lv in replica.book("coinbase", symbol).levels(side)]  # type: ignore[arg-type]
             assert got == _best_first(book[side], side), (product, side)
