@@ -1,6 +1,7 @@
 """Helpers shared by the in-band book feeds' tests (Coinbase, Kraken, OKX, Bybit): the levels
 of a book as text, the rebuild of the emitted rows, and the hypothesis check that only
-``MalformedFrame`` escapes ``parse``."""
+``MalformedFrame`` escapes ``parse``. :func:`sides` and :func:`rows_of` serve the REST feeds'
+tests too (tests/books_rest.py has the rest of theirs)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,18 @@ from engine.errors import MalformedFrame
 from tests.strategies import json_values
 
 
+def level_lists(price_places: int, size_places: int) -> st.SearchStrategy[list[tuple[str, str]]]:
+    """Up to six (price, size) decimal texts with these numbers of places (size 0 included:
+    a removal)."""
+    return st.lists(
+        st.tuples(
+            st.decimals(min_value=0, max_value=10**6, places=price_places).map(str),
+            st.decimals(min_value=0, max_value=1000, places=size_places).map(str),
+        ),
+        max_size=6,
+    )
+
+
 def edited_frames(valid: str, paths: Sequence[tuple[str, ...]]) -> st.SearchStrategy[str]:
     """Frames for ``parse``: the valid frame ``valid`` with the field at one of ``paths`` (keys
     from the top) replaced by any JSON value; any JSON value; any short text."""

@@ -25,18 +25,18 @@ from connectors.books.binance import (
 from connectors.books.registry import get_book_feed
 from engine.book_records import BookLevel, BookReplica
 from engine.errors import MalformedFrame
-from tests.books_rest import edited_frames, parse_only_malformed, snapshot_only_malformed
+from tests.books_inband import rows_of, sides
+from tests.books_rest import (
+    edited_frames,
+    level_lists,
+    parse_only_malformed,
+    snapshot_only_malformed,
+)
 from tests.strategies import json_values, make_trade
 
 SYM = "BTCUSDT"
 T0 = 1_700_000_000_000_000_000
-_LEVELS = st.lists(
-    st.tuples(
-        st.decimals(min_value=0, max_value=10**6, places=4).map(str),
-        st.decimals(min_value=0, max_value=1000, places=3).map(str),
-    ),
-    max_size=6,
-)
+_LEVELS = level_lists(4, 3)
 
 
 def feed(exchange: str = "binance") -> BinanceBookFeed:
@@ -52,28 +52,14 @@ def diff(
     return encode_depth_update(SYM, first, final, bids, asks, event_ms=ms, combined=True)
 
 
-def rows_of(result: object) -> list[BookLevel]:
-    """The rows of a parse result (fails on a control event)."""
-    assert isinstance(result, list | tuple)
-    return list(result)
-
-
 def book_of(rows: Sequence[BookLevel]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     replica = BookReplica()
     replica.apply_all(rows)
-    book = replica.book("binance", "BTC-USDT")
-    return (
-        [(lv.price, lv.size) for lv in book.levels("bid")],
-        [(lv.price, lv.size) for lv in book.levels("ask")],
-    )
+    return sides(replica.book("binance", "BTC-USDT"))
 
 
 def levels(f: BinanceBookFeed) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    book = f.books[SYM].book
-    return (
-        [(lv.price, lv.size) for lv in book.levels("bid")],
-        [(lv.price, lv.size) for lv in book.levels("ask")],
-    )
+    return sides(f.books[SYM].book)
 
 
 # -- encoders ------------------------------------------------------------------------------

@@ -32,19 +32,19 @@ from connectors.books.bitstamp import (
 from connectors.books.registry import get_book_feed
 from engine.book_records import BookLevel, BookReplica
 from engine.errors import MalformedFrame
-from tests.books_rest import edited_frames, parse_only_malformed, snapshot_only_malformed
+from tests.books_inband import rows_of, sides
+from tests.books_rest import (
+    edited_frames,
+    level_lists,
+    parse_only_malformed,
+    snapshot_only_malformed,
+)
 from tests.strategies import json_values, make_trade
 
 PAIR = "btcusd"
 T0 = 1_700_000_000_000_000_000
 US = 1_700_000_000_000_000
-_LEVELS = st.lists(
-    st.tuples(
-        st.decimals(min_value=0, max_value=10**6, places=2).map(str),
-        st.decimals(min_value=0, max_value=1000, places=8).map(str),
-    ),
-    max_size=6,
-)
+_LEVELS = level_lists(2, 8)
 
 
 def feed() -> BitstampBookFeed:
@@ -58,17 +58,8 @@ def diff(us: int, bids: Any = (), asks: Any = ()) -> str:
     return encode_diff(PAIR, bids, asks, microtimestamp=us)
 
 
-def rows_of(result: object) -> list[BookLevel]:
-    assert isinstance(result, list | tuple)
-    return list(result)
-
-
 def levels(f: BitstampBookFeed) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    book = f.books[PAIR].book
-    return (
-        [(lv.price, lv.size) for lv in book.levels("bid")],
-        [(lv.price, lv.size) for lv in book.levels("ask")],
-    )
+    return sides(f.books[PAIR].book)
 
 
 def replica_levels(
@@ -76,11 +67,7 @@ def replica_levels(
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     replica = BookReplica()
     replica.apply_all(rows)
-    book = replica.book("bitstamp", "BTC-USD")
-    return (
-        [(lv.price, lv.size) for lv in book.levels("bid")],
-        [(lv.price, lv.size) for lv in book.levels("ask")],
-    )
+    return sides(replica.book("bitstamp", "BTC-USD"))
 
 
 # -- encoders ------------------------------------------------------------------------------
