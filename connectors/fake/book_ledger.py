@@ -24,7 +24,9 @@ costs a dict operation per level; an :class:`~engine.book.OrderBook` is built on
 
 from __future__ import annotations
 
+import bisect
 import os
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from typing import Any, Final
 
 import orjson
 
-from connectors.fake.book_market import ZERO_SIZES, BookMessage, Pair
+from connectors.fake.book_market import ZERO_SIZES, BookCycle, BookMessage, CycleRun, Pair
 from engine.book import OrderBook, Side
 
 HISTORY_LIMIT: Final = 200_000
@@ -88,6 +90,14 @@ class _History:
     messages: deque[BookMessage] = field(default_factory=deque)
     first: int = 0
     count: int = 0
+    cycle: BookCycle | None = None
+    """Since the market started cycling (:meth:`BookLedger.made_run`): its cycle, which began
+    at ``latest``."""
+    made: int = 0
+    """Messages of ``cycle`` made."""
+    runs: deque[tuple[int, int]] = field(default_factory=deque)
+    """(first message, its event time) of each run of ``cycle`` made, the latest
+    ``history_limit``."""
 
 
 @dataclass(slots=True)
@@ -159,6 +169,36 @@ class BookLedger:
             while history.first < cut:
                 messages.popleft()
                 history.first += 1
+
+    def made_run(self, run: CycleRun) -> None:
+        """The market made ``run`` (the cycle's fast path, ``--book-rate max``): recorded as
+        the run, not message by message. The cycle starts from the book the history holds
+        last."""
+        history = self._history[run.cycle.raw_symbol]
+        if history.cycle is not run.cycle:
+            if run.cycle.base_id != history.latest.update_id or run.first != 0:
+                raise ValueError(f"{run.cycle.raw_symbol}: the cycle does not follow the history")
+            history.cycle = run.cycle
+        history.made = run.first + run.count
+        history.runs.append((run.first, run.ts_us))
+        if len(history.runs) > self._history_limit:
+            history.runs.popleft()
+
+    def sent_run(self, connection: int, depth: int | None, run: CycleRun) -> None:
+        """``run``'s messages left for ``connection`` on a channel of ``depth`` levels: as
+        :meth:`sent` of each, in order (none corrupt)."""
+        if run.count <= 0:
+            return
+        raw = run.cycle.raw_symbol
+        last = run.cycle.message(run.first + run.count - 1, run.ts_us + run.count - 1)
+        self._last[(connection, raw)] = SentBook(connection, depth, last)
+        self.messages += run.count
+        self.changes += run.changes
+        self.per_symbol[raw] = self.per_symbol.get(raw, 0) + run.count
+        room = self._memory_limit - len(self._kept)
+        if room > 0:
+            for msg in run.head(min(room, run.count)).messages():
+                self._kept.append(SentBook(connection, depth, msg))
 
     def sent(self, connection: int, depth: int | None, msg: BookMessage, corrupt: bool) -> None:
         """``msg`` left for ``connection`` on a channel of ``depth`` levels."""
@@ -270,6 +310,9 @@ class BookLedger:
         history = self._history.get(raw_symbol)
         if history is None:
             raise ValueError(f"no book history of {raw_symbol}")
+        cycle = history.cycle
+        if cycle is not None and update_id >= cycle.base_id:
+            return self._cycle_levels(history, cycle, min(cycle.applied(update_id), history.made))
         if update_id >= history.latest.update_id:
             return history.latest
         start = None
@@ -291,6 +334,27 @@ class BookLedger:
                 break
             levels.apply(msg)
         return levels
+
+    def _cycle_levels(self, history: _History, cycle: BookCycle, n: int) -> _Levels:
+        """The book after ``n`` messages of ``cycle`` (``latest`` when none)."""
+        if n <= 0:
+            return history.latest
+        bids, asks = cycle.levels(n)
+        runs = history.runs
+        index = bisect.bisect_right(runs, (n - 1, sys.maxsize)) - 1
+        if index < 0:  # older than the runs kept: the event time is unknown
+            ts_us = 0
+        else:
+            first, ts_us = runs[index]
+            ts_us += n - 1 - first
+        return _Levels(bids, asks, cycle.ids(n - 1)[1], ts_us)
+
+    def _latest(self, raw_symbol: str) -> _Levels:
+        """The market's book now."""
+        history = self._history[raw_symbol]
+        if history.cycle is not None:
+            return self._cycle_levels(history, history.cycle, history.made)
+        return history.latest
 
     def summary(self) -> dict[str, Any]:
         """Counts for a log line."""
@@ -316,8 +380,8 @@ class BookLedger:
             yield _line(
                 "served", raw, levels, record.depth, conn=conn, number=record.message.number
             )
-        for raw, history in self._history.items():
-            yield _line("market", raw, history.latest, None)
+        for raw in self._history:
+            yield _line("market", raw, self._latest(raw), None)
 
     def write(self, path: str | os.PathLike[str]) -> int:
         """Write :meth:`lines` to ``path``; the number of lines."""

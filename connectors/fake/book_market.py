@@ -38,8 +38,9 @@ starts from.
 
 from __future__ import annotations
 
+import bisect
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -109,6 +110,129 @@ class BookMessage:
 ViewKey = tuple[str, int | None]
 """(raw symbol, depth or None for the whole book)."""
 
+CYCLE_STEPS: Final = 256
+"""Messages of a cycle's forward run (:meth:`BookMarket.start_cycle`); the cycle is twice as
+long (the run, then its inverses)."""
+
+
+class BookCycle:
+    """One symbol's messages on demand as a cycle (the fake's fast path for ``--book-rate
+    max``; docs: testing.md#order-books-on-the-fake-exchange): a run of :data:`CYCLE_STEPS`
+    messages made by the market's own step from the book ``S0`` it started from, followed by
+    their inverses in reverse order (each sets the levels the message changed back to what
+    they were), so the book is ``S0`` again after each turn of :attr:`length` messages.
+
+    Message ``n`` (0-based, counted from the cycle's start over all turns) is the cycle's
+    message ``n % length``: its level changes are fixed (rendered once, :attr:`pairs`), its
+    update ids continue the market's (``base_id`` + :attr:`total` per turn + the changes
+    before it in the turn), so a reader sees one gap-free, uncrossed book. The book after
+    ``n`` messages is :meth:`state` (rebuilt from ``S0`` when asked)."""
+
+    __slots__ = (
+        "_sym",
+        "asks",
+        "base_id",
+        "base_number",
+        "bids",
+        "changes",
+        "length",
+        "pairs",
+        "prefix",
+        "raw_symbol",
+        "symbol",
+        "total",
+    )
+
+    def __init__(
+        self, sym: _Symbol, messages: Sequence[tuple[dict[int, int], dict[int, int]]]
+    ) -> None:
+        self._sym = sym
+        self.raw_symbol, self.symbol = sym.raw, sym.symbol
+        self.bids, self.asks = dict(sym.bids), dict(sym.asks)
+        """``S0``: the book (ticks -> lots) at the start of each turn."""
+        self.base_id, self.base_number = sym.update_id, sym.number
+        self.changes = tuple(messages)
+        """Each message's changes (ticks -> lots, 0 removes) per side."""
+        self.pairs = tuple((sym.render(b), sym.render(a)) for b, a in messages)
+        """Each message's changes as (price, size) text per side."""
+        self.length = len(messages)
+        prefix = [0]
+        for b, a in messages:
+            prefix.append(prefix[-1] + len(b) + len(a))
+        self.prefix = tuple(prefix)
+        """Level changes of the turn before each message (and, last, of the whole turn)."""
+        self.total = prefix[-1]
+        """Level changes in one turn."""
+
+    def ids(self, n: int) -> tuple[int, int]:
+        """(first, last) update id of message ``n``."""
+        turn, pos = divmod(n, self.length)
+        start = self.base_id + turn * self.total
+        return start + self.prefix[pos] + 1, start + self.prefix[pos + 1]
+
+    def applied(self, update_id: int) -> int:
+        """How many messages have an update id up to ``update_id`` (at least ``base_id``)."""
+        turn, rem = divmod(update_id - self.base_id, self.total)
+        return turn * self.length + bisect.bisect_right(self.prefix, rem) - 1
+
+    def state(self, n: int) -> tuple[dict[int, int], dict[int, int]]:
+        """The book (ticks -> lots per side) after messages ``0 .. n - 1``."""
+        bids, asks = dict(self.bids), dict(self.asks)
+        for bid_changes, ask_changes in self.changes[: n % self.length]:
+            for levels, changes in ((bids, bid_changes), (asks, ask_changes)):
+                for k, v in changes.items():
+                    if v:
+                        levels[k] = v
+                    else:
+                        levels.pop(k, None)
+        return bids, asks
+
+    def levels(self, n: int) -> tuple[dict[str, str], dict[str, str]]:
+        """:meth:`state` as price text -> size text per side, best first."""
+        price, size = self._sym.price, self._sym.size
+        bids, asks = self.state(n)
+        return (
+            {price(k): size(bids[k]) for k in sorted(bids, reverse=True)},
+            {price(k): size(asks[k]) for k in sorted(asks)},
+        )
+
+    def message(self, n: int, ts_us: int) -> BookMessage:
+        """Message ``n`` at event time ``ts_us``."""
+        first, last = self.ids(n)
+        bids, asks = self.pairs[n % self.length]
+        number = self.base_number + n + 1
+        return BookMessage(
+            self.raw_symbol, self.symbol, first, last, first - 1, number, ts_us, False, bids, asks
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CycleRun:
+    """``count`` consecutive messages of ``cycle`` from message ``first``, made together:
+    message ``first + i`` has event time ``ts_us + i``."""
+
+    cycle: BookCycle
+    first: int
+    count: int
+    ts_us: int
+
+    @property
+    def changes(self) -> int:
+        """Level changes in the run."""
+        if self.count <= 0:
+            return 0
+        return self.cycle.ids(self.first + self.count - 1)[1] - self.cycle.ids(self.first)[0] + 1
+
+    def head(self, count: int) -> CycleRun:
+        """The run's first ``count`` messages."""
+        return CycleRun(self.cycle, self.first, count, self.ts_us)
+
+    def messages(self) -> Iterator[BookMessage]:
+        """The run's messages, in order."""
+        message, first, ts_us = self.cycle.message, self.first, self.ts_us
+        for i in range(self.count):
+            yield message(first + i, ts_us + i)
+
 
 def _text_style(exchange: str, price_decimals: int, size_decimals: int) -> tuple[int, int, str]:
     """(price decimals, size decimals, the text of a zero size) as ``exchange`` writes them."""
@@ -127,6 +251,9 @@ class _Symbol:
         "asks",
         "bid_best",
         "bids",
+        "changed",
+        "cycle",
+        "cycle_made",
         "last_ts_us",
         "lot_unit",
         "number",
@@ -165,6 +292,11 @@ class _Symbol:
         self.number = 1
         self.last_ts_us = 0
         self.views: dict[int, _View] = {}
+        self.changed: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        """The last step's changes (ticks -> lots, 0 removes) per side: what a cycle keeps."""
+        self.cycle: BookCycle | None = None
+        self.cycle_made = 0
+        """Messages made from :attr:`cycle` since it started."""
         mid = max(spec.start_ticks, 2 * BAND + 2)
         self.bid_best, self.ask_best = mid - 1, mid + 1
         self.bids: dict[int, int] = {}
@@ -230,8 +362,14 @@ class _Symbol:
 
     def snapshot(self, depth: int | None, number: int) -> BookMessage:
         """The book (best ``depth`` levels of each side) as a snapshot message."""
-        bids = self.pairs(self.bids, self.sorted_side(True, depth))
-        asks = self.pairs(self.asks, self.sorted_side(False, depth))
+        if self.cycle is not None:  # the book is the cycle's state, not bids/asks
+            bid_levels, ask_levels = self.cycle.state(self.cycle_made)
+            bid_keys = sorted(bid_levels, reverse=True)[:depth]
+            ask_keys = sorted(ask_levels)[:depth]
+            bids, asks = self.pairs(bid_levels, bid_keys), self.pairs(ask_levels, ask_keys)
+        else:
+            bids = self.pairs(self.bids, self.sorted_side(True, depth))
+            asks = self.pairs(self.asks, self.sorted_side(False, depth))
         uid = self.update_id
         return BookMessage(
             self.raw, self.symbol, uid, uid, -1, number, self.last_ts_us, True, bids, asks
@@ -343,6 +481,8 @@ class BookMarket:
         self._record = record
         self._symbols = {raw: _Symbol(raw, exchange, self._rng) for raw in dict.fromkeys(symbols)}
         self._out: dict[ViewKey, list[BookMessage]] = {}
+        self._cycling = False
+        self._record_run: Callable[[CycleRun], None] | None = None
         self.produced = 0
         """Messages made per symbol since the start (warm-up excluded)."""
         self.skipped = 0
@@ -383,6 +523,8 @@ class BookMarket:
         if (depth is None or depth >= MAX_LEVELS) and not top_levels:
             return (raw_symbol, None)
         key = depth if depth is not None else MAX_LEVELS
+        if self._cycling and key not in sym.views:
+            raise ValueError("the book market is cycling: the whole book only")
         if key not in sym.views:
             sym.views[key] = _View(sym, key, pushout, top_levels)
         return (raw_symbol, key)
@@ -417,8 +559,79 @@ class BookMarket:
         symbol made now, per view as :meth:`advance` gives them (restarts' included)."""
         return self._make(min(count, MAX_BATCH))
 
+    @property
+    def cycling(self) -> bool:
+        """True once :meth:`start_cycle` has run: messages come from :meth:`take_runs`."""
+        return self._cycling
+
+    def start_cycle(
+        self, record_run: Callable[[CycleRun], None] | None = None, steps: int = CYCLE_STEPS
+    ) -> None:
+        """On demand only (``rate`` None), with no view but the whole book's: from now on each
+        symbol's messages are its :class:`BookCycle` (made now from the book as it is, with
+        this market's own steps), taken by :meth:`take_runs`; ``record_run`` receives every
+        run taken (the ledger's). :meth:`take`, :meth:`restart` and depth views are refused
+        from then on. A second call does nothing."""
+        if self.rate is not None:
+            raise ValueError("a book cycle needs books on demand (rate None)")
+        if self._cycling:
+            return
+        if any(sym.views for sym in self._symbols.values()):
+            raise ValueError("a book cycle serves the whole book only (a depth view exists)")
+        changes = self.changes
+        for sym in self._symbols.values():
+            start = (dict(sym.bids), dict(sym.asks), sym.update_id, sym.number, sym.last_ts_us)
+            bests = sym.bid_best, sym.ask_best
+            forward: list[tuple[dict[int, int], dict[int, int]]] = []
+            backward: list[tuple[dict[int, int], dict[int, int]]] = []
+            for _ in range(steps):
+                bids, asks = dict(sym.bids), dict(sym.asks)
+                self._step(sym, sym.last_ts_us)
+                bid_changes, ask_changes = sym.changed
+                forward.append((bid_changes, ask_changes))
+                backward.append(
+                    (
+                        {k: bids.get(k, 0) for k in bid_changes},
+                        {k: asks.get(k, 0) for k in ask_changes},
+                    )
+                )
+            sym.bids, sym.asks, sym.update_id, sym.number, sym.last_ts_us = start
+            sym.bid_best, sym.ask_best = bests
+            sym.cycle = BookCycle(sym, forward + backward[::-1])
+            sym.cycle_made = 0
+        self.changes = changes
+        self._record_run = record_run
+        self._cycling = True
+
+    def take_runs(self, count: int) -> list[CycleRun]:
+        """After :meth:`start_cycle`: the next ``count`` messages (at most :data:`MAX_BATCH`)
+        of each symbol, one run per symbol in symbol order, event times from now on."""
+        if not self._cycling:
+            raise RuntimeError("take_runs needs start_cycle first")
+        count = min(count, MAX_BATCH)
+        if count <= 0:
+            return []
+        now_us = self._clock.time_ns() // 1000
+        runs = []
+        for sym in self._symbols.values():
+            cycle = sym.cycle
+            assert cycle is not None
+            run = CycleRun(cycle, sym.cycle_made, count, max(now_us, sym.last_ts_us + 1))
+            sym.cycle_made += count
+            sym.last_ts_us = run.ts_us + count - 1
+            sym.update_id = cycle.ids(sym.cycle_made - 1)[1]
+            sym.number += count
+            self.changes += run.changes
+            runs.append(run)
+            if self._record_run is not None:
+                self._record_run(run)
+        self.produced += count
+        return runs
+
     def _make(self, due: int) -> dict[ViewKey, list[BookMessage]]:
         """Make ``due`` messages per symbol, event times spread up to now; hand over all."""
+        if self._cycling:
+            raise RuntimeError("the book market is cycling: take_runs gives its messages")
         if due > 0:
             now_us = self._clock.time_ns() // 1000
             first_us = min(self._last_us, now_us)
@@ -501,6 +714,7 @@ class BookMarket:
         if count == 0:  # every pick fell off the grid: change the best bid's size
             bids[bid_best] = bid_changes[bid_best] = sym.lots(rnd)
             count = 1
+        sym.changed = bid_changes, ask_changes
         first = sym.update_id + 1
         prev, sym.update_id = sym.update_id, sym.update_id + count
         sym.number += 1
@@ -525,6 +739,8 @@ class BookMarket:
         changes without a diff (a third of its levels go, some sizes change), its update id
         moves on by one, and every view emits a snapshot with number 1 (Bybit's ``u=1``) in
         the next :meth:`advance`."""
+        if self._cycling:
+            raise RuntimeError("the book market is cycling: no restart")
         sym = self._symbols[raw_symbol]
         rnd = self._rng.random
         for levels in (sym.bids, sym.asks):

@@ -104,8 +104,9 @@ from connectors.fake.book_channels import (
     is_upgrade,
     json_response,
 )
+from connectors.fake.book_fast import BookRunFrames
 from connectors.fake.book_ledger import RestSnapshot
-from connectors.fake.book_market import DEFAULT_RATE, BookMarket, BookMessage, ViewKey
+from connectors.fake.book_market import DEFAULT_RATE, BookMarket, BookMessage, CycleRun, ViewKey
 from connectors.fake.fast import RunFrames, frames_within
 from connectors.fake.faults import Faults, Stall
 from connectors.fake.hostile import HOSTILE_KINDS, hostile_frame
@@ -157,12 +158,17 @@ _BookItem = tuple[BookMessage, int | None, str, bool]
 
 
 class _BookBatch:
-    """Queue item: book frames for one connection, in order."""
+    """Queue item: book frames for one connection, in order; or (``runs``, the cycle's fast
+    path) runs of a cycle, each on its (stream, depth). ``size``: the messages in all."""
 
-    __slots__ = ("items",)
+    __slots__ = ("items", "runs", "size")
 
-    def __init__(self, items: list[_BookItem]) -> None:
+    def __init__(
+        self, items: list[_BookItem], runs: Sequence[tuple[str, int | None, CycleRun]] = ()
+    ) -> None:
         self.items = items
+        self.runs = runs
+        self.size = len(items) + sum(run.count for _, _, run in runs)
 
 
 @cache
@@ -346,6 +352,8 @@ class _Conn:
         self.inflight: tuple[SendProgress, Callable[[int], None]] | None = None
         """A send in progress: where its frames lie, and how to record its first N frames as
         sent and the rest as undelivered (settled when the connection has closed)."""
+        self.book_frames: BookRunFrames | None = None
+        """Max mode's book cycle: this connection's frame templates."""
 
 
 class FakeExchange:
@@ -743,11 +751,11 @@ class FakeExchange:
                 assert not isinstance(item, _Close)
                 ledger.undelivered += _trade_count(item)
                 if isinstance(item, _BookBatch):
-                    ledger.books.undelivered += len(item.items)
+                    ledger.books.undelivered += item.size
                 return
             oldest = queue.get_nowait()
             if isinstance(oldest, _BookBatch):
-                ledger.books.undelivered += len(oldest.items)
+                ledger.books.undelivered += oldest.size
             dropped = _trade_count(oldest)
             conn.backlog_trades -= dropped
             ledger.undelivered += dropped
@@ -767,7 +775,7 @@ class FakeExchange:
         while not conn.queue.empty():
             item = conn.queue.get_nowait()
             if isinstance(item, _BookBatch):
-                self.ledger.books.undelivered += len(item.items)
+                self.ledger.books.undelivered += item.size
         self.ledger.undelivered += conn.backlog_trades
         conn.backlog_trades = 0
 
@@ -869,6 +877,9 @@ class FakeExchange:
     async def _send_books(self, conn: _Conn, batch: _BookBatch) -> None:
         """Send a batch of book frames; record those that left (all of them, or, when the
         connection ended during the send, the whole frames that left before)."""
+        if batch.runs:
+            await self._send_book_runs(conn, batch.runs)
+            return
         items = batch.items
         progress = SendProgress()
         sent = self.ledger.books.sent
@@ -986,12 +997,91 @@ class FakeExchange:
         books = self.books
         if books is None or books.rate is not None or not conn.book_streams:
             return False
-        out = books.take(BOOK_BATCH)
         now = self.clock.monotonic()
+        if books.cycling or self._book_cycle_applies():
+            books.start_cycle(self.ledger.books.made_run)
+            runs = {run.cycle.raw_symbol: run for run in books.take_runs(BOOK_BATCH)}
+            for other in list(self._conns.values()):
+                if other.book_streams:
+                    self._service_book_runs(other, now, runs)
+            return not conn.queue.empty()
+        out = books.take(BOOK_BATCH)
         for other in list(self._conns.values()):
             if other.book_streams:
                 self._service_books(other, now, out)
         return not conn.queue.empty()
+
+    def _book_cycle_applies(self) -> bool:
+        """Max mode's books as cycles (:meth:`BookMarket.start_cycle`, frames from templates:
+        :mod:`connectors.fake.book_fast`): with the fast path on, on Binance's channels (the
+        whole book, the snapshot over REST, the frame a function of the ids and time), and
+        without the book faults that need each message made apart (``book-gap``,
+        ``book-checksum``, ``book-restart``, ``stale-snapshot``); else the exact path."""
+        faults = self.faults
+        return (
+            self.fast
+            and self.protocol in ("binance", "binanceus")
+            and faults.book_gap is None
+            and faults.book_checksum is None
+            and faults.book_restart is None
+            and faults.stale_snapshot is None
+        )
+
+    def _service_book_runs(self, conn: _Conn, now: float, runs: Mapping[str, CycleRun]) -> None:
+        """The cycle's :meth:`_service_books`: queue ``conn``'s runs of this round, one per
+        book stream, or count them as undelivered (closing, stalled)."""
+        faults = self.faults
+        stalled = faults.stall is not None and faults.stall.active(now - conn.opened)
+        queued = [
+            (stream, depth, runs[key[0]])
+            for stream, (key, depth) in conn.book_streams.items()
+            if key[0] in runs
+        ]
+        if not queued:
+            return
+        if conn.closing or stalled:
+            self.ledger.books.undelivered += sum(run.count for _, _, run in queued)
+            return
+        self._put(conn, _BookBatch([], queued), force=False)
+        conn.changed.set()  # max mode: wakes an idle blast loop
+
+    async def _send_book_runs(
+        self, conn: _Conn, runs: Sequence[tuple[str, int | None, CycleRun]]
+    ) -> None:
+        """Send runs of the cycle rendered from templates, written in one piece with
+        websockets' flow control, recorded as runs (:meth:`BookLedger.sent_run`); a write that
+        did not complete records the whole frames that left and ends the connection."""
+        if conn.book_frames is None:
+            session = cast(BookSession, conn.session)
+            conn.book_frames = BookRunFrames(
+                lambda msg, stream: session.encode_book(msg, stream, False)
+            )
+        data = conn.book_frames.render([(stream, run) for stream, _, run in runs])
+        ws = conn.ws
+        if not isinstance(ws, _TrackedConnection):  # pragma: no cover - always tracked here
+            raise TypeError("the fake exchange's connections are tracked")
+        ledger, number = self.ledger.books, conn.number
+        start = ws.written  # set again just before the write
+
+        def settle(frames_out: int | None = None) -> None:
+            left = frames_within(data, ws.bytes_out - start) if frames_out is None else frames_out
+            for _stream, depth, run in runs:
+                out = min(max(left, 0), run.count)
+                ledger.sent_run(number, depth, run.head(out))
+                ledger.undelivered += run.count - out
+                left -= run.count
+
+        conn.inflight = (SendProgress(), lambda _ignored: settle())
+        while ws.send_in_progress is not None:
+            await asyncio.shield(ws.send_in_progress)
+        async with ws.send_context():
+            start = ws.written
+            ws.transport.write(data)
+        conn.inflight = None
+        if ws.bytes_out - start < len(data):
+            settle()
+            raise _Done
+        settle(sum(run.count for _, _, run in runs))
 
     async def _send_run(
         self, conn: _Conn, fast: RunFrames, routes: Mapping[str, Sequence[str]]
