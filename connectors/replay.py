@@ -224,11 +224,9 @@ class ReplaySource:
                 self.frames += 1
                 if self._wants_book is not None and self._wants_book(exchange):
                     await self._book_frame(exchange, recorded)
-                    if recorded.http is not None:
-                        continue
-                    if self._wants_trades is not None and not self._wants_trades(exchange):
-                        continue
-                elif recorded.http is not None:
+                if recorded.http is not None:
+                    continue
+                if self._wants_trades is not None and not self._wants_trades(exchange):
                     continue
                 parse = parsers.get(exchange)
                 if parse is None:

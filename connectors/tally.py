@@ -75,6 +75,23 @@ class StreamTally:
                 canonical = symbol
             self._per_symbol.append(self._by_canonical.setdefault(canonical, SymbolTally()))
 
+    def configured(self, raw_symbol: str) -> str:
+        """The configured spelling of the symbol an exchange spells ``raw_symbol`` (a book
+        feed's key: ``BTCUSDT`` for ``btcusdt``, ``BTCUSD`` for Bitstamp's ``btcusd``), so that
+        its manifest entries name the stream as :attr:`symbols` does; ``raw_symbol`` itself when
+        no configured symbol has its canonical form."""
+        try:
+            canonical = canonical_symbol(raw_symbol, self.exchange)
+        except ValueError:
+            return raw_symbol
+        for symbol in self.symbols:
+            try:
+                if canonical_symbol(symbol, self.exchange) == canonical:
+                    return symbol
+            except ValueError:
+                continue
+        return raw_symbol
+
     def stream_name(self, symbol: str) -> str:
         """A configured symbol's stream, as the manifest names it: ``exchange:SYMBOL:channel``."""
         return f"{self.exchange}:{symbol}:{self.channel}"

@@ -155,8 +155,10 @@ class StreamRun(ManifestRun[StreamConfig]):
         )
         self.raw_sink: WindowedSink | None = None
         #: The book rows' queue and sink (``CHANNELS`` with ``book``), else None.
+        #: Always ``block``: a book row dropped by ``OVERFLOW=drop-oldest`` would leave every
+        #: later book (and every window-opening snapshot) wrong with nothing to show it.
         self.book_queue: BatchQueue[BookLevel] | None = (
-            BatchQueue(config.queue_maxsize, config.overflow) if config.streams_of(BOOK) else None
+            BatchQueue(config.queue_maxsize, "block") if config.streams_of(BOOK) else None
         )
         self.book_sink: WindowedSink | None = None
         #: How book sessions fetch REST snapshots, per exchange (set while the run's HTTP
@@ -446,14 +448,14 @@ class StreamRun(ManifestRun[StreamConfig]):
         for source in self.sessions:
             if not isinstance(source, WebSocketSession) or source.book is None:
                 continue
-            tally = source.tally
-            for resync in source.book.resyncs + source.book.in_progress():
-                resyncs.setdefault(tally.stream_name(resync.raw_symbol), []).append(
-                    book_resync(resync)
-                )
-            for symbol, count in source.book.figures().items():
+            tally, book = source.tally, source.book
+            book.resyncs += book.feed.take_resyncs()  # finished in a batch cut short
+            for resync in book.resyncs + book.in_progress():
+                name = tally.stream_name(tally.configured(resync.raw_symbol))
+                resyncs.setdefault(name, []).append(book_resync(resync))
+            for symbol, count in book.figures().items():
                 if count:
-                    crossed[tally.stream_name(symbol)] = count
+                    crossed[tally.stream_name(tally.configured(symbol))] = count
         return resyncs, crossed
 
     async def _finish(self, writer: ObjectWriter, spilled: list[str], lost: list[Lost]) -> int:

@@ -329,7 +329,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "Queue and connections",
         (STREAM,),
         "`block` stops reading the sockets while the queue is full (TCP backpressure); "
-        "`drop-oldest` keeps reading and counts what it drops. A replay always blocks",
+        "`drop-oldest` keeps reading and counts what it drops (trades only: a book's queue always "
+        "blocks, a dropped update would corrupt the book). A replay always blocks",
         _one_of(OVERFLOW_POLICIES),
         default=_field_default(StreamConfig, "overflow"),
     ),

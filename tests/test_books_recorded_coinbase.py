@@ -111,3 +111,23 @@ def test_replayed_with_trades_the_stored_books_are_the_independent_ones(tmp_path
             got = [(lv.price, lv.size) for lv in replica.book("coinbase", symbol).levels(side)]  # type: ignore[arg-type]
             assert got == _best_first(book[side], side), (product, side)
     assert list((out / "trades" / "exchange=coinbase").rglob("*.gz"))
+
+
+@pytest.mark.parametrize(
+    ("channels", "books"),
+    [("book", True), ("trades@binance,book@coinbase", True), ("book@binance", False)],
+)
+def test_a_replay_writes_only_the_channels_asked_for(
+    tmp_path: Path, channels: str, books: bool
+) -> None:
+    """``CHANNELS`` without trades for Coinbase: its frames' trades are not written (nor its
+    books, when no entry names them)."""
+    from connectors.recording_cli import convert
+    from tests.books_replayed import replay_and_verify
+
+    recording = tmp_path / "coinbase.jsonl.zst"
+    convert(RECORDING, recording, "coinbase")
+    out = tmp_path / "out"
+    replay_and_verify(recording, out, channels)
+    assert bool(list((out / "book").rglob("*.gz"))) == books
+    assert not (out / "trades").exists()

@@ -71,3 +71,14 @@ def test_never_subscribed_is_a_failure_only_once_the_stream_had_its_chance() -> 
     served.subscribed(0.2)
     served.error("closed by peer: code 1006")
     assert not served.failed_to_subscribe(now=60.0, patience=10.0)
+
+
+def test_a_feeds_raw_symbol_is_named_as_configured() -> None:
+    """Book feeds key symbols the exchange's way; the manifest names streams as configured."""
+    from connectors.tally import StreamTally
+
+    tally = StreamTally("bitstamp", ["btcusd"], channel="book")
+    assert tally.stream_name(tally.configured("BTCUSD")) == "bitstamp:btcusd:book"
+    kraken = StreamTally("kraken", ["XBT/USD"], channel="book")
+    assert kraken.configured("XBT/USD") == "XBT/USD"
+    assert kraken.configured("ETH/USD") == "ETH/USD"  # not configured: as it is
