@@ -10,7 +10,10 @@ one (:class:`~connectors.books.base.FetchSnapshot`, :class:`~connectors.books.ba
   buffered diffs it applied) to the session's pending batch. A fetch that fails is tried again
   after a backoff while the connection lasts; the feed keeps buffering meanwhile (bounded).
   With capture on, the response becomes a recording line (``http``, ``status``, ``frame``).
-- a resubscribe sends its frames on the current connection, paced like subscriptions.
+- a resubscribe sends its frames on the current connection, paced like subscriptions, from a
+  task of the connection's group (the reader never waits on the pacing).
+- a snapshot body the feed cannot read counts as an invalid frame, and the feed's next request
+  waits a backoff first.
 
 Finished resyncs are logged (``book_resync``) and kept in :attr:`BookActions.resyncs` for the
 manifest. Cancel-safety: :meth:`cancel` cancels the fetches in flight; a fetch cancelled before
@@ -76,6 +79,8 @@ class BookActions:
         #: Finished resyncs, oldest first (the manifest's ``resyncs``).
         self.resyncs: list[Resync] = []
         self._fetches: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # resubscriptions being sent
+        self._sending = asyncio.Lock()
 
     def connected(self, ts_recv: int) -> None:
         """A connection opened: the feed's books are void until their next snapshot."""
@@ -104,22 +109,34 @@ class BookActions:
         if not self.feed.has_actions:
             return
         for action in self.feed.take_actions():
+            if tg is None:
+                continue
             if isinstance(action, Resubscribe):
-                self.log(logging.INFO, "book_resubscribe", symbol=action.raw_symbol)
-                for i, message in enumerate(action.messages):
-                    if i:
-                        await asyncio.sleep(self.control_interval)
-                    await self.send(message)
+                # A task, so that the reader never waits on the pacing (many symbols may
+                # resync at once); the tasks send one at a time through the sender lock.
+                task = tg.create_task(self._resubscribe(action))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             elif isinstance(action, FetchSnapshot):
                 running = self._fetches.get(action.raw_symbol)
-                if (running is None or running.done()) and tg is not None:
+                if running is None or running.done():
                     self._fetches[action.raw_symbol] = tg.create_task(self._fetch(action, tg))
 
+    async def _resubscribe(self, action: Resubscribe) -> None:
+        """Send a resubscription's frames, paced like subscriptions (one control message per
+        ``control_interval`` for the whole session)."""
+        self.log(logging.INFO, "book_resubscribe", symbol=action.raw_symbol)
+        async with self._sending:
+            for message in action.messages:
+                await self.send(message)
+                await asyncio.sleep(self.control_interval)
+
     def cancel(self) -> None:
-        """Cancel every fetch in flight (the connection is ending)."""
-        for task in self._fetches.values():
+        """Cancel every fetch and resubscription in flight (the connection is ending)."""
+        for task in [*self._fetches.values(), *self._tasks]:
             task.cancel()
         self._fetches.clear()
+        self._tasks.clear()
 
     async def _fetch(self, action: FetchSnapshot, tg: asyncio.TaskGroup) -> None:
         fetcher = self.fetcher
@@ -153,7 +170,10 @@ class BookActions:
         try:
             rows = self.feed.snapshot_fetched(action.raw_symbol, fetched.body, fetched.ts_recv)
         except MalformedFrame as exc:
+            # A body that is not a snapshot (an error page served as 200): the feed asks
+            # again; not before a backoff, or the loop would spend the weight budget.
             self.invalid(exc)
+            await asyncio.sleep(self.refetch.delay(0))
             rows = ()
         self._fetches.pop(action.raw_symbol, None)
         if rows:
