@@ -8,7 +8,7 @@ A book object's records must be valid book rows (:class:`~engine.book_records.Bo
   ``seq`` and ``ts_recv``) restates it exactly: the levels equal the book rebuilt from the
   previous object, level for level;
 - between consecutive messages the sequence (``seq``, compared as a number when it is one)
-  never goes back, except at a fresh snapshot;
+  never goes back, except at a fresh snapshot (and on OKX, :data:`SEQUENCE_MAY_FALL`);
 - every fresh snapshot after the symbol's first one is a resync the manifest records, and
   every finished resync the manifest records with a ``to_seq`` is in the data, as a fresh
   snapshot with that ``seq``.
@@ -29,6 +29,10 @@ from engine.book import OrderBook
 from engine.book_records import BookLevel, BookReplica
 from sinks.manifest import BookResync
 
+SEQUENCE_MAY_FALL: Final = frozenset({"okx"})
+"""Exchanges whose sequence may fall between two updates in sync: OKX's ``seqId`` after its
+maintenance (an update is valid when its ``prevSeqId`` is the last ``seqId``, whatever their
+values)."""
 _KEY_SEQ: Final = re.compile(r"-(\d+)\.[A-Za-z0-9.]+$")
 
 
@@ -51,7 +55,7 @@ class _ObjectPart:
     order: tuple[int, int]
     first_is_snapshot: bool
     opening: tuple[str | None, int] | None  # (seq, ts_recv) of the opening snapshot run
-    opening_book: dict[str, dict[Decimal, str]] | None
+    opening_rows: list[BookLevel]  # the rows of that run (the message's, in this object)
     fresh: list[tuple[str | None, int]] = field(default_factory=list)
     last: tuple[str | None, int] | None = None
     end_book: dict[str, dict[Decimal, str]] = field(default_factory=dict)
@@ -91,15 +95,16 @@ class BookChecker:
     def _summarise(self, key: str, order: tuple[int, int], rows: list[BookLevel]) -> _ObjectPart:
         replica = BookReplica()
         first = rows[0]
-        part = _ObjectPart(key, order, first.snapshot, None, None)
+        part = _ObjectPart(key, order, first.snapshot, None, [])
         opening_done = not first.snapshot
         previous: BookLevel | None = None
         for row in rows:
             started = replica.apply(row)
-            if not opening_done and (row.message != first.message or not row.snapshot):
-                opening_done = True
-                part.opening = first.message
-                part.opening_book = _levels(_book_of(rows, first))
+            if not opening_done:
+                if row.message != first.message or not row.snapshot:
+                    opening_done = True
+                else:
+                    part.opening_rows.append(row)
             if started and previous is not None:
                 part.fresh.append(row.message)
             if previous is not None and row.message != previous.message and not started:
@@ -107,9 +112,8 @@ class BookChecker:
                 if before is not None and now is not None and now < before:
                     part.backwards.append(f"{previous.seq} -> {row.seq}")
             previous = row
-        if not opening_done:  # the object is one snapshot message
+        if first.snapshot:
             part.opening = first.message
-            part.opening_book = _levels(replica.book(first.exchange, first.symbol))
         part.last = rows[-1].message
         part.end_book = _levels(replica.book(first.exchange, first.symbol))
         return part
@@ -123,13 +127,18 @@ class BookChecker:
             fresh_seqs: list[str | None] = []
             before: _ObjectPart | None = None
             for index, part in enumerate(parts):
-                for change in part.backwards:
-                    problems.append(f"{part.key}: {symbol}'s sequence goes back ({change})")
+                if exchange not in SEQUENCE_MAY_FALL:
+                    for change in part.backwards:
+                        problems.append(f"{part.key}: {symbol}'s sequence goes back ({change})")
                 empty_before = before is None or not any(before.end_book.values())
                 if not part.first_is_snapshot and not empty_before:
                     problems.append(f"{part.key}: does not begin with a snapshot of {symbol}")
                 restated = before is not None and part.opening == before.last
-                if restated and before is not None and part.opening_book != before.end_book:
+                if (
+                    restated
+                    and before is not None
+                    and _restated(part, sum(map(len, before.end_book.values()))) != before.end_book
+                ):
                     problems.append(
                         f"{part.key}: its opening snapshot of {symbol} differs from the book "
                         f"at the end of {before.key}"
@@ -152,11 +161,12 @@ class BookChecker:
                     )
 
 
-def _book_of(rows: list[BookLevel], first: BookLevel) -> OrderBook:
-    """The book of the opening snapshot message of ``rows`` alone."""
+def _restated(part: _ObjectPart, levels: int | None = None) -> dict[str, dict[Decimal, str]]:
+    """The book an object's opening restates: its first ``levels`` snapshot rows (the sink
+    writes the book as it stood, one row per level; the same message may go on after them when
+    a window closed in the middle of a snapshot), all of them when ``levels`` is None."""
     replica = BookReplica()
-    for row in rows:
-        if row.message != first.message or not row.snapshot:
-            break
-        replica.apply(row)
-    return replica.book(first.exchange, first.symbol)
+    rows = part.opening_rows if levels is None else part.opening_rows[:levels]
+    replica.apply_all(rows)
+    first = part.opening_rows[0] if part.opening_rows else None
+    return _levels(replica.book(first.exchange, first.symbol)) if first else {"bid": {}, "ask": {}}

@@ -139,7 +139,11 @@ def test_snapshot_mid_stream_replaces_the_book() -> None:
     rebuild.parse(_push([("16000", "2")], [("17000", "1")], 502, "snapshot"), 12)
     state = feed.books["BTCUSDT"]
     assert sides(state.book) == ([("16000", "2")], [("17000", "1")])
-    assert feed.take_resyncs() == [] and rebuild.agrees("BTCUSDT")
+    # recorded (the data holds a fresh snapshot: verify expects its resync), begun and ended
+    [resync] = feed.take_resyncs()
+    assert (resync.cause, resync.from_seq, resync.to_seq) == ("snapshot", "501", "502")
+    assert (resync.at_ns, resync.done_ns) == (12, 12)
+    assert rebuild.agrees("BTCUSDT")
     rebuild.parse(_push([("16001", "1")], [], 503), 13)
     assert state.synced and state.seq == "503"
 

@@ -25,7 +25,8 @@ the snapshot the resync brings, and counted in the :class:`Resync` record. Nothi
 silently.
 
 A resync (:class:`Resync`) starts when the book breaks (``cause``: ``sequence``, ``checksum``,
-``reconnect``, ``restart``, ``stale-snapshot``, ``crossed`` is only counted) and ends when the
+``reconnect``, ``restart``, ``stale-snapshot``, ``snapshot``: the exchange replaced the book
+of its own accord; ``crossed`` is only counted) and ends when the
 snapshot that repairs it has been applied; it is then in :attr:`BookFeed.resyncs`, which the run
 puts in its manifest. The first snapshot of a symbol is not a resync.
 """
@@ -43,7 +44,7 @@ from engine.book import OrderBook
 from engine.book_records import BookLevel
 from engine.errors import MalformedFrame
 
-ResyncCause = Literal["sequence", "checksum", "reconnect", "restart", "stale-snapshot"]
+ResyncCause = Literal["sequence", "checksum", "reconnect", "restart", "stale-snapshot", "snapshot"]
 
 MAX_BUFFERED_MESSAGES: Final = 10_000
 """Diff messages a REST feed buffers per symbol while it waits for a snapshot; past this the

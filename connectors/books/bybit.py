@@ -25,7 +25,8 @@ Wire facts used here (Bybit v5 documentation, WebSocket "Orderbook"):
 What the feed does: a delta whose ``u`` is not the last ``u`` + 1 breaks the book (cause
 ``sequence``) and the feed resubscribes the topic (``unsubscribe`` then ``subscribe``) on the
 same connection, which brings a snapshot. A snapshot with ``u`` = 1 after the symbol had a book
-is recorded as a resync of cause ``restart``, begun and ended by that snapshot. Rows have
+is recorded as a resync of cause ``restart``, begun and ended by that snapshot; any other
+snapshot while in sync (Bybit's own) as one of cause ``snapshot``, likewise. Rows have
 ``seq`` = ``u`` as text and ``ts_event`` = ``ts``.
 """
 
@@ -173,6 +174,10 @@ class BybitBookFeed(InBandBookFeed):
         elif update_id == 1 and state.snapshots:
             # Bybit's service restarted: the book before this snapshot is void
             state.break_sync("restart", ts_recv, f"u 1 after {state.seq}")
+        elif state.snapshots and state.synced:
+            # A snapshot Bybit sent of its own accord: it replaces the book, and a reader sees
+            # a fresh snapshot in the data; the manifest says why (verify expects it there).
+            state.break_sync("snapshot", ts_recv, f"u {update_id} after {state.seq}")
         rows = state.rows(
             bids, asks, snapshot=snapshot, seq=str(update_id), ts_event=ts * 1000, ts_recv=ts_recv
         )
