@@ -61,6 +61,14 @@ class RawConnect(RawFrame):
 
 
 @dataclass(eq=True)
+class RawBookConnect(RawConnect):
+    """A book connection opened (``channel="book"``) for ``symbols``: a replay voids only
+    their books, as the live reconnect did (an exchange's symbols may span connections)."""
+
+    symbols: list[str]
+
+
+@dataclass(eq=True)
 class RawHttp(RawFrame):
     """A REST response the session fetched (a book snapshot): ``dir="in"``, ``frame`` the
     body, ``http`` the request (``"GET <url>"``) and its ``status``."""
@@ -89,6 +97,11 @@ def fetched(ts: int, exchange: str, url: str, status: int, body: bytes) -> RawHt
     return RawHttp(ts, exchange, DIR_IN, body.decode("utf-8", "replace"), f"GET {url}", status)
 
 
-def connected(ts: int, exchange: str, url: str, channel: str = "trades") -> RawConnect:
-    """The raw record of a connection opened to ``url`` for ``channel``."""
+def connected(
+    ts: int, exchange: str, url: str, channel: str = "trades", symbols: list[str] | None = None
+) -> RawConnect:
+    """The raw record of a connection opened to ``url`` for ``channel`` (and, for a book
+    connection, its ``symbols``)."""
+    if symbols is not None:
+        return RawBookConnect(ts, exchange, DIR_OUT, "", url, channel, symbols)
     return RawConnect(ts, exchange, DIR_OUT, "", url, channel)

@@ -86,6 +86,8 @@ class RecordedFrame:
     channel: str | None = None
     """On connect lines: the channel the connection was for (``trades``, ``book``); None in
     recordings made before books (trades)."""
+    symbols: tuple[str, ...] | None = None
+    """On book connect lines: the symbols the connection was for."""
 
     @property
     def is_connect(self) -> bool:
@@ -112,6 +114,8 @@ def to_line(frame: RecordedFrame) -> bytes:
         doc["url"] = frame.url
     if frame.channel is not None:
         doc["channel"] = frame.channel
+    if frame.symbols is not None:
+        doc["symbols"] = list(frame.symbols)
     if frame.http is not None:
         doc["http"] = frame.http
         doc["status"] = frame.status
@@ -175,6 +179,13 @@ def parse_line(line: bytes | str) -> RecordedFrame:
         raise _bad("'http' must be a string with an integer 'status'", line)
     channel = doc.get("channel") if url is not None else None
     _set_channel(frame, channel if type(channel) is str else None)
+    symbols = doc.get("symbols") if url is not None else None
+    _set_symbols(
+        frame,
+        tuple(symbols)
+        if type(symbols) is list and all(type(item) is str for item in symbols)
+        else None,
+    )
     return frame
 
 
@@ -201,6 +212,7 @@ _new: Final = object.__new__
 _set_ts: Final[_Setter] = vars(RecordedFrame)["ts"].__set__
 _set_exchange: Final[_Setter] = vars(RecordedFrame)["exchange"].__set__
 _set_channel: Final[_Setter] = vars(RecordedFrame)["channel"].__set__
+_set_symbols: Final[_Setter] = vars(RecordedFrame)["symbols"].__set__
 _set_http: Final[_Setter] = vars(RecordedFrame)["http"].__set__
 _set_status: Final[_Setter] = vars(RecordedFrame)["status"].__set__
 _set_dir: Final[_Setter] = vars(RecordedFrame)["dir"].__set__

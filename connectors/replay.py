@@ -266,7 +266,12 @@ class ReplaySource:
             feed = self.feeds.get(exchange)
             if feed is not None:
                 self.counters.reconnects += 1
-                feed.connected(recorded.ts)
+                named = recorded.symbols
+                if named is None:
+                    feed.connected(recorded.ts)
+                else:  # only this connection's symbols (the feed's keys, any case)
+                    wanted = {symbol.lower() for symbol in named}
+                    feed.connected(recorded.ts, [s for s in feed.books if s.lower() in wanted])
             return
         if exchange in self.protocols:
             self.counters.reconnects += 1

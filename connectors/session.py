@@ -410,7 +410,13 @@ class WebSocketSession:
             self.book.connected(connected_ns)
         if self._raw is not None:
             self._raw.append(
-                raw.connected(connected_ns, self.protocol.name, self.url, self.tally.channel)
+                raw.connected(
+                    connected_ns,
+                    self.protocol.name,
+                    self.url,
+                    self.tally.channel,
+                    list(self.symbols) if self.book is not None else None,
+                )
             )
         self._log(
             logging.INFO,

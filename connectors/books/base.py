@@ -33,7 +33,7 @@ puts in its manifest. The first snapshot of a symbol is not a resync.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
@@ -215,9 +215,10 @@ class BookFeed(Protocol):
         :class:`~engine.errors.MalformedFrame`."""
         ...
 
-    def connected(self, ts_recv: int) -> None:
-        """A new connection opened: every symbol's book is void until its next snapshot (a
-        symbol that had one starts a ``reconnect`` resync)."""
+    def connected(self, ts_recv: int, symbols: Collection[str] | None = None) -> None:
+        """A new connection opened for ``symbols`` (None: all of the feed's): their books are
+        void until their next snapshot (a symbol that had one starts a ``reconnect``
+        resync)."""
         ...
 
     def snapshot_fetched(
@@ -327,8 +328,10 @@ class BookFeedBase:
     def keepalive_message(self) -> str | None:
         return None
 
-    def connected(self, ts_recv: int) -> None:
-        for state in self._books.values():
+    def connected(self, ts_recv: int, symbols: Collection[str] | None = None) -> None:
+        for raw, state in self._books.items():
+            if symbols is not None and raw not in symbols:
+                continue
             if state.synced or state.resync is not None:
                 state.break_sync("reconnect", ts_recv)
             state.synced = False

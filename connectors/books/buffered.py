@@ -26,7 +26,7 @@ Pure, like the feeds. Only :class:`~engine.errors.MalformedFrame` is raised.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeVar
 
@@ -346,10 +346,11 @@ class BufferedBookFeed(BookFeedBase, Generic[DiffT]):
             rows.extend(self._apply_live(state, diff))
         return rows
 
-    def connected(self, ts_recv: int) -> None:
-        """A new connection: every book is void until its next snapshot; the old stream's
-        buffered diffs and pending requests are dropped (the new stream's first diff asks for
-        a snapshot)."""
-        super().connected(ts_recv)
-        for sync in self._sync.values():
-            sync.reset()
+    def connected(self, ts_recv: int, symbols: Collection[str] | None = None) -> None:
+        """A new connection (for ``symbols``; None: all): their books are void until their
+        next snapshot; the old stream's buffered diffs and pending requests are dropped (the
+        new stream's first diff asks for a snapshot)."""
+        super().connected(ts_recv, symbols)
+        for raw, sync in self._sync.items():
+            if symbols is None or raw in symbols:
+                sync.reset()

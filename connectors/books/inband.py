@@ -28,7 +28,7 @@ Rules every feed here follows:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Final
 
 import orjson
@@ -76,11 +76,16 @@ class InBandBookFeed(BookFeedBase):
         book again as a snapshot."""
         raise NotImplementedError
 
-    def connected(self, ts_recv: int) -> None:
-        """A new connection: pending resubscriptions are void (they were for the old one), and
-        every book waits for its snapshot (see the module docstring)."""
-        self._actions = [a for a in self._actions if not isinstance(a, Resubscribe)]
-        super().connected(ts_recv)
+    def connected(self, ts_recv: int, symbols: Collection[str] | None = None) -> None:
+        """A new connection (for ``symbols``; None: all): their pending resubscriptions are
+        void (they were for the old one), and their books wait for their snapshots (see the
+        module docstring)."""
+        self._actions = [
+            a
+            for a in self._actions
+            if not (isinstance(a, Resubscribe) and (symbols is None or a.raw_symbol in symbols))
+        ]
+        super().connected(ts_recv, symbols)
 
     def _resync(self, state: SymbolBook, cause: ResyncCause, ts_recv: int, detail: str) -> None:
         """Break ``state``'s book and, unless a resync is already under way, ask for the
