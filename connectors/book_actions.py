@@ -11,7 +11,9 @@ one (:class:`~connectors.books.base.FetchSnapshot`, :class:`~connectors.books.ba
   after a backoff while the connection lasts; the feed keeps buffering meanwhile (bounded).
   With capture on, the response becomes a recording line (``http``, ``status``, ``frame``).
 - a resubscribe sends its frames on the current connection, paced like subscriptions, from a
-  task of the connection's group (the reader never waits on the pacing).
+  task of the connection's group (the reader never waits on the pacing); one left unanswered
+  for ``RESUBSCRIBE_TIMEOUT`` (the exchange refused or ignored it) makes the session reconnect,
+  whose subscriptions bring every snapshot: no resync waits forever.
 - a snapshot body the feed cannot read counts as an invalid frame, and the feed's next request
   waits a backoff first.
 
@@ -30,9 +32,12 @@ from typing import Any, Final
 
 from connectors.books.base import BookFeed, FetchSnapshot, Resubscribe, Resync
 from engine.book_records import BookLevel
+from engine.clock import SYSTEM_CLOCK, Clock
 from engine.errors import FeedvaultError, MalformedFrame
 from engine.retry import Jitter, RetryPolicy
 
+RESUBSCRIBE_TIMEOUT: Final = 30.0
+"""Seconds a resubscription may go unanswered (no snapshot) before the session reconnects."""
 REFETCH: Final = RetryPolicy(initial=1.0, cap=30.0, jitter=Jitter.FULL)
 """The wait before a failed snapshot fetch is tried again (after the client's own retries)."""
 
@@ -66,8 +71,17 @@ class BookActions:
         invalid: Callable[[MalformedFrame], None],
         control_interval: float,
         refetch: RetryPolicy = REFETCH,
+        clock: Clock = SYSTEM_CLOCK,
+        reconnect: Callable[[str], None] | None = None,
+        resubscribe_timeout: float = RESUBSCRIBE_TIMEOUT,
     ) -> None:
+        """``reconnect(reason)``: asks the session to reconnect now (a resubscription left
+        unanswered for ``resubscribe_timeout`` seconds of ``clock``)."""
         self.feed = feed
+        self.clock = clock
+        self.reconnect = reconnect
+        self.resubscribe_timeout = resubscribe_timeout
+        self._asked: dict[str, float] = {}  # symbol -> when its resubscription was sent
         self.fetcher = fetcher
         self.deliver = deliver
         self.send = send
@@ -84,6 +98,7 @@ class BookActions:
 
     def connected(self, ts_recv: int) -> None:
         """A connection opened: the feed's books are void until their next snapshot."""
+        self._asked.clear()
         self.feed.connected(ts_recv)
 
     def in_progress(self) -> list[Resync]:
@@ -106,6 +121,8 @@ class BookActions:
                 took_ms=None if done.done_ns is None else (done.done_ns - done.at_ns) // 1_000_000,
                 detail=done.detail or None,
             )
+        if self._asked:
+            self._check_answered()
         if not self.feed.has_actions:
             return
         for action in self.feed.take_actions():
@@ -122,10 +139,33 @@ class BookActions:
                 if running is None or running.done():
                     self._fetches[action.raw_symbol] = tg.create_task(self._fetch(action, tg))
 
+    def _check_answered(self) -> None:
+        """Forget the resubscriptions whose snapshot came; past ``resubscribe_timeout``
+        without it (the exchange refused or ignored the request), reconnect: a new connection
+        subscribes every symbol afresh, which brings the snapshots."""
+        books = self.feed.books
+        now = self.clock.monotonic()
+        for symbol, sent in list(self._asked.items()):
+            state = books.get(symbol)
+            if state is None or state.resync is None:
+                del self._asked[symbol]
+            elif now - sent >= self.resubscribe_timeout and self.reconnect is not None:
+                self.log(
+                    logging.WARNING,
+                    "book_resubscribe_unanswered",
+                    symbol=symbol,
+                    waited_s=round(now - sent, 3),
+                    note="reconnecting: the new connection's subscriptions bring the snapshots",
+                )
+                self._asked.clear()
+                self.reconnect(f"book resync of {symbol} unanswered")
+                return
+
     async def _resubscribe(self, action: Resubscribe) -> None:
         """Send a resubscription's frames, paced like subscriptions (one control message per
         ``control_interval`` for the whole session)."""
         self.log(logging.INFO, "book_resubscribe", symbol=action.raw_symbol)
+        self._asked.setdefault(action.raw_symbol, self.clock.monotonic())
         async with self._sending:
             for message in action.messages:
                 await self.send(message)

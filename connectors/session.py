@@ -305,6 +305,8 @@ class WebSocketSession:
                 log=self._log,
                 invalid=lambda exc: self.invalid_log.record(protocol.name, exc),
                 control_interval=1.0 / self.settings.control_rate,
+                clock=clock,
+                reconnect=lambda why: self._close(CloseReason.NOTICE, why),
             )
         self._conn: Connection | None = None
         #: Per-stream figures for the manifest (connections, subscription, records per symbol).
