@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 
 import pytest
 
@@ -201,3 +202,17 @@ async def test_binance_feed_stays_in_sync_with_the_cycle_or_the_exact_path(
         sent = [r.message for r in fx.ledger.books.sent_messages(raw, 1)]
         assert len(sent) >= wanted
         assert all(b.first_id == a.update_id + 1 for a, b in itertools.pairwise(sent))
+    # the --book-ledger lines: the served books and the market's latest, as the ledger's
+    lines = [json.loads(line) for line in fx.ledger.books.lines()]
+    served = {d["raw_symbol"]: d for d in lines if d["kind"] == "served"}
+    market = {d["raw_symbol"]: d for d in lines if d["kind"] == "market"}
+    for raw in SYMBOLS:
+        bids, asks = levels(fx.ledger.books.book(raw, 1))
+        assert (served[raw]["bids"], served[raw]["asks"]) == (
+            [list(b) for b in bids],
+            [list(a) for a in asks],
+        )
+        now = fx.ledger.books.book_at(raw, fx.books.update_id(raw))
+        assert market[raw]["update_id"] == fx.books.update_id(raw)
+        assert market[raw]["bids"] == [list(b) for b in levels(now)[0]]
+        assert market[raw]["ts_us"] > 0

@@ -20,6 +20,14 @@ answered are listed in :attr:`BookLedger.rest`. Not thread-safe (one event loop)
 
 Books are held as price text -> size text (the market writes one text per tick), so recording
 costs a dict operation per level; an :class:`~engine.book.OrderBook` is built only when asked.
+
+When the market cycles (``--book-rate max``,
+:meth:`~connectors.fake.book_market.BookMarket.start_cycle`), its messages are recorded as runs
+(:meth:`BookLedger.made_run`, :meth:`BookLedger.sent_run`): how many messages of the cycle were
+made and sent, not their levels; a book as of an update id since the cycle started is rebuilt
+from the cycle position, and its event time from the runs kept (the latest ``history_limit``;
+older ones answer 0). :meth:`BookLedger.ids` and :meth:`BookLedger.update_id_at` cover the
+messages before the cycle only.
 """
 
 from __future__ import annotations

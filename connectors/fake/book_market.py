@@ -19,6 +19,11 @@ None the market is on demand instead: :meth:`BookMarket.take` makes the next mes
 reader asks (the fake's ``--book-rate max``). A few warm-up messages are made at construction,
 so a book has a history from the start.
 
+*Cycles*: on demand, :meth:`BookMarket.start_cycle` turns each symbol's messages into a
+:class:`BookCycle` (a run of steps, then their inverses: the book returns to where it started
+each turn), taken as :class:`CycleRun` s by :meth:`BookMarket.take_runs` (the fake's fast path
+for ``--book-rate max``: frames from templates, the ledger recording runs).
+
 *Views*: a channel subscribed at a depth (Kraken's ``depth``, Bybit's ``orderbook.1``) sees the
 best ``depth`` levels of each side. :meth:`BookMarket.view` gives the view of a (symbol, depth),
 shared by every connection that subscribes to it and kept from its creation on: its messages
