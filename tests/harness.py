@@ -348,6 +348,28 @@ def make_windower(
     return Windower(policy, KeyTemplate(), prefix=prefix, run_id=run_id, format=fmt, clock=clock)
 
 
+def make_book_windower(
+    clock: Clock,
+    *,
+    seconds: int = 60,
+    max_records: int = 1_000_000,
+    template: str | None = None,
+) -> Windower:
+    """A :class:`Windower` of the ``book`` dataset (window-opening snapshots on) under ``p/``
+    for run ``r``, ``ndjson.gz``, windows of ``seconds`` and at most ``max_records`` records,
+    with the default key template (or ``template``)."""
+    return Windower(
+        WindowPolicy(seconds=seconds, max_records=max_records),
+        KeyTemplate(template) if template else KeyTemplate(),
+        prefix="p/",
+        run_id="r",
+        format="ndjson.gz",
+        dataset="book",
+        clock=clock,
+        trade_ids=False,
+    )
+
+
 def stream_settings(**changes: str) -> dict[str, str]:
     """The four settings a stream run requires (a 5 s run of binance:BTCUSDT into
     s3://b-bucket/p/), with ``changes``; no process environment."""

@@ -13,26 +13,15 @@ from hypothesis import strategies as st
 from engine.book_records import BookLevel, BookReplica
 from engine.clock import FakeClock
 from sinks.encoders import decode_body
-from sinks.keys import KeyTemplate
-from sinks.windowing import ClosedWindow, Windower, WindowPolicy
+from sinks.windowing import ClosedWindow, Windower
+from tests.harness import make_book_windower
 
 NS = 1_000_000_000
 T0 = 1_700_000_000
 
 
 def _windower(clock: FakeClock, *, seconds: int = 60, max_records: int = 1_000_000) -> Windower:
-    return Windower(
-        WindowPolicy(seconds=seconds, max_records=max_records),
-        KeyTemplate(
-            "{prefix}{dataset}/exchange={exchange}/symbol={symbol}/{window_start}-{run_id}-{seq}.{ext}"
-        ),
-        prefix="p/",
-        run_id="r",
-        format="ndjson.gz",
-        dataset="book",
-        clock=clock,
-        trade_ids=False,
-    )
+    return make_book_windower(clock, seconds=seconds, max_records=max_records)
 
 
 def _rows(window: ClosedWindow) -> list[BookLevel]:
@@ -175,15 +164,8 @@ def test_a_window_that_starts_with_a_fresh_snapshot_gets_no_opening() -> None:
 
 def test_symbols_sharing_a_window_each_get_their_opening() -> None:
     clock = FakeClock(start_ns=T0 * NS)
-    windower = Windower(
-        WindowPolicy(seconds=60),
-        KeyTemplate("{prefix}{dataset}/exchange={exchange}/{window_start}-{run_id}-{seq}.{ext}"),
-        prefix="p/",
-        run_id="r",
-        format="ndjson.gz",
-        dataset="book",
-        clock=clock,
-        trade_ids=False,
+    windower = make_book_windower(  # one window for both symbols
+        clock, template="{prefix}{dataset}/exchange={exchange}/{window_start}-{run_id}-{seq}.{ext}"
     )
     ts = T0 * NS
     windower.add(

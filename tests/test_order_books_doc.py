@@ -10,8 +10,7 @@ from pathlib import Path
 from engine.book_records import BookLevel, BookReplica
 from engine.clock import FakeClock
 from sinks.encoders import decode_body
-from sinks.keys import DEFAULT_KEY_TEMPLATE, KeyTemplate
-from sinks.windowing import Windower, WindowPolicy
+from tests.harness import make_book_windower
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "order-books.md"
 S3_READ = 'boto3.client("s3").get_object(Bucket="my-bucket", Key=key)["Body"].read()'
@@ -31,16 +30,7 @@ def _example() -> str:
 def _object() -> bytes:
     """The second object of a run: it opens with a restated book, then deltas."""
     clock = FakeClock(start_ns=T0)
-    windower = Windower(
-        WindowPolicy(seconds=60),
-        KeyTemplate(DEFAULT_KEY_TEMPLATE),
-        prefix="p/",
-        run_id="r",
-        format="ndjson.gz",
-        dataset="book",
-        clock=clock,
-        trade_ids=False,
-    )
+    windower = make_book_windower(clock)
 
     def message(
         seq: int, ts: int, snapshot: bool, levels: list[tuple[str, str, str]]

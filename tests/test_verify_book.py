@@ -10,10 +10,9 @@ import pytest
 from engine.book_records import BookLevel
 from engine.clock import FakeClock
 from sinks.encoders import decode_body
-from sinks.keys import DEFAULT_KEY_TEMPLATE, KeyTemplate
 from sinks.manifest import BookResync
 from sinks.verify_book import BookChecker
-from sinks.windowing import Windower, WindowPolicy
+from tests.harness import make_book_windower
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
@@ -29,16 +28,7 @@ def _msg(seq: int, ts: int, snapshot: bool, levels: list[tuple[str, str, str]]) 
 def _objects() -> list[tuple[str, list[dict[str, object]]]]:
     """Three one-second windows: a snapshot, deltas, a resync (fresh snapshot, seq 20)."""
     clock = FakeClock(start_ns=T0)
-    windower = Windower(
-        WindowPolicy(seconds=1),
-        KeyTemplate(DEFAULT_KEY_TEMPLATE),
-        prefix="p/",
-        run_id="r",
-        format="ndjson.gz",
-        dataset="book",
-        clock=clock,
-        trade_ids=False,
-    )
+    windower = make_book_windower(clock, seconds=1)
     closed = []
     plan = [
         (1, 0, True, [("bid", "100", "1"), ("bid", "99", "2"), ("ask", "101", "1")]),
@@ -115,16 +105,7 @@ def test_a_snapshot_split_across_objects_verifies() -> None:
     """A window closed (by its record limit) inside a snapshot message: the next object
     restates the part written so far and goes on with the rest of the same message."""
     clock = FakeClock(start_ns=T0)
-    windower = Windower(
-        WindowPolicy(seconds=60, max_records=3),
-        KeyTemplate(DEFAULT_KEY_TEMPLATE),
-        prefix="p/",
-        run_id="r",
-        format="ndjson.gz",
-        dataset="book",
-        clock=clock,
-        trade_ids=False,
-    )
+    windower = make_book_windower(clock, max_records=3)
     levels = [("bid", "1", "1"), ("bid", "2", "1"), ("ask", "3", "1"), ("ask", "4", "1")]
     closed = windower.add(_msg(10, T0, True, [*levels, ("ask", "5", "1")]))
     closed += windower.add(_msg(11, T0 + 1, False, [("bid", "1", "0")]))
