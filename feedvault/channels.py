@@ -20,6 +20,26 @@ CHANNEL_NAMES: Final = (TRADES, BOOK)
 DEFAULT_CHANNELS: Final = TRADES
 
 
+def _entries(text: str, variable: str) -> list[tuple[str, str, str, str]]:
+    """The entries of ``text``, each as (entry, channel, ``"@"`` or ``""``, target); a
+    :class:`ConfigError` naming ``variable`` for none at all or an unknown channel."""
+    entries: list[tuple[str, str, str, str]] = []
+    for item in text.split(","):
+        entry = item.strip()
+        if not entry:
+            continue
+        channel, at, target = (part.strip() for part in entry.partition("@"))
+        if channel not in CHANNEL_NAMES:
+            raise ConfigError(
+                variable,
+                f"unknown channel {channel!r} in {entry!r}; choose from {', '.join(CHANNEL_NAMES)}",
+            )
+        entries.append((entry, channel, at, target))
+    if not entries:
+        raise ConfigError(variable, f"names no channel; choose from {', '.join(CHANNEL_NAMES)}")
+    return entries
+
+
 def parse_channels(
     text: str, streams: Sequence[tuple[str, str]], variable: str = "CHANNELS"
 ) -> Mapping[tuple[str, str], tuple[str, ...]]:
@@ -29,16 +49,7 @@ def parse_channels(
     exchange or stream not in ``streams``, and a stream left with no channel."""
     chosen: dict[tuple[str, str], set[str]] = {stream: set() for stream in streams}
     exchanges = {exchange for exchange, _ in streams}
-    entries = [item.strip() for item in text.split(",") if item.strip()]
-    if not entries:
-        raise ConfigError(variable, f"names no channel; choose from {', '.join(CHANNEL_NAMES)}")
-    for entry in entries:
-        channel, at, target = (part.strip() for part in entry.partition("@"))
-        if channel not in CHANNEL_NAMES:
-            raise ConfigError(
-                variable,
-                f"unknown channel {channel!r} in {entry!r}; choose from {', '.join(CHANNEL_NAMES)}",
-            )
+    for entry, channel, at, target in _entries(text, variable):
         if not at:
             matching = list(chosen)
         elif ":" in target:
@@ -74,16 +85,7 @@ def replay_channels(text: str, variable: str = "CHANNELS") -> Mapping[str | None
     for one stream (``book@binance:BTCUSDT``) is a :class:`ConfigError`: a replay chooses
     channels per exchange."""
     chosen: dict[str | None, set[str]] = {None: set()}
-    entries = [item.strip() for item in text.split(",") if item.strip()]
-    if not entries:
-        raise ConfigError(variable, f"names no channel; choose from {', '.join(CHANNEL_NAMES)}")
-    for entry in entries:
-        channel, at, target = (part.strip() for part in entry.partition("@"))
-        if channel not in CHANNEL_NAMES:
-            raise ConfigError(
-                variable,
-                f"unknown channel {channel!r} in {entry!r}; choose from {', '.join(CHANNEL_NAMES)}",
-            )
+    for entry, channel, at, target in _entries(text, variable):
         if at and ":" in target:
             raise ConfigError(
                 variable,

@@ -348,6 +348,37 @@ def assert_same_book(book_client: BookClient, ledger: Ledger, raw: str, conn: in
     assert served.depth("bid") >= 1 and served.depth("ask") >= 1
 
 
+async def read_binance_books_to_the_stop(
+    fx: FakeExchange, clock: FakeClock, symbols: list[str], updates: int
+) -> BookClient:
+    """The Binance book feed reads ``fx`` (max mode: no clock moves) until each of ``symbols``
+    has applied ``updates`` diffs in sync; then the fake stops (closing the connection, 1001)
+    and the reader reads every frame up to the close. ``fx`` is entered and left here."""
+    feed = get_book_feed("binance")
+    book_client = BookClient(feed, clock)
+
+    def applied() -> bool:
+        states = [feed.books.get(raw) for raw in symbols]
+        return all(s is not None and s.synced and s.updates >= updates for s in states)
+
+    await fx.__aenter__()
+    stopped = False
+    try:
+        feed.rest_url = fx.http_url
+        async with client(feed.connection_url(fx.url, symbols)) as ws:
+            reader = asyncio.create_task(book_client.run(ws))
+            await until(applied, WAIT)
+            stopped = True
+            await fx.__aexit__(None, None, None)
+            async with asyncio.timeout(WAIT):
+                await reader
+    finally:
+        await book_client.close()
+        if not stopped:
+            await fx.__aexit__(None, None, None)
+    return book_client
+
+
 def fake(protocol: str, clock: FakeClock, faults: str = "", **kw: object) -> FakeExchange:
     return FakeExchange(
         protocol,

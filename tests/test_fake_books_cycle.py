@@ -8,14 +8,12 @@ bounded (tests/harness.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 
 import pytest
 
 from connectors.books.binance import encode_depth_update
-from connectors.books.registry import get_book_feed
 from connectors.fake.book_fast import BookRunFrames, BookTemplate
 from connectors.fake.book_ledger import BookLedger
 from connectors.fake.book_market import BookMarket, BookMessage
@@ -23,9 +21,7 @@ from connectors.fake.faults import Faults
 from connectors.fake.server import BOOK_BATCH, FakeExchange
 from engine.book import OrderBook
 from engine.clock import FakeClock
-from tests.harness import until
-from tests.test_fake_books import WAIT, BookClient, assert_same_book, levels
-from tests.wsclient import client
+from tests.test_fake_books import assert_same_book, levels, read_binance_books_to_the_stop
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 
@@ -172,29 +168,8 @@ async def test_binance_feed_stays_in_sync_with_the_cycle_or_the_exact_path(
         fast=fast,
         faults=Faults.parse(faults),
     )
-    feed = get_book_feed("binance")
-    book_client = BookClient(feed, clock)
     wanted = 40 * BOOK_BATCH  # over two turns of a cycle
-
-    def applied() -> bool:
-        states = [feed.books.get(raw) for raw in SYMBOLS]
-        return all(s is not None and s.synced and s.updates >= wanted for s in states)
-
-    await fx.__aenter__()
-    stopped = False
-    try:
-        feed.rest_url = fx.http_url
-        async with client(feed.connection_url(fx.url, SYMBOLS)) as ws:
-            reader = asyncio.create_task(book_client.run(ws))
-            await until(applied, WAIT)
-            stopped = True
-            await fx.__aexit__(None, None, None)
-            async with asyncio.timeout(WAIT):
-                await reader
-    finally:
-        await book_client.close()
-        if not stopped:
-            await fx.__aexit__(None, None, None)
+    book_client = await read_binance_books_to_the_stop(fx, clock, SYMBOLS, wanted)
     assert fx.books is not None and fx.books.cycling == cycling
     assert book_client.resyncs == []
     for raw in SYMBOLS:

@@ -12,14 +12,11 @@ import itertools
 
 import pytest
 
-from connectors.books.registry import get_book_feed
 from connectors.fake.book_ledger import BookLedger
 from connectors.fake.book_market import BookMarket
 from connectors.fake.server import BOOK_BATCH, FakeExchange
 from engine.clock import FakeClock
-from tests.harness import until
-from tests.test_fake_books import WAIT, BookClient, assert_same_book
-from tests.wsclient import client
+from tests.test_fake_books import assert_same_book, read_binance_books_to_the_stop
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
 
@@ -61,29 +58,8 @@ async def test_binance_feed_reads_books_made_on_demand_in_sync() -> None:
     its books equal the ledger's, level by level."""
     clock = FakeClock()
     fx = FakeExchange("binance", rate=None, symbols=SYMBOLS, clock=clock, book_rate=None)
-    feed = get_book_feed("binance")
-    book_client = BookClient(feed, clock)
     wanted = 4 * BOOK_BATCH
-
-    def applied() -> bool:
-        states = [feed.books.get(raw) for raw in SYMBOLS]
-        return all(s is not None and s.synced and s.updates >= wanted for s in states)
-
-    await fx.__aenter__()
-    stopped = False
-    try:
-        feed.rest_url = fx.http_url
-        async with client(feed.connection_url(fx.url, SYMBOLS)) as ws:
-            reader = asyncio.create_task(book_client.run(ws))
-            await until(applied, WAIT)
-            stopped = True
-            await fx.__aexit__(None, None, None)  # closes the connection (1001)
-            async with asyncio.timeout(WAIT):
-                await reader  # every frame up to the close
-    finally:
-        await book_client.close()
-        if not stopped:
-            await fx.__aexit__(None, None, None)
+    book_client = await read_binance_books_to_the_stop(fx, clock, SYMBOLS, wanted)
     assert book_client.resyncs == [] and book_client.fetches == 2
     for raw in SYMBOLS:
         assert_same_book(book_client, fx.ledger, raw, 1)

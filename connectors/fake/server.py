@@ -1057,21 +1057,34 @@ class FakeExchange:
                 lambda msg, stream: session.encode_book(msg, stream, False)
             )
         data = conn.book_frames.render([(stream, run) for stream, _, run in runs])
-        ws = conn.ws
-        if not isinstance(ws, _TrackedConnection):  # pragma: no cover - always tracked here
-            raise TypeError("the fake exchange's connections are tracked")
         ledger, number = self.ledger.books, conn.number
-        start = ws.written  # set again just before the write
 
-        def settle(frames_out: int | None = None) -> None:
-            left = frames_within(data, ws.bytes_out - start) if frames_out is None else frames_out
+        def settle(frames_out: int) -> None:
+            left = frames_out
             for _stream, depth, run in runs:
                 out = min(max(left, 0), run.count)
                 ledger.sent_run(number, depth, run.head(out))
                 ledger.undelivered += run.count - out
                 left -= run.count
 
-        conn.inflight = (SendProgress(), lambda _ignored: settle())
+        await self._write_whole(conn, data, settle)
+        settle(sum(run.count for _, _, run in runs))
+
+    async def _write_whole(self, conn: _Conn, data: bytes, settle: Callable[[int], None]) -> None:
+        """Write ``data`` (whole frames) in one piece inside websockets' ``send_context`` (its
+        flow control), after any send in progress. A write that did not complete (websockets'
+        drain also returns when an abort tore the connection down), or a connection torn down
+        while waiting, calls ``settle`` with the whole frames that left, and a write that did
+        not complete ends the connection (:class:`_Done`)."""
+        ws = conn.ws
+        if not isinstance(ws, _TrackedConnection):  # pragma: no cover - always tracked here
+            raise TypeError("the fake exchange's connections are tracked")
+        start = ws.written  # set again just before the write
+
+        def partial(_ignored: int = 0) -> None:
+            settle(frames_within(data, ws.bytes_out - start))
+
+        conn.inflight = (SendProgress(), partial)
         while ws.send_in_progress is not None:
             await asyncio.shield(ws.send_in_progress)
         async with ws.send_context():
@@ -1079,9 +1092,8 @@ class FakeExchange:
             ws.transport.write(data)
         conn.inflight = None
         if ws.bytes_out - start < len(data):
-            settle()
+            partial()
             raise _Done
-        settle(sum(run.count for _, _, run in runs))
 
     async def _send_run(
         self, conn: _Conn, fast: RunFrames, routes: Mapping[str, Sequence[str]]
@@ -1097,27 +1109,12 @@ class FakeExchange:
         if run is None:
             return False
         data = fast.render(run, [routes[ring.raw_symbol][0] for ring in run.rings])
-        ws = conn.ws
-        if not isinstance(ws, _TrackedConnection):  # pragma: no cover - always tracked here
-            raise TypeError("the fake exchange's connections are tracked")
-        start = ws.written  # set again just before the write
 
-        def settle(_ignored: int = 0) -> None:
-            out = frames_within(data, ws.bytes_out - start)
+        def settle(out: int) -> None:
             self.ledger.add_run(conn.number, run.head(out))
             self.ledger.undelivered += run.count - out
 
-        conn.inflight = (SendProgress(), settle)
-        while ws.send_in_progress is not None:
-            await asyncio.shield(ws.send_in_progress)
-        async with ws.send_context():
-            start = ws.written
-            ws.transport.write(data)
-        conn.inflight = None
-        if ws.bytes_out - start < len(data):
-            # websockets' drain also returns when an abort tore the connection down
-            settle()
-            raise _Done
+        await self._write_whole(conn, data, settle)
         self.ledger.add_run(conn.number, run)
         return True
 
