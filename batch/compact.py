@@ -17,18 +17,28 @@ Everything here is pure (records in, rows and bytes out), so the job runs it thr
   trades, and 1-minute OHLCV bars (minutes with at least one trade) with exact decimal volume and
   notional; VWAP is ``notional / volume`` rounded half-even to :func:`vwap_scale` places.
 
-Decimal columns are ``decimal128(38, s)`` with ``s`` the largest number of decimal places of the
-column in that file (trailing zeros as the exchange sent them), so every value is exact; a column
-that 38 digits cannot hold (the notional of very large prices and sizes) is ``decimal256(76, s)``.
-A price or size with more than :data:`MAX_SCALE` places or :data:`MAX_INTEGER_DIGITS` integer
-digits is rejected (``out-of-range``): that bounds every sum and product to 76 digits.
+The files hold no ``exchange`` or ``symbol`` column: the Hive path
+(``exchange=E/symbol=S/date=D``) carries them, so every reader of the dataset gets them once
+(docs: lake.md#reading-the-datasets). A record whose exchange or symbol is not a key-safe name
+(``[A-Za-z0-9._-]``, unchanged by :func:`sinks.keys.sanitize`) is therefore rejected
+(``bad-partition-value``) rather than stored under an altered name.
+
+Each decimal column has one fixed type in every file of a dataset (:data:`TRADES_SCHEMA`,
+:data:`BARS_SCHEMA`), so files of symbols with different precisions merge without rescaling:
+price, size, open, high, low, close and volume are ``decimal128(38, 12)`` and exact (a price or
+size with more than :data:`MAX_SCALE` places or :data:`MAX_INTEGER_DIGITS` integer digits is
+rejected, ``out-of-range``, which bounds a day's volume far below 26 integer digits); vwap is
+``decimal128(38, 16)`` (at most the price's 12 places + 4). The notional (the exact sum of price
+x size, up to 24 places) is ``decimal128(38, 18)``: exact when it has at most 18 places (every
+exchange's prices and sizes so far: 8 + 8 or 10 + 8 places), otherwise rounded half-even to 18
+places, and null only from 10^20 up; ``notional_text`` always holds the exact value as text.
 """
 
 from __future__ import annotations
 
 import decimal
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -37,6 +47,7 @@ import pyarrow as pa
 
 from batch.csvutil import Rejected, RowError, decimal_places, parquet_bytes
 from engine.records import BUY, SELL, TRADE_FIELDS
+from sinks.keys import sanitize
 
 US_PER_DAY: Final = 86_400_000_000
 US_PER_HOUR: Final = 3_600_000_000
@@ -50,6 +61,8 @@ _EXACT: Final = decimal.Context(prec=80, traps=[decimal.Inexact, decimal.Invalid
 _ROUNDING: Final = decimal.Context(prec=80)
 """VWAP's division is inexact by nature: the quotient is computed to 80 digits, then rounded."""
 _STRING_FIELDS: Final = ("exchange", "symbol", "raw_symbol", "trade_id", "price", "size", "side")
+PARTITION_FIELDS: Final = ("exchange", "symbol")
+"""The fields the output keys partition by, and so not stored in the files."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +125,20 @@ def _integer(record: dict[str, Any], name: str) -> int:
     return value
 
 
+def check_partition_values(record: Mapping[str, Any]) -> None:
+    """:class:`RowError` (``bad-partition-value``) unless the record's exchange and symbol are
+    key-safe names that :func:`~sinks.keys.sanitize` leaves unchanged: they are stored only in
+    the output key (``exchange=E/symbol=S``), so they must come back from it as they were."""
+    for name in PARTITION_FIELDS:
+        value = record[name]
+        if isinstance(value, str) and sanitize(value) != value:
+            raise RowError(
+                "bad-partition-value",
+                f"{name} {value!r} is not a key-safe name ([A-Za-z0-9._-], not . or ..): "
+                "it would be stored altered in the output key",
+            )
+
+
 def parse_record(record: dict[str, Any]) -> CompactTrade:
     """One decoded record as a :class:`CompactTrade`; :class:`RowError` if not a trade."""
     missing = [name for name in TRADE_FIELDS if name not in record]
@@ -121,6 +148,7 @@ def parse_record(record: dict[str, Any]) -> CompactTrade:
         value = record[name]
         if not isinstance(value, str) or not value:
             raise RowError("bad-field", f"{name} is not a non-empty string: {value!r}")
+    check_partition_values(record)
     side = record["side"]
     if side not in (BUY, SELL):
         raise RowError("bad-side", f"side must be buy or sell: {side!r}")
@@ -234,37 +262,73 @@ def vwap_scale(price_scale: int) -> int:
     return price_scale + VWAP_EXTRA_PLACES
 
 
-def decimal_array(values: Sequence[Decimal]) -> pa.Array:
-    """``values`` as an exact decimal column: ``decimal128(38, s)`` with ``s`` their most
-    decimal places, or ``decimal256(76, s)`` when 38 digits cannot hold them (a notional of
-    very large prices and sizes), so no value is ever rounded or refused."""
-    scale = column_scale(values)
-    integer_digits = max((max(v.adjusted() + 1, 1) for v in values), default=1)
-    if integer_digits + scale <= 38:
-        return pa.array(values, pa.decimal128(38, scale))
-    return pa.array(values, pa.decimal256(76, scale))
-
-
 TIMESTAMP_US: Final = pa.timestamp("us", tz="UTC")
 TIMESTAMP_NS: Final = pa.timestamp("ns", tz="UTC")
+DECIMAL: Final = pa.decimal128(38, MAX_SCALE)
+"""Prices, sizes, open/high/low/close and volume: every accepted value exactly."""
+VWAP_DECIMAL: Final = pa.decimal128(38, MAX_SCALE + VWAP_EXTRA_PLACES)
+NOTIONAL_SCALE: Final = 18
+NOTIONAL_DECIMAL: Final = pa.decimal128(38, NOTIONAL_SCALE)
+"""The notional: exact up to 18 places, rounded half-even beyond (``notional_text`` exact)."""
+_NOTIONAL_QUANTUM: Final = Decimal(1).scaleb(-NOTIONAL_SCALE)
+_NOTIONAL_LIMIT: Final = Decimal(10) ** (38 - NOTIONAL_SCALE)
+
+TRADES_SCHEMA: Final = pa.schema(
+    [
+        ("raw_symbol", pa.string()),
+        ("trade_id", pa.string()),
+        ("price", DECIMAL),
+        ("size", DECIMAL),
+        ("side", pa.string()),
+        ("ts_event", TIMESTAMP_US),
+        ("ts_recv", TIMESTAMP_NS),
+    ]
+)
+"""The columns of every ``trades.parquet`` (exchange, symbol and date are in its key)."""
+
+BARS_SCHEMA: Final = pa.schema(
+    [
+        ("minute", TIMESTAMP_US),
+        ("open", DECIMAL),
+        ("high", DECIMAL),
+        ("low", DECIMAL),
+        ("close", DECIMAL),
+        ("volume", DECIMAL),
+        ("notional", NOTIONAL_DECIMAL),
+        ("notional_text", pa.string()),
+        ("vwap", VWAP_DECIMAL),
+        ("trades", pa.int64()),
+        ("first_trade_id", pa.string()),
+        ("last_trade_id", pa.string()),
+    ]
+)
+"""The columns of every ``bars.parquet`` (exchange, symbol and date are in its key)."""
+
+
+def notional_column(value: Decimal) -> Decimal | None:
+    """``value`` as stored in the ``notional`` column: itself when it has at most
+    :data:`NOTIONAL_SCALE` places, else rounded half-even to them; None from 10^20 up (38
+    digits cannot hold it; ``notional_text`` still does)."""
+    if abs(value) >= _NOTIONAL_LIMIT:
+        return None
+    if decimal_places(value) <= NOTIONAL_SCALE:
+        return value
+    return value.quantize(_NOTIONAL_QUANTUM, rounding=decimal.ROUND_HALF_EVEN, context=_ROUNDING)
 
 
 def trades_table(trades: Sequence[CompactTrade]) -> pa.Table:
-    """One symbol-day's ordered trades as a table (column types in the module docstring)."""
-    prices = [t.price for t in trades]
-    sizes = [t.size for t in trades]
-    return pa.table(
-        {
-            "exchange": pa.array([t.exchange for t in trades], pa.string()),
-            "symbol": pa.array([t.symbol for t in trades], pa.string()),
-            "raw_symbol": pa.array([t.raw_symbol for t in trades], pa.string()),
-            "trade_id": pa.array([t.trade_id for t in trades], pa.string()),
-            "price": decimal_array(prices),
-            "size": decimal_array(sizes),
-            "side": pa.array([t.side for t in trades], pa.string()),
-            "ts_event": pa.array([t.ts_event for t in trades], TIMESTAMP_US),
-            "ts_recv": pa.array([t.ts_recv for t in trades], TIMESTAMP_NS),
-        }
+    """One symbol-day's ordered trades as a table of :data:`TRADES_SCHEMA`."""
+    return pa.Table.from_arrays(
+        [
+            pa.array([t.raw_symbol for t in trades], pa.string()),
+            pa.array([t.trade_id for t in trades], pa.string()),
+            pa.array([t.price for t in trades], DECIMAL),
+            pa.array([t.size for t in trades], DECIMAL),
+            pa.array([t.side for t in trades], pa.string()),
+            pa.array([t.ts_event for t in trades], TIMESTAMP_US),
+            pa.array([t.ts_recv for t in trades], TIMESTAMP_NS),
+        ],
+        schema=TRADES_SCHEMA,
     )
 
 
@@ -339,29 +403,27 @@ def _vwap(notional: Decimal, volume: Decimal, quantum: Decimal) -> Decimal:
 
 
 def bars_table(rows: Sequence[Bar]) -> pa.Table:
-    """Bars as a table: ``minute`` a UTC timestamp (µs), prices/volume/notional/vwap exact
-    ``decimal128(38, s)``, ``trades`` int64."""
+    """Bars as a table of :data:`BARS_SCHEMA` (``minute`` the minute's start, UTC)."""
 
-    def column(name: str) -> pa.Array:
-        values = [getattr(bar, name) for bar in rows]
-        return decimal_array(values)
+    def column(name: str, type_: pa.DataType = DECIMAL) -> pa.Array:
+        return pa.array([getattr(bar, name) for bar in rows], type_)
 
-    return pa.table(
-        {
-            "exchange": pa.array([b.exchange for b in rows], pa.string()),
-            "symbol": pa.array([b.symbol for b in rows], pa.string()),
-            "minute": pa.array([b.minute for b in rows], TIMESTAMP_US),
-            "open": column("open"),
-            "high": column("high"),
-            "low": column("low"),
-            "close": column("close"),
-            "volume": column("volume"),
-            "notional": column("notional"),
-            "vwap": column("vwap"),
-            "trades": pa.array([b.trades for b in rows], pa.int64()),
-            "first_trade_id": pa.array([b.first_trade_id for b in rows], pa.string()),
-            "last_trade_id": pa.array([b.last_trade_id for b in rows], pa.string()),
-        }
+    return pa.Table.from_arrays(
+        [
+            column("minute", TIMESTAMP_US),
+            column("open"),
+            column("high"),
+            column("low"),
+            column("close"),
+            column("volume"),
+            pa.array([notional_column(b.notional) for b in rows], NOTIONAL_DECIMAL),
+            pa.array([format(b.notional, "f") for b in rows], pa.string()),
+            column("vwap", VWAP_DECIMAL),
+            column("trades", pa.int64()),
+            column("first_trade_id", pa.string()),
+            column("last_trade_id", pa.string()),
+        ],
+        schema=BARS_SCHEMA,
     )
 
 

@@ -50,9 +50,9 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch.compact import US_PER_DAY
+from batch.compact import US_PER_DAY, check_partition_values
 from batch.compact_report import parse_iso_us
-from batch.csvutil import Rejected
+from batch.csvutil import Rejected, RowError
 from engine.book import decimal_of
 from engine.book_records import BOOK_DATASET, BookLevel, BookReplica
 from engine.errors import MalformedFrame
@@ -77,8 +77,6 @@ TIMESTAMP_US: Final = pa.timestamp("us", tz="UTC")
 TIMESTAMP_NS: Final = pa.timestamp("ns", tz="UTC")
 ROWS_SCHEMA: Final = pa.schema(
     [
-        ("exchange", pa.string()),
-        ("symbol", pa.string()),
         ("raw_symbol", pa.string()),
         ("ts_event", TIMESTAMP_US),
         ("ts_recv", TIMESTAMP_NS),
@@ -89,18 +87,18 @@ ROWS_SCHEMA: Final = pa.schema(
         ("size", pa.string()),
     ]
 )
-"""The book rows' Parquet schema: the ``book`` dataset's fields, timestamps as UTC timestamps
-(``ts_event`` µs, ``ts_recv`` ns), ``price``/``size`` the exchange's exact text, ``seq``
-nullable."""
+"""The book rows' Parquet schema: the ``book`` dataset's fields but ``exchange`` and ``symbol``
+(the key's ``exchange=E/symbol=S`` holds them: docs: lake.md#reading-the-datasets), timestamps
+as UTC timestamps (``ts_event`` µs, ``ts_recv`` ns), ``price``/``size`` the exchange's exact
+text, ``seq`` nullable."""
 
 
 def snapshot_schema(levels: int) -> pa.Schema:
-    """The snapshots' schema: the instant and what it was computed from, the depth of each
-    side, then per level ``i`` (0 = best) ``bid_price_i``, ``bid_size_i``, ``ask_price_i``,
-    ``ask_size_i`` as float64 (null where the side has fewer levels)."""
+    """The snapshots' schema (exchange and symbol are in the key, not the file): the instant
+    and what it was computed from, the depth of each side, then per level ``i`` (0 = best)
+    ``bid_price_i``, ``bid_size_i``, ``ask_price_i``, ``ask_size_i`` as float64 (null where
+    the side has fewer levels)."""
     columns: list[tuple[str, pa.DataType]] = [
-        ("exchange", pa.string()),
-        ("symbol", pa.string()),
         ("ts", TIMESTAMP_NS),
         ("last_ts_event", TIMESTAMP_US),
         ("last_ts_recv", TIMESTAMP_NS),
@@ -231,8 +229,9 @@ def parse_book_records(
     source: str, records: Sequence[Mapping[str, Any]]
 ) -> tuple[list[BookLevel], list[Rejected]]:
     """The valid book rows of one object (``source`` is its key) and its rejected lines
-    (1-based): not a book row (``bad-book-row``), or a price or size that is not a finite
-    non-negative decimal (``bad-decimal``)."""
+    (1-based): not a book row (``bad-book-row``), a price or size that is not a finite
+    non-negative decimal (``bad-decimal``), or an exchange or symbol that is not a key-safe
+    name (``bad-partition-value``, see :func:`batch.compact.check_partition_values`)."""
     rows: list[BookLevel] = []
     rejected: list[Rejected] = []
     for number, record in enumerate(records, start=1):
@@ -240,6 +239,10 @@ def parse_book_records(
             row = BookLevel.from_dict(record if isinstance(record, dict) else dict(record))
             decimal_of(row.price, "price")
             decimal_of(row.size, "size")
+            check_partition_values(record)
+        except RowError as exc:
+            rejected.append(_rejected(source, number, record, exc.kind, exc.detail))
+            continue
         except ValueError as exc:
             rejected.append(_rejected(source, number, record, "bad-book-row", str(exc)))
             continue
@@ -384,8 +387,6 @@ class SymbolDay:
         book = self._replica.book(self.exchange, self.symbol)
         columns = self._snaps
         values: list[Any] = [
-            self.exchange,
-            self.symbol,
             instant,
             last.ts_event,
             last.ts_recv,
@@ -412,8 +413,6 @@ class SymbolDay:
         if not rows:
             return
         arrays = [
-            pa.array([r.exchange for r in rows], pa.string()),
-            pa.array([r.symbol for r in rows], pa.string()),
             pa.array([r.raw_symbol for r in rows], pa.string()),
             pa.array([r.ts_event for r in rows], TIMESTAMP_US),
             pa.array([r.ts_recv for r in rows], TIMESTAMP_NS),

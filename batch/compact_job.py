@@ -21,7 +21,9 @@ valid trade is rejected with its reason (``rejected.csv``); trades outside the r
 ignored. Days are processed in order, one at a time: memory holds one day's trades (about half
 a kilobyte per trade), plus the compressed outputs.
 
-Outputs under ``{OUTPUT_PREFIX}compact/``, all computed before the first is written:
+Outputs under ``{OUTPUT_PREFIX}compact/``, all computed before the first is written (the
+Parquet files hold no ``exchange``/``symbol`` column: their Hive keys do, so the datasets read
+with every reader, docs: lake.md#reading-the-datasets):
 
 * ``trades/exchange=E/symbol=S/date=D/trades.parquet``: the day's trades of one symbol,
   deduplicated by ``(exchange, symbol, trade_id)`` and ordered (see :mod:`batch.compact`);

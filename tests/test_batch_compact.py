@@ -14,10 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batch.compact import (
+    BARS_SCHEMA,
+    TRADES_SCHEMA,
     CompactTrade,
     DayTrades,
     bars,
     bars_parquet,
+    notional_column,
     ordered,
     parse_records,
     trades_parquet,
@@ -28,6 +31,7 @@ from batch.compact_report import Continuity, RunSeen, recorded_gaps, uncovered
 from batch.compact_sample import generate_compact
 from engine.errors import ConfigError
 from engine.settings import Env
+from sinks.keys import sanitize
 from sinks.manifest import OUTPUT_KIND, Gap, Manifest, StoredObjectEntry
 from sinks.writer import ListedObject
 from tests.strategies import json_values
@@ -190,11 +194,16 @@ def test_vwap_rounds_half_even_at_its_scale() -> None:
 def test_parquet_outputs_hold_exact_decimals() -> None:
     trades = ordered([trade("1", "0.1", "3", DAY_US), trade("2", "12.34500", "0.001", DAY_US + 1)])
     table = pq.read_table(io.BytesIO(trades_parquet(trades)))
-    assert table.column("price").to_pylist() == [Decimal("0.10000"), Decimal("12.34500")]
-    assert str(table.schema.field("price").type) == "decimal128(38, 5)"
+    assert table.column("price").to_pylist() == [Decimal("0.1"), Decimal("12.345")]
+    assert table.schema == TRADES_SCHEMA  # one fixed type per column, whatever the file holds
+    assert str(table.schema.field("price").type) == "decimal128(38, 12)"
     assert str(table.schema.field("ts_event").type) == "timestamp[us, tz=UTC]"
+    assert "exchange" not in table.column_names and "symbol" not in table.column_names
     bar_table = pq.read_table(io.BytesIO(bars_parquet(bars(trades))))
+    assert bar_table.schema == BARS_SCHEMA
     assert bar_table.column("notional").to_pylist() == [Decimal("0.3") + Decimal("0.012345")]
+    assert bar_table.column("notional_text").to_pylist() == ["0.31234500"]  # places as sent
+    assert str(bar_table.schema.field("vwap").type) == "decimal128(38, 16)"
 
 
 # --- parameters ----------------------------------------------------------------------------
@@ -343,13 +352,42 @@ def test_the_sample_is_reproducible_and_keyed_under_its_prefix() -> None:
     assert generate_compact(4)[0] != generate_compact(3)[0]
 
 
-def test_the_largest_accepted_values_stay_exact_in_wider_columns() -> None:
+def test_the_largest_accepted_values_stay_exact_and_the_notional_text_beyond_38_digits() -> None:
     big = "99999999999999.999999999999"  # 14 integer digits, 12 places: the limits
     trades = ordered([trade("1", big, big, DAY_US), trade("2", "1", "1", DAY_US + 1)])
     (bar,) = bars(trades)
     table = pq.read_table(io.BytesIO(bars_parquet([bar])))
-    assert str(table.schema.field("notional").type) == "decimal256(76, 24)"  # 52 digits
+    assert table.schema == BARS_SCHEMA  # never decimal256, never a per-file scale
     exact = decimal.Context(prec=80)
     expected = exact.add(exact.multiply(Decimal(big), Decimal(big)), Decimal(1))
-    assert table.column("notional").to_pylist() == [expected]
-    assert str(table.schema.field("open").type) == "decimal128(38, 12)"
+    assert table.column("notional").to_pylist() == [None]  # 52 digits: no decimal128 holds it
+    assert table.column("notional_text").to_pylist() == [format(expected, "f")]
+    assert table.column("open").to_pylist() == [Decimal(big)]
+    assert table.column("volume").to_pylist() == [Decimal(big) + 1]
+
+
+def test_a_notional_past_18_places_is_rounded_half_even_and_kept_exact_as_text() -> None:
+    # 0.0000000001 x 0.000000015 = 1.5e-18 exactly: 19 places -> 0.000000000000000002 (even)
+    cheap = trade("1", "0.0000000001", "0.000000015", DAY_US)
+    assert notional_column(Decimal("0.0000000000000000015")) == Decimal("2E-18")
+    assert notional_column(Decimal("0.0000000000000000025")) == Decimal("2E-18")
+    assert notional_column(Decimal("1.25")) == Decimal("1.25")  # exact values stay as they are
+    assert notional_column(Decimal(10) ** 20) is None
+    table = pq.read_table(io.BytesIO(bars_parquet(bars([cheap]))))
+    assert table.column("notional").to_pylist() == [Decimal("0.000000000000000002")]
+    assert table.column("notional_text").to_pylist() == ["0.0000000000000000015"]
+
+
+@pytest.mark.parametrize("field", ["exchange", "symbol"])
+@pytest.mark.parametrize("value", ["BTC/USDT", "btc usdt", "..", "BTC=USDT", "é"])
+def test_a_name_the_key_would_alter_is_rejected_not_renamed(field: str, value: str) -> None:
+    trades, rejected = parse_records("k", [record(**{field: value})])
+    assert trades == [] and [r.kind for r in rejected] == ["bad-partition-value"]
+    assert field in rejected[0].reason and repr(value) in rejected[0].reason
+
+
+def test_canonical_names_are_their_own_key_segments() -> None:
+    names = ["binance", "binanceus", "coinbase", "BTC-USDT", "1000SHIB-USDT", "ETH-USD"]
+    assert all(sanitize(name) == name for name in names)
+    trades, rejected = parse_records("k", [record(exchange="okx", symbol="1000SHIB-USDT")])
+    assert not rejected and trades[0].symbol == "1000SHIB-USDT"

@@ -347,14 +347,17 @@ def expected_snapshots(
     return out
 
 
-def read_parquet(path: Path) -> list[dict[str, Any]]:
-    """The rows of a Parquet file, timestamps as integers (ns ones fit no datetime)."""
+def read_parquet(path: Path, key: str | None = None) -> list[dict[str, Any]]:
+    """The rows of a Parquet file, timestamps as integers (ns ones fit no datetime), with the
+    exchange and symbol of its key (``key``, else the path): the file does not hold them."""
     table = pq.read_table(io.BytesIO(path.read_bytes()))
+    assert "exchange" not in table.column_names and "symbol" not in table.column_names
     for index, name in enumerate(table.column_names):
         if pa.types.is_timestamp(table.schema.field(name).type):
             table = table.set_column(index, name, table[name].cast(pa.int64()))
-    rows: list[dict[str, Any]] = table.to_pylist()
-    return rows
+    segments = dict(s.split("=", 1) for s in (key or path.as_posix()).split("/") if "=" in s)
+    partition = {name: segments[name] for name in ("exchange", "symbol")}
+    return [{**partition, **row} for row in table.to_pylist()]
 
 
 def compact(src: Path, out: Path, run_id: str = "compact-1", **extra: str) -> int:
@@ -577,6 +580,8 @@ def test_each_bad_book_row_is_rejected_with_its_line() -> None:
         {**good, "size": "-1"},
         {k: v for k, v in good.items() if k != "seq"},
         {**good, "snapshot": "yes"},
+        {**good, "symbol": "A/B"},  # the key would say A_B
+        {**good, "exchange": ".."},
     ]
     rows, rejected = parse_book_records("obj", records)
     assert [r.__dict__ for r in rows] == [good]
@@ -586,7 +591,10 @@ def test_each_bad_book_row_is_rejected_with_its_line() -> None:
         (4, "bad-decimal"),
         (5, "bad-book-row"),
         (6, "bad-book-row"),
+        (7, "bad-partition-value"),
+        (8, "bad-partition-value"),
     ]
+    assert "'A/B'" in rejected[5].reason
 
 
 def test_snapshot_settings_from_env() -> None:
@@ -726,7 +734,7 @@ def test_compact_over_a_real_stream_run_with_books_and_a_resync(
     def table(key: str) -> list[dict[str, Any]]:
         path = tmp_path / "t.parquet"
         path.write_bytes(body(key))
-        return read_parquet(path)
+        return read_parquet(path, key)
 
     outputs = s3_server.keys(bucket, "batch/compact/")
     for raw, symbol in (("BTCUSDT", "BTC-USDT"), ("ETHUSDT", "ETH-USDT")):

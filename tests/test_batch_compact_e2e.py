@@ -67,13 +67,18 @@ def batch_manifest(s3: S3Server, bucket: str, run_id: str = "compact-1") -> dict
 
 
 def parquet_rows(s3: S3Server, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every row of the files under ``prefix``, with the exchange and symbol of its key (the
+    files do not hold them)."""
     rows: list[dict[str, Any]] = []
     for key in sorted(s3.keys(bucket, prefix)):
         table = pq.read_table(io.BytesIO(get(s3, bucket, key)))
+        assert "exchange" not in table.column_names and "symbol" not in table.column_names
         if "ts_recv" in table.column_names:  # ns: no datetime holds it; compare as integers
             index = table.column_names.index("ts_recv")
             table = table.set_column(index, "ts_recv", table["ts_recv"].cast(pa.int64()))
-        rows += table.to_pylist()
+        segments = dict(s.split("=", 1) for s in key.split("/") if "=" in s)
+        partition = {name: segments[name] for name in ("exchange", "symbol")}
+        rows += [{**partition, **row} for row in table.to_pylist()]
     return rows
 
 
