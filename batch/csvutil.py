@@ -22,6 +22,9 @@ Outputs:
   values are written as exact strings in fixed-point notation (``"12.5000"``), never as floats.
 * :func:`to_parquet` writes the same rows, in the same order, with a given pyarrow schema (decimal
   columns as ``decimal128``); for one pyarrow version the bytes are identical for the same rows.
+* :func:`table_outputs` puts a table's Parquet file in a folder of its own,
+  ``{stem}/{stem}.parquet``, so the folder is a dataset (``pyarrow.parquet.read_table(folder)``,
+  a Glue table's location: docs: lake.md#reading-the-datasets); the ``.jsonl`` stays beside it.
 * :func:`rejected_csv` writes the rejected rows, sorted by (source, row_number).
 """
 
@@ -211,11 +214,17 @@ def to_jsonl(rows: Iterable[Row]) -> bytes:
 
 def table_outputs(stem: str, rows: Sequence[Row], schema: Any) -> list[tuple[str, bytes, int]]:
     """One table as a job's two outputs, ``(key, body, records)``: ``{stem}.jsonl``
-    (:func:`to_jsonl`) and ``{stem}.parquet`` (:func:`to_parquet` with ``schema``)."""
+    (:func:`to_jsonl`) and ``{stem}/{stem}.parquet`` (:func:`to_parquet` with ``schema``; the
+    folder holds nothing else, so it reads as one dataset)."""
     return [
         (f"{stem}.jsonl", to_jsonl(rows), len(rows)),
-        (f"{stem}.parquet", to_parquet(rows, schema), len(rows)),
+        (parquet_key(stem), to_parquet(rows, schema), len(rows)),
     ]
+
+
+def parquet_key(stem: str) -> str:
+    """The relative key of table ``stem``'s Parquet output: ``{stem}/{stem}.parquet``."""
+    return f"{stem}/{stem}.parquet"
 
 
 def to_json(document: Mapping[str, Any]) -> bytes:

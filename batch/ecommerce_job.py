@@ -5,8 +5,9 @@ Reads every *new* input object (keys sorted; each must be an order CSV, see
 or the one ``INPUT_KEY``. Validates them in one ``run_cpu`` call, then writes, under
 ``{OUTPUT_PREFIX}ecommerce/``:
 
-* ``orders_kpis.jsonl`` / ``orders_kpis.parquet``: one row per ``order_date``;
-* ``category_kpis.jsonl`` / ``category_kpis.parquet``: one row per (category, order_date);
+* ``orders_kpis.jsonl`` / ``orders_kpis/orders_kpis.parquet``: one row per ``order_date``;
+* ``category_kpis.jsonl`` / ``category_kpis/category_kpis.parquet``: one row per (category,
+  order_date);
 * ``rejected/rejected.csv``: every rejected row with its kind and reason.
 
 Once every output is durable, the inputs move under ``processed/`` (:mod:`batch.processed`:

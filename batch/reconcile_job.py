@@ -8,7 +8,8 @@ side, two candidates for one side, or any other object under the prefix fails th
 
 Outputs, under ``{OUTPUT_PREFIX}reconcile/``, written after everything is computed:
 
-* ``details.jsonl`` / ``details.parquet``: one row per key and per duplicate, with its status;
+* ``details.jsonl`` / ``details/details.parquet``: one row per key and per duplicate, with its
+  status;
 * ``summary.json`` and ``summary.md``: the counts, each side's rows, totals per currency;
 * ``rejected.csv``: the rejected rows of both files with their reasons.
 """

@@ -4,9 +4,10 @@ Reads every input object (keys sorted; CSV or NDJSON, see :mod:`batch.weather`),
 normalizes them to SI units in one ``run_cpu`` call, then writes, under
 ``{OUTPUT_PREFIX}weather/``:
 
-* ``observations.jsonl`` / ``observations.parquet``: the valid observations, SI units, UTC;
-* ``daily.jsonl`` / ``daily.parquet``: one row per (station, UTC day);
-* ``anomalies.jsonl`` / ``anomalies.parquet``: anomalous (station, day) rows;
+* ``observations.jsonl`` / ``observations/observations.parquet``: the valid observations, SI
+  units, UTC;
+* ``daily.jsonl`` / ``daily/daily.parquet``: one row per (station, UTC day);
+* ``anomalies.jsonl`` / ``anomalies/anomalies.parquet``: anomalous (station, day) rows;
 * ``quality.json``: the data-quality report (counts per file and rejection kind);
 * ``rejected/rejected.csv``: every rejected row with its kind and reason.
 

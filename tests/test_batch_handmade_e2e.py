@@ -122,9 +122,9 @@ ORDERS = {
 }
 ECOMMERCE_OUTPUTS = {
     "category_kpis.jsonl": 5,
-    "category_kpis.parquet": 5,
+    "category_kpis/category_kpis.parquet": 5,
     "orders_kpis.jsonl": 2,
-    "orders_kpis.parquet": 2,
+    "orders_kpis/orders_kpis.parquet": 2,
     "rejected/rejected.csv": 4,
 }
 
@@ -217,10 +217,11 @@ def test_ecommerce_hand_made_kpis_inputs_moved_and_a_rerun_with_nothing_new_fail
     kpis = f"{PREFIX}ecommerce/"
     assert jsonl(s3_server, bucket, kpis + "orders_kpis.jsonl") == orders
     assert jsonl(s3_server, bucket, kpis + "category_kpis.jsonl") == categories
-    parquet_orders = parquet(s3_server, bucket, kpis + "orders_kpis.parquet")
+    parquet_orders = parquet(s3_server, bucket, kpis + "orders_kpis/orders_kpis.parquet")
     assert parquet_orders[0]["total_revenue"] == Decimal("30.2499")
     assert as_text(parquet_orders) == orders
-    assert as_text(parquet(s3_server, bucket, kpis + "category_kpis.parquet")) == categories
+    categories_parquet = parquet(s3_server, bucket, kpis + "category_kpis/category_kpis.parquet")
+    assert as_text(categories_parquet) == categories
     assert csv_rows(s3_server, bucket, kpis + "rejected/rejected.csv") == [
         ["source", "row_number", "kind", "reason", "raw_line"],
         [
@@ -292,8 +293,9 @@ def test_ecommerce_hand_made_kpis_inputs_moved_and_a_rerun_with_nothing_new_fail
     )
     third = run_batch(s3_server, bucket, "ecommerce", "run-3")
     assert third.returncode == 0, third.stderr[-2000:]
-    records = {**ECOMMERCE_OUTPUTS, "category_kpis.jsonl": 1, "category_kpis.parquet": 1}
-    records |= {"orders_kpis.jsonl": 1, "orders_kpis.parquet": 1, "rejected/rejected.csv": 0}
+    records = {**ECOMMERCE_OUTPUTS, "category_kpis.jsonl": 1, "orders_kpis.jsonl": 1}
+    records |= {"category_kpis/category_kpis.parquet": 1, "orders_kpis/orders_kpis.parquet": 1}
+    records["rejected/rejected.csv"] = 0
     doc = assert_complete(s3_server, bucket, "run-3", "ecommerce", records)
     assert doc["counters"]["inputs_moved"] == 1
     assert jsonl(s3_server, bucket, kpis + "orders_kpis.jsonl") == [
@@ -350,11 +352,11 @@ WEATHER = {
 }
 WEATHER_OUTPUTS = {
     "anomalies.jsonl": 1,
-    "anomalies.parquet": 1,
+    "anomalies/anomalies.parquet": 1,
     "daily.jsonl": 15,
-    "daily.parquet": 15,
+    "daily/daily.parquet": 15,
     "observations.jsonl": 17,
-    "observations.parquet": 17,
+    "observations/observations.parquet": 17,
     "quality.json": 1,
     "rejected/rejected.csv": 4,
 }
@@ -439,7 +441,7 @@ def test_weather_hand_made_daily_summaries_anomaly_and_quality(
     ]
     assert jsonl(s3_server, bucket, out + "anomalies.jsonl") == anomalies
     for stem in ("observations", "daily", "anomalies"):
-        assert parquet(s3_server, bucket, f"{out}{stem}.parquet") == jsonl(
+        assert parquet(s3_server, bucket, f"{out}{stem}/{stem}.parquet") == jsonl(
             s3_server, bucket, f"{out}{stem}.jsonl"
         )
     csv_units = {"humidity_pct": 3, "precipitation_in": 3, "temperature_f": 3, "wind_speed_kmh": 3}
@@ -556,7 +558,7 @@ def test_reconcile_hand_made_statuses_totals_and_summary(s3_server: S3Server, bu
     assert result.returncode == 0, result.stderr[-2000:]
     records = {
         "details.jsonl": 9,
-        "details.parquet": 9,
+        "details/details.parquet": 9,
         "rejected.csv": 3,
         "summary.json": 1,
         "summary.md": 1,
@@ -579,7 +581,7 @@ def test_reconcile_hand_made_statuses_totals_and_summary(s3_server: S3Server, bu
     ]
     details = jsonl(s3_server, bucket, out + "details.jsonl")
     assert details == expected  # sorted by their JSON bytes: status first
-    assert parquet(s3_server, bucket, out + "details.parquet") == expected
+    assert parquet(s3_server, bucket, out + "details/details.parquet") == expected
 
     # Totals of the first valid occurrence of each key, per side and currency:
     # ledger USD 100.00 + 50.50 + 7.25 = 157.75; processor USD 100.00 + 50.49 + 12.34 + 5.00

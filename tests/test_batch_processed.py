@@ -27,9 +27,9 @@ A_CSV = (HEADER + "A1,C1,2024-05-01,books,B1,2,12.50,false\n").encode()
 B_CSV = (HEADER + "B1,C2,2024-05-01,games,G1,1,3.00,true\n").encode()
 OUTPUTS = [
     "ecommerce/category_kpis.jsonl",
-    "ecommerce/category_kpis.parquet",
+    "ecommerce/category_kpis/category_kpis.parquet",
     "ecommerce/orders_kpis.jsonl",
-    "ecommerce/orders_kpis.parquet",
+    "ecommerce/orders_kpis/orders_kpis.parquet",
     "ecommerce/rejected/rejected.csv",
 ]
 
