@@ -90,7 +90,7 @@ from batch.job import InputReader, JobContext, JobError, ParametersJob
 from engine.book_records import BookLevel
 from engine.errors import ConfigError, IntegrityError
 from engine.settings import Env
-from sinks.encoders import decode_body, format_from_key
+from sinks.encoders import decode_object as decode_stored
 from sinks.keys import sanitize
 from sinks.manifest import MANIFEST_DIR, Manifest
 from sinks.writer import sha256_hex
@@ -197,7 +197,7 @@ def decode_object(source: SourceObject, body: bytes) -> _Decoded:
     """Check ``body`` against its manifest entry, decode and check its records (pure)."""
     _check_entry(source, body)
     try:
-        records = decode_body(body, format_from_key(source.key))
+        records = decode_stored(source.key, body)
     except IntegrityError as exc:
         raise JobError(f"cannot read trade object {source.key!r}: {exc}") from exc
     trades, rejected = parse_records(source.key, records)
@@ -216,7 +216,7 @@ def decode_book_object(source: BookSource, body: bytes) -> _DecodedBook:
     (exchange, symbol) in order (pure)."""
     _check_entry(source, body)
     try:
-        records = decode_body(body, format_from_key(source.key))
+        records = decode_stored(source.key, body)
     except IntegrityError as exc:
         raise JobError(f"cannot read book object {source.key!r}: {exc}") from exc
     rows, rejected = parse_book_records(source.key, records)

@@ -31,6 +31,8 @@ from engine.settings import (
 )
 from feedvault.channels import DEFAULT_CHANNELS, TRADES, parse_channels
 from sinks.keys import KeyTemplate
+from sinks.parquet import PARQUET
+from sinks.parquet import modules as parquet_modules
 from sinks.s3security import S3Security, s3_security
 from sinks.writer import (
     DEFAULT_MULTIPART_THRESHOLD,
@@ -44,7 +46,7 @@ DEFAULT_WINDOW_SECONDS: Final = 60
 DEFAULT_WINDOW_MAX_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_WINDOW_MAX_RECORDS: Final = 1_000_000
 DEFAULT_FORMAT: Final = "ndjson.gz"
-STREAM_FORMATS: Final = ("ndjson.gz", "ndjson.zst")
+STREAM_FORMATS: Final = ("ndjson.gz", "ndjson.zst", "parquet")
 DEFAULT_QUEUE_MAXSIZE: Final = 200_000
 OVERFLOW_POLICIES: Final = ("block", "drop-oldest")
 DEFAULT_STALE_SECONDS: Final = 60.0
@@ -239,6 +241,8 @@ def sink_settings(env: Env) -> SinkSettings:
         raise ConfigError(
             "FORMAT", f"must be one of {', '.join(STREAM_FORMATS)} for streams; got {fmt!r}"
         )
+    if fmt == PARQUET:
+        parquet_modules()  # ConfigError naming FORMAT, with the install hint, without pyarrow
     return SinkSettings(
         window_seconds=check_window_seconds(env.integer("WINDOW_SECONDS", DEFAULT_WINDOW_SECONDS)),
         window_max_bytes=env.integer("WINDOW_MAX_BYTES", DEFAULT_WINDOW_MAX_BYTES),

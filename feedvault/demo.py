@@ -22,7 +22,7 @@ from engine.logs import configure_logging
 from engine.text import plural
 from feedvault.config import load_stream_config
 from feedvault.runner import StreamRun
-from sinks.encoders import decode_body, format_from_key
+from sinks.encoders import decode_object
 from sinks.verify import verify_run
 from sinks.writer import Destination, open_writer
 
@@ -128,7 +128,7 @@ async def _report(run_id: str, seconds: float, output: Path, sent: int) -> int:
             body = await writer.get(item.key)
             await asyncio.to_thread(_copy_out, output / item.key, body)
             if not sample and "/trades/" in f"/{item.key}":
-                sample = decode_body(body, format_from_key(item.key))[:3]
+                sample = decode_object(item.key, body)[:3]
             _say(f"  {item.size:>8} B  {item.key}")
         _say()
         _say("a few decoded records:")

@@ -63,7 +63,7 @@ from feedvault.loadtest_report import (
 )
 from feedvault.progress import Progress
 from feedvault.subproc import Child, ChildError
-from sinks.encoders import FORMATS, decompress, format_from_key
+from sinks.encoders import FORMATS, NDJSON_FORMATS, decode_object, decompress, format_from_key
 from sinks.manifest import Manifest, StoredObjectEntry, manifest_key
 from sinks.writer import Destination, open_writer
 
@@ -404,7 +404,11 @@ async def read_stored(target: S3Target, run_id: str, readback: Readback) -> None
                         ahead.append((following, group.create_task(writer.get(following.key))))
                     if hashlib.sha256(body).hexdigest() != entry.sha256:
                         readback.problems.append(f"{entry.key}: checksum differs from the manifest")
-                    text = decompress(body, format_from_key(entry.key))
+                    fmt = format_from_key(entry.key)
+                    if fmt not in NDJSON_FORMATS:  # Parquet: decoded whole
+                        readback.check.add_stored(decode_object(entry.key, body), entry.stored_at)
+                        continue
+                    text = decompress(body, fmt)
                     del body
                     for records in iter_ndjson(text):
                         readback.check.add_stored(records, entry.stored_at)

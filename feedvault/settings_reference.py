@@ -265,7 +265,9 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "FORMAT",
         "Windows, objects and uploads",
         (STREAM, REPLAY, LOADTEST),
-        "the encoding of trade (and raw) objects",
+        "the encoding of trade and book objects: NDJSON (gzip, zstd) or Parquet (needs "
+        "pyarrow, the `lake` extra; raw capture objects stay `ndjson.zst`; see "
+        "[The lake](lake.md#formats))",
         _one_of(STREAM_FORMATS),
         default=DEFAULT_FORMAT,
     ),

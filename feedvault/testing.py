@@ -59,7 +59,7 @@ from connectors.fake.ledger import Ledger
 from connectors.fake.server import FakeExchange
 from engine.clock import SYSTEM_CLOCK, Clock, FakeClock
 from engine.records import Trade
-from sinks.encoders import decode_body, format_from_key
+from sinks.encoders import decode_object
 from sinks.memory import MemoryWriter
 
 __all__ = [
@@ -144,5 +144,5 @@ def stored_trades(writer: MemoryWriter) -> list[Trade]:
     for key in sorted(writer.objects):
         if "/trades/" in key:
             body = writer.objects[key]
-            trades += [Trade.from_dict(r) for r in decode_body(body, format_from_key(key))]
+            trades += [Trade.from_dict(r) for r in decode_object(key, body)]
     return trades

@@ -1,4 +1,5 @@
-"""Object body formats: NDJSON compressed with gzip or zstd (``FORMAT``, docs: data-formats.md).
+"""Object body formats: NDJSON compressed with gzip or zstd, or Parquet (``FORMAT``, docs:
+data-formats.md).
 
 An :class:`Encoder` builds one object body incrementally: each :meth:`Encoder.write` encodes a
 batch of records as NDJSON (``orjson``, exactly the record's field names) and compresses it in
@@ -6,13 +7,16 @@ one call, so only compressed bytes stay in memory. Per-record work is one ``orjs
 appended to a bytearray; compression and size accounting are per batch.
 
 ``ndjson.gz`` is a single gzip member (``zlib`` wbits 31), default level 1 (fast, ~3x the
-throughput of level 6); ``ndjson.zst`` is one zstd frame, default level 1.
+throughput of level 6); ``ndjson.zst`` is one zstd frame, default level 1. ``parquet`` is one
+Parquet file per object (:mod:`sinks.parquet`, docs: lake.md#formats), for the ``trades`` and
+``book`` datasets; the raw capture dataset stays ``ndjson.zst`` (:func:`dataset_format`).
+:func:`decode_object` decodes any of them into the same NDJSON-shaped records.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
 import orjson
@@ -20,16 +24,32 @@ import zstandard
 
 from engine.errors import ConfigError, IntegrityError
 from engine.text import plural
+from sinks import parquet
+from sinks.keys import RAW_DATASET
+from sinks.parquet import PARQUET
 
 GZIP: Final = "ndjson.gz"
 ZSTD: Final = "ndjson.zst"
-FORMATS: Final = (GZIP, ZSTD)
+NDJSON_FORMATS: Final = (GZIP, ZSTD)
+FORMATS: Final = (GZIP, ZSTD, PARQUET)
 DEFAULT_FORMAT: Final = GZIP
-DEFAULT_LEVELS: Final = {GZIP: 1, ZSTD: 1}
-_LEVEL_RANGES: Final = {GZIP: range(0, 10), ZSTD: range(-7, 23)}
+DEFAULT_LEVELS: Final = {GZIP: 1, ZSTD: 1, PARQUET: parquet.DEFAULT_LEVEL}
+_LEVEL_RANGES: Final = {GZIP: range(0, 10), ZSTD: range(-7, 23), PARQUET: parquet.LEVELS}
 
 _OPT: Final = orjson.OPT_APPEND_NEWLINE
 _dumps = orjson.dumps
+
+
+class ObjectEncoder(Protocol):
+    """What the windower needs of an encoder (:class:`Encoder`, :class:`~sinks.parquet.
+    ParquetEncoder`): ``write`` batches, ``finish`` into the body, and the sizes so far."""
+
+    format: str
+    compressed_size: int
+    raw_size: int
+
+    def write(self, records: Sequence[object]) -> None: ...
+    def finish(self) -> bytes: ...
 
 
 class _Compressor(Protocol):
@@ -55,6 +75,13 @@ def format_from_key(key: str) -> str:
         if key.endswith("." + fmt):
             return fmt
     raise IntegrityError(f"cannot tell the format of {key!r} from its extension")
+
+
+def dataset_format(format: str, dataset: str) -> str:
+    """The format a dataset's objects are written in: ``format``, except that the raw capture
+    dataset (``{prefix}raw/``, frames, not records of a Parquet schema) is ``ndjson.zst`` when
+    ``format`` is Parquet."""
+    return ZSTD if format == PARQUET and dataset == RAW_DATASET else format
 
 
 def _compressor(format: str, level: int) -> _Compressor:
@@ -108,19 +135,35 @@ class Encoder:
         return body
 
 
-def make_encoder(format: str, level: int | None = None) -> Encoder:
-    """A fresh encoder for ``format`` at ``level`` (default: :data:`DEFAULT_LEVELS`)."""
+def make_encoder(
+    format: str,
+    level: int | None = None,
+    *,
+    dataset: str = "trades",
+    partition: Mapping[str, str] | None = None,
+) -> ObjectEncoder:
+    """A fresh encoder for ``format`` at ``level`` (default: :data:`DEFAULT_LEVELS`).
+
+    For Parquet, ``dataset`` chooses the schema (book rows or trades) and ``partition`` gives
+    the key template's partition fields and their values for this object: those fields are
+    left out of the columns and kept in the metadata (:mod:`sinks.parquet`). Parquet without
+    pyarrow installed is a :class:`ConfigError` naming ``FORMAT``."""
     check_format(format)
     if level is None:
         level = DEFAULT_LEVELS[format]
     if level not in _LEVEL_RANGES[format]:
         raise ConfigError("COMPRESSION_LEVEL", f"level {level} is out of range for {format}")
+    if format == PARQUET:
+        return parquet.ParquetEncoder(
+            kind=parquet.record_kind(dataset), partition=partition or {}, level=level
+        )
     return Encoder(format, _compressor(format, level))
 
 
 def decompress(body: bytes, format: str) -> bytes:
     """The NDJSON text of a body; :class:`IntegrityError` if corrupt or truncated."""
-    check_format(format)
+    if check_format(format) not in NDJSON_FORMATS:
+        raise ValueError(f"{format} is not an NDJSON format (decode it with decode_object)")
     try:
         if format == GZIP:
             gz = zlib.decompressobj(31)
@@ -141,7 +184,8 @@ def decompress(body: bytes, format: str) -> bytes:
 
 
 def decode_body(body: bytes, format: str) -> list[dict[str, object]]:
-    """Decode a whole object body into its records (dicts), in order.
+    """Decode a whole NDJSON object body into its records (dicts), in order (any format,
+    Parquet included: :func:`decode_object`).
 
     For verification and tests, not the hot path. Raises :class:`IntegrityError` when the
     compressed stream is corrupt or truncated or a line is not a JSON object.
@@ -157,3 +201,16 @@ def decode_body(body: bytes, format: str) -> list[dict[str, object]]:
             raise IntegrityError(f"line {number} is not a JSON object")
         records.append(obj)
     return records
+
+
+def decode_object(key: str, body: bytes) -> list[dict[str, object]]:
+    """Decode a stored object into its records (dicts shaped like NDJSON lines), in order, its
+    format told by its key's extension (:func:`format_from_key`): a Parquet object's records
+    have the same fields and values as an NDJSON object's (:func:`sinks.parquet.decode`).
+
+    For verification, the batch jobs and tests, not the hot path. :class:`IntegrityError`
+    when the extension is unknown or the body corrupt or truncated."""
+    format = format_from_key(key)
+    if format == PARQUET:
+        return parquet.decode(body)
+    return decode_body(body, format)

@@ -68,7 +68,7 @@ from typing import Final
 from engine.errors import ConfigError, IntegrityError, ObjectNotFound, StorageError
 from engine.records import Trade
 from engine.text import plural
-from sinks.encoders import decode_body, format_from_key
+from sinks.encoders import decode_object
 from sinks.keys import RAW_DATASET, is_raw_key, sanitize
 from sinks.local import FileWriter
 from sinks.manifest import (
@@ -525,7 +525,7 @@ def _check_body(
 ) -> int:
     """Check the records of ``body`` (against ``entry`` when there is one); return how many."""
     try:
-        records = decode_body(body, format_from_key(key))
+        records = decode_object(key, body)
     except IntegrityError as exc:
         problems.append(f"{key}: cannot decode: {exc}")
         return 0

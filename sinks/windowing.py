@@ -14,7 +14,8 @@ A window closes, whichever comes first, when
   :meth:`Windower.due`),
 - it holds ``max_records`` records (a batch is split exactly at the limit), or
 - its compressed size reaches ``max_bytes`` (checked after each batch chunk, so a window may
-  exceed it by one chunk plus what the compressor buffers).
+  exceed it by one chunk plus what the compressor buffers; with Parquet, plus the rows buffered
+  for the next row group, docs: lake.md#formats).
 
 Each partition has a sequence number starting at 0 and incremented each time one of its windows
 opens; with the run id it makes every key of a run deterministic and unique.
@@ -36,7 +37,7 @@ from engine.clock import Clock
 from engine.errors import ConfigError
 from engine.records import SymbolBatch, Trade
 from sinks.book_windows import BookOpenings
-from sinks.encoders import Encoder, extension, make_encoder
+from sinks.encoders import ObjectEncoder, dataset_format, extension, make_encoder
 from sinks.keys import KeyTemplate
 
 NS: Final = 1_000_000_000
@@ -99,7 +100,7 @@ class _OpenWindow:
     slot: int
     window_start_ns: int
     end_ns: int
-    encoder: Encoder
+    encoder: ObjectEncoder
     trade_ids: bool = True
     #: The (exchange, symbol) pairs in this window so far (``book`` dataset only).
     book_symbols: set[tuple[str, str]] | None = None
@@ -159,6 +160,10 @@ class Windower:
     Every method returns the windows it closed, in closing order; a returned window is no
     longer the windower's business (the caller must make it durable or spill it).
 
+    ``format`` is the objects' format (:data:`~sinks.encoders.FORMATS`); the raw capture
+    dataset is written as ``ndjson.zst`` when it is ``parquet``
+    (:func:`~sinks.encoders.dataset_format`).
+
     ``trade_ids=False`` is for datasets whose records are not trades (raw capture, books):
     their windows record no per-symbol trade ids (``symbols`` is empty) and the records' own
     ``ts_event`` for first/last.
@@ -181,8 +186,9 @@ class Windower:
     trade_ids: bool = True
 
     def __post_init__(self) -> None:
+        self.format = dataset_format(self.format, self.dataset)  # raw capture: never Parquet
         self._ext = extension(self.format)
-        make_encoder(self.format, self.level)  # validate them now, not at the first record
+        make_encoder(self.format, self.level, dataset=self.dataset)  # validate them now
         self._slot_ns = self.policy.seconds * NS
         self._fields = self.template.partition_fields
         self._partition_of = attrgetter(*self._fields) if self._fields else None
@@ -320,7 +326,7 @@ class Windower:
             slot=slot,
             window_start_ns=start_ns,
             end_ns=start_ns + self._slot_ns,
-            encoder=make_encoder(self.format, self.level),
+            encoder=make_encoder(self.format, self.level, dataset=self.dataset, partition=values),
             trade_ids=self.trade_ids,
         )
         self._open[(partition, slot)] = window

@@ -1,4 +1,4 @@
-"""Encoders: NDJSON + gzip/zstd, decoding, corrupt data."""
+"""Encoders: NDJSON + gzip/zstd, decoding, corrupt data (Parquet: tests/test_sinks_parquet.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from engine.errors import ConfigError, IntegrityError
 from engine.records import TRADE_FIELDS, Trade
 from sinks.encoders import (
     FORMATS,
+    NDJSON_FORMATS,
     decode_body,
+    decode_object,
     extension,
     format_from_key,
     make_encoder,
@@ -36,7 +38,7 @@ def trades(n: int, start: int = 0, symbol: str = "BTC-USDT") -> list[Trade]:
     ]
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", NDJSON_FORMATS)
 def test_round_trip_in_order(fmt: str) -> None:
     encoder = make_encoder(fmt)
     batches = [trades(3), trades(500, 3), trades(1, 503)]
@@ -76,7 +78,7 @@ def test_prices_stay_exact_text() -> None:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_empty_body_decodes_to_nothing(fmt: str) -> None:
-    assert decode_body(make_encoder(fmt).finish(), fmt) == []
+    assert decode_object(f"p/x-000001.{fmt}", make_encoder(fmt).finish()) == []
 
 
 def test_finished_encoder_is_unusable() -> None:
@@ -96,7 +98,7 @@ def test_compressed_size_grows_for_large_input() -> None:
     assert encoder.raw_size > 20_000 * 150
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", NDJSON_FORMATS)
 def test_corrupt_and_truncated_bodies(fmt: str) -> None:
     encoder = make_encoder(fmt)
     encoder.write(trades(200))
@@ -121,14 +123,15 @@ def test_non_json_lines_are_integrity_errors() -> None:
 
 
 def test_format_names() -> None:
-    assert FORMATS == ("ndjson.gz", "ndjson.zst")
+    assert FORMATS == ("ndjson.gz", "ndjson.zst", "parquet")
     assert extension("ndjson.zst") == "ndjson.zst"
     assert format_from_key("p/x-000001.ndjson.gz") == "ndjson.gz"
     assert format_from_key("p/x-000001.ndjson.zst") == "ndjson.zst"
+    assert format_from_key("p/x-000001.parquet") == "parquet"
     with pytest.raises(IntegrityError):
         format_from_key("p/x.json")
     with pytest.raises(ConfigError) as info:
-        make_encoder("parquet")
+        make_encoder("csv")
     assert info.value.variable == "FORMAT"
     with pytest.raises(ConfigError):
         make_encoder("ndjson.gz", level=42)

@@ -1,0 +1,279 @@
+"""``FORMAT=parquet``: stream objects as Parquet files (docs: lake.md#formats).
+
+An object of the ``trades`` or ``book`` dataset is one Parquet file, zstd-compressed (level 1 by
+default), with the schema of docs/lake.md#formats. Its columns are the record's fields MINUS the
+fields the key template partitions by (:attr:`~sinks.keys.KeyTemplate.partition_fields`; with
+the default template ``exchange`` and ``symbol``): a Hive-partitioned reader takes those from the
+path (``exchange=.../symbol=...``), so a column of the same name inside the file would conflict
+with them. Their values are kept in the file's key-value metadata (``feedvault.exchange``,
+``feedvault.symbol``, unsanitized), so :func:`decode` re-adds them without parsing keys.
+
+Prices and sizes are two columns each: ``price``/``size`` as ``decimal128(38, 18)`` (20 integer
+digits and 18 places: every exchange's precision, one fixed type for every file) and
+``price_text``/``size_text``, the exchange's exact text, always kept (a fixed-scale decimal
+turns ``"0.1"`` into ``0.100000000000000000`` and loses the exchange's own spelling, which the
+NDJSON formats keep). The decimals are made in one vectorized cast of the texts (:func:`decimals`);
+a text that does not fit (more than 18 places, more than 20 integer digits, not a plain decimal
+number) leaves its decimal null, its text still there.
+
+:class:`ParquetEncoder` has the interface of :class:`sinks.encoders.Encoder`: records written
+are buffered up to :data:`ROW_GROUP_ROWS` and then written as one row group, the last at
+:meth:`ParquetEncoder.finish`. ``compressed_size`` counts the bytes of the finished row groups
+only: it lags the pending rows (at most :data:`ROW_GROUP_ROWS` plus one batch, about 300 KB of
+Parquet for trades), as the NDJSON encoders' lags what zstd holds, so ``WINDOW_MAX_BYTES`` still
+bounds a window's memory, approximately by that much.
+
+pyarrow is imported only when a Parquet object is written or read: the base install has none
+(``pip install 'feedvault[lake]'``), and asking for Parquet without it is a
+:class:`~engine.errors.ConfigError` naming ``FORMAT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from itertools import repeat
+from operator import attrgetter
+from typing import Any, Final
+
+from engine.book_records import BOOK_DATASET, BOOK_FIELDS
+from engine.errors import ConfigError, IntegrityError
+from engine.records import TRADE_FIELDS
+
+PARQUET: Final = "parquet"
+INSTALL_HINT: Final = "pip install 'feedvault[lake]'"
+DEFAULT_LEVEL: Final = 1
+LEVELS: Final = range(1, 23)
+#: Rows buffered before they are written as one row group.
+ROW_GROUP_ROWS: Final = 10_000
+DECIMAL_PRECISION: Final = 38
+DECIMAL_SCALE: Final = 18
+#: Key-value metadata: the record kind (``trade`` or ``book``) and ``feedvault.<field>`` for
+#: each partition field left out of the columns.
+META_PREFIX: Final = "feedvault."
+RECORD_KEY: Final = b"feedvault.record"
+TRADE_RECORD: Final = "trade"
+BOOK_RECORD: Final = "book"
+
+_DECIMAL_FIELDS: Final = ("price", "size")
+_STRING_FIELDS: Final = frozenset({"exchange", "symbol", "raw_symbol", "trade_id", "side", "seq"})
+_FIELDS: Final = {TRADE_RECORD: TRADE_FIELDS, BOOK_RECORD: BOOK_FIELDS}
+
+
+def modules() -> tuple[Any, Any]:
+    """``(pyarrow, pyarrow.parquet)``; :class:`ConfigError` naming ``FORMAT`` when pyarrow is
+    not installed."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(
+            "FORMAT", f"parquet needs pyarrow, which is not installed: {INSTALL_HINT}"
+        ) from None
+    return pa, pq
+
+
+def record_kind(dataset: str) -> str:
+    """The record kind of a dataset's objects: ``book`` rows for the book dataset, else trades."""
+    return BOOK_RECORD if dataset == BOOK_DATASET else TRADE_RECORD
+
+
+def columns_of(kind: str, partition_fields: Sequence[str]) -> tuple[str, ...]:
+    """The record fields stored as columns (``price``/``size`` as decimals), in record order,
+    then ``price_text`` and ``size_text``."""
+    fields = tuple(f for f in _FIELDS[kind] if f not in partition_fields)
+    return (*fields, "price_text", "size_text")
+
+
+def schema(kind: str, partition: Mapping[str, str], pa: Any | None = None) -> Any:  # pyarrow.Schema
+    """The file schema of ``kind`` records whose partition fields (left out of the columns,
+    kept in the metadata) have the values ``partition``."""
+    if pa is None:
+        pa, _ = modules()
+    decimal = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
+    types = {
+        "ts_event": pa.timestamp("us", tz="UTC"),
+        "ts_recv": pa.timestamp("ns", tz="UTC"),
+        "snapshot": pa.bool_(),
+        "price": decimal,
+        "size": decimal,
+    }
+    fields = [
+        pa.field(name, types.get(name, pa.string())) for name in columns_of(kind, tuple(partition))
+    ]
+    metadata = {RECORD_KEY: kind.encode()}
+    for name, value in partition.items():
+        metadata[f"{META_PREFIX}{name}".encode()] = value.encode()
+    return pa.schema(fields, metadata=metadata)
+
+
+def decimals(texts: Any, pa: Any) -> Any:
+    """``texts`` (a pyarrow string array) as ``decimal128(38, 18)``, null where a text does not
+    fit that type exactly (or is not a plain decimal number).
+
+    One vectorized cast does the work. pyarrow's cast refuses most texts that do not fit, but
+    not all: a value of 10**20 or more that reaches the rescale (``"340282366920938463804"``,
+    ``"1.7E+26"``) silently wraps around. Such a text has more than 20 characters or an
+    exponent, which a scan of the array's bytes tells cheaply; only then are those texts
+    checked one by one against Python's exact :class:`~decimal.Decimal` (as is every text
+    when the cast refuses one)."""
+    decimal = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
+    try:
+        values = texts.cast(decimal)
+    except pa.ArrowInvalid:
+        return pa.array([_exact(text, pa, decimal) for text in texts.to_pylist()], decimal)
+    if not _may_wrap(texts, pa):
+        return values
+    import pyarrow.compute as pc
+
+    suspect = pc.or_(
+        pc.greater(pc.binary_length(texts), 20),
+        pc.or_(pc.match_substring(texts, "e"), pc.match_substring(texts, "E")),
+    )
+    wrong = [False] * len(texts)
+    for index in pc.indices_nonzero(suspect).to_pylist():
+        text, value = texts[index].as_py(), values[index].as_py()
+        wrong[index] = value is not None and _exact(text, pa, decimal) is None
+    if not any(wrong):
+        return values
+    return pc.replace_with_mask(values, pa.array(wrong), pa.nulls(sum(wrong), decimal))
+
+
+def _may_wrap(texts: Any, pa: Any) -> bool:
+    """Whether a text of ``texts`` is longer than 20 bytes or has an exponent."""
+    if not len(texts):
+        return False
+    import pyarrow.compute as pc
+
+    if pc.max(pc.binary_length(texts)).as_py() > 20:
+        return True
+    data = texts.buffers()[2]
+    raw = data.to_pybytes() if data is not None else b""
+    return b"e" in raw or b"E" in raw
+
+
+def _exact(text: str | None, pa: Any, decimal: Any) -> Decimal | None:
+    """``text`` as a decimal of the column's type, or None unless pyarrow's cast accepts it and
+    the result equals Python's exact reading of it."""
+    if text is None:
+        return None
+    try:
+        value: Decimal | None = pa.array([text], pa.string()).cast(decimal)[0].as_py()
+        return value if value is not None and value == Decimal(text) else None
+    except (pa.ArrowInvalid, InvalidOperation):
+        return None
+
+
+class ParquetEncoder:
+    """One Parquet object body being built. Not thread-safe; unusable after :meth:`finish`.
+
+    ``compressed_size`` is the bytes of the row groups written so far (see the module
+    docstring: it lags the buffered rows); ``raw_size`` the in-memory (Arrow) bytes of the rows
+    written as row groups so far."""
+
+    format = PARQUET
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        partition: Mapping[str, str],
+        level: int = DEFAULT_LEVEL,
+        row_group_rows: int = ROW_GROUP_ROWS,
+    ) -> None:
+        pa, pq = modules()
+        self._pa = pa
+        self._schema = schema(kind, partition, pa)
+        self._names = [name for name in self._schema.names]
+        self._getters = {
+            name: attrgetter(name) for name in _FIELDS[kind] if name in set(self._names)
+        }
+        self._sink = pa.BufferOutputStream()
+        self._writer: Any = pq.ParquetWriter(
+            self._sink,
+            self._schema,
+            compression="zstd",
+            compression_level=level,
+            write_page_checksum=True,
+        )
+        self._rows = row_group_rows
+        self._pending: list[Any] = []
+        self.compressed_size = 0
+        self.raw_size = 0
+
+    def write(self, records: Sequence[object]) -> None:
+        """Buffer ``records`` (trades or book rows); write a row group once enough are held."""
+        if self._writer is None:
+            raise RuntimeError("encoder already finished")
+        self._pending += records
+        if len(self._pending) >= self._rows:
+            self._flush()
+
+    def finish(self) -> bytes:
+        """Write the buffered rows as the last row group, close the file, return its bytes."""
+        if self._writer is None:
+            raise RuntimeError("encoder already finished")
+        self._flush()
+        self._writer.close()
+        self._writer = None
+        body: bytes = self._sink.getvalue().to_pybytes()
+        self.compressed_size = len(body)
+        return body
+
+    def _flush(self) -> None:
+        records, self._pending = self._pending, []
+        if not records:
+            return
+        table = self._table(records)
+        self._writer.write_table(table, row_group_size=len(records))
+        self.raw_size += table.nbytes
+        self.compressed_size = self._sink.tell()
+
+    def _table(self, records: Sequence[object]) -> Any:
+        pa = self._pa
+        columns: dict[str, Any] = {}
+        for name, getter in self._getters.items():
+            values = list(map(getter, records))
+            if name in _DECIMAL_FIELDS:
+                texts = pa.array(values, pa.string())
+                columns[f"{name}_text"] = texts
+                columns[name] = decimals(texts, pa)
+            else:
+                columns[name] = pa.array(values, self._schema.field(name).type)
+        return pa.Table.from_arrays([columns[n] for n in self._names], schema=self._schema)
+
+
+def decode(body: bytes) -> list[dict[str, object]]:
+    """The records of a Parquet object as the NDJSON formats decode them: dicts with the
+    record's fields in record order, ``price``/``size`` the exact text, ``ts_event``/``ts_recv``
+    integer µs/ns, the partition fields from the metadata.
+
+    :class:`IntegrityError` when the body is not a readable Parquet file (corrupt, truncated, a
+    page checksum that does not match) or not one of feedvault's (no record kind, a field
+    neither a column nor in the metadata)."""
+    pa, pq = modules()
+    try:
+        table = pq.ParquetFile(pa.BufferReader(body), page_checksum_verification=True).read()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise IntegrityError(f"corrupt parquet data: {exc}") from exc
+    metadata = table.schema.metadata or {}
+    kind = metadata.get(RECORD_KEY, b"").decode(errors="replace")
+    if kind not in _FIELDS:
+        raise IntegrityError(f"not a feedvault parquet object (record kind {kind!r})")
+    rows = table.num_rows
+    names = set(table.column_names)
+    columns: list[Any] = []
+    for name in _FIELDS[kind]:
+        column = f"{name}_text" if name in _DECIMAL_FIELDS else name
+        if column in names:
+            data = table.column(column)
+            if name in ("ts_event", "ts_recv"):
+                data = data.cast(pa.int64())
+            columns.append(data.to_pylist())
+            continue
+        value = metadata.get(f"{META_PREFIX}{name}".encode())
+        if value is None or name not in _STRING_FIELDS:
+            raise IntegrityError(f"parquet object has no column or metadata for {name!r}")
+        columns.append(repeat(value.decode(errors="replace"), rows))
+    fields = _FIELDS[kind]
+    return [dict(zip(fields, values, strict=True)) for values in zip(*columns, strict=False)]

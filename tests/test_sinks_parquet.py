@@ -1,0 +1,293 @@
+"""The Parquet encoder and decoder (sinks/parquet.py, docs: lake.md#formats): records round-trip
+exactly, the schema is the contract's, partition fields live in the path and the metadata, text
+that no decimal column can hold keeps its text, and a damaged body is an IntegrityError."""
+
+from __future__ import annotations
+
+import io
+import sys
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.book_records import BookLevel
+from engine.clock import FakeClock
+from engine.errors import ConfigError, IntegrityError
+from engine.records import Trade
+from feedvault.config import load_stream_config
+from sinks.encoders import decode_object, make_encoder
+from sinks.keys import KeyTemplate
+from sinks.parquet import ParquetEncoder, decode
+from sinks.windowing import Windower, WindowPolicy
+from tests.harness import stream_settings
+from tests.strategies import make_trade
+
+PARTITION = {"exchange": "binance", "symbol": "BTC-USDT"}
+
+#: Prices and sizes as exchanges send them (Binance's 8 places, Coinbase's varying scales,
+#: Kraken's JSON numbers kept as text, exponent forms).
+REAL_TEXTS = [
+    ("27123.33000000", "0.00120000"),
+    ("0.791", "450"),
+    ("105944.2", "0.00027625"),
+    ("78808.8", "0.00504905"),
+    ("0.000000010000", "1E+2"),
+    ("1e-3", "12345678901234567890.123456789012345678"),
+]
+
+
+def trades(n: int, **changes: Any) -> list[Trade]:
+    out = []
+    for i in range(n):
+        price, size = REAL_TEXTS[i % len(REAL_TEXTS)]
+        fields = {"trade_id": str(1000 + i), "price": price, "size": size}
+        fields |= {"side": "sell" if i % 3 else "buy", "ts_event": 1_700_000_000_000_000 + i}
+        fields["ts_recv"] = 1_700_000_000_000_000_123 + i * 1000
+        out.append(make_trade("binance", "BTC-USDT", "BTCUSDT", **(fields | changes)))
+    return out
+
+
+def books(n: int) -> list[BookLevel]:
+    return [
+        BookLevel(
+            "okx",
+            "BTC-USDT",
+            "BTC-USDT",
+            1_700_000_000_000_000 + i // 4,
+            1_700_000_000_000_000_123 + i // 4,
+            None if i % 8 < 4 else str(i // 4),
+            i < 4,
+            "bid" if i % 2 else "ask",
+            f"43000.{i:03d}",
+            "0" if i % 5 == 0 else "0.5",
+        )
+        for i in range(n)
+    ]
+
+
+def encoded(records: list[Any], **kwargs: Any) -> bytes:
+    encoder = ParquetEncoder(**({"kind": "trade", "partition": PARTITION} | kwargs))
+    for start in range(0, len(records), 97):
+        encoder.write(records[start : start + 97])
+    return encoder.finish()
+
+
+def table(body: bytes) -> pa.Table:
+    return pq.ParquetFile(io.BytesIO(body)).read()
+
+
+def test_trades_round_trip_in_row_groups_with_the_contract_schema() -> None:
+    sent = trades(1000)
+    body = encoded(sent, row_group_rows=300)
+    assert decode_object("p/x-000001.parquet", body) == [vars(t) for t in sent]
+    meta = pq.ParquetFile(io.BytesIO(body)).metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sizes == [388, 388, 224]  # written once 300 are held (batches of 97), the rest at finish
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    got = table(body)
+    decimal = pa.decimal128(38, 18)
+    assert got.schema.remove_metadata() == pa.schema(
+        [
+            ("raw_symbol", pa.string()),
+            ("trade_id", pa.string()),
+            ("price", decimal),
+            ("size", decimal),
+            ("side", pa.string()),
+            ("ts_event", pa.timestamp("us", tz="UTC")),
+            ("ts_recv", pa.timestamp("ns", tz="UTC")),
+            ("price_text", pa.string()),
+            ("size_text", pa.string()),
+        ]
+    )
+    assert got.schema.metadata[b"feedvault.exchange"] == b"binance"
+    assert got.schema.metadata[b"feedvault.symbol"] == b"BTC-USDT"
+    assert got.column("price").to_pylist()[:2] == [Decimal("27123.33"), Decimal("0.791")]
+    assert got.column("price_text").to_pylist()[:2] == ["27123.33000000", "0.791"]
+
+
+def test_book_rows_round_trip_with_their_schema() -> None:
+    sent = books(40)
+    body = encoded(sent, kind="book", partition={"exchange": "okx", "symbol": "BTC-USDT"})
+    assert decode_object("p/x.parquet", body) == [vars(row) for row in sent]
+    got = table(body)
+    assert got.column_names == [
+        "raw_symbol",
+        "ts_event",
+        "ts_recv",
+        "seq",
+        "snapshot",
+        "side",
+        "price",
+        "size",
+        "price_text",
+        "size_text",
+    ]
+    assert got.schema.field("snapshot").type == pa.bool_()
+    assert got.column("seq").null_count == 20
+
+
+def test_text_no_decimal_column_holds_keeps_its_text_and_a_null_decimal() -> None:
+    texts = ["1e-19", "123456789012345678901", "0.1234567890123456789", " 1", "NaN", "-0.5"]
+    sent = [make_trade("b", "S", "S", trade_id=str(i), price=t) for i, t in enumerate(texts)]
+    body = encoded(sent, partition={})
+    assert [r["price"] for r in decode(body)] == texts
+    assert table(body).column("price").to_pylist() == [None] * 5 + [Decimal("-0.5")]
+
+
+def test_values_pyarrows_cast_would_wrap_around_are_null_not_wrong() -> None:
+    """pyarrow's string-to-decimal cast accepts these and returns another number."""
+    texts = ["340282366920938463804", "1.7E+26", "-3.4E+23", "1e-3", "99999999999999999999.5"]
+    sent = [make_trade("b", "S", "S", trade_id=str(i), price=t) for i, t in enumerate(texts)]
+    body = encoded(sent, partition={})
+    assert [r["price"] for r in decode(body)] == texts
+    expected = [None, None, None, Decimal("0.001"), Decimal("99999999999999999999.5")]
+    assert table(body).column("price").to_pylist() == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "columns", "meta"),
+    [
+        (None, [], ["exchange", "symbol"]),
+        ("{prefix}{dataset}/{exchange}/{run_id}-{seq}.{ext}", ["symbol"], ["exchange"]),
+        ("{prefix}{dataset}/{date}/{run_id}-{seq}.{ext}", ["exchange", "symbol"], []),
+    ],
+    ids=["default", "exchange-only", "no-partition"],
+)
+def test_the_windower_leaves_the_templates_partition_fields_to_the_path_and_metadata(
+    template: str | None, columns: list[str], meta: list[str]
+) -> None:
+    clock = FakeClock(1_700_000_000)
+    sent = trades(10) + trades(5, symbol="ETH-USDT", raw_symbol="ETHUSDT")
+    windower = Windower(
+        WindowPolicy(),
+        KeyTemplate(template) if template else KeyTemplate(),
+        prefix="p/",
+        run_id="r",
+        format="parquet",
+        clock=clock,
+    )
+    windower.add(sent)
+    closed = windower.close_all()
+    assert all(w.key.endswith(".parquet") and w.format == "parquet" for w in closed)
+    decoded = [r for w in closed for r in decode_object(w.key, w.body)]
+    assert sorted(decoded, key=lambda r: r["trade_id"]) == sorted(
+        (vars(t) for t in sent), key=lambda r: r["trade_id"]
+    )
+    for window in closed:
+        got = table(window.body)
+        assert [n for n in ("exchange", "symbol") if n in got.column_names] == columns
+        keys = [k.decode() for k in got.schema.metadata if k.startswith(b"feedvault.")]
+        assert sorted(keys) == sorted(["feedvault.record", *(f"feedvault.{m}" for m in meta)])
+
+
+def test_compressed_size_counts_finished_row_groups_and_a_small_max_bytes_closes_windows() -> None:
+    encoder = ParquetEncoder(kind="trade", partition=PARTITION, row_group_rows=500)
+    encoder.write(trades(400))
+    lag = encoder.compressed_size  # 400 rows buffered, no row group yet
+    encoder.write(trades(200))
+    assert lag == 0 and encoder.compressed_size > 1000 and encoder.raw_size > 0
+    body = encoder.finish()
+    assert encoder.compressed_size == len(body)
+    windower = Windower(
+        WindowPolicy(max_bytes=20_000),
+        KeyTemplate(),
+        prefix="p/",
+        run_id="r",
+        format="parquet",
+        clock=FakeClock(1_700_000_000),
+    )
+    closed = [w for start in range(0, 50_000, 4096) for w in windower.add(trades(4096))]
+    assert closed and all(w.records <= 10_000 + 4096 for w in closed)
+
+
+def test_raw_capture_objects_stay_ndjson_zst_under_format_parquet() -> None:
+    windower = Windower(
+        WindowPolicy(),
+        KeyTemplate("{prefix}{dataset}/exchange={exchange}/{run_id}-{seq}.{ext}"),
+        prefix="p/",
+        run_id="r",
+        format="parquet",
+        dataset="raw",
+        clock=FakeClock(1_700_000_000),
+        trade_ids=False,
+    )
+    assert windower.format == "ndjson.zst"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda body: body[: len(body) // 2],
+        lambda body: body[:-3],
+        lambda body: body + b"junk",
+        lambda body: b"PAR1 not parquet at all PAR1",
+        lambda body: body[:200] + bytes([body[200] ^ 0xFF]) + body[201:],  # in a data page
+    ],
+    ids=["half", "footer-cut", "trailing", "garbage", "flipped"],
+)
+def test_a_damaged_body_is_an_integrity_error(damage: Any) -> None:
+    body = encoded(trades(300))
+    with pytest.raises(IntegrityError, match="corrupt parquet"):
+        decode_object("p/x.parquet", damage(body))
+
+
+def test_a_parquet_file_not_of_feedvault_is_an_integrity_error() -> None:
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"a": [1]}), sink)
+    with pytest.raises(IntegrityError, match="not a feedvault parquet"):
+        decode(sink.getvalue())
+    body = encoded(trades(3), partition={"exchange": "binance"})
+    stripped = table(body).replace_schema_metadata({b"feedvault.record": b"trade"})
+    sink = io.BytesIO()
+    pq.write_table(stripped, sink)
+    with pytest.raises(IntegrityError, match="no column or metadata for 'exchange'"):
+        decode(sink.getvalue())
+
+
+def test_format_parquet_without_pyarrow_is_a_config_error_naming_format(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(ConfigError) as info:
+        load_stream_config(stream_settings(FORMAT="parquet"))
+    assert info.value.variable == "FORMAT"
+    assert "pip install 'feedvault[lake]'" in str(info.value)
+    assert load_stream_config(stream_settings(FORMAT="ndjson.zst")).sink.format == "ndjson.zst"
+    with pytest.raises(ConfigError, match="FORMAT"):
+        make_encoder("parquet")
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_number = st.decimals(allow_nan=False, allow_infinity=False, places=None).map(str) | _text
+_trade = st.builds(
+    Trade,
+    _text,
+    _text,
+    _text,
+    _text,
+    _number,
+    _number,
+    _text,
+    st.integers(0, 2**62),
+    st.integers(0, 2**63 - 1),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_trade, max_size=40), st.integers(1, 50))
+def test_any_trades_round_trip_and_each_decimal_is_its_text_or_null(
+    sent: list[Trade], rows: int
+) -> None:
+    body = encoded(sent, partition={}, row_group_rows=rows)
+    assert decode_object("p/x.parquet", body) == [vars(t) for t in sent]
+    got = table(body)
+    for column in ("price", "size"):
+        for value, text in zip(
+            got.column(column).to_pylist(), got.column(f"{column}_text").to_pylist(), strict=True
+        ):
+            assert value is None or value == Decimal(text)
