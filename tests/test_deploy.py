@@ -19,7 +19,22 @@
   only the family, container definitions, volumes and memory: cpu, network mode,
   compatibilities, runtime platform and the two role ARNs are dropped there, so those are
   checked on the template itself. With the spill volume, moto (5.2) cannot create the stack:
-  see :data:`MOTO_ACCESS_POINT_LIMIT` for what is checked instead.
+  see :data:`MOTO_ACCESS_POINT_LIMIT` for what is checked instead;
+* ``StreamFormat`` sets the stream tasks' ``FORMAT`` and, for Parquet, a prefix of its own
+  (``streaming/parquet/<task>/``) that the streaming role's grants still cover;
+* the Glue tables (``GlueTables``, docs: lake.md#glue-tables-and-athena), which moto cannot
+  create (:data:`MOTO_SKIPS`), are checked on the template: partition projection, locations
+  that hold exactly the keys the project writes (rendered by its own key template), SerDe and
+  formats, and columns whose Glue types, mapped to Arrow, read back the Parquet files the project
+  writes (stream windows through ``sinks.parquet``, a ``compact`` run, the batch jobs' tables)
+  with the same names and types; the NDJSON tables' columns are the record fields of
+  docs/data-formats.md and docs/order-books.md;
+* the EventBridge rule (``EcommerceOnUpload``, docs: lake.md#event-driven-e-commerce-batch):
+  created in moto, its target read back (cluster, role, task definition, retry policy,
+  dead-letter queue); its role runs that task definition in that cluster only and passes the
+  two roles of it only; the queue policy (moto skips it) lets EventBridge send for that rule
+  only; and two ``ecommerce`` runs racing on the same files (one event per file) end as
+  docs/lake.md says.
 """
 
 from __future__ import annotations
@@ -117,6 +132,21 @@ KMS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-123456789
 SPILL_FS = "fs-0123456789abcdef0"
 SPILL = {"SpillFileSystemId": SPILL_FS}
 SPILL_FS_ARN = f"arn:aws:elasticfilesystem:{REGION}:{ACCOUNT}:file-system/{SPILL_FS}"
+TASK_ROLES = ("TaskExecutionRole", "StreamingTaskRole", "BatchTaskRole")
+EVENTS_ROLE = "EcommerceUploadEventsRole"
+ON_UPLOAD_RESOURCES = {
+    "EcommerceUploadRule": "AWS::Events::Rule",
+    EVENTS_ROLE: "AWS::IAM::Role",
+    "EcommerceUploadDeadLetterQueue": "AWS::SQS::Queue",
+    "EcommerceUploadDeadLetterQueuePolicy": "AWS::SQS::QueuePolicy",
+}
+SUBNETS = "subnet-0123456789abcdef0,subnet-0123456789abcdef1"
+SECURITY_GROUPS = "sg-0123456789abcdef0"
+ON_UPLOAD = {
+    "EcommerceOnUpload": "true",
+    "TaskSubnets": SUBNETS,
+    "TaskSecurityGroups": SECURITY_GROUPS,
+}
 
 
 # --- the template, with intrinsic functions resolved -------------------------------------------
@@ -165,6 +195,11 @@ class Resolver:
         known: Mapping[str, str] | None = None,
     ) -> None:
         self.values = {**PSEUDO, **parameters, **(known or {})}
+        self.lists = {
+            name
+            for name, spec in template.get("Parameters", {}).items()
+            if spec["Type"] == "CommaDelimitedList"
+        }
         self.conditions = {
             name: self.condition(spec) for name, spec in template.get("Conditions", {}).items()
         }
@@ -185,7 +220,9 @@ class Resolver:
             return not self.condition(args[0])
         raise AssertionError(f"unhandled condition {node}")
 
-    def ref(self, name: str) -> str:
+    def ref(self, name: str) -> Any:
+        if name in self.lists:  # a list parameter's Ref is the list
+            return self.values[name].split(",")
         if name in self.values:
             return self.values[name]
         base = name.split(".", 1)[0]
@@ -367,7 +404,23 @@ def names_read_by_configuration(command: list[str], environ: Mapping[str, str]) 
     return recording.read
 
 
-@pytest.mark.parametrize("extra", [{}, SPILL], ids=["defaults", "spill-volume"])
+def expected_locations(family: str, stream_format: str = "ndjson.gz") -> dict[str, str]:
+    """:data:`EXPECTED_LOCATIONS` with ``StreamFormat``: Parquet streams write under
+    ``streaming/parquet/<task>/``, so no Glue table location holds both formats."""
+    expected = dict(EXPECTED_LOCATIONS[family])
+    if family in STREAM_FAMILIES and stream_format == "parquet":
+        expected["S3_PREFIX"] = expected["S3_PREFIX"].replace("streaming/", "streaming/parquet/")
+    return expected
+
+
+STREAM_FORMATS = ("ndjson.gz", "ndjson.zst", "parquet")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, SPILL, {"StreamFormat": "ndjson.zst"}, {"StreamFormat": "parquet"}],
+    ids=["defaults", "spill-volume", "ndjson-zst", "parquet"],
+)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_task_environment_is_what_the_configuration_reads(
     template: dict[str, Any], family: str, extra: dict[str, str]
@@ -378,11 +431,16 @@ def test_task_environment_is_what_the_configuration_reads(
     read = names_read_by_configuration(command, env)
     unread = set(env) - read - AWS_SDK_VARIABLES
     assert not unread, f"{family} sets variables its configuration never reads: {sorted(unread)}"
-    for name, value in EXPECTED_LOCATIONS[family].items():
+    stream_format = extra.get("StreamFormat", "ndjson.gz")
+    for name, value in expected_locations(family, stream_format).items():
         assert env.get(name) == value, (family, name)
     if family.startswith("stream-"):
         assert env["MAX_RUNTIME_SECONDS"] == "7200"
         assert env["STREAMS"]
+        assert env["FORMAT"] == stream_format
+        assert load_stream_config(env).sink.format == stream_format
+    else:
+        assert "FORMAT" not in env  # batch jobs choose their own formats
 
 
 def test_recording_environ_sees_what_a_loader_looks_up() -> None:
@@ -462,7 +520,7 @@ def test_no_wildcard_actions_and_no_bucket_wide_object_resources(
     template: dict[str, Any], extra: dict[str, str]
 ) -> None:
     roles = resources_of_type(template, "AWS::IAM::Role")
-    assert set(roles) == {"TaskExecutionRole", "StreamingTaskRole", "BatchTaskRole"}
+    assert set(roles) == {*TASK_ROLES, EVENTS_ROLE}
     for role in roles:
         for action, resource, cond in role_grants(template, role, None, **extra):
             assert "*" not in action and "?" not in action, (role, action)
@@ -539,18 +597,21 @@ def test_execution_role_pulls_the_image_and_writes_logs(template: dict[str, Any]
 
 
 def test_roles_are_assumed_by_ecs_tasks_only(template: dict[str, Any]) -> None:
-    for name, role in resources_of_type(template, "AWS::IAM::Role").items():
+    for name in TASK_ROLES:
+        role = template["Resources"][name]
         (statement,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
         assert statement["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}, name
         assert statement["Action"] == "sts:AssumeRole", name
 
 
+@pytest.mark.parametrize("stream_format", STREAM_FORMATS)
 def test_each_task_role_covers_the_locations_its_environment_names(
-    template: dict[str, Any],
+    template: dict[str, Any], stream_format: str
 ) -> None:
-    streaming = role_grants(template, "StreamingTaskRole")
-    batch = role_grants(template, "BatchTaskRole")
-    for family, properties in task_definitions(template).items():
+    streaming = role_grants(template, "StreamingTaskRole", StreamFormat=stream_format)
+    batch = role_grants(template, "BatchTaskRole", StreamFormat=stream_format)
+    assert streaming == role_grants(template, "StreamingTaskRole")  # the format changes no grant
+    for family, properties in task_definitions(template, StreamFormat=stream_format).items():
         env = environment(properties)
         if family.startswith("stream-"):
             mine, other = streaming, batch
@@ -562,12 +623,17 @@ def test_each_task_role_covers_the_locations_its_environment_names(
         for key in (
             f"{prefix}_manifests/run.json",
             f"{prefix}trades/exchange=binance/symbol=BNB-USD/date=2026-01-01/hour=00/x.ndjson.gz",
+            f"{prefix}book/exchange=binance/symbol=BNB-USD/date=2026-01-01/hour=00/x.parquet",
             f"{prefix}{job}/risk.json",
+            f"{prefix}{job}/orders_kpis/orders_kpis.parquet",
         ):
             assert allows(mine, "s3:PutObject", key), (family, key)
             assert allows(mine, "s3:AbortMultipartUpload", key), (family, key)
             assert not allows(other, "s3:PutObject", key), (family, key)
             assert not allows(mine, "s3:DeleteObject", key), (family, key)
+        if family.startswith("stream-"):  # recovery reads its own manifests, whatever the format
+            assert allows(mine, "s3:ListBucket", prefix=f"{prefix}_manifests/"), family
+            assert allows(mine, "s3:GetObject", f"{prefix}_manifests/run.json"), family
         if "INPUT_PREFIX" in env:
             inputs = env["INPUT_PREFIX"]
             assert allows(mine, "s3:ListBucket", prefix=inputs), family
@@ -646,7 +712,7 @@ def test_parameter_groups_name_every_parameter_once(template: dict[str, Any]) ->
 def test_without_a_spill_file_system_nothing_of_it_is_created(template: dict[str, Any]) -> None:
     assert template["Parameters"]["SpillFileSystemId"]["Default"] == ""
     created = created_resources(template)
-    assert set(created) == set(template["Resources"]) - {"SpillAccessPoint"}
+    assert set(created) == set(template["Resources"]) - {"SpillAccessPoint", *ON_UPLOAD_RESOURCES}
     assert template["Outputs"]["SpillAccessPointId"]["Condition"] == "UseSpillVolume"
     for family, properties in task_definitions(template).items():
         assert "Volumes" not in properties, family
@@ -745,6 +811,16 @@ MOTO_ACCESS_POINT_LIMIT = (
 )
 MOTO_ACCESS_POINT_ERROR = "'AccessPoint' object has no attribute 'get_cfn_attribute'"
 
+MOTO_SKIPS = frozenset({"AWS::Glue::Database", "AWS::Glue::Table", "AWS::SQS::QueuePolicy"})
+"""Resource types moto (5.2) cannot create: its CloudFormation skips them with a warning
+("Tried to parse AWS::Glue::Table but it's not supported by moto's CloudFormation
+implementation"; moto/glue/models.py has no CloudFormation model) and lists them without id or
+type, so the stack still completes and nothing of them exists. They are checked on the
+template: the Glue tables by the tests above, the queue policy by
+:func:`test_dead_letter_queue_takes_events_of_the_rule_only`. Moto keeps the rule's target but
+drops its ``EcsParameters.NetworkConfiguration`` (an empty object in ``ListTargetsByRule``),
+so that is checked on the template too (:func:`test_rule_runs_batch_ecommerce_per_object`)."""
+
 
 def _client(service: str, endpoint: str) -> Any:
     return boto3.client(
@@ -796,8 +872,13 @@ def _policy_document(document: Any) -> Mapping[str, Any]:
 
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"KmsKeyArn": KMS_KEY, "BucketOwnerAccountId": "210987654321"}, SPILL],
-    ids=["defaults", "kms-and-owner", "spill-volume"],
+    [
+        {},
+        {"KmsKeyArn": KMS_KEY, "BucketOwnerAccountId": "210987654321"},
+        SPILL,
+        {**ON_UPLOAD, "StreamFormat": "parquet"},
+    ],
+    ids=["defaults", "kms-and-owner", "spill-volume", "on-upload-parquet"],
 )
 def test_stack_creates_in_moto(
     s3_server: Any, template: dict[str, Any], extra: dict[str, str], caplog: Any
@@ -828,11 +909,21 @@ def test_stack_creates_in_moto(
         assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
         resources = cloudformation.describe_stack_resources(StackName=name)["StackResources"]
-        # moto lists a resource its condition leaves out as an entry without id or type
+        # moto lists a resource its condition leaves out, or of a type it skips (MOTO_SKIPS),
+        # as an entry without id or type
         types = {
             r["LogicalResourceId"]: r["ResourceType"] for r in resources if "LogicalResourceId" in r
         }
-        assert types == created_resources(template, **extra)
+        stack_resources = created_resources(template, **extra)
+        assert types == {
+            name: kind for name, kind in stack_resources.items() if kind not in MOTO_SKIPS
+        }
+        assert len(resources) == len(template["Resources"])
+        physical = {
+            r["LogicalResourceId"]: r["PhysicalResourceId"]
+            for r in resources
+            if "LogicalResourceId" in r
+        }
         known: dict[str, str] = {}
         if spill:
             (access_point,) = efs.describe_access_points(FileSystemId=file_system)["AccessPoints"]
@@ -886,9 +977,14 @@ def test_stack_creates_in_moto(
         # the roles, with the policies moto resolved, grant what the template says
         iam = _client("iam", endpoint)
         known.update({"AWS::StackName": name, **log_groups})
-        for role in ("TaskExecutionRole", "StreamingTaskRole", "BatchTaskRole"):
-            role_name = outputs[f"{role}Arn"].rsplit("/", 1)[1]
-            assert iam.get_role(RoleName=role_name)["Role"]["Arn"] == outputs[f"{role}Arn"]
+        known.update({f"{role}.Arn": outputs[f"{role}Arn"] for role in TASK_ROLES})
+        known["Cluster.Arn"] = cluster["clusterArn"]
+        known["BatchEcommerceTaskDefinition"] = outputs["BatchEcommerceTaskDefinitionArn"]
+        on_upload = EVENTS_ROLE in stack_resources
+        for role in (*TASK_ROLES, EVENTS_ROLE) if on_upload else TASK_ROLES:
+            role_name = physical[role]
+            arn = iam.get_role(RoleName=role_name)["Role"]["Arn"]
+            assert arn == outputs.get(f"{role}Arn", arn)
             documents = [
                 _policy_document(
                     iam.get_role_policy(RoleName=role_name, PolicyName=policy)["PolicyDocument"]
@@ -901,8 +997,54 @@ def test_stack_creates_in_moto(
         groups = _client("logs", endpoint).describe_log_groups(logGroupNamePrefix=f"/ecs/{name}/")
         retention = {g["logGroupName"]: g.get("retentionInDays") for g in groups["logGroups"]}
         assert retention == {group: 14 for group in log_groups.values()}
+
+        # the Glue resources are not in moto (MOTO_SKIPS): nothing was created there
+        glue = _client("glue", endpoint)
+        assert "feedvault" not in {d["Name"] for d in glue.get_databases()["DatabaseList"]}
+        if on_upload:
+            _check_rule_in_moto(endpoint, template, extra, outputs, cluster, physical)
+        else:
+            assert "EcommerceUploadRuleArn" not in outputs
     finally:
         cloudformation.delete_stack(StackName=name)
+
+
+def _check_rule_in_moto(
+    endpoint: str,
+    template: dict[str, Any],
+    extra: dict[str, str],
+    outputs: Mapping[str, str],
+    cluster: Mapping[str, Any],
+    physical: Mapping[str, str],
+) -> None:
+    """The rule moto created, read back through EventBridge's and SQS's APIs."""
+    events = _client("events", endpoint)
+    rule_arn = outputs["EcommerceUploadRuleArn"]
+    rule = events.describe_rule(Name=physical["EcommerceUploadRule"])
+    assert rule["Arn"] == rule_arn and rule["State"] == "ENABLED"
+    expected = Resolver(template, parameter_values(template, **extra))(
+        template["Resources"]["EcommerceUploadRule"]["Properties"]
+    )
+    assert json.loads(rule["EventPattern"]) == expected["EventPattern"]
+    (target,) = events.list_targets_by_rule(Rule=physical["EcommerceUploadRule"])["Targets"]
+    assert target["Arn"] == cluster["clusterArn"]  # RunTask's target is the cluster
+    role = _client("iam", endpoint).get_role(RoleName=physical[EVENTS_ROLE])["Role"]
+    assert target["RoleArn"] == role["Arn"]
+    assert (
+        target["EcsParameters"]["TaskDefinitionArn"] == outputs["BatchEcommerceTaskDefinitionArn"]
+    )
+    assert (target["EcsParameters"]["TaskCount"], target["EcsParameters"]["LaunchType"]) == (
+        1,
+        "FARGATE",
+    )
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 10, "MaximumEventAgeInSeconds": 3600}
+    sqs = _client("sqs", endpoint)
+    queue = sqs.get_queue_attributes(
+        QueueUrl=outputs["EcommerceUploadDeadLetterQueueUrl"], AttributeNames=["All"]
+    )["Attributes"]
+    assert target["DeadLetterConfig"] == {"Arn": queue["QueueArn"]}
+    assert queue["SqsManagedSseEnabled"] == "true"  # encrypted at rest
+    assert queue["MessageRetentionPeriod"] == "1209600"  # 14 days to look at a failed event
 
 
 def test_spill_access_point_creates_in_moto(s3_server: Any, template: dict[str, Any]) -> None:
@@ -940,3 +1082,621 @@ def test_spill_access_point_creates_in_moto(s3_server: Any, template: dict[str, 
         assert {"Key": "app", "Value": "feedvault"} in access_point["Tags"]
     finally:
         cloudformation.delete_stack(StackName=name)
+
+
+# --- the Glue tables (GlueTables) ----------------------------------------------------------------
+
+GLUE_TABLES = {
+    # logical id: (table, dataset it reads)
+    "TradesTable": "trades",
+    "TradesParquetTable": "trades_parquet",
+    "BookTable": "book",
+    "BookParquetTable": "book_parquet",
+    "CompactTradesTable": "compact_trades",
+    "Bars1mTable": "bars_1m",
+    "CompactBookTable": "compact_book",
+    "BookSnapshotsTable": "book_snapshots",
+    "EcommerceOrdersKpisTable": "ecommerce_orders_kpis",
+    "EcommerceCategoryKpisTable": "ecommerce_category_kpis",
+    "WeatherObservationsTable": "weather_observations",
+    "WeatherDailyTable": "weather_daily",
+    "WeatherAnomaliesTable": "weather_anomalies",
+    "ReconcileDetailsTable": "reconcile_details",
+}
+# (table, format) of the stream datasets: NDJSON and Parquet never share a table or a location
+STREAM_TABLES = {
+    ("trades", "ndjson"): "trades",
+    ("trades", "parquet"): "trades_parquet",
+    ("book", "ndjson"): "book",
+    ("book", "parquet"): "book_parquet",
+}
+# compact's datasets (docs: batch.md#compact) -> table
+COMPACT_TABLES = {
+    "trades": "compact_trades",
+    "bars_1m": "bars_1m",
+    "book": "compact_book",
+    "book_snapshots": "book_snapshots",
+}
+# the batch jobs' Parquet tables: (job, table in {OUTPUT_PREFIX}{job}/{table}/) -> Glue table
+JOB_TABLES = {
+    ("ecommerce", "orders_kpis"): "ecommerce_orders_kpis",
+    ("ecommerce", "category_kpis"): "ecommerce_category_kpis",
+    ("weather", "observations"): "weather_observations",
+    ("weather", "daily"): "weather_daily",
+    ("weather", "anomalies"): "weather_anomalies",
+    ("reconcile", "details"): "reconcile_details",
+}
+JSON_SERDE = "org.openx.data.jsonserde.JsonSerDe"
+PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+PARQUET_INPUT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
+TEXT_INPUT = "org.apache.hadoop.mapred.TextInputFormat"
+DAY = "2026-01-05"
+
+
+def glue_tables(template: Mapping[str, Any], **parameters: str) -> dict[str, dict[str, Any]]:
+    """Table name -> resolved ``TableInput`` (plus ``DatabaseName``) of each AWS::Glue::Table
+    the stack creates with these parameters."""
+    resolve = Resolver(template, parameter_values(template, **parameters))
+    out: dict[str, dict[str, Any]] = {}
+    for name, resource in resources_of_type(template, "AWS::Glue::Table").items():
+        if name not in resolve.created:
+            continue
+        properties = resolve(resource["Properties"])
+        table = {**properties["TableInput"], "DatabaseName": properties["DatabaseName"]}
+        assert table["Name"] not in out, f"two tables named {table['Name']}"
+        out[table["Name"]] = table
+    return out
+
+
+@pytest.fixture(scope="module")
+def tables(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return glue_tables(template)
+
+
+def partition_keys(table: Mapping[str, Any]) -> list[str]:
+    return [key["Name"] for key in table.get("PartitionKeys", [])]
+
+
+def columns(table: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]]
+
+
+def s3_key(url: str) -> str:
+    """The key part of ``s3://BUCKET/key`` (the bucket is :data:`BUCKET`)."""
+    head = f"s3://{BUCKET}/"
+    assert url.startswith(head), url
+    return url.removeprefix(head)
+
+
+def partition_location(table: Mapping[str, Any], **values: str) -> str:
+    """The key prefix of one partition: the table's ``storage.location.template`` filled in
+    (every placeholder must be given, none left over)."""
+    location: str = table["Parameters"]["storage.location.template"]
+    assert set(re.findall(r"\$\{(\w+)\}", location)) == set(values), (location, values)
+    for name, value in values.items():
+        location = location.replace("${" + name + "}", value)
+    return s3_key(location)
+
+
+def stream_tasks(template: Mapping[str, Any], stream_format: str = "ndjson.gz") -> dict[str, str]:
+    """Stream family -> its task segment in ``streaming/[parquet/]<task>/`` (its S3_PREFIX)."""
+    out: dict[str, str] = {}
+    for family in STREAM_FAMILIES:
+        prefix = environment(task_definitions(template, StreamFormat=stream_format)[family])[
+            "S3_PREFIX"
+        ]
+        out[family] = PurePosixPath(prefix).name
+    return out
+
+
+def test_glue_database_and_tables_only_with_glue_tables(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["GlueTables"]["Default"] == "true"  # on by default
+    created = created_resources(template)
+    assert created["LakeDatabase"] == "AWS::Glue::Database"
+    assert {name for name, kind in created.items() if kind == "AWS::Glue::Table"} == set(
+        GLUE_TABLES
+    )
+    off = created_resources(template, GlueTables="false")
+    assert not any(kind.startswith("AWS::Glue::") for kind in off.values())
+    assert set(created) - set(off) == {"LakeDatabase", *GLUE_TABLES}
+    assert template["Outputs"]["GlueDatabaseName"]["Condition"] == "WithGlue"
+    # the tasks' definitions and roles do not change with the tables: no runtime role uses them
+    assert task_definitions(template) == task_definitions(template, GlueTables="false")
+    for role in TASK_ROLES:
+        assert role_grants(template, role) == role_grants(template, role, GlueTables="false")
+        assert not any(
+            a.startswith(("glue:", "athena:")) for a, _, _ in role_grants(template, role)
+        )
+
+    resolve = Resolver(template, parameter_values(template))
+    database = resolve(template["Resources"]["LakeDatabase"]["Properties"])
+    assert database["DatabaseInput"]["Name"] == "feedvault"
+    pattern = template["Parameters"]["GlueDatabaseName"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "feedvault_prod") and not re.fullmatch(pattern, "Feedvault")
+    renamed = Resolver(template, parameter_values(template, GlueDatabaseName="lake_2"))
+    assert renamed(template["Resources"]["LakeDatabase"]["Properties"])["DatabaseInput"] == {
+        **database["DatabaseInput"],
+        "Name": "lake_2",
+    }
+
+
+def test_every_table_names_its_database_format_and_serde(
+    tables: dict[str, dict[str, Any]],
+) -> None:
+    assert {name: name for name in tables} == {name: name for name in GLUE_TABLES.values()}
+    ndjson = {STREAM_TABLES["trades", "ndjson"], STREAM_TABLES["book", "ndjson"]}
+    for name, table in tables.items():
+        assert re.fullmatch(r"[a-z0-9_]+", name), name  # Athena's names are lower case
+        assert table["DatabaseName"] == "<LakeDatabase>", name
+        assert table["TableType"] == "EXTERNAL_TABLE", name
+        storage = table["StorageDescriptor"]
+        serde = storage["SerdeInfo"]["SerializationLibrary"]
+        if name in ndjson:
+            assert table["Parameters"]["classification"] == "json", name
+            assert (storage["InputFormat"], serde) == (TEXT_INPUT, JSON_SERDE), name
+        else:
+            assert table["Parameters"]["classification"] == "parquet", name
+            assert (storage["InputFormat"], serde) == (PARQUET_INPUT, PARQUET_SERDE), name
+        names = [column for column, _ in columns(table)] + partition_keys(table)
+        assert len(names) == len(set(names)), f"{name}: a column is also a partition key"
+
+
+def test_partitioned_tables_project_every_partition(
+    template: dict[str, Any], tables: dict[str, dict[str, Any]]
+) -> None:
+    """Partition projection: no crawler, no MSCK REPAIR, partitions known the day they land."""
+    from connectors.registry import PROTOCOLS
+
+    tasks = sorted(stream_tasks(template).values())
+    assert tasks == sorted(stream_tasks(template, "parquet").values())
+    stream = set(STREAM_TABLES.values())
+    for name in [*stream, *COMPACT_TABLES.values()]:
+        table = tables[name]
+        keys = partition_keys(table)
+        want = ["task", "exchange", "symbol", "date", "hour"] if name in stream else []
+        assert keys == (want or ["exchange", "symbol", "date"]), name
+        types = {key["Name"]: key["Type"] for key in table["PartitionKeys"]}
+        params = table["Parameters"]
+        projection = {k.removeprefix("projection."): v for k, v in params.items() if "." in k}
+        expected = {
+            "enabled": "true",
+            "exchange.type": "enum",
+            "exchange.values": ",".join(sorted(PROTOCOLS)),  # every connector, binanceus too
+            "symbol.type": "injected",  # a query names its symbol (docs/lake.md)
+            "date.type": "date",
+            "date.format": "yyyy-MM-dd",
+            "date.range": "2024-01-01,NOW",
+            "date.interval": "1",
+            "date.interval.unit": "DAYS",
+        }
+        if name in stream:
+            expected |= {
+                "task.type": "enum",
+                "task.values": ",".join(tasks),
+                "hour.type": "integer",
+                "hour.range": "0,23",
+                "hour.digits": "2",
+            }
+        expected["storage.location.template"] = params["storage.location.template"]
+        assert projection == expected, name
+        assert types == {k: ("int" if k == "hour" else "string") for k in keys}, name
+        # the table's Location is the root every partition location lies under
+        template_key = s3_key(params["storage.location.template"])
+        root = s3_key(table["StorageDescriptor"]["Location"])
+        assert template_key.startswith(root) and root.endswith("/"), name
+        assert "${" not in root, name
+    for name in set(tables) - stream - set(COMPACT_TABLES.values()):  # one folder each
+        assert "PartitionKeys" not in tables[name], name
+        assert not any(k.startswith("projection.") for k in tables[name]["Parameters"]), name
+
+
+def _window_key(prefix: str, dataset: str, extension: str) -> tuple[str, dict[str, str]]:
+    """A key the stream writes (its own key template) and the partition values it holds."""
+    from sinks.keys import KeyTemplate
+
+    start = 1_767_582_000 * 1_000_000_000  # 2026-01-05T03:00:00Z
+    partition = {"exchange": "binanceus", "symbol": "BTC-USD"}
+    key = KeyTemplate().render(
+        prefix=prefix,
+        dataset=dataset,
+        partition=partition,
+        window_start_ns=start,
+        run_id="20260105T025900Z-3f2a9c1d",
+        seq=0,
+        ext=extension,
+    )
+    return key, {**partition, "date": DAY, "hour": "03"}
+
+
+@pytest.mark.parametrize("stream_format", STREAM_FORMATS)
+def test_stream_tables_hold_exactly_the_keys_the_stream_writes(
+    template: dict[str, Any], stream_format: str
+) -> None:
+    """Each stream task's objects (keys rendered by the project's own key template under the
+    task's S3_PREFIX) lie in one partition of the table of their format, and in no partition
+    of the other format's table."""
+    tables = glue_tables(template, StreamFormat=stream_format)
+    kind = "parquet" if stream_format == "parquet" else "ndjson"
+    other = "ndjson" if kind == "parquet" else "parquet"
+    for family, properties in task_definitions(template, StreamFormat=stream_format).items():
+        if family not in STREAM_FAMILIES:
+            continue
+        env = environment(properties)
+        task = PurePosixPath(env["S3_PREFIX"]).name
+        for dataset in ("trades", "book"):
+            key, values = _window_key(env["S3_PREFIX"], dataset, stream_format)
+            table = tables[STREAM_TABLES[dataset, kind]]
+            location = partition_location(table, task=task, **values)
+            assert key.startswith(location), (key, location)
+            assert "/" not in key.removeprefix(location), (key, location)
+            foreign = tables[STREAM_TABLES[dataset, other]]
+            for any_task in table["Parameters"]["projection.task.values"].split(","):
+                assert not key.startswith(partition_location(foreign, task=any_task, **values))
+
+
+# Glue's types as Arrow types. Glue's `timestamp` has no unit: Athena reads any Parquet
+# timestamp (at millisecond precision), Spark at microseconds; the files must hold UTC ones.
+_GLUE_ARROW = {
+    "string": "string",
+    "bigint": "int64",
+    "int": "int32",
+    "double": "double",
+    "boolean": "bool",
+}
+
+
+def arrow_type(glue: str, found: Any) -> Any:
+    """The Arrow type the Glue type ``glue`` reads as; for ``timestamp``, ``found`` (the
+    file's own type) must be a UTC timestamp, whose unit is kept."""
+    import pyarrow as pa
+
+    if glue == "timestamp":
+        assert found is not None and pa.types.is_timestamp(found), (glue, found)
+        assert found.tz == "UTC", found
+        return pa.timestamp(found.unit, tz="UTC")
+    decimal = re.fullmatch(r"decimal\((\d+),(\d+)\)", glue)
+    if decimal:
+        return pa.decimal128(int(decimal.group(1)), int(decimal.group(2)))
+    return pa.type_for_alias(_GLUE_ARROW[glue])
+
+
+def assert_reads_as_glue_table(table: Mapping[str, Any], body: bytes, where: str) -> int:
+    """The Parquet file ``body`` has exactly the Glue table's columns (names, order, types
+    mapped to Arrow) and none of its partition keys, and reads with that schema; its rows."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    found = pq.ParquetFile(io.BytesIO(body)).schema_arrow
+    glue = pa.schema(
+        [
+            (name, arrow_type(kind, found.field(name).type if name in found.names else None))
+            for name, kind in columns(table)
+        ]
+    )
+    assert found.names == glue.names, (table["Name"], where)
+    for field in glue:
+        assert found.field(field.name).type == field.type, (table["Name"], where, field.name)
+    assert not set(found.names) & set(partition_keys(table)), (table["Name"], where)
+    rows: int = pq.read_table(io.BytesIO(body), schema=glue).num_rows
+    return rows
+
+
+def _stream_records() -> dict[str, list[Any]]:
+    from engine.book_records import BookLevel
+    from engine.records import Trade
+
+    ts = 1_767_582_000_000_000
+    trades = [
+        Trade(
+            "binanceus", "BTC-USD", "BTCUSD", "1", "97000.12", "0.00100000", "buy", ts, ts * 1000
+        ),
+        Trade("binanceus", "BTC-USD", "BTCUSD", "2", "1e-3", "2", "sell", ts + 1, ts * 1000 + 9),
+    ]
+    book = [
+        BookLevel(
+            "binanceus", "BTC-USD", "BTCUSD", ts, ts * 1000, "7", True, "bid", "96999.9", "1"
+        ),
+        BookLevel(
+            "binanceus", "BTC-USD", "BTCUSD", ts, ts * 1000, "7", True, "ask", "97000.1", "2"
+        ),
+        BookLevel(
+            "binanceus",
+            "BTC-USD",
+            "BTCUSD",
+            ts + 5,
+            ts * 1000 + 5,
+            None,
+            False,
+            "bid",
+            "96999.9",
+            "0",
+        ),
+    ]
+    return {"trades": trades, "book": book}
+
+
+def _documented_fields(page: str, heading: str) -> list[tuple[str, str]]:
+    """The ``| `field` | type | ...`` rows of the first table under ``heading``."""
+    text = (TEMPLATE.parent.parent / "docs" / page).read_text()
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", section, flags=re.MULTILINE)
+
+
+NDJSON_TYPES = {
+    "string": "string",
+    "str": "string",
+    "str or null": "string",
+    "integer": "bigint",
+    "int": "bigint",
+    "bool": "boolean",
+}
+
+
+@pytest.mark.parametrize(
+    ("dataset", "page", "heading"),
+    [
+        ("trades", "data-formats.md", "## Trade records"),
+        ("book", "order-books.md", "## The book schema"),
+    ],
+)
+def test_ndjson_tables_are_the_documented_record_fields(
+    tables: dict[str, dict[str, Any]], dataset: str, page: str, heading: str
+) -> None:
+    """The NDJSON tables' columns are the record's documented fields but the partition keys
+    (exchange and symbol, in the key), in order; prices and sizes as ``string`` (the exact
+    text; CAST in queries), times as ``bigint`` (µs, ns); and the records the project encodes
+    carry exactly those fields plus the partition keys."""
+    from sinks.encoders import decode_object, make_encoder
+
+    table = tables[STREAM_TABLES[dataset, "ndjson"]]
+    documented = _documented_fields(page, heading)
+    assert documented, (page, heading)
+    expected = [
+        (f, NDJSON_TYPES[t.strip()]) for f, t in documented if f not in ("exchange", "symbol")
+    ]
+    assert columns(table) == expected
+    for stream_format in ("ndjson.gz", "ndjson.zst"):
+        encoder = make_encoder(stream_format, dataset=dataset)
+        encoder.write(_stream_records()[dataset])
+        key, _ = _window_key("streaming/btcusd/", dataset, stream_format)
+        for record in decode_object(key, encoder.finish()):
+            assert list(record) == [f for f, _ in documented], stream_format
+
+
+@pytest.mark.parametrize("dataset", ["trades", "book"])
+def test_stream_parquet_tables_read_the_stream_windows(
+    tables: dict[str, dict[str, Any]], dataset: str
+) -> None:
+    """A window as the stream writes it with FORMAT=parquet (the sink's own encoder, the
+    default key template's partition fields left out) reads with its Glue table's schema."""
+    from sinks.encoders import make_encoder
+
+    encoder = make_encoder(
+        "parquet", dataset=dataset, partition={"exchange": "binanceus", "symbol": "BTC-USD"}
+    )
+    records = _stream_records()[dataset]
+    encoder.write(records)
+    body = encoder.finish()
+    table = tables[STREAM_TABLES[dataset, "parquet"]]
+    assert assert_reads_as_glue_table(table, body, dataset) == len(records)
+
+
+def _book_object(day: str) -> bytes:
+    """One book object as a stream writes it (NDJSON, gzip): a snapshot at midnight, then a
+    change every second for three seconds (so the day has snapshot instants)."""
+    import datetime as dt
+
+    from engine.book_records import BookLevel
+    from sinks.encoders import make_encoder
+
+    us = int(dt.datetime.fromisoformat(f"{day}T00:00:00+00:00").timestamp()) * 1_000_000 + 1
+
+    def row(seconds: int, snapshot: bool, side: str, price: str, size: str) -> BookLevel:
+        ts = us + seconds * 1_000_000
+        seq = str(10 + seconds)
+        return BookLevel(
+            "binance", "BTC-USDT", "BTCUSDT", ts, ts * 1000, seq, snapshot, side, price, size
+        )
+
+    rows = [row(0, True, "bid", "100.5", "2"), row(0, True, "ask", "100.7", "1")]
+    rows += [row(s, False, "bid", "100.6", str(s)) for s in (1, 2, 3)]
+    encoder = make_encoder("ndjson.gz", dataset="book")
+    encoder.write(rows)
+    return encoder.finish()
+
+
+def _files_under(root: Path, prefix: str) -> dict[str, bytes]:
+    """``{key: bytes}`` of the files under ``root/prefix`` (keys relative to ``root``)."""
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted((root / prefix).rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_compact_tables_read_a_compact_run(
+    template: dict[str, Any], tables: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """``compact`` run on a sample stream prefix with trades and a book object, its outputs
+    written under the stack's ``BatchOutputPrefix`` (``--out`` as a task would): every output
+    file lies in one partition of its table, and reads with that table's schema."""
+    from batch.compact_sample import sample_compact
+    from feedvault.batch_run import run_batch
+
+    src, root = tmp_path / "streaming", tmp_path / "bucket"
+    for key, body in sample_compact(7).items():
+        (src / key).parent.mkdir(parents=True, exist_ok=True)
+        (src / key).write_bytes(body)
+    book_key = f"book/exchange=binance/symbol=BTC-USDT/date={DAY}/hour=00/"
+    (src / book_key).mkdir(parents=True)
+    (src / book_key / "20260105T000000Z-killedrun-000000.ndjson.gz").write_bytes(_book_object(DAY))
+    prefix = parameter_values(template)["BatchOutputPrefix"]
+    (root / prefix).mkdir(parents=True)
+    env = {
+        "LOG_FORMAT": "json",
+        "RUN_ID": "compact-1",
+        "COMPACT_FROM": DAY,
+        "COMPACT_TO": "2026-01-06",
+    }
+    assert run_batch("compact", env, f"file://{src}/", f"file://{root}/{prefix}") == 0
+
+    seen: dict[str, int] = {}
+    for key, body in _files_under(root, f"{prefix}compact/").items():
+        if not key.endswith(".parquet"):
+            continue  # the reports
+        dataset = key.removeprefix(f"{prefix}compact/").split("/", 1)[0]
+        table = tables[COMPACT_TABLES[dataset]]
+        values = dict(re.findall(r"(exchange|symbol|date)=([^/]+)", key))
+        location = partition_location(table, **values)
+        assert PurePosixPath(key).parent == PurePosixPath(location), (key, location)
+        seen[table["Name"]] = seen.get(table["Name"], 0) + assert_reads_as_glue_table(
+            table, body, key
+        )
+    assert set(seen) == set(COMPACT_TABLES.values()) and all(seen.values()), seen
+
+
+@pytest.mark.parametrize("job", ["ecommerce", "weather", "reconcile"])
+def test_job_tables_read_the_jobs_outputs(
+    template: dict[str, Any], tables: dict[str, dict[str, Any]], tmp_path: Path, job: str
+) -> None:
+    """Each batch job run on its sample input, with the OUTPUT_PREFIX the stack gives it (its
+    task definition's; reconcile has none: ``BatchOutputPrefix``): each table's Glue location
+    holds exactly its ``{table}.parquet``, which reads with the table's schema."""
+    from batch import samples
+    from feedvault.batch_run import run_batch
+
+    families = task_definitions(template)
+    if f"batch-{job}" in families:
+        prefix = environment(families[f"batch-{job}"])["OUTPUT_PREFIX"]
+    else:
+        prefix = parameter_values(template)["BatchOutputPrefix"]
+    src, root = tmp_path / "input", tmp_path / "bucket"
+    for name, body in getattr(samples, f"sample_{job}")(11).items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(body)
+    (root / prefix).mkdir(parents=True)
+    env = {"LOG_FORMAT": "json", "RUN_ID": f"{job}-1"}
+    assert run_batch(job, env, f"file://{src}/", f"file://{root}/{prefix}") == 0
+    mine = {stem: name for (owner, stem), name in JOB_TABLES.items() if owner == job}
+    assert mine
+    for stem, name in mine.items():
+        location = s3_key(tables[name]["StorageDescriptor"]["Location"])
+        files = _files_under(root, location)
+        assert list(files) == [f"{location}{stem}.parquet"], (name, list(files))
+        assert (
+            assert_reads_as_glue_table(tables[name], files[f"{location}{stem}.parquet"], name) > 0
+        )
+
+
+# --- the event-driven e-commerce batch (EcommerceOnUpload) ---------------------------------------
+
+
+def test_the_rule_is_off_by_default_and_needs_a_network(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["EcommerceOnUpload"]["Default"] == "false"
+    assert not set(ON_UPLOAD_RESOURCES) & set(created_resources(template))
+    created = created_resources(template, **ON_UPLOAD)
+    assert {name: created[name] for name in ON_UPLOAD_RESOURCES} == ON_UPLOAD_RESOURCES
+    for output in ("EcommerceUploadRuleArn", "EcommerceUploadDeadLetterQueueUrl"):
+        assert template["Outputs"][output]["Condition"] == "EcommerceOnUpload"
+    # the template's Rules refuse the rule without subnets or security groups (an empty list
+    # parameter is [""]); nothing else depends on them
+    rule = template["Rules"]["EcommerceOnUploadNetwork"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "EcommerceOnUpload"}, "true"]}
+    asserted = {
+        a["Assert"]["Fn::Not"][0]["Fn::Equals"][0]["Fn::Join"][1]["Ref"] for a in rule["Assertions"]
+    }
+    assert asserted == {"TaskSubnets", "TaskSecurityGroups"}
+    # the stream and batch tasks are the same with or without the rule
+    assert task_definitions(template, **ON_UPLOAD) == task_definitions(template)
+    for role in TASK_ROLES:
+        assert role_grants(template, role, **ON_UPLOAD) == role_grants(template, role)
+
+
+def test_rule_runs_batch_ecommerce_per_object(template: dict[str, Any]) -> None:
+    """One S3 Object Created event under the e-commerce input prefix of the bucket -> one
+    RunTask of batch-ecommerce (Fargate, the given network) in the stack's cluster, retried,
+    then dead-lettered."""
+    resolve = Resolver(template, parameter_values(template, **ON_UPLOAD))
+    rule = resolve(template["Resources"]["EcommerceUploadRule"]["Properties"])
+    ecommerce = environment(task_definitions(template)["batch-ecommerce"])
+    assert rule["State"] == "ENABLED"
+    assert rule["EventPattern"] == {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": {
+            "bucket": {"name": [ecommerce["INPUT_BUCKET"]]},
+            "object": {"key": [{"prefix": ecommerce["INPUT_PREFIX"]}]},
+        },
+    }
+    (target,) = rule["Targets"]
+    assert target["Arn"] == "<Cluster.Arn>"
+    assert target["RoleArn"] == f"<{EVENTS_ROLE}.Arn>"
+    assert target["EcsParameters"] == {
+        "TaskDefinitionArn": "<BatchEcommerceTaskDefinition>",
+        "TaskCount": 1,
+        "LaunchType": "FARGATE",
+        "PlatformVersion": "LATEST",
+        "NetworkConfiguration": {
+            "AwsVpcConfiguration": {
+                "Subnets": SUBNETS.split(","),
+                "SecurityGroups": SECURITY_GROUPS.split(","),
+                "AssignPublicIp": "DISABLED",
+            }
+        },
+    }
+    assert target["DeadLetterConfig"] == {"Arn": "<EcommerceUploadDeadLetterQueue.Arn>"}
+    # a refused RunTask (throttled, no capacity) is retried for up to an hour, then dead-lettered
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 10, "MaximumEventAgeInSeconds": 3600}
+    # the prefix follows the parameter the task reads
+    moved = Resolver(
+        template, parameter_values(template, EcommerceInputPrefix="orders/", **ON_UPLOAD)
+    )
+    pattern = moved(template["Resources"]["EcommerceUploadRule"]["Properties"])["EventPattern"]
+    assert pattern["detail"]["object"]["key"] == [{"prefix": "orders/"}]
+
+
+def test_events_role_runs_that_task_definition_in_that_cluster_only(
+    template: dict[str, Any],
+) -> None:
+    role = template["Resources"][EVENTS_ROLE]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    assert trust["Action"] == "sts:AssumeRole"
+    in_cluster = json.dumps({"ArnEquals": {"ecs:cluster": "<Cluster.Arn>"}}, sort_keys=True)
+    to_ecs = json.dumps(
+        {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}, sort_keys=True
+    )
+    assert role_grants(template, EVENTS_ROLE, **ON_UPLOAD) == {
+        ("ecs:RunTask", "<BatchEcommerceTaskDefinition>", in_cluster),
+        # the task definition's own two roles, nothing else
+        ("iam:PassRole", "<TaskExecutionRole.Arn>", to_ecs),
+        ("iam:PassRole", "<BatchTaskRole.Arn>", to_ecs),
+    }
+    ecommerce = resources_of_type(template, "AWS::ECS::TaskDefinition")[
+        "BatchEcommerceTaskDefinition"
+    ]
+    assert ecommerce["Properties"]["ExecutionRoleArn"] == {
+        "Fn::GetAtt": ["TaskExecutionRole", "Arn"]
+    }
+    assert ecommerce["Properties"]["TaskRoleArn"] == {"Fn::GetAtt": ["BatchTaskRole", "Arn"]}
+
+
+def test_dead_letter_queue_takes_events_of_the_rule_only(template: dict[str, Any]) -> None:
+    """The queue policy (moto skips it, :data:`MOTO_SKIPS`): EventBridge may send to the
+    queue for this rule only; without it EventBridge cannot use the dead-letter queue."""
+    resolve = Resolver(template, parameter_values(template, **ON_UPLOAD))
+    queue = resolve(template["Resources"]["EcommerceUploadDeadLetterQueue"]["Properties"])
+    assert queue["SqsManagedSseEnabled"] is True
+    policy = resolve(template["Resources"]["EcommerceUploadDeadLetterQueuePolicy"]["Properties"])
+    assert policy["Queues"] == ["<EcommerceUploadDeadLetterQueue>"]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement == {
+        "Sid": statement["Sid"],
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": "<EcommerceUploadDeadLetterQueue.Arn>",
+        "Condition": {"ArnEquals": {"aws:SourceArn": "<EcommerceUploadRule.Arn>"}},
+    }
