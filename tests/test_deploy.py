@@ -1700,3 +1700,101 @@ def test_dead_letter_queue_takes_events_of_the_rule_only(template: dict[str, Any
         "Resource": "<EcommerceUploadDeadLetterQueue.Arn>",
         "Condition": {"ArnEquals": {"aws:SourceArn": "<EcommerceUploadRule.Arn>"}},
     }
+
+
+ORDERS_HEADER = "order_id,customer_id,order_date,category,product_id,quantity,unit_price,returned\n"
+ORDERS = {
+    "a.csv": (ORDERS_HEADER + "A1,C1,2024-05-01,books,B1,2,12.50,false\n").encode(),
+    "b.csv": (ORDERS_HEADER + "B1,C2,2024-05-02,games,G1,1,3.00,true\n").encode(),
+}
+
+
+@pytest.mark.parametrize("b_arrives", ["before", "during"], ids=["same-files", "one-more-file"])
+async def test_two_ecommerce_runs_racing_on_the_same_files(tmp_path: Path, b_arrives: str) -> None:
+    """Two events, two tasks (docs: lake.md#event-driven-e-commerce-batch): run A lists and
+    reads the new inputs, then run B runs from start to end, then A goes on. A file two runs
+    both took is moved by each (the same bytes put twice under processed/, the second delete
+    finds nothing: S3 and the file store both treat that as done), both runs complete, and the
+    outputs are those of the run that wrote last: with the same files (``same-files``) the
+    same bytes; when B also saw a file that arrived after A listed (``one-more-file``), A's
+    outputs, without it, replace B's, and that file is only under processed/ and in B's
+    manifest."""
+    import asyncio
+
+    from engine.settings import Env
+    from feedvault.batch_run import BatchRun
+    from sinks.local import FileWriter
+
+    src, out = tmp_path / "input", tmp_path / "out"
+    src.mkdir()
+    (src / "a.csv").write_bytes(ORDERS["a.csv"])
+    if b_arrives == "before":
+        (src / "b.csv").write_bytes(ORDERS["b.csv"])
+    env = {"LOG_FORMAT": "json"}
+    outputs_of_b: dict[str, bytes] = {}
+
+    def ecommerce(run_id: str, store: FileWriter | None = None) -> BatchRun:
+        """The task's run, in process (no signal handlers: B runs in a thread)."""
+        run_env = {**env, "RUN_ID": run_id}
+        config, job = prepare_batch(
+            "ecommerce", run_env, in_url=f"file://{src}/", out_url=f"file://{out}/"
+        )
+        return BatchRun(
+            config,
+            job,
+            env=Env(run_env),
+            install_signal_handlers=False,
+            input_store=store,
+            is_tty=False,
+        )
+
+    def run_b() -> None:
+        if b_arrives == "during":
+            (src / "b.csv").write_bytes(ORDERS["b.csv"])
+        assert asyncio.run(ecommerce("b").run()) == 0
+        outputs_of_b.update(_outputs(out))
+
+    class RunBWhileAReads(FileWriter):
+        """A's input store: once A has read its last input, B runs to its end."""
+
+        async def get(self, key: str) -> bytes:
+            body = await super().get(key)
+            if key == ("b.csv" if b_arrives == "before" else "a.csv") and not outputs_of_b:
+                await asyncio.to_thread(run_b)
+            return body
+
+    assert await ecommerce("a", RunBWhileAReads(src)).run() == 0
+    assert outputs_of_b, "B did not run while A was reading"
+
+    a, b = _manifest(out, "a"), _manifest(out, "b")
+    assert (a["status"], b["status"]) == ("complete", "complete")
+    assert b["counters"]["inputs_moved"] == 2  # B took both
+    a_took = 2 if b_arrives == "before" else 1
+    assert a["counters"]["inputs_moved"] == a_took  # and A moved what it took again
+    # every input once under processed/, with its bytes; nothing left to process
+    assert {str(p.relative_to(src)): p.read_bytes() for p in src.rglob("*.csv")} == {
+        f"processed/{name}": body for name, body in ORDERS.items()
+    }
+    final = _outputs(out)
+    orders = final["ecommerce/orders_kpis.jsonl"].decode().splitlines()
+    if b_arrives == "before":
+        assert final == outputs_of_b  # the same inputs, the same bytes
+        assert len(orders) == 2
+    else:
+        assert final != outputs_of_b  # A wrote last: its outputs, without b.csv, remain
+        assert [json.loads(line)["order_date"] for line in orders] == ["2024-05-01"]
+        days = outputs_of_b["ecommerce/orders_kpis.jsonl"].decode().splitlines()
+        assert [json.loads(line)["order_date"] for line in days] == ["2024-05-01", "2024-05-02"]
+
+
+def _manifest(out: Path, run_id: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((out / "_manifests" / f"{run_id}.json").read_bytes())
+    return loaded
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {
+        key: body
+        for key, body in _files_under(out, "").items()
+        if not key.startswith("_manifests/")
+    }
