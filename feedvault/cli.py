@@ -93,6 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("location", help="s3://bucket/prefix/ or file:///dir/")
     runs.add_argument("--json", action="store_true", help="print the runs as JSON")
 
+    query = sub.add_parser(
+        "query",
+        help="run SQL (DuckDB, embedded) over the datasets under a prefix (docs/lake.md)",
+        description="Views named like the datasets found under URL (trades, book, manifests, "
+        "bars_1m, book_snapshots, ...), pruned by exchange/symbol/date/hour; read with the "
+        "project's own S3 settings; no DuckDB extension is downloaded. Needs the lake extra.",
+    )
+    query.add_argument("url", metavar="URL", help="s3://bucket/prefix/ or file:///dir/")
+    query.add_argument(
+        "sql", metavar="SQL", help='e.g. "SELECT symbol, count(*) FROM trades GROUP BY symbol"'
+    )
+    query.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table (aligned text), csv, or json (JSON Lines); default table",
+    )
+
     from connectors.fake import cli as fake_cli
 
     fake = sub.add_parser(
@@ -260,6 +278,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return aio.run(_read_report("runs", args.location, args.json, list_runs, RunsReport.table))
 
 
+def cmd_query(args: argparse.Namespace) -> int:
+    from feedvault.query import run
+
+    return run(args.url, args.sql, args.format)
+
+
 def cmd_fake_exchange(args: argparse.Namespace) -> int:
     from connectors.fake import cli as fake_cli
 
@@ -305,6 +329,7 @@ COMMANDS = {
     "replay": cmd_replay,
     "verify": cmd_verify,
     "runs": cmd_runs,
+    "query": cmd_query,
     "fake-exchange": cmd_fake_exchange,
     "demo": cmd_demo,
     "recording": cmd_recording,
