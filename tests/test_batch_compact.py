@@ -29,6 +29,8 @@ from batch.compact_job import CompactParameters
 from batch.compact_plan import DayRange, plan_objects, run_id_from_key
 from batch.compact_report import Continuity, RunSeen, recorded_gaps, uncovered
 from batch.compact_sample import generate_compact
+from connectors.registry import PROTOCOLS
+from connectors.symbols import canonical_symbol
 from engine.errors import ConfigError
 from engine.settings import Env
 from sinks.keys import sanitize
@@ -387,7 +389,18 @@ def test_a_name_the_key_would_alter_is_rejected_not_renamed(field: str, value: s
 
 
 def test_canonical_names_are_their_own_key_segments() -> None:
-    names = ["binance", "binanceus", "coinbase", "BTC-USDT", "1000SHIB-USDT", "ETH-USD"]
-    assert all(sanitize(name) == name for name in names)
+    assert all(sanitize(name) == name for name in PROTOCOLS)
+    raw = ["XBT/USD", "btcusdt", "1000SHIBUSDT", "ETH-USD", "shib/usd"]
+    assert all(sanitize(canonical_symbol(name)) == canonical_symbol(name) for name in raw)
     trades, rejected = parse_records("k", [record(exchange="okx", symbol="1000SHIB-USDT")])
     assert not rejected and trades[0].symbol == "1000SHIB-USDT"
+
+
+@given(st.text(alphabet="AbXU0-/_. =é", max_size=12))
+@settings(max_examples=200, deadline=None)
+def test_every_canonical_symbol_survives_the_key_unchanged(raw: str) -> None:
+    try:
+        symbol = canonical_symbol(raw)
+    except ValueError:
+        return
+    assert sanitize(symbol) == symbol
