@@ -16,7 +16,7 @@ $(DEV): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(DEMO): pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[demo]'
+	$(PIP) -e '.[demo,lake]'
 	touch $@
 
 ## test: lint, type-check, the docs site and the whole test suite (installs what it needs)
@@ -43,7 +43,7 @@ unit: $(DEV)
 test-unit test-integration test-e2e: test-%: $(DEV)
 	$(BIN)/python -m pytest -q -n 2 -m $*
 
-## demo: fake exchange + embedded S3 server + engine + verify, on loopback
+## demo: fake exchange + embedded S3 server + engine + verify + one feedvault query, on loopback
 demo: $(DEMO)
 	$(BIN)/feedvault demo
 

@@ -137,4 +137,31 @@ async def _report(run_id: str, seconds: float, output: Path, sent: int) -> int:
         _say()
         copied = plural(len(listed), "object")
         _say(f"copied {copied} to ./{output}/ (open the .ndjson.gz files with zcat)")
-    return 0 if report.ok else 1
+    queried = await asyncio.to_thread(_show_query, f"s3://{BUCKET}/{PREFIX}")
+    return 0 if report.ok and queried == 0 else 1
+
+
+DEMO_QUERY = (
+    "SELECT symbol, count(*) AS trades, min(price) AS low, max(price) AS high, "
+    "sum(size) AS volume FROM trades GROUP BY symbol ORDER BY symbol"
+)
+"""The query the demo ends with (docs: lake.md#feedvault-query)."""
+
+
+def _show_query(url: str) -> int:
+    """``feedvault query URL DEMO_QUERY`` on the demo's data, printed; its exit status. Without
+    the lake extra (DuckDB, pyarrow) a line saying how to get it, and 0."""
+    try:
+        import duckdb  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError:
+        _say()
+        _say("feedvault query (DuckDB over this data) needs: pip install 'feedvault[lake]'")
+        return 0
+    from feedvault.query import run
+
+    _say()
+    _say(f'feedvault query {url} "{DEMO_QUERY}"')
+    status = run(url, DEMO_QUERY)
+    sys.stdout.flush()
+    return status

@@ -1,0 +1,290 @@
+"""``feedvault query`` (docs: lake.md#feedvault-query): views over a destination's datasets.
+
+The data is the compact job's seeded streaming prefix (:mod:`batch.compact_sample`: three runs,
+duplicates, a conflicting copy, two bad records), with the objects no manifest lists rewritten
+by the sink's own encoders as Parquet and ``ndjson.zst``, so one ``trades`` view reads the three
+formats. Checked against the project's own decoder (counts per symbol) and the compact job's
+own 1-minute bars, on ``file://`` and on a moto-hosted prefix; pruning by the objects fetched.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import datetime as dt
+import io
+import json
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch.compact_sample import FIRST_DAY, generate_compact
+from feedvault.batch_run import run_batch
+from feedvault.cli import main
+from feedvault.query import Lake, QueryFailed, execute, open_lake, run, write_result
+from engine.records import Trade
+from sinks.encoders import decode_object, make_encoder
+from sinks.manifest import Manifest
+from tests.conftest import S3Server
+
+SEED = 3
+
+
+@cache
+def lake_files() -> tuple[dict[str, bytes], dict[str, int]]:
+    """The sample prefix with its manifest-less objects as Parquet and ndjson.zst (the one
+    with bad records stays gzip), and the distinct valid trades per ``exchange:symbol``."""
+    files, expect = generate_compact(SEED)
+    listed = {
+        entry.key
+        for key, body in files.items()
+        if key.startswith("_manifests/")
+        for entry in Manifest.from_json(body).objects
+    }
+    out: dict[str, bytes] = {}
+    converted = 0
+    for key, body in files.items():
+        records = decode_object(key, body) if key.startswith("trades/") else []
+        clean = all("side" in r and "e" not in str(r["price"]) for r in records)
+        if key in listed or not records or not clean:
+            out[key] = body
+            continue
+        fmt = "parquet" if converted % 2 == 0 else "ndjson.zst"
+        partition = {"exchange": str(records[0]["exchange"]), "symbol": str(records[0]["symbol"])}
+        encoder = make_encoder(fmt, dataset="trades", partition=partition)
+        encoder.write([Trade.from_dict(r) for r in records])
+        out[key.replace(".ndjson.gz", f".{fmt}")] = encoder.finish()
+        converted += 1
+    assert converted >= 4
+    return out, dict(expect.trades)
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> None:
+    for key, body in files.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+
+
+def decoded_counts(files: dict[str, bytes]) -> dict[tuple[str, str], int]:
+    """Trades per (exchange, symbol) as the project's own decoder reads the objects."""
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    for key, body in files.items():
+        if key.startswith("trades/"):
+            for record in decode_object(key, body):
+                counts[(str(record["exchange"]), str(record["symbol"]))] += 1
+    return dict(counts)
+
+
+def rows(lake: Lake, sql: str) -> list[tuple[Any, ...]]:
+    reader = execute(lake, sql)
+    assert reader is not None
+    return [tuple(row.values()) for row in reader.read_all().to_pylist()]
+
+
+COUNTS = """
+SELECT exchange, symbol, count(*),
+       count(DISTINCT trade_id) FILTER (WHERE side IS NOT NULL AND price_text NOT ILIKE '%e%')
+FROM trades GROUP BY ALL ORDER BY ALL
+"""
+
+#: compact's rules in SQL: valid trades, the first received copy of each id, ordered by
+#: (ts_event, numeric id, text id, ts_recv) within the minute.
+BARS = """
+WITH valid AS (
+  SELECT * FROM trades
+  WHERE side IS NOT NULL AND price IS NOT NULL AND price_text NOT ILIKE '%e%'
+  QUALIFY row_number() OVER (PARTITION BY exchange, symbol, trade_id ORDER BY ts_recv) = 1
+)
+SELECT exchange, symbol, date_trunc('minute', ts_event) AS minute,
+  first(price ORDER BY ts_event, try_cast(trade_id AS HUGEINT) NULLS LAST, trade_id, ts_recv),
+  max(price), min(price),
+  last(price ORDER BY ts_event, try_cast(trade_id AS HUGEINT) NULLS LAST, trade_id, ts_recv),
+  sum(size), count(*)
+FROM valid GROUP BY ALL ORDER BY ALL
+"""
+
+COMPACT_BARS = """
+SELECT exchange, symbol, minute, open, high, low, close, volume, trades
+FROM bars_1m ORDER BY ALL
+"""
+
+
+def expected_counts() -> list[tuple[Any, ...]]:
+    files, distinct = lake_files()
+    decoded = decoded_counts(files)
+    return [
+        (exchange, symbol, decoded[(exchange, symbol)], distinct[f"{exchange}:{symbol}"])
+        for exchange, symbol in sorted(decoded)
+    ]
+
+
+def test_counts_and_1_minute_bars_equal_the_decoder_and_the_compact_job(tmp_path: Path) -> None:
+    files, _ = lake_files()
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_tree(src, files)
+    env = {
+        "LOG_FORMAT": "json",
+        "COMPACT_FROM": FIRST_DAY.isoformat(),
+        "COMPACT_TO": (FIRST_DAY + dt.timedelta(days=1)).isoformat(),
+        "RUN_ID": "compact-q",
+    }
+    assert run_batch("compact", env, f"file://{src}/", f"file://{out}/") == 0
+    with open_lake(f"file://{src}/") as lake:
+        assert {"trades", "manifests"} <= set(lake.views)
+        assert rows(lake, COUNTS) == expected_counts()
+        computed = rows(lake, BARS)
+    with open_lake(f"file://{out}/") as compacted:
+        assert compacted.views["bars_1m"] is compacted.views["compact_bars_1m"]
+        assert "trades" in compacted.views, "compact's trades: the one dataset of that name"
+        assert rows(compacted, COMPACT_BARS) == computed
+        assert len(computed) > 1000
+        # the batch run's manifest is a row; its JSON is there for any other field
+        (manifest,) = rows(
+            compacted, "SELECT run_id, status, manifest->>'$.command' FROM manifests"
+        )
+        assert manifest[:2] == ("compact-q", "complete")
+
+
+def test_on_a_moto_prefix_counts_per_symbol_and_pruning_by_partition(
+    s3_server: S3Server, bucket: str, aws_env: dict[str, str]
+) -> None:
+    files, _ = lake_files()
+    client = s3_server.client()
+    for key, body in files.items():
+        client.put_object(Bucket=bucket, Key=f"lake/{key}", Body=body)
+    url = f"s3://{bucket}/lake/"
+    buffer = io.StringIO()
+    assert run(url, COUNTS, "csv", out=buffer) == 0
+    header, *lines = list(csv.reader(io.StringIO(buffer.getvalue())))
+    assert header[:3] == ["exchange", "symbol", "count_star()"]
+    assert [(e, s, int(n), int(d)) for e, s, n, d in lines] == expected_counts()
+
+    partition = "trades/exchange=binance/symbol=ETH-USDT/date=2026-01-06/"
+    wanted = sorted(f"lake/{key}" for key in files if key.startswith(partition))
+    with open_lake(url) as lake:
+        where = "WHERE exchange = 'binance' AND symbol = 'ETH-USDT' AND date = '2026-01-06'"
+        (count,) = rows(lake, f"SELECT count(*) FROM trades {where}")
+        assert sorted(lake.fetched) == wanted, "only that partition's objects were fetched"
+        assert 0 < len(wanted) < len([k for k in files if k.startswith("trades/")]) / 4
+        expected = sum(len(decode_object(key, files[key[len("lake/") :]])) for key in wanted)
+        assert count == (expected,)
+        plan = rows(lake, f"EXPLAIN SELECT count(*) FROM trades {where}")[0][1]
+        assert "Filters:" in plan and "ETH-USDT" in plan
+
+
+def test_both_record_formats_give_one_schema_and_exact_text(tmp_path: Path) -> None:
+    files, _ = lake_files()
+    write_tree(tmp_path, files)
+    with open_lake(f"file://{tmp_path}/") as lake:
+        types = {name: type_ for name, type_, *_ in rows(lake, "DESCRIBE trades")}
+        assert types["price"] == types["size"] == "DECIMAL(38,18)"
+        assert types["ts_event"] == "TIMESTAMP WITH TIME ZONE"
+        assert types["ts_recv"] == "TIMESTAMPTZ_NS"
+        assert (types["date"], types["hour"], types["symbol"]) == ("DATE", "INTEGER", "VARCHAR")
+        by_format = rows(
+            lake,
+            "SELECT count(*) FILTER (WHERE price_text IS NULL OR price IS NULL "
+            "OR price <> price_text::DECIMAL(38,18)) FROM trades WHERE price_text NOT ILIKE '%e%'",
+        )
+        assert by_format == [(0,)]
+    key = next(k for k in files if k.endswith(".parquet"))
+    record = decode_object(key, files[key])[0]
+    with open_lake(f"file://{tmp_path}/") as lake:
+        found = rows(
+            lake,
+            f"SELECT price_text, size_text, epoch_us(ts_event) FROM trades "
+            f"WHERE trade_id = '{record['trade_id']}' AND symbol = '{record['symbol']}'",
+        )
+    assert (record["price"], record["size"], record["ts_event"]) in found
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, list[str]]:
+    status = main(["query", *argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err.splitlines()
+
+
+def test_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    files, _ = lake_files()
+    write_tree(tmp_path / "lake", files)
+    url = f"file://{tmp_path}/lake/"
+    status, _, err = cli(capsys, "ftp://host/dir/", "SELECT 1")
+    assert status == 2 and len(err) == 1 and "must start with s3:// or file://" in err[0]
+    status, _, err = cli(capsys, url, "SELECT * FROM bars_1m")
+    assert status == 1
+    assert err == [f"feedvault query: no dataset bars_1m under {url} (views: manifests, trades)"]
+    status, _, err = cli(capsys, url, "SELEC 1")
+    assert status == 1 and len(err) == 1 and "syntax error" in err[0]
+    status, _, err = cli(capsys, url, "SELECT price / 0 FROM trades WHERE nope")
+    assert status == 1 and len(err) == 1 and "nope" in err[0]
+    (tmp_path / "empty").mkdir()
+    status, _, err = cli(capsys, f"file://{tmp_path}/empty/", "SELECT 1")
+    assert (status, err) == (1, [f"feedvault query: no dataset under file://{tmp_path}/empty/"])
+
+
+def test_nothing_is_downloaded_nor_read_outside_the_views(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every way to get an extension or reach a file or URL fails; DuckDB's own extension
+    directory (under HOME) is never even created."""
+    files, _ = lake_files()
+    write_tree(tmp_path / "lake", files)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with open_lake(f"file://{tmp_path}/lake/") as lake:
+        settings = rows(
+            lake,
+            "SELECT current_setting('autoinstall_known_extensions'), "
+            "current_setting('autoload_known_extensions'), "
+            "current_setting('enable_external_access'), current_setting('lock_configuration')",
+        )
+        assert settings == [(False, False, False, True)]
+        for sql in (
+            "INSTALL httpfs",
+            "LOAD httpfs",
+            "SET autoinstall_known_extensions = true",
+            "SET enable_external_access = true",
+            f"SELECT * FROM read_parquet('{tmp_path}/lake/**/*.parquet')",
+            "SELECT * FROM read_parquet('s3://bucket/x.parquet')",
+            f"COPY (SELECT 1) TO '{tmp_path}/out.csv'",
+        ):
+            with pytest.raises(QueryFailed, match=r"disabled|locked"):
+                execute(lake, sql)
+        assert rows(lake, "SELECT count(*) FROM trades")[0][0] > 0
+    assert not (tmp_path / "home").exists()
+    assert not (tmp_path / "out.csv").exists()
+
+
+VALUES = (
+    "SELECT 1.50::DECIMAL(10, 2) AS d, 'a,b' AS s, NULL::INTEGER AS n, "
+    "TIMESTAMPTZ '2026-01-05 00:00:00.5+00' AS t, 7 AS i FROM manifests LIMIT 1"
+)
+
+
+def test_output_formats(tmp_path: Path) -> None:
+    files, _ = lake_files()
+    write_tree(tmp_path, {k: v for k, v in files.items() if k.startswith("_manifests/")})
+    outputs = {}
+    for format in ("table", "csv", "json"):
+        with open_lake(f"file://{tmp_path}/") as lake:
+            buffer = io.StringIO()
+            assert write_result(execute(lake, VALUES), format, buffer) == 1
+            outputs[format] = buffer.getvalue()
+    assert outputs["table"].splitlines() == [
+        "  d  s       n  t                            i",
+        "---  ---  ----  ---------------------------  -",
+        "1.5  a,b  NULL  2026-01-05T00:00:00.500000Z  7",
+        "(1 row)",
+    ]
+    assert outputs["csv"] == 'd,s,n,t,i\n1.5,"a,b",,2026-01-05T00:00:00.500000Z,7\n'
+    assert json.loads(outputs["json"]) == {
+        "d": "1.5",
+        "s": "a,b",
+        "n": None,
+        "t": "2026-01-05T00:00:00.500000Z",
+        "i": 7,
+    }
+    assert Decimal(json.loads(outputs["json"])["d"]) == Decimal("1.50")
