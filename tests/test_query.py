@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from batch.compact_sample import FIRST_DAY, generate_compact
+from engine.records import Trade
 from feedvault.batch_run import run_batch
 from feedvault.cli import main
 from feedvault.query import Lake, QueryFailed, execute, open_lake, run, write_result
-from engine.records import Trade
 from sinks.encoders import decode_object, make_encoder
 from sinks.manifest import Manifest
 from tests.conftest import S3Server
