@@ -288,3 +288,27 @@ def test_output_formats(tmp_path: Path) -> None:
         "i": 7,
     }
     assert Decimal(json.loads(outputs["json"])["d"]) == Decimal("1.50")
+
+
+def test_the_demo_ends_with_a_query_whose_counts_add_up_to_what_verify_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make demo``'s last step: ``feedvault query`` over the demo's bucket, trades per symbol;
+    they add up to the trades the demo's verify counted."""
+    from feedvault.demo import DEMO_QUERY, SYMBOLS, run_demo
+
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "restored-after-the-test")  # run_demo sets them for itself
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(name, "us-east-1")
+    assert run_demo(seconds=2, rate=100, output=str(tmp_path / "demo")) == 0
+    out = capsys.readouterr().out.splitlines()
+    verified = next(line for line in out if " trades, " in line and "trades/s" in line)
+    trades = int(verified.split(" trades, ")[0].split(", ")[-1].replace(",", ""))
+    start = out.index(f'feedvault query s3://feedvault-demo/streaming/demo/ "{DEMO_QUERY}"')
+    header, _rule, *table = out[start + 1 :]
+    assert header.split() == ["symbol", "trades", "low", "high", "volume"]
+    assert table[-1] == f"({len(SYMBOLS)} rows)"
+    counts = {line.split()[0]: int(line.split()[1]) for line in table[:-1]}
+    assert sorted(counts) == ["BNB-USDT", "BTC-USDT", "ETH-USDT"]
+    assert sum(counts.values()) == trades > 0
