@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import zstandard
 
 from engine.clock import Clock, FakeClock
+from sinks.encoders import decode_object as stored_records
 from sinks.keys import KeyTemplate
 from sinks.windowing import Windower, WindowPolicy
 
@@ -277,6 +278,8 @@ def wait_for_log(proc: subprocess.Popen[str], event: str, timeout: float) -> lis
 
 
 def decode_object(body: bytes, key: str) -> list[dict[str, Any]]:
+    if key.endswith(".parquet"):
+        return stored_records(key, body)
     if key.endswith(".gz"):
         body = gzip.decompress(body)
     elif key.endswith(".zst"):

@@ -23,7 +23,7 @@ from engine.stats import Counters
 from feedvault.config import load_stream_config
 from feedvault.replay import ReplayRun, load_replay_config, parse_speed
 from feedvault.runner import StreamRun
-from sinks.encoders import decode_body, format_from_key
+from sinks.encoders import decode_object
 from sinks.manifest import Manifest, manifest_key
 from sinks.memory import MemoryWriter
 from sinks.verify import verify_run
@@ -254,7 +254,7 @@ def decoded(writer: MemoryWriter, part: str) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for key in sorted(writer.objects):
         if part in key:
-            out += decode_body(writer.objects[key], format_from_key(key))
+            out += decode_object(key, writer.objects[key])
     return out
 
 

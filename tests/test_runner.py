@@ -11,7 +11,7 @@ from engine.lifecycle import StopController
 from engine.records import Trade
 from feedvault.config import StreamConfig, load_stream_config
 from feedvault.runner import StreamRun
-from sinks.encoders import decode_body, format_from_key
+from sinks.encoders import decode_body, decode_object
 from sinks.manifest import Manifest, iso_utc, manifest_key
 from sinks.memory import MemoryWriter
 from sinks.spill import (
@@ -59,7 +59,7 @@ def stored_ids(writer: MemoryWriter) -> list[tuple[str, str]]:
     out = []
     for key, body in writer.objects.items():
         if "/trades/" in key:
-            out += [(r["symbol"], r["trade_id"]) for r in decode_body(body, format_from_key(key))]
+            out += [(r["symbol"], r["trade_id"]) for r in decode_object(key, body)]
     return sorted(out)  # type: ignore[arg-type]
 
 
