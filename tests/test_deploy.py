@@ -1604,9 +1604,12 @@ def test_the_rule_is_off_by_default_and_needs_a_network(template: dict[str, Any]
     # parameter is [""]); nothing else depends on them
     rule = template["Rules"]["EcommerceOnUploadNetwork"]
     assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "EcommerceOnUpload"}, "true"]}
-    asserted = {
-        a["Assert"]["Fn::Not"][0]["Fn::Equals"][0]["Fn::Join"][1]["Ref"] for a in rule["Assertions"]
-    }
+    asserted = set()
+    for assertion in rule["Assertions"]:
+        (every_member_empty,) = assertion["Assert"]["Fn::Not"]
+        parameter, value = every_member_empty["Fn::EachMemberEquals"]
+        assert value == ""
+        asserted.add(parameter["Ref"])
     assert asserted == {"TaskSubnets", "TaskSecurityGroups"}
     # the stream and batch tasks are the same with or without the rule
     assert task_definitions(template, **ON_UPLOAD) == task_definitions(template)
