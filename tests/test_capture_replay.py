@@ -258,7 +258,12 @@ def decoded(writer: MemoryWriter, part: str) -> list[dict[str, object]]:
     return out
 
 
-async def test_capture_then_replay_gives_the_same_trades_in_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["ndjson.gz", "parquet"])
+async def test_capture_then_replay_gives_the_same_trades_in_process(
+    tmp_path: Path, fmt: str
+) -> None:
+    """With ``FORMAT=parquet`` too: trades (live and replayed) in Parquet, raw frames in
+    ``ndjson.zst`` (docs: lake.md#formats)."""
     clock = FakeClock()
     writer = MemoryWriter()
     env = {
@@ -270,6 +275,7 @@ async def test_capture_then_replay_gives_the_same_trades_in_process(tmp_path: Pa
         "SPILL_DIR": str(tmp_path),
         "RUN_ID": "live-run",
         "CAPTURE": "1",
+        "FORMAT": fmt,
     }
     async with FakeExchange(
         "binance", rate=1000, symbols=["BTCUSDT", "ETHUSDT"], clock=clock
@@ -286,7 +292,9 @@ async def test_capture_then_replay_gives_the_same_trades_in_process(tmp_path: Pa
         assert await past_the_deadline(task, clock) == 0
     live = decoded(writer, "live/trades/")
     raw_keys = sorted(k for k in writer.objects if k.startswith("live/raw/exchange=binance/"))
-    assert live and raw_keys
+    raw_format = "ndjson.zst" if fmt == "parquet" else fmt
+    assert live and raw_keys and all(k.endswith(raw_format) for k in raw_keys)
+    assert all(k.endswith(fmt) for k in writer.objects if k.startswith("live/trades/"))
     lines = [parse_line(orjson.dumps(obj)) for obj in decoded(writer, "live/raw/")]
     connects = [f for f in lines if f.is_connect]
     assert connects and connects[0].url is not None and connects[0].url.startswith(fx.url)
@@ -299,7 +307,7 @@ async def test_capture_then_replay_gives_the_same_trades_in_process(tmp_path: Pa
 
     replayed = MemoryWriter()
     rerun = ReplayRun(
-        replay_config(tmp_path),
+        replay_config(tmp_path, FORMAT=fmt),
         chunked(lines, 100),
         clock=ReplayClock(lines[0].ts, FakeClock()),
         writer=replayed,
