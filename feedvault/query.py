@@ -48,7 +48,7 @@ from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 
-from engine.errors import ConfigError, StorageError
+from engine.errors import ConfigError, FeedvaultError, StorageError
 
 if TYPE_CHECKING:
     import duckdb
@@ -124,8 +124,10 @@ def _modules() -> tuple[Any, Any]:
 
 
 def one_line(message: str) -> str:
-    """The first line of a (DuckDB) error message."""
-    return message.strip().splitlines()[0] if message.strip() else message
+    """The first line of a (DuckDB) error message, without the Python traceback DuckDB appends
+    when a view's scan raised."""
+    first = message.strip().splitlines()[0] if message.strip() else message
+    return first.split(" Detail: Python exception", 1)[0]
 
 
 @contextmanager
@@ -336,11 +338,15 @@ def run(url: str, sql: str, format: str = "table", out: IO[str] | None = None) -
     if format not in FORMATS:
         raise ConfigError("--format", f"{format!r} is not one of {', '.join(FORMATS)}")
     stream = sys.stdout if out is None else out
+    duckdb, pa = _modules()
     try:
         with open_lake(url, sql) as lake:
             if not lake.views:
                 raise QueryFailed(f"no dataset under {url}")
-            write_result(execute(lake, sql), format, stream)
+            try:
+                write_result(execute(lake, sql), format, stream)
+            except (duckdb.Error, pa.ArrowException, FeedvaultError, ValueError) as exc:
+                raise QueryFailed(one_line(str(exc))) from exc  # while the rows were read
     except QueryFailed as exc:
         print(f"feedvault query: {exc}", file=sys.stderr)
         return 1

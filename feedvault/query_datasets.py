@@ -325,6 +325,11 @@ def _expression(obj: DataObject, keys: pa.Schema) -> ds.Expression:
     return expression
 
 
+class ObjectUnreadable(ValueError):
+    """An object of a view could not be decoded into the view's schema (corrupt, truncated, a
+    column of another type); the message names its key."""
+
+
 class ObjectDataset(ds.FileSystemDataset):  # type: ignore[misc]
     """A lazy dataset over stored objects: pruned by partition, fetched only when scanned.
 
@@ -348,8 +353,12 @@ class ObjectDataset(ds.FileSystemDataset):  # type: ignore[misc]
         def batches() -> Iterator[pa.RecordBatch]:
             for key, body in self.fetch(keys):
                 obj = by_key[key]
-                table = decode_object(self.plan, obj, body)
-                yield from conform(table, obj, schema, self.partition_keys).to_batches()
+                try:
+                    table = decode_object(self.plan, obj, body)
+                    table = conform(table, obj, schema, self.partition_keys)
+                except Exception as exc:  # the query fails naming the object
+                    raise ObjectUnreadable(f"{key}: {exc}") from exc
+                yield from table.to_batches()
 
         return ds.Scanner.from_batches(batches(), schema=schema, columns=columns, filter=filter)
 

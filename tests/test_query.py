@@ -221,6 +221,12 @@ def test_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert status == 1 and len(err) == 1 and "syntax error" in err[0]
     status, _, err = cli(capsys, url, "SELECT price / 0 FROM trades WHERE nope")
     assert status == 1 and len(err) == 1 and "nope" in err[0]
+    bad = next(k for k in files if k.startswith("trades/exchange=bybit/") and k.endswith(".gz"))
+    (tmp_path / "lake" / bad).write_bytes(b"not gzip")
+    status, _, err = cli(capsys, url, "SELECT count(*) FROM trades WHERE exchange = 'bybit'")
+    assert status == 1 and len(err) == 1 and f"{bad}: corrupt ndjson.gz data" in err[0]
+    status, out, _ = cli(capsys, url, "SELECT count(*) FROM trades WHERE exchange = 'binance'")
+    assert status == 0 and out.splitlines()[-1] == "(1 row)", "the other partitions still read"
     (tmp_path / "empty").mkdir()
     status, _, err = cli(capsys, f"file://{tmp_path}/empty/", "SELECT 1")
     assert (status, err) == (1, [f"feedvault query: no dataset under file://{tmp_path}/empty/"])
