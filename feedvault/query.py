@@ -118,7 +118,7 @@ def _modules() -> tuple[Any, Any]:
         import pyarrow as pa
     except ImportError as exc:
         raise ConfigError(
-            "feedvault query", f"{exc.name} is not installed: {INSTALL_HINT}"
+            exc.name or "duckdb", f"is not installed; feedvault query needs it: {INSTALL_HINT}"
         ) from None
     return duckdb, pa
 

@@ -318,3 +318,14 @@ def test_the_demo_ends_with_a_query_whose_counts_add_up_to_what_verify_counted(
     counts = {line.split()[0]: int(line.split()[1]) for line in table[:-1]}
     assert sorted(counts) == ["BNB-USDT", "BTC-USDT", "ETH-USDT"]
     assert sum(counts.values()) == trades > 0
+
+
+def test_without_the_lake_extra_the_command_names_it(tmp_path: Path) -> None:
+    from tests.test_dependencies import feedvault_without
+
+    done = feedvault_without("duckdb", "query", f"file://{tmp_path}/", "SELECT 1")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "feedvault query: configuration error: duckdb: is not installed; feedvault query needs "
+        "it: pip install 'feedvault[lake]'"
+    ]
