@@ -329,3 +329,83 @@ def test_without_the_lake_extra_the_command_names_it(tmp_path: Path) -> None:
         "feedvault query: configuration error: duckdb: is not installed; feedvault query needs "
         "it: pip install 'feedvault[lake]'"
     ]
+
+
+def test_datasets_and_view_names_from_a_listing() -> None:
+    """Dataset = the folder above the first Hive segment (or a batch table's folder); view =
+    its path with ``_``, and its last segment when no other dataset has it."""
+    from feedvault.query_datasets import discover
+    from sinks.writer import ListedObject
+
+    keys = [
+        "p/trades/exchange=binance/symbol=BTC-USDT/date=2026-01-05/hour=00/w-1.ndjson.gz",
+        "p/trades/exchange=binance/symbol=BTC-USDT/date=2026-01-05/hour=01/w-2.parquet",
+        "p/book/exchange=okx/symbol=BTC-USDT/date=2026-01-05/hour=00/w-1.ndjson.zst",
+        "p/raw/exchange=binance/date=2026-01-05/hour=00/w-1.ndjson.zst",
+        "p/_manifests/run-1.json",
+        "p/_spill/x.parquet",
+        "p/out/compact/trades/exchange=binance/symbol=BTC-USDT/date=2026-01-05/trades.parquet",
+        "p/out/compact/bars_1m/exchange=binance/symbol=BTC-USDT/date=2026-01-05/bars.parquet",
+        "p/out/compact/reports/2026-01-05_2026-01-05/gaps.json",
+        "p/out/ecommerce/orders_kpis/orders_kpis.parquet",
+        "p/out/ecommerce/orders_kpis.jsonl",
+        "p/out/weather/daily.parquet",
+        "p/out/_manifests/batch-1.json",
+        "other/trades/exchange=binance/symbol=X/date=2026-01-05/hour=00/w.ndjson.gz",
+    ]
+    views = discover("p/", [ListedObject(key, 1) for key in keys])
+    paths = {name: plan.path for name, plan in views.items()}
+    assert paths == {
+        "trades": "trades",
+        "book": "book",
+        "manifests": "_manifests",
+        "out_compact_trades": "out/compact/trades",
+        "out_compact_bars_1m": "out/compact/bars_1m",
+        "bars_1m": "out/compact/bars_1m",
+        "out_ecommerce_orders_kpis": "out/ecommerce/orders_kpis",
+        "orders_kpis": "out/ecommerce/orders_kpis",
+        "out_weather_daily": "out/weather/daily",
+        "daily": "out/weather/daily",
+        "out_manifests": "out/_manifests",
+    }
+    assert [o.format for o in views["trades"].objects] == ["ndjson.gz", "parquet"]
+    assert views["trades"].kind == views["book"].kind == "stream"
+    assert views["bars_1m"].kind == "parquet"
+    assert str(views["trades"].partition_schema) == (
+        "exchange: string\nsymbol: string\ndate: date32[day]\nhour: int32"
+    )
+
+
+def test_the_book_view_reads_ndjson_and_parquet_rows_alike(tmp_path: Path) -> None:
+    from engine.book_records import BookLevel
+
+    def level(n: int, seq: str | None) -> BookLevel:
+        return BookLevel(
+            "okx", "BTC-USDT", "BTC-USDT", 1_767_571_200_000_000 + n, 1_767_571_200_000_000_123,
+            seq, n == 0, "bid" if n % 2 else "ask", f"43000.{n}", "0.0" if n == 3 else "1.25",
+        )  # fmt: skip
+
+    base = "book/exchange=okx/symbol=BTC-USDT/date=2026-01-05/hour=00/"
+    partition = {"exchange": "okx", "symbol": "BTC-USDT"}
+    for ext, levels in (
+        ("ndjson.gz", [level(0, "7"), level(1, "8")]),
+        ("parquet", [level(3, None)]),
+    ):
+        encoder = make_encoder(ext, dataset="book", partition=partition)
+        encoder.write(levels)
+        (tmp_path / base).mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{base}w-{ext}.{ext}").write_bytes(encoder.finish())
+    with open_lake(f"file://{tmp_path}/") as lake:
+        found = rows(
+            lake,
+            "SELECT seq, snapshot, side, price, price_text, size, epoch_us(ts_event), "
+            "epoch_ns(ts_recv), exchange, hour FROM book ORDER BY ts_event",
+        )
+    assert found == [
+        ("7", True, "ask", Decimal("43000.0"), "43000.0", Decimal("1.25"),
+         1_767_571_200_000_000, 1_767_571_200_000_000_123, "okx", 0),
+        ("8", False, "bid", Decimal("43000.1"), "43000.1", Decimal("1.25"),
+         1_767_571_200_000_001, 1_767_571_200_000_000_123, "okx", 0),
+        (None, False, "bid", Decimal("43000.3"), "43000.3", Decimal("0"),
+         1_767_571_200_000_003, 1_767_571_200_000_000_123, "okx", 0),
+    ]  # fmt: skip
