@@ -16,6 +16,9 @@ measured in the same run, one after the other against the same server:
   on the default transport (aiohttp);
 * `gz`     - the same with the default FORMAT=ndjson.gz;
 * `zst-websockets`, `gz-websockets` - the same two on ``WS_TRANSPORT=websockets``;
+* `parquet` - the same with FORMAT=parquet (docs: lake.md#formats); the ``formats`` lines state
+  each format's CPU µs and stored bytes per trade, end to end (the `zst`, `gz` and `parquet`
+  rows) and for the encoder alone (:func:`benchmarks.formats.encoder_figures`);
 * `zst-before` - the same as `zst` run by the code of ``--baseline`` (default: the commit before
   the transport work, :data:`BASELINE_REV`), checked out in a ``git worktree`` under
   bench-output/ and run from there with this environment, against the same generator;
@@ -74,6 +77,7 @@ from moto.server import ThreadedMotoServer
 from benchmarks import book_path, replay_path
 from benchmarks.book_path import BOOK_CPU_TARGET
 from benchmarks.figures import last_json, median_row
+from benchmarks.formats import encoder_figures, formats_report
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -361,6 +365,7 @@ ENGINE_ROWS: dict[str, tuple[str, str, bool]] = {
     "zst-websockets": ("ndjson.zst", "websockets", False),
     "gz-websockets": ("ndjson.gz", "websockets", False),
     "zst-before": ("ndjson.zst", "websockets", True),
+    "parquet": ("parquet", "aiohttp", False),
 }
 """Each `stream` row: its FORMAT, its WS_TRANSPORT, and whether the baseline's code runs it."""
 
@@ -380,6 +385,7 @@ HALVES = (
             "zst-websockets",
             "gz-websockets",
             "zst-before",
+            "parquet",
             "naive",
             "zst-long",
         ),
@@ -519,6 +525,7 @@ def report(results: dict[str, dict[str, Any]]) -> str:
     naive = results.get("replay-naive", {}).get("trades_per_s")
     if "trades_per_s" in replay and naive:
         lines.append(target_line("replay vs naive", replay["trades_per_s"] / naive, 4.0))
+    lines += formats_report(results)
     lines += book_report(results)
     return "\n".join(lines)
 
@@ -587,7 +594,8 @@ def main() -> None:
             if not args.no_baseline:
                 compared.append("zst-before")
             bench.engines(compared, max(args.repeat, 1))
-            bench.engines(["gz", "gz-websockets"], 1)
+            bench.engines(["gz", "gz-websockets", "parquet"], 1)
+            bench.results["encoders"] = encoder_figures()
             bench.naive()
             if not args.skip_long:
                 bench.engine("zst-long", "ndjson.zst", args.long_seconds)

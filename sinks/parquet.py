@@ -164,6 +164,30 @@ def _exact(text: str | None, pa: Any, decimal: Any) -> Decimal | None:
         return None
 
 
+#: Columns of few distinct values: dictionary-encoded.
+_DICTIONARY: Final = frozenset({"exchange", "symbol", "raw_symbol", "side"})
+#: Columns of rising or similar values: delta encodings (times; ids, prices and sizes as text).
+_DELTA: Final = {
+    "ts_event": "DELTA_BINARY_PACKED",
+    "ts_recv": "DELTA_BINARY_PACKED",
+    "trade_id": "DELTA_BYTE_ARRAY",
+    "seq": "DELTA_BYTE_ARRAY",
+    "price_text": "DELTA_BYTE_ARRAY",
+    "size_text": "DELTA_BYTE_ARRAY",
+}
+
+
+def column_encodings(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The writer's ``use_dictionary`` and ``column_encoding`` for the columns ``names``:
+    dictionaries for the few-valued strings, delta encodings for times and the texts, PLAIN
+    (then zstd) for the decimals and booleans. These are Parquet's standard encodings, read by
+    pyarrow, DuckDB, Spark (3.3 and later) and Trino/Athena; on Binance-like trades they store
+    less than half the bytes of dictionaries and PLAIN alone (docs: lake.md#formats)."""
+    dictionary = [name for name in names if name in _DICTIONARY]
+    encodings = {name: _DELTA[name] for name in names if name in _DELTA}
+    return dictionary, encodings
+
+
 class ParquetEncoder:
     """One Parquet object body being built. Not thread-safe; unusable after :meth:`finish`.
 
@@ -189,12 +213,15 @@ class ParquetEncoder:
             name: attrgetter(name) for name in _FIELDS[kind] if name in set(self._names)
         }
         self._sink = pa.BufferOutputStream()
+        dictionary, encodings = column_encodings(self._names)
         self._writer: Any = pq.ParquetWriter(
             self._sink,
             self._schema,
             compression="zstd",
             compression_level=level,
             write_page_checksum=True,
+            use_dictionary=dictionary,
+            column_encoding=encodings,
         )
         self._rows = row_group_rows
         self._pending: list[Any] = []

@@ -89,6 +89,12 @@ def test_trades_round_trip_in_row_groups_with_the_contract_schema() -> None:
     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
     assert sizes == [388, 388, 224]  # written once 300 are held (batches of 97), the rest at finish
     assert meta.row_group(0).column(0).compression == "ZSTD"
+    encodings = {
+        meta.schema.column(i).name: set(meta.row_group(0).column(i).encodings) for i in range(9)
+    }
+    assert "RLE_DICTIONARY" in encodings["raw_symbol"]
+    assert "DELTA_BINARY_PACKED" in encodings["ts_recv"]
+    assert "DELTA_BYTE_ARRAY" in encodings["price_text"]
     got = table(body)
     decimal = pa.decimal128(38, 18)
     assert got.schema.remove_metadata() == pa.schema(
@@ -194,7 +200,7 @@ def test_compressed_size_counts_finished_row_groups_and_a_small_max_bytes_closes
     body = encoder.finish()
     assert encoder.compressed_size == len(body)
     windower = Windower(
-        WindowPolicy(max_bytes=20_000),
+        WindowPolicy(max_bytes=2_000),
         KeyTemplate(),
         prefix="p/",
         run_id="r",
@@ -202,7 +208,9 @@ def test_compressed_size_counts_finished_row_groups_and_a_small_max_bytes_closes
         clock=FakeClock(1_700_000_000),
     )
     closed = [w for start in range(0, 50_000, 4096) for w in windower.add(trades(4096))]
-    assert closed and all(w.records <= 10_000 + 4096 for w in closed)
+    # 3 batches of 4096 make the first row group (10,000 rows or more), then the size is seen
+    assert len(closed) == 4 and all(w.records == 3 * 4096 for w in closed)
+    assert len(decode(closed[0].body)) == 3 * 4096
 
 
 def test_raw_capture_objects_stay_ndjson_zst_under_format_parquet() -> None:
