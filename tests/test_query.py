@@ -409,3 +409,19 @@ def test_the_book_view_reads_ndjson_and_parquet_rows_alike(tmp_path: Path) -> No
         (None, False, "bid", Decimal("43000.3"), "43000.3", Decimal("0"),
          1_767_571_200_000_003, 1_767_571_200_000_000_123, "okx", 0),
     ]  # fmt: skip
+
+
+def test_the_documented_first_queries_run(tmp_path: Path) -> None:
+    """The SQL block of docs/lake.md#feedvault-query, as written (its day moved to the
+    sample's), returns rows."""
+    text = (Path(__file__).parents[1] / "docs" / "lake.md").read_text(encoding="utf-8")
+    section = text.split("## feedvault query", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sql\n", 1)[1].split("```", 1)[0]
+    statements = [s for s in block.split(";") if s.strip()]
+    assert len(statements) == 2
+    files, _ = lake_files()
+    write_tree(tmp_path, files)
+    with open_lake(f"file://{tmp_path}/") as lake:
+        for statement in statements:
+            found = rows(lake, statement.replace("2026-03-01", FIRST_DAY.isoformat()))
+            assert len(found) > 5
