@@ -18,15 +18,25 @@ the inputs that were new to it, and replace those of the previous run (same keys
 
 The run fails (:class:`~batch.job.JobError`: incomplete manifest, exit 1) with nothing written
 and nothing moved when: there is no new input (the outputs of the last run are left as they
-are; the error says how many objects are already under ``processed/``), a file is malformed
+are; the error says how many objects are already under ``processed/``) and ``NO_NEW_INPUT`` is
+``fail`` (the default), a file is malformed
 (empty, not UTF-8, wrong header, broken quoting), or an input's ``processed/`` key already holds
 a different object. Everything is computed before the first write. It fails after its outputs
 are written, with the moves undone, when moving an input fails (the error names it).
+
+With ``NO_NEW_INPUT=succeed`` a run that finds every input already under ``processed/``
+completes having done nothing: no output written or replaced, nothing moved, the manifest
+``complete`` with the counter ``no_new_input`` 1 and ``outputs`` 0, and a ``no_new_input`` log
+line. That is for runs started per uploaded object (docs: lake.md#event-driven-e-commerce-batch),
+where the runs started by the same batch of files, and by the job's own moves under
+``processed/``, find what an earlier run already took.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import logging
+from dataclasses import dataclass
+from typing import Any, Final, Self
 
 from batch.csvutil import rejected_csv, table_outputs
 from batch.ecommerce import (
@@ -39,9 +49,22 @@ from batch.ecommerce import (
 )
 from batch.job import FileJob, JobContext
 from batch.jobinput import input_errors, read_inputs
-from batch.processed import MOVED_COUNTER, check_targets, move_to_processed, new_inputs
+from batch.processed import (
+    MOVED_COUNTER,
+    NothingNew,
+    check_targets,
+    move_to_processed,
+    new_inputs,
+)
+from engine.logs import get_logger, log_event
+from engine.settings import Env
 
 NAME: Final = "ecommerce"
+NO_NEW_INPUT_CHOICES: Final = ("fail", "succeed")
+"""``NO_NEW_INPUT``: what a run that finds nothing new does (fail: exit 1; succeed: exit 0)."""
+NO_NEW_COUNTER: Final = "no_new_input"
+
+log = get_logger("batch.ecommerce")
 
 
 def render(parsed: ParsedOrders) -> list[tuple[str, bytes, int]]:
@@ -55,15 +78,32 @@ def render(parsed: ParsedOrders) -> list[tuple[str, bytes, int]]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
 class EcommerceJob(FileJob):
-    """The job object (:class:`batch.job.Job`, :class:`batch.job.SampleSource`)."""
+    """The job object (:class:`batch.job.Job`, :class:`batch.job.SampleSource`).
+    ``no_new_input`` is ``NO_NEW_INPUT`` (see the module docstring)."""
 
     name = NAME
+    no_new_input: str = "fail"
+
+    @classmethod
+    def from_env(cls, env: Env) -> Self:
+        return cls(env.choice("NO_NEW_INPUT", "fail", NO_NEW_INPUT_CHOICES))
+
+    def parameters(self) -> dict[str, Any]:
+        return {"no_new_input": self.no_new_input}
 
     async def run(self, ctx: JobContext) -> None:
         reader = ctx.require_input()
         ctx.count(MOVED_COUNTER, 0)
-        found = await new_inputs(reader)
+        try:
+            found = await new_inputs(reader)
+        except NothingNew as exc:
+            if self.no_new_input == "fail":
+                raise
+            ctx.count(NO_NEW_COUNTER, 1)
+            log_event(log, logging.INFO, "no_new_input", input=reader.url, detail=str(exc))
+            return
         files = await read_inputs(ctx, found.keys)  # in key order, as found.keys
         inputs = [(key, body) for key, (_, body) in zip(found.keys, files, strict=True)]
         await check_targets(reader, inputs, found.archived)

@@ -11,7 +11,9 @@ raises :class:`~batch.job.JobError` before anything is written, so a rerun does 
 last outputs with empty ones: ``no input objects under URL`` when the prefix is empty, ``no new
 input under URL: all N ...`` when every object is already under ``processed/``. A single
 ``INPUT_KEY`` that is itself in a ``processed/`` directory is refused; one that is gone but whose
-``processed/`` copy exists is reported as already processed.
+``processed/`` copy exists is reported as already processed. The two "already processed" cases
+raise :class:`NothingNew` (a :class:`~batch.job.JobError`), which a job may treat as a run with
+nothing to do (``NO_NEW_INPUT=succeed``, docs: lake.md#event-driven-e-commerce-batch).
 
 No archive is replaced: :func:`check_targets` refuses (before anything is written) a new input
 whose ``processed/`` key already holds *different* bytes, e.g. a new file with the name of one
@@ -57,6 +59,11 @@ MOVED_COUNTER: Final = "inputs_moved"
 log = get_logger("batch.processed")
 
 
+class NothingNew(JobError):
+    """Every input object is already under ``processed/``: nothing is new. Raised before
+    anything is written, so the outputs of the last run are left as they are."""
+
+
 def object_url(location: InputLocation, key: str) -> str:
     """``key`` of the input store as a URL (``s3://bucket/key``, ``file:///dir/key``)."""
     return InputLocation(location.store, key).url
@@ -94,7 +101,7 @@ async def new_inputs(reader: InputReader) -> NewInputs:
     fresh = sorted(key for key in keys if not key.startswith(done))
     archived = frozenset(key for key in keys if key.startswith(done))
     if not fresh:
-        raise JobError(
+        raise NothingNew(
             f"no new input under {reader.url}: {'the' if len(archived) == 1 else 'all'} "
             f"{plural(len(archived), 'input object', verb=('is', 'are'))} "
             f"already under {object_url(location, done)} (processed by earlier runs); "
@@ -117,7 +124,7 @@ async def _new_single(reader: InputReader, key: str) -> NewInputs:
     archived = frozenset([target]) if await _exists(reader.store, target) else frozenset()
     if not await _exists(reader.store, key):
         if archived:
-            raise JobError(
+            raise NothingNew(
                 f"no new input: {location.url} was already processed and moved to "
                 f"{object_url(location, target)}; the outputs of the last run are left as they are"
             )

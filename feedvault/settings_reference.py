@@ -504,6 +504,17 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         default_text="one of `INPUT_PREFIX`/`INPUT_KEY` is required",
     ),
     Setting(
+        "NO_NEW_INPUT",
+        "Batch jobs",
+        (BATCH,),
+        "`ecommerce`: what a run does when every input is already under `processed/`: `fail` "
+        "(exit 1) or `succeed` (exit 0, nothing written or moved, counter `no_new_input`; for "
+        "runs started per uploaded object, see "
+        "[The lake](lake.md#event-driven-e-commerce-batch))",
+        _one_of(("fail", "succeed")),
+        default="fail",
+    ),
+    Setting(
         "BATCH_CPU_WORKERS",
         "Batch jobs",
         (BATCH,),

@@ -98,6 +98,40 @@ def test_inputs_move_under_processed_and_a_rerun_finds_nothing_new(tmp_path: Pat
     assert outputs(out) == before and files(src)["processed/a.csv"] == A_CSV
 
 
+def test_no_new_input_succeed_completes_a_run_that_finds_nothing_new(tmp_path: Path) -> None:
+    """``NO_NEW_INPUT=succeed`` (runs started per uploaded object): a run that finds every
+    input under ``processed/`` completes having written and moved nothing, and says so."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_inputs(src)
+    env = {**ENV, "NO_NEW_INPUT": "succeed"}
+    assert run_batch("ecommerce", {**env, "RUN_ID": "r1"}, f"file://{src}/", f"file://{out}/") == 0
+    assert manifest(out, "r1")["counters"]["inputs_moved"] == 2
+    before, inputs = outputs(out), files(src)
+
+    assert run_batch("ecommerce", {**env, "RUN_ID": "r2"}, f"file://{src}/", f"file://{out}/") == 0
+    doc = manifest(out, "r2")
+    assert doc["status"] == "complete" and doc["objects"] == []
+    assert doc["config"]["parameters"] == {"no_new_input": "succeed"}
+    assert doc["counters"] == {
+        "rows": 0,
+        "files": 0,
+        "outputs": 0,
+        "inputs_moved": 0,
+        "no_new_input": 1,
+    }
+    assert outputs(out) == before and files(src) == inputs
+
+
+def test_no_new_input_succeed_still_fails_a_malformed_input(tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "bad.csv").write_bytes(b"not,the,header\n")
+    env = {**ENV, "NO_NEW_INPUT": "succeed", "RUN_ID": "r1"}
+    assert run_batch("ecommerce", env, f"file://{src}/", f"file://{out}/") == 1
+    assert manifest(out, "r1")["status"] == "incomplete"
+    assert files(src) == {"bad.csv": b"not,the,header\n"}
+
+
 def test_a_single_input_moves_beside_itself_once(tmp_path: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     write_inputs(src)

@@ -1611,8 +1611,16 @@ def test_the_rule_is_off_by_default_and_needs_a_network(template: dict[str, Any]
         assert value == ""
         asserted.add(parameter["Ref"])
     assert asserted == {"TaskSubnets", "TaskSecurityGroups"}
-    # the stream and batch tasks are the same with or without the rule
-    assert task_definitions(template, **ON_UPLOAD) == task_definitions(template)
+    # the stream and batch tasks are the same with or without the rule, except that with it
+    # a batch-ecommerce run that finds nothing new (the other runs started by the same files,
+    # the job's own moves under processed/) completes doing nothing instead of failing
+    with_rule, without = task_definitions(template, **ON_UPLOAD), task_definitions(template)
+    assert environment(without["batch-ecommerce"])["NO_NEW_INPUT"] == "fail"
+    assert environment(with_rule["batch-ecommerce"])["NO_NEW_INPUT"] == "succeed"
+    for properties in (with_rule["batch-ecommerce"], without["batch-ecommerce"]):
+        variables = container(properties)["Environment"]
+        variables[:] = [item for item in variables if item["Name"] != "NO_NEW_INPUT"]
+    assert with_rule == without
     for role in TASK_ROLES:
         assert role_grants(template, role, **ON_UPLOAD) == role_grants(template, role)
 

@@ -25,6 +25,7 @@ import pytest
 from batch.compact_job import CompactParameters
 from batch.computation import RiskParameters
 from batch.config import load_batch_config
+from batch.ecommerce_job import EcommerceJob
 from batch.sample_cli import prepare_sample
 from connectors.books.registry import FEEDS, get_book_feed
 from connectors.registry import PROTOCOLS
@@ -187,6 +188,7 @@ def _job_defaults(tmp_path: Path) -> dict[str, Any]:
         "COMPUTATION_HORIZONS": risk.horizons,
         "COMPUTATION_CONFIDENCE": risk.confidence,
         "SAMPLE_SEED": seed,
+        "NO_NEW_INPUT": EcommerceJob.from_env(Env({})).no_new_input,
     }
 
 
