@@ -335,8 +335,9 @@ class ObjectDataset(ds.FileSystemDataset):  # type: ignore[misc]
 
     Built by :func:`object_dataset`. DuckDB scans a registered pyarrow dataset by calling
     ``scanner(columns=, filter=)`` with the predicates it pushes down; this one keeps the
-    fragments whose partition expression the filter may satisfy, and scans a stream of record
-    batches made from those objects alone (the filter and the projection applied by pyarrow)."""
+    fragments whose partition expression the filter may satisfy, and returns a reader of the
+    record batches of those objects alone, each object filtered (the whole filter, by pyarrow)
+    and projected to ``columns`` (:class:`ObjectScan`)."""
 
     plan: DatasetPlan
     fetch: Fetch
@@ -344,11 +345,12 @@ class ObjectDataset(ds.FileSystemDataset):  # type: ignore[misc]
 
     def scanner(
         self, columns: list[str] | None = None, filter: ds.Expression | None = None, **_: Any
-    ) -> ds.Scanner:
+    ) -> ObjectScan:
         kept = self.get_fragments() if filter is None else self.get_fragments(filter=filter)
         keys = [fragment.path for fragment in kept]
         by_key = {obj.key: obj for obj in self.plan.objects}
         schema = self.schema
+        projected = schema if columns is None else pa.schema([schema.field(c) for c in columns])
 
         def batches() -> Iterator[pa.RecordBatch]:
             for key, body in self.fetch(keys):
@@ -358,9 +360,24 @@ class ObjectDataset(ds.FileSystemDataset):  # type: ignore[misc]
                     table = conform(table, obj, schema, self.partition_keys)
                 except Exception as exc:  # the query fails naming the object
                     raise ObjectUnreadable(f"{key}: {exc}") from exc
-                yield from table.to_batches()
+                if filter is not None:
+                    table = table.filter(filter)
+                yield from table.select(projected.names).to_batches()
 
-        return ds.Scanner.from_batches(batches(), schema=schema, columns=columns, filter=filter)
+        return ObjectScan(pa.RecordBatchReader.from_batches(projected, batches()))
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectScan:
+    """What :meth:`ObjectDataset.scanner` returns: the one thing DuckDB asks of a scanner,
+    ``to_reader()``. The reader pulls the objects only when its consumer asks for the next
+    batch, on the consumer's thread (a pyarrow ``Scanner`` would read ahead on threads of its
+    own, still running the generator when a ``LIMIT`` query has ended)."""
+
+    reader: pa.RecordBatchReader
+
+    def to_reader(self) -> pa.RecordBatchReader:
+        return self.reader
 
 
 def object_dataset(plan: DatasetPlan, fetch: Fetch) -> ObjectDataset:

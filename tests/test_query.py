@@ -425,3 +425,22 @@ def test_the_documented_first_queries_run(tmp_path: Path) -> None:
         for statement in statements:
             found = rows(lake, statement.replace("2026-03-01", FIRST_DAY.isoformat()))
             assert len(found) > 5
+
+
+def test_a_query_that_stops_early_exits_cleanly(tmp_path: Path) -> None:
+    """A ``LIMIT`` leaves objects unread: the process still exits 0 (a scan reading ahead on
+    threads of its own aborted the interpreter at exit), printing the rows."""
+    import subprocess
+    import sys
+
+    from tests.harness import base_env
+
+    files, _ = lake_files()
+    write_tree(tmp_path, files)
+    done = subprocess.run(
+        [sys.executable, "-m", "feedvault", "query", f"file://{tmp_path}/",
+         "SELECT trade_id FROM trades LIMIT 1", "--format", "csv"],
+        env=base_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    assert len(done.stdout.splitlines()) == 2
