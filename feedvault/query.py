@@ -12,9 +12,10 @@ connection: ``trades``, ``book``, ``manifests``, the compact job's ``bars_1m``,
 else needs credentials or an endpoint of its own.
 
 Why that route: DuckDB reads ``s3://`` only through its ``httpfs`` extension, which its wheel does
-not link (it would be downloaded at run time), and pyarrow's own S3 filesystem ignores the
-endpoint environment and the expected bucket owner and cannot decompress ``.ndjson.zst``. So the
-views are lazy Arrow datasets: DuckDB pushes its filters and projections into their scan, the
+not link (it would be downloaded at run time); pyarrow's own S3 filesystem would need the
+endpoint and credentials handed over, never sends the expected bucket owner, and Arrow's JSON
+datasets do not take ``.zst`` for zstd. So the views are lazy Arrow datasets whose objects are
+decoded here: DuckDB pushes its filters and projections into their scan, the
 filter prunes the objects by their Hive keys (``exchange``, ``symbol``, ``date``, ``hour``) before
 any is fetched, and only the objects left are fetched (:data:`PREFETCH` at a time) and decoded.
 A query's memory is its own plus the objects being decoded, not the dataset.
