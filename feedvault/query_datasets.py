@@ -337,7 +337,9 @@ class ObjectDataset(ds.FileSystemDataset):  # type: ignore[misc]
     ``scanner(columns=, filter=)`` with the predicates it pushes down; this one keeps the
     fragments whose partition expression the filter may satisfy, and returns a reader of the
     record batches of those objects alone, each object filtered (the whole filter, by pyarrow)
-    and projected to ``columns`` (:class:`ObjectScan`)."""
+    and projected to ``columns`` (:class:`ObjectScan`). That is the protocol duckdb 2.0 scans a
+    registered pyarrow dataset with (``type(dataset).scanner(dataset, columns=, filter=)``, then
+    ``.to_reader()``); tests/test_query.py checks the pruning it gives."""
 
     plan: DatasetPlan
     fetch: Fetch
