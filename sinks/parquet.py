@@ -19,9 +19,10 @@ number) leaves its decimal null, its text still there.
 :class:`ParquetEncoder` has the interface of :class:`sinks.encoders.Encoder`: records written
 are buffered up to :data:`ROW_GROUP_ROWS` and then written as one row group, the last at
 :meth:`ParquetEncoder.finish`. ``compressed_size`` counts the bytes of the finished row groups
-only: it lags the pending rows (at most :data:`ROW_GROUP_ROWS` plus one batch, about 300 KB of
+only: it lags the pending rows (at most :data:`ROW_GROUP_ROWS` plus one batch, about 150 KB of
 Parquet for trades), as the NDJSON encoders' lags what zstd holds, so ``WINDOW_MAX_BYTES`` still
-bounds a window's memory, approximately by that much.
+bounds a window's bytes, approximately by that much. The pending records are held as they came
+(about 0.4 KB each as Python objects): up to a few MB per open window that NDJSON does not hold.
 
 pyarrow is imported only when a Parquet object is written or read: the base install has none
 (``pip install 'feedvault[lake]'``), and asking for Parquet without it is a
