@@ -31,6 +31,7 @@ from engine.records import Trade
 from feedvault.config import load_stream_config
 from feedvault.runner import StreamRun
 from feedvault.testing import FakeClock, fake_exchange, stream_env
+from sinks.encoders import make_encoder
 from sinks.keys import KeyTemplate
 from sinks.verify import verify_run
 from sinks.windowing import Windower, WindowPolicy
@@ -161,6 +162,21 @@ async def test_a_parquet_run_verifies_equals_the_ndjson_run_and_reads_everywhere
         "WHERE symbol = 'BTC-USDT'"
     ).fetchone()
     assert books == (sum(1 for r in rows if r["symbol"] == "BTC-USDT"),)
+
+    # A Parquet object short of its last trade, put back in place of the original: verify
+    # counts its records and finds the manifest's last trade id missing, as with NDJSON.
+    key = sorted(k for k in keys if "/trades/" in k)[0]
+    kept = decode_object(objects[key], key)[:-1]
+    symbol = kept[0]["symbol"]
+    encoder = make_encoder("parquet", partition={"exchange": "okx", "symbol": symbol})
+    encoder.write([Trade(**r) for r in kept])
+    s3_server.client().put_object(Bucket=bucket, Key=key, Body=encoder.finish())
+    async with open_writer(parse_destination(f"s3://{bucket}/{parquet_prefix}")) as writer:
+        problems = (await verify_run(writer, parquet_prefix)).problems
+    assert any(
+        f"{key}: holds {len(kept)} records, manifest says {len(kept) + 1}" in p for p in problems
+    )
+    assert any(f"{key}: first/last trade ids" in p for p in problems)
 
 
 def test_compact_makes_the_same_outputs_from_a_parquet_run_as_from_an_ndjson_run(
