@@ -22,7 +22,7 @@ from engine.records import Trade
 from feedvault.config import load_stream_config
 from sinks.encoders import decode_object, make_encoder
 from sinks.keys import KeyTemplate
-from sinks.parquet import ParquetEncoder, decode
+from sinks.parquet import ParquetEncoder, decode, fits
 from sinks.windowing import Windower, WindowPolicy
 from tests.harness import stream_settings
 from tests.strategies import make_trade
@@ -143,6 +143,34 @@ def test_text_no_decimal_column_holds_keeps_its_text_and_a_null_decimal() -> Non
     body = encoded(sent, partition={})
     assert [r["price"] for r in decode(body)] == texts
     assert table(body).column("price").to_pylist() == [None] * 5 + [Decimal("-0.5")]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("27123.33000000", Decimal("27123.33")),
+        ("1.50000000000000000000", Decimal("1.5")),  # 20 places, but trailing zeros
+        (
+            "99999999999999999999.999999999999999999",
+            Decimal("99999999999999999999.999999999999999999"),
+        ),
+        ("1E+19", Decimal(10**19)),
+        ("0E+30", Decimal(0)),
+        ("-.5", Decimal("-0.5")),
+        ("100000000000000000000", None),  # 21 integer digits
+        ("1e-19", None),  # 19 places
+        ("1E+20", None),
+        (" 1", None),
+        ("1_000", None),
+        ("NaN", None),
+        ("Infinity", None),
+        ("\u0661", None),  # an Arabic-Indic digit: Python's Decimal takes it, not a plain number
+    ],
+)
+def test_fits_is_the_exact_rule_of_the_decimal_columns(text: str, value: Decimal | None) -> None:
+    assert fits(text) == value
+    sent = [make_trade("b", "S", "S", price=text)]
+    assert table(encoded(sent, partition={})).column("price").to_pylist() == [value]
 
 
 def test_values_pyarrows_cast_would_wrap_around_are_null_not_wrong() -> None:
@@ -271,7 +299,10 @@ def test_format_parquet_without_pyarrow_is_a_config_error_naming_format(
 
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
-_number = st.decimals(allow_nan=False, allow_infinity=False, places=None).map(str) | _text
+_numeric = st.from_regex(r"[+-]?[0-9]{0,24}(\.[0-9]{0,22})?([eE][+-]?[0-9]{1,2})?", fullmatch=True)
+_number = (
+    st.decimals(allow_nan=False, allow_infinity=False, places=None).map(str) | _numeric | _text
+)
 _trade = st.builds(
     Trade,
     _text,
@@ -288,7 +319,7 @@ _trade = st.builds(
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(_trade, max_size=40), st.integers(1, 50))
-def test_any_trades_round_trip_and_each_decimal_is_its_text_or_null(
+def test_any_trades_round_trip_and_each_decimal_is_what_fits_makes_of_its_text(
     sent: list[Trade], rows: int
 ) -> None:
     body = encoded(sent, partition={}, row_group_rows=rows)
@@ -298,4 +329,4 @@ def test_any_trades_round_trip_and_each_decimal_is_its_text_or_null(
         for value, text in zip(
             got.column(column).to_pylist(), got.column(f"{column}_text").to_pylist(), strict=True
         ):
-            assert value is None or value == Decimal(text)
+            assert value == fits(text)
