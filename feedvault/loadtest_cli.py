@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("ndjson.zst", "ndjson.gz"),
+        choices=("ndjson.zst", "ndjson.gz", "parquet"),
         default=None,
         help="object format (default: FORMAT, else the engine's default)",
     )

@@ -279,7 +279,7 @@ def test_every_protocol_has_a_spelling() -> None:
         (LoadtestOptions(symbols=0), "--symbols"),
         (LoadtestOptions(duration=0), "--duration"),
         (LoadtestOptions(protocol="nasdaq"), "--protocol"),
-        (LoadtestOptions(format="parquet"), "--format"),
+        (LoadtestOptions(format="csv"), "--format"),
     ],
 )
 def test_bad_options(options: LoadtestOptions, flag: str) -> None:
