@@ -47,6 +47,7 @@ import threading
 from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 
 from engine.errors import ConfigError, FeedvaultError, StorageError
@@ -93,7 +94,13 @@ class _IoLoop:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """Stop the loop and join its thread, after the loop's default executor (the
+        ``asyncio_N`` threads ``file://`` I/O runs on) has shut down and joined its threads:
+        nothing of the lake outlives :func:`open_lake`."""
+        try:
+            self.run(self.loop.shutdown_default_executor())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
 
@@ -184,7 +191,10 @@ def open_lake(url: str, sql: str | None = None) -> Iterator[Lake]:
             if named is not None and plan.kind == "parquet" and name not in named:
                 continue
             if id(plan) not in built:
-                built[id(plan)] = object_dataset(plan, fetch)
+                try:
+                    built[id(plan)] = object_dataset(plan, fetch)
+                except (ValueError, FeedvaultError) as exc:  # its first object, named
+                    raise QueryFailed(one_line(str(exc))) from exc
             connection.register(name, built[id(plan)])
         connection.execute("SET TimeZone = 'UTC'")
         connection.execute("SET enable_external_access = false")
@@ -256,8 +266,7 @@ def _texts(column: pa.Array) -> list[str | None]:
         if pt.is_timestamp(type_):
             text = pc.strftime(column, format="%Y-%m-%dT%H:%M:%S" + ("Z" if type_.tz else ""))
         elif pt.is_decimal(type_):
-            text = pc.replace_substring_regex(column.cast(pa.string()), r"\.0*$", "")
-            text = pc.replace_substring_regex(text, r"(\.[0-9]*[1-9])0+$", r"\1")
+            return _decimal_texts(column)
         else:
             text = column.cast(pa.string())
         values: list[str | None] = text.to_pylist()
@@ -266,6 +275,35 @@ def _texts(column: pa.Array) -> list[str | None]:
         return [
             None if v is None else orjson.dumps(v, default=str).decode() for v in column.to_pylist()
         ]
+
+
+def plain_decimal(value: Decimal) -> str:
+    """``value`` as a plain decimal number without trailing zeros: ``1E-18`` ->
+    ``0.000000000000000001``, ``1.500`` -> ``1.5``, ``0E-18`` -> ``0``, ``1.0E+19`` ->
+    ``10000000000000000000``. Exact (no context, no rounding)."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _decimal_texts(column: pa.Array) -> list[str | None]:
+    """A decimal column as :func:`plain_decimal` texts. Arrow's cast to string is exact but
+    switches to scientific notation below 1e-6 (``1.0000000000E-8``, ``0E-18``) and keeps the
+    scale's trailing zeros: the cast's plain texts are stripped of them by two vectorized
+    regexes, and only the texts the cast wrote with an exponent are rebuilt from the value
+    (:class:`decimal.Decimal`, exact)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = column.cast(pa.string())
+    text = pc.replace_substring_regex(text, r"\.0*$", "")
+    text = pc.replace_substring_regex(text, r"(\.[0-9]*[1-9])0+$", r"\1")
+    values: list[str | None] = text.to_pylist()
+    exponents = pc.indices_nonzero(pc.fill_null(pc.match_substring(text, "E"), False))
+    for index in exponents.to_pylist():
+        values[index] = plain_decimal(column[index].as_py())
+    return values
 
 
 def _json_values(column: pa.Array) -> list[Any]:

@@ -7,8 +7,10 @@
   between the destination's prefix and its first Hive segment (``key=value``), so
   ``trades/exchange=E/symbol=S/date=D/hour=H/w.ndjson.gz`` is in ``trades`` and
   ``compact/bars_1m/exchange=E/symbol=S/date=D/bars.parquet`` in ``compact/bars_1m``. A file
-  outside any Hive segment is in its folder, or in ``folder/stem`` when its stem is not the
-  folder's name (a batch table ``{job}/{table}/{table}.parquet`` is ``{job}/{table}``);
+  outside any Hive segment named like its folder is that folder's dataset (a batch table
+  ``{job}/{table}/{table}.parquet`` is ``{job}/{table}``); any other is a dataset of its own
+  named with its extension (``{job}/{table}.parquet``, the batch layout before the lake, is
+  ``{job}/{table}.parquet``, view ``{job}_{table}_parquet``), never merged with a folder's;
 * NDJSON objects count only in ``trades`` and ``book`` datasets (the stream's records); other
   NDJSON (the raw capture, ``raw/``) and every other file (``.jsonl``, ``.csv``, reports) are
   left out, as are folders starting with ``_`` or ``.``, but ``_manifests/``: its ``*.json``
@@ -27,7 +29,9 @@ objects left, through the caller's ``fetch`` (the project's own object store cli
   ``price_text``/``size_text``, ``ts_event`` ``timestamp[us, UTC]``, ``ts_recv``
   ``timestamp[ns, UTC]``); an NDJSON object's fields are converted to them exactly as the Parquet
   encoder converts records (the decimal null where the text does not fit, the text kept);
-* any other Parquet dataset (compact, the batch jobs' tables): the schema of its first object;
+* any other Parquet dataset (compact, the batch jobs' tables): the schema of its first object,
+  whose column types every other object must have exactly (:func:`check_columns`: no cast,
+  no Hive key inside a file), else the query fails naming the object;
 * then the partition columns, from the path (or, when the path lacks one, from the file's own
   column or its ``feedvault.<field>`` metadata).
 """
@@ -175,7 +179,7 @@ def _object(relative: str, key: str) -> tuple[str, DataObject] | None:
     if hive is None:
         path = "/".join(folders)
         if not folders or folders[-1] != stem:
-            path = f"{path}/{stem}" if path else stem
+            path = f"{path}/{name}" if path else name
         partition: dict[str, str] = {}
     else:
         path = "/".join(folders[:hive])
@@ -291,7 +295,8 @@ def decode_object(plan: DatasetPlan, obj: DataObject, body: bytes) -> pa.Table:
     if obj.format == "json":
         return _manifest_table(body)
     if obj.format == "parquet":
-        return pq.read_table(pa.BufferReader(body))
+        parquet = pq.ParquetFile(pa.BufferReader(body), page_checksum_verification=True)
+        return parquet.read()
     return _ndjson_table(body, obj.format, STREAM_DATASETS[plan.path.rsplit("/", 1)[-1]])
 
 
@@ -327,7 +332,34 @@ def _expression(obj: DataObject, keys: pa.Schema) -> ds.Expression:
 
 class ObjectUnreadable(ValueError):
     """An object of a view could not be decoded into the view's schema (corrupt, truncated, a
-    column of another type); the message names its key."""
+    page checksum that does not match, a column of another type); the message names its key."""
+
+
+OLD_OUTPUTS: Final = (
+    "an output of an older feedvault? recompute the dataset into a new OUTPUT_PREFIX, or "
+    "delete the old outputs"
+)
+
+
+def check_columns(table: pa.Table, obj: DataObject, schema: pa.Schema, keys: pa.Schema) -> None:
+    """:class:`ValueError` when the Parquet object ``table`` holds a column named like one of
+    its own Hive keys, or a column of the dataset's (``schema`` without the Hive ``keys``) with
+    another type. Each column of a Parquet dataset has one fixed type; the files that break
+    that are compact outputs written before it was fixed (``exchange``/``symbol`` inside the
+    files, a decimal scale per file), which a cast would mix in silently. A column missing
+    from a file is NULL, one the dataset has not is left out (the book snapshots' levels
+    depend on ``BOOK_SNAPSHOT_LEVELS``)."""
+    inside = [name for name in obj.partition if name in table.column_names]
+    if inside:
+        raise ValueError(f"holds its Hive key(s) {', '.join(inside)} as columns: {OLD_OUTPUTS}")
+    for item in schema:
+        if item.name in keys.names or item.name not in table.column_names:
+            continue
+        found = table.schema.field(item.name).type
+        if found != item.type:
+            raise ValueError(
+                f"column {item.name} is {found}, the view's is {item.type}: {OLD_OUTPUTS}"
+            )
 
 
 class ObjectDataset(ds.FileSystemDataset):  # type: ignore[misc]
@@ -359,6 +391,8 @@ class ObjectDataset(ds.FileSystemDataset):  # type: ignore[misc]
                 obj = by_key[key]
                 try:
                     table = decode_object(self.plan, obj, body)
+                    if self.plan.kind == "parquet":
+                        check_columns(table, obj, schema, self.partition_keys)
                     table = conform(table, obj, schema, self.partition_keys)
                 except Exception as exc:  # the query fails naming the object
                     raise ObjectUnreadable(f"{key}: {exc}") from exc
@@ -394,7 +428,16 @@ def object_dataset(plan: DatasetPlan, fetch: Fetch) -> ObjectDataset:
     else:
         first = plan.objects[0]
         _, body = next(fetch([first.key]))
-        file_schema = pq.read_schema(pa.BufferReader(body)).remove_metadata()
+        try:
+            file_schema = pq.read_schema(pa.BufferReader(body)).remove_metadata()
+        except (pa.ArrowException, OSError) as exc:
+            raise ObjectUnreadable(f"{first.key}: {exc}") from exc
+        inside = [name for name in first.partition if name in file_schema.names]
+        if inside:  # its schema is not the dataset's: fail on it, not on the current files
+            held = ", ".join(inside)
+            raise ObjectUnreadable(
+                f"{first.key}: holds its Hive key(s) {held} as columns: {OLD_OUTPUTS}"
+            )
         columns = pa.schema([f for f in file_schema if f.name not in keys.names])
     schema = pa.schema([*columns, *keys])
     fmt = ds.ParquetFileFormat()

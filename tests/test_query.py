@@ -333,7 +333,9 @@ def test_without_the_lake_extra_the_command_names_it(tmp_path: Path) -> None:
 
 def test_datasets_and_view_names_from_a_listing() -> None:
     """Dataset = the folder above the first Hive segment (or a batch table's folder); view =
-    its path with ``_``, and its last segment when no other dataset has it."""
+    its path with ``_``, and its last segment when no other dataset has it. A file directly in
+    a folder not named like it (the batch layout before the lake: ``{job}/{table}.parquet``)
+    is a dataset of its own, named with its extension, never merged with ``{job}/{table}/``."""
     from feedvault.query_datasets import discover
     from sinks.writer import ListedObject
 
@@ -349,6 +351,7 @@ def test_datasets_and_view_names_from_a_listing() -> None:
         "p/out/compact/reports/2026-01-05_2026-01-05/gaps.json",
         "p/out/ecommerce/orders_kpis/orders_kpis.parquet",
         "p/out/ecommerce/orders_kpis.jsonl",
+        "p/out/ecommerce/orders_kpis.parquet",
         "p/out/weather/daily.parquet",
         "p/out/_manifests/batch-1.json",
         "other/trades/exchange=binance/symbol=X/date=2026-01-05/hour=00/w.ndjson.gz",
@@ -364,13 +367,18 @@ def test_datasets_and_view_names_from_a_listing() -> None:
         "bars_1m": "out/compact/bars_1m",
         "out_ecommerce_orders_kpis": "out/ecommerce/orders_kpis",
         "orders_kpis": "out/ecommerce/orders_kpis",
-        "out_weather_daily": "out/weather/daily",
-        "daily": "out/weather/daily",
+        "out_ecommerce_orders_kpis_parquet": "out/ecommerce/orders_kpis.parquet",
+        "orders_kpis_parquet": "out/ecommerce/orders_kpis.parquet",
+        "out_weather_daily_parquet": "out/weather/daily.parquet",
+        "daily_parquet": "out/weather/daily.parquet",
         "out_manifests": "out/_manifests",
     }
     assert [o.format for o in views["trades"].objects] == ["ndjson.gz", "parquet"]
     assert views["trades"].kind == views["book"].kind == "stream"
-    assert views["bars_1m"].kind == "parquet"
+    assert views["bars_1m"].kind == views["orders_kpis_parquet"].kind == "parquet"
+    assert [o.key for o in views["orders_kpis"].objects] == [
+        "p/out/ecommerce/orders_kpis/orders_kpis.parquet"
+    ]
     assert str(views["trades"].partition_schema) == (
         "exchange: string\nsymbol: string\ndate: date32[day]\nhour: int32"
     )
@@ -444,3 +452,162 @@ def test_a_query_that_stops_early_exits_cleanly(tmp_path: Path) -> None:
     )  # fmt: skip
     assert (done.returncode, done.stderr) == (0, "")
     assert len(done.stdout.splitlines()) == 2
+
+
+DECIMALS = """
+SELECT n, x::DECIMAL(38, 18) AS d18, y::DECIMAL(38, 12) AS d12 FROM (VALUES
+  (1, '0.00000001', '-0.0000001'), (2, '0', '0'), (3, '0.000000000000000001', '-123.4500'),
+  (4, '10000000000000000000', '99999999999999.999999999999'), (5, '-42.500', NULL),
+  (6, NULL, '0.000001')) v(n, x, y) ORDER BY n
+"""
+
+
+def test_decimals_are_plain_and_exact_in_every_format(tmp_path: Path) -> None:
+    """Below 1e-6 Arrow's text of a decimal is scientific (``1.0000000000E-8``, ``0E-18``):
+    every format still writes the plain number, without trailing zeros."""
+    files, _ = lake_files()
+    write_tree(tmp_path, {k: v for k, v in files.items() if k.startswith("_manifests/")})
+    expected = [
+        ("1", "0.00000001", "-0.0000001"),
+        ("2", "0", "0"),
+        ("3", "0.000000000000000001", "-123.45"),
+        ("4", "10000000000000000000", "99999999999999.999999999999"),
+        ("5", "-42.5", None),
+        ("6", None, "0.000001"),
+    ]
+    outputs = {}
+    for format in ("table", "csv", "json"):
+        with open_lake(f"file://{tmp_path}/") as lake:
+            buffer = io.StringIO()
+            assert write_result(execute(lake, DECIMALS), format, buffer) == len(expected)
+            outputs[format] = buffer.getvalue()
+    table = [line.split() for line in outputs["table"].splitlines()[2:-1]]
+    assert table == [[c or "NULL" for c in row] for row in expected]
+    assert list(csv.reader(io.StringIO(outputs["csv"])))[1:] == [
+        [c or "" for c in row] for row in expected
+    ]
+    documents = [json.loads(line) for line in outputs["json"].splitlines()]
+    assert [(str(d["n"]), d["d18"], d["d12"]) for d in documents] == expected
+    for _, *texts in expected:  # exact: each text is the SQL literal's value
+        for text in texts:
+            assert text is None or "E" not in text
+
+
+def test_a_damaged_parquet_page_that_still_decodes_fails_on_its_checksum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A byte flipped inside a data page of a stream Parquet object whose zstd frame still
+    decompresses (to other trade ids) is an error naming the object, not wrong values."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    trades = [
+        Trade("binance", "BTC-USDT", "BTCUSDT", str(1000 + i), f"43000.{i}", "0.5",
+              "buy" if i % 2 else "sell", 1_767_571_200_000_000 + i, 1_767_571_200_000_000_000 + i)
+        for i in range(50)
+    ]  # fmt: skip
+    partition = {"exchange": "binance", "symbol": "BTC-USDT"}
+    encoder = make_encoder("parquet", dataset="trades", partition=partition)
+    encoder.write(trades)
+    body = encoder.finish()
+    good = pq.read_table(pa.BufferReader(body))
+    group = pq.ParquetFile(pa.BufferReader(body)).metadata.row_group(0)
+    chunk = group.column(good.schema.get_field_index("trade_id"))
+    assert chunk.path_in_schema == "trade_id" and chunk.compression == "ZSTD"
+    start = chunk.data_page_offset
+    damaged = b""
+    for position in range(start, start + chunk.total_compressed_size):
+        flipped = bytearray(body)
+        flipped[position] ^= 0x01
+        try:
+            read = pq.read_table(pa.BufferReader(bytes(flipped)))
+        except (pa.ArrowException, OSError):
+            continue
+        if read.column("trade_id") != good.column("trade_id"):
+            damaged = bytes(flipped)
+            break
+    assert damaged, "no byte of the page decodes to other values"
+    key = "trades/exchange=binance/symbol=BTC-USDT/date=2026-01-05/hour=00/w-1.parquet"
+    write_tree(tmp_path, {key: damaged})
+    status, out, err = cli(capsys, f"file://{tmp_path}/", "SELECT trade_id FROM trades")
+    assert (status, out, len(err)) == (1, "", 1)
+    assert f"{key}: " in err[0] and "checksum" in err[0]
+
+
+def test_no_thread_outlives_the_lake(tmp_path: Path) -> None:
+    """``file://`` I/O runs on the I/O loop's default executor: its ``asyncio_N`` threads and
+    the loop's own thread are joined before :func:`open_lake` returns. Threads merely told to
+    stop end a moment later, once they get the GIL, which the long switch interval keeps with
+    this thread until it blocks: they are seen in most of the ten rounds; joined ones never."""
+    import sys
+    import threading
+
+    files, _ = lake_files()
+    write_tree(tmp_path, {k: v for k, v in files.items() if k.startswith("_manifests/")})
+    before = set(threading.enumerate())
+    interval = sys.getswitchinterval()
+    left: list[list[str]] = []
+    try:
+        for _ in range(10):
+            with open_lake(f"file://{tmp_path}/") as lake:
+                assert rows(lake, "SELECT count(*) > 0 FROM manifests") == [(True,)]
+                assert any(t.name.startswith("asyncio_") for t in threading.enumerate())
+                sys.setswitchinterval(30.0)
+            left.append([t.name for t in threading.enumerate() if t not in before])
+            sys.setswitchinterval(interval)
+    finally:
+        sys.setswitchinterval(interval)
+    assert left == [[]] * 10
+
+
+def compact_file(symbol: str, old: bool = False, scale: int = 12) -> bytes:
+    """One day of compacted trades: the current layout (:data:`batch.compact.TRADES_SCHEMA`),
+    or ``old`` (exchange/symbol inside the file) and/or another decimal ``scale``, as compact
+    wrote them before the lake's fixed schemas."""
+    import pyarrow as pa
+
+    from batch.compact import TRADES_SCHEMA
+    from batch.csvutil import parquet_bytes
+
+    schema = TRADES_SCHEMA
+    for name in ("price", "size"):
+        index = schema.get_field_index(name)
+        schema = schema.set(index, pa.field(name, pa.decimal128(38, scale)))
+    rows = [
+        {"raw_symbol": symbol.replace("-", ""), "trade_id": str(i), "price": Decimal(f"1{i}.5"),
+         "size": Decimal("2"), "side": "buy", "ts_event": 1_767_571_200_000_000 + i,
+         "ts_recv": 1_767_571_200_000_000_000 + i}
+        for i in range(3)
+    ]  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=schema)
+    if old:
+        table = table.add_column(0, "symbol", pa.array([symbol] * 3))
+        table = table.add_column(0, "exchange", pa.array(["binance"] * 3))
+    return parquet_bytes(table)
+
+
+def test_old_compact_files_in_a_dataset_fail_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A compact output written before the fixed schemas (exchange/symbol inside the file, a
+    decimal scale of its own) fails the query with one line naming it and what to do; the
+    current files still read where the filter prunes the old one away."""
+    day = "date=2026-01-05/trades.parquet"
+    current = f"compact/trades/exchange=binance/symbol=BTC-USDT/{day}"
+    for folder, old, message in (
+        ("held", compact_file("ETH-USDT", old=True, scale=2), "Hive key(s) exchange, symbol"),
+        ("scaled", compact_file("ETH-USDT", scale=2), "is decimal128(38, 2), the view's is"),
+        ("first", compact_file("AAA-USDT", old=True, scale=2), "Hive key(s) exchange, symbol"),
+    ):
+        symbol = "AAA-USDT" if folder == "first" else "ETH-USDT"
+        stale = f"compact/trades/exchange=binance/symbol={symbol}/{day}"
+        write_tree(tmp_path / folder, {current: compact_file("BTC-USDT"), stale: old})
+        url = f"file://{tmp_path}/{folder}/"
+        status, out, err = cli(capsys, url, "SELECT symbol, sum(price) FROM trades GROUP BY ALL")
+        assert (status, out, len(err)) == (1, "", 1), folder
+        assert f"{stale}: " in err[0] and message in err[0], err
+        assert "recompute the dataset" in err[0] and "delete the old outputs" in err[0]
+        if folder != "first":  # the schema is the current file's: it reads alone
+            sql = "SELECT sum(price) FROM trades WHERE symbol = 'BTC-USDT'"
+            status, out, err = cli(capsys, url, sql, "--format", "csv")
+            assert (status, out, err) == (0, "sum(price)\n34.5\n", [])
