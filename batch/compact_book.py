@@ -306,11 +306,15 @@ class SymbolDay:
         self._last: BookLevel | None = None
         self._rows: list[BookLevel] = []
         self._rows_sink = pa.BufferOutputStream()
-        self._rows_writer = pq.ParquetWriter(self._rows_sink, ROWS_SCHEMA, compression="zstd")
+        self._rows_writer = pq.ParquetWriter(
+            self._rows_sink, ROWS_SCHEMA, compression="zstd", write_page_checksum=True
+        )
         self._schema = snapshot_schema(levels)
         self._snaps: list[list[Any]] = [[] for _ in self._schema.names]
         self._snaps_sink = pa.BufferOutputStream()
-        self._snaps_writer = pq.ParquetWriter(self._snaps_sink, self._schema, compression="zstd")
+        self._snaps_writer = pq.ParquetWriter(
+            self._snaps_sink, self._schema, compression="zstd", write_page_checksum=True
+        )
 
     def add(self, run_id: str, rows: Sequence[BookLevel], breaks: Iterable[int] = ()) -> None:
         """The rows of this symbol in one object of run ``run_id``, in order. An object of

@@ -247,9 +247,9 @@ def to_parquet(rows: Iterable[Row], schema: Any) -> bytes:
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
-    """``table`` as one Parquet file (zstd): the bytes of every Parquet output."""
+    """``table`` as one Parquet file (zstd, page checksums): the bytes of every Parquet output."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd", write_page_checksum=True)
     data: bytes = sink.getvalue().to_pybytes()
     return data
 
