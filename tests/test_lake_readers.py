@@ -465,7 +465,7 @@ def test_every_parquet_file_carries_page_checksums(compacted: Compacted, batch_o
         damaged = damaged_page(path.read_bytes())
         if damaged is None:
             continue  # no flip of this page decodes silently: nothing a checksum must catch
-        with pytest.raises(OSError, match="CRC|checksum"):
+        with pytest.raises(OSError, match=r"CRC|checksum"):
             pq.ParquetFile(pa.BufferReader(damaged), page_checksum_verification=True).read()
         checked += 1
     assert checked >= len(files) // 2, (checked, len(files))
