@@ -141,13 +141,16 @@ def make_encoder(
     *,
     dataset: str = "trades",
     partition: Mapping[str, str] | None = None,
+    max_bytes: int | None = None,
 ) -> ObjectEncoder:
     """A fresh encoder for ``format`` at ``level`` (default: :data:`DEFAULT_LEVELS`).
 
-    For Parquet, ``dataset`` chooses the schema (book rows or trades) and ``partition`` gives
-    the key template's partition fields and their values for this object: those fields are
-    left out of the columns and kept in the metadata (:mod:`sinks.parquet`). Parquet without
-    pyarrow installed is a :class:`ConfigError` naming ``FORMAT``."""
+    For Parquet, ``dataset`` chooses the schema (book rows or trades), ``partition`` gives
+    the fields the key renders as Hive segments (:attr:`~sinks.keys.KeyTemplate.hive_fields`)
+    and their values for this object: those fields are left out of the columns and kept in
+    the metadata; ``max_bytes``, the window's ``WINDOW_MAX_BYTES``, sizes its row groups
+    (:func:`sinks.parquet.rows_per_group`). The NDJSON formats ignore all three. Parquet
+    without pyarrow installed is a :class:`ConfigError` naming ``FORMAT``."""
     check_format(format)
     if level is None:
         level = DEFAULT_LEVELS[format]
@@ -155,7 +158,10 @@ def make_encoder(
         raise ConfigError("COMPRESSION_LEVEL", f"level {level} is out of range for {format}")
     if format == PARQUET:
         return parquet.ParquetEncoder(
-            kind=parquet.record_kind(dataset), partition=partition or {}, level=level
+            kind=parquet.record_kind(dataset),
+            partition=partition or {},
+            level=level,
+            max_bytes=max_bytes,
         )
     return Encoder(format, _compressor(format, level))
 

@@ -113,9 +113,14 @@ class KeyTemplate:
     ``{run_id}`` and ``{seq}`` (so keys are unique per run) and ends with ``.{ext}`` (so a key
     tells its format); its literal text is made of ``[A-Za-z0-9._=/-]`` with no ``.``/``..``
     segment and no empty segment.
+
+    ``partition_fields`` are the record fields the template uses (:data:`PARTITION_FIELDS`
+    order); ``hive_fields`` those of them it renders as a whole Hive path segment
+    ``name={name}`` (``exchange={exchange}``), from which a Hive-partitioned reader takes the
+    field: a Parquet file leaves exactly these out of its columns (docs: lake.md#formats).
     """
 
-    __slots__ = ("_fields", "partition_fields", "template")
+    __slots__ = ("_fields", "hive_fields", "partition_fields", "template")
 
     def __init__(self, template: str = DEFAULT_KEY_TEMPLATE) -> None:
         self.template = template
@@ -157,6 +162,10 @@ class KeyTemplate:
         self._fields = frozenset(fields)
         self.partition_fields: tuple[str, ...] = tuple(
             f for f in PARTITION_FIELDS if f in self._fields
+        )
+        segments = set(template.removeprefix("{prefix}").split("/"))
+        self.hive_fields: tuple[str, ...] = tuple(
+            f for f in self.partition_fields if f"{f}={{{f}}}" in segments
         )
 
     def __repr__(self) -> str:

@@ -2,8 +2,9 @@
 
 An object of the ``trades`` or ``book`` dataset is one Parquet file, zstd-compressed (level 1 by
 default), with the schema of docs/lake.md#formats. Its columns are the record's fields MINUS the
-fields the key template partitions by (:attr:`~sinks.keys.KeyTemplate.partition_fields`; with
-the default template ``exchange`` and ``symbol``): a Hive-partitioned reader takes those from the
+fields the key template renders as Hive path segments
+(:attr:`~sinks.keys.KeyTemplate.hive_fields`; with the default template ``exchange`` and
+``symbol``): a Hive-partitioned reader takes those from the
 path (``exchange=.../symbol=...``), so a column of the same name inside the file would conflict
 with them. Their values are kept in the file's key-value metadata (``feedvault.exchange``,
 ``feedvault.symbol``, unsanitized), so :func:`decode` re-adds them without parsing keys.
@@ -16,13 +17,25 @@ NDJSON formats keep). The decimals are made in one vectorized cast of the texts 
 a text that does not fit (more than 18 places, more than 20 integer digits, not a plain decimal
 number) leaves its decimal null, its text still there.
 
-:class:`ParquetEncoder` has the interface of :class:`sinks.encoders.Encoder`: records written
-are buffered up to :data:`ROW_GROUP_ROWS` and then written as one row group, the last at
-:meth:`ParquetEncoder.finish`. ``compressed_size`` counts the bytes of the finished row groups
-only: it lags the pending rows (at most :data:`ROW_GROUP_ROWS` plus one batch, about 150 KB of
-Parquet for trades), as the NDJSON encoders' lags what zstd holds, so ``WINDOW_MAX_BYTES`` still
-bounds a window's bytes, approximately by that much. The pending records are held as they came
-(about 0.4 KB each as Python objects): up to a few MB per open window that NDJSON does not hold.
+Columns left out are exactly the fields the key template renders as Hive path segments
+(``exchange={exchange}``, :attr:`~sinks.keys.KeyTemplate.hive_fields`): a template that puts a
+field in the key otherwise (``{prefix}{dataset}/{exchange}/...``) or not at all keeps it as a
+column, since a Hive reader would get it from nowhere else.
+
+:class:`ParquetEncoder` has the interface of :class:`sinks.encoders.Encoder`. Records written
+are buffered (references to them, about :data:`PENDING_ROW_BYTES` each in memory) and written as
+one row group once the buffered rows' estimated memory reaches the budget of
+:func:`rows_per_group`: ``min(ROW_GROUP_BYTES, max_bytes // 4)`` for a window of ``max_bytes``
+(``WINDOW_MAX_BYTES``), so a large window gets row groups of 8,192 rows or more and a small one
+holds no more than a quarter of its bound between batches; the last row group is written at
+:meth:`ParquetEncoder.finish`. ``compressed_size`` is the bytes of the row groups written plus
+an estimate for the buffered rows (their count times the stored bytes per row of the row groups
+written so far, :data:`START_ROW_BYTES` before the first), so the windower sees a window grow
+with every batch and ``WINDOW_MAX_BYTES`` bounds it as it bounds an NDJSON window. The footer,
+written at ``finish``, is counted as :data:`FOOTER_BYTES` plus :data:`FOOTER_CHUNK_BYTES` per
+column per row group (about 1 KB per row group of trades). The estimate errs by what the
+buffered rows' stored bytes and the footer differ from those averages: a few percent, since the
+rows of one window are alike (docs: lake.md#formats).
 
 pyarrow is imported only when a Parquet object is written or read: the base install has none
 (``pip install 'feedvault[lake]'``), and asking for Parquet without it is a
@@ -46,8 +59,19 @@ PARQUET: Final = "parquet"
 INSTALL_HINT: Final = "pip install 'feedvault[lake]'"
 DEFAULT_LEVEL: Final = 1
 LEVELS: Final = range(1, 23)
-#: Rows buffered before they are written as one row group.
-ROW_GROUP_ROWS: Final = 10_000
+#: The most memory the rows buffered for the next row group may take (estimated).
+ROW_GROUP_BYTES: Final = 4 * 1024 * 1024
+#: The estimated memory of one buffered record (a trade built by a connector: about 470 bytes
+#: of Python objects, measured with tracemalloc; book rows are no larger).
+PENDING_ROW_BYTES: Final = 512
+#: The stored bytes per row assumed before the first row group is written (about 10.5 for
+#: Binance-like trades in large row groups; a high guess closes a small window early, not late).
+START_ROW_BYTES: Final = 32
+#: The footer's bytes per column chunk (a row group's metadata for one column: about 1 KB per
+#: row group of trades, measured), counted in ``compressed_size`` before the footer is written.
+FOOTER_CHUNK_BYTES: Final = 120
+#: The footer's bytes whatever the rows (the schema, Arrow's and feedvault's metadata: 1.4 KB).
+FOOTER_BYTES: Final = 1536
 DECIMAL_PRECISION: Final = 38
 DECIMAL_SCALE: Final = 18
 #: Key-value metadata: the record kind (``trade`` or ``book``) and ``feedvault.<field>`` for
@@ -73,6 +97,14 @@ def modules() -> tuple[Any, Any]:
             "FORMAT", f"parquet needs pyarrow, which is not installed: {INSTALL_HINT}"
         ) from None
     return pa, pq
+
+
+def rows_per_group(max_bytes: int | None = None) -> int:
+    """The rows buffered before they are written as one row group, in a window closed at
+    ``max_bytes`` (None: no bound): as many as fit ``min(ROW_GROUP_BYTES, max_bytes // 4)`` at
+    :data:`PENDING_ROW_BYTES` each, at least one (8,192 for a window of 16 MiB or more)."""
+    budget = ROW_GROUP_BYTES if max_bytes is None else min(ROW_GROUP_BYTES, max_bytes // 4)
+    return max(1, budget // PENDING_ROW_BYTES)
 
 
 def record_kind(dataset: str) -> str:
@@ -205,9 +237,16 @@ def column_encodings(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 class ParquetEncoder:
     """One Parquet object body being built. Not thread-safe; unusable after :meth:`finish`.
 
-    ``compressed_size`` is the bytes of the row groups written so far (see the module
-    docstring: it lags the buffered rows); ``raw_size`` the in-memory (Arrow) bytes of the rows
-    written as row groups so far."""
+    Rows are buffered until ``row_group_rows`` are held (default :func:`rows_per_group` of
+    ``max_bytes``, the window's ``WINDOW_MAX_BYTES``), then written as one row group (so a row
+    group has at most ``row_group_rows`` plus one batch less one rows).
+
+    ``compressed_size`` is the bytes of the row groups written so far plus ``pending_rows``
+    times the stored bytes per row of those row groups (:data:`START_ROW_BYTES` before the
+    first) plus the footer's estimated bytes: an estimate of the object's size were it finished
+    now, which grows with every :meth:`write` (see the module docstring), and the exact body
+    size after :meth:`finish`. ``raw_size`` is the in-memory (Arrow) bytes of the rows written
+    as row groups so far; ``pending_rows`` the rows buffered for the next one."""
 
     format = PARQUET
 
@@ -217,7 +256,8 @@ class ParquetEncoder:
         kind: str,
         partition: Mapping[str, str],
         level: int = DEFAULT_LEVEL,
-        row_group_rows: int = ROW_GROUP_ROWS,
+        max_bytes: int | None = None,
+        row_group_rows: int | None = None,
     ) -> None:
         pa, pq = modules()
         self._pa = pa
@@ -237,10 +277,20 @@ class ParquetEncoder:
             use_dictionary=dictionary,
             column_encoding=encodings,
         )
-        self._rows = row_group_rows
+        rows = row_group_rows
+        self._rows = rows if rows is not None else rows_per_group(max_bytes)
         self._pending: list[Any] = []
+        self._written_rows = 0
+        self._written_bytes = 0
+        self._groups = 0
+        self._footer_group = FOOTER_CHUNK_BYTES * len(self._names)
         self.compressed_size = 0
         self.raw_size = 0
+
+    @property
+    def pending_rows(self) -> int:
+        """The rows buffered for the next row group."""
+        return len(self._pending)
 
     def write(self, records: Sequence[object]) -> None:
         """Buffer ``records`` (trades or book rows); write a row group once enough are held."""
@@ -249,6 +299,13 @@ class ParquetEncoder:
         self._pending += records
         if len(self._pending) >= self._rows:
             self._flush()
+        per_row = (
+            self._written_bytes / self._written_rows if self._written_rows else START_ROW_BYTES
+        )
+        groups = self._groups + (1 if self._pending else 0)
+        pending = int(len(self._pending) * per_row)
+        footer = FOOTER_BYTES + groups * self._footer_group
+        self.compressed_size = self._written_bytes + pending + footer
 
     def finish(self) -> bytes:
         """Write the buffered rows as the last row group, close the file, return its bytes."""
@@ -268,7 +325,9 @@ class ParquetEncoder:
         table = self._table(records)
         self._writer.write_table(table, row_group_size=len(records))
         self.raw_size += table.nbytes
-        self.compressed_size = self._sink.tell()
+        self._written_rows += len(records)
+        self._groups += 1
+        self._written_bytes = self._sink.tell()
 
     def _table(self, records: Sequence[object]) -> Any:
         pa = self._pa

@@ -14,8 +14,9 @@ A window closes, whichever comes first, when
   :meth:`Windower.due`),
 - it holds ``max_records`` records (a batch is split exactly at the limit), or
 - its compressed size reaches ``max_bytes`` (checked after each batch chunk, so a window may
-  exceed it by one chunk plus what the compressor buffers; with Parquet, plus the rows buffered
-  for the next row group, docs: lake.md#formats).
+  exceed it by one chunk plus what the compressor buffers; with Parquet, by the error of the
+  estimate for the rows buffered for the next row group and the file's footer, docs:
+  lake.md#formats).
 
 Each partition has a sequence number starting at 0 and incremented each time one of its windows
 opens; with the run id it makes every key of a run deterministic and unique.
@@ -326,7 +327,13 @@ class Windower:
             slot=slot,
             window_start_ns=start_ns,
             end_ns=start_ns + self._slot_ns,
-            encoder=make_encoder(self.format, self.level, dataset=self.dataset, partition=values),
+            encoder=make_encoder(
+                self.format,
+                self.level,
+                dataset=self.dataset,
+                partition={name: values[name] for name in self.template.hive_fields},
+                max_bytes=self.policy.max_bytes,
+            ),
             trade_ids=self.trade_ids,
         )
         self._open[(partition, slot)] = window

@@ -1,6 +1,7 @@
 """``FORMAT=parquet`` end to end (docs: lake.md#formats): the fake exchange (the same seed, the
 same clock, 500 trades) -> a ``feedvault stream`` run with ``CHANNELS=trades,book`` -> moto's S3
-server, once with ``FORMAT=parquet`` and once with ``FORMAT=ndjson.gz``.
+server, once with ``FORMAT=parquet`` and once with ``FORMAT=ndjson.gz``, with a
+``WINDOW_MAX_BYTES`` small enough that Parquet objects have several row groups.
 
 The Parquet run verifies (trades and the book rules alike), its trades equal the NDJSON run's
 field for field, and its objects, downloaded as they are, read as one dataset per directory with
@@ -57,6 +58,7 @@ async def stream(fmt: str, bucket: str, spill: Path) -> tuple[str, int]:
             FORMAT=fmt,
             CHANNELS="trades,book",
             WINDOW_SECONDS="1",
+            WINDOW_MAX_BYTES="40000",  # Parquet: row groups of 19 rows, several per object
             MAX_RUNTIME_SECONDS="60",
             SPILL_DIR=str(spill),
         )
@@ -122,6 +124,8 @@ async def test_a_parquet_run_verifies_equals_the_ndjson_run_and_reads_everywhere
             for r in decode_object(body, key)
         ]
 
+    groups = [pq.ParquetFile(lake / k[len(parquet_prefix) :]).num_row_groups for k in keys]
+    assert max(groups) > 1  # what verify and the readers check spans row groups
     trades = by_trade(records(objects, "trades"))
     assert len(trades) == sent
     assert trades == by_trade(records(ndjson, "trades"))  # every field, ts_recv included

@@ -63,6 +63,26 @@ def test_partition_fields() -> None:
     assert render(flat, partition={}).endswith("-00000007.ndjson.gz")
 
 
+@pytest.mark.parametrize(
+    ("template", "hive"),
+    [
+        (DEFAULT_KEY_TEMPLATE, ("exchange", "symbol")),
+        ("{prefix}{dataset}/{exchange}/{symbol}/{date}/{run_id}-{seq}.{ext}", ()),
+        ("{prefix}exchange={exchange}/{symbol}/{run_id}-{seq}.{ext}", ("exchange",)),
+        (
+            "{prefix}{dataset}/exchange={exchange}-x/symbol={symbol}/{run_id}-{seq}.{ext}",
+            ("symbol",),
+        ),
+        ("{prefix}{dataset}/symbol={exchange}/s={symbol}/{run_id}-{seq}.{ext}", ()),
+        ("{prefix}{dataset}/{run_id}-{seq}-symbol={symbol}.{ext}", ()),
+    ],
+)
+def test_hive_fields_are_the_partition_fields_rendered_as_whole_name_value_segments(
+    template: str, hive: tuple[str, ...]
+) -> None:
+    assert KeyTemplate(template).hive_fields == hive
+
+
 def test_extra_time_fields() -> None:
     template = KeyTemplate(
         "{prefix}y={year}/m={month}/d={day}/h={hour}/mi={minute}/{run_id}-{seq}.{ext}"

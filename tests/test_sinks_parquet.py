@@ -22,12 +22,20 @@ from engine.records import Trade
 from feedvault.config import load_stream_config
 from sinks.encoders import decode_object, make_encoder
 from sinks.keys import KeyTemplate
-from sinks.parquet import ParquetEncoder, decode, fits
+from sinks.parquet import (
+    PENDING_ROW_BYTES,
+    START_ROW_BYTES,
+    ParquetEncoder,
+    decode,
+    fits,
+    rows_per_group,
+)
 from sinks.windowing import Windower, WindowPolicy
 from tests.harness import stream_settings
 from tests.strategies import make_trade
 
 PARTITION = {"exchange": "binance", "symbol": "BTC-USDT"}
+EX_SYM = ["exchange", "symbol"]
 
 #: Prices and sizes as exchanges send them (Binance's 8 places, Coinbase's varying scales,
 #: Kraken's JSON numbers kept as text, exponent forms).
@@ -187,12 +195,13 @@ def test_values_pyarrows_cast_would_wrap_around_are_null_not_wrong() -> None:
     ("template", "columns", "meta"),
     [
         (None, [], ["exchange", "symbol"]),
-        ("{prefix}{dataset}/{exchange}/{run_id}-{seq}.{ext}", ["symbol"], ["exchange"]),
-        ("{prefix}{dataset}/{date}/{run_id}-{seq}.{ext}", ["exchange", "symbol"], []),
+        ("{prefix}{dataset}/{exchange}/{symbol}/{date}/{run_id}-{seq}.{ext}", EX_SYM, []),
+        ("{prefix}{dataset}/exchange={exchange}/{run_id}-{seq}.{ext}", ["symbol"], ["exchange"]),
+        ("{prefix}{dataset}/{date}/{run_id}-{seq}.{ext}", EX_SYM, []),
     ],
-    ids=["default", "exchange-only", "no-partition"],
+    ids=["default", "not-hive", "no-symbol", "no-partition"],
 )
-def test_the_windower_leaves_the_templates_partition_fields_to_the_path_and_metadata(
+def test_the_windower_leaves_only_the_templates_hive_fields_to_the_path_and_metadata(
     template: str | None, columns: list[str], meta: list[str]
 ) -> None:
     clock = FakeClock(1_700_000_000)
@@ -219,26 +228,79 @@ def test_the_windower_leaves_the_templates_partition_fields_to_the_path_and_meta
         assert sorted(keys) == sorted(["feedvault.record", *(f"feedvault.{m}" for m in meta)])
 
 
-def test_compressed_size_counts_finished_row_groups_and_a_small_max_bytes_closes_windows() -> None:
+def test_compressed_size_grows_with_every_batch_and_ends_exact() -> None:
     encoder = ParquetEncoder(kind="trade", partition=PARTITION, row_group_rows=500)
-    encoder.write(trades(400))
-    lag = encoder.compressed_size  # 400 rows buffered, no row group yet
-    encoder.write(trades(200))
-    assert lag == 0 and encoder.compressed_size > 1000 and encoder.raw_size > 0
+    encoder.write(trades(400))  # no row group yet: the buffered rows are estimated
+    assert encoder.pending_rows == 400 and encoder.compressed_size >= 400 * START_ROW_BYTES
+    encoder.write(trades(200))  # 600 held: written as one row group
+    assert encoder.pending_rows == 0
+    written = encoder.compressed_size
+    encoder.write(trades(300))
+    assert encoder.pending_rows == 300 and encoder.compressed_size > written
+    estimate = encoder.compressed_size
     body = encoder.finish()
-    assert encoder.compressed_size == len(body)
+    assert encoder.compressed_size == len(body) and encoder.raw_size > 0
+    assert 0.9 < estimate / len(body) < 1.1  # the rows alike, the estimate close
+
+
+def test_rows_per_group_is_a_quarter_of_the_window_in_memory_at_most_4_mib() -> None:
+    assert rows_per_group() == rows_per_group(64 * 1024 * 1024) == 8192
+    assert rows_per_group(16 * 1024 * 1024) == 8192
+    assert rows_per_group(1024 * 1024) == 512
+    assert rows_per_group(2_000) == 1
+
+
+def test_a_small_window_closes_near_its_bound_with_few_rows_buffered() -> None:
+    """Twelve symbols, batches of 25: each window closes by its bytes near ``max_bytes`` (not
+    at a 10,000-row group), and no row group (the rows buffered before it was written) holds
+    more than :func:`rows_per_group` plus one batch."""
+    max_bytes = 64 * 1024
+    budget = rows_per_group(max_bytes)
+    assert budget * PENDING_ROW_BYTES <= max_bytes // 4
     windower = Windower(
-        WindowPolicy(max_bytes=2_000),
+        WindowPolicy(max_bytes=max_bytes),
         KeyTemplate(),
         prefix="p/",
         run_id="r",
         format="parquet",
         clock=FakeClock(1_700_000_000),
     )
-    closed = [w for start in range(0, 50_000, 4096) for w in windower.add(trades(4096))]
-    # 3 batches of 4096 make the first row group (10,000 rows or more), then the size is seen
-    assert len(closed) == 4 and all(w.records == 3 * 4096 for w in closed)
-    assert len(decode(closed[0].body)) == 3 * 4096
+    symbols = [f"S{n}" for n in range(12)]
+    closed = [
+        window
+        for batch in range(150)
+        for symbol in symbols
+        for window in windower.add(trades(25, symbol=symbol, trade_id=str(batch)))
+    ]
+    assert {decode(w.body)[0]["symbol"] for w in closed} == set(symbols)
+    for window in closed:
+        assert 0.85 * max_bytes < len(window.body) < 1.1 * max_bytes, window.records
+        meta = pq.ParquetFile(io.BytesIO(window.body)).metadata
+        groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        assert max(groups) <= budget + 25 - 1 and sum(groups) == window.records
+    total = sum(w.records for w in closed + windower.close_all())
+    assert total == 150 * 25 * len(symbols)
+
+
+def test_a_large_window_gets_large_row_groups_and_round_trips() -> None:
+    """The real windower past one row group: the default ``WINDOW_MAX_BYTES`` (64 MiB) makes
+    row groups of 8,192 rows (plus part of a batch), and the records decode as sent."""
+    windower = Windower(
+        WindowPolicy(),
+        KeyTemplate(),
+        prefix="p/",
+        run_id="r",
+        format="parquet",
+        clock=FakeClock(1_700_000_000),
+    )
+    sent = trades(20_000)
+    for start in range(0, len(sent), 100):
+        assert windower.add(sent[start : start + 100]) == []
+    (window,) = windower.close_all()
+    meta = pq.ParquetFile(io.BytesIO(window.body)).metadata
+    groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert groups == [8200, 8200, 3600]
+    assert decode_object(window.key, window.body) == [vars(t) for t in sent]
 
 
 def test_raw_capture_objects_stay_ndjson_zst_under_format_parquet() -> None:
