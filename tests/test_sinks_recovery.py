@@ -19,6 +19,7 @@ import pytest
 from engine.clock import FakeClock
 from engine.errors import IntegrityError, StorageError
 from engine.records import Trade
+from sinks.encoders import decode_object
 from sinks.manifest import Lost, Manifest, StoredObjectEntry, iso_utc, manifest_key
 from sinks.memory import MemoryWriter
 from sinks.recovery import RecoveryReport, recover_spilled, updated_manifest
@@ -61,8 +62,10 @@ class ManifestsRefused(MemoryWriter):
         return await super().put(key, body)
 
 
-def windows(run_id: str, n: int, clock: FakeClock, prefix: str = PREFIX) -> list[ClosedWindow]:
-    windower = make_windower(clock, 4, prefix, run_id)
+def windows(
+    run_id: str, n: int, clock: FakeClock, prefix: str = PREFIX, fmt: str = "ndjson.gz"
+) -> list[ClosedWindow]:
+    windower = make_windower(clock, 4, prefix, run_id, fmt)
     trades = [
         Trade("binance", "BTC-USDT", "BTCUSDT", str(i), "1.5", "2", "buy", 1_000 + i, 7)
         for i in range(1, 4 * n + 1)
@@ -101,10 +104,11 @@ async def earlier_run(
     run_id: str = "run-1",
     manifest_spilled: bool = True,
     error: str | None = None,
+    fmt: str = "ndjson.gz",
 ) -> tuple[list[ClosedWindow], Manifest]:
     """What a run whose S3 failed leaves: one window in the store, two spilled, and its
     incomplete manifest spilled (or in the store)."""
-    first, *rest = windows(run_id, 3, clock)
+    first, *rest = windows(run_id, 3, clock, fmt=fmt)
     stored = await writer.put(first.key, first.body)
     spill_windows(rest, spill_dir, run_id, destination=DEST)
     doc = manifest(run_id, [StoredObjectEntry.of(first, stored)], [w.key for w in rest], error)
@@ -129,12 +133,14 @@ def stored_manifest(writer: MemoryWriter, run_id: str = "run-1") -> Manifest:
     return Manifest.from_json(writer.objects[manifest_key(PREFIX, run_id)])
 
 
+@pytest.mark.parametrize("fmt", ["ndjson.gz", "ndjson.zst", "parquet"])
 async def test_a_spilled_manifest_and_its_windows_are_uploaded_and_the_run_verifies(
-    tmp_path: Path,
+    tmp_path: Path, fmt: str
 ) -> None:
     clock = FakeClock()
     writer = MemoryWriter()
-    made, before = await earlier_run(writer, tmp_path, clock)
+    made, before = await earlier_run(writer, tmp_path, clock, fmt=fmt)
+    assert all(w.key.endswith("." + fmt) for w in made)
     assert not (await verify_run(writer, PREFIX, "run-1")).ok  # no manifest in the store yet
     report = await recover(writer, tmp_path, clock)
     assert report.uploaded == [w.key for w in made[1:]]
@@ -158,6 +164,8 @@ async def test_a_spilled_manifest_and_its_windows_are_uploaded_and_the_run_verif
     report_ok = await verify_run(writer, PREFIX, "run-1")
     assert report_ok.ok, report_ok.problems
     assert report_ok.records == 12
+    stored = [t for w in made for t in decode_object(w.key, writer.objects[w.key])]
+    assert [t["trade_id"] for t in stored] == [str(i) for i in range(1, 13)]
     # Removed only now that the windows and the manifest naming them are durable.
     assert scan_spilled(tmp_path).entries == []
     assert load_spilled_manifest(tmp_path, "run-1") is None
