@@ -29,7 +29,10 @@ completes having done nothing: no output written or replaced, nothing moved, the
 ``complete`` with the counter ``no_new_input`` 1 and ``outputs`` 0, and a ``no_new_input`` log
 line. That is for runs started per uploaded object (docs: lake.md#event-driven-e-commerce-batch),
 where the runs started by the same batch of files, and by the job's own moves under
-``processed/``, find what an earlier run already took.
+``processed/``, find what an earlier run already took. An input that another run moves between
+this run's listing and its read is left out (``input_taken`` log line); when that leaves
+nothing, the run ends the same way. (With ``fail`` that input fails the run, as any missing
+input does.)
 """
 
 from __future__ import annotations
@@ -48,13 +51,14 @@ from batch.ecommerce import (
     parse_orders,
 )
 from batch.job import FileJob, JobContext
-from batch.jobinput import input_errors, read_inputs
+from batch.jobinput import input_errors
 from batch.processed import (
     MOVED_COUNTER,
     NothingNew,
     check_targets,
     move_to_processed,
     new_inputs,
+    read_new_inputs,
 )
 from engine.logs import get_logger, log_event
 from engine.settings import Env
@@ -93,19 +97,27 @@ class EcommerceJob(FileJob):
     def parameters(self) -> dict[str, Any]:
         return {"no_new_input": self.no_new_input}
 
+    @staticmethod
+    def _nothing_new(ctx: JobContext, url: str, detail: str) -> None:
+        ctx.count(NO_NEW_COUNTER, 1)
+        log_event(log, logging.INFO, "no_new_input", input=url, detail=detail)
+
     async def run(self, ctx: JobContext) -> None:
         reader = ctx.require_input()
         ctx.count(MOVED_COUNTER, 0)
+        succeed = self.no_new_input == "succeed"
         try:
             found = await new_inputs(reader)
         except NothingNew as exc:
-            if self.no_new_input == "fail":
+            if not succeed:
                 raise
-            ctx.count(NO_NEW_COUNTER, 1)
-            log_event(log, logging.INFO, "no_new_input", input=reader.url, detail=str(exc))
+            self._nothing_new(ctx, reader.url, str(exc))
             return
-        files = await read_inputs(ctx, found.keys)  # in key order, as found.keys
-        inputs = [(key, body) for key, (_, body) in zip(found.keys, files, strict=True)]
+        inputs = await read_new_inputs(ctx, reader, found.keys, skip_taken=succeed)
+        if not inputs:
+            self._nothing_new(ctx, reader.url, "every new input was taken by another run")
+            return
+        files = [(reader.relative(key), body) for key, body in inputs]
         await check_targets(reader, inputs, found.archived)
         with input_errors(reader):
             parsed = await ctx.run_cpu(parse_orders, files)

@@ -132,6 +132,39 @@ async def _new_single(reader: InputReader, key: str) -> NewInputs:
     return NewInputs([key], archived)
 
 
+async def read_new_inputs(
+    ctx: JobContext, reader: InputReader, keys: Sequence[str], *, skip_taken: bool
+) -> list[tuple[str, bytes]]:
+    """``(key, bytes)`` of each of ``keys`` (from :func:`new_inputs`), in order.
+
+    An input gone since the listing is :class:`~batch.job.JobError`, except with
+    ``skip_taken`` when its ``processed/`` copy exists: another run, started by the same files,
+    took it between this run's listing and its read (``NO_NEW_INPUT=succeed``); it is then left
+    out (one ``input_taken`` log line), not counted as a file read, and the run goes on with the
+    rest, which may be none."""
+    ctx.progress.set_totals(files=len(keys))
+    read: list[tuple[str, bytes]] = []
+    for key in keys:
+        try:
+            body = await reader.store.get(key)
+        except ObjectNotFound:
+            target = processed_key(reader.location, key)
+            if not (skip_taken and await _exists(reader.store, target)):
+                raise JobError(f"input object {key!r} not found in {reader.url}") from None
+            log_event(
+                log,
+                logging.INFO,
+                "input_taken",
+                source=object_url(reader.location, key),
+                target=object_url(reader.location, target),
+            )
+            continue
+        read.append((key, body))
+        ctx.progress.add_rows(body.count(b"\n"))
+        ctx.progress.file_done()
+    return read
+
+
 async def check_targets(
     reader: InputReader, inputs: Sequence[tuple[str, bytes]], archived: frozenset[str]
 ) -> None:

@@ -79,6 +79,10 @@ class QueryFailed(Exception):
     """The query could not run or failed; the message is one line."""
 
 
+CLOSE_TIMEOUT: Final = 10.0
+"""Seconds :meth:`_IoLoop.close` waits for the ``file://`` I/O threads to finish."""
+
+
 class _IoLoop:
     """An event loop on a thread of its own, for the async object store client: DuckDB calls
     the datasets' scans from its own threads, which wait here for the bodies."""
@@ -96,9 +100,14 @@ class _IoLoop:
     def close(self) -> None:
         """Stop the loop and join its thread, after the loop's default executor (the
         ``asyncio_N`` threads ``file://`` I/O runs on) has shut down and joined its threads:
-        nothing of the lake outlives :func:`open_lake`."""
+        nothing of the lake outlives :func:`open_lake`. The wait for the executor is bounded
+        (:data:`CLOSE_TIMEOUT`): a read stuck in the filesystem (a hung NFS mount) is left to
+        the interpreter's own exit, which joins executor threads."""
+        done = asyncio.run_coroutine_threadsafe(self.loop.shutdown_default_executor(), self.loop)
         try:
-            self.run(self.loop.shutdown_default_executor())
+            done.result(timeout=CLOSE_TIMEOUT)
+        except TimeoutError:
+            done.cancel()
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()

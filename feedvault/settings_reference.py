@@ -266,7 +266,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         "Windows, objects and uploads",
         (STREAM, REPLAY, LOADTEST),
         "the encoding of trade and book objects: NDJSON (gzip, zstd) or Parquet (needs "
-        "pyarrow, the `lake` extra; raw capture objects stay `ndjson.zst`; see "
+        "pyarrow, the `lake` extra; raw capture objects are `ndjson.zst` then; see "
         "[The lake](lake.md#formats))",
         _one_of(STREAM_FORMATS),
         default=DEFAULT_FORMAT,

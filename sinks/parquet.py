@@ -31,7 +31,9 @@ holds no more than a quarter of its bound between batches; the last row group is
 :meth:`ParquetEncoder.finish`. ``compressed_size`` is the bytes of the row groups written plus
 an estimate for the buffered rows (their count times the stored bytes per row of the row groups
 written so far, :data:`START_ROW_BYTES` before the first), so the windower sees a window grow
-with every batch and ``WINDOW_MAX_BYTES`` bounds it as it bounds an NDJSON window. The footer,
+with every batch between row groups (when one is written its estimate gives way to its real
+size, so the figure can step down; the windower compares it with the bound after each batch and
+needs no monotony) and ``WINDOW_MAX_BYTES`` bounds it as it bounds an NDJSON window. The footer,
 written at ``finish``, is counted as :data:`FOOTER_BYTES` plus :data:`FOOTER_CHUNK_BYTES` per
 column per row group (about 1 KB per row group of trades). The estimate errs by what the
 buffered rows' stored bytes and the footer differ from those averages: a few percent, since the
@@ -237,16 +239,17 @@ def column_encodings(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 class ParquetEncoder:
     """One Parquet object body being built. Not thread-safe; unusable after :meth:`finish`.
 
-    Rows are buffered until ``row_group_rows`` are held (default :func:`rows_per_group` of
-    ``max_bytes``, the window's ``WINDOW_MAX_BYTES``), then written as one row group (so a row
-    group has at most ``row_group_rows`` plus one batch less one rows).
+        Rows are buffered until ``row_group_rows`` are held (default :func:`rows_per_group` of
+        ``max_bytes``, the window's ``WINDOW_MAX_BYTES``), then written as one row group (so a row
+        group has at most ``row_group_rows`` plus one batch less one rows).
 
-    ``compressed_size`` is the bytes of the row groups written so far plus ``pending_rows``
-    times the stored bytes per row of those row groups (:data:`START_ROW_BYTES` before the
-    first) plus the footer's estimated bytes: an estimate of the object's size were it finished
-    now, which grows with every :meth:`write` (see the module docstring), and the exact body
-    size after :meth:`finish`. ``raw_size`` is the in-memory (Arrow) bytes of the rows written
-    as row groups so far; ``pending_rows`` the rows buffered for the next one."""
+        ``compressed_size`` is the bytes of the row groups written so far plus ``pending_rows``
+        times the stored bytes per row of those row groups (:data:`START_ROW_BYTES` before the
+        first) plus the footer's estimated bytes: an estimate of the object's size were it finished
+        now, which grows with every :meth:`write` between row groups and can step down when one is
+    written (see the module docstring), and the exact body
+        size after :meth:`finish`. ``raw_size`` is the in-memory (Arrow) bytes of the rows written
+        as row groups so far; ``pending_rows`` the rows buffered for the next one."""
 
     format = PARQUET
 

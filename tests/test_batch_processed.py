@@ -122,6 +122,69 @@ def test_no_new_input_succeed_completes_a_run_that_finds_nothing_new(tmp_path: P
     assert outputs(out) == before and files(src) == inputs
 
 
+class TakenOnRead(FileWriter):
+    """The real file store, where another run (simulated) moves each key of ``take`` under
+    ``processed/`` just before this run reads it: after this run listed it."""
+
+    def __init__(self, root: Path, take: frozenset[str]) -> None:
+        super().__init__(root)
+        self.take = take
+
+    async def get(self, key: str) -> bytes:
+        if key in self.take:
+            body = await super().get(key)
+            await super().put("processed/" + key, body)
+            await super().delete(key)
+        return await super().get(key)
+
+
+@pytest.mark.parametrize("taken", [frozenset({"a.csv"}), frozenset({"a.csv", "sub/b.csv"})])
+async def test_an_input_taken_by_another_run_after_the_listing_is_left_out(
+    tmp_path: Path, taken: frozenset[str]
+) -> None:
+    """Two runs started by the same files: this one listed ``a.csv`` (and ``sub/b.csv``) as new,
+    the other moved it before this one read it. With ``NO_NEW_INPUT=succeed`` this run goes on
+    with what is left, or completes doing nothing; with ``fail`` it fails naming the input."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_inputs(src)
+    env = {**ENV, "RUN_ID": "r1", "NO_NEW_INPUT": "succeed"}
+    config, job = prepare_batch("ecommerce", env, in_url=f"file://{src}/", out_url=f"file://{out}/")
+    store = TakenOnRead(src, taken)
+    run = BatchRun(
+        config, job, env=Env(env), install_signal_handlers=False, input_store=store, is_tty=False
+    )
+    assert await run.run() == 0
+    doc = manifest(out, "r1")
+    assert doc["status"] == "complete"
+    if len(taken) == 2:
+        assert doc["objects"] == [] and outputs(out) == {}
+        assert doc["counters"] == {
+            "rows": 0,
+            "files": 0,
+            "outputs": 0,
+            "inputs_moved": 0,
+            "no_new_input": 1,
+        }
+    else:  # only sub/b.csv was this run's: its outputs hold B1 alone, and it moved b alone
+        assert doc["counters"]["files"] == 1 and doc["counters"]["inputs_moved"] == 1
+        kpis = json.loads(outputs(out)["ecommerce/orders_kpis.jsonl"].splitlines()[0])
+        assert kpis["total_orders"] == 1
+    assert files(src) == {"processed/a.csv": A_CSV, "processed/sub/b.csv": B_CSV}
+
+
+async def test_with_fail_an_input_taken_after_the_listing_fails_the_run(tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_inputs(src)
+    env = {**ENV, "RUN_ID": "r1"}
+    config, job = prepare_batch("ecommerce", env, in_url=f"file://{src}/", out_url=f"file://{out}/")
+    store = TakenOnRead(src, frozenset({"a.csv"}))
+    run = BatchRun(
+        config, job, env=Env(env), install_signal_handlers=False, input_store=store, is_tty=False
+    )
+    assert await run.run() == 1
+    assert manifest(out, "r1")["error"] == f"input object 'a.csv' not found in file://{src}/"
+
+
 def test_no_new_input_succeed_still_fails_a_malformed_input(tmp_path: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()

@@ -228,7 +228,9 @@ def test_the_windower_leaves_only_the_templates_hive_fields_to_the_path_and_meta
         assert sorted(keys) == sorted(["feedvault.record", *(f"feedvault.{m}" for m in meta)])
 
 
-def test_compressed_size_grows_with_every_batch_and_ends_exact() -> None:
+def test_compressed_size_grows_between_row_groups_and_ends_exact() -> None:
+    """It grows with each batch while rows are buffered; when a row group is written the
+    estimate of its rows gives way to their stored size (it may step down); exact at the end."""
     encoder = ParquetEncoder(kind="trade", partition=PARTITION, row_group_rows=500)
     encoder.write(trades(400))  # no row group yet: the buffered rows are estimated
     assert encoder.pending_rows == 400 and encoder.compressed_size >= 400 * START_ROW_BYTES
