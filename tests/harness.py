@@ -520,3 +520,26 @@ def manifest_gap_ids(manifest: dict[str, Any]) -> dict[str, set[int]]:
         for gap in gaps:
             out[key].update(range(gap["from_id"], gap["to_id"] + 1))
     return {key: ids for key, ids in out.items() if ids}
+
+
+def damaged_parquet_page(body: bytes, column: str | None = None) -> bytes | None:
+    """``body`` (a Parquet file) with one byte flipped inside the first data page of ``column``
+    (default: the first column) such that the file still decodes, to other values: a damage
+    only a page checksum can tell. None when no flip of that page decodes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = pq.read_table(pa.BufferReader(body))
+    index = 0 if column is None else good.schema.get_field_index(column)
+    chunk = pq.ParquetFile(pa.BufferReader(body)).metadata.row_group(0).column(index)
+    start = chunk.data_page_offset
+    for position in range(start, start + chunk.total_compressed_size):
+        flipped = bytearray(body)
+        flipped[position] ^= 0x01
+        try:
+            read = pq.read_table(pa.BufferReader(bytes(flipped)))
+        except (pa.ArrowException, OSError):
+            continue
+        if not read.equals(good):
+            return bytes(flipped)
+    return None

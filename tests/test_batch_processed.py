@@ -147,13 +147,7 @@ async def test_an_input_taken_by_another_run_after_the_listing_is_left_out(
     with what is left, or completes doing nothing; with ``fail`` it fails naming the input."""
     src, out = tmp_path / "in", tmp_path / "out"
     write_inputs(src)
-    env = {**ENV, "RUN_ID": "r1", "NO_NEW_INPUT": "succeed"}
-    config, job = prepare_batch("ecommerce", env, in_url=f"file://{src}/", out_url=f"file://{out}/")
-    store = TakenOnRead(src, taken)
-    run = BatchRun(
-        config, job, env=Env(env), install_signal_handlers=False, input_store=store, is_tty=False
-    )
-    assert await run.run() == 0
+    assert await run_with_store(src, out, TakenOnRead(src, taken), NO_NEW_INPUT="succeed") == 0
     doc = manifest(out, "r1")
     assert doc["status"] == "complete"
     if len(taken) == 2:
@@ -175,13 +169,7 @@ async def test_an_input_taken_by_another_run_after_the_listing_is_left_out(
 async def test_with_fail_an_input_taken_after_the_listing_fails_the_run(tmp_path: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     write_inputs(src)
-    env = {**ENV, "RUN_ID": "r1"}
-    config, job = prepare_batch("ecommerce", env, in_url=f"file://{src}/", out_url=f"file://{out}/")
-    store = TakenOnRead(src, frozenset({"a.csv"}))
-    run = BatchRun(
-        config, job, env=Env(env), install_signal_handlers=False, input_store=store, is_tty=False
-    )
-    assert await run.run() == 1
+    assert await run_with_store(src, out, TakenOnRead(src, frozenset({"a.csv"}))) == 1
     assert manifest(out, "r1")["error"] == f"input object 'a.csv' not found in file://{src}/"
 
 
@@ -269,8 +257,9 @@ def test_a_failed_copy_is_undone_and_names_the_input(tmp_path: Path) -> None:
     assert files(src) == {"a.csv": A_CSV, "processed/sub": b"in the way", "sub/b.csv": B_CSV}
 
 
-async def run_with_store(src: Path, out: Path, store: FileWriter) -> int:
-    env = {**ENV, "RUN_ID": "r1"}
+async def run_with_store(src: Path, out: Path, store: FileWriter, **extra: str) -> int:
+    """The ``ecommerce`` job, run ``r1`` (and ``extra`` variables), reading through ``store``."""
+    env = {**ENV, "RUN_ID": "r1", **extra}
     config, job = prepare_batch("ecommerce", env, in_url=f"file://{src}/", out_url=f"file://{out}/")
     run = BatchRun(
         config, job, env=Env(env), install_signal_handlers=False, input_store=store, is_tty=False

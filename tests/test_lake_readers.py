@@ -35,6 +35,7 @@ from engine.records import Trade
 from feedvault.batch_run import run_batch
 from sinks.keys import KeyTemplate
 from sinks.windowing import ClosedWindow, Windower, WindowPolicy
+from tests.harness import damaged_parquet_page
 
 NS: Final = 1_000_000_000
 DAYS: Final = (dt.date(2026, 3, 1), dt.date(2026, 3, 2))
@@ -437,24 +438,6 @@ def test_each_reader_reads_each_batch_table_as_its_folder(
         assert len(rows) > 0, table
 
 
-def damaged_page(body: bytes) -> bytes | None:
-    """``body`` with one byte flipped inside the first column's first data page such that the
-    page still decompresses to other values (so only a page checksum can tell), or None."""
-    good = pq.read_table(pa.BufferReader(body))
-    chunk = pq.ParquetFile(pa.BufferReader(body)).metadata.row_group(0).column(0)
-    start = chunk.data_page_offset
-    for position in range(start, start + chunk.total_compressed_size):
-        flipped = bytearray(body)
-        flipped[position] ^= 0x01
-        try:
-            read = pq.read_table(pa.BufferReader(bytes(flipped)))
-        except (pa.ArrowException, OSError):
-            continue
-        if not read.equals(good):
-            return bytes(flipped)
-    return None
-
-
 def test_every_parquet_file_carries_page_checksums(compacted: Compacted, batch_out: Path) -> None:
     """Compact's and the batch jobs' files are written with page checksums (as the stream's
     are), so a reader that verifies them (``feedvault query``) refuses a damaged page that would
@@ -462,7 +445,7 @@ def test_every_parquet_file_carries_page_checksums(compacted: Compacted, batch_o
     files = sorted(compacted.root.rglob("*.parquet")) + sorted(batch_out.rglob("*.parquet"))
     checked = 0
     for path in files:
-        damaged = damaged_page(path.read_bytes())
+        damaged = damaged_parquet_page(path.read_bytes())
         if damaged is None:
             continue  # no flip of this page decodes silently: nothing a checksum must catch
         with pytest.raises(OSError, match=r"CRC|checksum"):

@@ -29,6 +29,7 @@ from feedvault.query import Lake, QueryFailed, execute, open_lake, run, write_re
 from sinks.encoders import decode_object, make_encoder
 from sinks.manifest import Manifest
 from tests.conftest import S3Server
+from tests.harness import damaged_parquet_page
 
 SEED = 3
 
@@ -510,23 +511,11 @@ def test_a_damaged_parquet_page_that_still_decodes_fails_on_its_checksum(
     encoder = make_encoder("parquet", dataset="trades", partition=partition)
     encoder.write(trades)
     body = encoder.finish()
-    good = pq.read_table(pa.BufferReader(body))
-    group = pq.ParquetFile(pa.BufferReader(body)).metadata.row_group(0)
-    chunk = group.column(good.schema.get_field_index("trade_id"))
-    assert chunk.path_in_schema == "trade_id" and chunk.compression == "ZSTD"
-    start = chunk.data_page_offset
-    damaged = b""
-    for position in range(start, start + chunk.total_compressed_size):
-        flipped = bytearray(body)
-        flipped[position] ^= 0x01
-        try:
-            read = pq.read_table(pa.BufferReader(bytes(flipped)))
-        except (pa.ArrowException, OSError):
-            continue
-        if read.column("trade_id") != good.column("trade_id"):
-            damaged = bytes(flipped)
-            break
-    assert damaged, "no byte of the page decodes to other values"
+    damaged = damaged_parquet_page(body, "trade_id")
+    assert damaged is not None, "no byte of the page decodes to other values"
+    assert pq.read_table(pa.BufferReader(damaged)).column("trade_id").to_pylist() != [
+        t.trade_id for t in trades
+    ]
     key = "trades/exchange=binance/symbol=BTC-USDT/date=2026-01-05/hour=00/w-1.parquet"
     write_tree(tmp_path, {key: damaged})
     status, out, err = cli(capsys, f"file://{tmp_path}/", "SELECT trade_id FROM trades")
