@@ -71,16 +71,14 @@ CONNECTION_CONFIG: Final = {
     "autoload_known_extensions": False,
 }
 """Given to ``duckdb.connect``: no extension is installed or loaded behind the SQL's back."""
+CLOSE_TIMEOUT: Final = 10.0
+"""Seconds :meth:`_IoLoop.close` waits for the ``file://`` I/O threads to finish."""
 
 _T = TypeVar("_T")
 
 
 class QueryFailed(Exception):
     """The query could not run or failed; the message is one line."""
-
-
-CLOSE_TIMEOUT: Final = 10.0
-"""Seconds :meth:`_IoLoop.close` waits for the ``file://`` I/O threads to finish."""
 
 
 class _IoLoop:

@@ -239,17 +239,17 @@ def column_encodings(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 class ParquetEncoder:
     """One Parquet object body being built. Not thread-safe; unusable after :meth:`finish`.
 
-        Rows are buffered until ``row_group_rows`` are held (default :func:`rows_per_group` of
-        ``max_bytes``, the window's ``WINDOW_MAX_BYTES``), then written as one row group (so a row
-        group has at most ``row_group_rows`` plus one batch less one rows).
+    Rows are buffered until ``row_group_rows`` are held (default :func:`rows_per_group` of
+    ``max_bytes``, the window's ``WINDOW_MAX_BYTES``), then written as one row group (so a row
+    group has at most ``row_group_rows`` plus one batch less one rows).
 
-        ``compressed_size`` is the bytes of the row groups written so far plus ``pending_rows``
-        times the stored bytes per row of those row groups (:data:`START_ROW_BYTES` before the
-        first) plus the footer's estimated bytes: an estimate of the object's size were it finished
-        now, which grows with every :meth:`write` between row groups and can step down when one is
-    written (see the module docstring), and the exact body
-        size after :meth:`finish`. ``raw_size`` is the in-memory (Arrow) bytes of the rows written
-        as row groups so far; ``pending_rows`` the rows buffered for the next one."""
+    ``compressed_size`` is the bytes of the row groups written so far plus ``pending_rows``
+    times the stored bytes per row of those row groups (:data:`START_ROW_BYTES` before the
+    first) plus the footer's estimated bytes: an estimate of the object's size were it finished
+    now, which grows with every :meth:`write` between row groups and can step down when one is
+    written (see the module docstring), and the exact body size after :meth:`finish`.
+    ``raw_size`` is the in-memory (Arrow) bytes of the rows written as row groups so far;
+    ``pending_rows`` the rows buffered for the next one."""
 
     format = PARQUET
 
@@ -265,10 +265,8 @@ class ParquetEncoder:
         pa, pq = modules()
         self._pa = pa
         self._schema = schema(kind, partition, pa)
-        self._names = [name for name in self._schema.names]
-        self._getters = {
-            name: attrgetter(name) for name in _FIELDS[kind] if name in set(self._names)
-        }
+        self._names = list(self._schema.names)
+        self._getters = {name: attrgetter(name) for name in _FIELDS[kind] if name in self._names}
         self._sink = pa.BufferOutputStream()
         dictionary, encodings = column_encodings(self._names)
         self._writer: Any = pq.ParquetWriter(

@@ -679,17 +679,25 @@ async def test_rest_endpoints_answer_beside_the_websocket() -> None:
     assert fx.ledger.books.rest == []
 
 
-async def test_trades_and_books_on_one_connection() -> None:
+def binance_trade_ids() -> tuple[list[int], Callable[[str | bytes], None]]:
+    """A list, and a frame callback that appends the ids of the Binance trades a frame holds
+    (frames of other kinds, books, are left alone)."""
     from connectors.registry import get_protocol
 
-    clock = FakeClock()
-    trades_proto = get_protocol("binance")
-    trade_ids: list[int] = []
+    protocol = get_protocol("binance")
+    ids: list[int] = []
 
     def on_frame(frame: str | bytes) -> None:
-        result = trades_proto.parse(frame, 0)
+        result = protocol.parse(frame, 0)
         if isinstance(result, list | tuple):
-            trade_ids.extend(int(t.trade_id) for t in result)
+            ids.extend(int(t.trade_id) for t in result)
+
+    return ids, on_frame
+
+
+async def test_trades_and_books_on_one_connection() -> None:
+    clock = FakeClock()
+    trade_ids, on_frame = binance_trade_ids()
 
     fx = fake("binance", clock, symbols=["BTCUSDT"])
     async with fx:
@@ -775,16 +783,8 @@ async def test_cli_refuses_a_bad_book_rate(capsys: pytest.CaptureFixture[str]) -
 
 
 async def test_books_beside_trades_in_max_mode() -> None:
-    from connectors.registry import get_protocol
-
     clock = FakeClock()
-    trades_proto = get_protocol("binance")
-    trade_ids: list[int] = []
-
-    def on_frame(frame: str | bytes) -> None:
-        result = trades_proto.parse(frame, 0)
-        if isinstance(result, list | tuple):
-            trade_ids.extend(int(t.trade_id) for t in result)
+    trade_ids, on_frame = binance_trade_ids()
 
     fx = FakeExchange("binance", rate=None, symbols=["BTCUSDT"], clock=clock, max_trades=20_000)
     async with fx:
